@@ -1,0 +1,46 @@
+"""t2t_jax: Text2Tracks generative retrieval for music recommendation, in JAX (T5X/SeqIO style)."""
+
+import setuptools
+
+CORE = [
+    # The core package (t2t_jax) needs only these; it must import without TensorFlow.
+    "jax>=0.4.35,<0.13",
+    "flax>=0.10.2,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
+    "gin-config>=0.5,<0.6",
+    "sentencepiece>=0.2,<0.3",
+    "bm25s>=0.2.6,<0.4",
+    "numpy>=1.26,<3",
+    "scipy>=1.11",
+    "safetensors>=0.4",
+    "tensorboardX>=2.6",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+    "psutil>=5.9",
+    "aiohttp>=3.9,<4",
+]
+DATA = [
+    # SeqIO tasks and TFDS builders (the `tasks` package).
+    "seqio>=0.0.19",
+    "tensorflow-datasets>=4.9.4",
+    "pyarrow>=14",
+]
+
+setuptools.setup(
+    name="t2t_jax",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.13",
+    packages=setuptools.find_packages(include=["t2t_jax", "t2t_jax.*", "tasks", "tasks.*"]),
+    package_data={"t2t_jax": ["gin/**/*.gin"]},
+    include_package_data=True,
+    install_requires=CORE + DATA,
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6"],
+        "bench": ["faiss-cpu>=1.8", "scikit-learn>=1.4", "torch==2.13.0", "transformers>=4.44,<6"],
+    },
+    entry_points={"console_scripts": ["t2t=t2t_jax.cli:main"]},
+)

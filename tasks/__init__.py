@@ -1,0 +1,1 @@
+"""SeqIO tasks, vocabularies and TFDS builders for t2t_jax (TensorFlow lives here)."""
