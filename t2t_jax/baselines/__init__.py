@@ -1,1 +1,1 @@
-"""t2t_jax.baselines."""
+"""Retrieval baselines scored by the same metric code as Text2Tracks (t2t_jax.metrics)."""
