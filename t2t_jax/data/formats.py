@@ -1,0 +1,483 @@
+"""Dataset-dir formats: catalog and playlists as JSONL, splits and meta as JSON (docs/CONTRACTS.md).
+
+A dataset dir holds
+  catalog.jsonl    one track a line:    {"track_id", "artist", "title", "album", "tags": [...]}
+  playlists.jsonl  one playlist a line: {"playlist_id", "title", "description", "track_ids": [...],
+                                          "intent": {...} (optional)}
+  splits.json      {"train": [playlist ids], "validation": [...], "test": [...]}
+  meta.json        free-form provenance (generator config, source, counts).
+
+Readers stream (one record in memory at a time, apart from the set of seen ids used to catch
+duplicates) and validate every record.  A bad record raises `UserInputError` naming `file:line` and
+the bad field/value; with `on_error="skip"` it is skipped and counted in a `ReadStats` instead
+(first few messages kept).  Writers write to a temporary name and rename (`t2t_jax.io_utils`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Collection, Iterable, Iterator
+
+import numpy as np
+
+from t2t_jax import io_utils
+from t2t_jax.errors import UserInputError, where
+
+CATALOG_FILE = "catalog.jsonl"
+PLAYLISTS_FILE = "playlists.jsonl"
+SPLITS_FILE = "splits.json"
+META_FILE = "meta.json"
+SPLITS = ("train", "validation", "test")
+ON_ERROR = ("raise", "skip")
+# Longest title/description/name accepted by the readers (characters).  Longer values are a
+# corrupted record, not a prompt; prompts.py trims long-but-sane prompts further.
+MAX_TEXT_CHARS = 20_000
+MAX_ID_CHARS = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+  track_id: str
+  artist: str
+  title: str
+  album: str = ""
+  tags: tuple[str, ...] = ()
+
+  def to_json(self) -> dict[str, Any]:
+    return {"track_id": self.track_id, "artist": self.artist, "title": self.title,
+            "album": self.album, "tags": list(self.tags)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Playlist:
+  playlist_id: str
+  title: str
+  description: str
+  track_ids: tuple[str, ...]
+  intent: dict | None = None
+
+  def to_json(self) -> dict[str, Any]:
+    out = {"playlist_id": self.playlist_id, "title": self.title, "description": self.description,
+           "track_ids": list(self.track_ids)}
+    if self.intent is not None:
+      out["intent"] = self.intent
+    return out
+
+
+@dataclasses.dataclass
+class ReadStats:
+  """Counters filled by a reader: records read (valid), skipped, and the first skip messages."""
+  read: int = 0
+  skipped: int = 0
+  messages: list[str] = dataclasses.field(default_factory=list)
+  max_messages: int = 20
+
+  def skip(self, message: str) -> None:
+    self.skipped += 1
+    if len(self.messages) < self.max_messages:
+      self.messages.append(message)
+
+  def as_dict(self) -> dict[str, Any]:
+    return {"read": self.read, "skipped": self.skipped, "messages": list(self.messages)}
+
+
+class _BadRecord(Exception):
+  """A record-level problem; the reader turns it into UserInputError or a counted skip."""
+
+
+def _check_on_error(on_error: str) -> None:
+  if on_error not in ON_ERROR:
+    raise UserInputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+  """Yields (line number, parsed JSON or _BadRecord) for each non-blank line; streams the file.
+
+  Lines are decoded as UTF-8 one at a time so that a non-UTF-8 byte names its own line.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise UserInputError(f"{path}: no such file")
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, start=1):
+      if raw.strip():
+        yield lineno, _parse_line(raw, lineno == 1)
+
+
+def _parse_line(raw: bytes, first: bool) -> Any:
+  """One JSONL line -> parsed JSON, or a _BadRecord describing why it is not JSON."""
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    return _BadRecord(f"not UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r})")
+  if first and text.startswith("\ufeff"):
+    text = text[1:]
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    return _BadRecord(f"malformed JSON ({e.msg} at column {e.colno})")
+
+
+def _str_field(rec: dict, key: str, *, required: bool = True, nonempty: bool = False,
+               max_chars: int = MAX_TEXT_CHARS) -> str:
+  if key not in rec or rec[key] is None:
+    if required:
+      raise _BadRecord(f"missing field {key!r}")
+    return ""
+  value = rec[key]
+  if not isinstance(value, str):
+    raise _BadRecord(f"field {key!r} must be a string, got {type(value).__name__} {_short(value)}")
+  if nonempty and not value.strip():
+    raise _BadRecord(f"field {key!r} is empty")
+  if len(value) > max_chars:
+    raise _BadRecord(f"field {key!r} is {len(value)} characters long (limit {max_chars})")
+  return value
+
+
+def _id_field(rec: dict, key: str) -> str:
+  value = _str_field(rec, key, nonempty=True, max_chars=MAX_ID_CHARS)
+  if value != value.strip() or "\n" in value:
+    raise _BadRecord(f"field {key!r} has leading/trailing whitespace or a newline: {value!r}")
+  return value
+
+
+def _short(value: Any, n: int = 60) -> str:
+  s = repr(value)
+  return s if len(s) <= n else s[:n] + "..."
+
+
+def parse_track(rec: Any) -> Track:
+  """Validates one catalog record (parsed JSON) and returns a Track; raises _BadRecord."""
+  if isinstance(rec, _BadRecord):
+    raise rec
+  if not isinstance(rec, dict):
+    raise _BadRecord(f"expected a JSON object, got {type(rec).__name__}")
+  track_id = _id_field(rec, "track_id")
+  artist = _str_field(rec, "artist")
+  title = _str_field(rec, "title")
+  album = _str_field(rec, "album", required=False)
+  tags = rec.get("tags", [])
+  if tags is None:
+    tags = []
+  if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+    raise _BadRecord(f"field 'tags' must be a list of strings, got {_short(tags)}")
+  return Track(track_id, artist, title, album, tuple(tags))
+
+
+def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None) -> Playlist:
+  """Validates one playlist record (parsed JSON) and returns a Playlist; raises _BadRecord."""
+  if isinstance(rec, _BadRecord):
+    raise rec
+  if not isinstance(rec, dict):
+    raise _BadRecord(f"expected a JSON object, got {type(rec).__name__}")
+  playlist_id = _id_field(rec, "playlist_id")
+  title = _str_field(rec, "title")
+  description = _str_field(rec, "description", required=False)
+  track_ids = rec.get("track_ids")
+  if track_ids is None:
+    raise _BadRecord(f"playlist {playlist_id!r}: missing field 'track_ids'")
+  if not isinstance(track_ids, list):
+    raise _BadRecord(f"playlist {playlist_id!r}: 'track_ids' must be a list, got {type(track_ids).__name__}")
+  if not track_ids:
+    raise _BadRecord(f"playlist {playlist_id!r} is empty (no track_ids)")
+  seen = set()
+  for i, t in enumerate(track_ids):
+    if not isinstance(t, str) or not t:
+      raise _BadRecord(f"playlist {playlist_id!r}: track_ids[{i}] must be a non-empty string, got {_short(t)}")
+    if t in seen:
+      raise _BadRecord(f"playlist {playlist_id!r}: track {t!r} appears twice (track_ids[{i}])")
+    if known_track_ids is not None and t not in known_track_ids:
+      raise _BadRecord(f"playlist {playlist_id!r}: unknown track {t!r} (track_ids[{i}] not in the catalog)")
+    seen.add(t)
+  intent = rec.get("intent")
+  if intent is not None and not isinstance(intent, dict):
+    raise _BadRecord(f"playlist {playlist_id!r}: 'intent' must be an object, got {type(intent).__name__}")
+  return Playlist(playlist_id, title, description, tuple(track_ids), intent)
+
+
+def read_catalog(path: str | os.PathLike, *, on_error: str = "raise",
+                 stats: ReadStats | None = None) -> Iterator[Track]:
+  """Streams tracks from a catalog JSONL file, validating each line and rejecting duplicate ids."""
+  _check_on_error(on_error)
+  stats = stats if stats is not None else ReadStats()
+  seen: set[str] = set()
+  for lineno, rec in iter_jsonl(path):
+    try:
+      track = parse_track(rec)
+      if track.track_id in seen:
+        raise _BadRecord(f"duplicate track_id {track.track_id!r}")
+    except _BadRecord as e:
+      msg = f"{where(path, lineno)}: {e}"
+      if on_error == "raise":
+        raise UserInputError(msg) from None
+      stats.skip(msg)
+      continue
+    seen.add(track.track_id)
+    stats.read += 1
+    yield track
+
+
+def read_playlists(path: str | os.PathLike, known_track_ids: Collection[str] | None = None, *,
+                   on_error: str = "raise", stats: ReadStats | None = None) -> Iterator[Playlist]:
+  """Streams playlists from a playlists JSONL file.
+
+  Validates types and fields, rejects empty playlists, a track listed twice in one playlist,
+  duplicate playlist ids and (when `known_track_ids` is given) tracks missing from the catalog.
+  """
+  _check_on_error(on_error)
+  stats = stats if stats is not None else ReadStats()
+  seen: set[str] = set()
+  for lineno, rec in iter_jsonl(path):
+    try:
+      playlist = parse_playlist(rec, known_track_ids)
+      if playlist.playlist_id in seen:
+        raise _BadRecord(f"duplicate playlist_id {playlist.playlist_id!r}")
+    except _BadRecord as e:
+      msg = f"{where(path, lineno)}: {e}"
+      if on_error == "raise":
+        raise UserInputError(msg) from None
+      stats.skip(msg)
+      continue
+    seen.add(playlist.playlist_id)
+    stats.read += 1
+    yield playlist
+
+
+def _write_jsonl(path, records: Iterable[Any]) -> int:
+  n = 0
+  with io_utils.atomic_write(path) as f:
+    for rec in records:
+      f.write(json.dumps(rec.to_json() if hasattr(rec, "to_json") else rec, ensure_ascii=False))
+      f.write("\n")
+      n += 1
+  return n
+
+
+def write_catalog(path: str | os.PathLike, tracks: Iterable[Track]) -> int:
+  """Writes tracks (streamed) to catalog JSONL atomically; returns the count."""
+  return _write_jsonl(path, tracks)
+
+
+def write_playlists(path: str | os.PathLike, playlists: Iterable[Playlist]) -> int:
+  """Writes playlists (streamed) to playlists JSONL atomically; returns the count."""
+  return _write_jsonl(path, playlists)
+
+
+def write_splits(path: str | os.PathLike, splits: dict[str, list[str]]) -> None:
+  """Writes splits.json atomically (keys: train, validation, test)."""
+  unknown = set(splits) - set(SPLITS)
+  if unknown:
+    raise UserInputError(f"unknown split names {sorted(unknown)}; expected {SPLITS}")
+  io_utils.write_json(path, {k: list(splits.get(k, [])) for k in SPLITS}, indent=None)
+
+
+def make_splits(playlist_ids: Iterable[str], *, seed: int, validation_fraction: float = 0.05,
+                test_fraction: float = 0.05) -> dict[str, list[str]]:
+  """Splits playlists (not tracks) into train/validation/test, deterministically from `seed`.
+
+  The result depends only on the set of ids and the seed (ids are sorted before the permutation).
+  Non-zero fractions get at least one playlist each when there are at least three playlists.
+  """
+  if not (0 <= validation_fraction < 1 and 0 <= test_fraction < 1
+          and validation_fraction + test_fraction < 1):
+    raise UserInputError(
+        f"bad split fractions: validation={validation_fraction}, test={test_fraction} "
+        "(each in [0, 1), sum < 1)")
+  ids = sorted(set(playlist_ids))
+  n = len(ids)
+  perm = np.random.default_rng(seed).permutation(n)
+  n_val = int(round(validation_fraction * n))
+  n_test = int(round(test_fraction * n))
+  if n >= 3:
+    n_val = max(n_val, 1 if validation_fraction > 0 else 0)
+    n_test = max(n_test, 1 if test_fraction > 0 else 0)
+  shuffled = [ids[i] for i in perm]
+  return {"train": sorted(shuffled[n_val + n_test:]),
+          "validation": sorted(shuffled[:n_val]),
+          "test": sorted(shuffled[n_val:n_val + n_test])}
+
+
+def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
+  """Reads and validates splits.json: known split names, lists of string ids, no id in two splits."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise UserInputError(f"{path}: no such file")
+  try:
+    with open(path, encoding="utf-8") as f:
+      obj = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserInputError(f"{where(path, e.lineno)}: malformed JSON ({e.msg})") from None
+  except UnicodeDecodeError:
+    raise UserInputError(f"{path}: not UTF-8") from None
+  if not isinstance(obj, dict):
+    raise UserInputError(f"{path}: expected an object with keys {SPLITS}")
+  unknown = set(obj) - set(SPLITS)
+  if unknown:
+    raise UserInputError(f"{path}: unknown split names {sorted(unknown)}; expected {SPLITS}")
+  owner: dict[str, str] = {}
+  out = {}
+  for split in SPLITS:
+    ids = obj.get(split, [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+      raise UserInputError(f"{path}: split {split!r} must be a list of playlist id strings")
+    for i in ids:
+      if i in owner:
+        raise UserInputError(f"{path}: playlist {i!r} is in both {owner[i]!r} and {split!r}")
+      owner[i] = split
+    out[split] = ids
+  return out
+
+
+class Dataset:
+  """A dataset dir: the catalog in memory (one Track per row), playlists streamed from disk.
+
+  `Dataset.load(dir)` validates the whole dir in one streaming pass: catalog records, playlist
+  records against the catalog, and the split file against the playlist ids.
+  """
+
+  def __init__(self, directory: str, tracks: list[Track], splits: dict[str, list[str]], meta: dict,
+               on_error: str = "raise", catalog_stats: ReadStats | None = None,
+               playlist_stats: ReadStats | None = None):
+    self.directory = directory
+    self.tracks = tracks
+    self.track_row = {t.track_id: i for i, t in enumerate(tracks)}
+    self.splits = splits
+    self.meta = meta
+    self.on_error = on_error
+    self.catalog_stats = catalog_stats or ReadStats(read=len(tracks))
+    self.playlist_stats = playlist_stats or ReadStats()
+    self._split_sets = {k: frozenset(v) for k, v in splits.items()}
+    self._index: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(os.path.normpath(self.directory))
+
+  @property
+  def catalog_path(self) -> str:
+    return os.path.join(self.directory, CATALOG_FILE)
+
+  @property
+  def playlists_path(self) -> str:
+    return os.path.join(self.directory, PLAYLISTS_FILE)
+
+  @classmethod
+  def load(cls, directory: str | os.PathLike, *, on_error: str = "raise", validate: bool = True) -> "Dataset":
+    directory = os.fspath(directory)
+    _check_on_error(on_error)
+    if not os.path.isdir(directory):
+      raise UserInputError(f"{directory}: dataset dir does not exist")
+    for name in (CATALOG_FILE, PLAYLISTS_FILE, SPLITS_FILE):
+      if not os.path.exists(os.path.join(directory, name)):
+        raise UserInputError(f"dataset dir {directory}: missing {name}")
+    cat_stats = ReadStats()
+    tracks = list(read_catalog(os.path.join(directory, CATALOG_FILE), on_error=on_error, stats=cat_stats))
+    if not tracks:
+      raise UserInputError(f"{os.path.join(directory, CATALOG_FILE)}: the catalog is empty (no valid tracks)")
+    splits = read_splits(os.path.join(directory, SPLITS_FILE))
+    meta = {}
+    meta_path = os.path.join(directory, META_FILE)
+    if os.path.exists(meta_path):
+      try:
+        with open(meta_path, encoding="utf-8") as f:
+          meta = json.load(f)
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{meta_path}: unreadable JSON ({e})") from None
+    ds = cls(directory, tracks, splits, meta, on_error, cat_stats)
+    if validate:
+      ds._validate_playlists()
+    return ds
+
+  def _validate_playlists(self) -> None:
+    stats = ReadStats()
+    ids = set()
+    for p in read_playlists(self.playlists_path, self.track_row, on_error=self.on_error, stats=stats):
+      ids.add(p.playlist_id)
+    self.playlist_stats = stats
+    if not ids:
+      raise UserInputError(f"{self.playlists_path}: no valid playlists")
+    for split, split_ids in self.splits.items():
+      missing = [i for i in split_ids if i not in ids]
+      if missing and self.on_error == "raise":
+        raise UserInputError(
+            f"{os.path.join(self.directory, SPLITS_FILE)}: split {split!r} names {len(missing)} playlist(s) "
+            f"not in {PLAYLISTS_FILE}, e.g. {missing[0]!r}")
+      if missing:
+        self.splits[split] = [i for i in split_ids if i in ids]
+        self._split_sets[split] = frozenset(self.splits[split])
+
+  def split_ids(self, split: str) -> list[str]:
+    if split not in SPLITS:
+      raise UserInputError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return list(self.splits.get(split, []))
+
+  def playlists(self, split: str | None = None, *, shuffle_seed: int | None = None) -> Iterator[Playlist]:
+    """Streams playlists, only those of `split` when given.
+
+    File order by default.  With `shuffle_seed`, a permutation of the split's playlists drawn from
+    the seed, read by seeking to each record (an index of line offsets: 12 bytes a playlist, built
+    once per split), so training sees playlists in a global random order without loading them.
+    """
+    keep = None
+    if split is not None:
+      if split not in SPLITS:
+        raise UserInputError(f"unknown split {split!r}; expected one of {SPLITS}")
+      keep = self._split_sets.get(split, frozenset())
+    if shuffle_seed is not None:
+      yield from self._shuffled_playlists(split, keep, shuffle_seed)
+      return
+    for p in read_playlists(self.playlists_path, self.track_row, on_error=self.on_error):
+      if keep is None or p.playlist_id in keep:
+        yield p
+
+  def _line_index(self, split: str | None, keep) -> tuple[np.ndarray, np.ndarray]:
+    """(byte offsets int64, line numbers int32) of the valid playlists of `split`, in file order."""
+    key = split or "*"
+    if key not in self._index:
+      offsets, lines = [], []
+      offset = 0
+      seen = set()
+      with open(self.playlists_path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+          start, offset = offset, offset + len(raw)
+          if not raw.strip():
+            continue
+          rec = _parse_line(raw, lineno == 1)
+          try:
+            pid = parse_playlist(rec, self.track_row).playlist_id
+            if pid in seen:
+              raise _BadRecord(f"duplicate playlist_id {pid!r}")
+          except _BadRecord as e:
+            if self.on_error == "raise":
+              raise UserInputError(f"{where(self.playlists_path, lineno)}: {e}") from None
+            continue
+          seen.add(pid)
+          if keep is None or pid in keep:
+            offsets.append(start)
+            lines.append(lineno)
+      self._index[key] = (np.asarray(offsets, np.int64), np.asarray(lines, np.int32))
+    return self._index[key]
+
+  def _shuffled_playlists(self, split, keep, seed: int) -> Iterator[Playlist]:
+    offsets, lines = self._line_index(split, keep)
+    order = np.random.default_rng(seed).permutation(offsets.size)
+    with open(self.playlists_path, "rb") as f:
+      for i in order:
+        f.seek(int(offsets[i]))
+        raw = f.readline()
+        try:
+          yield parse_playlist(_parse_line(raw, int(lines[i]) == 1), self.track_row)
+        except _BadRecord as e:  # The file changed since the index was built.
+          raise UserInputError(f"{where(self.playlists_path, int(lines[i]))}: {e}") from None
+
+
+def write_dataset(directory: str | os.PathLike, tracks: Iterable[Track], playlists: Iterable[Playlist],
+                  splits: dict[str, list[str]], meta: dict | None = None) -> None:
+  """Writes a whole dataset dir atomically (the dir appears only when every file is complete)."""
+  with io_utils.atomic_dir(directory) as tmp:
+    write_catalog(os.path.join(tmp, CATALOG_FILE), tracks)
+    write_playlists(os.path.join(tmp, PLAYLISTS_FILE), playlists)
+    write_splits(os.path.join(tmp, SPLITS_FILE), splits)
+    io_utils.write_json(os.path.join(tmp, META_FILE), meta or {})

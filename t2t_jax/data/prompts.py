@@ -1,0 +1,115 @@
+"""Prompts: the text a playlist contributes as model input, normalised.
+
+`make_prompt(playlist, field)` takes the playlist title, its description, or both:
+  "title"        the title;
+  "description"  the description, falling back to the title when the description is empty (most
+                 MPD playlists have none; dropping them would empty the task);
+  "both"         "title | description" (just the title when the description is empty).
+Normalisation (`normalize_text`): Unicode NFKC, control characters removed, whitespace runs collapsed
+to one space, trimmed.  Case, punctuation, emoji and non-Latin scripts are kept: they carry intent.
+An empty prompt raises `UserInputError` naming the playlist.  A prompt longer than `max_chars` is
+cut at the last word boundary (`on_overlong="truncate"`, the default) or rejected (`"raise"`).
+
+`PROMPT_TEMPLATES` / `augment_prompt` rephrase a prompt as a user request ("play me some ...") for
+optional training-time augmentation; evaluation always uses the plain prompt.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Sequence
+
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+
+FIELDS = ("title", "description", "both")
+DEFAULT_MAX_CHARS = 512
+_WS = re.compile(r"\s+")
+_SEPARATOR = " | "
+
+PROMPT_TEMPLATES = (
+    "{prompt}",
+    "play me some {prompt}",
+    "can you recommend {prompt}?",
+    "I want to listen to {prompt}",
+    "songs like: {prompt}",
+    "make me a playlist: {prompt}",
+    "any suggestions for {prompt}?",
+    "{prompt} please",
+)
+
+
+def normalize_text(text: str) -> str:
+  """NFKC, drop control/format characters (keeps ZWJ for emoji sequences), collapse whitespace."""
+  text = unicodedata.normalize("NFKC", text)
+  text = "".join(
+      ch for ch in text
+      if ch in "\t\n\r " or ch == "\u200d" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+  return _WS.sub(" ", text).strip()
+
+
+def truncate(text: str, max_chars: int) -> str:
+  """Cuts `text` to at most `max_chars`, at the last space when there is one in the second half."""
+  if len(text) <= max_chars:
+    return text
+  cut = text[:max_chars]
+  space = cut.rfind(" ")
+  if space >= max_chars // 2:
+    cut = cut[:space]
+  return cut.rstrip()
+
+
+def prompt_text(title: str, description: str, field: str = "title") -> str:
+  """Raw (unnormalised) prompt for `field` from a title and description."""
+  if field not in FIELDS:
+    raise UserInputError(f"prompt field must be one of {FIELDS}, got {field!r}")
+  title = title or ""
+  description = description or ""
+  if field == "title":
+    return title
+  if field == "description":
+    return description if description.strip() else title
+  if description.strip() and title.strip():
+    return title + _SEPARATOR + description
+  return title or description
+
+
+def make_prompt(playlist, field: str = "title", *, max_chars: int = DEFAULT_MAX_CHARS,
+                on_overlong: str = "truncate") -> str:
+  """The normalised prompt of a playlist (anything with .title, .description, .playlist_id)."""
+  if on_overlong not in ("truncate", "raise"):
+    raise UserInputError(f"on_overlong must be 'truncate' or 'raise', got {on_overlong!r}")
+  if max_chars <= 0:
+    raise UserInputError(f"max_chars must be positive, got {max_chars}")
+  text = normalize_text(prompt_text(playlist.title, playlist.description, field))
+  pid = getattr(playlist, "playlist_id", "?")
+  if not text:
+    raise UserInputError(f"playlist {pid!r}: empty prompt (field {field!r}: title and description are blank)")
+  if len(text) > max_chars:
+    if on_overlong == "raise":
+      raise UserInputError(f"playlist {pid!r}: prompt is {len(text)} characters (max_chars={max_chars})")
+    text = truncate(text, max_chars)
+  return text
+
+
+def normalize_prompt(text: str, *, max_chars: int = DEFAULT_MAX_CHARS, on_overlong: str = "truncate") -> str:
+  """Normalises a user's free-text prompt at serving time (same rules as training prompts)."""
+  if not isinstance(text, str):
+    raise UserInputError(f"prompt must be a string, got {type(text).__name__}")
+  norm = normalize_text(text)
+  if not norm:
+    raise UserInputError("empty prompt")
+  if len(norm) > max_chars:
+    if on_overlong == "raise":
+      raise UserInputError(f"prompt is {len(norm)} characters (max_chars={max_chars})")
+    norm = truncate(norm, max_chars)
+  return norm
+
+
+def augment_prompt(prompt: str, rng: np.random.Generator,
+                   templates: Sequence[str] = PROMPT_TEMPLATES) -> str:
+  """Wraps a prompt in a random request template (for training-time augmentation)."""
+  template = templates[int(rng.integers(len(templates)))]
+  return template.format(prompt=prompt)

@@ -1,0 +1,92 @@
+"""From a SeqIO task or mixture to numpy batches (training) and example lists (evaluation).
+
+`get_numpy_batches` is the seam the trainer codes against (docs/CONTRACTS.md): seqio.get_dataset
+with an EncDecFeatureConverter (optionally packing), this host's shard (seqio.ShardInfo), and
+per-host batches of `batch_size // num_shards` examples, deterministic for a given seed.
+`get_eval_examples` returns the held-out playlists of a task, one dict each, for the evaluation loop.
+
+Task names not yet registered are looked up after `t2t_tasks.register_tasks()` on T2T_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from t2t_jax.errors import UserInputError
+from tasks import t2t_tasks
+
+
+def _provider(name: str):
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
+    pass
+  try:
+    t2t_tasks.register_tasks()
+  except UserInputError as e:
+    raise UserInputError(f"unknown task or mixture {name!r}; registering from the data root failed: {e}") from None
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
+    known = sorted(n for n in seqio.TaskRegistry.names() if n.startswith(t2t_tasks.TASK_PREFIX + "."))
+    raise UserInputError(f"unknown task or mixture {name!r}; registered: {known}") from None
+
+
+def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_lengths: Mapping[str, int],
+                      batch_size: int, shuffle: bool = True, seed: int = 0, shard_index: int = 0,
+                      num_shards: int = 1, pack: bool = False, num_epochs: int | None = None,
+                      use_cached: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """Yields dicts of int32 arrays [batch_size // num_shards, length].
+
+  Keys: encoder_input_tokens, decoder_input_tokens, decoder_target_tokens, decoder_loss_weights
+  (+ encoder/decoder _segment_ids and _positions when `pack`).  `num_epochs=None` repeats forever.
+  `use_cached` reads the output of SeqIO's cache job (tools: seqio cache_tasks_main).
+  """
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise UserInputError(f"bad shard: shard_index={shard_index}, num_shards={num_shards}")
+  if batch_size < 1 or batch_size % num_shards:
+    raise UserInputError(f"batch_size={batch_size} must be a positive multiple of num_shards={num_shards}")
+  missing = {"inputs", "targets"} - set(task_feature_lengths)
+  if missing:
+    raise UserInputError(f"task_feature_lengths needs 'inputs' and 'targets', missing {sorted(missing)}")
+  provider = _provider(mixture_or_task_name)
+  ds = seqio.get_dataset(
+      provider, task_feature_lengths=dict(task_feature_lengths),
+      feature_converter=seqio.EncDecFeatureConverter(pack=pack),
+      dataset_split=split, use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs,
+      shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards), verbose=False, seed=seed)
+  ds = ds.batch(batch_size // num_shards, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  for batch in ds.as_numpy_iterator():
+    yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
+
+
+def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = None) -> list[dict]:
+  """Held-out examples of a task, in file order.
+
+  Each dict: `inputs` (int32 prompt tokens, EOS-terminated), `targets` (int32 ID tokens of the first
+  track + EOS), `prompt` (str), `playlist_id` (str), `relevant_rows` (int32 ID-table rows).
+  """
+  if split == "train":
+    raise UserInputError("get_eval_examples: use split 'validation' or 'test'")
+  task = _provider(task_name)
+  if not isinstance(task, seqio.Task):
+    raise UserInputError(f"{task_name!r} is a mixture; evaluate its tasks one at a time")
+  ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
+                        try_in_mem_cache=False)
+  if max_examples is not None:
+    ds = ds.take(max_examples)
+  out = []
+  for ex in ds.as_numpy_iterator():
+    out.append({
+        "inputs": np.asarray(ex["inputs"], np.int32),
+        "targets": np.asarray(ex["targets"], np.int32),
+        "prompt": ex["prompt"].decode("utf-8"),
+        "playlist_id": ex["playlist_id"].decode("utf-8"),
+        "relevant_rows": np.asarray(ex["relevant_rows"], np.int32),
+    })
+  return out

@@ -1,0 +1,256 @@
+"""SeqIO Tasks: prompt -> ID tokens of a track, for every (dataset, ID strategy, prompt field).
+
+Data root layout (docs/CONTRACTS.md):
+  {root}/{dataset}/catalog.jsonl, playlists.jsonl, splits.json, meta.json   a dataset dir
+  {root}/{dataset}/vocab/spm.model                                          its SentencePiece model
+  {root}/{dataset}/ids/{strategy}/                                          ID tables (IdTable.save)
+`register_tasks(root)` registers `t2t.{dataset}.{strategy}.{prompt_field}` for each of them (names
+are sanitised to seqio's [\\w.:#] alphabet; '-' becomes '_').  The root comes from the argument or
+the T2T_DATA_DIR environment variable.
+
+Examples
+  train:             one per (playlist, track): inputs = prompt tokens + EOS, targets = the track's
+                     ID tokens + EOS; also `prompt` (str) and `playlist_id` (str).
+  validation / test: one per held-out playlist: inputs, targets = its first track's ID tokens + EOS,
+                     `relevant_rows` (int32 rows of all its tracks in the ID table, for metrics),
+                     `prompt`, `playlist_id`.
+Every track a task touches must be in the ID table; otherwise UserInputError names the track,
+playlist and table dir.  Output features share one `TextAndIdVocabulary` (text pieces + ID tokens).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import re
+import threading
+from typing import Iterator, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from t2t_jax.data import formats, prompts
+from t2t_jax.errors import UserInputError
+from t2t_jax.ids.table import IdTable
+from tasks import vocabularies
+
+ENV_DATA_DIR = "T2T_DATA_DIR"
+TASK_PREFIX = "t2t"
+VOCAB_SUBDIR = "vocab"
+SPM_FILE = "spm.model"
+IDS_SUBDIR = "ids"
+PROMPT_FIELDS = prompts.FIELDS
+SPLITS = formats.SPLITS
+SHUFFLE_BUFFER_SIZE = 10_000
+_INVALID = re.compile(r"[^\w.:#]")
+
+
+def task_name(dataset: str, strategy: str, prompt_field: str) -> str:
+  return ".".join(_INVALID.sub("_", x) for x in (TASK_PREFIX, dataset, strategy, prompt_field))
+
+
+def mixture_name(dataset: str, strategy: str) -> str:
+  """Mixture of all prompt fields of one (dataset, strategy)."""
+  return task_name(dataset, strategy, "all")
+
+
+def data_root(root: str | os.PathLike | None = None) -> str:
+  root = root if root is not None else os.environ.get(ENV_DATA_DIR)
+  if not root:
+    raise UserInputError(f"no data root: pass data_root or set {ENV_DATA_DIR}")
+  root = os.fspath(root)
+  if not os.path.isdir(root):
+    raise UserInputError(f"data root {root} is not a directory ({ENV_DATA_DIR} or data_root)")
+  return root
+
+
+class ExampleSource:
+  """Loads a dataset dir + ID table once and yields raw examples (prompts as strings)."""
+
+  def __init__(self, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str,
+               max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS):
+    self.dataset_dir = dataset_dir
+    self.ids_dir = ids_dir
+    self.spm_path = spm_path
+    self.prompt_field = prompt_field
+    self.max_prompt_chars = max_prompt_chars
+    self._lock = threading.Lock()
+    self._loaded = None
+
+  def _load(self):
+    with self._lock:
+      if self._loaded is None:
+        dataset = _load_dataset(self.dataset_dir)
+        table = _load_table(self.ids_dir)
+        vocab = get_vocabulary(self.spm_path, table.level_sizes)
+        tokens_NxL = table.token_ids(vocab.id_token_offset)
+        self._loaded = (dataset, table, tokens_NxL)
+    return self._loaded
+
+  def _row(self, table: IdTable, track_id: str, playlist_id: str) -> int:
+    try:
+      return table.row_of(track_id)
+    except UserInputError:
+      raise UserInputError(
+          f"track {track_id!r} of playlist {playlist_id!r} ({self.dataset_dir}) has no ID in the "
+          f"ID table {self.ids_dir}; rebuild the table from this catalog") from None
+
+  def _prompt(self, playlist: formats.Playlist) -> str:
+    return prompts.make_prompt(playlist, self.prompt_field, max_chars=self.max_prompt_chars)
+
+  def train_examples(self, seed: int | None = None) -> Iterator[dict]:
+    """Examples of the train split; playlists in a seeded random order when `seed` is given."""
+    dataset, table, tokens_NxL = self._load()
+    for p in dataset.playlists("train", shuffle_seed=seed):
+      prompt = self._prompt(p)
+      for t in p.track_ids:
+        row = self._row(table, t, p.playlist_id)
+        yield {"inputs": prompt, "prompt": prompt, "playlist_id": p.playlist_id,
+               "targets": _strip(tokens_NxL[row])}
+
+  def eval_examples(self, split: str) -> Iterator[dict]:
+    dataset, table, tokens_NxL = self._load()
+    for p in dataset.playlists(split):
+      prompt = self._prompt(p)
+      rows = np.asarray([self._row(table, t, p.playlist_id) for t in p.track_ids], np.int32)
+      yield {"inputs": prompt, "prompt": prompt, "playlist_id": p.playlist_id,
+             "targets": _strip(tokens_NxL[rows[0]]), "relevant_rows": rows}
+
+  def examples(self, split: str, seed: int | None = None) -> Iterator[dict]:
+    if split == "train":
+      return self.train_examples(seed)
+    if split in ("validation", "test"):
+      return self.eval_examples(split)
+    raise UserInputError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+def _strip(tokens_L: np.ndarray) -> np.ndarray:
+  return tokens_L[tokens_L > 0].astype(np.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_dataset(dataset_dir: str) -> formats.Dataset:
+  return formats.Dataset.load(dataset_dir)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_table(ids_dir: str) -> IdTable:
+  return IdTable.load(ids_dir)
+
+
+@functools.lru_cache(maxsize=64)
+def get_vocabulary(spm_path: str, id_level_sizes: Sequence[int] = ()) -> vocabularies.TextAndIdVocabulary:
+  return vocabularies.TextAndIdVocabulary(spm_path, tuple(id_level_sizes))
+
+
+TRAIN_SIGNATURE = {
+    "inputs": tf.TensorSpec([], tf.string),
+    "prompt": tf.TensorSpec([], tf.string),
+    "playlist_id": tf.TensorSpec([], tf.string),
+    "targets": tf.TensorSpec([None], tf.int32),
+}
+EVAL_SIGNATURE = dict(TRAIN_SIGNATURE, relevant_rows=tf.TensorSpec([None], tf.int32))
+
+
+def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, source: ExampleSource):
+  """Examples as a tf.data.Dataset.  With shuffle_files, train playlists come in a random order.
+
+  The order is drawn from (seed, pass number): deterministic for a seed, new on every pass (epoch)
+  over the generator.  seqio's shuffle buffer then mixes the examples of neighbouring playlists.
+  """
+  signature = TRAIN_SIGNATURE if split == "train" else EVAL_SIGNATURE
+  if not (shuffle_files and split == "train"):
+    return tf.data.Dataset.from_generator(lambda: source.examples(split), output_signature=signature)
+  base = 0 if seed is None else int(seed)
+  passes = itertools.count()
+  return tf.data.Dataset.from_generator(
+      lambda: source.examples(split, seed=(base * 1_000_003 + next(passes)) % 2**63),
+      output_signature=signature)
+
+
+def _tokenize_inputs(ds: tf.data.Dataset, output_features) -> tf.data.Dataset:
+  """Tokenizes the `inputs` string only (targets are ID tokens already)."""
+  vocab = output_features["inputs"].vocabulary
+
+  def fn(ex):
+    ex = dict(ex)
+    ex["inputs"] = tf.cast(vocab.encode_tf(ex["inputs"]), tf.int32)
+    return ex
+
+  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _discover(root: str) -> Iterator[tuple[str, str, str, str]]:
+  """Yields (dataset name, dataset dir, spm path, ids dir) for every complete setup under root."""
+  for name in sorted(os.listdir(root)):
+    ds_dir = os.path.join(root, name)
+    if name.startswith(".") or not os.path.isfile(os.path.join(ds_dir, formats.CATALOG_FILE)):
+      continue
+    spm_path = os.path.join(ds_dir, VOCAB_SUBDIR, SPM_FILE)
+    ids_root = os.path.join(ds_dir, IDS_SUBDIR)
+    if not os.path.isfile(spm_path) or not os.path.isdir(ids_root):
+      continue
+    for strategy in sorted(os.listdir(ids_root)):
+      ids_dir = os.path.join(ids_root, strategy)
+      if not strategy.startswith(".") and os.path.isfile(os.path.join(ids_dir, "meta.json")):
+        yield name, ds_dir, spm_path, ids_dir
+
+
+def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str, *,
+                  max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
+                  shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE, metric_fns: Sequence = ()) -> seqio.Task:
+  """Registers (replacing) one task; ID table level sizes define the vocabulary."""
+  if prompt_field not in PROMPT_FIELDS:
+    raise UserInputError(f"prompt field must be one of {PROMPT_FIELDS}, got {prompt_field!r}")
+  table = _load_table(os.path.abspath(ids_dir))
+  vocab = get_vocabulary(os.path.abspath(spm_path), table.level_sizes)
+  source = ExampleSource(os.path.abspath(dataset_dir), os.path.abspath(ids_dir), os.path.abspath(spm_path),
+                         prompt_field, max_prompt_chars)
+  output_features = {
+      "inputs": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
+      "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
+  }
+  seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(functools.partial(_dataset_fn, source=source), splits=SPLITS),
+      preprocessors=[_tokenize_inputs, seqio.CacheDatasetPlaceholder(),
+                     seqio.preprocessors.append_eos_after_trim],
+      output_features=output_features,
+      metric_fns=list(metric_fns),
+      shuffle_buffer_size=shuffle_buffer_size,
+  )
+
+
+def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
+                   prompt_fields: Sequence[str] = PROMPT_FIELDS,
+                   max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
+                   shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE) -> list[str]:
+  """Registers every (dataset, strategy, prompt field) task under the data root; returns names.
+
+  Also registers one Mixture per (dataset, strategy), `t2t.{dataset}.{strategy}.all`, mixing the
+  prompt fields in equal rates.
+  """
+  root = data_root(data_root_dir)
+  names = []
+  for dataset, ds_dir, spm_path, ids_dir in _discover(root):
+    strategy = os.path.basename(ids_dir)
+    field_names = []
+    for field in prompt_fields:
+      name = task_name(dataset, strategy, field)
+      register_task(name, ds_dir, ids_dir, spm_path, field, max_prompt_chars=max_prompt_chars,
+                    shuffle_buffer_size=shuffle_buffer_size)
+      field_names.append(name)
+    names.extend(field_names)
+    if len(field_names) > 1:
+      mix = mixture_name(dataset, strategy)
+      seqio.MixtureRegistry.remove(mix)
+      seqio.MixtureRegistry.add(mix, [(n, 1.0) for n in field_names])
+      names.append(mix)
+  if not names:
+    raise UserInputError(
+        f"no tasks under data root {root}: expected {{dataset}}/{formats.CATALOG_FILE}, "
+        f"{{dataset}}/{VOCAB_SUBDIR}/{SPM_FILE} and {{dataset}}/{IDS_SUBDIR}/{{strategy}}/meta.json")
+  return names

@@ -1,0 +1,56 @@
+"""Tests for t2t_jax.data.prompts: fields, normalisation, empty and overlong prompts, templates."""
+
+import numpy as np
+import pytest
+
+from t2t_jax.data import formats, prompts
+from t2t_jax.errors import UserInputError
+
+
+def _pl(title, description=""):
+  return formats.Playlist("p7", title, description, ("t1",))
+
+
+def test_fields():
+  p = _pl("Chill Vibes", "for  studying")
+  assert prompts.make_prompt(p, "title") == "Chill Vibes"
+  assert prompts.make_prompt(p, "description") == "for studying"
+  assert prompts.make_prompt(p, "both") == "Chill Vibes | for studying"
+  assert prompts.make_prompt(_pl("Chill"), "description") == "Chill"  # falls back to the title
+  assert prompts.make_prompt(_pl("Chill"), "both") == "Chill"
+  assert prompts.make_prompt(_pl("", "only desc"), "both") == "only desc"
+  with pytest.raises(UserInputError, match="prompt field"):
+    prompts.make_prompt(p, "name")
+
+
+def test_normalisation_keeps_emoji_and_scripts():
+  assert prompts.normalize_text("  ｆｕｌｌ\u3000width\t\n tabs ") == "full width tabs"
+  assert prompts.normalize_text("ﬁne ①") == "fine 1"  # NFKC
+  assert prompts.normalize_text("케이팝 💃 Звезда 👨‍👩‍👧") == "케이팝 💃 Звезда 👨‍👩‍👧"  # ZWJ kept
+  assert prompts.normalize_text("a\x00b\u200bc") == "abc"  # control / zero-width removed
+  assert prompts.normalize_text("Rock N ROLL!!") == "Rock N ROLL!!"  # case and punctuation kept
+
+
+def test_empty_prompt_names_playlist():
+  with pytest.raises(UserInputError, match="playlist 'p7': empty prompt"):
+    prompts.make_prompt(_pl("   \u200b ", " "), "both")
+  with pytest.raises(UserInputError, match="empty prompt"):
+    prompts.normalize_prompt("\n\t")
+
+
+def test_overlong():
+  long = " ".join(["word"] * 300)  # 1499 chars
+  out = prompts.make_prompt(_pl(long), "title", max_chars=100)
+  assert len(out) <= 100 and out.endswith("word") and out == " ".join(["word"] * 20)
+  assert prompts.truncate("x" * 50, 10) == "x" * 10  # no space: hard cut
+  with pytest.raises(UserInputError, match="prompt is 1499 characters"):
+    prompts.make_prompt(_pl(long), "title", max_chars=100, on_overlong="raise")
+
+
+def test_augment_prompt_deterministic():
+  a = [prompts.augment_prompt("jazz", np.random.default_rng(0)) for _ in range(3)]
+  b = [prompts.augment_prompt("jazz", np.random.default_rng(0)) for _ in range(3)]
+  assert a == b and all("jazz" in x for x in a)
+  rng = np.random.default_rng(1)
+  outs = {prompts.augment_prompt("jazz", rng) for _ in range(50)}
+  assert outs == {t.format(prompt="jazz") for t in prompts.PROMPT_TEMPLATES}

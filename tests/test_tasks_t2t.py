@@ -1,0 +1,186 @@
+"""Tests for tasks/ (vocabularies, t2t_tasks, pipeline) on a tiny generated dataset and hand-made IdTables."""
+
+import os
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+seqio = pytest.importorskip("seqio")
+
+from t2t_jax.data import formats, prompts, synthetic, vocab  # noqa: E402
+from t2t_jax.errors import UserInputError  # noqa: E402
+from t2t_jax.ids.table import IdTable  # noqa: E402
+from tasks import pipeline, t2t_tasks, vocabularies  # noqa: E402
+
+LEN = {"inputs": 24, "targets": 4}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("root")
+  cfg = synthetic.SyntheticConfig(seed=1, num_artists=20, num_tracks=120, num_playlists=40, num_intents=8,
+                                  min_playlist_len=3, max_playlist_len=6, min_pool_size=5,
+                                  validation_fraction=0.1, test_fraction=0.1)
+  ds_dir = root / "tiny-syn"
+  synthetic.generate(cfg, ds_dir)
+  ds = formats.Dataset.load(ds_dir)
+  vocab.train_sentencepiece((prompts.make_prompt(p, "both") for p in ds.playlists()),
+                            ds_dir / "vocab" / "spm.model", vocab_size=400)
+  # Semantic-like table with rows in *reverse* catalog order (rows are table rows, not catalog rows).
+  ids = [t.track_id for t in reversed(ds.tracks)]
+  n = len(ids)
+  codes = np.stack([np.arange(n) % 8, (np.arange(n) // 8) % 8, np.arange(n) // 64], 1)
+  IdTable("sem", ids, codes, (8, 8, 2)).save(ds_dir / "ids" / "sem")
+  # Content IDs: codes are text-token ids (-1 padded).
+  sp = vocab.load_sentencepiece(ds_dir / "vocab" / "spm.model")
+  toks = [sp.EncodeAsIds(t.title)[:5] for t in ds.tracks]
+  text_codes = np.full((n, 5), -1, np.int32)
+  for i, tk in enumerate(toks):
+    text_codes[i, :len(tk)] = tk
+  IdTable("title", [t.track_id for t in ds.tracks], text_codes, (), is_text=True).save(ds_dir / "ids" / "title")
+  names = t2t_tasks.register_tasks(root, shuffle_buffer_size=32)
+  return root, ds, names
+
+
+def test_register_tasks_names(root):
+  _, _, names = root
+  assert names == [f"t2t.tiny_syn.{s}.{f}" for s in ("sem",) for f in ("title", "description", "both")] + [
+      "t2t.tiny_syn.sem.all"] + [f"t2t.tiny_syn.title.{f}" for f in ("title", "description", "both")] + [
+      "t2t.tiny_syn.title.all"]
+  assert isinstance(seqio.get_mixture_or_task("t2t.tiny_syn.sem.all"), seqio.Mixture)
+
+
+def test_register_tasks_errors(tmp_path, monkeypatch):
+  monkeypatch.delenv("T2T_DATA_DIR", raising=False)
+  with pytest.raises(UserInputError, match="T2T_DATA_DIR"):
+    t2t_tasks.register_tasks()
+  with pytest.raises(UserInputError, match="no tasks under data root"):
+    t2t_tasks.register_tasks(tmp_path)
+
+
+def test_vocabulary_layout(root):
+  r, _, _ = root
+  spm_path = str(r / "tiny-syn" / "vocab" / "spm.model")
+  v = vocabularies.TextAndIdVocabulary(spm_path, (8, 8, 2))
+  py = vocab.TextAndIdVocab(spm_path, (8, 8, 2))
+  assert v.vocab_size == py.vocab_size == py.text_vocab_size + 18
+  assert (v.pad_id, v.eos_id, v.unk_id) == (0, 1, 2)
+  text = "chill vibes"
+  assert list(v.encode(text)) == py.encode(text) == v.encode_tf(tf.constant(text)).numpy().tolist()
+  ids = [py.id_token(0, 1), py.id_token(2, 1), 1, 7]
+  assert v.decode(ids) == "<id_0_1><id_2_1>"  # ID tokens are not UNK'd by seqio
+  assert v.decode_tf(tf.constant(ids)).numpy().decode() == "<id_0_1><id_2_1>"
+  row2 = py.encode(text) + [1]
+  width = max(len(ids), len(row2))
+  batch = v.decode_tf(tf.constant([ids + [0] * (width - len(ids)), row2 + [0] * (width - len(row2))]))
+  batch = batch.numpy().tolist()
+  assert [b.decode() for b in batch] == ["<id_0_1><id_2_1>", text]
+  import pickle
+  assert pickle.loads(pickle.dumps(v)) == v
+
+
+def _raw_examples(name, split):
+  task = seqio.get_mixture_or_task(name)
+  return list(task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator())
+
+
+def test_train_examples_have_the_right_tokens(root):
+  r, ds, _ = root
+  table = IdTable.load(r / "tiny-syn" / "ids" / "sem")
+  py = vocab.TextAndIdVocab(r / "tiny-syn" / "vocab" / "spm.model", table.level_sizes)
+  exs = _raw_examples("t2t.tiny_syn.sem.title", "train")
+  train = list(ds.playlists("train"))
+  assert len(exs) == sum(len(p.track_ids) for p in train)
+  expected = [(p, t) for p in train for t in p.track_ids]
+  for ex, (p, t) in zip(exs, expected):
+    prompt = prompts.make_prompt(p, "title")
+    assert ex["prompt"].decode() == prompt and ex["playlist_id"].decode() == p.playlist_id
+    assert ex["inputs"].tolist() == py.encode(prompt) + [1]
+    row = table.row_of(t)
+    assert ex["targets"].tolist() == [py.id_token(l, int(c)) for l, c in enumerate(table.codes[row])] + [1]
+  # Hand-checked value: the first catalog track is the last table row (119 = 7 + 8*6 + 64*1).
+  assert table.row_of(ds.tracks[0].track_id) == 119
+  assert table.token_ids(py.id_token_offset)[119].tolist() == [py.id_token_offset + 7,
+                                                              py.id_token_offset + 8 + 6,
+                                                              py.id_token_offset + 16 + 1]
+
+
+def test_eval_examples(root):
+  r, ds, _ = root
+  table = IdTable.load(r / "tiny-syn" / "ids" / "sem")
+  exs = pipeline.get_eval_examples("t2t.tiny_syn.sem.both", "validation")
+  val = list(ds.playlists("validation"))
+  assert len(exs) == len(val) == 4
+  for ex, p in zip(exs, val):
+    assert ex["playlist_id"] == p.playlist_id
+    assert ex["prompt"] == prompts.make_prompt(p, "both")
+    assert ex["relevant_rows"].dtype == np.int32
+    assert ex["relevant_rows"].tolist() == [table.row_of(t) for t in p.track_ids]
+    assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1 and len(ex["targets"]) == 4
+  with pytest.raises(UserInputError, match="validation"):
+    pipeline.get_eval_examples("t2t.tiny_syn.sem.both", "train")
+
+
+def test_content_id_task_uses_text_tokens(root):
+  r, ds, _ = root
+  sp = vocab.load_sentencepiece(r / "tiny-syn" / "vocab" / "spm.model")
+  exs = _raw_examples("t2t.tiny_syn.title.title", "test")
+  p = next(iter(ds.playlists("test")))
+  assert exs[0]["targets"].tolist() == sp.EncodeAsIds(ds.tracks[ds.track_row[p.track_ids[0]]].title)[:5] + [1]
+  v = seqio.get_mixture_or_task("t2t.tiny_syn.title.title").output_features["targets"].vocabulary
+  assert v.vocab_size == sp.GetPieceSize()
+
+
+def test_numpy_batches(root):
+  kw = dict(split="train", task_feature_lengths=LEN, batch_size=4)
+  a = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", seed=3, **kw))
+  b = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", seed=3, **kw))
+  c = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", seed=4, **kw))
+  assert set(a) == {"encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+                    "decoder_loss_weights"}
+  assert a["encoder_input_tokens"].shape == (4, 24) and a["decoder_target_tokens"].shape == (4, 4)
+  assert all(v.dtype == np.int32 for v in a.values())
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  assert not np.array_equal(a["encoder_input_tokens"], c["encoder_input_tokens"])
+  np.testing.assert_array_equal(a["decoder_input_tokens"][:, 1:], a["decoder_target_tokens"][:, :-1])
+  assert (a["decoder_target_tokens"][:, -1] == 1).all()  # 3 ID tokens + EOS
+
+
+def test_shards_partition_examples(root):
+  kw = dict(split="train", task_feature_lengths=LEN, shuffle=False, num_epochs=1)
+  whole = [tuple(r) for b in pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", batch_size=1, **kw)
+           for r in b["encoder_input_tokens"].tolist()]
+  parts = []
+  for i in range(2):
+    got = list(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", batch_size=2, shard_index=i,
+                                          num_shards=2, **kw))
+    assert all(g["encoder_input_tokens"].shape == (1, 24) for g in got)
+    parts.append([tuple(r) for g in got for r in g["encoder_input_tokens"].tolist()])
+  assert sorted(parts[0] + parts[1]) == sorted(whole)
+  with pytest.raises(UserInputError, match="multiple of num_shards"):
+    next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", batch_size=3, num_shards=2, **kw))
+
+
+def test_packed_mixture(root):
+  b = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.all", split="train", task_feature_lengths=LEN,
+                                      batch_size=2, pack=True, seed=0))
+  assert {"encoder_segment_ids", "encoder_positions", "decoder_segment_ids", "decoder_positions"} <= set(b)
+  assert b["encoder_segment_ids"].max() >= 1
+
+
+def test_unknown_task_and_missing_id(root, tmp_path):
+  r, ds, _ = root
+  with pytest.raises(UserInputError, match="unknown task"):
+    next(pipeline.get_numpy_batches("t2t.nope.x.title", split="train", task_feature_lengths=LEN, batch_size=2))
+  # A table missing one evaluated track: clear error naming track, playlist and table.
+  p = next(iter(ds.playlists("validation")))
+  table = IdTable.load(r / "tiny-syn" / "ids" / "sem")
+  keep = [i for i, t in enumerate(table.track_ids) if t != p.track_ids[0]]
+  IdTable("partial", [table.track_ids[i] for i in keep], table.codes[keep], table.level_sizes).save(
+      tmp_path / "partial")
+  t2t_tasks.register_task("t2t.test.partial.title", str(r / "tiny-syn"), str(tmp_path / "partial"),
+                          str(r / "tiny-syn" / "vocab" / "spm.model"), "title")
+  with pytest.raises(Exception, match=f"track '{p.track_ids[0]}' of playlist '{p.playlist_id}'.*no ID"):
+    pipeline.get_eval_examples("t2t.test.partial.title", "validation")
