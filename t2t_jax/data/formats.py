@@ -23,6 +23,7 @@ from typing import Any, Collection, Iterable, Iterator
 import numpy as np
 
 from t2t_jax import io_utils
+from t2t_jax.data.prompts import normalize_text
 from t2t_jax.errors import UserInputError, where
 
 CATALOG_FILE = "catalog.jsonl"
@@ -191,6 +192,8 @@ def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None) -> 
     if known_track_ids is not None and t not in known_track_ids:
       raise _BadRecord(f"playlist {playlist_id!r}: unknown track {t!r} (track_ids[{i}] not in the catalog)")
     seen.add(t)
+  if not normalize_text(title) and not normalize_text(description):
+    raise _BadRecord(f"playlist {playlist_id!r} has no title or description (empty prompt)")
   intent = rec.get("intent")
   if intent is not None and not isinstance(intent, dict):
     raise _BadRecord(f"playlist {playlist_id!r}: 'intent' must be an object, got {type(intent).__name__}")
