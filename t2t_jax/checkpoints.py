@@ -1,0 +1,213 @@
+"""Orbax checkpoints in MODEL_DIR: async save, keep latest N plus best-by-metric, safe restore.
+
+Layout:
+  MODEL_DIR/model_config.json              T5Config fields (written once, atomically)
+  MODEL_DIR/checkpoints/<step>/params      parameter tree (orbax StandardSave, sharded arrays)
+  MODEL_DIR/checkpoints/<step>/state       {'step', 'rng', 'opt_state'}
+  MODEL_DIR/checkpoints/<step>/meta        JSON: step, seed, data-iterator position/state, ...
+
+Orbax writes each step to a temporary directory and renames it when complete, so a crash mid-save
+leaves no half step behind (the temporary is cleaned up on the next start).  A latest step that
+cannot be read anyway (disk corruption, deleted files) is skipped with a warning and the previous
+step is restored instead.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from t2t_jax import io_utils
+from t2t_jax.errors import UserInputError
+from t2t_jax.models import t5
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUBDIR = "checkpoints"
+MODEL_CONFIG_FILE = "model_config.json"
+
+
+# --------------------------------------------------------------------------------- model config
+
+
+def save_model_config(model_dir: str, config: t5.T5Config) -> None:
+  if jax.process_index() == 0:
+    io_utils.write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), dataclasses.asdict(config))
+
+
+def load_model_config(model_dir: str) -> t5.T5Config:
+  path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserInputError(f"no model config at {path}: is {model_dir!r} a t2t_jax MODEL_DIR?")
+  with open(path, encoding="utf-8") as f:
+    fields = json.load(f)
+  known = {f.name for f in dataclasses.fields(t5.T5Config)}
+  unknown = set(fields) - known
+  if unknown:
+    raise UserInputError(f"{path}: unknown T5Config fields {sorted(unknown)}")
+  return t5.T5Config(**fields)
+
+
+# ---------------------------------------------------------------------------------- the manager
+
+
+def _abstract(tree, shardings=None):
+  """ShapeDtypeStructs (with shardings) for an array tree or its eval_shape."""
+  if shardings is None:
+    shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), tree)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                      shardings)
+
+
+class CheckpointManager:
+  """Thin policy layer over `orbax.checkpoint.CheckpointManager`.
+
+  Args:
+    model_dir: MODEL_DIR; checkpoints go to MODEL_DIR/checkpoints.
+    keep: how many of the latest checkpoints to keep (None = all).
+    best_metric: eval metric name; the best `keep_best` checkpoints by it are kept as well.
+    best_mode: 'max' or 'min' for best_metric.
+    async_save: write in a background thread while training continues.
+  """
+
+  def __init__(self, model_dir: str, *, keep: int | None = 3, best_metric: str | None = None,
+               best_mode: str = "max", keep_best: int = 1, async_save: bool = True):
+    if best_mode not in ("max", "min"):
+      raise UserInputError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+    self.directory = os.path.abspath(os.path.join(model_dir, CHECKPOINT_SUBDIR))
+    self.best_metric = best_metric
+    policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+    if best_metric:
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda m: m[best_metric], reverse=(best_mode == "min"), n=keep_best,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,
+        create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("params", "state", "meta"))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, params, state, meta: dict, metrics: dict | None = None) -> None:
+    """Starts saving `step` (returns before the write ends when async)."""
+    if step in self._manager.all_steps():
+      return
+    metrics = {k: float(v) for k, v in (metrics or {}).items()} or None
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                state=ocp.args.StandardSave(state),
+                                meta=ocp.args.JsonSave(meta)),
+        metrics=metrics, force=True)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def restore(self, abstract_params, abstract_state, step: int | None = None):
+    """Restores (step, params, state, meta) from `step` or the newest readable step.
+
+    `abstract_*` are ShapeDtypeStruct trees carrying the target shardings (any mesh).  Returns None
+    when there is no checkpoint.  Unreadable steps are skipped with a warning.
+    """
+    steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+    errors = []
+    for s in steps:
+      try:
+        restored = self._manager.restore(
+            s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params),
+                                       state=ocp.args.StandardRestore(abstract_state),
+                                       meta=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        msg = f"checkpoint {self.directory}/{s} is unreadable ({type(e).__name__}: {e})"
+        if step is not None:
+          raise UserInputError(msg) from e
+        log.warning("%s; falling back to an earlier checkpoint", msg)
+        errors.append(msg)
+        continue
+      if errors:
+        log.warning("restored checkpoint step %d after skipping %d unreadable one(s)", s,
+                    len(errors))
+      return s, restored["params"], restored["state"], restored["meta"]
+    if errors:
+      raise UserInputError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
+    return None
+
+  def restore_params(self, abstract_params, step: int | None = None):
+    """(step, params) from `step` or the newest readable step; None when there is none."""
+    steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+    for s in steps:
+      try:
+        restored = self._manager.restore(
+            s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
+        return s, restored["params"]
+      except Exception as e:  # pylint: disable=broad-except
+        if step is not None:
+          raise UserInputError(f"checkpoint {self.directory}/{s} is unreadable: {e}") from e
+        log.warning("checkpoint %s/%d is unreadable (%s); trying an earlier one", self.directory,
+                    s, e)
+    return None
+
+
+def abstract_params(config: t5.T5Config, sharding_fn=None):
+  """ShapeDtypeStruct tree of the (unboxed) parameters; shardings from `sharding_fn(boxed)`.
+
+  Without `sharding_fn` every array lands on the first local device.
+  """
+  boxed = jax.eval_shape(lambda: t5.init_params(config, jax.random.PRNGKey(0)))
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  unboxed = nn.unbox(boxed)
+  if sharding_fn is None:
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shardings = jax.tree.map(lambda _: dev, unboxed)
+  else:
+    shardings = sharding_fn(boxed)
+  return _abstract(unboxed, shardings)
+
+
+def load_params(model_dir: str, *, step: int | None = None, partitioner=None
+                ) -> tuple[t5.T5Config, Any]:
+  """Loads (T5Config, params) from MODEL_DIR: the given step or the newest readable one.
+
+  Params are placed on the first device, or sharded by `partitioner` when given.
+  """
+  config = load_model_config(model_dir)
+  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+  if not os.path.isdir(directory):
+    raise UserInputError(f"no checkpoints in {directory}")
+  target = abstract_params(config, partitioner.shardings_of if partitioner else None)
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_names=("params", "state", "meta"))
+  try:
+    if step is not None and step not in manager.all_steps():
+      raise UserInputError(f"no checkpoint step {step} in {directory}; have {manager.all_steps()}")
+    wrapper = CheckpointManager.__new__(CheckpointManager)
+    wrapper.directory, wrapper._manager = directory, manager  # pylint: disable=protected-access
+    got = wrapper.restore_params(target, step)
+  finally:
+    manager.close()
+  if got is None:
+    raise UserInputError(f"no readable checkpoint in {directory}")
+  return config, got[1]
+
+
+def to_numpy(tree):
+  """Fully-addressable jax arrays -> numpy (for tests/export)."""
+  return jax.tree.map(np.asarray, tree)
