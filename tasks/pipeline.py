@@ -20,7 +20,31 @@ from t2t_jax.errors import UserInputError
 from tasks import t2t_tasks
 
 
+_USER_ERROR = "UserInputError: "
+
+
+def _numpy_iter(ds: tf.data.Dataset):
+  """ds.as_numpy_iterator(), turning a UserInputError raised inside a generator back into one."""
+  it = ds.as_numpy_iterator()
+  while True:
+    try:
+      yield next(it)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      message = e.message or ""
+      if _USER_ERROR in message:
+        raise UserInputError(message.split(_USER_ERROR, 1)[1].split("\n", 1)[0]) from None
+      raise
+
+
 def _provider(name: str):
+  provider = _lookup(name)
+  t2t_tasks.prepare(provider.name)
+  return provider
+
+
+def _lookup(name: str):
   try:
     return seqio.get_mixture_or_task(name)
   except ValueError:
@@ -61,7 +85,7 @@ def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_len
       shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards), verbose=False, seed=seed)
   ds = ds.batch(batch_size // num_shards, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE)
-  for batch in ds.as_numpy_iterator():
+  for batch in _numpy_iter(ds):
     yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
 
 
@@ -81,7 +105,7 @@ def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = 
   if max_examples is not None:
     ds = ds.take(max_examples)
   out = []
-  for ex in ds.as_numpy_iterator():
+  for ex in _numpy_iter(ds):
     out.append({
         "inputs": np.asarray(ex["inputs"], np.int32),
         "targets": np.asarray(ex["targets"], np.int32),

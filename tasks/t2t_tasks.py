@@ -20,6 +20,7 @@ playlist and table dir.  Output features share one `TextAndIdVocabulary` (text p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -32,9 +33,10 @@ import seqio
 import tensorflow as tf
 
 from t2t_jax.data import formats, prompts
+from t2t_jax.data import vocab as t2t_vocab
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids.table import IdTable
-from tasks import vocabularies
+from tasks import postprocessors, vocabularies
 
 ENV_DATA_DIR = "T2T_DATA_DIR"
 TASK_PREFIX = "t2t"
@@ -66,16 +68,39 @@ def data_root(root: str | os.PathLike | None = None) -> str:
   return root
 
 
+MISSING_IDS = ("raise", "skip")
+
+
+@dataclasses.dataclass
+class SourceStats:
+  """What an ExampleSource dropped under missing_ids="skip" (per pass over a split)."""
+  tracks_without_id: int = 0
+  playlists_without_id: int = 0
+
+
 class ExampleSource:
-  """Loads a dataset dir + ID table once and yields raw examples (prompts as strings)."""
+  """Loads a dataset dir + ID table once and yields raw examples (prompts as strings).
+
+  missing_ids: "raise" (default) stops at load time when a catalog track has no ID in the table,
+  naming the count and the first such tracks; "skip" drops those tracks from training examples and
+  relevance sets (and playlists left without any), counting them in `stats`.
+  augment: wrap training prompts in `prompts.PROMPT_TEMPLATES` (a template drawn per playlist from
+  the shuffle seed); evaluation prompts are never augmented.
+  """
 
   def __init__(self, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str,
-               max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS):
+               max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS, *, missing_ids: str = "raise",
+               augment: bool = False):
+    if missing_ids not in MISSING_IDS:
+      raise UserInputError(f"missing_ids must be one of {MISSING_IDS}, got {missing_ids!r}")
     self.dataset_dir = dataset_dir
     self.ids_dir = ids_dir
     self.spm_path = spm_path
     self.prompt_field = prompt_field
     self.max_prompt_chars = max_prompt_chars
+    self.missing_ids = missing_ids
+    self.augment = augment
+    self.stats = SourceStats()
     self._lock = threading.Lock()
     self._loaded = None
 
@@ -85,36 +110,49 @@ class ExampleSource:
         dataset = _load_dataset(self.dataset_dir)
         table = _load_table(self.ids_dir)
         vocab = get_vocabulary(self.spm_path, table.level_sizes)
+        check_table(table, vocab, dataset, self.ids_dir, missing_ids=self.missing_ids)
         tokens_NxL = table.token_ids(vocab.id_token_offset)
-        self._loaded = (dataset, table, tokens_NxL)
+        row_of = {t: r for r, t in enumerate(table.track_ids)}
+        self._loaded = (dataset, row_of, tokens_NxL)
     return self._loaded
 
-  def _row(self, table: IdTable, track_id: str, playlist_id: str) -> int:
-    try:
-      return table.row_of(track_id)
-    except UserInputError:
-      raise UserInputError(
-          f"track {track_id!r} of playlist {playlist_id!r} ({self.dataset_dir}) has no ID in the "
-          f"ID table {self.ids_dir}; rebuild the table from this catalog") from None
+  def _rows(self, row_of: dict, playlist: formats.Playlist) -> list[int]:
+    rows = []
+    for t in playlist.track_ids:
+      r = row_of.get(t)
+      if r is None:
+        if self.missing_ids == "raise":
+          raise UserInputError(
+              f"track {t!r} of playlist {playlist.playlist_id!r} ({self.dataset_dir}) has no ID in the "
+              f"ID table {self.ids_dir}; rebuild the table from this catalog")
+        self.stats.tracks_without_id += 1
+        continue
+      rows.append(r)
+    if not rows:
+      self.stats.playlists_without_id += 1
+    return rows
 
   def _prompt(self, playlist: formats.Playlist) -> str:
     return prompts.make_prompt(playlist, self.prompt_field, max_chars=self.max_prompt_chars)
 
   def train_examples(self, seed: int | None = None) -> Iterator[dict]:
     """Examples of the train split; playlists in a seeded random order when `seed` is given."""
-    dataset, table, tokens_NxL = self._load()
+    dataset, row_of, tokens_NxL = self._load()
+    rng = np.random.default_rng([0 if seed is None else seed, 17])
     for p in dataset.playlists("train", shuffle_seed=seed):
       prompt = self._prompt(p)
-      for t in p.track_ids:
-        row = self._row(table, t, p.playlist_id)
-        yield {"inputs": prompt, "prompt": prompt, "playlist_id": p.playlist_id,
+      inputs = prompts.augment_prompt(prompt, rng) if self.augment else prompt
+      for row in self._rows(row_of, p):
+        yield {"inputs": inputs, "prompt": prompt, "playlist_id": p.playlist_id,
                "targets": _strip(tokens_NxL[row])}
 
   def eval_examples(self, split: str) -> Iterator[dict]:
-    dataset, table, tokens_NxL = self._load()
+    dataset, row_of, tokens_NxL = self._load()
     for p in dataset.playlists(split):
       prompt = self._prompt(p)
-      rows = np.asarray([self._row(table, t, p.playlist_id) for t in p.track_ids], np.int32)
+      rows = np.asarray(self._rows(row_of, p), np.int32)
+      if rows.size == 0:
+        continue
       yield {"inputs": prompt, "prompt": prompt, "playlist_id": p.playlist_id,
              "targets": _strip(tokens_NxL[rows[0]]), "relevant_rows": rows}
 
@@ -124,6 +162,45 @@ class ExampleSource:
     if split in ("validation", "test"):
       return self.eval_examples(split)
     raise UserInputError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+_SOURCES: dict[str, ExampleSource] = {}
+
+
+def prepare(mixture_or_task_name: str) -> None:
+  """Loads and checks the data behind a task or mixture eagerly, in Python.
+
+  Errors raised inside a tf.data generator reach the caller wrapped in TensorFlow errors; calling
+  this first (pipeline.py does) surfaces a bad dataset or ID table as a plain UserInputError.
+  """
+  provider = seqio.get_mixture_or_task(mixture_or_task_name)
+  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  for task in tasks:
+    source = _SOURCES.get(task.name)
+    if source is not None:
+      source._load()  # pylint: disable=protected-access
+
+
+def check_table(table: IdTable, vocab: vocabularies.TextAndIdVocabulary, dataset: formats.Dataset,
+                ids_dir: str, *, missing_ids: str = "raise") -> None:
+  """Checks that an ID table fits a dataset and vocabulary; UserInputError naming what is wrong.
+
+  Every catalog track needs an ID (unless missing_ids="skip"); content-ID tokens must be text pieces
+  of this SentencePiece model (a table built with another vocabulary is caught here).
+  """
+  if missing_ids == "raise":
+    in_table = set(table.track_ids)
+    missing = [t.track_id for t in dataset.tracks if t.track_id not in in_table]
+    if missing:
+      raise UserInputError(
+          f"{len(missing)} of {len(dataset.tracks)} catalog tracks of {dataset.directory} have no ID in the "
+          f"ID table {ids_dir} (e.g. {missing[:3]}); rebuild the table from this catalog")
+  if table.is_text and table.codes.size:
+    hi = int(table.codes.max())
+    if hi >= vocab.text_vocab_size:
+      raise UserInputError(
+          f"content ID table {ids_dir} uses token {hi}, but the text vocabulary {vocab.spm_path} has "
+          f"{vocab.text_vocab_size} pieces: the table was built with another SentencePiece model")
 
 
 def _strip(tokens_L: np.ndarray) -> np.ndarray:
@@ -182,13 +259,13 @@ def _tokenize_inputs(ds: tf.data.Dataset, output_features) -> tf.data.Dataset:
   return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _discover(root: str) -> Iterator[tuple[str, str, str, str]]:
+def _discover(root: str, spm_override: str | None = None) -> Iterator[tuple[str, str, str, str]]:
   """Yields (dataset name, dataset dir, spm path, ids dir) for every complete setup under root."""
   for name in sorted(os.listdir(root)):
     ds_dir = os.path.join(root, name)
     if name.startswith(".") or not os.path.isfile(os.path.join(ds_dir, formats.CATALOG_FILE)):
       continue
-    spm_path = os.path.join(ds_dir, VOCAB_SUBDIR, SPM_FILE)
+    spm_path = spm_override or os.path.join(ds_dir, VOCAB_SUBDIR, SPM_FILE)
     ids_root = os.path.join(ds_dir, IDS_SUBDIR)
     if not os.path.isfile(spm_path) or not os.path.isdir(ids_root):
       continue
@@ -200,26 +277,35 @@ def _discover(root: str) -> Iterator[tuple[str, str, str, str]]:
 
 def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str, *,
                   max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
-                  shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE, metric_fns: Sequence = ()) -> seqio.Task:
-  """Registers (replacing) one task; ID table level sizes define the vocabulary."""
+                  shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE, missing_ids: str = "raise",
+                  augment: bool = False) -> seqio.Task:
+  """Registers (replacing) one task.
+
+  The vocabulary is `spm_path`'s pieces plus the ID table's level sizes.  Validation/test examples
+  are scored by `postprocessors.ranking_metric_fn` (Hits/Recall/MAP/NDCG@K, MRR) after
+  `postprocessors.postprocess_rows` maps decoded outputs (one or top-K beams) to ID-table rows.
+  """
   if prompt_field not in PROMPT_FIELDS:
     raise UserInputError(f"prompt field must be one of {PROMPT_FIELDS}, got {prompt_field!r}")
-  table = _load_table(os.path.abspath(ids_dir))
-  vocab = get_vocabulary(os.path.abspath(spm_path), table.level_sizes)
-  source = ExampleSource(os.path.abspath(dataset_dir), os.path.abspath(ids_dir), os.path.abspath(spm_path),
-                         prompt_field, max_prompt_chars)
+  dataset_dir, ids_dir, spm_path = (os.path.abspath(os.fspath(x)) for x in (dataset_dir, ids_dir, spm_path))
+  table = _load_table(ids_dir)
+  vocab = get_vocabulary(spm_path, table.level_sizes)
+  source = ExampleSource(dataset_dir, ids_dir, spm_path, prompt_field, max_prompt_chars,
+                         missing_ids=missing_ids, augment=augment)
   output_features = {
       "inputs": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
       "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
   }
   seqio.TaskRegistry.remove(name)
+  _SOURCES[name] = source
   return seqio.TaskRegistry.add(
       name,
       source=seqio.FunctionDataSource(functools.partial(_dataset_fn, source=source), splits=SPLITS),
       preprocessors=[_tokenize_inputs, seqio.CacheDatasetPlaceholder(),
                      seqio.preprocessors.append_eos_after_trim],
       output_features=output_features,
-      metric_fns=list(metric_fns),
+      postprocess_fn=functools.partial(postprocessors.postprocess_rows, spm_path=spm_path, ids_dir=ids_dir),
+      metric_fns=[postprocessors.ranking_metric_fn],
       shuffle_buffer_size=shuffle_buffer_size,
   )
 
@@ -227,23 +313,37 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
 def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
                    prompt_fields: Sequence[str] = PROMPT_FIELDS,
                    max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
-                   shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE) -> list[str]:
+                   shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
+                   spm_path: str | os.PathLike | None = None,
+                   missing_ids: str = "raise", augment: bool = False) -> list[str]:
   """Registers every (dataset, strategy, prompt field) task under the data root; returns names.
 
   Also registers one Mixture per (dataset, strategy), `t2t.{dataset}.{strategy}.all`, mixing the
-  prompt fields in equal rates.
+  prompt fields in equal rates.  `spm_path` replaces every dataset's vocab/spm.model with a user's
+  SentencePiece model (e.g. flan-T5's spiece.model; PAD/EOS/UNK must be 0/1/2); ID tokens are
+  appended after its pieces.  `augment` also registers `t2t.{dataset}.{strategy}.{field}_aug` whose
+  training prompts are wrapped in request templates (evaluation identical to the plain task).
   """
   root = data_root(data_root_dir)
+  if spm_path is not None:
+    spm_path = os.path.abspath(os.fspath(spm_path))
+    t2t_vocab.load_sentencepiece(spm_path)  # Checked once, with a clear error, before registering.
   names = []
-  for dataset, ds_dir, spm_path, ids_dir in _discover(root):
+  for dataset, ds_dir, spm, ids_dir in _discover(root, spm_path):
     strategy = os.path.basename(ids_dir)
     field_names = []
     for field in prompt_fields:
       name = task_name(dataset, strategy, field)
-      register_task(name, ds_dir, ids_dir, spm_path, field, max_prompt_chars=max_prompt_chars,
-                    shuffle_buffer_size=shuffle_buffer_size)
+      register_task(name, ds_dir, ids_dir, spm, field, max_prompt_chars=max_prompt_chars,
+                    shuffle_buffer_size=shuffle_buffer_size, missing_ids=missing_ids)
       field_names.append(name)
     names.extend(field_names)
+    if augment:
+      for field in prompt_fields:
+        name = task_name(dataset, strategy, field + "_aug")
+        register_task(name, ds_dir, ids_dir, spm, field, max_prompt_chars=max_prompt_chars,
+                      shuffle_buffer_size=shuffle_buffer_size, missing_ids=missing_ids, augment=True)
+        names.append(name)
     if len(field_names) > 1:
       mix = mixture_name(dataset, strategy)
       seqio.MixtureRegistry.remove(mix)

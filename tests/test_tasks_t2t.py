@@ -11,7 +11,7 @@ seqio = pytest.importorskip("seqio")
 from t2t_jax.data import formats, prompts, synthetic, vocab  # noqa: E402
 from t2t_jax.errors import UserInputError  # noqa: E402
 from t2t_jax.ids.table import IdTable  # noqa: E402
-from tasks import pipeline, t2t_tasks, vocabularies  # noqa: E402
+from tasks import pipeline, postprocessors, t2t_tasks, vocabularies  # noqa: E402
 
 LEN = {"inputs": 24, "targets": 4}
 
@@ -174,13 +174,83 @@ def test_unknown_task_and_missing_id(root, tmp_path):
   r, ds, _ = root
   with pytest.raises(UserInputError, match="unknown task"):
     next(pipeline.get_numpy_batches("t2t.nope.x.title", split="train", task_feature_lengths=LEN, batch_size=2))
-  # A table missing one evaluated track: clear error naming track, playlist and table.
+  # A table missing one track: a clear error naming the count, the track and the table.
   p = next(iter(ds.playlists("validation")))
   table = IdTable.load(r / "tiny-syn" / "ids" / "sem")
   keep = [i for i, t in enumerate(table.track_ids) if t != p.track_ids[0]]
   IdTable("partial", [table.track_ids[i] for i in keep], table.codes[keep], table.level_sizes).save(
       tmp_path / "partial")
-  t2t_tasks.register_task("t2t.test.partial.title", str(r / "tiny-syn"), str(tmp_path / "partial"),
-                          str(r / "tiny-syn" / "vocab" / "spm.model"), "title")
-  with pytest.raises(Exception, match=f"track '{p.track_ids[0]}' of playlist '{p.playlist_id}'.*no ID"):
+  args = ("t2t.test.partial.title", str(r / "tiny-syn"), str(tmp_path / "partial"),
+          str(r / "tiny-syn" / "vocab" / "spm.model"), "title")
+  t2t_tasks.register_task(*args)
+  with pytest.raises(UserInputError, match=rf"1 of 120 catalog tracks .* no ID in the ID table .*partial "
+                                           rf"\(e.g. \['{p.track_ids[0]}'\]\)"):
     pipeline.get_eval_examples("t2t.test.partial.title", "validation")
+  # missing_ids="skip": the track is left out of the relevance set and counted.
+  t2t_tasks.register_task(*args, missing_ids="skip")
+  exs = pipeline.get_eval_examples("t2t.test.partial.title", "validation")
+  full = pipeline.get_eval_examples("t2t.tiny_syn.sem.title", "validation")
+  assert len(exs[0]["relevant_rows"]) == len(full[0]["relevant_rows"]) - 1
+  assert t2t_tasks._SOURCES["t2t.test.partial.title"].stats.tracks_without_id >= 1
+
+
+def test_augmented_task(root):
+  r, _, _ = root
+  t2t_tasks.register_tasks(r, prompt_fields=("title",), augment=True, shuffle_buffer_size=32)
+  task = seqio.get_mixture_or_task("t2t.tiny_syn.sem.title_aug")
+  exs = list(task.get_dataset(None, split="train", shuffle=True, seed=1).take(200).as_numpy_iterator())
+  v = task.output_features["inputs"].vocabulary
+  wrapped = [v.decode(e["inputs"].tolist()) != e["prompt"].decode() for e in exs]
+  assert any(wrapped) and not all(wrapped)  # "{prompt}" itself is one of the templates
+  plain = pipeline.get_eval_examples("t2t.tiny_syn.sem.title", "validation")
+  aug = pipeline.get_eval_examples("t2t.tiny_syn.sem.title_aug", "validation")
+  assert [e["inputs"].tolist() for e in aug] == [e["inputs"].tolist() for e in plain]
+
+
+def test_user_sentencepiece_model(root, tmp_path):
+  """A user's T5-style spiece.model (trained elsewhere, BPE) as the text vocabulary; ID tokens follow."""
+  import sentencepiece as spm
+  r, ds, _ = root
+  texts = [prompts.make_prompt(p, "both") for p in ds.playlists()] * 3
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(tmp_path / "spiece"),
+                                 vocab_size=300, model_type="bpe", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                 hard_vocab_limit=False, minloglevel=2)
+  user = str(tmp_path / "spiece.model")
+  sp = spm.SentencePieceProcessor(model_file=user)
+  t2t_tasks.register_tasks(r, spm_path=user, prompt_fields=("title",), shuffle_buffer_size=32)
+  task = seqio.get_mixture_or_task("t2t.tiny_syn.sem.title")
+  v = task.output_features["targets"].vocabulary
+  assert v.spm_path == user and v.vocab_size == sp.GetPieceSize() + 18
+  ex = pipeline.get_eval_examples("t2t.tiny_syn.sem.title", "validation")[0]
+  assert ex["inputs"].tolist() == sp.EncodeAsIds(ex["prompt"]) + [1]
+  assert min(ex["targets"][:-1]) >= sp.GetPieceSize()
+  # The content-ID table was built with the dataset's own model, whose token ids exceed this one.
+  with pytest.raises(UserInputError, match="built with another SentencePiece model"):
+    pipeline.get_eval_examples("t2t.tiny_syn.title.title", "validation")
+  bad = tmp_path / "bos.model"
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(tmp_path / "bos"),
+                                 vocab_size=300, hard_vocab_limit=False, minloglevel=2)
+  with pytest.raises(UserInputError, match="expected 0/1/2"):
+    t2t_tasks.register_tasks(r, spm_path=bad)
+  t2t_tasks.register_tasks(r, shuffle_buffer_size=32)  # Restore the fixture's tasks.
+
+
+def test_postprocess_and_metrics(root):
+  r, _, _ = root
+  task = seqio.get_mixture_or_task("t2t.tiny_syn.sem.title")
+  v = task.output_features["targets"].vocabulary
+  table = IdTable.load(r / "tiny-syn" / "ids" / "sem")
+  ex = pipeline.get_eval_examples("t2t.tiny_syn.sem.title", "validation")[0]
+  rel = ex["relevant_rows"].tolist()
+  assert task.postprocess_fn(v.decode(ex["targets"].tolist()), example=ex, is_target=True) == rel
+  first = v.decode(ex["targets"].tolist())
+  assert task.postprocess_fn(first) == [rel[0]]  # a single decoded string
+  assert task.postprocess_fn(ex["targets"].tolist()) == [rel[0]]  # token ids (with EOS)
+  other = next(i for i in range(table.num_tracks) if i not in rel)
+  beams = ["<id_0_0><id_7_7>", v.decode(table.token_ids(v.id_token_offset)[other].tolist()), first]
+  assert task.postprocess_fn(beams) == [-1, other, rel[0]]  # unknown ID -> -1
+  out = postprocessors.ranking_metric_fn([rel, rel], [[-1, other, rel[0]], rel[:1]])
+  # -1 (not a track) is dropped by ranking_metrics, so rel[0] ranks 2nd in the first query.
+  assert out["hits@1"] == 0.5 and out["hits@5"] == 1.0 and out["mrr"] == pytest.approx((1 / 2 + 1) / 2)
+  assert out["num_queries"] == 2
+  assert task.predict_metric_fns == [postprocessors.ranking_metric_fn]
