@@ -1,0 +1,479 @@
+"""k-means in JAX: k-means++ / k-means|| init, Lloyd iterations, in-memory or streamed, data-parallel.
+
+Why hand-written and not faiss / scikit-learn: it runs on the same device mesh as the rest of the
+project (TPU/GPU/CPU), shards the assignment over all devices and reduces centroid sums across them,
+and streams data from an `np.memmap`, so N is not bound by device memory.  tools/bench_kmeans.py
+measures it against faiss-cpu and scikit-learn on the same data and initial centroids.
+
+The Lloyd step, per chunk of B points (x_BxD), centroids c_KxD:
+  scores_BxK = x_BxD @ (-2 c_KxD)^T + ||c||^2_K          (one matmul; ||x||^2 only for the inertia)
+  labels_B   = argmin_K scores_BxK
+  sums_KxD  += one_hot(labels_B)^T @ x_BxD              (a second matmul, no scatter; see `update`)
+  counts_K  += sum_B one_hot(labels_B)
+Accumulation is float32 (`preferred_element_type`) whatever the matmul input dtype.
+
+Two data paths, same numbers:
+  * in memory: the whole (padded) array lives on the devices as [C, B, D] and one jitted call runs a
+    `lax.scan` over the C chunks (no Python per chunk);
+  * streamed (`np.memmap` or `stream=True`): chunks are read from the host one at a time and put on
+    the devices; only K x D partial sums stay resident.
+With a `mesh`, each chunk is sharded over the mesh's data axis (`shard_map`), every device assigns its
+rows, and partial sums/counts/inertia are `psum`-reduced: results match one device up to float
+summation order.
+
+Empty clusters are repaired the faiss way (split the largest cluster: copy its centroid with a
+symmetric +-eps perturbation), which needs no extra pass over the data; the count is reported.
+Stopping: after `iterations`, or earlier when the relative inertia decrease is below `tol`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from t2t_jax.errors import UserInputError
+
+DEFAULT_CHUNK = 16384
+_EPS_SPLIT = 1.0 / 1024.0
+
+
+@dataclasses.dataclass
+class KMeansResult:
+  centroids_KxD: np.ndarray  # float32 [K, D]
+  labels_N: np.ndarray  # int32 [N], assignment to the final centroids
+  inertia: float  # sum of squared distances to the final centroids
+  iterations: int  # Lloyd iterations run
+  inertia_history: list  # inertia of each assignment step (before that step's update)
+  num_empty_repaired: int  # empty clusters split over all iterations
+  seconds: float  # wall time of init + iterations + final assignment
+  init_seconds: float
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Input checks.
+
+
+def check_points(x_NxD, name: str = "embeddings", check_finite: bool = True) -> None:
+  """UserInputError for non-2-D, empty or non-finite input (scans memmaps chunk by chunk)."""
+  if getattr(x_NxD, "ndim", None) != 2:
+    raise UserInputError(f"{name}: expected a 2-D array [N, D], got shape {getattr(x_NxD, 'shape', None)}")
+  n, d = x_NxD.shape
+  if n == 0 or d == 0:
+    raise UserInputError(f"{name}: empty array of shape {x_NxD.shape}")
+  if check_finite:
+    step = max(1, (1 << 24) // max(d, 1))
+    for start in range(0, n, step):
+      block = np.asarray(x_NxD[start:start + step])
+      bad = ~np.isfinite(block)
+      if bad.any():
+        r = int(np.argwhere(bad.any(axis=1))[0, 0]) + start
+        raise UserInputError(f"{name}: row {r} has NaN or inf values")
+
+
+# ----------------------------------------------------------------------------------------------- #
+# The per-chunk step.
+
+
+def _chunk_stats(x_BxD, w_B, c_KxD, *, matmul_dtype, update: str):
+  """Partial (sums_KxD, counts_K, inertia) and (labels_B, min_sqdist_B) for one chunk."""
+  k = c_KxD.shape[0]
+  x32 = x_BxD.astype(jnp.float32)
+  c_sq_K = jnp.sum(c_KxD * c_KxD, axis=1)
+  scores_BxK = jnp.dot(x32.astype(matmul_dtype), (-2.0 * c_KxD).astype(matmul_dtype).T,
+                       preferred_element_type=jnp.float32) + c_sq_K[None, :]
+  labels_B = jnp.argmin(scores_BxK, axis=1).astype(jnp.int32)
+  x_sq_B = jnp.sum(x32 * x32, axis=1)
+  min_sqdist_B = jnp.maximum(jnp.min(scores_BxK, axis=1) + x_sq_B, 0.0)
+  inertia = jnp.sum(w_B * min_sqdist_B)
+  if update == "onehot":
+    onehot_BxK = (labels_B[:, None] == jnp.arange(k, dtype=jnp.int32)[None, :]).astype(jnp.float32)
+    onehot_BxK = onehot_BxK * w_B[:, None]
+    sums_KxD = jnp.dot(onehot_BxK.T, x32, preferred_element_type=jnp.float32)
+    counts_K = jnp.sum(onehot_BxK, axis=0)
+  elif update == "segment_sum":
+    sums_KxD = jax.ops.segment_sum(x32 * w_B[:, None], labels_B, num_segments=k)
+    counts_K = jax.ops.segment_sum(w_B, labels_B, num_segments=k)
+  else:
+    raise UserInputError(f"k-means update must be 'onehot' or 'segment_sum', got {update!r}")
+  return (sums_KxD, counts_K, inertia), (labels_B, min_sqdist_B)
+
+
+def _matmul_dtype(precision: str):
+  if precision == "fp32":
+    return jnp.float32
+  if precision == "bf16":
+    return jnp.bfloat16
+  raise UserInputError(f"k-means precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+class _Engine:
+  """Jitted, optionally mesh-sharded per-chunk and scanned kernels, built once per configuration."""
+
+  def __init__(self, mesh: Mesh | None, axis: str, precision: str, update: str):
+    self.mesh, self.axis = mesh, axis
+    self.num_shards = 1 if mesh is None else int(mesh.shape[axis])
+    step = functools.partial(_chunk_stats, matmul_dtype=_matmul_dtype(precision), update=update)
+
+    def scan_stats(x_CxBxD, w_CxB, c_KxD):
+      def body(carry, xw):
+        stats, _ = step(xw[0], xw[1], c_KxD)
+        return jax.tree.map(jnp.add, carry, stats), None
+      # The first chunk's stats start the carry (zeros would not be device-varying under shard_map).
+      init, _ = step(x_CxBxD[0], w_CxB[0], c_KxD)
+      out, _ = jax.lax.scan(body, init, (x_CxBxD[1:], w_CxB[1:]))
+      return out
+
+    def scan_assign(x_CxBxD, c_KxD):
+      def body(_, x_BxD):
+        _, (labels_B, d_B) = step(x_BxD, jnp.ones(x_BxD.shape[:1], jnp.float32), c_KxD)
+        return None, (labels_B, d_B)
+      _, out = jax.lax.scan(body, None, x_CxBxD)
+      return out
+
+    def chunk_stats(x_BxD, w_B, c_KxD):
+      stats, (labels_B, d_B) = step(x_BxD, w_B, c_KxD)
+      return stats, labels_B, d_B
+
+    if mesh is None:
+      self.scan_stats = jax.jit(scan_stats)
+      self.scan_assign = jax.jit(scan_assign)
+      self.chunk_stats = jax.jit(chunk_stats)
+      self.data_sharding = None
+      self.stack_sharding = None
+    else:
+      a = axis
+      psum = lambda t: jax.tree.map(lambda v: jax.lax.psum(v, a), t)
+      self.scan_stats = jax.jit(jax.shard_map(
+          lambda x, w, c: psum(scan_stats(x, w, c)), mesh=mesh,
+          in_specs=(P(None, a, None), P(None, a), P()), out_specs=P()))
+      self.scan_assign = jax.jit(jax.shard_map(
+          scan_assign, mesh=mesh, in_specs=(P(None, a, None), P()), out_specs=(P(None, a), P(None, a))))
+
+      def chunk_sharded(x, w, c):
+        stats, labels_B, d_B = chunk_stats(x, w, c)
+        return psum(stats), labels_B, d_B
+      self.chunk_stats = jax.jit(jax.shard_map(
+          chunk_sharded, mesh=mesh, in_specs=(P(a, None), P(a), P()), out_specs=(P(), P(a), P(a))))
+      self.data_sharding = NamedSharding(mesh, P(a, None))
+      self.stack_sharding = NamedSharding(mesh, P(None, a, None))
+
+
+@functools.lru_cache(maxsize=32)
+def _engine(mesh, axis, precision, update) -> _Engine:
+  return _Engine(mesh, axis, precision, update)
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Data sources: in memory (one device-resident [C, B, D] array) or streamed chunks.
+
+
+class _Source:
+  """Iterates fixed-size, zero-weight-padded chunks of the data; in-memory data is stacked once."""
+
+  def __init__(self, x_NxD, chunk_size: int, engine: _Engine, stream: bool | None):
+    self.x, self.engine = x_NxD, engine
+    self.n, self.d = x_NxD.shape
+    shards = engine.num_shards
+    # Power-of-two chunks for small inputs: many small k-means calls (hierarchical IDs) share compiles.
+    chunk = max(shards, min(int(chunk_size), _next_pow2(self.n)))
+    self.chunk = _round_up(chunk, shards)
+    self.num_chunks = -(-self.n // self.chunk)
+    if stream is None:
+      stream = isinstance(x_NxD, np.memmap)
+    self.stream = stream
+    self.stacked = None
+    if not stream:
+      pad = self.num_chunks * self.chunk - self.n
+      x = np.asarray(x_NxD, dtype=np.float32)
+      if pad:
+        x = np.concatenate([x, np.zeros((pad, self.d), np.float32)])
+      w = np.ones((self.num_chunks * self.chunk,), np.float32)
+      w[self.n:] = 0.0
+      x_CxBxD = x.reshape(self.num_chunks, self.chunk, self.d)
+      w_CxB = w.reshape(self.num_chunks, self.chunk)
+      if engine.mesh is None:
+        self.stacked = (jnp.asarray(x_CxBxD), jnp.asarray(w_CxB))
+      else:
+        self.stacked = (jax.device_put(x_CxBxD, engine.stack_sharding),
+                        jax.device_put(w_CxB, NamedSharding(engine.mesh, P(None, engine.axis))))
+
+  def chunks(self) -> Iterator[tuple[int, int, jax.Array, jax.Array]]:
+    """(start, valid_rows, x_BxD, w_B) on device; the last chunk is zero-padded with weight 0."""
+    eng = self.engine
+    for i in range(self.num_chunks):
+      start = i * self.chunk
+      block = np.asarray(self.x[start:start + self.chunk], dtype=np.float32)
+      valid = block.shape[0]
+      w = np.ones((self.chunk,), np.float32)
+      if valid < self.chunk:
+        block = np.concatenate([block, np.zeros((self.chunk - valid, self.d), np.float32)])
+        w[valid:] = 0.0
+      if eng.mesh is None:
+        yield start, valid, jnp.asarray(block), jnp.asarray(w)
+      else:
+        yield (start, valid, jax.device_put(block, eng.data_sharding),
+               jax.device_put(w, NamedSharding(eng.mesh, P(eng.axis))))
+
+  def stats(self, c_KxD):
+    """(sums_KxD, counts_K, inertia) over all points for centroids c."""
+    eng = self.engine
+    if self.stacked is not None:
+      return eng.scan_stats(self.stacked[0], self.stacked[1], c_KxD)
+    total = None
+    for _, _, x, w in self.chunks():
+      stats, _, _ = eng.chunk_stats(x, w, c_KxD)
+      total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    return total
+
+  def assign(self, c_KxD) -> tuple[np.ndarray, np.ndarray]:
+    """(labels_N int32, min_sqdist_N float32) on the host."""
+    eng = self.engine
+    if self.stacked is not None:
+      labels, dist = eng.scan_assign(self.stacked[0], c_KxD)
+      return (np.asarray(labels).reshape(-1)[:self.n].astype(np.int32),
+              np.asarray(dist).reshape(-1)[:self.n].astype(np.float32))
+    labels_N = np.empty((self.n,), np.int32)
+    dist_N = np.empty((self.n,), np.float32)
+    for start, valid, x, w in self.chunks():
+      _, labels, dist = eng.chunk_stats(x, w, c_KxD)
+      labels_N[start:start + valid] = np.asarray(labels)[:valid]
+      dist_N[start:start + valid] = np.asarray(dist)[:valid]
+    return labels_N, dist_N
+
+
+def _round_up(a: int, b: int) -> int:
+  return -(-a // b) * b
+
+
+def _next_pow2(a: int) -> int:
+  return 1 << max(int(a) - 1, 0).bit_length()
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Initialisation.
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_trials"))
+def _kmeanspp_device(x_MxD, w_M, key, *, k: int, num_trials: int):
+  """Greedy weighted k-means++ (Arthur & Vassilvitskii; sklearn's greedy variant) on device."""
+  m = x_MxD.shape[0]
+  x_sq_M = jnp.sum(x_MxD * x_MxD, axis=1)
+
+  def sqdist_to(idx_T):
+    c_TxD = x_MxD[idx_T]
+    return jnp.maximum(x_sq_M[None, :] - 2.0 * c_TxD @ x_MxD.T + jnp.sum(c_TxD * c_TxD, 1)[:, None], 0.0)
+
+  key, k0 = jax.random.split(key)
+  first = jax.random.categorical(k0, jnp.where(w_M > 0, jnp.log(jnp.maximum(w_M, 1e-30)), -jnp.inf))
+  closest_M = sqdist_to(first[None])[0]
+  centers_K = jnp.zeros((k,), jnp.int32).at[0].set(first)
+
+  def body(i, carry):
+    closest_M, centers_K, key = carry
+    key, sub = jax.random.split(key)
+    pot_M = w_M * closest_M
+    total = jnp.sum(pot_M)
+    # Sample candidates with probability proportional to weight * squared distance.
+    u_T = jax.random.uniform(sub, (num_trials,)) * total
+    cand_T = jnp.clip(jnp.searchsorted(jnp.cumsum(pot_M), u_T), 0, m - 1).astype(jnp.int32)
+    new_TxM = jnp.minimum(closest_M[None, :], sqdist_to(cand_T))
+    best = jnp.argmin(jnp.sum(new_TxM * w_M[None, :], axis=1))
+    return new_TxM[best], centers_K.at[i].set(cand_T[best]), key
+
+  _, centers_K, _ = jax.lax.fori_loop(1, k, body, (closest_M, centers_K, key))
+  return centers_K
+
+
+def kmeans_plusplus(x_NxD, k: int, *, seed: int = 0, weights_N=None, sample_size: int | None = None) -> np.ndarray:
+  """k-means++ centroids [k, D] (float32), deterministic by seed.
+
+  Greedy k-means++ with 2 + log(k) candidate trials per step.  With `sample_size`, runs on a seeded
+  uniform sample of that many rows (the "sampled" scalable variant; for streams prefer k-means||).
+  """
+  n = x_NxD.shape[0]
+  if k > n:
+    raise UserInputError(f"k-means: K={k} is larger than the number of points N={n}")
+  rng = np.random.default_rng(seed)
+  if sample_size is not None and sample_size < n:
+    rows = np.sort(rng.choice(n, size=max(int(sample_size), k), replace=False))
+    x = np.asarray(x_NxD[rows], np.float32)
+    w = None if weights_N is None else np.asarray(weights_N, np.float32)[rows]
+  else:
+    x = np.asarray(x_NxD, np.float32)
+    w = None if weights_N is None else np.asarray(weights_N, np.float32)
+  m = x.shape[0]
+  if w is None:
+    w = np.ones((m,), np.float32)
+  # Pad to a power of two with zero weight (never sampled) so calls of similar size share a compile.
+  pad = _next_pow2(m) - m
+  if pad:
+    x = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)])
+    w = np.concatenate([w, np.zeros((pad,), np.float32)])
+  trials = 2 + int(math.log(k)) if k > 1 else 1
+  # The O(M^2)-memory [T, M] candidate distances are fine for M up to ~1e6 on host/device memory.
+  centers = np.asarray(_kmeanspp_device(jnp.asarray(x), jnp.asarray(w), jax.random.key(seed), k=k,
+                                        num_trials=trials))
+  return x[centers].copy()
+
+
+def kmeans_parallel_init(x_NxD, k: int, *, seed: int = 0, rounds: int = 5, oversampling: float = 2.0,
+                         chunk_size: int = DEFAULT_CHUNK, mesh: Mesh | None = None, axis: str = "data",
+                         stream: bool | None = None, local_iterations: int = 20) -> np.ndarray:
+  """k-means|| (Bahmani et al. 2012): `rounds` streamed passes, each sampling ~oversampling*k points
+  with probability proportional to their squared distance to the current candidates; the
+  candidates are weighted by how many points they are nearest to and reduced to k by k-means++ and
+  `local_iterations` weighted Lloyd steps on the candidates.
+  Needs rounds + 2 passes over the data, so it suits memmaps of any size.
+  """
+  n = x_NxD.shape[0]
+  if k > n:
+    raise UserInputError(f"k-means: K={k} is larger than the number of points N={n}")
+  eng = _engine(mesh, axis, "fp32", "onehot")
+  src = _Source(x_NxD, chunk_size, eng, stream)
+  rng = np.random.default_rng([seed, 0x6B6D])
+  cand = np.asarray(x_NxD[int(rng.integers(n))], np.float32)[None, :]
+  _, dist_N = src.assign(jnp.asarray(cand))
+  ell = oversampling * k
+  for r in range(rounds):
+    phi = float(dist_N.astype(np.float64).sum())
+    if phi <= 0.0:
+      break
+    prob_N = np.minimum(1.0, ell * dist_N.astype(np.float64) / phi)
+    pick = np.flatnonzero(np.random.default_rng([seed, r, 0x6B6D]).random(n) < prob_N)
+    if pick.size == 0:
+      continue
+    new = np.asarray(x_NxD[pick], np.float32)
+    cand = np.concatenate([cand, new])
+    _, d_new = src.assign(jnp.asarray(new))
+    dist_N = np.minimum(dist_N, d_new)
+  if cand.shape[0] < k:  # Degenerate (many duplicate points): top up with uniform rows.
+    extra = np.random.default_rng([seed, 0xE]).choice(n, size=k - cand.shape[0], replace=False)
+    cand = np.concatenate([cand, np.asarray(x_NxD[np.sort(extra)], np.float32)])
+  labels_N, _ = src.assign(jnp.asarray(cand))
+  w = np.bincount(labels_N, minlength=cand.shape[0]).astype(np.float32)
+  keep = w > 0
+  if keep.sum() >= k:
+    cand, w = cand[keep], w[keep]
+  else:
+    w = np.maximum(w, 1e-3)
+  c = kmeans_plusplus(cand, k, seed=seed, weights_N=w).astype(np.float64)
+  # Weighted Lloyd on the candidates (as Spark's k-means|| does): cheap, and it fixes poor seeds.
+  cand64, w64 = cand.astype(np.float64), w.astype(np.float64)
+  for _ in range(local_iterations):
+    d = (cand64 * cand64).sum(1)[:, None] - 2 * cand64 @ c.T + (c * c).sum(1)[None, :]
+    lab = d.argmin(1)
+    wsum = np.bincount(lab, weights=w64, minlength=k)
+    sums = np.zeros_like(c)
+    np.add.at(sums, lab, cand64 * w64[:, None])
+    c = np.where(wsum[:, None] > 0, sums / np.maximum(wsum, 1e-30)[:, None], c)
+  return c.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Lloyd iterations.
+
+
+def _repair_empty(sums_KxD: np.ndarray, counts_K: np.ndarray, old_KxD: np.ndarray) -> tuple[np.ndarray, int]:
+  """New centroids; empty clusters take half of the largest cluster (faiss's split).  Float64 math."""
+  k, d = old_KxD.shape
+  counts = counts_K.astype(np.float64).copy()
+  cent = np.where(counts[:, None] > 0, sums_KxD.astype(np.float64) / np.maximum(counts, 1.0)[:, None],
+                  old_KxD.astype(np.float64))
+  empty = np.flatnonzero(counts == 0)
+  for e in empty:
+    big = int(np.argmax(counts))
+    cent[e] = cent[big]
+    signs = np.where(np.arange(d) % 2 == 0, 1.0, -1.0)
+    cent[e] = cent[big] * (1.0 + _EPS_SPLIT * signs)
+    cent[big] = cent[big] * (1.0 - _EPS_SPLIT * signs)
+    # Zero centroids stay equal after a multiplicative split: add a small shift instead.
+    if not np.any(cent[e] != cent[big]):
+      cent[e] = cent[big] + _EPS_SPLIT * signs
+    counts[e] = counts[big] / 2.0
+    counts[big] -= counts[e]
+  return cent.astype(np.float32), int(empty.size)
+
+
+def kmeans(x_NxD, k: int, *, iterations: int = 20, tol: float = 1e-4, seed: int = 0,
+           init: str = "k-means++", init_centroids_KxD=None, init_sample_size: int | None = 65536,
+           chunk_size: int = DEFAULT_CHUNK, precision: str = "fp32", update: str = "onehot",
+           mesh: Mesh | None = None, axis: str = "data", stream: bool | None = None,
+           check_finite: bool = True, callback: Callable[[int, float], None] | None = None) -> KMeansResult:
+  """Lloyd's k-means.  `x_NxD`: float array or np.memmap [N, D].
+
+  init: "k-means++" (on at most `init_sample_size` seeded sample rows, all rows if None),
+        "k-means||" (streamed passes, for data bigger than memory), "random" (k distinct rows), or
+        pass `init_centroids_KxD`.
+  precision: "fp32" or "bf16" matmul inputs for the assignment scores (accumulation is always fp32).
+  update: "onehot" (matmul, no scatter) or "segment_sum" for the centroid sums.
+  mesh/axis: shard points over `mesh.shape[axis]` devices; stream: force the streamed path
+  (default: streamed for np.memmap input).  callback(iteration, inertia) after every iteration.
+  """
+  t0 = time.perf_counter()
+  check_points(x_NxD, check_finite=check_finite)
+  n, d = x_NxD.shape
+  if not isinstance(k, (int, np.integer)) or k < 1:
+    raise UserInputError(f"k-means: K must be a positive integer, got {k!r}")
+  if k > n:
+    raise UserInputError(f"k-means: K={k} is larger than the number of points N={n}")
+  if init_centroids_KxD is not None:
+    c = np.asarray(init_centroids_KxD, np.float32)
+    if c.shape != (k, d):
+      raise UserInputError(f"k-means: init_centroids shape {c.shape} != ({k}, {d})")
+  elif init == "k-means++":
+    c = kmeans_plusplus(x_NxD, k, seed=seed, sample_size=init_sample_size)
+  elif init == "k-means||":
+    c = kmeans_parallel_init(x_NxD, k, seed=seed, chunk_size=chunk_size, mesh=mesh, axis=axis, stream=stream)
+  elif init == "random":
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    c = np.asarray(x_NxD[rows], np.float32)
+  else:
+    raise UserInputError(f"k-means: unknown init {init!r} (k-means++, k-means||, random)")
+  init_seconds = time.perf_counter() - t0
+  eng = _engine(mesh, axis, precision, update)
+  src = _Source(x_NxD, chunk_size, eng, stream)
+  history, repaired, it = [], 0, 0
+  c_dev = jnp.asarray(c)
+  for it in range(1, iterations + 1):
+    sums, counts, inertia = jax.device_get(src.stats(c_dev))
+    c, nrep = _repair_empty(sums, counts, c)
+    repaired += nrep
+    c_dev = jnp.asarray(c)
+    history.append(float(inertia))
+    if callback is not None:
+      callback(it, float(inertia))
+    if tol > 0 and len(history) >= 2 and nrep == 0:
+      prev, cur = history[-2], history[-1]
+      if prev - cur <= tol * max(prev, 1e-30):
+        break
+  labels_N, dist_N = src.assign(c_dev)
+  return KMeansResult(centroids_KxD=c, labels_N=labels_N, inertia=float(dist_N.astype(np.float64).sum()),
+                      iterations=it, inertia_history=history, num_empty_repaired=repaired,
+                      seconds=time.perf_counter() - t0, init_seconds=init_seconds)
+
+
+def assign(x_NxD, centroids_KxD, *, chunk_size: int = DEFAULT_CHUNK, mesh: Mesh | None = None,
+           axis: str = "data", stream: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Nearest centroid per point: (labels_N int32, squared distance_N float32)."""
+  eng = _engine(mesh, axis, "fp32", "onehot")
+  src = _Source(x_NxD, chunk_size, eng, stream)
+  return src.assign(jnp.asarray(np.asarray(centroids_KxD, np.float32)))
+
+
+def inertia_numpy(x_NxD: np.ndarray, centroids_KxD: np.ndarray, chunk: int = 65536) -> float:
+  """Reference inertia in float64 numpy (for tests and benchmarks)."""
+  c = np.asarray(centroids_KxD, np.float64)
+  total = 0.0
+  for s in range(0, x_NxD.shape[0], chunk):
+    x = np.asarray(x_NxD[s:s + chunk], np.float64)
+    d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]
+    total += float(np.maximum(d.min(1), 0).sum())
+  return total

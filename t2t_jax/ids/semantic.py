@@ -1,0 +1,315 @@
+"""Semantic IDs: quantise track embeddings into a short tuple of codes so similar tracks share prefixes.
+
+Methods (`build_semantic_ids(method=...)`):
+  "rq"      residual k-means (RQ-KMeans): level l clusters the residuals left by levels < l into
+            level_sizes[l] centroids; code l is the nearest centroid; residual -= centroid.  Every
+            level sees all tracks, so each level is one k-means over N points (streamable).
+  "hkmeans" hierarchical (recursive) k-means as in DSI (Tay et al. 2022): level 0 clusters all tracks;
+            each cluster's members are clustered again into level_sizes[1] groups, and so on.  A node
+            with no more members than codes gives each member its own code directly (ordered by
+            distance to the node centroid), and deeper levels are 0.
+Both end with one disambiguation level: tracks whose code tuples collide get 0, 1, 2, ... in order of
+their distance to their quantised reconstruction (closest first), so every ID is unique.  Its size is
+the largest collision group; `meta["num_disambiguated"]` counts the tracks in colliding groups (the
+ones that need that level to be told apart) and `meta["stats"]` the collision rate.
+
+`balanced=True` replaces nearest-centroid assignment with a capacity-constrained one (each cluster
+holds at most ceil(n / K * (1 + balance_slack)) points): points are taken in order of how much they
+would lose by not getting their nearest centroid, each goes to its nearest centroid with room.  It
+evens out cluster sizes at the price of a higher quantisation error (both in stats.json).  With
+"hkmeans" (balance inside every node) it removes collisions outright when a level has room; with
+"rq" (each level balanced over all tracks, not per prefix) it shrinks the largest collision group,
+hence the disambiguation level, by an order of magnitude on skewed data, but not the number of
+colliding tracks (tests/test_ids_semantic.py pins both).
+
+Bad input: NaN/inf rows and an embedding/id count mismatch, duplicate ids, level sizes < 2 or larger
+than the number of tracks are UserInputErrors.  Zero-norm rows carry no information: by default an
+error naming them; `on_zero_norm="random"` replaces them with seeded random vectors of median norm
+(counted in meta["num_zero_norm_replaced"]).  `disambiguation=False` (fixed-length IDs without the
+extra level) raises when the codebooks cannot give unique IDs: up front if prod(level_sizes) < N,
+else naming the number of colliding tracks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+from t2t_jax.ids import kmeans as kmeans_lib
+from t2t_jax.ids.table import IdTable, check_track_ids
+
+METHODS = ("rq", "hkmeans")
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Input checks and fixes.
+
+
+def prepare_embeddings(embeddings_NxD, track_ids: Sequence[str], *, on_zero_norm: str = "error",
+                       normalize: bool = False, seed: int = 0) -> tuple[np.ndarray, list[str], dict]:
+  """Validated float32 embeddings (a copy when modified), ids, and counts of the fixes applied."""
+  ids = check_track_ids(track_ids)
+  kmeans_lib.check_points(embeddings_NxD, name="embeddings")
+  n = embeddings_NxD.shape[0]
+  if n != len(ids):
+    raise UserInputError(f"embeddings have {n} rows but there are {len(ids)} track ids")
+  emb = np.asarray(embeddings_NxD, np.float32)
+  norms_N = np.linalg.norm(emb, axis=1)
+  zero = norms_N <= 1e-12
+  fixes = {"num_zero_norm_replaced": 0}
+  if zero.any():
+    if on_zero_norm == "error":
+      bad = [ids[i] for i in np.flatnonzero(zero)[:5]]
+      raise UserInputError(
+          f"embeddings: {int(zero.sum())} rows have zero norm (tracks {bad}...); pass "
+          f"on_zero_norm='random' to give them seeded random vectors")
+    if on_zero_norm != "random":
+      raise UserInputError(f"on_zero_norm must be 'error' or 'random', got {on_zero_norm!r}")
+    if zero.all():
+      raise UserInputError("embeddings: every row has zero norm")
+    emb = emb.copy()
+    rnd = np.random.default_rng([seed, 0x2E40]).normal(size=(int(zero.sum()), emb.shape[1]))
+    rnd *= np.median(norms_N[~zero]) / np.linalg.norm(rnd, axis=1, keepdims=True)
+    emb[zero] = rnd.astype(np.float32)
+    norms_N = np.linalg.norm(emb, axis=1)
+    fixes["num_zero_norm_replaced"] = int(zero.sum())
+  if normalize:
+    emb = (emb / norms_N[:, None]).astype(np.float32)
+  return emb, ids, fixes
+
+
+def check_level_sizes(level_sizes: Sequence[int], num_tracks: int, disambiguation: bool) -> tuple[int, ...]:
+  sizes = tuple(level_sizes)
+  if not sizes:
+    raise UserInputError("level_sizes must name at least one level")
+  for l, s in enumerate(sizes):
+    if not isinstance(s, (int, np.integer)) or s < 2:
+      raise UserInputError(f"level_sizes[{l}]={s!r}: every codebook needs at least 2 codes")
+  if sizes[0] > num_tracks:
+    raise UserInputError(f"level_sizes[0]={sizes[0]} is larger than the number of tracks ({num_tracks})")
+  if not disambiguation and math.prod(sizes) < num_tracks:
+    raise UserInputError(
+        f"level_sizes {sizes} give {math.prod(sizes)} distinct IDs < {num_tracks} tracks; enlarge them or "
+        f"keep disambiguation=True")
+  return tuple(int(s) for s in sizes)
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Assignment helpers.
+
+
+def balanced_assign(x_NxD: np.ndarray, centroids_KxD: np.ndarray, *, slack: float = 0.0,
+                    chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+  """Capacity-constrained assignment: (labels_N int32, squared distance_N float32).
+
+  Capacity per cluster: ceil(N / K * (1 + slack)).  Greedy by regret: points sorted by
+  (2nd nearest - nearest) distance, largest first, each takes its nearest centroid with room.  Keeps
+  only the `m` nearest centroids per point (m = min(K, 16)); a point whose m candidates are all full
+  (rare) takes the nearest centroid with room among all K.  O(N*K*D) for the distances, O(N log N)
+  for the greedy pass.
+  """
+  x = np.asarray(x_NxD, np.float32)
+  c = np.asarray(centroids_KxD, np.float32)
+  n, k = x.shape[0], c.shape[0]
+  cap = int(math.ceil(n / k * (1.0 + max(slack, 0.0))))
+  m = min(k, 16)
+  cand_NxM = np.empty((n, m), np.int32)
+  dist_NxM = np.empty((n, m), np.float32)
+  c_sq = (c * c).sum(1)
+  for s in range(0, n, chunk):
+    xb = x[s:s + chunk]
+    d = np.maximum((xb * xb).sum(1)[:, None] - 2 * xb @ c.T + c_sq[None, :], 0.0)
+    part = np.argpartition(d, m - 1, axis=1)[:, :m] if m < k else np.tile(np.arange(k), (len(xb), 1))
+    dp = np.take_along_axis(d, part, axis=1)
+    o = np.argsort(dp, axis=1, kind="stable")
+    cand_NxM[s:s + chunk] = np.take_along_axis(part, o, axis=1)
+    dist_NxM[s:s + chunk] = np.take_along_axis(dp, o, axis=1)
+  regret = dist_NxM[:, 1] - dist_NxM[:, 0] if m > 1 else np.zeros(n, np.float32)
+  order = np.lexsort((np.arange(n), -regret))
+  room = np.full(k, cap, np.int64)
+  labels = np.full(n, -1, np.int32)
+  dist = np.zeros(n, np.float32)
+  for i in order:
+    for j in range(m):
+      cj = cand_NxM[i, j]
+      if room[cj] > 0:
+        room[cj] -= 1
+        labels[i], dist[i] = cj, dist_NxM[i, j]
+        break
+    else:
+      xi = x[i]
+      d = np.maximum((xi * xi).sum() - 2 * c @ xi + c_sq, 0.0)
+      d[room <= 0] = np.inf
+      cj = int(np.argmin(d))
+      room[cj] -= 1
+      labels[i], dist[i] = cj, d[cj]
+  return labels, dist
+
+
+def _cluster(x_NxD, k: int, *, seed: int, balanced: bool, balance_slack: float, kmeans_kwargs: dict):
+  """(labels_N, centroids_KxD, KMeansResult) for one level/node."""
+  res = kmeans_lib.kmeans(x_NxD, k, seed=seed, check_finite=False, **kmeans_kwargs)
+  labels, cent = res.labels_N, res.centroids_KxD
+  if balanced:
+    labels, _ = balanced_assign(x_NxD, cent, slack=balance_slack)
+    # One refinement: recentre on the balanced clusters, then re-balance.
+    counts = np.bincount(labels, minlength=k)
+    sums = np.zeros_like(cent, dtype=np.float64)
+    np.add.at(sums, labels, np.asarray(x_NxD, np.float64))
+    cent = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], cent).astype(np.float32)
+    labels, _ = balanced_assign(x_NxD, cent, slack=balance_slack)
+  return labels.astype(np.int32), cent, res
+
+
+def disambiguate(codes_NxL: np.ndarray, order_key_N: np.ndarray) -> tuple[np.ndarray, int, int]:
+  """Extra code column that makes rows unique: rank within each group of equal rows by order_key
+  (ties by row).  Returns (codes [N, L+1], num tracks in colliding groups, largest group size)."""
+  n, num_levels = codes_NxL.shape
+  keys = [np.arange(n), np.asarray(order_key_N)] + [codes_NxL[:, l] for l in range(num_levels - 1, -1, -1)]
+  order = np.lexsort(keys)
+  sorted_codes = codes_NxL[order]
+  new_group = np.ones(n, bool)
+  if n > 1:
+    new_group[1:] = np.any(sorted_codes[1:] != sorted_codes[:-1], axis=1)
+  group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+  rank_sorted = np.arange(n) - group_start
+  rank = np.empty(n, np.int64)
+  rank[order] = rank_sorted
+  group_id = np.cumsum(new_group) - 1
+  sizes = np.bincount(group_id)
+  in_collision = sizes[group_id] > 1
+  out = np.concatenate([codes_NxL, rank[:, None]], axis=1).astype(np.int32)
+  return out, int(in_collision.sum()), int(sizes.max()) if n else 0
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Methods.
+
+
+def _residual_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_kwargs, progress):
+  n = emb.shape[0]
+  residual = emb.astype(np.float32).copy()
+  codes = np.zeros((n, len(level_sizes)), np.int32)
+  levels = []
+  for l, k in enumerate(level_sizes):
+    if k > n:
+      raise UserInputError(f"level_sizes[{l}]={k} is larger than the number of tracks ({n})")
+    labels, cent, res = _cluster(residual, k, seed=seed + 1000 * l, balanced=balanced,
+                                 balance_slack=balance_slack, kmeans_kwargs=kmeans_kwargs)
+    codes[:, l] = labels
+    residual -= cent[labels]
+    levels.append({"level": l, "k": k, "kmeans_iterations": res.iterations, "kmeans_inertia": res.inertia,
+                   "empty_repaired": res.num_empty_repaired,
+                   "mean_sq_residual": float((residual.astype(np.float64) ** 2).sum(1).mean())})
+    if progress:
+      progress(l + 1)
+  return codes, (residual.astype(np.float64) ** 2).sum(1), levels
+
+
+def _hierarchical_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_kwargs, progress):
+  n = emb.shape[0]
+  codes = np.zeros((n, len(level_sizes)), np.int32)
+  err = np.zeros(n, np.float64)
+  levels = [{"level": l, "k": k, "nodes_clustered": 0, "nodes_direct": 0} for l, k in enumerate(level_sizes)]
+  # Frontier of (member rows, level); breadth first so the progress bar moves per level.
+  frontier = [np.arange(n)]
+  for l, k in enumerate(level_sizes):
+    nxt = []
+    for node, rows in enumerate(frontier):
+      x = emb[rows]
+      if rows.size <= k:
+        # Few members: each gets its own code, nearest to the node centroid first.
+        center = x.mean(0, keepdims=True)
+        d = ((x - center) ** 2).sum(1)
+        order = np.lexsort((rows, d))
+        codes[rows[order], l] = np.arange(rows.size)
+        err[rows] = d
+        levels[l]["nodes_direct"] += 1
+        continue
+      labels, cent, _ = _cluster(x, k, seed=seed + 7919 * l + node, balanced=balanced,
+                                 balance_slack=balance_slack, kmeans_kwargs=kmeans_kwargs)
+      codes[rows, l] = labels
+      err[rows] = ((x - cent[labels]) ** 2).sum(1)
+      levels[l]["nodes_clustered"] += 1
+      order = np.argsort(labels, kind="stable")
+      bounds = np.searchsorted(labels[order], np.arange(k + 1))
+      for c in range(k):
+        members = rows[order[bounds[c]:bounds[c + 1]]]
+        if members.size > 1:
+          nxt.append(members)
+    frontier = nxt
+    if progress:
+      progress(l + 1)
+  return codes, err, levels
+
+
+def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Sequence[int] = (64, 64, 64),
+                       method: str = "rq", seed: int = 0, iterations: int = 20, balanced: bool = False,
+                       balance_slack: float = 0.0, normalize: bool = False, on_zero_norm: str = "error",
+                       disambiguation: bool = True, max_disambiguation: int | None = None,
+                       kmeans_kwargs: dict | None = None,
+                       progress: Callable[[int], Any] | None = None) -> IdTable:
+  """Semantic-ID table for embeddings [N, D] (ndarray or memmap) in the order of `track_ids`.
+
+  level_sizes: codebook size per level (the disambiguation level is appended and sized to fit).
+  method: "rq" (residual k-means) or "hkmeans" (hierarchical, DSI).  balanced: capacity-constrained
+  assignment (see module doc).  kmeans_kwargs: extra `kmeans.kmeans` arguments (tol, chunk_size,
+  init, mesh, precision, ...).  progress(levels_done) is called after every level.
+  `max_disambiguation`: raise if the disambiguation level would need more codes than this.
+  """
+  t0 = time.perf_counter()
+  if method not in METHODS:
+    raise UserInputError(f"semantic ID method must be one of {METHODS}, got {method!r}")
+  emb, ids, fixes = prepare_embeddings(embeddings, track_ids, on_zero_norm=on_zero_norm,
+                                       normalize=normalize, seed=seed)
+  n = emb.shape[0]
+  sizes = check_level_sizes(level_sizes, n, disambiguation)
+  kw = {"iterations": iterations}
+  kw.update(kmeans_kwargs or {})
+  run = _residual_kmeans if method == "rq" else _hierarchical_kmeans
+  codes, err_N, levels = run(emb, sizes, seed=seed, balanced=balanced, balance_slack=balance_slack,
+                             kmeans_kwargs=kw, progress=progress)
+  full, num_colliding, largest = disambiguate(codes, err_N)
+  if disambiguation:
+    if max_disambiguation is not None and largest > max_disambiguation:
+      raise UserInputError(
+          f"level_sizes {sizes}: {num_colliding} tracks collide and the largest group has {largest} tracks, "
+          f"more than max_disambiguation={max_disambiguation}; use larger or more levels or balanced=True")
+    codes_out, out_sizes = full, sizes + (max(largest, 1),)
+  else:
+    if num_colliding:
+      raise UserInputError(
+          f"level_sizes {sizes} without disambiguation: {num_colliding} of {n} tracks share their ID "
+          f"(largest group {largest}); enlarge the codebooks, use balanced=True or disambiguation=True")
+    codes_out, out_sizes = codes, sizes
+  stats = {
+      "method": method,
+      "balanced": bool(balanced),
+      "num_colliding_tracks": num_colliding,
+      "num_collisions": int(n - np.unique(codes, axis=0).shape[0]),  # tracks with disambiguation code > 0
+      "collision_rate": num_colliding / n,
+      "disambiguation_size": int(largest) if disambiguation else 0,
+      "mean_sq_quantization_error": float(err_N.mean()),
+      "levels_detail": levels,
+      "seconds": time.perf_counter() - t0,
+  }
+  stats.update(fixes)
+  meta = {
+      "method": method,
+      "requested_level_sizes": list(sizes),
+      "disambiguation": bool(disambiguation),
+      "num_disambiguated": num_colliding,
+      "seed": seed,
+      "iterations": iterations,
+      "balanced": bool(balanced),
+      "balance_slack": balance_slack,
+      "normalize": bool(normalize),
+      **fixes,
+      "stats": stats,
+  }
+  strategy = "semantic_rq" if method == "rq" else "semantic_hkmeans"
+  return IdTable(strategy=strategy, track_ids=ids, codes=codes_out, level_sizes=out_sizes, is_text=False, meta=meta)

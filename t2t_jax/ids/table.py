@@ -1,0 +1,252 @@
+"""The ID table: track <-> tuple of ID codes (the contract in docs/CONTRACTS.md).
+
+An `IdTable` maps each catalog track (row r, `track_ids[r]`) to a short tuple of integer codes
+`codes_NxL[r]`.  For learned/integer IDs, code `c` at level `l` is the ID token
+`id_token_offset + sum(level_sizes[:l]) + c` (docs/CONTRACTS.md, "Token layout").  For content IDs
+(`is_text=True`) the codes are already text-token ids of the shared SentencePiece vocabulary, the
+table has `level_sizes == ()` and rows are -1 padded to the longest ID.
+
+On disk (one directory, written atomically):
+  codes.npy       int32 [N, L]
+  track_ids.txt   one track id per line, same order as the rows of codes.npy
+  meta.json       {"strategy", "level_sizes", "is_text", "num_tracks", "num_levels", "meta": {...}}
+  stats.json      `id_stats(table)` merged with `meta["stats"]` when present (collisions, balance, ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from t2t_jax import io_utils
+from t2t_jax.errors import UserInputError, where
+
+CODES_FILE = "codes.npy"
+TRACK_IDS_FILE = "track_ids.txt"
+META_FILE = "meta.json"
+STATS_FILE = "stats.json"
+FORMAT_VERSION = 1
+
+
+def check_track_ids(track_ids: Sequence[str], source: str = "track_ids") -> list[str]:
+  """Returns track ids as a list of str; raises UserInputError on duplicates, empties or newlines."""
+  out = [str(t) for t in track_ids]
+  seen: dict[str, int] = {}
+  for i, t in enumerate(out):
+    if not t or "\n" in t or "\r" in t or t != t.strip():
+      raise UserInputError(f"{source}: track id at position {i} is empty or has whitespace/newlines: {t!r}")
+    if t in seen:
+      raise UserInputError(f"{source}: duplicate track id {t!r} at positions {seen[t]} and {i}")
+    seen[t] = i
+  return out
+
+
+@dataclasses.dataclass(eq=False)
+class IdTable:
+  """Track <-> ID codes.  See the module docstring for the token mapping and on-disk format."""
+
+  strategy: str
+  track_ids: list[str]
+  codes: np.ndarray  # int32 [N, L], -1 padded when IDs have variable length.
+  level_sizes: tuple[int, ...] = ()
+  is_text: bool = False
+  meta: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    self.track_ids = check_track_ids(self.track_ids)
+    codes = np.asarray(self.codes)
+    if codes.ndim != 2:
+      raise UserInputError(f"IdTable codes must be 2-D [N, L], got shape {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+      raise UserInputError(f"IdTable codes must be integers, got dtype {codes.dtype}")
+    self.codes = codes.astype(np.int32, copy=False)
+    if self.codes.shape[0] != len(self.track_ids):
+      raise UserInputError(
+          f"IdTable: {self.codes.shape[0]} code rows but {len(self.track_ids)} track ids")
+    self.level_sizes = tuple(int(s) for s in self.level_sizes)
+    if self.is_text:
+      if self.level_sizes:
+        raise UserInputError(f"content (is_text) IdTable must have level_sizes=(), got {self.level_sizes}")
+    else:
+      if len(self.level_sizes) != self.codes.shape[1]:
+        raise UserInputError(
+            f"IdTable: {len(self.level_sizes)} level sizes {self.level_sizes} for {self.codes.shape[1]} code levels")
+      if any(s <= 0 for s in self.level_sizes):
+        raise UserInputError(f"IdTable: level sizes must be positive, got {self.level_sizes}")
+      if self.codes.size:
+        hi = np.asarray(self.level_sizes, np.int64)[None, :]
+        bad = (self.codes >= hi) | (self.codes < -1)
+        if bad.any():
+          r, l = np.argwhere(bad)[0]
+          raise UserInputError(
+              f"IdTable: code {self.codes[r, l]} of track {self.track_ids[r]!r} at level {l} "
+              f"outside [0, {self.level_sizes[l]})")
+    self._row = {t: i for i, t in enumerate(self.track_ids)}
+
+  @property
+  def num_tracks(self) -> int:
+    return len(self.track_ids)
+
+  @property
+  def num_levels(self) -> int:
+    return int(self.codes.shape[1])
+
+  @property
+  def num_id_tokens(self) -> int:
+    return int(sum(self.level_sizes))
+
+  @property
+  def lengths(self) -> np.ndarray:
+    """int32 [N]: number of non-padding codes per track."""
+    return (self.codes >= 0).sum(axis=1).astype(np.int32)
+
+  def token_ids(self, id_token_offset: int) -> np.ndarray:
+    """int32 [N, L] vocabulary ids, 0-padded (no EOS).
+
+    Non-text: token(l, c) = id_token_offset + sum(level_sizes[:l]) + c.  Text (content IDs): the codes
+    are text-token ids already and `id_token_offset` is ignored.
+    """
+    pad = self.codes < 0
+    if self.is_text:
+      tokens_NxL = self.codes.copy()
+    else:
+      level_offset_L = np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]]).astype(np.int64)
+      tokens_NxL = (int(id_token_offset) + level_offset_L[None, :] + self.codes).astype(np.int64)
+    tokens_NxL[pad] = 0
+    return tokens_NxL.astype(np.int32)
+
+  def row_of(self, track_id: str) -> int:
+    """Row of `track_id`; UserInputError naming it if it is not in the table."""
+    try:
+      return self._row[str(track_id)]
+    except KeyError:
+      raise UserInputError(f"track id {track_id!r} is not in the ID table ({self.strategy})") from None
+
+  def row_of_codes(self) -> dict[tuple[int, ...], int]:
+    """{code tuple (padding stripped): row}; the inverse of `codes` (IDs are unique by construction)."""
+    out = {}
+    for r, row in enumerate(self.codes.tolist()):
+      out[tuple(c for c in row if c >= 0)] = r
+    return out
+
+  def num_duplicate_ids(self) -> int:
+    """How many rows share their full code tuple with an earlier row (0 for a valid table)."""
+    if self.num_tracks == 0:
+      return 0
+    return self.num_tracks - int(np.unique(self.codes, axis=0).shape[0])
+
+  def save(self, directory: str | os.PathLike, extra_files: dict[str, bytes] | None = None) -> None:
+    """Writes the table atomically to `directory` (replacing it).  `extra_files`: name -> bytes (plots)."""
+    stats = id_stats(self)
+    stats.update(self.meta.get("stats", {}))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "strategy": self.strategy,
+        "level_sizes": list(self.level_sizes),
+        "is_text": bool(self.is_text),
+        "num_tracks": self.num_tracks,
+        "num_levels": self.num_levels,
+        "num_id_tokens": self.num_id_tokens,
+        "meta": _jsonable(self.meta),
+    }
+    with io_utils.atomic_dir(directory) as tmp:
+      np.save(os.path.join(tmp, CODES_FILE), self.codes)
+      with open(os.path.join(tmp, TRACK_IDS_FILE), "w", encoding="utf-8") as f:
+        for t in self.track_ids:
+          f.write(t + "\n")
+      io_utils.write_json(os.path.join(tmp, META_FILE), meta)
+      io_utils.write_json(os.path.join(tmp, STATS_FILE), _jsonable(stats))
+      for name, data in (extra_files or {}).items():
+        with open(os.path.join(tmp, name), "wb") as f:
+          f.write(data)
+
+  @classmethod
+  def load(cls, directory: str | os.PathLike) -> "IdTable":
+    directory = os.fspath(directory)
+    for name in (CODES_FILE, TRACK_IDS_FILE, META_FILE):
+      if not os.path.exists(os.path.join(directory, name)):
+        raise UserInputError(f"ID table dir {directory}: missing {name}")
+    meta_path = os.path.join(directory, META_FILE)
+    try:
+      with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    except json.JSONDecodeError as e:
+      raise UserInputError(f"{where(meta_path, e.lineno)}: bad JSON: {e.msg}") from None
+    with open(os.path.join(directory, TRACK_IDS_FILE), encoding="utf-8") as f:
+      track_ids = f.read().splitlines()
+    codes = np.load(os.path.join(directory, CODES_FILE), allow_pickle=False)
+    try:
+      return cls(strategy=meta["strategy"], track_ids=track_ids, codes=codes,
+                 level_sizes=tuple(meta["level_sizes"]), is_text=bool(meta["is_text"]),
+                 meta=meta.get("meta", {}))
+    except KeyError as e:
+      raise UserInputError(f"{meta_path}: missing key {e}") from None
+    except UserInputError as e:
+      raise UserInputError(f"ID table dir {directory}: {e}") from None
+
+
+def id_stats(table: IdTable) -> dict[str, Any]:
+  """Collision rate, per-level usage/entropy and prefix sharing of an ID table."""
+  codes_NxL = table.codes
+  n, num_levels = codes_NxL.shape
+  stats: dict[str, Any] = {
+      "num_tracks": int(n),
+      "num_levels": int(num_levels),
+      "level_sizes": list(table.level_sizes),
+      "num_id_tokens": table.num_id_tokens,
+      "duplicate_ids": table.num_duplicate_ids(),
+  }
+  if n == 0:
+    return stats
+  lengths = table.lengths
+  stats["id_length"] = {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())}
+  # Prefix sharing: for each prefix length p, number of distinct prefixes and mean group size.
+  prefix = []
+  for p in range(1, num_levels + 1):
+    _, counts = np.unique(codes_NxL[:, :p], axis=0, return_counts=True)
+    prefix.append({
+        "prefix_len": p,
+        "distinct": int(counts.size),
+        "mean_tracks_per_prefix": float(counts.mean()),
+        "max_tracks_per_prefix": int(counts.max()),
+        "tracks_sharing_prefix": int(counts[counts > 1].sum()),
+    })
+  stats["prefix"] = prefix
+  if not table.is_text:
+    levels = []
+    for l, size in enumerate(table.level_sizes):
+      col = codes_NxL[:, l]
+      col = col[col >= 0]
+      counts = np.bincount(col, minlength=size).astype(np.float64)
+      used = int((counts > 0).sum())
+      p = counts[counts > 0] / max(counts.sum(), 1.0)
+      entropy = float(-(p * np.log2(p)).sum()) if p.size else 0.0
+      levels.append({
+          "level": l,
+          "size": int(size),
+          "used": used,
+          "usage": used / size,
+          "entropy_bits": entropy,
+          "max_entropy_bits": math.log2(size) if size > 1 else 0.0,
+          "perplexity": float(2.0 ** entropy),
+          "max_count": int(counts.max()) if counts.size else 0,
+      })
+    stats["levels"] = levels
+  return stats
+
+
+def _jsonable(obj):
+  if isinstance(obj, dict):
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_jsonable(v) for v in obj]
+  if isinstance(obj, np.generic):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  return obj

@@ -1,0 +1,114 @@
+"""Tests for t2t_jax.ids.semantic: unique IDs, determinism, round trip, collisions, bad input."""
+
+import numpy as np
+import pytest
+
+from t2t_jax.errors import UserInputError
+from t2t_jax.ids import semantic
+from t2t_jax.ids.table import IdTable
+
+
+def _emb(n=600, d=8, seed=0):
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(10, d)) * 4
+  return (centers[rng.integers(10, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def _ids(n):
+  return [f"spotify:track:{i:05d}" for i in range(n)]
+
+
+@pytest.mark.parametrize("method", ["rq", "hkmeans"])
+def test_unique_deterministic_round_trip(tmp_path, method):
+  emb = _emb()
+  ids = _ids(len(emb))
+  t = semantic.build_semantic_ids(emb, ids, level_sizes=(8, 4), method=method, seed=1, iterations=8)
+  assert t.num_levels == 3 and t.level_sizes[:2] == (8, 4)
+  assert t.num_duplicate_ids() == 0
+  assert t.level_sizes[2] == int(t.codes[:, 2].max()) + 1
+  u = semantic.build_semantic_ids(emb, ids, level_sizes=(8, 4), method=method, seed=1, iterations=8)
+  np.testing.assert_array_equal(t.codes, u.codes)
+  # Round trip: track -> tokens -> track, through the saved table.
+  t.save(tmp_path / "ids")
+  loaded = IdTable.load(tmp_path / "ids")
+  tokens = loaded.token_ids(1000)
+  inverse = {tuple(row): r for r, row in enumerate(tokens.tolist())}
+  for tid in ids[::37]:
+    assert loaded.track_ids[inverse[tuple(tokens[loaded.row_of(tid)])]] == tid
+  # The disambiguation count: tracks whose level codes collide with another's.
+  _, inv, counts = np.unique(t.codes[:, :2], axis=0, return_inverse=True, return_counts=True)
+  assert t.meta["num_disambiguated"] == int((counts[inv.reshape(-1)] > 1).sum())
+  assert t.meta["stats"]["collision_rate"] == pytest.approx(t.meta["num_disambiguated"] / len(ids))
+
+
+def test_rq_first_level_groups_blobs_and_residual_shrinks():
+  emb = _emb()
+  t = semantic.build_semantic_ids(emb, _ids(len(emb)), level_sizes=(10, 8, 8), seed=0)
+  levels = t.meta["stats"]["levels_detail"]
+  errs = [lv["mean_sq_residual"] for lv in levels]
+  assert errs[0] > errs[1] > errs[2]
+  # Residual after level 0 ~ noise variance * d (blobs found, up to a merge).
+  assert errs[0] < 8 * 2.0
+
+
+def test_disambiguate_ranks_by_key():
+  codes = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [3, 3]])
+  out, colliding, largest = semantic.disambiguate(codes, np.array([0.5, 0.0, 0.1, 0.9, 0.0]))
+  np.testing.assert_array_equal(out[:, 2], [1, 0, 0, 2, 0])
+  assert (colliding, largest) == (3, 3)
+
+
+def test_balanced_reduces_collisions():
+  rng = np.random.default_rng(0)
+  # Very uneven density: one dense blob holds 80% of the points.
+  emb = np.concatenate([rng.normal(size=(800, 8)) * 0.1, rng.normal(size=(200, 8)) * 5]).astype(np.float32)
+  kw = dict(seed=0, iterations=10)
+  plain = semantic.build_semantic_ids(emb, _ids(1000), level_sizes=(32, 32), method="hkmeans", **kw)
+  bal = semantic.build_semantic_ids(emb, _ids(1000), level_sizes=(32, 32), method="hkmeans", balanced=True, **kw)
+  assert plain.meta["num_disambiguated"] >= 700 and bal.meta["num_disambiguated"] == 0
+  assert bal.level_sizes[-1] == 1
+  assert np.bincount(bal.codes[:, 0]).max() <= int(np.ceil(1000 / 32))
+  # RQ: the dense blob falls into one cell (disambiguation level of ~800 codes) unless balanced.
+  plain = semantic.build_semantic_ids(emb, _ids(1000), level_sizes=(16, 16), **kw)
+  bal = semantic.build_semantic_ids(emb, _ids(1000), level_sizes=(16, 16), balanced=True, **kw)
+  assert plain.level_sizes[-1] >= 700 and bal.level_sizes[-1] <= 100
+
+
+def test_balanced_assign_capacity():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(101, 3)).astype(np.float32)
+  c = x[:5] + 10  # All points prefer the same centroid.
+  c[0] -= 10
+  labels, _ = semantic.balanced_assign(x, c)
+  assert np.bincount(labels, minlength=5).max() == 21  # ceil(101 / 5)
+
+
+def test_bad_input():
+  emb = _emb(n=50)
+  ids = _ids(50)
+  with pytest.raises(UserInputError, match="50 rows but there are 49 track ids"):
+    semantic.build_semantic_ids(emb, ids[:49], level_sizes=(4, 4))
+  with pytest.raises(UserInputError, match="duplicate track id"):
+    semantic.build_semantic_ids(emb, ids[:49] + ids[:1], level_sizes=(4, 4))
+  bad = emb.copy()
+  bad[3] = np.inf
+  with pytest.raises(UserInputError, match="row 3 has NaN or inf"):
+    semantic.build_semantic_ids(bad, ids, level_sizes=(4, 4))
+  zero = emb.copy()
+  zero[[4, 9]] = 0
+  with pytest.raises(UserInputError, match="2 rows have zero norm"):
+    semantic.build_semantic_ids(zero, ids, level_sizes=(4, 4))
+  fixed = semantic.build_semantic_ids(zero, ids, level_sizes=(4, 4), on_zero_norm="random")
+  assert fixed.meta["num_zero_norm_replaced"] == 2 and fixed.num_duplicate_ids() == 0
+  with pytest.raises(UserInputError, match="level_sizes\\[0\\]=64 is larger than the number of tracks"):
+    semantic.build_semantic_ids(emb, ids, level_sizes=(64,))
+  with pytest.raises(UserInputError, match="at least 2 codes"):
+    semantic.build_semantic_ids(emb, ids, level_sizes=(4, 1))
+  with pytest.raises(UserInputError, match="give 16 distinct IDs < 50 tracks"):
+    semantic.build_semantic_ids(emb, ids, level_sizes=(4, 4), disambiguation=False)
+  with pytest.raises(UserInputError, match="without disambiguation: .* tracks share their ID"):
+    semantic.build_semantic_ids(emb, ids, level_sizes=(4, 16), disambiguation=False)
+  with pytest.raises(UserInputError, match="more than max_disambiguation=1"):
+    semantic.build_semantic_ids(emb, ids, level_sizes=(2, 2), max_disambiguation=1)
+  with pytest.raises(UserInputError, match="method must be one of"):
+    semantic.build_semantic_ids(emb, ids, method="pq")
