@@ -1,0 +1,158 @@
+"""Recommend tracks for prompts from a model dir (TF-free: usable on serving images).
+
+A model dir holds everything needed: the checkpoint and config (written by the trainer), and
+`assets/`: the SentencePiece model, the ID table, the catalog metadata and `recommend.json`
+(input length, default beam size).  `Recommender.load(DIR).recommend(prompts, k=10)` encodes each
+prompt once and runs constrained beam search, so every returned track is a catalog track.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from t2t_jax import io_utils
+from t2t_jax.errors import UserInputError
+
+ASSETS = "assets"
+SPM_FILE = "spm.model"
+IDS_DIR = "ids"
+CATALOG_FILE = "catalog.jsonl"
+SETTINGS_FILE = "recommend.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+  rank: int
+  track_id: str
+  artist: str
+  title: str
+  score: float
+
+  def as_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def write_assets(model_dir: str, *, spm_path: str, id_table, catalog_path: str, inputs_length: int,
+                 beam_size: int, prompt_field: str) -> None:
+  """Copies what recommending needs into MODEL_DIR/assets (atomically, as one directory)."""
+  with io_utils.atomic_dir(os.path.join(model_dir, ASSETS)) as tmp:
+    shutil.copyfile(spm_path, os.path.join(tmp, SPM_FILE))
+    id_table.save(os.path.join(tmp, IDS_DIR))
+    shutil.copyfile(catalog_path, os.path.join(tmp, CATALOG_FILE))
+    io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), {
+        "inputs_length": int(inputs_length), "beam_size": int(beam_size), "prompt_field": prompt_field})
+
+
+class Recommender:
+  """Prompt -> ranked catalog tracks with a trained Text2Tracks model."""
+
+  def __init__(self, *, model, params, vocab, id_table, tracks: dict, settings: dict):
+    from t2t_jax.decoding import generate, index as index_lib  # pylint: disable=g-import-not-at-top
+    self.model, self.params, self.vocab, self.id_table = model, params, vocab, id_table
+    self.tracks, self.settings = tracks, settings
+    self.inputs_length = int(settings["inputs_length"])
+    self.beam_size = int(settings["beam_size"])
+    token_seqs = id_table.token_ids(vocab.id_token_offset)
+    self.index = index_lib.build_index(token_seqs, vocab.vocab_size).to_device()
+    self._generate = generate
+    self._fns = {}
+
+  @classmethod
+  def load(cls, model_dir: str, *, beam_size: int | None = None) -> "Recommender":
+    """Loads config, checkpoint, vocabulary, ID table and catalog from a model dir."""
+    from t2t_jax import trainer  # pylint: disable=g-import-not-at-top
+    from t2t_jax.data import formats, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
+    from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
+    assets = os.path.join(model_dir, ASSETS)
+    if not os.path.isdir(model_dir):
+      raise UserInputError(f"--model_dir {model_dir}: no such directory")
+    if not os.path.isfile(os.path.join(assets, SETTINGS_FILE)):
+      raise UserInputError(f"--model_dir {model_dir}: missing {ASSETS}/{SETTINGS_FILE} (not a t2t model dir)")
+    with open(os.path.join(assets, SETTINGS_FILE), encoding="utf-8") as f:
+      settings = json.load(f)
+    if beam_size:
+      settings["beam_size"] = beam_size
+    id_table = IdTable.load(os.path.join(assets, IDS_DIR))
+    vocab = vocab_lib.TextAndIdVocab(os.path.join(assets, SPM_FILE), id_table.level_sizes)
+    tracks = {t.track_id: t for t in formats.read_catalog(os.path.join(assets, CATALOG_FILE))}
+    config, params = trainer.load_params(model_dir)
+    return cls(model=t5.Transformer(config), params=params, vocab=vocab, id_table=id_table,
+               tracks=tracks, settings=settings)
+
+  def _fn(self, batch: int, k: int):
+    key = (batch, k)
+    if key not in self._fns:
+      fn = self._generate.make_recommend_fn(self.model, self.index, beam_size=max(self.beam_size, k), top_k=k)
+      self._fns[key] = jax.jit(fn)
+    return self._fns[key]
+
+  def encode(self, prompts: Sequence[str]) -> np.ndarray:
+    """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32."""
+    from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+    from t2t_jax.evaluation import pad_inputs  # pylint: disable=g-import-not-at-top
+    toks = []
+    for i, p in enumerate(prompts):
+      try:
+        text = prompts_lib.normalize_prompt(p)
+      except UserInputError as e:
+        raise UserInputError(f"prompt #{i + 1}: {e}") from None
+      toks.append(self.vocab.encode(text) + [1])
+    return pad_inputs(toks, self.inputs_length)
+
+  def recommend_rows(self, prompts: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k ID-table rows and scores, [B, k] each (row -1 if fewer than k valid IDs)."""
+    if not 1 <= k <= self.id_table.num_tracks:
+      raise UserInputError(f"k must be in [1, {self.id_table.num_tracks}], got {k}")
+    if not prompts:
+      raise UserInputError("no prompts given")
+    inputs = self.encode(prompts)
+    # Pad the batch to a power of two so a few compiled shapes serve every batch size.
+    b = len(prompts)
+    padded = 1 << (b - 1).bit_length()
+    if padded > b:
+      inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
+    rows, scores = jax.device_get(self._fn(padded, k)(self.params, inputs))
+    return np.asarray(rows)[:b], np.asarray(scores)[:b]
+
+  def recommend(self, prompts: Sequence[str], k: int = 10) -> list[list[Recommendation]]:
+    """Ranked recommendations per prompt."""
+    rows, scores = self.recommend_rows(prompts, k)
+    out = []
+    for r_K, s_K in zip(rows, scores):
+      recs = []
+      for rank, (r, s) in enumerate(((r, s) for r, s in zip(r_K, s_K) if r >= 0), 1):
+        tid = self.id_table.track_ids[int(r)]
+        t = self.tracks.get(tid)
+        recs.append(Recommendation(rank, tid, t.artist if t else "", t.title if t else "", float(s)))
+      out.append(recs)
+    return out
+
+
+def run_from_args(args) -> None:
+  """`t2t recommend` entry."""
+  prompts = list(args.prompts)
+  if args.input:
+    try:
+      with open(args.input, encoding="utf-8") as f:
+        prompts += [line.rstrip("\n") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+      raise UserInputError(f"--input {args.input}: {e}") from None
+  if not prompts:
+    raise UserInputError("no prompts: pass them as arguments or with --input FILE")
+  rec = Recommender.load(args.model_dir)
+  results = rec.recommend(prompts, k=args.k)
+  for prompt, recs in zip(prompts, results):
+    if args.json:
+      print(json.dumps({"prompt": prompt, "tracks": [r.as_dict() for r in recs]}, ensure_ascii=False))
+    else:
+      print(f"# {prompt}")
+      for r in recs:
+        print(f"{r.rank:3d}. {r.artist} - {r.title}  [{r.track_id}]  {r.score:.3f}")
+  sys.stdout.flush()
