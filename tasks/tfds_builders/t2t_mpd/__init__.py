@@ -1,0 +1,1 @@
+"""TFDS builder of the Spotify Million Playlist Dataset (manual download)."""
