@@ -10,6 +10,7 @@ Task names not yet registered are looked up after `t2t_tasks.register_tasks()` o
 
 from __future__ import annotations
 
+import os
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -21,6 +22,15 @@ from tasks import t2t_tasks
 
 
 _USER_ERROR = "UserInputError: "
+ENV_CACHE_DIR = "T2T_SEQIO_CACHE_DIR"
+
+
+def add_cache_dir(path: str) -> None:
+  """Makes the output of SeqIO's cache job (cache_tasks_main --output_cache_dir) visible to tasks."""
+  if not os.path.isdir(path):
+    raise UserInputError(f"SeqIO cache dir {path} does not exist")
+  if path not in seqio.get_global_cache_dirs():
+    seqio.add_global_cache_dirs([path])
 
 
 def _numpy_iter(ds: tf.data.Dataset):
@@ -78,6 +88,14 @@ def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_len
   if missing:
     raise UserInputError(f"task_feature_lengths needs 'inputs' and 'targets', missing {sorted(missing)}")
   provider = _provider(mixture_or_task_name)
+  if use_cached:
+    if os.environ.get(ENV_CACHE_DIR):
+      add_cache_dir(os.environ[ENV_CACHE_DIR])
+    tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    for task in tasks:
+      if not task.cache_dir:
+        raise UserInputError(f"use_cached=True but task {task.name!r} has no SeqIO cache in "
+                             f"{seqio.get_global_cache_dirs()}; run seqio's cache_tasks_main (tasks/register_env.py)")
   ds = seqio.get_dataset(
       provider, task_feature_lengths=dict(task_feature_lengths),
       feature_converter=seqio.EncDecFeatureConverter(pack=pack),
@@ -89,7 +107,8 @@ def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_len
     yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
 
 
-def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = None) -> list[dict]:
+def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = None,
+                      use_cached: bool = False) -> list[dict]:
   """Held-out examples of a task, in file order.
 
   Each dict: `inputs` (int32 prompt tokens, EOS-terminated), `targets` (int32 ID tokens of the first
@@ -100,8 +119,10 @@ def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = 
   task = _provider(task_name)
   if not isinstance(task, seqio.Task):
     raise UserInputError(f"{task_name!r} is a mixture; evaluate its tasks one at a time")
+  if use_cached and os.environ.get(ENV_CACHE_DIR):
+    add_cache_dir(os.environ[ENV_CACHE_DIR])
   ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
-                        try_in_mem_cache=False)
+                        try_in_mem_cache=False, use_cached=use_cached)
   if max_examples is not None:
     ds = ds.take(max_examples)
   out = []
