@@ -92,7 +92,7 @@ def test_bad_input():
     semantic.build_semantic_ids(emb, ids[:49] + ids[:1], level_sizes=(4, 4))
   bad = emb.copy()
   bad[3] = np.inf
-  with pytest.raises(UserInputError, match="row 3 has NaN or inf"):
+  with pytest.raises(UserInputError, match="row 3 \\(track 'spotify:track:00003'\\) has NaN or inf"):
     semantic.build_semantic_ids(bad, ids, level_sizes=(4, 4))
   zero = emb.copy()
   zero[[4, 9]] = 0
@@ -112,3 +112,21 @@ def test_bad_input():
     semantic.build_semantic_ids(emb, ids, level_sizes=(2, 2), max_disambiguation=1)
   with pytest.raises(UserInputError, match="method must be one of"):
     semantic.build_semantic_ids(emb, ids, method="pq")
+
+
+@pytest.mark.parametrize("method", ["rq", "hkmeans"])
+def test_streamed_from_memmap_equals_in_memory(tmp_path, method):
+  emb = _emb(n=700, seed=3)
+  emb[5] = 0  # Zero row, fixed the same way in both paths.
+  np.save(tmp_path / "e.npy", emb)
+  mm = np.load(tmp_path / "e.npy", mmap_mode="r")
+  kw = dict(level_sizes=(8, 8), method=method, seed=2, iterations=6, on_zero_norm="random",
+            kmeans_kwargs={"init": "k-means++", "chunk_size": 128})
+  a = semantic.build_semantic_ids(emb, _ids(700), **kw)
+  b = semantic.build_semantic_ids(mm, _ids(700), scratch_dir=str(tmp_path), **kw)
+  np.testing.assert_array_equal(a.codes, b.codes)
+  assert b.meta["num_zero_norm_replaced"] == 1
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npy"]  # Scratch files removed.
+  # The default streamed init (k-means||) also gives unique IDs.
+  c = semantic.build_semantic_ids(mm, _ids(700), level_sizes=(8, 8), method=method, on_zero_norm="random")
+  assert c.num_duplicate_ids() == 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 from typing import Callable, Iterator
 
@@ -58,6 +59,92 @@ class KMeansResult:
 
 
 # ----------------------------------------------------------------------------------------------- #
+# Row files: streamed reads/writes with pread/pwrite (an np.memmap's touched pages count towards the
+# process RSS until the kernel evicts them; pread keeps peak RSS at one chunk).
+
+
+class RowFile:
+  """A float32 [N, D] array in a file (raw or .npy), read and written by rows without mmap."""
+
+  def __init__(self, path: str, shape: tuple[int, int], dtype=np.float32, offset: int = 0):
+    self.path, self.shape, self.dtype, self.offset = os.fspath(path), tuple(shape), np.dtype(dtype), int(offset)
+    self.ndim = 2
+    self._row_bytes = self.shape[1] * self.dtype.itemsize
+    self._fd = os.open(self.path, os.O_RDWR if os.access(self.path, os.W_OK) else os.O_RDONLY)
+
+  @classmethod
+  def open_npy(cls, path: str) -> "RowFile":
+    with open(path, "rb") as f:
+      version = np.lib.format.read_magic(f)
+      shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
+      offset = f.tell()
+    if fortran or len(shape) != 2:
+      raise UserInputError(f"{path}: expected a C-order 2-D array, got shape {shape}")
+    return cls(path, shape, dtype, offset)
+
+  @classmethod
+  def create(cls, path: str, shape: tuple[int, int], dtype=np.float32) -> "RowFile":
+    with open(path, "wb") as f:
+      f.truncate(int(shape[0]) * int(shape[1]) * np.dtype(dtype).itemsize)
+    return cls(path, shape, dtype)
+
+  def __len__(self):
+    return self.shape[0]
+
+  def _read(self, start: int, stop: int) -> np.ndarray:
+    stop = min(stop, self.shape[0])
+    if stop <= start:
+      return np.zeros((0, self.shape[1]), self.dtype)
+    nbytes = (stop - start) * self._row_bytes
+    buf = bytearray(nbytes)
+    view, got = memoryview(buf), 0
+    while got < nbytes:
+      k = os.preadv(self._fd, [view[got:]], self.offset + start * self._row_bytes + got)
+      if k <= 0:
+        raise OSError(f"{self.path}: short read")
+      got += k
+    return np.frombuffer(buf, self.dtype).reshape(stop - start, self.shape[1])
+
+  def __getitem__(self, idx):
+    if isinstance(idx, slice):
+      start, stop, step = idx.indices(self.shape[0])
+      assert step == 1, "RowFile supports contiguous slices"
+      return self._read(start, stop)
+    if isinstance(idx, (int, np.integer)):
+      return self._read(int(idx), int(idx) + 1)[0]
+    rows = np.asarray(idx, np.int64).reshape(-1)
+    out = np.empty((rows.size, self.shape[1]), self.dtype)
+    # Contiguous runs of sorted rows are read at once.
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    breaks = np.flatnonzero(np.diff(srt) != 1) + 1
+    for run in np.split(np.arange(srt.size), breaks):
+      if run.size:
+        out[order[run]] = self._read(int(srt[run[0]]), int(srt[run[-1]]) + 1)
+    return out
+
+  def write(self, start: int, block: np.ndarray) -> None:
+    data = np.ascontiguousarray(block, self.dtype).tobytes()
+    os.pwrite(self._fd, data, self.offset + int(start) * self._row_bytes)
+
+  def close(self):
+    if self._fd is not None:
+      os.close(self._fd)
+      self._fd = None
+
+  def __del__(self):
+    try:
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+
+def is_streamed(x) -> bool:
+  """True for inputs read chunk by chunk (memmaps, RowFiles) rather than held in memory."""
+  return isinstance(x, (np.memmap, RowFile)) or not isinstance(x, (np.ndarray, jax.Array))
+
+
+# ----------------------------------------------------------------------------------------------- #
 # Input checks.
 
 
@@ -72,7 +159,7 @@ def check_points(x_NxD, name: str = "embeddings", check_finite: bool = True) -> 
     step = max(1, (1 << 24) // max(d, 1))
     for start in range(0, n, step):
       block = np.asarray(x_NxD[start:start + step])
-      bad = ~np.isfinite(block)
+      bad = ~np.isfinite(block)  # A RowFile/memmap is read chunk by chunk here.
       if bad.any():
         r = int(np.argwhere(bad.any(axis=1))[0, 0]) + start
         raise UserInputError(f"{name}: row {r} has NaN or inf values")
@@ -187,7 +274,7 @@ class _Source:
     self.chunk = _round_up(chunk, shards)
     self.num_chunks = -(-self.n // self.chunk)
     if stream is None:
-      stream = isinstance(x_NxD, np.memmap)
+      stream = is_streamed(x_NxD)
     self.stream = stream
     self.stacked = None
     if not stream:
@@ -307,7 +394,7 @@ def kmeans_plusplus(x_NxD, k: int, *, seed: int = 0, weights_N=None, sample_size
     x = np.asarray(x_NxD[rows], np.float32)
     w = None if weights_N is None else np.asarray(weights_N, np.float32)[rows]
   else:
-    x = np.asarray(x_NxD, np.float32)
+    x = np.asarray(x_NxD[:], np.float32)
     w = None if weights_N is None else np.asarray(weights_N, np.float32)
   m = x.shape[0]
   if w is None:

@@ -33,6 +33,9 @@ else naming the number of colliding tracks.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -50,36 +53,65 @@ METHODS = ("rq", "hkmeans")
 
 
 def prepare_embeddings(embeddings_NxD, track_ids: Sequence[str], *, on_zero_norm: str = "error",
-                       normalize: bool = False, seed: int = 0) -> tuple[np.ndarray, list[str], dict]:
-  """Validated float32 embeddings (a copy when modified), ids, and counts of the fixes applied."""
+                       normalize: bool = False, seed: int = 0, out=None) -> tuple[Any, list[str], dict]:
+  """Validated float32 embeddings, ids, and counts of the fixes applied.
+
+  In memory: returns a float32 array (a copy when modified).  Streamed input (memmap / RowFile) is
+  checked chunk by chunk; with `out` (a writable RowFile) the fixed rows are copied into it and
+  `out` is returned, else the input itself (only valid when nothing needs fixing).
+  """
   ids = check_track_ids(track_ids)
-  kmeans_lib.check_points(embeddings_NxD, name="embeddings")
-  n = embeddings_NxD.shape[0]
+  kmeans_lib.check_points(embeddings_NxD, name="embeddings", check_finite=False)
+  n, d = embeddings_NxD.shape
   if n != len(ids):
     raise UserInputError(f"embeddings have {n} rows but there are {len(ids)} track ids")
-  emb = np.asarray(embeddings_NxD, np.float32)
-  norms_N = np.linalg.norm(emb, axis=1)
-  zero = norms_N <= 1e-12
+  if on_zero_norm not in ("error", "random"):
+    raise UserInputError(f"on_zero_norm must be 'error' or 'random', got {on_zero_norm!r}")
+  streamed = kmeans_lib.is_streamed(embeddings_NxD)
+  step = n if not streamed else max(1, (1 << 24) // max(d, 1))
+  # Pass 1: NaN/inf and zero norms, and the median norm of the others (for replacements).
+  zero_rows, norm_samples = [], []
+  for s in range(0, n, step):
+    block = np.asarray(embeddings_NxD[s:s + step], np.float32)
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+      r = s + int(np.flatnonzero(~finite)[0])
+      raise UserInputError(f"embeddings: row {r} (track {ids[r]!r}) has NaN or inf values")
+    norms = np.linalg.norm(block, axis=1)
+    zero_rows.append(s + np.flatnonzero(norms <= 1e-12))
+    norm_samples.append(norms[norms > 1e-12][:4096])
+  zero = np.concatenate(zero_rows)
   fixes = {"num_zero_norm_replaced": 0}
-  if zero.any():
+  if zero.size:
     if on_zero_norm == "error":
-      bad = [ids[i] for i in np.flatnonzero(zero)[:5]]
+      bad = [ids[i] for i in zero[:5]]
       raise UserInputError(
-          f"embeddings: {int(zero.sum())} rows have zero norm (tracks {bad}...); pass "
+          f"embeddings: {zero.size} rows have zero norm (tracks {bad}...); pass "
           f"on_zero_norm='random' to give them seeded random vectors")
-    if on_zero_norm != "random":
-      raise UserInputError(f"on_zero_norm must be 'error' or 'random', got {on_zero_norm!r}")
-    if zero.all():
+    if zero.size == n:
       raise UserInputError("embeddings: every row has zero norm")
-    emb = emb.copy()
-    rnd = np.random.default_rng([seed, 0x2E40]).normal(size=(int(zero.sum()), emb.shape[1]))
-    rnd *= np.median(norms_N[~zero]) / np.linalg.norm(rnd, axis=1, keepdims=True)
-    emb[zero] = rnd.astype(np.float32)
-    norms_N = np.linalg.norm(emb, axis=1)
-    fixes["num_zero_norm_replaced"] = int(zero.sum())
-  if normalize:
-    emb = (emb / norms_N[:, None]).astype(np.float32)
-  return emb, ids, fixes
+    fixes["num_zero_norm_replaced"] = int(zero.size)
+  if not zero.size and not normalize and out is None:
+    return (embeddings_NxD if streamed else np.asarray(embeddings_NxD, np.float32)), ids, fixes
+  median = float(np.median(np.concatenate(norm_samples)))
+  rnd = np.random.default_rng([seed, 0x2E40]).normal(size=(zero.size, d))
+  rnd = (rnd * median / np.linalg.norm(rnd, axis=1, keepdims=True)).astype(np.float32)
+  if out is None:
+    assert not streamed, "streamed embeddings that need fixing need an `out` RowFile"
+    out = np.array(embeddings_NxD, np.float32)
+  zi = 0
+  for s in range(0, n, step):
+    block = np.array(embeddings_NxD[s:s + step], np.float32)
+    while zi < zero.size and zero[zi] < s + block.shape[0]:
+      block[zero[zi] - s] = rnd[zi]
+      zi += 1
+    if normalize:
+      block /= np.linalg.norm(block, axis=1, keepdims=True)
+    if isinstance(out, kmeans_lib.RowFile):
+      out.write(s, block)
+    else:
+      out[s:s + block.shape[0]] = block
+  return out, ids, fixes
 
 
 def check_level_sizes(level_sizes: Sequence[int], num_tracks: int, disambiguation: bool) -> tuple[int, ...]:
@@ -112,7 +144,7 @@ def balanced_assign(x_NxD: np.ndarray, centroids_KxD: np.ndarray, *, slack: floa
   (rare) takes the nearest centroid with room among all K.  O(N*K*D) for the distances, O(N log N)
   for the greedy pass.
   """
-  x = np.asarray(x_NxD, np.float32)
+  x = x_NxD  # Read chunk by chunk (works for memmaps / RowFiles).
   c = np.asarray(centroids_KxD, np.float32)
   n, k = x.shape[0], c.shape[0]
   cap = int(math.ceil(n / k * (1.0 + max(slack, 0.0))))
@@ -121,7 +153,7 @@ def balanced_assign(x_NxD: np.ndarray, centroids_KxD: np.ndarray, *, slack: floa
   dist_NxM = np.empty((n, m), np.float32)
   c_sq = (c * c).sum(1)
   for s in range(0, n, chunk):
-    xb = x[s:s + chunk]
+    xb = np.asarray(x[s:s + chunk], np.float32)
     d = np.maximum((xb * xb).sum(1)[:, None] - 2 * xb @ c.T + c_sq[None, :], 0.0)
     part = np.argpartition(d, m - 1, axis=1)[:, :m] if m < k else np.tile(np.arange(k), (len(xb), 1))
     dp = np.take_along_axis(d, part, axis=1)
@@ -141,7 +173,7 @@ def balanced_assign(x_NxD: np.ndarray, centroids_KxD: np.ndarray, *, slack: floa
         labels[i], dist[i] = cj, dist_NxM[i, j]
         break
     else:
-      xi = x[i]
+      xi = np.asarray(x[i], np.float32)
       d = np.maximum((xi * xi).sum() - 2 * c @ xi + c_sq, 0.0)
       d[room <= 0] = np.inf
       cj = int(np.argmin(d))
@@ -158,8 +190,12 @@ def _cluster(x_NxD, k: int, *, seed: int, balanced: bool, balance_slack: float, 
     labels, _ = balanced_assign(x_NxD, cent, slack=balance_slack)
     # One refinement: recentre on the balanced clusters, then re-balance.
     counts = np.bincount(labels, minlength=k)
-    sums = np.zeros_like(cent, dtype=np.float64)
-    np.add.at(sums, labels, np.asarray(x_NxD, np.float64))
+    sums = np.zeros(cent.shape, np.float64)
+    step = 1 << 16
+    for s in range(0, labels.size, step):
+      xb = np.asarray(x_NxD[s:s + step], np.float64)
+      for dim in range(xb.shape[1]):
+        sums[:, dim] += np.bincount(labels[s:s + step], weights=xb[:, dim], minlength=k)
     cent = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], cent).astype(np.float32)
     labels, _ = balanced_assign(x_NxD, cent, slack=balance_slack)
   return labels.astype(np.int32), cent, res
@@ -190,10 +226,18 @@ def disambiguate(codes_NxL: np.ndarray, order_key_N: np.ndarray) -> tuple[np.nda
 # Methods.
 
 
+def _rows_chunks(n: int, step: int = 1 << 16):
+  for s in range(0, n, step):
+    yield s, min(s + step, n)
+
+
 def _residual_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_kwargs, progress):
+  """Residual k-means.  `emb` is consumed: in memory it is copied; a RowFile is updated in place."""
   n = emb.shape[0]
-  residual = emb.astype(np.float32).copy()
+  streamed = isinstance(emb, kmeans_lib.RowFile)
+  residual = emb if streamed else np.array(emb, np.float32)
   codes = np.zeros((n, len(level_sizes)), np.int32)
+  err_N = np.zeros(n, np.float64)
   levels = []
   for l, k in enumerate(level_sizes):
     if k > n:
@@ -201,16 +245,23 @@ def _residual_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_
     labels, cent, res = _cluster(residual, k, seed=seed + 1000 * l, balanced=balanced,
                                  balance_slack=balance_slack, kmeans_kwargs=kmeans_kwargs)
     codes[:, l] = labels
-    residual -= cent[labels]
+    for s, e in _rows_chunks(n):
+      block = np.asarray(residual[s:e], np.float32) - cent[labels[s:e]]
+      err_N[s:e] = (block.astype(np.float64) ** 2).sum(1)
+      if streamed:
+        residual.write(s, block)
+      else:
+        residual[s:e] = block
     levels.append({"level": l, "k": k, "kmeans_iterations": res.iterations, "kmeans_inertia": res.inertia,
-                   "empty_repaired": res.num_empty_repaired,
-                   "mean_sq_residual": float((residual.astype(np.float64) ** 2).sum(1).mean())})
+                   "kmeans_seconds": res.seconds, "empty_repaired": res.num_empty_repaired,
+                   "mean_sq_residual": float(err_N.mean())})
     if progress:
       progress(l + 1)
-  return codes, (residual.astype(np.float64) ** 2).sum(1), levels
+  return codes, err_N, levels
 
 
-def _hierarchical_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_kwargs, progress):
+def _hierarchical_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_kwargs, progress,
+                         node_kmeans_kwargs):
   n = emb.shape[0]
   codes = np.zeros((n, len(level_sizes)), np.int32)
   err = np.zeros(n, np.float64)
@@ -220,8 +271,10 @@ def _hierarchical_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kme
   for l, k in enumerate(level_sizes):
     nxt = []
     for node, rows in enumerate(frontier):
-      x = emb[rows]
+      # The root node of a streamed input stays streamed; deeper nodes (~N / level_sizes[0]) are loaded.
+      x = emb if (l == 0 and kmeans_lib.is_streamed(emb)) else np.asarray(emb[rows], np.float32)
       if rows.size <= k:
+        x = np.asarray(x[:], np.float32)
         # Few members: each gets its own code, nearest to the node centroid first.
         center = x.mean(0, keepdims=True)
         d = ((x - center) ** 2).sum(1)
@@ -231,9 +284,11 @@ def _hierarchical_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kme
         levels[l]["nodes_direct"] += 1
         continue
       labels, cent, _ = _cluster(x, k, seed=seed + 7919 * l + node, balanced=balanced,
-                                 balance_slack=balance_slack, kmeans_kwargs=kmeans_kwargs)
+                                 balance_slack=balance_slack,
+                                 kmeans_kwargs=kmeans_kwargs if l == 0 else node_kmeans_kwargs)
       codes[rows, l] = labels
-      err[rows] = ((x - cent[labels]) ** 2).sum(1)
+      for s, e in _rows_chunks(rows.size):
+        err[rows[s:e]] = ((np.asarray(x[s:e], np.float64) - cent[labels[s:e]]) ** 2).sum(1)
       levels[l]["nodes_clustered"] += 1
       order = np.argsort(labels, kind="stable")
       bounds = np.searchsorted(labels[order], np.arange(k + 1))
@@ -251,7 +306,8 @@ def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Seq
                        method: str = "rq", seed: int = 0, iterations: int = 20, balanced: bool = False,
                        balance_slack: float = 0.0, normalize: bool = False, on_zero_norm: str = "error",
                        disambiguation: bool = True, max_disambiguation: int | None = None,
-                       kmeans_kwargs: dict | None = None,
+                       kmeans_kwargs: dict | None = None, stream: bool | None = None,
+                       scratch_dir: str | None = None,
                        progress: Callable[[int], Any] | None = None) -> IdTable:
   """Semantic-ID table for embeddings [N, D] (ndarray or memmap) in the order of `track_ids`.
 
@@ -260,19 +316,42 @@ def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Seq
   assignment (see module doc).  kmeans_kwargs: extra `kmeans.kmeans` arguments (tol, chunk_size,
   init, mesh, precision, ...).  progress(levels_done) is called after every level.
   `max_disambiguation`: raise if the disambiguation level would need more codes than this.
+  stream: stream from disk (default: True for np.memmap / RowFile input).  The working copy of the
+  embeddings (residuals for "rq") then lives in a scratch file under `scratch_dir` (default: the
+  system temp dir), read and written chunk by chunk with pread/pwrite, and k-means streams too;
+  memory holds O(N) integers/floats for codes and distances, not the N x D matrix.
   """
   t0 = time.perf_counter()
   if method not in METHODS:
     raise UserInputError(f"semantic ID method must be one of {METHODS}, got {method!r}")
-  emb, ids, fixes = prepare_embeddings(embeddings, track_ids, on_zero_norm=on_zero_norm,
-                                       normalize=normalize, seed=seed)
-  n = emb.shape[0]
-  sizes = check_level_sizes(level_sizes, n, disambiguation)
-  kw = {"iterations": iterations}
-  kw.update(kmeans_kwargs or {})
+  if stream is None:
+    stream = kmeans_lib.is_streamed(embeddings)
+  n = embeddings.shape[0] if getattr(embeddings, "ndim", 0) == 2 else 0
+  sizes = check_level_sizes(level_sizes, max(n, 1), disambiguation)
+  # Streamed k-means (k-means|| init) for levels over all N points; hierarchical nodes below the root
+  # hold ~N / level_sizes[0] points and run in memory.
+  node_kw = {"iterations": iterations, **(kmeans_kwargs or {}), "stream": False}
+  kw = {"iterations": iterations, **({"stream": True, "init": "k-means||"} if stream else {}),
+        **(kmeans_kwargs or {})}
   run = _residual_kmeans if method == "rq" else _hierarchical_kmeans
-  codes, err_N, levels = run(emb, sizes, seed=seed, balanced=balanced, balance_slack=balance_slack,
-                             kmeans_kwargs=kw, progress=progress)
+  scratch = None
+  try:
+    work = None
+    if stream:
+      scratch = tempfile.mkdtemp(prefix="semantic_ids_", dir=scratch_dir)
+      kmeans_lib.check_points(embeddings, check_finite=False)
+      work = kmeans_lib.RowFile.create(os.path.join(scratch, "work.f32"), embeddings.shape)
+    emb, ids, fixes = prepare_embeddings(embeddings, track_ids, on_zero_norm=on_zero_norm,
+                                         normalize=normalize, seed=seed, out=work)
+    n = emb.shape[0]
+    extra = {"node_kmeans_kwargs": node_kw} if method == "hkmeans" else {}
+    codes, err_N, levels = run(emb, sizes, seed=seed, balanced=balanced, balance_slack=balance_slack,
+                               kmeans_kwargs=kw, progress=progress, **extra)
+  finally:
+    if scratch is not None:
+      if work is not None:
+        work.close()
+      shutil.rmtree(scratch, ignore_errors=True)
   full, num_colliding, largest = disambiguate(codes, err_N)
   if disambiguation:
     if max_disambiguation is not None and largest > max_disambiguation:

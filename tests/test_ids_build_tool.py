@@ -1,0 +1,91 @@
+"""Entry test for tools/build_ids.py: gin files per strategy -> ID table dirs with stats and plots."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import build_ids  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import gin  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+from t2t_jax.ids import embeddings as emb_lib  # noqa: E402
+from t2t_jax.ids.table import IdTable  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  from t2t_jax.data import synthetic
+  d = tmp_path_factory.mktemp("ds") / "tiny"
+  synthetic.generate(synthetic.SyntheticConfig(seed=0, num_artists=30, num_tracks=300, num_playlists=300,
+                                               num_intents=12), d)
+  return str(d)
+
+
+def _run(argv):
+  gin.clear_config()
+  return build_ids.main(argv + ["--no_progress"])
+
+
+@pytest.mark.entry
+def test_semantic_rq_from_dataset(dataset, tmp_path):
+  out = str(tmp_path / "ids" / "semantic_rq")
+  assert _run(["--gin_file", os.path.join(ROOT, "gin/ids/semantic_rq.gin"), "--dataset_dir", dataset,
+               "--out", out, "--gin_bindings", "build_id_table.embedding_dim = 16",
+               "--gin_bindings", "build_id_table.strategy_kwargs = {'level_sizes': (8, 8), 'iterations': 5}"]) == 0
+  t = IdTable.load(out)
+  assert t.num_tracks == 300 and t.level_sizes[:2] == (8, 8) and t.num_duplicate_ids() == 0
+  files = set(os.listdir(out))
+  assert {"codes.npy", "track_ids.txt", "meta.json", "stats.json", "cluster_sizes.png", "id_tokens.txt"} <= files
+  with open(os.path.join(out, "cluster_sizes.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  stats = json.load(open(os.path.join(out, "stats.json")))
+  assert stats["collision_rate"] == pytest.approx(t.meta["num_disambiguated"] / 300)
+  assert [b["level"] for b in stats["balance"]] == [0, 1, 2]
+  assert stats["balance"][2]["max"] == 1  # Unique after disambiguation.
+  assert stats["levels"][0]["used"] <= 8 and 0 < stats["levels"][0]["entropy_bits"] <= 3.0
+  lines = open(os.path.join(out, "id_tokens.txt")).read().split()
+  assert len(lines) == t.num_id_tokens and lines[0] == "<id_0_0>"
+  # The CF embeddings were saved beside the table and feed the --embeddings path too.
+  emb, ids = emb_lib.load_embeddings(out + ".embeddings")
+  assert emb.shape == (300, 16) and ids == t.track_ids
+  out2 = str(tmp_path / "ids" / "hk")
+  assert _run(["--gin_file", os.path.join(ROOT, "gin/ids/semantic_hkmeans.gin"), "--embeddings", out + ".embeddings",
+               "--out", out2,
+               "--gin_bindings", "build_id_table.strategy_kwargs = {'level_sizes': (8, 8), 'iterations': 5}"]) == 0
+  assert IdTable.load(out2).strategy == "semantic_hkmeans"
+
+
+@pytest.mark.entry
+def test_integer_and_content(dataset, tmp_path):
+  out = str(tmp_path / "int")
+  assert _run(["--gin_file", os.path.join(ROOT, "gin/ids/integer_digits.gin"), "--dataset_dir", dataset,
+               "--out", out, "--no_plots"]) == 0
+  t = IdTable.load(out)
+  assert t.level_sizes == (64, 64) and t.num_duplicate_ids() == 0  # 64 < 300 <= 64**2
+  from t2t_jax.data import formats, vocab
+  ds = formats.Dataset.load(dataset)
+  spm = vocab.train_sentencepiece((f"{x.artist} - {x.title}" for x in ds.tracks), tmp_path / "spm.model",
+                                  vocab_size=400)
+  out = str(tmp_path / "content")
+  assert _run(["--gin_file", os.path.join(ROOT, "gin/ids/content.gin"), "--dataset_dir", dataset,
+               "--spm_model", spm, "--out", out]) == 0
+  t = IdTable.load(out)
+  assert t.is_text and t.num_duplicate_ids() == 0
+  sp = vocab.TextAndIdVocab(spm)
+  row = t.row_of(ds.tracks[5].track_id)
+  assert sp.decode([c for c in t.codes[row] if c >= 0]) == f"{ds.tracks[5].artist} - {ds.tracks[5].title}"
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+  assert _run(["--strategy", "semantic_rq", "--out", str(tmp_path / "x")]) == 2
+  assert "needs --embeddings or --dataset_dir" in capsys.readouterr().err
+  assert _run(["--gin_file", "nope.gin", "--out", str(tmp_path / "x")]) == 2
+  np.save(tmp_path / "e.npy", np.ones((3, 2), np.float32))
+  (tmp_path / "track_ids.txt").write_text("a\nb\n")
+  assert _run(["--strategy", "semantic_rq", "--embeddings", str(tmp_path / "e.npy"), "--out", str(tmp_path / "y")]) == 2
+  assert "has 3 rows but" in capsys.readouterr().err
