@@ -273,17 +273,45 @@ def _batch_spec(batch_size, feature_shapes):
           for k, (s, d) in feature_shapes.items()}
 
 
+_BUILD_CACHE: dict = {}
+_BUILD_CACHE_SIZE = 4
+
+
 def build(config: t5.T5Config, *, partitioner: partitioning.Partitioner, batch_size: int,
-          feature_shapes: dict[str, tuple[tuple[int, ...], Any]], optimizer="adafactor",
-          learning_rate=1e-3, schedule="constant", warmup_steps=0, total_steps=None,
-          final_learning_rate_fraction=0.0, weight_decay=0.0, max_grad_norm=None,
-          num_microbatches=1, label_smoothing=0.0, z_loss=1e-4,
-          loss_normalizing_factor="NUM_REAL_TARGET_TOKENS") -> CompiledTrainer:
+          feature_shapes: dict[str, tuple[tuple[int, ...], Any]], **hyper) -> CompiledTrainer:
   """Builds shardings and compiles the train step ahead of time (no data or params needed).
 
   `feature_shapes` maps batch keys to (per-host shape, dtype); the leading dim is replaced by the
-  global `batch_size`.
+  global `batch_size`. `hyper`: optimizer, learning_rate, schedule, warmup_steps, total_steps,
+  final_learning_rate_fraction, weight_decay, max_grad_norm, num_microbatches, label_smoothing,
+  z_loss, loss_normalizing_factor (see `train`). The result is cached per process, so a second
+  `train` call with the same model, mesh, shapes and hyper-parameters (a resumed run, a sweep over
+  seeds) does not compile again.
   """
+  key = (config, partitioner.mesh, tuple(partitioner.logical_axis_rules),
+         partitioner.activation_constraints, batch_size,
+         tuple(sorted((k, tuple(s), np.dtype(d).str) for k, (s, d) in feature_shapes.items())),
+         tuple(sorted(hyper.items())))
+  try:
+    hit = _BUILD_CACHE.get(key)
+  except TypeError:  # unhashable hyper-parameter value: no caching
+    return _build(config, partitioner=partitioner, batch_size=batch_size,
+                  feature_shapes=feature_shapes, **hyper)
+  if hit is None:
+    hit = _build(config, partitioner=partitioner, batch_size=batch_size,
+                 feature_shapes=feature_shapes, **hyper)
+    if len(_BUILD_CACHE) >= _BUILD_CACHE_SIZE:
+      _BUILD_CACHE.pop(next(iter(_BUILD_CACHE)))
+    _BUILD_CACHE[key] = hit
+  return hit
+
+
+def _build(config: t5.T5Config, *, partitioner: partitioning.Partitioner, batch_size: int,
+           feature_shapes: dict[str, tuple[tuple[int, ...], Any]], optimizer="adafactor",
+           learning_rate=1e-3, schedule="constant", warmup_steps=0, total_steps=None,
+           final_learning_rate_fraction=0.0, weight_decay=0.0, max_grad_norm=None,
+           num_microbatches=1, label_smoothing=0.0, z_loss=1e-4,
+           loss_normalizing_factor="NUM_REAL_TARGET_TOKENS") -> CompiledTrainer:
   _check_normalizer(loss_normalizing_factor)
   if num_microbatches < 1:
     raise UserInputError(f"num_microbatches must be >= 1, got {num_microbatches}")
@@ -323,23 +351,24 @@ def build(config: t5.T5Config, *, partitioner: partitioning.Partitioner, batch_s
   with partitioner.activation_context():
     compiled = jitted.lower(abstract_state, batch_abstract).compile()
 
-  def init_state(seed: int, params=None) -> TrainState:
-    key_data = jax.random.key_data(jax.random.PRNGKey(seed))
-
-    def make(key_data, params):
-      if params is None:
-        params = nn.unbox(t5.init_params(config, jax.random.fold_in(
-            jax.random.wrap_key_data(key_data, impl="threefry2x32"), 1)))
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params),
-                        rng=key_data)
-
+  def make(key_data, params):
     if params is None:
-      fn = jax.jit(lambda k: make(k, None), out_shardings=state_shardings)
+      params = nn.unbox(t5.init_params(config, jax.random.fold_in(
+          jax.random.wrap_key_data(key_data, impl="threefry2x32"), 1)))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params),
+                      rng=key_data)
+
+  init_fresh = jax.jit(lambda k: make(k, None), out_shardings=state_shardings)
+  init_from = jax.jit(make, out_shardings=state_shardings)
+
+  def init_state(seed: int, params=None) -> TrainState:
+    """Fresh state (parameters from `seed`) or one around given (warm-start) parameters."""
+    key_data = jax.random.key_data(jax.random.PRNGKey(seed))
+    if params is None:
       with partitioner.activation_context():
-        return fn(key_data)
+        return init_fresh(key_data)
     params = jax.tree.map(lambda p, s: jax.device_put(p, s), params, param_shardings)
-    fn = jax.jit(make, out_shardings=state_shardings)
-    return fn(key_data, params)
+    return init_from(key_data, params)
 
   return CompiledTrainer(config, partitioner, model, opt, sched, state_shardings, abstract_state,
                          batch_shardings, compiled, init_state)

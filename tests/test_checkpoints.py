@@ -1,0 +1,158 @@
+"""Checkpoint tests: exact resume after SIGTERM and SIGKILL, corrupt-latest fallback, keep policy."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from t2t_jax import checkpoints, trainer
+from t2t_jax.errors import UserInputError
+from t2t_jax.models import t5
+from t2t_jax.train import copy_task_batches
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = t5.T5Config.tiny(num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.1)
+LENGTHS = {"inputs": 10, "targets": 5}
+STEPS = 12
+KW = dict(model_config=CFG, train_steps=STEPS, batch_size=8, learning_rate=1e-2,
+          checkpoint_period=4, log_period=4, progress=False, seed=3)
+
+
+def _batches(on_batch=None):
+  for i, b in enumerate(copy_task_batches(task_feature_lengths=LENGTHS, batch_size=8, seed=1,
+                                          num_examples=256)):
+    if on_batch:
+      on_batch(i)
+    yield b
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  d = tmp_path_factory.mktemp("full")
+  r = trainer.train(train_iter=_batches(), model_dir=str(d), **KW)
+  return jax.tree.map(np.asarray, r.params), r.history
+
+
+def _assert_same(a, b):
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
+
+
+def test_sigterm_saves_and_resume_is_exact(tmp_path, uninterrupted):
+  def term_at_6(i):
+    if i == 6:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  first = trainer.train(train_iter=_batches(term_at_6), model_dir=str(tmp_path), **KW)
+  assert first.stopped == "preempted"
+  assert first.step in (6, 7)
+  assert checkpoints.CheckpointManager(str(tmp_path)).latest_step() == first.step
+  second = trainer.train(train_iter=_batches(), model_dir=str(tmp_path), **KW)
+  assert second.stopped == "completed" and second.step == STEPS
+  assert [h["step"] for h in second.history] == list(range(first.step + 1, STEPS + 1))
+  # Same data, same dropout masks, same optimizer state: bit-identical parameters and losses.
+  _assert_same(second.params, uninterrupted[0])
+  full_losses = {h["step"]: h["loss"] for h in uninterrupted[1]}
+  assert all(h["loss"] == full_losses[h["step"]] for h in first.history + second.history)
+
+
+WORKER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {repo!r})
+    from t2t_jax import trainer
+    from tests.test_checkpoints import KW, _batches
+    kill_at = int(sys.argv[2])
+    def maybe_kill(i):
+      if i == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    r = trainer.train(train_iter=_batches(maybe_kill), model_dir=sys.argv[1], **KW)
+    print("DONE", r.step)
+""")
+
+
+@pytest.mark.multiprocess
+def test_sigkill_mid_run_then_restart_is_bit_identical(tmp_path, uninterrupted):
+  script = tmp_path / "worker.py"
+  script.write_text(WORKER.format(repo=REPO))
+  model_dir = tmp_path / "m"
+  # The restarted process reuses the first one's compiled programs (persistent cache).
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  killed = subprocess.run([sys.executable, str(script), str(model_dir), "10"], env=env,
+                          capture_output=True, text=True, timeout=180)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  steps = checkpoints.CheckpointManager(str(model_dir)).all_steps()
+  assert steps and max(steps) <= 8, steps  # step 8 may or may not have finished writing
+  resumed = subprocess.run([sys.executable, str(script), str(model_dir), "-1"], env=env,
+                           capture_output=True, text=True, timeout=180)
+  assert resumed.returncode == 0 and "DONE 12" in resumed.stdout, resumed.stderr[-2000:]
+  _, params = checkpoints.load_params(str(model_dir))
+  _assert_same(params, uninterrupted[0])
+
+
+def _tree(v):
+  return {"a": np.full((4, 3), v, np.float32), "b": {"c": np.arange(5, dtype=np.int32) + int(v)}}
+
+
+def _abstract(tree):
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), tree)
+
+
+def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
+  m = checkpoints.CheckpointManager(str(tmp_path), keep=3, async_save=False)
+  for s in (1, 2, 3):
+    m.save(s, _tree(s), {"step": np.int32(s)}, {"step": s})
+  m.close()
+  # Corrupt step 3: truncate every data file of its params.
+  for root, _, files in os.walk(tmp_path / "checkpoints" / "3" / "params"):
+    for f in files:
+      with open(os.path.join(root, f), "r+b") as fh:
+        fh.truncate(3)
+  m = checkpoints.CheckpointManager(str(tmp_path), keep=3)
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+    step, params, state, meta = m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}))
+  assert step == 2 and meta == {"step": 2}
+  np.testing.assert_array_equal(params["a"], np.full((4, 3), 2, np.float32))
+  assert any("checkpoints/3 is unreadable" in r.message for r in caplog.records)
+  with pytest.raises(UserInputError, match="checkpoints/3 is unreadable"):
+    m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}), step=3)
+  m.close()
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+  m = checkpoints.CheckpointManager(str(tmp_path), keep=None, async_save=False)
+  m.save(1, _tree(1), {"step": np.int32(1)}, {"step": 1})
+  m.close()
+  # What a crash during orbax's write leaves: a temporary directory that was never renamed.
+  tmp = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-123"
+  (tmp / "params").mkdir(parents=True)
+  (tmp / "params" / "junk").write_bytes(b"\0" * 10)
+  m = checkpoints.CheckpointManager(str(tmp_path))
+  assert m.all_steps() == [1]
+  assert m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}))[0] == 1
+  m.close()
+
+
+def test_keep_latest_plus_best(tmp_path):
+  m = checkpoints.CheckpointManager(str(tmp_path), keep=2, best_metric="hits@10",
+                                    async_save=False)
+  for s, hits in [(1, 0.2), (2, 0.9), (3, 0.1), (4, 0.3), (5, 0.4)]:
+    m.save(s, _tree(s), {"step": np.int32(s)}, {"step": s}, metrics={"hits@10": hits})
+  m.close()
+  assert checkpoints.CheckpointManager(str(tmp_path)).all_steps() == [2, 4, 5]
+
+
+def test_load_params_errors_name_the_path(tmp_path):
+  with pytest.raises(UserInputError, match="no model config at .*model_config.json"):
+    checkpoints.load_params(str(tmp_path))
+  checkpoints.save_model_config(str(tmp_path), CFG)
+  with pytest.raises(UserInputError, match="no checkpoints in"):
+    checkpoints.load_params(str(tmp_path))
+  assert checkpoints.load_model_config(str(tmp_path)) == CFG
