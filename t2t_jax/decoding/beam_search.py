@@ -1,0 +1,196 @@
+"""Beam search over a catalog trie, entirely inside jit (T5X `tokens_to_logits` seam).
+
+Each step calls the model once on the last token of every beam (`tokens_Mx1`, M = batch * beam) and
+gets `logits_MxV`.  Constrained mode never builds a [M, V] mask: a beam at trie node s reads the
+`degree(s)` children of s (a contiguous slice of the index, see index.py), gathers the log-probs of
+their tokens and scores those candidates only (`[B, beam * D]`, D = largest degree at that depth).
+Candidates that end an ID go to the finished pool (top-K over pool + new), the others compete for
+the beam.  So every output is a catalog row, the K outputs are distinct (each trie path finishes
+once) and K may exceed the beam (the pool takes every finishing expansion, not just beam winners).
+
+Scores are sums of log-probs (no length penalty): they only decrease along a path, so a batch
+element is done once its K-th finished score is >= its best alive score, and the loop stops when
+all are done (or the IDs' maximum length is reached).
+
+All arrays keep the batch axis first ([B, ...] or [B * beam, ...] batch-major), so the batch can be
+sharded over the mesh 'data' axis; the index arrays are replicated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from t2t_jax.decoding.index import ConstraintIndex
+
+NEG_INF = float("-inf")
+
+TokensToLogits = Callable[[jax.Array, Any], Tuple[jax.Array, Any]]
+
+
+class _State(NamedTuple):
+  step: jax.Array            # int32 scalar: tokens decoded so far
+  tok_BxW: jax.Array         # int32 last token of each beam (fed to the model next)
+  node_BxW: jax.Array        # int32 trie node of each beam (-1: left the catalog, free mode)
+  score_BxW: jax.Array       # float32 sum of log-probs (-inf: dead beam)
+  cache: Any                 # model cache, leading dim B * W
+  fin_row_BxK: jax.Array     # int32 finished rows (-1 none / not in catalog)
+  fin_score_BxK: jax.Array   # float32 finished scores (-inf: empty slot)
+
+
+def gather_beams(tree, parent_BxW: jax.Array, batch_size: int, beam_size: int):
+  """Reorders the [B * W, ...] leaves of `tree` by beam parent; scalar leaves are kept."""
+  def gather(x):
+    if x.ndim == 0:
+      return x
+    assert x.shape[0] == batch_size * beam_size, (x.shape, batch_size, beam_size)
+    x_BxW = x.reshape((batch_size, beam_size) + x.shape[1:])
+    y_BxW = jax.vmap(lambda xb, pb: jnp.take(xb, pb, axis=0))(x_BxW, parent_BxW)
+    return y_BxW.reshape(x.shape)
+  return jax.tree.map(gather, tree)
+
+
+def _merge_finished(fin_row_BxK, fin_score_BxK, row_BxC, score_BxC):
+  """Keeps the K best of the finished pool and the new finished candidates."""
+  k = fin_score_BxK.shape[1]
+  score = jnp.concatenate([fin_score_BxK, score_BxC], axis=1)
+  row = jnp.concatenate([fin_row_BxK, row_BxC], axis=1)
+  top_score, idx = jax.lax.top_k(score, k)
+  return jnp.take_along_axis(row, idx, axis=1), top_score
+
+
+def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
+                      width: int, batch_size: int, beam_size: int) -> _State:
+  """One decode step whose candidates are the trie children (at most `width`) of each beam."""
+  b, w = batch_size, beam_size
+  logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
+  logp_BxWxV = jax.nn.log_softmax(logits_MxV.astype(jnp.float32), axis=-1).reshape(b, w, -1)
+
+  first_BxW = index.first_child(state.node_BxW)
+  deg_BxW = index.degree(state.node_BxW)
+  offs_D = jnp.arange(width, dtype=jnp.int32)
+  valid_BxWxD = offs_D < deg_BxW[..., None]
+  node_BxWxD = jnp.where(valid_BxWxD, first_BxW[..., None] + offs_D, 0)
+  tok_BxWxD = index.edge_token(node_BxWxD)
+  lp_BxWxD = jnp.take_along_axis(logp_BxWxV, tok_BxWxD, axis=2)
+  score_BxWxD = jnp.where(valid_BxWxD, state.score_BxW[..., None] + lp_BxWxD, NEG_INF)
+
+  node_BxC = node_BxWxD.reshape(b, w * width)
+  tok_BxC = tok_BxWxD.reshape(b, w * width)
+  score_BxC = score_BxWxD.reshape(b, w * width)
+
+  # Candidates that complete an ID join the finished pool.
+  row_BxC = index.row_of(node_BxC)
+  fin_row, fin_score = _merge_finished(state.fin_row_BxK, state.fin_score_BxK, row_BxC,
+                                       jnp.where(row_BxC >= 0, score_BxC, NEG_INF))
+  # Candidates with children compete for the beam.
+  alive_score_BxC = jnp.where(index.degree(node_BxC) > 0, score_BxC, NEG_INF)
+  new_score_BxW, idx_BxW = jax.lax.top_k(alive_score_BxC, w)
+  parent_BxW = idx_BxW // width
+  return _State(
+      step=state.step + 1,
+      tok_BxW=jnp.take_along_axis(tok_BxC, idx_BxW, axis=1),
+      node_BxW=jnp.take_along_axis(node_BxC, idx_BxW, axis=1),
+      score_BxW=new_score_BxW,
+      cache=gather_beams(cache, parent_BxW, b, w),
+      fin_row_BxK=fin_row, fin_score_BxK=fin_score)
+
+
+def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
+               max_steps: int, batch_size: int, beam_size: int) -> _State:
+  """One unconstrained step: any token; paths are followed in the trie only to name the row."""
+  b, w = batch_size, beam_size
+  k = state.fin_score_BxK.shape[1]
+  logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
+  logp_BxWxV = jax.nn.log_softmax(logits_MxV.astype(jnp.float32), axis=-1).reshape(b, w, -1)
+  v = logp_BxWxV.shape[-1]
+  eos = index.eos_id
+
+  # EOS ends a sequence (EOS is part of the ID only when the catalog's rows are EOS-terminated).
+  eos_score_BxW = state.score_BxW + logp_BxWxV[..., eos]
+  eos_node_BxW = index.child(state.node_BxW, eos) if index.eos_terminated else state.node_BxW
+  eos_row_BxW = index.row_of(eos_node_BxW)
+
+  # Other tokens: best max(W, K) continuations; the first W stay alive, all finish at the last step.
+  n_keep = max(w, k)
+  logp_BxWxV = logp_BxWxV.at[..., eos].set(NEG_INF)
+  flat_BxWV = (state.score_BxW[..., None] + logp_BxWxV).reshape(b, w * v)
+  top_score_BxN, idx_BxN = jax.lax.top_k(flat_BxWV, n_keep)
+  parent_BxN = idx_BxN // v
+  tok_BxN = (idx_BxN % v).astype(jnp.int32)
+  node_BxN = index.child(jnp.take_along_axis(state.node_BxW, parent_BxN, axis=1), tok_BxN)
+  is_last = state.step + 1 >= max_steps
+  last_score_BxN = jnp.where(is_last, top_score_BxN, NEG_INF)
+
+  fin_row, fin_score = _merge_finished(
+      state.fin_row_BxK, state.fin_score_BxK,
+      jnp.concatenate([eos_row_BxW, index.row_of(node_BxN)], axis=1),
+      jnp.concatenate([eos_score_BxW, last_score_BxN], axis=1))
+  return _State(
+      step=state.step + 1,
+      tok_BxW=tok_BxN[:, :w], node_BxW=node_BxN[:, :w], score_BxW=top_score_BxN[:, :w],
+      cache=gather_beams(cache, parent_BxN[:, :w], b, w),
+      fin_row_BxK=fin_row, fin_score_BxK=fin_score)
+
+
+def _not_done(state: _State, max_steps: int) -> jax.Array:
+  best_alive_B = state.score_BxW.max(axis=1)
+  worst_fin_B = state.fin_score_BxK[:, -1]
+  return (state.step < max_steps) & jnp.any(best_alive_B > worst_fin_B)
+
+
+def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: ConstraintIndex, *,
+                batch_size: int, beam_size: int, top_k: int, max_decode_len: int | None = None,
+                decoder_start_id: int = 0, constrained: bool = True):
+  """Beam search returning the top-K catalog rows per prompt (jittable, no host round trips).
+
+  Args:
+    tokens_to_logits: `(tokens_Mx1, cache) -> (logits_MxV, new_cache)`, M = batch_size * beam_size
+      (batch-major: beam j of prompt b is row b * beam_size + j).
+    initial_cache: pytree whose array leaves have leading dim M (scalar leaves are never gathered).
+    index: `build_index(...)` of the catalog.
+    batch_size, beam_size, top_k: B, W, K (K may exceed W).
+    max_decode_len: maximum tokens per ID (default: the catalog's longest ID).
+    decoder_start_id: first decoder input token (T5: PAD = 0).
+    constrained: False decodes freely (any token), ends at EOS or `max_decode_len` and maps each
+      sequence to its catalog row, -1 when it is not in the catalog (see `invalid_share`).
+
+  Returns:
+    rows_BxK int32 (ID-table rows, best first; -1 where fewer than K were found or, in free mode,
+    the sequence is not an ID) and scores_BxK float32 (sums of log-probs; -inf for empty slots).
+  """
+  b, w, k = batch_size, beam_size, top_k
+  assert w >= 1 and k >= 1, (w, k)
+  max_steps = index.max_depth if max_decode_len is None else int(max_decode_len)
+  if constrained:
+    max_steps = min(max_steps, index.max_depth)
+  state = _State(
+      step=jnp.zeros((), jnp.int32),
+      tok_BxW=jnp.full((b, w), decoder_start_id, jnp.int32),
+      node_BxW=jnp.zeros((b, w), jnp.int32),
+      # Only beam 0 is live at the start (all beams are the same empty prefix).
+      score_BxW=jnp.tile(jnp.array([0.0] + [NEG_INF] * (w - 1), jnp.float32), (b, 1)),
+      cache=initial_cache,
+      fin_row_BxK=jnp.full((b, k), -1, jnp.int32),
+      fin_score_BxK=jnp.full((b, k), NEG_INF, jnp.float32))
+
+  if constrained:
+    # The root step gets its own width (the root is often the widest node); later steps share the
+    # widest degree below the root.
+    state = _constrained_step(state, tokens_to_logits, index, max(index.max_degree[0], 1), b, w)
+    width = max(max(index.max_degree[1:max_steps], default=1), 1)
+    body = lambda s: _constrained_step(s, tokens_to_logits, index, width, b, w)
+  else:
+    body = lambda s: _free_step(s, tokens_to_logits, index, max_steps, b, w)
+  if max_steps > 0:
+    state = jax.lax.while_loop(lambda s: _not_done(s, max_steps), body, state)
+  rows_BxK = jnp.where(state.fin_score_BxK > NEG_INF, state.fin_row_BxK, -1)
+  return rows_BxK, state.fin_score_BxK
+
+
+def invalid_share(rows_BxK, scores_BxK) -> jax.Array:
+  """Share of produced (finite-score) outputs that are not catalog IDs (free decoding)."""
+  produced = scores_BxK > NEG_INF
+  return jnp.sum(produced & (rows_BxK < 0)) / jnp.maximum(jnp.sum(produced), 1)

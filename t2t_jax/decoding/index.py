@@ -1,0 +1,249 @@
+"""Trie index of a track-ID catalog as static arrays, consulted inside jitted beam search.
+
+Layout (a level-order trie, LOUDS-like).  Nodes are numbered breadth-first, and within a depth in
+lexicographic order of their prefix, so
+
+  * the root is node 0, the nodes of depth d form the contiguous range `depth_start[d] ...`;
+  * the children of node s are the contiguous nodes `child_start[s] .. child_start[s+1]-1`, sorted by
+    token: a compressed-sparse-row (CSR) table whose `next_state` column is implicit (it is the row
+    number itself), so each edge costs only its token;
+  * `token[c]` is the token on the edge into node c;
+  * `terminal_row[c - row_base]` is the ID-table row whose token sequence ends at node c (-1 where
+    none ends there).
+
+Beam search never searches this structure: a beam at node s reads its `degree(s)` children as one
+contiguous slice and gathers the model's log-probs at their tokens (see beam_search.py).  Lookups
+"which child of s has token t" (needed only by unconstrained decoding) binary-search the sorted slice.
+
+`child_start` is stored only up to the last node with children (`num_internal`), so the leaves of a
+fixed-length catalog (half of all nodes) cost 2 or 4 bytes (token) + 4 bytes (row) each.
+
+The build is vectorised numpy: one lexicographic sort of the rows, then O(N * L) array passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+
+PAD_ID = 0
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ConstraintIndex:
+  """A catalog trie as arrays (a pytree: arrays are leaves, the rest is static metadata).
+
+  Arrays:
+    child_start: int32 [num_internal + 1]; children of node s < num_internal are nodes
+      child_start[s] .. child_start[s+1]-1; nodes >= num_internal have no children.
+    token: uint16 or int32 [num_nodes]; token on the edge into each node (token[0] = PAD).
+    terminal_row: int32 [num_nodes - row_base]; ID-table row ending at node row_base + i, or -1.
+  Static:
+    num_nodes, num_rows, vocab_size, eos_id, max_depth (longest ID in tokens), row_base,
+    max_degree (per depth: the largest number of children of a node at depth d, d = 0..max_depth-1),
+    eos_terminated (every row ends with eos_id).
+  """
+  child_start: jax.Array
+  token: jax.Array
+  terminal_row: jax.Array
+  num_nodes: int = dataclasses.field(metadata=dict(static=True))
+  num_rows: int = dataclasses.field(metadata=dict(static=True))
+  vocab_size: int = dataclasses.field(metadata=dict(static=True))
+  eos_id: int = dataclasses.field(metadata=dict(static=True))
+  max_depth: int = dataclasses.field(metadata=dict(static=True))
+  row_base: int = dataclasses.field(metadata=dict(static=True))
+  max_degree: Tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
+  eos_terminated: bool = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def num_internal(self) -> int:
+    return int(self.child_start.shape[0]) - 1
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes of the arrays (what lives on the device)."""
+    return int(sum(np.asarray(a).nbytes if not hasattr(a, "nbytes") else a.nbytes
+                   for a in (self.child_start, self.token, self.terminal_row)))
+
+  @property
+  def bytes_per_id(self) -> float:
+    return self.nbytes / max(self.num_rows, 1)
+
+  def to_device(self, sharding=None) -> "ConstraintIndex":
+    """Copies the arrays to device (replicated under `sharding` if given)."""
+    put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jax.device_put
+    return dataclasses.replace(self, child_start=put(self.child_start), token=put(self.token),
+                               terminal_row=put(self.terminal_row))
+
+  # ---- jittable queries (work on numpy or jax arrays of node ids) -------------------------------
+
+  def degree(self, node):
+    """Number of children of each node in `node` (int32 array, any shape; -1 -> 0)."""
+    n = self.num_internal
+    s = jnp.clip(node, 0, n)
+    s1 = jnp.clip(node + 1, 0, n)
+    deg = jnp.take(self.child_start, s1) - jnp.take(self.child_start, s)
+    return jnp.where(node >= 0, deg, 0)
+
+  def first_child(self, node):
+    return jnp.take(self.child_start, jnp.clip(node, 0, self.num_internal))
+
+  def row_of(self, node):
+    """ID-table row whose sequence ends at `node`, or -1 (also for node -1)."""
+    i = node - self.row_base
+    ok = (i >= 0) & (node >= 0)
+    row = jnp.take(self.terminal_row, jnp.clip(i, 0, self.terminal_row.shape[0] - 1))
+    return jnp.where(ok, row, -1)
+
+  def edge_token(self, node):
+    """Token on the edge into `node` (int32)."""
+    return jnp.take(self.token, jnp.clip(node, 0, self.num_nodes - 1)).astype(jnp.int32)
+
+  def child(self, node, tok):
+    """Child of `node` reached by token `tok`, or -1 (binary search over the sorted children)."""
+    lo = self.first_child(node)
+    hi = lo + self.degree(node)  # exclusive
+    steps = max(int(max(self.max_degree, default=1)), 1).bit_length() + 1
+    for _ in range(steps):  # invariant: answer (if any) in [lo, hi)
+      mid = (lo + hi) // 2
+      go_right = self.edge_token(mid) < tok
+      lo = jnp.where((lo < hi) & go_right, mid + 1, lo)
+      hi = jnp.where((lo < hi) & ~go_right, mid, hi)
+    found = (lo < self.first_child(node) + self.degree(node)) & (self.edge_token(lo) == tok)
+    return jnp.where(found & (node >= 0), lo, -1)
+
+
+def _validate(seqs_NxL: np.ndarray, vocab_size: int, eos_id: int):
+  if seqs_NxL.ndim != 2:
+    raise UserInputError(f"token sequences must be a 2-D [N, L] array, got shape {seqs_NxL.shape}")
+  if seqs_NxL.shape[0] == 0 or seqs_NxL.shape[1] == 0:
+    raise UserInputError(f"empty catalog: token sequences have shape {seqs_NxL.shape}")
+  bad = (seqs_NxL < 0) | (seqs_NxL >= vocab_size)
+  if bad.any():
+    r, c = np.argwhere(bad)[0]
+    raise UserInputError(f"ID row {r} position {c}: token {seqs_NxL[r, c]} outside the "
+                         f"vocabulary [0, {vocab_size})")
+  nonpad = seqs_NxL != PAD_ID
+  if not nonpad[:, 0].all():
+    r = int(np.flatnonzero(~nonpad[:, 0])[0])
+    raise UserInputError(f"ID row {r} is empty (starts with padding 0)")
+  # Padding only at the end: once a 0 appears, the rest are 0.
+  if (nonpad[:, 1:] & ~nonpad[:, :-1]).any():
+    r = int(np.flatnonzero((nonpad[:, 1:] & ~nonpad[:, :-1]).any(axis=1))[0])
+    raise UserInputError(f"ID row {r} has a token after padding: {seqs_NxL[r].tolist()}")
+
+
+def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> ConstraintIndex:
+  """Builds the trie of the catalog's token sequences.
+
+  Args:
+    token_seqs_NxL: int array [N, L]; row r is the vocabulary-token sequence of ID-table row r,
+      0-padded at the end (fixed length for semantic/integer IDs; EOS-terminated for content IDs).
+    vocab_size: model vocabulary size (tokens must be in [1, vocab_size)).
+    eos_id: the EOS token; `eos_terminated` records whether every row ends with it.
+
+  Returns:
+    a `ConstraintIndex` holding numpy arrays (`to_device()` copies them to the accelerator).
+
+  Raises:
+    UserInputError: bad shapes or tokens, empty rows, tokens after padding, duplicate sequences.
+  """
+  seqs_NxL = np.asarray(token_seqs_NxL)
+  _validate(seqs_NxL, vocab_size, eos_id)
+  n, width = seqs_NxL.shape
+  small = vocab_size <= np.iinfo(np.uint16).max + 1
+  tok_dtype = np.uint16 if small else np.int32
+  seqs_NxL = seqs_NxL.astype(tok_dtype, copy=False)
+  lengths_N = (seqs_NxL != PAD_ID).sum(axis=1).astype(np.int32)
+  eos_terminated = bool((seqs_NxL[np.arange(n), lengths_N - 1] == eos_id).all())
+
+  # Lexicographic order of rows (PAD=0 sorts a prefix before its extensions).
+  order_N = _lexsort_rows(seqs_NxL)
+  sorted_NxL = seqs_NxL[order_N]
+  lengths_N = lengths_N[order_N]
+
+  # first_diff[i]: first column where sorted row i differs from row i-1 (0 for i = 0).
+  first_diff_N = np.zeros(n, np.int32)
+  if n > 1:
+    neq = sorted_NxL[1:] != sorted_NxL[:-1]
+    any_neq = neq.any(axis=1)
+    if not any_neq.all():
+      i = int(np.flatnonzero(~any_neq)[0])
+      raise UserInputError(
+          f"duplicate ID sequences: rows {int(order_N[i])} and {int(order_N[i + 1])} are both "
+          f"{seqs_NxL[order_N[i]].tolist()}; the ID table must give each track a distinct sequence")
+    first_diff_N[1:] = np.argmax(neq, axis=1)
+
+  # Node of depth d (1..width) for row i exists iff len(i) >= d; it is new iff first_diff < d.
+  num_at_depth = [1]
+  node_of_row_at_depth = []  # [d-1] -> int32 [N] node id (or -1 where the row is shorter)
+  tokens = [np.zeros(1, tok_dtype)]
+  parents = [np.zeros(0, np.int64)]
+  start = 1
+  prev_nodes_N = np.zeros(n, np.int64)  # node of depth d-1 of each row (root for d = 1)
+  for d in range(1, width + 1):
+    has_N = lengths_N >= d
+    new_N = has_N & (first_diff_N < d)
+    count = int(new_N.sum())
+    if count == 0:
+      break
+    ids_N = start + np.cumsum(new_N, dtype=np.int64) - 1
+    ids_N = np.where(has_N, ids_N, -1)
+    tokens.append(sorted_NxL[new_N, d - 1])
+    parents.append(prev_nodes_N[new_N])
+    node_of_row_at_depth.append(ids_N)
+    num_at_depth.append(count)
+    start += count
+    prev_nodes_N = ids_N
+  num_nodes = start
+  max_depth = len(num_at_depth) - 1
+
+  parent_S = np.concatenate(parents)  # parent of nodes 1..S-1, nondecreasing (level order)
+  degree_S = np.bincount(parent_S, minlength=num_nodes)
+  internal = np.flatnonzero(degree_S)
+  num_internal = int(internal[-1]) + 1
+  child_start = np.empty(num_internal + 1, np.int64)
+  child_start[0] = 1
+  np.cumsum(degree_S[:num_internal], out=child_start[1:])
+  child_start[1:] += 1
+  assert child_start[-1] <= num_nodes
+
+  # Terminal node of each row: its node at depth len(row).
+  term_N = np.empty(n, np.int64)
+  for d in range(1, max_depth + 1):
+    sel = lengths_N == d
+    term_N[sel] = node_of_row_at_depth[d - 1][sel]
+  row_base = int(term_N.min())
+  terminal_row = np.full(num_nodes - row_base, -1, np.int32)
+  terminal_row[term_N - row_base] = order_N.astype(np.int32)
+
+  depth_start = np.cumsum([0] + num_at_depth)
+  max_degree = []
+  for d in range(max_depth):
+    lo, hi = depth_start[d], min(depth_start[d + 1], num_internal)
+    max_degree.append(int(degree_S[lo:hi].max()) if hi > lo else 0)
+
+  return ConstraintIndex(
+      child_start=child_start.astype(np.int32), token=np.concatenate(tokens).astype(tok_dtype),
+      terminal_row=terminal_row, num_nodes=int(num_nodes), num_rows=int(n),
+      vocab_size=int(vocab_size), eos_id=int(eos_id), max_depth=int(max_depth), row_base=row_base,
+      max_degree=tuple(max_degree), eos_terminated=eos_terminated)
+
+
+def _lexsort_rows(seqs_NxL: np.ndarray) -> np.ndarray:
+  """Row order sorting the rows lexicographically (stable)."""
+  n, width = seqs_NxL.shape
+  bits = max(int(seqs_NxL.max()).bit_length(), 1)
+  if bits * width <= 64:  # pack each row into one uint64 key: one argsort instead of L passes
+    key = np.zeros(n, np.uint64)
+    for c in range(width):
+      key = (key << np.uint64(bits)) | seqs_NxL[:, c].astype(np.uint64)
+    return np.argsort(key, kind="stable")
+  return np.lexsort(seqs_NxL.T[::-1])

@@ -1,0 +1,118 @@
+"""Tests for t2t_jax.decoding.index: trie layout, lookups, errors."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from t2t_jax.decoding.index import build_index
+from t2t_jax.errors import UserInputError
+
+
+def _walk(index, seq):
+  node = jnp.asarray(0)
+  for t in seq:
+    if t == 0:
+      break
+    node = index.child(node, int(t))
+  return int(node)
+
+
+def _random_catalog(rng, n, length, vocab, variable=False, eos_id=1):
+  """Distinct 0-padded rows; variable=True: random lengths, EOS-terminated."""
+  rows = set()
+  while len(rows) < n:
+    size = int(rng.integers(1, length)) if variable else length
+    body = tuple(int(t) for t in rng.integers(3, vocab, size))
+    rows.add(body + ((eos_id,) if variable else ()))
+  width = max(len(r) for r in rows)
+  out = np.zeros((n, width), np.int32)
+  for i, r in enumerate(sorted(rows, key=lambda r: hash(r))):
+    out[i, :len(r)] = r
+  return out
+
+
+def test_small_trie_layout_pinned():
+  seqs = np.array([[5, 6, 7], [5, 6, 8], [5, 9, 0], [4, 0, 0], [5, 6, 0]])
+  ix = build_index(seqs, 10)
+  # Level order: root; 4, 5; [5,6], [5,9]; [5,6,7], [5,6,8].
+  np.testing.assert_array_equal(ix.token, [0, 4, 5, 6, 9, 7, 8])
+  np.testing.assert_array_equal(ix.child_start, [1, 3, 3, 5, 7])
+  assert ix.num_nodes == 7 and ix.max_depth == 3 and ix.max_degree == (2, 2, 2)
+  assert ix.row_base == 1 and not ix.eos_terminated
+  assert ix.token.dtype == np.uint16
+  assert ix.nbytes == 5 * 4 + 7 * 2 + 6 * 4
+  for r, seq in enumerate(seqs):
+    assert int(ix.row_of(jnp.asarray(_walk(ix, seq)))) == r
+  # Internal node [5] ends no ID; [5, 6] ends row 4 and still has children.
+  assert int(ix.row_of(jnp.asarray(_walk(ix, [5])))) == -1
+  assert int(ix.degree(jnp.asarray(_walk(ix, [5, 6])))) == 2
+  assert _walk(ix, [3]) == -1 and _walk(ix, [5, 7]) == -1 and _walk(ix, [5, 6, 7, 7]) == -1
+  assert int(ix.degree(jnp.asarray(-1))) == 0 and int(ix.row_of(jnp.asarray(-1))) == -1
+
+
+@pytest.mark.parametrize("variable", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_catalog_properties(seed, variable):
+  rng = np.random.default_rng(seed)
+  seqs = _random_catalog(rng, 60, 4, 9, variable=variable)
+  ix = build_index(seqs, 12)
+  assert ix.eos_terminated == variable
+  prefixes = {tuple(s[:d]) for s in seqs for d in range(1, int((s > 0).sum()) + 1)}
+  assert ix.num_nodes == 1 + len(prefixes)
+  assert ix.max_depth == max(int((s > 0).sum()) for s in seqs)
+  # Every row walks to a node that names it; rows are found exactly once.
+  nodes = np.array([_walk(ix, s) for s in seqs])
+  assert (nodes > 0).all()
+  np.testing.assert_array_equal(np.asarray(ix.row_of(jnp.asarray(nodes))), np.arange(len(seqs)))
+  assert (np.asarray(ix.terminal_row) >= 0).sum() == len(seqs)
+  # Children are contiguous and sorted by token; degrees match the prefix sets.
+  deg = np.asarray(ix.degree(jnp.arange(ix.num_nodes)))
+  first = np.asarray(ix.first_child(jnp.arange(ix.num_nodes)))
+  tok = np.asarray(ix.token).astype(int)
+  for s in range(ix.num_nodes):
+    kids = tok[first[s]:first[s] + deg[s]]
+    assert (np.diff(kids) > 0).all()
+  assert deg.sum() == ix.num_nodes - 1
+  root_kids = {p[0] for p in prefixes}
+  assert deg[0] == len(root_kids) == ix.max_degree[0]
+
+
+def test_uses_int32_tokens_for_large_vocab():
+  seqs = np.array([[70000, 3], [70000, 4], [5, 0]])
+  ix = build_index(seqs, 80000)
+  assert ix.token.dtype == np.int32
+  assert int(ix.row_of(jnp.asarray(_walk(ix, [70000, 4])))) == 1
+  # Packing 17-bit tokens x 2 fits one uint64 key; force the lexsort path with a long row.
+  long = np.zeros((3, 5), np.int64)
+  long[:, 0] = [70000, 70000, 5]
+  long[:, 1:] = [[3, 3, 3, 3], [3, 3, 3, 4], [0, 0, 0, 0]]
+  ix = build_index(long, 2**20)
+  assert [int(ix.row_of(jnp.asarray(_walk(ix, s)))) for s in long] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("seqs, message", [
+    ([[3, 4], [3, 4]], "duplicate ID sequences: rows 0 and 1"),
+    ([[3, 0, 4]], "token after padding"),
+    ([[0, 3]], "row 0 is empty"),
+    ([[3, 12]], "token 12 outside"),
+    ([[3, -1]], "token -1 outside"),
+    ([3, 4], "2-D"),
+])
+def test_bad_catalogs_raise_user_errors(seqs, message):
+  with pytest.raises(UserInputError, match=message):
+    build_index(np.array(seqs), 12)
+
+
+def test_semantic_catalog_bytes_per_id():
+  # 4096 IDs over 3 levels of 16 codes + a disambiguation level, tokens offset as in the vocab.
+  rng = np.random.default_rng(0)
+  codes = np.unique(rng.integers(0, 16, (5000, 3)), axis=0)
+  n = len(codes)
+  seqs = np.concatenate([codes + 100, np.full((n, 1), 200)], axis=1)
+  ix = build_index(seqs, 300)
+  assert ix.max_depth == 4 and ix.max_degree[-1] == 1
+  assert ix.row_base == ix.num_nodes - n  # fixed length: the leaves are the last n nodes
+  # uint16 token per node + int32 child_start per internal node + int32 row per leaf.
+  num_internal = ix.num_nodes - n
+  assert ix.nbytes == 2 * ix.num_nodes + 4 * (num_internal + 1) + 4 * n
+  assert ix.bytes_per_id < 16  # less than the raw int32 [N, 4] table
