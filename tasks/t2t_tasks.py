@@ -8,6 +8,8 @@ Data root layout (docs/CONTRACTS.md):
 are sanitised to seqio's [\\w.:#] alphabet; '-' becomes '_').  The root comes from the argument or
 the T2T_DATA_DIR environment variable.
 
+Prompts are tokenized in Python with the task's SentencePiece model, once per playlist.
+
 Examples
   train:             one per (playlist, track): inputs = prompt tokens + EOS, targets = the track's
                      ID tokens + EOS; also `prompt` (str) and `playlist_id` (str).
@@ -103,6 +105,7 @@ class ExampleSource:
     self.stats = SourceStats()
     self._lock = threading.Lock()
     self._loaded = None
+    self._vocab = None
 
   def _load(self):
     with self._lock:
@@ -111,6 +114,7 @@ class ExampleSource:
         table = _load_table(self.ids_dir)
         vocab = get_vocabulary(self.spm_path, table.level_sizes)
         check_table(table, vocab, dataset, self.ids_dir, missing_ids=self.missing_ids)
+        self._vocab = vocab
         tokens_NxL = table.token_ids(vocab.id_token_offset)
         row_of = {t: r for r, t in enumerate(table.track_ids)}
         self._loaded = (dataset, row_of, tokens_NxL)
@@ -135,16 +139,26 @@ class ExampleSource:
   def _prompt(self, playlist: formats.Playlist) -> str:
     return prompts.make_prompt(playlist, self.prompt_field, max_chars=self.max_prompt_chars)
 
-  def train_examples(self, seed: int | None = None) -> Iterator[dict]:
-    """Examples of the train split; playlists in a seeded random order when `seed` is given."""
+  def _tokens(self, text: str) -> np.ndarray:
+    # Text pieces only: a prompt that happens to contain "<id_l_c>" must not become ID tokens.
+    return np.asarray(self._vocab.py_vocab.sp.EncodeAsIds(text), np.int32)
+
+  def train_playlists(self, seed: int | None = None) -> Iterator[dict]:
+    """One element per train playlist: its prompt tokens and the ID tokens of all its tracks.
+
+    `targets` is int32 [num_tracks, L] (0-padded); tf.data expands it to one example per track.
+    Playlists come in a seeded random order when `seed` is given.
+    """
     dataset, row_of, tokens_NxL = self._load()
     rng = np.random.default_rng([0 if seed is None else seed, 17])
     for p in dataset.playlists("train", shuffle_seed=seed):
       prompt = self._prompt(p)
+      rows = self._rows(row_of, p)
+      if not rows:
+        continue
       inputs = prompts.augment_prompt(prompt, rng) if self.augment else prompt
-      for row in self._rows(row_of, p):
-        yield {"inputs": inputs, "prompt": prompt, "playlist_id": p.playlist_id,
-               "targets": _strip(tokens_NxL[row])}
+      yield {"inputs": self._tokens(inputs), "prompt": prompt, "playlist_id": p.playlist_id,
+             "targets": tokens_NxL[rows]}
 
   def eval_examples(self, split: str) -> Iterator[dict]:
     dataset, row_of, tokens_NxL = self._load()
@@ -153,12 +167,12 @@ class ExampleSource:
       rows = np.asarray(self._rows(row_of, p), np.int32)
       if rows.size == 0:
         continue
-      yield {"inputs": prompt, "prompt": prompt, "playlist_id": p.playlist_id,
+      yield {"inputs": self._tokens(prompt), "prompt": prompt, "playlist_id": p.playlist_id,
              "targets": _strip(tokens_NxL[rows[0]]), "relevant_rows": rows}
 
   def examples(self, split: str, seed: int | None = None) -> Iterator[dict]:
     if split == "train":
-      return self.train_examples(seed)
+      return self.train_playlists(seed)
     if split in ("validation", "test"):
       return self.eval_examples(split)
     raise UserInputError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -222,41 +236,47 @@ def get_vocabulary(spm_path: str, id_level_sizes: Sequence[int] = ()) -> vocabul
   return vocabularies.TextAndIdVocabulary(spm_path, tuple(id_level_sizes))
 
 
-TRAIN_SIGNATURE = {
-    "inputs": tf.TensorSpec([], tf.string),
+PLAYLIST_SIGNATURE = {
+    "inputs": tf.TensorSpec([None], tf.int32),
     "prompt": tf.TensorSpec([], tf.string),
     "playlist_id": tf.TensorSpec([], tf.string),
-    "targets": tf.TensorSpec([None], tf.int32),
+    "targets": tf.TensorSpec([None, None], tf.int32),
 }
-EVAL_SIGNATURE = dict(TRAIN_SIGNATURE, relevant_rows=tf.TensorSpec([None], tf.int32))
+EVAL_SIGNATURE = dict(PLAYLIST_SIGNATURE, targets=tf.TensorSpec([None], tf.int32),
+                      relevant_rows=tf.TensorSpec([None], tf.int32))
+
+
+def _explode(ex: dict) -> dict:
+  """One playlist element -> a batch of its per-track examples (unbatched by the caller)."""
+  n = tf.shape(ex["targets"])[0]
+  return {"inputs": tf.tile(ex["inputs"][tf.newaxis], [n, 1]), "prompt": tf.fill([n], ex["prompt"]),
+          "playlist_id": tf.fill([n], ex["playlist_id"]), "targets": ex["targets"]}
+
+
+def _strip_targets(ex: dict) -> dict:
+  ex = dict(ex)
+  ex["targets"] = tf.boolean_mask(ex["targets"], ex["targets"] > 0)
+  return ex
 
 
 def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, source: ExampleSource):
-  """Examples as a tf.data.Dataset.  With shuffle_files, train playlists come in a random order.
+  """Examples as a tf.data.Dataset.
 
-  The order is drawn from (seed, pass number): deterministic for a seed, new on every pass (epoch)
-  over the generator.  seqio's shuffle buffer then mixes the examples of neighbouring playlists.
+  Train: Python yields one element per playlist (prompt tokenized once); tf.data expands it to one
+  example per track (map + unbatch), so the Python generator runs once per playlist, not per
+  example.  With shuffle_files the playlists come in a random order drawn from (seed, pass number):
+  deterministic for a seed, new on every pass (epoch); seqio's shuffle buffer then mixes examples.
   """
-  signature = TRAIN_SIGNATURE if split == "train" else EVAL_SIGNATURE
-  if not (shuffle_files and split == "train"):
-    return tf.data.Dataset.from_generator(lambda: source.examples(split), output_signature=signature)
-  base = 0 if seed is None else int(seed)
-  passes = itertools.count()
-  return tf.data.Dataset.from_generator(
-      lambda: source.examples(split, seed=(base * 1_000_003 + next(passes)) % 2**63),
-      output_signature=signature)
-
-
-def _tokenize_inputs(ds: tf.data.Dataset, output_features) -> tf.data.Dataset:
-  """Tokenizes the `inputs` string only (targets are ID tokens already)."""
-  vocab = output_features["inputs"].vocabulary
-
-  def fn(ex):
-    ex = dict(ex)
-    ex["inputs"] = tf.cast(vocab.encode_tf(ex["inputs"]), tf.int32)
-    return ex
-
-  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+  if split != "train":
+    return tf.data.Dataset.from_generator(lambda: source.examples(split), output_signature=EVAL_SIGNATURE)
+  if shuffle_files:
+    base = 0 if seed is None else int(seed)
+    passes = itertools.count()
+    gen = lambda: source.examples(split, seed=(base * 1_000_003 + next(passes)) % 2**63)
+  else:
+    gen = lambda: source.examples(split)
+  ds = tf.data.Dataset.from_generator(gen, output_signature=PLAYLIST_SIGNATURE)
+  return ds.map(_explode).unbatch().map(_strip_targets)
 
 
 def _discover(root: str, spm_override: str | None = None) -> Iterator[tuple[str, str, str, str]]:
@@ -301,8 +321,7 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
   return seqio.TaskRegistry.add(
       name,
       source=seqio.FunctionDataSource(functools.partial(_dataset_fn, source=source), splits=SPLITS),
-      preprocessors=[_tokenize_inputs, seqio.CacheDatasetPlaceholder(),
-                     seqio.preprocessors.append_eos_after_trim],
+      preprocessors=[seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim],
       output_features=output_features,
       postprocess_fn=functools.partial(postprocessors.postprocess_rows, spm_path=spm_path, ids_dir=ids_dir),
       metric_fns=[postprocessors.ranking_metric_fn],
