@@ -1,5 +1,6 @@
-"""Tests for tasks/ (vocabularies, t2t_tasks, pipeline) on a tiny generated dataset and hand-made IdTables."""
+"""Tests for tasks/t2t_tasks.py and tasks/postprocessors.py on a tiny generated dataset and hand-made IdTables."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -8,37 +9,26 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 seqio = pytest.importorskip("seqio")
 
-from t2t_jax.data import formats, prompts, synthetic, vocab  # noqa: E402
+from t2t_jax.data import prompts, vocab  # noqa: E402
 from t2t_jax.errors import UserInputError  # noqa: E402
 from t2t_jax.ids.table import IdTable  # noqa: E402
-from tasks import pipeline, postprocessors, t2t_tasks, vocabularies  # noqa: E402
+from tasks import pipeline, postprocessors, t2t_tasks  # noqa: E402
 
 LEN = {"inputs": 24, "targets": 4}
+
+
+def _tiny_root():
+  spec = importlib.util.spec_from_file_location(
+      "t2t_tiny_root", os.path.join(os.path.dirname(__file__), "data", "tiny_root.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
   root = tmp_path_factory.mktemp("root")
-  cfg = synthetic.SyntheticConfig(seed=1, num_artists=20, num_tracks=120, num_playlists=40, num_intents=8,
-                                  min_playlist_len=3, max_playlist_len=6, min_pool_size=5,
-                                  validation_fraction=0.1, test_fraction=0.1)
-  ds_dir = root / "tiny-syn"
-  synthetic.generate(cfg, ds_dir)
-  ds = formats.Dataset.load(ds_dir)
-  vocab.train_sentencepiece((prompts.make_prompt(p, "both") for p in ds.playlists()),
-                            ds_dir / "vocab" / "spm.model", vocab_size=400)
-  # Semantic-like table with rows in *reverse* catalog order (rows are table rows, not catalog rows).
-  ids = [t.track_id for t in reversed(ds.tracks)]
-  n = len(ids)
-  codes = np.stack([np.arange(n) % 8, (np.arange(n) // 8) % 8, np.arange(n) // 64], 1)
-  IdTable("sem", ids, codes, (8, 8, 2)).save(ds_dir / "ids" / "sem")
-  # Content IDs: codes are text-token ids (-1 padded).
-  sp = vocab.load_sentencepiece(ds_dir / "vocab" / "spm.model")
-  toks = [sp.EncodeAsIds(t.title)[:5] for t in ds.tracks]
-  text_codes = np.full((n, 5), -1, np.int32)
-  for i, tk in enumerate(toks):
-    text_codes[i, :len(tk)] = tk
-  IdTable("title", [t.track_id for t in ds.tracks], text_codes, (), is_text=True).save(ds_dir / "ids" / "title")
+  ds = _tiny_root().build(root)
   names = t2t_tasks.register_tasks(root, shuffle_buffer_size=32)
   return root, ds, names
 
@@ -57,27 +47,6 @@ def test_register_tasks_errors(tmp_path, monkeypatch):
     t2t_tasks.register_tasks()
   with pytest.raises(UserInputError, match="no tasks under data root"):
     t2t_tasks.register_tasks(tmp_path)
-
-
-def test_vocabulary_layout(root):
-  r, _, _ = root
-  spm_path = str(r / "tiny-syn" / "vocab" / "spm.model")
-  v = vocabularies.TextAndIdVocabulary(spm_path, (8, 8, 2))
-  py = vocab.TextAndIdVocab(spm_path, (8, 8, 2))
-  assert v.vocab_size == py.vocab_size == py.text_vocab_size + 18
-  assert (v.pad_id, v.eos_id, v.unk_id) == (0, 1, 2)
-  text = "chill vibes"
-  assert list(v.encode(text)) == py.encode(text) == v.encode_tf(tf.constant(text)).numpy().tolist()
-  ids = [py.id_token(0, 1), py.id_token(2, 1), 1, 7]
-  assert v.decode(ids) == "<id_0_1><id_2_1>"  # ID tokens are not UNK'd by seqio
-  assert v.decode_tf(tf.constant(ids)).numpy().decode() == "<id_0_1><id_2_1>"
-  row2 = py.encode(text) + [1]
-  width = max(len(ids), len(row2))
-  batch = v.decode_tf(tf.constant([ids + [0] * (width - len(ids)), row2 + [0] * (width - len(row2))]))
-  batch = batch.numpy().tolist()
-  assert [b.decode() for b in batch] == ["<id_0_1><id_2_1>", text]
-  import pickle
-  assert pickle.loads(pickle.dumps(v)) == v
 
 
 def _raw_examples(name, split):
@@ -130,44 +99,6 @@ def test_content_id_task_uses_text_tokens(root):
   assert exs[0]["targets"].tolist() == sp.EncodeAsIds(ds.tracks[ds.track_row[p.track_ids[0]]].title)[:5] + [1]
   v = seqio.get_mixture_or_task("t2t.tiny_syn.title.title").output_features["targets"].vocabulary
   assert v.vocab_size == sp.GetPieceSize()
-
-
-def test_numpy_batches(root):
-  kw = dict(split="train", task_feature_lengths=LEN, batch_size=4)
-  a = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", seed=3, **kw))
-  b = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", seed=3, **kw))
-  c = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", seed=4, **kw))
-  assert set(a) == {"encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-                    "decoder_loss_weights"}
-  assert a["encoder_input_tokens"].shape == (4, 24) and a["decoder_target_tokens"].shape == (4, 4)
-  assert all(v.dtype == np.int32 for v in a.values())
-  for k in a:
-    np.testing.assert_array_equal(a[k], b[k])
-  assert not np.array_equal(a["encoder_input_tokens"], c["encoder_input_tokens"])
-  np.testing.assert_array_equal(a["decoder_input_tokens"][:, 1:], a["decoder_target_tokens"][:, :-1])
-  assert (a["decoder_target_tokens"][:, -1] == 1).all()  # 3 ID tokens + EOS
-
-
-def test_shards_partition_examples(root):
-  kw = dict(split="train", task_feature_lengths=LEN, shuffle=False, num_epochs=1)
-  whole = [tuple(r) for b in pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", batch_size=1, **kw)
-           for r in b["encoder_input_tokens"].tolist()]
-  parts = []
-  for i in range(2):
-    got = list(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", batch_size=2, shard_index=i,
-                                          num_shards=2, **kw))
-    assert all(g["encoder_input_tokens"].shape == (1, 24) for g in got)
-    parts.append([tuple(r) for g in got for r in g["encoder_input_tokens"].tolist()])
-  assert sorted(parts[0] + parts[1]) == sorted(whole)
-  with pytest.raises(UserInputError, match="multiple of num_shards"):
-    next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", batch_size=3, num_shards=2, **kw))
-
-
-def test_packed_mixture(root):
-  b = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.all", split="train", task_feature_lengths=LEN,
-                                      batch_size=2, pack=True, seed=0))
-  assert {"encoder_segment_ids", "encoder_positions", "decoder_segment_ids", "decoder_positions"} <= set(b)
-  assert b["encoder_segment_ids"].max() >= 1
 
 
 def test_unknown_task_and_missing_id(root, tmp_path):
