@@ -82,12 +82,22 @@ def test_uses_int32_tokens_for_large_vocab():
   ix = build_index(seqs, 80000)
   assert ix.token.dtype == np.int32
   assert int(ix.row_of(jnp.asarray(_walk(ix, [70000, 4])))) == 1
-  # Packing 17-bit tokens x 2 fits one uint64 key; force the lexsort path with a long row.
-  long = np.zeros((3, 5), np.int64)
-  long[:, 0] = [70000, 70000, 5]
-  long[:, 1:] = [[3, 3, 3, 3], [3, 3, 3, 4], [0, 0, 0, 0]]
-  ix = build_index(long, 2**20)
-  assert [int(ix.row_of(jnp.asarray(_walk(ix, s)))) for s in long] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_packed_and_lexsort_builds_agree(wide):
+  # 5 columns of 17-bit tokens do not fit one uint64 key with the row number: lexsort path.
+  rng = np.random.default_rng(7)
+  hi = 70000 if wide else 40
+  seqs = np.unique(rng.integers(3, hi, (300, 5)), axis=0)
+  seqs[::3, 3:] = 0  # some shorter rows
+  seqs = np.unique(seqs, axis=0)[rng.permutation(len(np.unique(seqs, axis=0)))]
+  ix = build_index(seqs, 2**20)
+  assert (ix.token.dtype == np.int32)
+  nodes = np.array([_walk(ix, s) for s in seqs])
+  np.testing.assert_array_equal(np.asarray(ix.row_of(jnp.asarray(nodes))), np.arange(len(seqs)))
+  prefixes = {tuple(s[:d]) for s in seqs for d in range(1, int((s > 0).sum()) + 1)}
+  assert ix.num_nodes == 1 + len(prefixes)
 
 
 @pytest.mark.parametrize("seqs, message", [

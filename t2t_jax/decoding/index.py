@@ -157,72 +157,62 @@ def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> Constrai
   """
   seqs_NxL = np.asarray(token_seqs_NxL)
   _validate(seqs_NxL, vocab_size, eos_id)
-  n, width = seqs_NxL.shape
+  n = seqs_NxL.shape[0]
+  nonzero_cols = np.flatnonzero((seqs_NxL != PAD_ID).any(axis=0))
+  width = int(nonzero_cols[-1]) + 1  # drop all-padding trailing columns
   small = vocab_size <= np.iinfo(np.uint16).max + 1
   tok_dtype = np.uint16 if small else np.int32
-  seqs_NxL = seqs_NxL.astype(tok_dtype, copy=False)
-  lengths_N = (seqs_NxL != PAD_ID).sum(axis=1).astype(np.int32)
-  eos_terminated = bool((seqs_NxL[np.arange(n), lengths_N - 1] == eos_id).all())
 
-  # Lexicographic order of rows (PAD=0 sorts a prefix before its extensions).
-  order_N = _lexsort_rows(seqs_NxL)
-  sorted_NxL = seqs_NxL[order_N]
-  lengths_N = lengths_N[order_N]
+  # Sorted order of the rows and a reader of sorted column c (PAD=0 sorts a prefix first).
+  order_N, sorted_col = _sort_rows(seqs_NxL[:, :width])
 
-  # first_diff[i]: first column where sorted row i differs from row i-1 (0 for i = 0).
-  first_diff_N = np.zeros(n, np.int32)
-  if n > 1:
-    neq = sorted_NxL[1:] != sorted_NxL[:-1]
-    any_neq = neq.any(axis=1)
-    if not any_neq.all():
-      i = int(np.flatnonzero(~any_neq)[0])
-      raise UserInputError(
-          f"duplicate ID sequences: rows {int(order_N[i])} and {int(order_N[i + 1])} are both "
-          f"{seqs_NxL[order_N[i]].tolist()}; the ID table must give each track a distinct sequence")
-    first_diff_N[1:] = np.argmax(neq, axis=1)
-
-  # Node of depth d (1..width) for row i exists iff len(i) >= d; it is new iff first_diff < d.
-  num_at_depth = [1]
-  node_of_row_at_depth = []  # [d-1] -> int32 [N] node id (or -1 where the row is shorter)
+  # Level d (1..width) nodes: one per distinct length-d prefix; row i (sorted) opens a new node at
+  # depth d iff it has a token there and differs from row i-1 in some column < d.
   tokens = [np.zeros(1, tok_dtype)]
-  parents = [np.zeros(0, np.int64)]
+  parents = []
+  num_at_depth = [1]
+  term_N = np.empty(n, np.int32)
+  eos_terminated = True
+  changed_N = np.ones(n, bool)  # row differs from its predecessor in a column < d (row 0: yes)
+  changed_N[1:] = False
+  prev_ids_N = np.zeros(n, np.int32)  # node of depth d-1 of each row (root for d = 1)
   start = 1
-  prev_nodes_N = np.zeros(n, np.int64)  # node of depth d-1 of each row (root for d = 1)
+  col_N = sorted_col(0)
   for d in range(1, width + 1):
-    has_N = lengths_N >= d
-    new_N = has_N & (first_diff_N < d)
-    count = int(new_N.sum())
-    if count == 0:
-      break
-    ids_N = start + np.cumsum(new_N, dtype=np.int64) - 1
-    ids_N = np.where(has_N, ids_N, -1)
-    tokens.append(sorted_NxL[new_N, d - 1])
-    parents.append(prev_nodes_N[new_N])
-    node_of_row_at_depth.append(ids_N)
+    next_col_N = sorted_col(d) if d < width else None
+    changed_N[1:] |= col_N[1:] != col_N[:-1]
+    has_N = col_N != PAD_ID
+    new_N = has_N & changed_N
+    count = int(np.count_nonzero(new_N))
+    ids_N = np.cumsum(new_N, dtype=np.int32)
+    ids_N += start - 1
+    tokens.append(col_N[new_N].astype(tok_dtype, copy=False))
+    parents.append(prev_ids_N[new_N])
+    ends_N = has_N if next_col_N is None else has_N & (next_col_N == PAD_ID)
+    term_N[ends_N] = ids_N[ends_N]
+    eos_terminated = eos_terminated and bool((col_N[ends_N] == eos_id).all())
     num_at_depth.append(count)
     start += count
-    prev_nodes_N = ids_N
+    prev_ids_N, col_N = ids_N, next_col_N
+  if not changed_N.all():
+    i = int(np.flatnonzero(~changed_N)[0])
+    raise UserInputError(
+        f"duplicate ID sequences: rows {min(order_N[i - 1], order_N[i])} and "
+        f"{max(order_N[i - 1], order_N[i])} are both {seqs_NxL[order_N[i]].tolist()}; the ID table "
+        "must give each track a distinct sequence")
   num_nodes = start
-  max_depth = len(num_at_depth) - 1
+  max_depth = width
 
-  parent_S = np.concatenate(parents)  # parent of nodes 1..S-1, nondecreasing (level order)
-  degree_S = np.bincount(parent_S, minlength=num_nodes)
-  internal = np.flatnonzero(degree_S)
-  num_internal = int(internal[-1]) + 1
-  child_start = np.empty(num_internal + 1, np.int64)
+  degree_S = np.bincount(np.concatenate(parents), minlength=num_nodes)
+  num_internal = int(np.flatnonzero(degree_S)[-1]) + 1
+  child_start = np.empty(num_internal + 1, np.int32)
   child_start[0] = 1
   np.cumsum(degree_S[:num_internal], out=child_start[1:])
   child_start[1:] += 1
-  assert child_start[-1] <= num_nodes
 
-  # Terminal node of each row: its node at depth len(row).
-  term_N = np.empty(n, np.int64)
-  for d in range(1, max_depth + 1):
-    sel = lengths_N == d
-    term_N[sel] = node_of_row_at_depth[d - 1][sel]
   row_base = int(term_N.min())
   terminal_row = np.full(num_nodes - row_base, -1, np.int32)
-  terminal_row[term_N - row_base] = order_N.astype(np.int32)
+  terminal_row[term_N - row_base] = order_N
 
   depth_start = np.cumsum([0] + num_at_depth)
   max_degree = []
@@ -231,19 +221,52 @@ def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> Constrai
     max_degree.append(int(degree_S[lo:hi].max()) if hi > lo else 0)
 
   return ConstraintIndex(
-      child_start=child_start.astype(np.int32), token=np.concatenate(tokens).astype(tok_dtype),
+      child_start=child_start, token=np.concatenate(tokens),
       terminal_row=terminal_row, num_nodes=int(num_nodes), num_rows=int(n),
       vocab_size=int(vocab_size), eos_id=int(eos_id), max_depth=int(max_depth), row_base=row_base,
       max_degree=tuple(max_degree), eos_terminated=eos_terminated)
 
 
-def _lexsort_rows(seqs_NxL: np.ndarray) -> np.ndarray:
-  """Row order sorting the rows lexicographically (stable)."""
+def _sort_rows(seqs_NxL: np.ndarray):
+  """Lexicographic row order and a function giving column c of the sorted rows.
+
+  When the rows fit 64 bits together with the row number (each column re-coded to its own range,
+  PAD -> 0), one `np.sort` of uint64 keys does it and columns are read back from the keys; that is
+  ~2x faster than `np.argsort` and avoids a random gather of the [N, L] table.  Otherwise
+  `np.lexsort`.  Rows are distinct or a duplicate is reported, so stability does not matter.
+  """
   n, width = seqs_NxL.shape
-  bits = max(int(seqs_NxL.max()).bit_length(), 1)
-  if bits * width <= 64:  # pack each row into one uint64 key: one argsort instead of L passes
-    key = np.zeros(n, np.uint64)
+  idx_bits = max(int(n - 1).bit_length(), 1)
+  lo_L, bits_L = [], []
+  for c in range(width):
+    col = seqs_NxL[:, c]
+    nz = col[col != PAD_ID]
+    lo = int(nz.min()) if nz.size else 1
+    lo_L.append(lo)
+    bits_L.append(max(int(int(col.max()) - lo + 1).bit_length(), 1))
+  if sum(bits_L) + idx_bits <= 64:
+    key_N = np.zeros(n, np.uint64)
+    shifts = []
     for c in range(width):
-      key = (key << np.uint64(bits)) | seqs_NxL[:, c].astype(np.uint64)
-    return np.argsort(key, kind="stable")
-  return np.lexsort(seqs_NxL.T[::-1])
+      col = seqs_NxL[:, c].astype(np.int64)
+      code = np.where(col != PAD_ID, col - lo_L[c] + 1, 0).astype(np.uint64)
+      key_N <<= np.uint64(bits_L[c])
+      key_N |= code
+    shift = idx_bits
+    for c in reversed(range(width)):
+      shifts.append(shift)
+      shift += bits_L[c]
+    shifts = shifts[::-1]
+    key_N <<= np.uint64(idx_bits)
+    key_N |= np.arange(n, dtype=np.uint64)
+    key_N.sort()
+    order_N = (key_N & np.uint64((1 << idx_bits) - 1)).astype(np.int32)
+
+    def sorted_col(c):
+      code = ((key_N >> np.uint64(shifts[c])) & np.uint64((1 << bits_L[c]) - 1)).astype(np.int64)
+      return np.where(code > 0, code + (lo_L[c] - 1), 0).astype(np.int32)
+    return order_N, sorted_col
+
+  order_N = np.lexsort(seqs_NxL.T[::-1]).astype(np.int32)
+  sorted_NxL = seqs_NxL[order_N]
+  return order_N, lambda c: np.ascontiguousarray(sorted_NxL[:, c]).astype(np.int32)
