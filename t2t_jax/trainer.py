@@ -80,6 +80,7 @@ class TrainResult:
   step: int
   stopped: str = "completed"
   config: t5.T5Config | None = None
+  examples_per_second: float | None = None  # steady-state training throughput (no eval/compile)
 
 
 # -------------------------------------------------------------------------------------- loss
@@ -554,7 +555,14 @@ def train(*, model_config: t5.T5Config, train_iter: Iterator[dict], model_dir: s
       meta["data_iterator_state"] = train_iter.get_state()
     return meta
 
+  paused = [0.0]  # seconds spent in eval and checkpoint starts, excluded from throughput
+
   def save(step, metrics=None):
+    t0 = time.time()
+    _save(step, metrics)
+    paused[0] += time.time() - t0
+
+  def _save(step, metrics=None):
     manager.save(step, state.params, {"step": state.step, "rng": state.rng,
                                       "opt_state": state.opt_state}, meta_for(step), metrics)
 
@@ -579,6 +587,7 @@ def train(*, model_config: t5.T5Config, train_iter: Iterator[dict], model_dir: s
     t0 = time.time()
     metrics = {k: float(v) for k, v in eval_fn(state.params, step).items()}
     metrics["eval_seconds"] = time.time() - t0
+    paused[0] += metrics["eval_seconds"]
     eval_history.append({"step": step, **metrics})
     writer.write_scalars(step, metrics, "eval")
     log.info("eval at step %d: %s", step, metrics)
@@ -607,12 +616,13 @@ def train(*, model_config: t5.T5Config, train_iter: Iterator[dict], model_dir: s
         prev = (step, metrics)
         if t_start is None:  # exclude compilation/first step from throughput
           t_start = time.time()
+          paused[0] = 0.0
         else:
           n_timed += 1
         if bar is not None:
           bar.update(1)
           if n_timed and step % max(1, min(log_period, 10)) == 0:
-            rate = n_timed / (time.time() - t_start)
+            rate = n_timed / max(time.time() - t_start - paused[0], 1e-9)
             last = history[-1] if history else {}
             bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}",
                             ex_per_s=f"{rate * batch_size:.1f}", refresh=False)
@@ -644,11 +654,14 @@ def train(*, model_config: t5.T5Config, train_iter: Iterator[dict], model_dir: s
       bar.close()
     manager.close()
     writer.close()
-  if n_timed and is_chief:
-    elapsed = time.time() - t_start
-    log.info("%.2f steps/s, %.1f examples/s", n_timed / elapsed, n_timed * batch_size / elapsed)
+  throughput = None
+  if n_timed:
+    elapsed = max(time.time() - t_start - paused[0], 1e-9)
+    throughput = n_timed * batch_size / elapsed
+    if is_chief:
+      log.info("%.2f steps/s, %.1f examples/s", n_timed / elapsed, throughput)
   return TrainResult(params=state.params, history=history, eval_history=eval_history, step=step,
-                     stopped=stopped, config=model_config)
+                     stopped=stopped, config=model_config, examples_per_second=throughput)
 
 
 def make_eval_loss_fn(config: t5.T5Config, partitioner: partitioning.Partitioner,

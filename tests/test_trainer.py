@@ -100,21 +100,3 @@ def test_bad_batch_fails_before_compiling(tmp_path):
     trainer.train(model_config=TINY, train_iter=_batches(batch_size=6), model_dir=str(tmp_path),
                   train_steps=2, batch_size=6, progress=False,
                   partitioner=partitioning.Partitioner())
-
-
-def test_microbatching_gives_the_full_batch_gradient():
-  cfg = TINY.replace(num_encoder_layers=1, num_decoder_layers=1)
-  batch = next(_batches(batch_size=16))
-  params_np = jax.tree.map(np.asarray, trainer.nn.unbox(t5.init_params(cfg, jax.random.PRNGKey(0))))
-  feature_shapes = {k: (v.shape, v.dtype) for k, v in batch.items()}
-  part = partitioning.Partitioner(num_partitions=2)
-  out = []
-  for m in (1, 4):
-    tr = trainer.build(cfg, partitioner=part, batch_size=16, feature_shapes=feature_shapes,
-                       optimizer="adamw", learning_rate=1e-3, num_microbatches=m)
-    state, metrics = tr.step_fn(tr.init_fn(0, params_np), part.shard_batch(batch, 16))
-    out.append((jax.device_get(metrics), jax.tree.map(np.asarray, state.params)))
-  np.testing.assert_allclose(out[0][0]["loss"], out[1][0]["loss"], rtol=1e-5)
-  np.testing.assert_allclose(out[0][0]["grad_norm"], out[1][0]["grad_norm"], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
-    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -1,0 +1,84 @@
+"""Trainer features: microbatching, NaN stop, bf16, dropout, label smoothing, schedules, eval hook."""
+
+import os
+
+import jax
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from t2t_jax import partitioning, summaries, trainer
+from t2t_jax.models import t5
+from t2t_jax.train import copy_task_batches
+
+TINY = t5.T5Config.tiny()
+LENGTHS = {"inputs": 10, "targets": 5}
+
+
+def _batches(batch_size=8, seed=0, **kw):
+  return copy_task_batches(task_feature_lengths=LENGTHS, batch_size=batch_size, seed=seed,
+                           num_examples=512, **kw)
+
+
+def test_microbatching_gives_the_full_batch_gradient():
+  cfg = TINY.replace(num_encoder_layers=1, num_decoder_layers=1)
+  batch = next(_batches(batch_size=16))
+  params_np = jax.tree.map(np.asarray, nn.unbox(t5.init_params(cfg, jax.random.PRNGKey(0))))
+  feature_shapes = {k: (v.shape, v.dtype) for k, v in batch.items()}
+  part = partitioning.Partitioner(num_partitions=2)
+  out = []
+  for m in (1, 4):
+    tr = trainer.build(cfg, partitioner=part, batch_size=16, feature_shapes=feature_shapes,
+                       optimizer="adamw", learning_rate=1e-3, num_microbatches=m)
+    state, metrics = tr.step_fn(tr.init_fn(0, params_np), part.shard_batch(batch, 16))
+    out.append((jax.device_get(metrics), jax.tree.map(np.asarray, state.params)))
+  np.testing.assert_allclose(out[0][0]["loss"], out[1][0]["loss"], rtol=1e-5)
+  np.testing.assert_allclose(out[0][0]["grad_norm"], out[1][0]["grad_norm"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+  # AdamW moves every weight by ~lr on step 1; with lr=1e30 step 2's logits overflow.
+  with pytest.raises(trainer.TrainingDivergedError, match="non-finite loss at step 2"):
+    trainer.train(model_config=TINY.replace(num_encoder_layers=1, num_decoder_layers=1),
+                  train_iter=_batches(), model_dir=str(tmp_path), train_steps=5, batch_size=8,
+                  optimizer="adamw", learning_rate=1e30, progress=False, checkpoint_period=100)
+
+
+def test_bf16_dropout_smoothing_cosine_eval_hook_and_best_checkpoint(tmp_path):
+  cfg = TINY.replace(num_encoder_layers=1, num_decoder_layers=1, dtype="bfloat16",
+                     param_dtype="bfloat16", dropout_rate=0.1)
+  part = partitioning.Partitioner(num_partitions=2)
+  eval_batches = list(copy_task_batches(task_feature_lengths=LENGTHS, batch_size=8, seed=0,
+                                        split="validation", num_examples=16, num_epochs=1))
+  calls = []
+  loss_fn = trainer.make_eval_loss_fn(cfg, part, eval_batches, 8)
+
+  def eval_fn(params, step):
+    calls.append(step)
+    return loss_fn(params, step)
+
+  result = trainer.train(model_config=cfg, train_iter=_batches(), model_dir=str(tmp_path),
+                         train_steps=30, batch_size=8, learning_rate=2e-2, schedule="cosine",
+                         warmup_steps=5, label_smoothing=0.1, partitioner=part,
+                         eval_fn=eval_fn, eval_period=10, best_metric="accuracy",
+                         keep_checkpoints=1, checkpoint_period=10, log_period=10,
+                         progress=True)
+  assert calls == [10, 20, 30]
+  assert [e["step"] for e in result.eval_history] == [10, 20, 30]
+  assert jax.tree.leaves(result.params)[0].dtype == jnp.bfloat16
+  lrs = [h["learning_rate"] for h in result.history]
+  np.testing.assert_allclose(lrs[:6], [0.0, 0.004, 0.008, 0.012, 0.016, 0.02], rtol=1e-5)
+  assert lrs[-1] < lrs[10]
+  losses = [h["loss"] for h in result.history]
+  assert np.mean(losses[-5:]) < np.mean(losses[:5])
+  best = max(result.eval_history, key=lambda e: e["accuracy"])["step"]
+  kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+  assert kept == sorted({best, 30})
+  evals = summaries.read_metrics(str(tmp_path), "eval")
+  assert [r["step"] for r in evals] == [10, 20, 30]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "train"))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "eval"))
+  assert result.examples_per_second > 0
