@@ -181,3 +181,32 @@ def test_batch_sharded_over_data_axis_matches_unsharded():
   got = fn(jax.tree.map(shard, cache), index.to_device(NamedSharding(mesh, P())))
   np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
   np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-6)
+
+
+def test_grouped_beam_search_diversity():
+  rng = np.random.default_rng(8)
+  seqs = _catalog(rng, 120, 3, 9, False)
+  index = build_index(seqs, 9)
+  t2l = _toy_model(9, 2)
+  prompts = [4, 5]
+
+  def run(beam, k, **kw):
+    fn = jax.jit(functools.partial(beam_search, t2l, batch_size=2, beam_size=beam, top_k=k, **kw))
+    return tuple(np.asarray(x) for x in fn(_initial_cache(prompts, beam), index))
+
+  ref = _brute_force(t2l, prompts, seqs)
+  # Without a penalty both groups follow the same path: same result as one beam (duplicates merged).
+  one = run(1, 8)
+  same = run(2, 8, num_groups=2, diversity_penalty=0.0)
+  np.testing.assert_array_equal(same[0], one[0])
+  np.testing.assert_allclose(same[1], one[1], rtol=1e-6)
+  # With a large penalty the second group starts with another first token: two subtrees explored.
+  rows, scores = run(2, 8, num_groups=2, diversity_penalty=1e4)
+  for b in range(2):
+    found = rows[b][rows[b] >= 0]
+    assert len(set(found.tolist())) == len(found) >= 3
+    np.testing.assert_allclose(scores[b][:len(found)], ref[b, found], rtol=1e-5, atol=1e-5)
+    assert len({int(seqs[r, 0]) for r in found}) == 2
+    assert len({int(seqs[r, 0]) for r in one[0][b] if r >= 0}) == 1
+  with pytest.raises(ValueError, match="must divide"):
+    run(3, 2, num_groups=2)

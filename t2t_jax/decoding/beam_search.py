@@ -18,6 +18,7 @@ sharded over the mesh 'data' axis; the index arrays are replicated.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Tuple
 
 import jax
@@ -35,6 +36,7 @@ class _State(NamedTuple):
   tok_BxW: jax.Array         # int32 last token of each beam (fed to the model next)
   node_BxW: jax.Array        # int32 trie node of each beam (-1: left the catalog, free mode)
   score_BxW: jax.Array       # float32 sum of log-probs (-inf: dead beam)
+  rank_BxW: jax.Array        # float32 selection score: score minus diversity penalties so far
   cache: Any                 # model cache, leading dim B * W
   fin_row_BxK: jax.Array     # int32 finished rows (-1 none / not in catalog)
   fin_score_BxK: jax.Array   # float32 finished scores (-inf: empty slot)
@@ -52,19 +54,38 @@ def gather_beams(tree, parent_BxW: jax.Array, batch_size: int, beam_size: int):
   return jax.tree.map(gather, tree)
 
 
-def _merge_finished(fin_row_BxK, fin_score_BxK, row_BxC, score_BxC):
-  """Keeps the K best of the finished pool and the new finished candidates."""
+def _merge_finished(fin_row_BxK, fin_score_BxK, row_BxC, score_BxC, dedup: bool = False):
+  """Keeps the K best of the finished pool and the new finished candidates.
+
+  dedup: drop all but the best copy of a row (needed when beam groups can reach the same ID).
+  """
   k = fin_score_BxK.shape[1]
   score = jnp.concatenate([fin_score_BxK, score_BxC], axis=1)
   row = jnp.concatenate([fin_row_BxK, row_BxC], axis=1)
+  if dedup:
+    by_score = jnp.argsort(-score, axis=1, stable=True)
+    row_s = jnp.take_along_axis(row, by_score, axis=1)
+    score_s = jnp.take_along_axis(score, by_score, axis=1)
+    by_row = jnp.argsort(row_s, axis=1, stable=True)  # equal rows: best score first
+    r = jnp.take_along_axis(row_s, by_row, axis=1)
+    first = jnp.concatenate([jnp.ones_like(r[:, :1], bool), r[:, 1:] != r[:, :-1]], axis=1)
+    keep_s = jnp.take_along_axis(first, jnp.argsort(by_row, axis=1), axis=1)
+    row, score = row_s, jnp.where(keep_s | (row_s < 0), score_s, NEG_INF)
   top_score, idx = jax.lax.top_k(score, k)
   return jnp.take_along_axis(row, idx, axis=1), top_score
 
 
 def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
-                      width: int, batch_size: int, beam_size: int) -> _State:
-  """One decode step whose candidates are the trie children (at most `width`) of each beam."""
-  b, w = batch_size, beam_size
+                      width: int, batch_size: int, beam_size: int, num_groups: int = 1,
+                      diversity_penalty: float = 0.0) -> _State:
+  """One decode step whose candidates are the trie children (at most `width`) of each beam.
+
+  With num_groups = G > 1 the beam is split into G groups of W / G beams that choose in turn; a
+  candidate of group g loses `diversity_penalty` per beam of groups < g that chose the same token
+  at this step (Hamming diversity, Vijayakumar et al. 2018; transformers' group beam search).
+  Penalties steer selection (`rank`) only: reported scores stay true log-probs.
+  """
+  b, w, g_num = batch_size, beam_size, num_groups
   logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
   logp_BxWxV = jax.nn.log_softmax(logits_MxV.astype(jnp.float32), axis=-1).reshape(b, w, -1)
 
@@ -84,16 +105,36 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
   # Candidates that complete an ID join the finished pool.
   row_BxC = index.row_of(node_BxC)
   fin_row, fin_score = _merge_finished(state.fin_row_BxK, state.fin_score_BxK, row_BxC,
-                                       jnp.where(row_BxC >= 0, score_BxC, NEG_INF))
-  # Candidates with children compete for the beam.
-  alive_score_BxC = jnp.where(index.degree(node_BxC) > 0, score_BxC, NEG_INF)
-  new_score_BxW, idx_BxW = jax.lax.top_k(alive_score_BxC, w)
+                                       jnp.where(row_BxC >= 0, score_BxC, NEG_INF),
+                                       dedup=g_num > 1)
+  # Candidates with children compete for the beam (per group).
+  alive_BxWxD = (index.degree(node_BxWxD) > 0) & valid_BxWxD
+  rank_BxWxD = jnp.where(alive_BxWxD, state.rank_BxW[..., None] + lp_BxWxD, NEG_INF)
+  wg = w // g_num
+  new_rank, new_idx, chosen = [], [], []
+  for g in range(g_num):
+    rank_BxC = rank_BxWxD[:, g * wg:(g + 1) * wg].reshape(b, wg * width)
+    if g > 0 and diversity_penalty:
+      tok_g_BxC = tok_BxWxD[:, g * wg:(g + 1) * wg].reshape(b, wg * width)
+      prev_BxP = jnp.concatenate(chosen, axis=1)
+      hits_BxC = (tok_g_BxC[:, :, None] == prev_BxP[:, None, :]).sum(axis=2)
+      rank_BxC = rank_BxC - diversity_penalty * hits_BxC
+    r_BxWg, i_BxWg = jax.lax.top_k(rank_BxC, wg)
+    i_BxWg = i_BxWg + g * wg * width  # index into the full [B, W * D] candidate list
+    new_rank.append(r_BxWg)
+    new_idx.append(i_BxWg)
+    # Tokens chosen by live beams of this group (-1 never matches a token).
+    chosen.append(jnp.where(r_BxWg > NEG_INF, jnp.take_along_axis(tok_BxC, i_BxWg, axis=1), -1))
+  rank_BxW = jnp.concatenate(new_rank, axis=1)
+  idx_BxW = jnp.concatenate(new_idx, axis=1)
   parent_BxW = idx_BxW // width
   return _State(
       step=state.step + 1,
       tok_BxW=jnp.take_along_axis(tok_BxC, idx_BxW, axis=1),
       node_BxW=jnp.take_along_axis(node_BxC, idx_BxW, axis=1),
-      score_BxW=new_score_BxW,
+      score_BxW=jnp.where(rank_BxW > NEG_INF, jnp.take_along_axis(score_BxC, idx_BxW, axis=1),
+                          NEG_INF),
+      rank_BxW=rank_BxW,
       cache=gather_beams(cache, parent_BxW, b, w),
       fin_row_BxK=fin_row, fin_score_BxK=fin_score)
 
@@ -131,6 +172,7 @@ def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: Constrain
   return _State(
       step=state.step + 1,
       tok_BxW=tok_BxN[:, :w], node_BxW=node_BxN[:, :w], score_BxW=top_score_BxN[:, :w],
+      rank_BxW=top_score_BxN[:, :w],
       cache=gather_beams(cache, parent_BxN[:, :w], b, w),
       fin_row_BxK=fin_row, fin_score_BxK=fin_score)
 
@@ -143,7 +185,8 @@ def _not_done(state: _State, max_steps: int) -> jax.Array:
 
 def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: ConstraintIndex, *,
                 batch_size: int, beam_size: int, top_k: int, max_decode_len: int | None = None,
-                decoder_start_id: int = 0, constrained: bool = True):
+                decoder_start_id: int = 0, constrained: bool = True, num_groups: int = 1,
+                diversity_penalty: float = 0.0):
   """Beam search returning the top-K catalog rows per prompt (jittable, no host round trips).
 
   Args:
@@ -156,6 +199,10 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
     decoder_start_id: first decoder input token (T5: PAD = 0).
     constrained: False decodes freely (any token), ends at EOS or `max_decode_len` and maps each
       sequence to its catalog row, -1 when it is not in the catalog (see `invalid_share`).
+    num_groups, diversity_penalty: diversified (grouped) beam search, constrained mode only: the
+      beam is split into `num_groups` groups (dividing beam_size); a group's candidates lose
+      `diversity_penalty` for each earlier group's beam that chose the same token at that step.
+      Returned scores are true log-probs; outputs stay distinct.
 
   Returns:
     rows_BxK int32 (ID-table rows, best first; -1 where fewer than K were found or, in free mode,
@@ -163,15 +210,23 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
   """
   b, w, k = batch_size, beam_size, top_k
   assert w >= 1 and k >= 1, (w, k)
+  if num_groups < 1 or w % num_groups:
+    raise ValueError(f"num_groups={num_groups} must divide beam_size={w}")
+  if num_groups > 1 and not constrained:
+    raise ValueError("grouped (diverse) beam search is implemented for constrained decoding only")
   max_steps = index.max_depth if max_decode_len is None else int(max_decode_len)
   if constrained:
     max_steps = min(max_steps, index.max_depth)
+  # Only the first beam of each group is live at the start (all beams are the same empty prefix).
+  wg = w // num_groups
+  init_BxW = jnp.tile(jnp.array([0.0 if j % wg == 0 else NEG_INF for j in range(w)], jnp.float32),
+                      (b, 1))
   state = _State(
       step=jnp.zeros((), jnp.int32),
       tok_BxW=jnp.full((b, w), decoder_start_id, jnp.int32),
       node_BxW=jnp.zeros((b, w), jnp.int32),
-      # Only beam 0 is live at the start (all beams are the same empty prefix).
-      score_BxW=jnp.tile(jnp.array([0.0] + [NEG_INF] * (w - 1), jnp.float32), (b, 1)),
+      score_BxW=init_BxW,
+      rank_BxW=init_BxW,
       cache=initial_cache,
       fin_row_BxK=jnp.full((b, k), -1, jnp.int32),
       fin_score_BxK=jnp.full((b, k), NEG_INF, jnp.float32))
@@ -179,9 +234,12 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
   if constrained:
     # The root step gets its own width (the root is often the widest node); later steps share the
     # widest degree below the root.
-    state = _constrained_step(state, tokens_to_logits, index, max(index.max_degree[0], 1), b, w)
+    step = functools.partial(_constrained_step, tokens_to_logits=tokens_to_logits, index=index,
+                             batch_size=b, beam_size=w, num_groups=num_groups,
+                             diversity_penalty=diversity_penalty)
+    state = step(state, width=max(index.max_degree[0], 1))
     width = max(max(index.max_degree[1:max_steps], default=1), 1)
-    body = lambda s: _constrained_step(s, tokens_to_logits, index, width, b, w)
+    body = lambda s: step(s, width=width)
   else:
     body = lambda s: _free_step(s, tokens_to_logits, index, max_steps, b, w)
   if max_steps > 0:
