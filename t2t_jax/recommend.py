@@ -86,12 +86,13 @@ class Recommender:
     return cls(model=t5.Transformer(config), params=params, vocab=vocab, id_table=id_table,
                tracks=tracks, settings=settings)
 
-  def _fn(self, batch: int, k: int):
-    key = (batch, k)
-    if key not in self._fns:
+  def _fn(self, k: int):
+    """Jitted recommend function for top-k (jit caches one executable per padded batch size)."""
+    if k not in self._fns:
       fn = self._generate.make_recommend_fn(self.model, self.index, beam_size=max(self.beam_size, k), top_k=k)
-      self._fns[key] = jax.jit(fn)
-    return self._fns[key]
+      # The index is a jit argument, not a constant folded into the executable (large catalogs).
+      self._fns[k] = jax.jit(fn)
+    return self._fns[k]
 
   def encode(self, prompts: Sequence[str]) -> np.ndarray:
     """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32."""
@@ -107,9 +108,15 @@ class Recommender:
     return pad_inputs(toks, self.inputs_length)
 
   def recommend_rows(self, prompts: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k ID-table rows and scores, [B, k] each (row -1 if fewer than k valid IDs)."""
-    if not 1 <= k <= self.id_table.num_tracks:
-      raise UserInputError(f"k must be in [1, {self.id_table.num_tracks}], got {k}")
+    """Top-k ID-table rows and scores, [B, k] each (row -1 if fewer than k valid IDs).
+
+    `prompts` is a sequence of strings (a single string is one prompt).
+    """
+    if isinstance(prompts, str):
+      prompts = [prompts]
+    if (isinstance(k, bool) or not isinstance(k, (int, np.integer))
+        or not 1 <= k <= self.id_table.num_tracks):
+      raise UserInputError(f"k must be an integer in [1, {self.id_table.num_tracks}], got {k!r}")
     if not prompts:
       raise UserInputError("no prompts given")
     inputs = self.encode(prompts)
@@ -118,11 +125,11 @@ class Recommender:
     padded = 1 << (b - 1).bit_length()
     if padded > b:
       inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
-    rows, scores = jax.device_get(self._fn(padded, k)(self.params, inputs))
+    rows, scores = jax.device_get(self._fn(int(k))(self.params, inputs, self.index))
     return np.asarray(rows)[:b], np.asarray(scores)[:b]
 
   def recommend(self, prompts: Sequence[str], k: int = 10) -> list[list[Recommendation]]:
-    """Ranked recommendations per prompt."""
+    """Ranked recommendations per prompt (a single string is one prompt)."""
     rows, scores = self.recommend_rows(prompts, k)
     out = []
     for r_K, s_K in zip(rows, scores):
