@@ -3,6 +3,7 @@
   python tools/bench_kmeans.py                       # N=1M, d=64, K=256, 20 iterations, 3 runs
   python tools/bench_kmeans.py --n 200000 --runs 5 --json /tmp/bench.json
   python tools/bench_kmeans.py --scale --n 10000000  # streamed semantic IDs from a memmap, peak RSS
+  python tools/bench_kmeans.py --cf_scale --n 1000000 --playlists 1000000 --d 64  # CF embeddings
 
 Fairness: one seeded Gaussian-mixture dataset; the same k-means++ initial centroids go to all three
 (faiss `train(init_centroids=...)`, sklearn `init=array, n_init=1`); exactly `--iterations` Lloyd
@@ -14,9 +15,10 @@ its final assignment pass (faiss's train does not) and excludes XLA compilation 
 the same shapes runs first and is reported separately).  Runs are interleaved (jax, faiss, sklearn,
 jax, ...) and medians reported, because this machine's CPUs are shared with other jobs.
 
-Scale mode (--scale): writes an N x d float32 memmap to --scratch in chunks, then builds 3 x 256 +
+Scale mode (--scale): writes an N x d float32 file to --scratch in chunks, then builds 3 x 256 +
 disambiguation residual-k-means semantic IDs streaming from it (k-means|| or sampled k-means++
-init, chunks read with pread so the file is never mapped), and reports wall time and peak RSS.
+init; chunks read with pread, residuals written with pwrite, so neither file is mapped into the
+process), and reports wall time and peak RSS (ru_maxrss of the whole process).
 """
 
 from __future__ import annotations
@@ -88,12 +90,14 @@ def run_jax(x, c0, args):
   from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
   t = time.perf_counter()
   res = km.kmeans(x, args.k, iterations=args.iterations, tol=0.0, init_centroids_KxD=c0,
-                  chunk_size=args.chunk, precision=args.precision, update=args.update)
+                  chunk_size=args.chunk, block_size=args.block, precision=args.precision, update=args.update)
   return time.perf_counter() - t, res.centroids_KxD
 
 
 def run_faiss(x, c0, args):
   import faiss  # pylint: disable=g-import-not-at-top
+  if args.faiss_threads:
+    faiss.omp_set_num_threads(args.faiss_threads)
   km = faiss.Kmeans(x.shape[1], args.k, niter=args.iterations, seed=args.seed, verbose=False,
                     max_points_per_centroid=-(-x.shape[0] // args.k) + 1)
   km.cp.early_stop_threshold = -1.0  # Never stop early: exactly niter iterations.
@@ -119,7 +123,7 @@ def bench(args) -> dict:
   # Warm-up (compile) on the real shapes, 1 iteration.
   t = time.perf_counter()
   km.kmeans(x, args.k, iterations=1, tol=0.0, init_centroids_KxD=c0, chunk_size=args.chunk,
-            precision=args.precision, update=args.update)
+            block_size=args.block, precision=args.precision, update=args.update)
   compile_s = time.perf_counter() - t
   libs = [("jax", run_jax), ("faiss", run_faiss)] + ([] if args.no_sklearn else [("sklearn", run_sklearn)])
   times = {name: [] for name, _ in libs}
@@ -133,7 +137,8 @@ def bench(args) -> dict:
       cents[name] = cent
       print(f"run {r} {name:8s} {sec:8.2f} s", flush=True)
   out = {"n": args.n, "d": args.d, "k": args.k, "iterations": args.iterations, "runs": args.runs,
-         "chunk": args.chunk, "precision": args.precision, "update": args.update,
+         "chunk": args.chunk, "block": args.block, "precision": args.precision, "update": args.update,
+         "faiss_threads": args.faiss_threads,
          "jax_compile_and_1_iteration_seconds": compile_s, "machine": info}
   init_inertia = evaluate_inertia(x, c0)
   out["init_inertia"] = init_inertia
@@ -149,50 +154,95 @@ def bench(args) -> dict:
   return out
 
 
-def _pread_source(path: str, shape, dtype=np.float32):
-  """An object with .shape/.ndim/__getitem__(slice) that reads rows with pread (no mmap, no RSS)."""
-  from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
-  return km.RowFile(path, shape, dtype)
-
-
 def scale(args) -> dict:
+  import resource  # pylint: disable=g-import-not-at-top
   import psutil  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids import semantic  # pylint: disable=g-import-not-at-top
   proc = psutil.Process()
   info = machine()
   scratch = args.scratch or tempfile.mkdtemp(prefix="bench_kmeans_")
-  path = os.path.join(scratch, f"emb_{args.n}x{args.d}.npy")
+  path = os.path.join(scratch, f"emb_{args.n}x{args.d}_seed{args.seed}.f32")
   t = time.perf_counter()
   if not os.path.exists(path):
-    mm = np.lib.format.open_memmap(path + ".tmp", mode="w+", dtype=np.float32, shape=(args.n, args.d))
-    make_data(args.n, args.d, args.blobs, args.seed, out=mm)
-    mm.flush()
-    del mm
+    # Written with pwrite (not a memmap), so the data never counts towards this process's RSS.
+    out = km.RowFile.create(path + ".tmp", (args.n, args.d))
+    step = 1 << 18
+    for s0 in range(0, args.n, step):
+      m = min(step, args.n - s0)
+      out.write(s0, make_data(m, args.d, args.blobs, args.seed + s0))
+    out.close()
     os.replace(path + ".tmp", path)
   write_s = time.perf_counter() - t
-  emb = np.load(path, mmap_mode="r")
+  emb = km.RowFile(path, (args.n, args.d))
   ids = [f"t{i}" for i in range(args.n)]
-  rss_before = proc.memory_info().rss
-  peak = [rss_before]
+  peak = [proc.memory_info().rss]
+  t0 = time.perf_counter()
 
   def progress(level):
     peak[0] = max(peak[0], proc.memory_info().rss)
     print(f"level {level} done at {time.perf_counter() - t0:.1f} s, rss {proc.memory_info().rss / 2**30:.2f} GiB",
           flush=True)
 
-  t0 = time.perf_counter()
+  kmeans_kwargs = {"init": args.init, "chunk_size": args.chunk, "block_size": args.block, "tol": 1e-4}
+  if args.init == "k-means++":
+    kmeans_kwargs["init_sample_size"] = 64 * args.k
   table = semantic.build_semantic_ids(
       emb, ids, level_sizes=(args.k,) * args.levels, seed=args.seed, iterations=args.iterations, stream=True,
-      scratch_dir=scratch, progress=progress,
-      kmeans_kwargs={"init": args.init, "chunk_size": args.chunk, "tol": 1e-4})
+      scratch_dir=scratch, progress=progress, kmeans_kwargs=kmeans_kwargs)
   build_s = time.perf_counter() - t0
-  import resource  # pylint: disable=g-import-not-at-top
   maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  if not args.scratch:
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(scratch, ignore_errors=True)
   return {"mode": "scale", "n": args.n, "d": args.d, "k": args.k, "levels": args.levels,
           "iterations": args.iterations, "init": args.init, "write_data_seconds": write_s,
           "build_seconds": build_s, "peak_rss_bytes": maxrss, "peak_rss_gib": maxrss / 2**30,
           "disambiguation_size": table.level_sizes[-1], "num_disambiguated": table.meta["num_disambiguated"],
+          "duplicate_ids": table.num_duplicate_ids(),
           "levels_detail": table.meta["stats"]["levels_detail"], "machine": info}
+
+
+def cf_scale(args) -> dict:
+  """CF embeddings at scale: a random playlist x track matrix (Zipf track popularity, playlists drawn
+  around latent topics), built directly in CSR, then `fit_embeddings`; wall time and peak RSS."""
+  import resource  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import embeddings as emb_lib  # pylint: disable=g-import-not-at-top
+  info = machine()
+  rng = np.random.default_rng(args.seed)
+  num_tracks, num_playlists = args.n, args.playlists
+  t = time.perf_counter()
+  lens = rng.integers(5, 2 * args.avg_len - 5 + 1, size=num_playlists)
+  indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+  nnz = int(indptr[-1])
+  # Each playlist picks a topic; 80% of its tracks come from the topic's contiguous track range
+  # (tracks are shuffled into topics), 20% from a Zipf popularity over the catalog.
+  topics = max(1, num_tracks // 500)
+  topic_of_pl = np.repeat(rng.integers(topics, size=num_playlists), lens)
+  perm = rng.permutation(num_tracks).astype(np.int32)
+  in_topic = rng.random(nnz) < 0.8
+  topic_size = num_tracks // topics
+  local = rng.integers(topic_size, size=nnz)
+  zipf = np.minimum(rng.zipf(1.3, size=nnz) - 1, num_tracks - 1)
+  cols = np.where(in_topic, perm[np.minimum(topic_of_pl * topic_size + local, num_tracks - 1)], perm[zipf])
+  rows = np.repeat(np.arange(num_playlists), lens)
+  order = np.lexsort((cols, rows))
+  rows, cols = rows[order], cols[order].astype(np.int32)
+  keep = np.ones(nnz, bool)
+  keep[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+  rows, cols = rows[keep], cols[keep]
+  indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=num_playlists))]).astype(np.int64)
+  del order, keep, topic_of_pl, in_topic, local, zipf, rows
+  matrix = emb_lib.PlaylistMatrix(indptr=indptr, indices=cols, num_tracks=num_tracks)
+  gen_s = time.perf_counter() - t
+  rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  emb, einfo = emb_lib.fit_embeddings(matrix, args.d, seed=args.seed, power_iters=args.power_iters)
+  maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return {"mode": "cf_scale", "num_tracks": num_tracks, "num_playlists": num_playlists, "nnz": matrix.nnz,
+          "dim": args.d, "power_iters": args.power_iters, "passes": einfo.passes,
+          "generate_seconds": gen_s, "fit_seconds": einfo.seconds, "cold_tracks": einfo.num_cold_tracks,
+          "peak_rss_before_fit_gib": rss0 / 2**30, "peak_rss_gib": maxrss / 2**30,
+          "top_singular_values": einfo.singular_values[:5], "machine": info}
 
 
 def main(argv=None):
@@ -204,14 +254,20 @@ def main(argv=None):
   p.add_argument("--runs", type=int, default=3)
   p.add_argument("--sklearn_runs", type=int, default=1, help="sklearn is slow: run it this many times")
   p.add_argument("--no_sklearn", action="store_true")
+  p.add_argument("--faiss_threads", type=int, default=0, help="faiss OpenMP threads (0: faiss's default)")
   p.add_argument("--blobs", type=int, default=1024, help="Gaussian mixture components in the data")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--chunk", type=int, default=None, help="k-means chunk size (default: the library's)")
+  p.add_argument("--block", type=int, default=None, help="k-means block size (default: the library's)")
   p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-  p.add_argument("--update", default="onehot", choices=["onehot", "segment_sum"])
+  p.add_argument("--update", default="auto", choices=["auto", "onehot", "segment_sum"])
   p.add_argument("--json", default=None, help="write the results here (atomically)")
   p.add_argument("--scale", action="store_true", help="streamed semantic-ID build from a memmap")
   p.add_argument("--levels", type=int, default=3)
+  p.add_argument("--cf_scale", action="store_true", help="CF embeddings on a random n x playlists matrix")
+  p.add_argument("--playlists", type=int, default=1_000_000)
+  p.add_argument("--avg_len", type=int, default=20)
+  p.add_argument("--power_iters", type=int, default=4)
   p.add_argument("--init", default="k-means||", choices=["k-means||", "k-means++"])
   p.add_argument("--scratch", default=None, help="scale mode: where the memmap and residuals go")
   args = p.parse_args(argv)
@@ -220,8 +276,10 @@ def main(argv=None):
   from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
   if args.chunk is None:
     args.chunk = km.DEFAULT_CHUNK
+  if args.block is None:
+    args.block = km.DEFAULT_BLOCK
   try:
-    out = scale(args) if args.scale else bench(args)
+    out = cf_scale(args) if args.cf_scale else scale(args) if args.scale else bench(args)
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -146,12 +146,77 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
   return table
 
 
+def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedding_dim: int = 64,
+                       level_sizes=(64, 64, 64), seed: int = 0) -> list[dict]:
+  """Builds every strategy on one dataset; returns one row of ID properties per strategy.
+
+  "prefix purity": tracks are labelled with their dominant intent (the intent of most train playlists
+  holding them; synthetic datasets record it); purity = share of tracks whose first-token group's
+  majority intent is their own (how much the first decoding step already narrows the intent).
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  ds = _dataset(dataset_dir)
+  track_ids = [t.track_id for t in ds.tracks]
+  playlists = list(ds.playlists("train"))
+  votes = collections.defaultdict(collections.Counter)
+  for p in playlists:
+    key = tuple(sorted((p.intent or {}).items()))
+    for t in p.track_ids:
+      votes[ds.track_row[t]][key] += 1
+  dominant = np.array([hash(votes[r].most_common(1)[0][0]) if votes[r] else -r - 1 for r in range(len(track_ids))])
+
+  def purity(table):
+    first = table.codes[:, 0]
+    agree = 0
+    for code in np.unique(first):
+      members = dominant[first == code]
+      agree += collections.Counter(members.tolist()).most_common(1)[0][1]
+    return agree / len(first)
+
+  t0 = time.perf_counter()
+  rows = [[ds.track_row[t] for t in p.track_ids] for p in playlists]
+  emb, _ = emb_lib.fit_embeddings(emb_lib.PlaylistMatrix.from_playlists(rows, len(track_ids)), embedding_dim, seed=seed)
+  emb_s = time.perf_counter() - t0
+  if spm_model is None:
+    spm_model = vocab_lib.train_sentencepiece((f"{t.artist} - {t.title}" for t in ds.tracks),
+                                              os.path.join(tempfile.mkdtemp(), "spm.model"), vocab_size=2000)
+  vocab = vocab_lib.TextAndIdVocab(spm_model)
+  specs = [
+      ("content", dict(artists=[t.artist for t in ds.tracks], titles=[t.title for t in ds.tracks],
+                       encode_fn=vocab.encode)),
+      ("integer", dict(order="sequential")),
+      ("integer", dict(order="random", base=64, seed=seed)),
+      ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed)),
+      ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True)),
+      ("semantic_hkmeans", dict(embeddings=emb, level_sizes=level_sizes, seed=seed)),
+      ("semantic_hkmeans", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True)),
+  ]
+  out = []
+  for name, kw in specs:
+    t = time.perf_counter()
+    table = strategies.build_ids(name, track_ids=track_ids, **kw)
+    secs = time.perf_counter() - t
+    label = name + "".join(f" {k}={v}" for k, v in kw.items() if k in ("order", "base", "balanced"))
+    lengths = table.lengths
+    out.append({"strategy": label, "tokens_per_id_mean": float(lengths.mean()), "tokens_per_id_max": int(lengths.max()),
+                "new_vocab_tokens": table.num_id_tokens, "disambiguated_tracks": int(table.meta.get("num_disambiguated", 0)),
+                "disambiguation_size": int(table.level_sizes[-1]) if name.startswith("semantic") else 0,
+                "prefix_purity": purity(table), "build_seconds": secs + (emb_s if name.startswith("semantic") else 0.0),
+                "duplicate_ids": table.num_duplicate_ids()})
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--gin_file", action="append", default=[], help="gin/ids/*.gin")
   p.add_argument("--gin_bindings", action="append", default=[])
   p.add_argument("--strategy", default=None, help="overrides the gin file's strategy")
-  p.add_argument("--out", required=True, help="ID table dir to write (replaced atomically)")
+  p.add_argument("--out", required=True, help="ID table dir to write (replaced atomically); with --compare, "
+                 "a JSON file for the comparison rows")
+  p.add_argument("--compare", action="store_true",
+                 help="build every strategy on --dataset_dir and print a markdown table of ID properties")
   p.add_argument("--embeddings", default=None)
   p.add_argument("--dataset_dir", default=None)
   p.add_argument("--spm_model", default=None)
@@ -162,6 +227,18 @@ def main(argv=None) -> int:
     for f in args.gin_file:
       if not os.path.exists(f):
         raise UserInputError(f"--gin_file {f}: not found")
+    if args.compare:
+      if not args.dataset_dir:
+        raise UserInputError("--compare needs --dataset_dir")
+      rows = compare_strategies(args.dataset_dir, args.spm_model)
+      from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
+      io_utils.write_json(args.out, rows)
+      cols = list(rows[0])
+      print("| " + " | ".join(cols) + " |")
+      print("|" + "---|" * len(cols))
+      for r in rows:
+        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+      return 0
     gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings)
     overrides = {"out_dir": args.out, "plots": not args.no_plots, "progress": not args.no_progress}

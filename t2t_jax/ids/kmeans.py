@@ -5,20 +5,30 @@ project (TPU/GPU/CPU), shards the assignment over all devices and reduces centro
 and streams data from an `np.memmap`, so N is not bound by device memory.  tools/bench_kmeans.py
 measures it against faiss-cpu and scikit-learn on the same data and initial centroids.
 
-The Lloyd step, per chunk of B points (x_BxD), centroids c_KxD:
+The Lloyd step, per block of B points (x_BxD, B = `block_size`, 1024 by default), centroids c_KxD:
   scores_BxK = x_BxD @ (-2 c_KxD)^T + ||c||^2_K          (one matmul; ||x||^2 only for the inertia)
-  labels_B   = argmin_K scores_BxK
-  sums_KxD  += one_hot(labels_B)^T @ x_BxD              (a second matmul, no scatter; see `update`)
-  counts_K  += sum_B one_hot(labels_B)
-Accumulation is float32 (`preferred_element_type`) whatever the matmul input dtype.
+  min_B      = min_K scores_BxK;  labels_B = first k with scores_BxK == min_B   (exact argmin)
+  sums_KxD  += segment_sum(x_BxD, labels_B)  on CPU, or one_hot(labels_B)^T @ x_BxD (matmul, no
+               scatter) on GPU/TPU -- `update="auto"`; both selectable
+  counts_K  += the same for ones
+Accumulation is float32 (`preferred_element_type`) whatever the matmul input dtype ("fp32" or "bf16").
+Measured on the 2-core AMD EPYC (Zen 4) CPU this was tuned on (tools/bench_kmeans.py, medians):
+  * block size: 512-2048 rows keep the B x K scores in L2 between the matmul and the reductions;
+    16384 rows were 3x slower per point;
+  * argmin: XLA:CPU's variadic (value, index) reduce cost 2-10x the matmul; min + "first index equal
+    to the min" (two vectorised reductions) removed that;
+  * centroid sums: segment_sum (an N x D scatter-add) took ~3 ms per 65536 x 64 block against
+    ~800 ms for the N x K x D one-hot matmul; on accelerators the matmul is the right choice;
+  * bf16 matmul inputs were slower than fp32 on this CPU (no gain to trade accuracy for).
 
 Two data paths, same numbers:
   * in memory: the whole (padded) array lives on the devices as [C, B, D] and one jitted call runs a
-    `lax.scan` over the C chunks (no Python per chunk);
-  * streamed (`np.memmap` or `stream=True`): chunks are read from the host one at a time and put on
+    `lax.scan` over the C blocks (no Python per block);
+  * streamed (`np.memmap`, `RowFile`, or `stream=True`): `chunk_size` rows at a time are read from the
+    host (pread for RowFile: no mapping, RSS stays at one chunk), stacked into blocks and scanned on
     the devices; only K x D partial sums stay resident.
-With a `mesh`, each chunk is sharded over the mesh's data axis (`shard_map`), every device assigns its
-rows, and partial sums/counts/inertia are `psum`-reduced: results match one device up to float
+With a `mesh`, every block is sharded over the mesh's data axis (`shard_map`), every device assigns
+its rows, and partial sums/counts/inertia are `psum`-reduced: results match one device up to float
 summation order.
 
 Empty clusters are repaired the faiss way (split the largest cluster: copy its centroid with a
@@ -42,7 +52,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from t2t_jax.errors import UserInputError
 
-DEFAULT_CHUNK = 16384
+DEFAULT_CHUNK = 65536  # Rows per host -> device transfer when streaming.
+DEFAULT_BLOCK = 1024  # Rows per scanned block inside the kernels.
 _EPS_SPLIT = 1.0 / 1024.0
 
 
@@ -76,7 +87,8 @@ class RowFile:
   def open_npy(cls, path: str) -> "RowFile":
     with open(path, "rb") as f:
       version = np.lib.format.read_magic(f)
-      shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
+      read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+      shape, fortran, dtype = read_header(f)
       offset = f.tell()
     if fortran or len(shape) != 2:
       raise UserInputError(f"{path}: expected a C-order 2-D array, got shape {shape}")
@@ -176,9 +188,12 @@ def _chunk_stats(x_BxD, w_B, c_KxD, *, matmul_dtype, update: str):
   c_sq_K = jnp.sum(c_KxD * c_KxD, axis=1)
   scores_BxK = jnp.dot(x32.astype(matmul_dtype), (-2.0 * c_KxD).astype(matmul_dtype).T,
                        preferred_element_type=jnp.float32) + c_sq_K[None, :]
-  labels_B = jnp.argmin(scores_BxK, axis=1).astype(jnp.int32)
+  # argmin as min + first index attaining it: two plain reductions that XLA:CPU vectorises; its
+  # variadic (value, index) argmin reduce was 2-10x slower than the matmul itself (measured).
+  min_B = jnp.min(scores_BxK, axis=1)
+  labels_B = jnp.min(jnp.where(scores_BxK == min_B[:, None], jnp.arange(k, dtype=jnp.int32)[None, :], k), axis=1)
   x_sq_B = jnp.sum(x32 * x32, axis=1)
-  min_sqdist_B = jnp.maximum(jnp.min(scores_BxK, axis=1) + x_sq_B, 0.0)
+  min_sqdist_B = jnp.maximum(min_B + x_sq_B, 0.0)
   inertia = jnp.sum(w_B * min_sqdist_B)
   if update == "onehot":
     onehot_BxK = (labels_B[:, None] == jnp.arange(k, dtype=jnp.int32)[None, :]).astype(jnp.float32)
@@ -193,6 +208,15 @@ def _chunk_stats(x_BxD, w_B, c_KxD, *, matmul_dtype, update: str):
   return (sums_KxD, counts_K, inertia), (labels_B, min_sqdist_B)
 
 
+def resolve_update(update: str) -> str:
+  """'auto' -> 'segment_sum' on CPU (a sorted-free scatter-add of N x D floats: ~100x cheaper there than
+  the N x K x D one-hot matmul, measured), 'onehot' on GPU/TPU (a matmul on the MXU/tensor cores,
+  where scatters serialise)."""
+  if update == "auto":
+    return "segment_sum" if jax.default_backend() == "cpu" else "onehot"
+  return update
+
+
 def _matmul_dtype(precision: str):
   if precision == "fp32":
     return jnp.float32
@@ -202,7 +226,12 @@ def _matmul_dtype(precision: str):
 
 
 class _Engine:
-  """Jitted, optionally mesh-sharded per-chunk and scanned kernels, built once per configuration."""
+  """Jitted, optionally mesh-sharded kernels over [C, B, D] stacks of blocks, built once per config.
+
+  Every kernel scans over C blocks of B rows: B (`block_size`, ~1024) keeps the B x K score matrix in
+  cache between the matmul and the reductions (the measured sweet spot on CPU was 512-2048 rows;
+  16384 was 3x slower).  With a mesh, the B axis is sharded over the devices.
+  """
 
   def __init__(self, mesh: Mesh | None, axis: str, precision: str, update: str):
     self.mesh, self.axis = mesh, axis
@@ -213,7 +242,7 @@ class _Engine:
       def body(carry, xw):
         stats, _ = step(xw[0], xw[1], c_KxD)
         return jax.tree.map(jnp.add, carry, stats), None
-      # The first chunk's stats start the carry (zeros would not be device-varying under shard_map).
+      # The first block's stats start the carry (zeros would not be device-varying under shard_map).
       init, _ = step(x_CxBxD[0], w_CxB[0], c_KxD)
       out, _ = jax.lax.scan(body, init, (x_CxBxD[1:], w_CxB[1:]))
       return out
@@ -225,16 +254,10 @@ class _Engine:
       _, out = jax.lax.scan(body, None, x_CxBxD)
       return out
 
-    def chunk_stats(x_BxD, w_B, c_KxD):
-      stats, (labels_B, d_B) = step(x_BxD, w_B, c_KxD)
-      return stats, labels_B, d_B
-
     if mesh is None:
       self.scan_stats = jax.jit(scan_stats)
       self.scan_assign = jax.jit(scan_assign)
-      self.chunk_stats = jax.jit(chunk_stats)
-      self.data_sharding = None
-      self.stack_sharding = None
+      self.x_sharding = self.w_sharding = None
     else:
       a = axis
       psum = lambda t: jax.tree.map(lambda v: jax.lax.psum(v, a), t)
@@ -243,19 +266,18 @@ class _Engine:
           in_specs=(P(None, a, None), P(None, a), P()), out_specs=P()))
       self.scan_assign = jax.jit(jax.shard_map(
           scan_assign, mesh=mesh, in_specs=(P(None, a, None), P()), out_specs=(P(None, a), P(None, a))))
+      self.x_sharding = NamedSharding(mesh, P(None, a, None))
+      self.w_sharding = NamedSharding(mesh, P(None, a))
 
-      def chunk_sharded(x, w, c):
-        stats, labels_B, d_B = chunk_stats(x, w, c)
-        return psum(stats), labels_B, d_B
-      self.chunk_stats = jax.jit(jax.shard_map(
-          chunk_sharded, mesh=mesh, in_specs=(P(a, None), P(a), P()), out_specs=(P(), P(a), P(a))))
-      self.data_sharding = NamedSharding(mesh, P(a, None))
-      self.stack_sharding = NamedSharding(mesh, P(None, a, None))
+  def put(self, x_CxBxD: np.ndarray, w_CxB: np.ndarray):
+    if self.mesh is None:
+      return jnp.asarray(x_CxBxD), jnp.asarray(w_CxB)
+    return jax.device_put(x_CxBxD, self.x_sharding), jax.device_put(w_CxB, self.w_sharding)
 
 
 @functools.lru_cache(maxsize=32)
 def _engine(mesh, axis, precision, update) -> _Engine:
-  return _Engine(mesh, axis, precision, update)
+  return _Engine(mesh, axis, precision, resolve_update(update))
 
 
 # ----------------------------------------------------------------------------------------------- #
@@ -263,51 +285,43 @@ def _engine(mesh, axis, precision, update) -> _Engine:
 
 
 class _Source:
-  """Iterates fixed-size, zero-weight-padded chunks of the data; in-memory data is stacked once."""
+  """Blocks of the data, zero-weight padded: in memory stacked once, or streamed chunk by chunk
+  (each chunk = `chunk_size` rows read from the host, stacked into blocks and scanned on device)."""
 
-  def __init__(self, x_NxD, chunk_size: int, engine: _Engine, stream: bool | None):
+  def __init__(self, x_NxD, chunk_size: int, engine: _Engine, stream: bool | None,
+               block_size: int = DEFAULT_BLOCK):
     self.x, self.engine = x_NxD, engine
     self.n, self.d = x_NxD.shape
     shards = engine.num_shards
-    # Power-of-two chunks for small inputs: many small k-means calls (hierarchical IDs) share compiles.
-    chunk = max(shards, min(int(chunk_size), _next_pow2(self.n)))
-    self.chunk = _round_up(chunk, shards)
-    self.num_chunks = -(-self.n // self.chunk)
+    # Power-of-two blocks for small inputs: many small k-means calls (hierarchical IDs) share compiles.
+    self.block = _round_up(max(1, min(int(block_size), _next_pow2(self.n))), shards)
+    self.chunk = _round_up(max(int(chunk_size), self.block), self.block)
     if stream is None:
       stream = is_streamed(x_NxD)
     self.stream = stream
     self.stacked = None
     if not stream:
-      pad = self.num_chunks * self.chunk - self.n
       x = np.asarray(x_NxD, dtype=np.float32)
-      if pad:
-        x = np.concatenate([x, np.zeros((pad, self.d), np.float32)])
-      w = np.ones((self.num_chunks * self.chunk,), np.float32)
-      w[self.n:] = 0.0
-      x_CxBxD = x.reshape(self.num_chunks, self.chunk, self.d)
-      w_CxB = w.reshape(self.num_chunks, self.chunk)
-      if engine.mesh is None:
-        self.stacked = (jnp.asarray(x_CxBxD), jnp.asarray(w_CxB))
-      else:
-        self.stacked = (jax.device_put(x_CxBxD, engine.stack_sharding),
-                        jax.device_put(w_CxB, NamedSharding(engine.mesh, P(None, engine.axis))))
+      self.stacked = engine.put(*self._stack(x))
+
+  def _stack(self, x: np.ndarray):
+    """[C, B, D] blocks and [C, B] weights (0 on padding rows) of `x`."""
+    rows = x.shape[0]
+    c = -(-rows // self.block)
+    pad = c * self.block - rows
+    if pad:
+      x = np.concatenate([x, np.zeros((pad, self.d), np.float32)])
+    w = np.ones((c * self.block,), np.float32)
+    if pad:
+      w[rows:] = 0.0
+    return x.reshape(c, self.block, self.d), w.reshape(c, self.block)
 
   def chunks(self) -> Iterator[tuple[int, int, jax.Array, jax.Array]]:
-    """(start, valid_rows, x_BxD, w_B) on device; the last chunk is zero-padded with weight 0."""
-    eng = self.engine
-    for i in range(self.num_chunks):
-      start = i * self.chunk
+    """(start, valid_rows, x_CxBxD, w_CxB) on device, chunk by chunk from the host."""
+    for start in range(0, self.n, self.chunk):
       block = np.asarray(self.x[start:start + self.chunk], dtype=np.float32)
-      valid = block.shape[0]
-      w = np.ones((self.chunk,), np.float32)
-      if valid < self.chunk:
-        block = np.concatenate([block, np.zeros((self.chunk - valid, self.d), np.float32)])
-        w[valid:] = 0.0
-      if eng.mesh is None:
-        yield start, valid, jnp.asarray(block), jnp.asarray(w)
-      else:
-        yield (start, valid, jax.device_put(block, eng.data_sharding),
-               jax.device_put(w, NamedSharding(eng.mesh, P(eng.axis))))
+      x, w = self.engine.put(*self._stack(block))
+      yield start, block.shape[0], x, w
 
   def stats(self, c_KxD):
     """(sums_KxD, counts_K, inertia) over all points for centroids c."""
@@ -316,7 +330,7 @@ class _Source:
       return eng.scan_stats(self.stacked[0], self.stacked[1], c_KxD)
     total = None
     for _, _, x, w in self.chunks():
-      stats, _, _ = eng.chunk_stats(x, w, c_KxD)
+      stats = eng.scan_stats(x, w, c_KxD)
       total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     return total
 
@@ -329,10 +343,10 @@ class _Source:
               np.asarray(dist).reshape(-1)[:self.n].astype(np.float32))
     labels_N = np.empty((self.n,), np.int32)
     dist_N = np.empty((self.n,), np.float32)
-    for start, valid, x, w in self.chunks():
-      _, labels, dist = eng.chunk_stats(x, w, c_KxD)
-      labels_N[start:start + valid] = np.asarray(labels)[:valid]
-      dist_N[start:start + valid] = np.asarray(dist)[:valid]
+    for start, valid, x, _ in self.chunks():
+      labels, dist = eng.scan_assign(x, c_KxD)
+      labels_N[start:start + valid] = np.asarray(labels).reshape(-1)[:valid]
+      dist_N[start:start + valid] = np.asarray(dist).reshape(-1)[:valid]
     return labels_N, dist_N
 
 
@@ -412,8 +426,9 @@ def kmeans_plusplus(x_NxD, k: int, *, seed: int = 0, weights_N=None, sample_size
 
 
 def kmeans_parallel_init(x_NxD, k: int, *, seed: int = 0, rounds: int = 5, oversampling: float = 2.0,
-                         chunk_size: int = DEFAULT_CHUNK, mesh: Mesh | None = None, axis: str = "data",
-                         stream: bool | None = None, local_iterations: int = 20) -> np.ndarray:
+                         chunk_size: int = DEFAULT_CHUNK, block_size: int = DEFAULT_BLOCK,
+                         mesh: Mesh | None = None, axis: str = "data", stream: bool | None = None,
+                         local_iterations: int = 20) -> np.ndarray:
   """k-means|| (Bahmani et al. 2012): `rounds` streamed passes, each sampling ~oversampling*k points
   with probability proportional to their squared distance to the current candidates; the
   candidates are weighted by how many points they are nearest to and reduced to k by k-means++ and
@@ -423,11 +438,17 @@ def kmeans_parallel_init(x_NxD, k: int, *, seed: int = 0, rounds: int = 5, overs
   n = x_NxD.shape[0]
   if k > n:
     raise UserInputError(f"k-means: K={k} is larger than the number of points N={n}")
-  eng = _engine(mesh, axis, "fp32", "onehot")
-  src = _Source(x_NxD, chunk_size, eng, stream)
+  eng = _engine(mesh, axis, "fp32", "auto")
+  src = _Source(x_NxD, chunk_size, eng, stream, block_size)
   rng = np.random.default_rng([seed, 0x6B6D])
+  def assign_padded(c):
+    # Pad the centroid count to a power of two with copies of c[0] (ties go to the lowest index, so
+    # copies never win): the rounds' varying candidate counts then share a few compiles.
+    pad = _next_pow2(c.shape[0]) - c.shape[0]
+    return src.assign(jnp.asarray(np.concatenate([c, np.repeat(c[:1], pad, axis=0)]) if pad else c))
+
   cand = np.asarray(x_NxD[int(rng.integers(n))], np.float32)[None, :]
-  _, dist_N = src.assign(jnp.asarray(cand))
+  _, dist_N = assign_padded(cand)
   ell = oversampling * k
   for r in range(rounds):
     phi = float(dist_N.astype(np.float64).sum())
@@ -439,12 +460,12 @@ def kmeans_parallel_init(x_NxD, k: int, *, seed: int = 0, rounds: int = 5, overs
       continue
     new = np.asarray(x_NxD[pick], np.float32)
     cand = np.concatenate([cand, new])
-    _, d_new = src.assign(jnp.asarray(new))
+    _, d_new = assign_padded(new)
     dist_N = np.minimum(dist_N, d_new)
   if cand.shape[0] < k:  # Degenerate (many duplicate points): top up with uniform rows.
     extra = np.random.default_rng([seed, 0xE]).choice(n, size=k - cand.shape[0], replace=False)
     cand = np.concatenate([cand, np.asarray(x_NxD[np.sort(extra)], np.float32)])
-  labels_N, _ = src.assign(jnp.asarray(cand))
+  labels_N, _ = assign_padded(cand)
   w = np.bincount(labels_N, minlength=cand.shape[0]).astype(np.float32)
   keep = w > 0
   if keep.sum() >= k:
@@ -491,7 +512,8 @@ def _repair_empty(sums_KxD: np.ndarray, counts_K: np.ndarray, old_KxD: np.ndarra
 
 def kmeans(x_NxD, k: int, *, iterations: int = 20, tol: float = 1e-4, seed: int = 0,
            init: str = "k-means++", init_centroids_KxD=None, init_sample_size: int | None = 65536,
-           chunk_size: int = DEFAULT_CHUNK, precision: str = "fp32", update: str = "onehot",
+           chunk_size: int = DEFAULT_CHUNK, block_size: int = DEFAULT_BLOCK, precision: str = "fp32",
+           update: str = "auto",
            mesh: Mesh | None = None, axis: str = "data", stream: bool | None = None,
            check_finite: bool = True, callback: Callable[[int, float], None] | None = None) -> KMeansResult:
   """Lloyd's k-means.  `x_NxD`: float array or np.memmap [N, D].
@@ -500,7 +522,8 @@ def kmeans(x_NxD, k: int, *, iterations: int = 20, tol: float = 1e-4, seed: int 
         "k-means||" (streamed passes, for data bigger than memory), "random" (k distinct rows), or
         pass `init_centroids_KxD`.
   precision: "fp32" or "bf16" matmul inputs for the assignment scores (accumulation is always fp32).
-  update: "onehot" (matmul, no scatter) or "segment_sum" for the centroid sums.
+  update: "onehot" (matmul, no scatter), "segment_sum", or "auto" (see `resolve_update`).
+  chunk_size: rows per host read when streaming; block_size: rows per scanned block in the kernel.
   mesh/axis: shard points over `mesh.shape[axis]` devices; stream: force the streamed path
   (default: streamed for np.memmap input).  callback(iteration, inertia) after every iteration.
   """
@@ -518,7 +541,8 @@ def kmeans(x_NxD, k: int, *, iterations: int = 20, tol: float = 1e-4, seed: int 
   elif init == "k-means++":
     c = kmeans_plusplus(x_NxD, k, seed=seed, sample_size=init_sample_size)
   elif init == "k-means||":
-    c = kmeans_parallel_init(x_NxD, k, seed=seed, chunk_size=chunk_size, mesh=mesh, axis=axis, stream=stream)
+    c = kmeans_parallel_init(x_NxD, k, seed=seed, chunk_size=chunk_size, block_size=block_size, mesh=mesh,
+                             axis=axis, stream=stream)
   elif init == "random":
     rows = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
     c = np.asarray(x_NxD[rows], np.float32)
@@ -526,7 +550,7 @@ def kmeans(x_NxD, k: int, *, iterations: int = 20, tol: float = 1e-4, seed: int 
     raise UserInputError(f"k-means: unknown init {init!r} (k-means++, k-means||, random)")
   init_seconds = time.perf_counter() - t0
   eng = _engine(mesh, axis, precision, update)
-  src = _Source(x_NxD, chunk_size, eng, stream)
+  src = _Source(x_NxD, chunk_size, eng, stream, block_size)
   history, repaired, it = [], 0, 0
   c_dev = jnp.asarray(c)
   for it in range(1, iterations + 1):
@@ -547,11 +571,11 @@ def kmeans(x_NxD, k: int, *, iterations: int = 20, tol: float = 1e-4, seed: int 
                       seconds=time.perf_counter() - t0, init_seconds=init_seconds)
 
 
-def assign(x_NxD, centroids_KxD, *, chunk_size: int = DEFAULT_CHUNK, mesh: Mesh | None = None,
-           axis: str = "data", stream: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def assign(x_NxD, centroids_KxD, *, chunk_size: int = DEFAULT_CHUNK, block_size: int = DEFAULT_BLOCK,
+           mesh: Mesh | None = None, axis: str = "data", stream: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Nearest centroid per point: (labels_N int32, squared distance_N float32)."""
-  eng = _engine(mesh, axis, "fp32", "onehot")
-  src = _Source(x_NxD, chunk_size, eng, stream)
+  eng = _engine(mesh, axis, "fp32", "auto")
+  src = _Source(x_NxD, chunk_size, eng, stream, block_size)
   return src.assign(jnp.asarray(np.asarray(centroids_KxD, np.float32)))
 
 
