@@ -51,11 +51,52 @@ def _recommend_parser(sub) -> None:
   p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
 
+def _export_parser(sub) -> None:
+  p = sub.add_parser(
+      "export", help="export a model dir to a portable dir (jax.export function, weights, vocab, IDs)",
+      description=(
+          "Serializes the whole recommend function (tokenised prompts -> top-K track rows and scores, "
+          "constrained beam search included) with jax.export, batch dimension symbolic, next to its "
+          "weights and trie (arrays.safetensors), the SentencePiece model, the ID table, the track list, "
+          "the weights in Hugging Face T5 naming (hf/) and export_runtime.py, which runs it with only "
+          "numpy, jax and sentencepiece installed."),
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--model_dir", required=True, help="a model dir written by training / quickstart")
+  p.add_argument("--out", required=True, help="export dir to write (replaced atomically)")
+  p.add_argument("-k", "--k", type=int, default=10, help="tracks returned per prompt")
+  p.add_argument("--beam_size", type=int, default=None, help="beam width (default: the model dir's; >= k)")
+  p.add_argument("--platforms", default="cpu,cuda", help="lowering targets (comma-separated)")
+  p.add_argument("--no_hf", action="store_true", help="skip the Hugging Face safetensors copy of the weights")
+
+
+def _serve_parser(sub) -> None:
+  p = sub.add_parser(
+      "serve", help="HTTP JSON endpoint: POST /recommend, GET /health",
+      description=(
+          "Serves a model dir over HTTP. POST /recommend with {\"prompt\": str} or {\"prompts\": [str, ...]} "
+          "and optional \"k\"; concurrent requests are gathered for a few ms into one padded batch."),
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--model_dir", required=True, help="a model dir written by training / quickstart")
+  p.add_argument("--host", default="127.0.0.1", help="address to bind")
+  p.add_argument("--port", type=int, default=8080, help="port (0: any free port, printed at start)")
+  p.add_argument("-k", "--k", type=int, default=10, help="default tracks per prompt")
+  p.add_argument("--max_k", type=int, default=100, help="largest k a request may ask for")
+  p.add_argument("--max_batch", type=int, default=32, help="most prompts in one device call")
+  p.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a batch waits for more requests")
+  p.add_argument("--max_prompts", type=int, default=32, help="most prompts in one request")
+  p.add_argument("--max_body_bytes", type=int, default=64 * 1024, help="largest request body")
+  p.add_argument("--no_warmup", action="store_true", help="skip compiling the default k's batch shapes at start")
+  p.add_argument("--max_uptime_s", type=float, default=0.0,
+                 help="stop by itself after this many seconds (0: run until SIGINT/SIGTERM)")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="t2t", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   _quickstart_parser(sub)
   _recommend_parser(sub)
+  _export_parser(sub)
+  _serve_parser(sub)
   args = parser.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
@@ -66,6 +107,12 @@ def main(argv=None) -> int:
     elif args.command == "recommend":
       from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
       recommend.run_from_args(args)
+    elif args.command == "export":
+      from t2t_jax import export  # pylint: disable=g-import-not-at-top
+      export.run_from_args(args)
+    elif args.command == "serve":
+      from t2t_jax import serve  # pylint: disable=g-import-not-at-top
+      serve.run_from_args(args)
   except UserInputError as e:
     print(f"t2t: error: {e}", file=sys.stderr)
     return 2

@@ -1,0 +1,237 @@
+"""`t2t export`: a model dir -> a portable export dir (jax.export function + arrays + vocabulary + IDs).
+
+The whole recommend function (tokenised prompts in, top-K ID-table rows and scores out: T5 encoder,
+KV-cached decoder, constrained beam search over the catalog trie) is lowered once with a symbolic
+batch dimension and serialized with `jax.export`.  Weights and the trie arrays are *arguments* of that
+function, stored beside it in `arrays.safetensors`, not constants baked into the StableHLO: the module
+then stays the same size whatever the catalog (baking measured +2.4 KB of module per 1.8 KB of trie on a
+300-track catalog: the trie's bytes again inside the protobuf, which is capped at 2 GB and slows
+compilation for large catalogs), and the same bytes are readable by other tools.
+
+The export dir is read by `t2t_jax.export_runtime` (numpy + jax + sentencepiece only), which is copied
+into it; see that module for the layout.  The weights are also written in Hugging Face T5 naming
+(`hf/model.safetensors` + `hf/config.json`, loadable by `transformers.T5ForConditionalGeneration`).
+The output dir is written atomically.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t2t_jax import export_runtime as rt
+from t2t_jax import io_utils
+from t2t_jax.errors import UserInputError
+
+DEFAULT_PLATFORMS = ("cpu", "cuda")
+KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+HF_DIR = "hf"
+
+
+def flatten_params(params) -> dict:
+  """Nested param dict -> {"encoder/layers_0/attention/query/kernel": np.ndarray}."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  flat = flax.traverse_util.flatten_dict(nn.unbox(params), sep="/")
+  return {k: np.asarray(jax.device_get(v)) for k, v in sorted(flat.items())}
+
+
+def _unflatten(flat: dict) -> dict:
+  """{"a/b": x} -> {"a": {"b": x}}."""
+  tree: dict = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def _hf_weights(config, params):
+  """(HF T5 state dict as numpy, HF config dict, provenance) for our param tree."""
+  try:
+    from t2t_jax import hf_convert  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    hf_convert = None
+  if hf_convert is not None and hasattr(hf_convert, "to_hf_state_dict"):
+    state = hf_convert.to_hf_state_dict(params, config)
+    hf_config = hf_convert.hf_config(config) if hasattr(hf_convert, "hf_config") else hf_config_dict(config)
+    return {k: np.asarray(v) for k, v in state.items()}, hf_config, "t2t_jax.hf_convert"
+  return to_hf_state_dict(params, config), hf_config_dict(config), "t2t_jax.export"
+
+
+def to_hf_state_dict(params, config) -> dict:
+  """Our T5.1.1 param tree -> Hugging Face `T5ForConditionalGeneration` state dict (numpy).
+
+  HF Linear weights are [out, in], ours [in, out]: every kernel is transposed; the relative position
+  tables are [buckets, heads] in HF, [heads, buckets] here.  The shared input embedding is written once,
+  as `shared.weight` (HF's encoder/decoder.embed_tokens are that same module; `save_pretrained` also
+  drops them); the LM head is untied (T5.1.1).
+  """
+  p = flatten_params(params)
+  out = {}
+
+  def put(hf_name, ours, transpose=False):
+    a = p[ours]
+    out[hf_name] = np.ascontiguousarray(a.T if transpose else a)
+
+  put("shared.weight", "token_embedder/embedding")
+  attn = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
+  mlp = (("wi_0", "wi_0"), ("wi_1", "wi_1"), ("wo", "wo"))
+  for i in range(config.num_encoder_layers):
+    hf, ours = f"encoder.block.{i}.layer", f"encoder/layers_{i}"
+    for a, b in attn:
+      put(f"{hf}.0.SelfAttention.{a}.weight", f"{ours}/attention/{b}/kernel", True)
+    put(f"{hf}.0.layer_norm.weight", f"{ours}/pre_attention_layer_norm/scale")
+    for a, b in mlp:
+      put(f"{hf}.1.DenseReluDense.{a}.weight", f"{ours}/mlp/{b}/kernel", True)
+    put(f"{hf}.1.layer_norm.weight", f"{ours}/pre_mlp_layer_norm/scale")
+  put("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+      "encoder/relpos_bias/rel_embedding", True)
+  put("encoder.final_layer_norm.weight", "encoder/encoder_norm/scale")
+  for i in range(config.num_decoder_layers):
+    hf, ours = f"decoder.block.{i}.layer", f"decoder/layers_{i}"
+    for a, b in attn:
+      put(f"{hf}.0.SelfAttention.{a}.weight", f"{ours}/self_attention/{b}/kernel", True)
+      put(f"{hf}.1.EncDecAttention.{a}.weight", f"{ours}/encoder_decoder_attention/{b}/kernel", True)
+    put(f"{hf}.0.layer_norm.weight", f"{ours}/pre_self_attention_layer_norm/scale")
+    put(f"{hf}.1.layer_norm.weight", f"{ours}/pre_cross_attention_layer_norm/scale")
+    for a, b in mlp:
+      put(f"{hf}.2.DenseReluDense.{a}.weight", f"{ours}/mlp/{b}/kernel", True)
+    put(f"{hf}.2.layer_norm.weight", f"{ours}/pre_mlp_layer_norm/scale")
+  put("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+      "decoder/relpos_bias/rel_embedding", True)
+  put("decoder.final_layer_norm.weight", "decoder/decoder_norm/scale")
+  put("lm_head.weight", "decoder/logits_dense/kernel", True)
+  return out
+
+
+def hf_config_dict(config) -> dict:
+  """`transformers.T5Config` fields for our T5.1.1 config (gated-GELU, untied LM head)."""
+  return {
+      "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+      "vocab_size": config.vocab_size, "d_model": config.emb_dim, "d_kv": config.head_dim,
+      "d_ff": config.mlp_dim, "num_layers": config.num_encoder_layers,
+      "num_decoder_layers": config.num_decoder_layers, "num_heads": config.num_heads,
+      "relative_attention_num_buckets": config.relative_attention_num_buckets,
+      "relative_attention_max_distance": config.relative_attention_max_distance,
+      "dropout_rate": config.dropout_rate, "layer_norm_epsilon": config.layer_norm_epsilon,
+      "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False, "is_encoder_decoder": True,
+      "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+      "torch_dtype": config.param_dtype,
+  }
+
+
+def _write_safetensors(path: str, arrays: dict, metadata: dict | None = None) -> None:
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path, metadata=metadata)
+
+
+def _platforms(text) -> tuple:
+  plats = tuple(p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip())
+  bad = [p for p in plats if p not in KNOWN_PLATFORMS]
+  if not plats or bad:
+    raise UserInputError(f"--platforms must be a comma-separated subset of {KNOWN_PLATFORMS}, got {text!r}")
+  return plats
+
+
+def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | None = None,
+                 platforms=DEFAULT_PLATFORMS, hf_weights: bool = True) -> dict:
+  """Exports MODEL_DIR's recommender to OUT_DIR (atomically); returns the manifest.
+
+  Args:
+    model_dir: a model dir (checkpoint + assets/, see t2t_jax.recommend).
+    out_dir: the export dir to write (replaced if it exists).
+    k: tracks returned per prompt by the exported function (the runtime may ask for fewer).
+    beam_size: beam width (default: the model dir's; at least k).
+    platforms: lowering targets, e.g. ("cpu", "cuda"); lowering needs no such device.
+    hf_weights: also write hf/model.safetensors + hf/config.json.
+  """
+  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
+  plats = _platforms(platforms)
+  rec = recommend.Recommender.load(model_dir, beam_size=beam_size)
+  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= rec.id_table.num_tracks:
+    raise UserInputError(f"-k must be in [1, {rec.id_table.num_tracks}], got {k!r}")
+  beam = max(rec.beam_size, k)
+  index = rec.index
+  fn = generate.make_recommend_fn(rec.model, index, beam_size=beam, top_k=k)
+
+  def recommend_fn(params_flat, index_arrays, tokens_BxL):
+    params = _unflatten(params_flat)
+    ix = dataclasses.replace(index, **index_arrays)
+    return fn(params, tokens_BxL, index=ix)
+
+  params_flat = flatten_params(rec.params)
+  index_arrays = {"child_start": np.asarray(index.child_start), "token": np.asarray(index.token),
+                  "terminal_row": np.asarray(index.terminal_row)}
+  spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)
+  tokens_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {rec.inputs_length}"), jnp.int32)
+  t0 = time.time()
+  exported = jax.export.export(jax.jit(recommend_fn), platforms=plats)(
+      jax.tree.map(spec, params_flat), jax.tree.map(spec, index_arrays), tokens_spec)
+  serialized = exported.serialize()
+  lower_s = time.time() - t0
+
+  config = rec.model.config
+  manifest = {
+      "format": rt.FORMAT, "format_version": rt.FORMAT_VERSION,
+      "function": rt.FUNCTION_FILE, "arrays": rt.ARRAYS_FILE, "tracks": rt.TRACKS_FILE,
+      "inputs_length": rec.inputs_length, "top_k": k, "beam_size": beam,
+      "max_decode_len": int(index.max_depth), "max_prompt_chars": 512,
+      "num_tracks": rec.id_table.num_tracks, "id_strategy": rec.id_table.strategy,
+      "vocab": {"spm": rt.SPM_FILE, "text_vocab_size": rec.vocab.text_vocab_size,
+                "id_level_sizes": list(rec.vocab.id_level_sizes), "vocab_size": rec.vocab.vocab_size,
+                "pad_id": 0, "eos_id": 1, "unk_id": 2},
+      "signature": {"inputs": ["params", "index", f"tokens int32[b, {rec.inputs_length}]"],
+                    "outputs": [f"rows int32[b, {k}]", f"scores float32[b, {k}]"]},
+      "platforms": list(exported.platforms),
+      "calling_convention_version": exported.calling_convention_version,
+      "jax_version": jax.__version__, "model_config": dataclasses.asdict(config),
+      "source_model_dir": os.path.abspath(model_dir), "lowering_seconds": round(lower_s, 2),
+  }
+  with io_utils.atomic_dir(out_dir) as tmp:
+    with open(os.path.join(tmp, rt.FUNCTION_FILE), "wb") as f:
+      f.write(serialized)
+    arrays = {rt.PARAMS_PREFIX + n: a for n, a in params_flat.items()}
+    arrays.update({rt.INDEX_PREFIX + n: a for n, a in index_arrays.items()})
+    _write_safetensors(os.path.join(tmp, rt.ARRAYS_FILE), arrays, {"format": rt.FORMAT})
+    assets = os.path.join(model_dir, recommend.ASSETS)
+    shutil.copyfile(os.path.join(assets, recommend.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
+    rec.id_table.save(os.path.join(tmp, recommend.IDS_DIR))
+    manifest["ids_dir"] = recommend.IDS_DIR
+    with open(os.path.join(tmp, rt.TRACKS_FILE), "w", encoding="utf-8") as f:
+      for tid in rec.id_table.track_ids:
+        t = rec.tracks.get(tid)
+        f.write(json.dumps({"track_id": tid, "artist": t.artist if t else "",
+                            "title": t.title if t else ""}, ensure_ascii=False) + "\n")
+    shutil.copyfile(rt.__file__, os.path.join(tmp, "export_runtime.py"))
+    if hf_weights:
+      state, hf_config, source = _hf_weights(config, rec.params)
+      os.makedirs(os.path.join(tmp, HF_DIR))
+      _write_safetensors(os.path.join(tmp, HF_DIR, "model.safetensors"), state, {"format": "pt"})
+      io_utils.write_json(os.path.join(tmp, HF_DIR, "config.json"), hf_config)
+      manifest["hf"] = {"dir": HF_DIR, "converter": source}
+    manifest["file_bytes"] = {
+        os.path.relpath(os.path.join(d, n), tmp): os.path.getsize(os.path.join(d, n))
+        for d, _, names in os.walk(tmp) for n in names}
+    io_utils.write_json(os.path.join(tmp, rt.MANIFEST_FILE), manifest)
+  return manifest
+
+
+def run_from_args(args) -> None:
+  """`t2t export` entry."""
+  manifest = export_model(args.model_dir, args.out, k=args.k, beam_size=args.beam_size,
+                          platforms=args.platforms, hf_weights=not args.no_hf)
+  total = sum(manifest["file_bytes"].values())
+  print(f"exported {args.model_dir} -> {args.out} ({total / 1e6:.2f} MB; top_k={manifest['top_k']}, "
+        f"beam={manifest['beam_size']}, platforms={','.join(manifest['platforms'])}, batch: symbolic)")
+  print(f"try: python {os.path.join(args.out, 'export_runtime.py')} {args.out} \"old classics for slow dancing\"")
+  sys.stdout.flush()
