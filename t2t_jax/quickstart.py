@@ -39,7 +39,7 @@ class QuickstartConfig:
   k: int = 10
   eval_playlists: int = 400
   prompt_field: str = "title"
-  inputs_length: int = 32
+  inputs_length: int | None = None  # None: the 99.9th percentile of training prompt lengths
   progress: bool = True
 
 
@@ -120,6 +120,11 @@ def run(cfg: QuickstartConfig) -> list[dict]:
           f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")
 
   vocab = vocab_lib.TextAndIdVocab(spm_path, table.level_sizes)
+  if not cfg.inputs_length:
+    # Encoder FLOPs grow with the padded length: size it to the prompts (a multiple of 8).
+    lengths = [len(vocab.encode(prompts_lib.make_prompt(p, cfg.prompt_field))) + 1 for p in train_pl]
+    cfg.inputs_length = int(-(-np.percentile(lengths, 99.9) // 8) * 8)
+    print(f"      inputs_length={cfg.inputs_length} (99.9th percentile of training prompts)")
   task_name = f"t2t.{TASK_DATASET}.{STRATEGY}.{cfg.prompt_field}"
   feature_lengths = {"inputs": cfg.inputs_length, "targets": table.num_levels + 1}
   with stage(f"5/8 SeqIO task {task_name}"):
