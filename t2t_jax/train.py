@@ -1,5 +1,8 @@
 r"""Train entry point (T5X style): `python -m t2t_jax.train --gin_file=... --gin.MODEL_DIR=\"...\"`.
 
+The same entry runs runs/eval.gin, runs/infer.gin and runs/export.gin: their gin macro RUN names
+the function (evaluate, infer, export); without RUN it trains (runs/pretrain.gin, finetune.gin).
+
 An experiment is a model size plus a run:
   python -m t2t_jax.train \
     --gin_file=models/t5_1_1_small.gin --gin_file=runs/finetune.gin \
@@ -173,6 +176,75 @@ def train(*, model_dir: str, mixture_or_task_name: str,
   return result
 
 
+def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
+             batch_size: int, split: str = "validation", eval_steps: int | None = None,
+             checkpoint_step: int | None = None, partitioner=None,
+             eval_fn_factory: Callable | None = None, output_dir: str | None = None,
+             data_fn: Callable | None = None) -> dict:
+  """Evaluates a MODEL_DIR checkpoint (runs/eval.gin): teacher-forced loss/accuracy on `split`
+  (all of it, or `eval_steps` batches) plus eval_fn_factory's metrics (e.g. Hits@K); writes
+  {output_dir or MODEL_DIR/eval_results}/{split}_step{N}.json."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from t2t_jax import checkpoints, io_utils, partitioning, trainer  # pylint: disable=import-outside-toplevel
+  partitioner = partitioner or partitioning.Partitioner()
+  config, params = checkpoints.load_params(model_dir, step=checkpoint_step,
+                                           partitioner=partitioner)
+  step = checkpoint_step if checkpoint_step is not None else checkpoints.CheckpointManager(
+      model_dir).latest_step()
+  shard_index, num_shards = partitioner.host_shard()
+  it = _numpy_batches(mixture_or_task_name, split=split, task_feature_lengths=task_feature_lengths,
+                      batch_size=batch_size, shuffle=False, seed=0, shard_index=shard_index,
+                      num_shards=num_shards, pack=False, num_epochs=1, use_cached=False,
+                      data_fn=data_fn)
+  batches = list(_take(it, eval_steps) if eval_steps else it)
+  if not batches:
+    raise UserInputError(f"split {split!r} of {mixture_or_task_name} has no full batch of "
+                         f"{batch_size} examples")
+  metrics = trainer.make_eval_loss_fn(config, partitioner, batches, batch_size)(params, step)
+  if eval_fn_factory is not None:
+    fn = eval_fn_factory(model_config=config, mixture_or_task_name=mixture_or_task_name,
+                         task_feature_lengths=task_feature_lengths, partitioner=partitioner)
+    metrics.update({k: float(v) for k, v in fn(params, step).items()})
+  result = {"step": step, "split": split, "mixture_or_task_name": mixture_or_task_name, **metrics}
+  if jax.process_index() == 0:
+    out = output_dir or os.path.join(model_dir, "eval_results")
+    io_utils.write_json(os.path.join(out, f"{split}_step{step}.json"), result)
+  log.info("eval %s", result)
+  return result
+
+
+def infer(*, model_dir: str, input_file: str, output_file: str, k: int = 10,
+          beam_size: int | None = None, batch_size: int = 64) -> int:
+  """Recommends for each prompt of `input_file` (one a line) into JSONL `output_file`
+  (runs/infer.gin): constrained beam search via `t2t_jax.recommend.Recommender`."""
+  import json  # pylint: disable=import-outside-toplevel
+  from t2t_jax import io_utils, recommend  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(input_file):
+    raise UserInputError(f"INFER_INPUT_FILE {input_file!r} does not exist")
+  with open(input_file, encoding="utf-8") as f:
+    prompts = [line.strip() for line in f if line.strip()]
+  if not prompts:
+    raise UserInputError(f"INFER_INPUT_FILE {input_file!r} has no prompts")
+  rec = recommend.Recommender.load(model_dir, beam_size=beam_size)
+  with io_utils.atomic_write(output_file) as f:
+    for start in range(0, len(prompts), batch_size):
+      chunk = prompts[start:start + batch_size]
+      for prompt, recs in zip(chunk, rec.recommend(chunk, k)):
+        f.write(json.dumps({"prompt": prompt, "tracks": [r.as_dict() for r in recs]}) + "\n")
+  return len(prompts)
+
+
+def export(*, model_dir: str, export_dir: str, checkpoint_step: int | None = None,
+           dtype: str = "float32") -> str:
+  """Writes a MODEL_DIR checkpoint as a Hugging Face T5 directory (runs/export.gin)."""
+  from t2t_jax import checkpoints, hf_convert  # pylint: disable=import-outside-toplevel
+  config, params = checkpoints.load_params(model_dir, step=checkpoint_step)
+  return hf_convert.export_hf_t5(params, config, export_dir, dtype=dtype)
+
+
+RUNS = {"train": train, "evaluate": evaluate, "infer": infer, "export": export}
+
+
 def _take(it, n):
   for i, x in enumerate(it):
     if i >= n:
@@ -256,13 +328,16 @@ def main(argv=None) -> int:
     maybe_initialize_distributed(args)
     import gin  # pylint: disable=import-outside-toplevel
     import jax  # pylint: disable=import-outside-toplevel
+    run = gin.query_parameter("RUN/macro.value") if _has_macro("RUN") else "train"
+    if run not in RUNS:
+      raise UserInputError(f"gin macro RUN={run!r}: use one of {sorted(RUNS)}")
     model_dir = gin.query_parameter("MODEL_DIR/macro.value") if _has_macro("MODEL_DIR") else None
-    if model_dir and jax.process_index() == 0:
+    if run == "train" and model_dir and jax.process_index() == 0:
       os.makedirs(model_dir, exist_ok=True)
       gin_utils.write_config(model_dir)
-    # Under `python -m` this file is __main__; gin registered the importable module's function.
+    # Under `python -m` this file is __main__; gin registered the importable module's functions.
     from t2t_jax import train as train_module  # pylint: disable=import-outside-toplevel,import-self
-    result = gin_utils.call_configured(train_module.train)
+    result = gin_utils.call_configured(train_module.RUNS[run])
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -271,7 +346,10 @@ def main(argv=None) -> int:
       print(f"error: {e}", file=sys.stderr)
       return 3
     raise
-  log.info("finished at step %d (%s)", result.step, result.stopped)
+  if hasattr(result, "stopped"):
+    log.info("finished at step %d (%s)", result.step, result.stopped)
+  else:
+    log.info("finished: %s", result)
   return 0
 
 

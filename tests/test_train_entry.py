@@ -18,7 +18,7 @@ BASE = ["--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/finetune.gin",
         "--gin.BATCH_SIZE=8", "--gin.LOG_PERIOD=5", "--gin.EVAL_STEPS=2"]
 
 
-def _run(args, timeout=120):
+def _run(args, timeout=300):
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.run([sys.executable, "-m", "t2t_jax.train", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
@@ -40,6 +40,22 @@ def test_train_entry_point_runs_and_writes_model_dir(tmp_path):
   assert json.loads((model_dir / "model_config.json").read_text())["vocab_size"] == 128
   assert sorted(os.listdir(model_dir / "checkpoints")) == ["10", "5"]
 
+  # runs/eval.gin and runs/export.gin through the same entry point.
+  proc = _run(["--gin_file=runs/eval.gin", f"--gin.MODEL_DIR='{model_dir}'",
+               "--gin.MIXTURE_OR_TASK_NAME='copy'", "--gin.BATCH_SIZE=8", "--gin.EVAL_STEPS=2",
+               "--gin.TASK_FEATURE_LENGTHS={'inputs': 10, 'targets': 5}",
+               "--gin.train_script.evaluate.data_fn=@train_script.copy_task_batches"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((model_dir / "eval_results" / "validation_step10.json").read_text())
+  assert result["step"] == 10 and result["num_tokens"] > 0 and 0 < result["loss"] < 6
+  assert not (model_dir / "config.gin").read_text().count("RUN = 'evaluate'")
+  export_dir = tmp_path / "hf"
+  proc = _run(["--gin_file=runs/export.gin", f"--gin.MODEL_DIR='{model_dir}'",
+               f"--gin.EXPORT_DIR='{export_dir}'"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads((export_dir / "config.json").read_text())["vocab_size"] == 128
+  assert (export_dir / "model.safetensors").stat().st_size > 4 * 50000
+
 
 @pytest.mark.entry
 @pytest.mark.parametrize("flag, message", [
@@ -55,6 +71,25 @@ def test_entry_point_rejects_bad_gin_before_compiling(tmp_path, flag, message):
   assert re.search(message, proc.stderr), proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("files, bindings", [
+    (["models/t5_1_1_base.gin", "runs/pretrain.gin"], ["MODEL_DIR='m'",
+                                                         "MIXTURE_OR_TASK_NAME='t'"]),
+    (["models/t5_1_1_xl.gin", "runs/finetune.gin"], ["MODEL_DIR='m'", "MIXTURE_OR_TASK_NAME='t'",
+                                                       "INITIAL_CHECKPOINT_PATH='/hf/flan'"]),
+    (["runs/eval.gin"], ["MODEL_DIR='m'", "MIXTURE_OR_TASK_NAME='t'"]),
+    (["runs/infer.gin"], ["MODEL_DIR='m'", "INFER_INPUT_FILE='p.txt'",
+                          "INFER_OUTPUT_FILE='o.jsonl'"]),
+    (["runs/export.gin"], ["MODEL_DIR='m'", "EXPORT_DIR='e'"]),
+])
+def test_every_run_gin_parses(files, bindings):
+  import gin
+  gin_utils.parse_gin(files, bindings)
+  if "runs/pretrain.gin" in files:
+    assert gin.query_parameter("LR_SCHEDULE/macro.value") == "rsqrt"
+    assert gin.query_parameter("MODEL_CONFIG/macro.value").selector == "t5.T5Config"
+  gin.clear_config()
 
 
 def test_missing_required_macro_and_file():
