@@ -10,7 +10,8 @@ compilation for large catalogs), and the same bytes are readable by other tools.
 
 The export dir is read by `t2t_jax.export_runtime` (numpy + jax + sentencepiece only), which is copied
 into it; see that module for the layout.  The weights are also written in Hugging Face T5 naming
-(`hf/model.safetensors` + `hf/config.json`, loadable by `transformers.T5ForConditionalGeneration`).
+(`hf/model.safetensors` + `hf/config.json`, by `t2t_jax.hf_convert.export_hf_t5`; loadable by
+`transformers.T5ForConditionalGeneration`).
 The output dir is written atomically.
 """
 
@@ -54,81 +55,6 @@ def _unflatten(flat: dict) -> dict:
   return tree
 
 
-def _hf_weights(config, params):
-  """(HF T5 state dict as numpy, HF config dict, provenance) for our param tree."""
-  try:
-    from t2t_jax import hf_convert  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    hf_convert = None
-  if hf_convert is not None and hasattr(hf_convert, "to_hf_state_dict"):
-    state = hf_convert.to_hf_state_dict(params, config)
-    hf_config = hf_convert.hf_config(config) if hasattr(hf_convert, "hf_config") else hf_config_dict(config)
-    return {k: np.asarray(v) for k, v in state.items()}, hf_config, "t2t_jax.hf_convert"
-  return to_hf_state_dict(params, config), hf_config_dict(config), "t2t_jax.export"
-
-
-def to_hf_state_dict(params, config) -> dict:
-  """Our T5.1.1 param tree -> Hugging Face `T5ForConditionalGeneration` state dict (numpy).
-
-  HF Linear weights are [out, in], ours [in, out]: every kernel is transposed; the relative position
-  tables are [buckets, heads] in HF, [heads, buckets] here.  The shared input embedding is written once,
-  as `shared.weight` (HF's encoder/decoder.embed_tokens are that same module; `save_pretrained` also
-  drops them); the LM head is untied (T5.1.1).
-  """
-  p = flatten_params(params)
-  out = {}
-
-  def put(hf_name, ours, transpose=False):
-    a = p[ours]
-    out[hf_name] = np.ascontiguousarray(a.T if transpose else a)
-
-  put("shared.weight", "token_embedder/embedding")
-  attn = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
-  mlp = (("wi_0", "wi_0"), ("wi_1", "wi_1"), ("wo", "wo"))
-  for i in range(config.num_encoder_layers):
-    hf, ours = f"encoder.block.{i}.layer", f"encoder/layers_{i}"
-    for a, b in attn:
-      put(f"{hf}.0.SelfAttention.{a}.weight", f"{ours}/attention/{b}/kernel", True)
-    put(f"{hf}.0.layer_norm.weight", f"{ours}/pre_attention_layer_norm/scale")
-    for a, b in mlp:
-      put(f"{hf}.1.DenseReluDense.{a}.weight", f"{ours}/mlp/{b}/kernel", True)
-    put(f"{hf}.1.layer_norm.weight", f"{ours}/pre_mlp_layer_norm/scale")
-  put("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-      "encoder/relpos_bias/rel_embedding", True)
-  put("encoder.final_layer_norm.weight", "encoder/encoder_norm/scale")
-  for i in range(config.num_decoder_layers):
-    hf, ours = f"decoder.block.{i}.layer", f"decoder/layers_{i}"
-    for a, b in attn:
-      put(f"{hf}.0.SelfAttention.{a}.weight", f"{ours}/self_attention/{b}/kernel", True)
-      put(f"{hf}.1.EncDecAttention.{a}.weight", f"{ours}/encoder_decoder_attention/{b}/kernel", True)
-    put(f"{hf}.0.layer_norm.weight", f"{ours}/pre_self_attention_layer_norm/scale")
-    put(f"{hf}.1.layer_norm.weight", f"{ours}/pre_cross_attention_layer_norm/scale")
-    for a, b in mlp:
-      put(f"{hf}.2.DenseReluDense.{a}.weight", f"{ours}/mlp/{b}/kernel", True)
-    put(f"{hf}.2.layer_norm.weight", f"{ours}/pre_mlp_layer_norm/scale")
-  put("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-      "decoder/relpos_bias/rel_embedding", True)
-  put("decoder.final_layer_norm.weight", "decoder/decoder_norm/scale")
-  put("lm_head.weight", "decoder/logits_dense/kernel", True)
-  return out
-
-
-def hf_config_dict(config) -> dict:
-  """`transformers.T5Config` fields for our T5.1.1 config (gated-GELU, untied LM head)."""
-  return {
-      "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
-      "vocab_size": config.vocab_size, "d_model": config.emb_dim, "d_kv": config.head_dim,
-      "d_ff": config.mlp_dim, "num_layers": config.num_encoder_layers,
-      "num_decoder_layers": config.num_decoder_layers, "num_heads": config.num_heads,
-      "relative_attention_num_buckets": config.relative_attention_num_buckets,
-      "relative_attention_max_distance": config.relative_attention_max_distance,
-      "dropout_rate": config.dropout_rate, "layer_norm_epsilon": config.layer_norm_epsilon,
-      "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False, "is_encoder_decoder": True,
-      "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
-      "torch_dtype": config.param_dtype,
-  }
-
-
 def _write_safetensors(path: str, arrays: dict, metadata: dict | None = None) -> None:
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path, metadata=metadata)
@@ -155,6 +81,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
     hf_weights: also write hf/model.safetensors + hf/config.json.
   """
   from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
   plats = _platforms(platforms)
   rec = recommend.Recommender.load(model_dir, beam_size=beam_size)
@@ -185,7 +112,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
       "format": rt.FORMAT, "format_version": rt.FORMAT_VERSION,
       "function": rt.FUNCTION_FILE, "arrays": rt.ARRAYS_FILE, "tracks": rt.TRACKS_FILE,
       "inputs_length": rec.inputs_length, "top_k": k, "beam_size": beam,
-      "max_decode_len": int(index.max_depth), "max_prompt_chars": 512,
+      "max_decode_len": int(index.max_depth), "max_prompt_chars": prompts_lib.DEFAULT_MAX_CHARS,
       "num_tracks": rec.id_table.num_tracks, "id_strategy": rec.id_table.strategy,
       "vocab": {"spm": rt.SPM_FILE, "text_vocab_size": rec.vocab.text_vocab_size,
                 "id_level_sizes": list(rec.vocab.id_level_sizes), "vocab_size": rec.vocab.vocab_size,
@@ -213,12 +140,12 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
         f.write(json.dumps({"track_id": tid, "artist": t.artist if t else "",
                             "title": t.title if t else ""}, ensure_ascii=False) + "\n")
     shutil.copyfile(rt.__file__, os.path.join(tmp, "export_runtime.py"))
-    if hf_weights:
-      state, hf_config, source = _hf_weights(config, rec.params)
-      os.makedirs(os.path.join(tmp, HF_DIR))
-      _write_safetensors(os.path.join(tmp, HF_DIR, "model.safetensors"), state, {"format": "pt"})
-      io_utils.write_json(os.path.join(tmp, HF_DIR, "config.json"), hf_config)
-      manifest["hf"] = {"dir": HF_DIR, "converter": source}
+    if hf_weights:  # Hugging Face T5 naming, via the model's own converter
+      from t2t_jax import hf_convert  # pylint: disable=g-import-not-at-top
+      hf_convert.export_hf_t5(_unflatten(params_flat), config, os.path.join(tmp, HF_DIR),
+                              dtype="float16" if config.param_dtype == "float16" else "float32")
+      manifest["hf"] = {"dir": HF_DIR, "files": sorted(os.listdir(os.path.join(tmp, HF_DIR))),
+                        "loadable_by": "transformers.T5ForConditionalGeneration.from_pretrained"}
     manifest["file_bytes"] = {
         os.path.relpath(os.path.join(d, n), tmp): os.path.getsize(os.path.join(d, n))
         for d, _, names in os.walk(tmp) for n in names}

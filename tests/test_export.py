@@ -137,6 +137,12 @@ def test_safetensors_files(dirs, rec):
                                 flat["encoder/relpos_bias/rel_embedding"].T)
   n_hf = sum(a.size for a in hf.values())
   assert n_hf == sum(a.size for a in flat.values())  # every weight exactly once
+  # ... and it reads back into the same tree.
+  from t2t_jax import hf_convert  # pylint: disable=g-import-not-at-top
+  back = export.flatten_params(hf_convert.load_hf_t5(os.path.join(out, "hf"), rec.model.config))
+  assert sorted(back) == sorted(flat)
+  for name, a in flat.items():
+    np.testing.assert_array_equal(back[name], a, err_msg=name)
 
 
 def test_bad_export_inputs_leave_nothing_behind(dirs, tmp_path, capsys):
