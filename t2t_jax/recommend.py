@@ -75,9 +75,18 @@ class Recommender:
       raise UserInputError(f"--model_dir {model_dir}: no such directory")
     if not os.path.isfile(os.path.join(assets, SETTINGS_FILE)):
       raise UserInputError(f"--model_dir {model_dir}: missing {ASSETS}/{SETTINGS_FILE} (not a t2t model dir)")
-    with open(os.path.join(assets, SETTINGS_FILE), encoding="utf-8") as f:
-      settings = json.load(f)
-    if beam_size:
+    settings_path = os.path.join(assets, SETTINGS_FILE)
+    with open(settings_path, encoding="utf-8") as f:
+      try:
+        settings = json.load(f)
+      except json.JSONDecodeError as e:
+        raise UserInputError(f"{settings_path}:{e.lineno}: bad JSON ({e.msg})") from None
+    missing = [key for key in ("inputs_length", "beam_size") if key not in settings]
+    if missing:
+      raise UserInputError(f"{settings_path}: missing {missing}")
+    if beam_size is not None:
+      if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise UserInputError(f"beam_size must be a positive integer, got {beam_size!r}")
       settings["beam_size"] = beam_size
     id_table = IdTable.load(os.path.join(assets, IDS_DIR))
     vocab = vocab_lib.TextAndIdVocab(os.path.join(assets, SPM_FILE), id_table.level_sizes)

@@ -67,6 +67,9 @@ def test_runtime_matches_in_process_recommender(dirs, rec, want):
   rows, scores = rt.recommend_rows(PROMPTS[:3])
   np.testing.assert_array_equal(rows, want[0])
   np.testing.assert_allclose(scores, want[1], rtol=1e-5, atol=1e-5)
+  # Another batch size runs the same exported module (symbolic batch): 1 prompt.
+  rows1, _ = rt.recommend_rows(PROMPTS[1])
+  np.testing.assert_array_equal(rows1[0], want[0][1])
   # Smaller k is a prefix; the dict view names the catalog tracks.
   recs = rt.recommend(PROMPTS[:3], k=2)
   assert [[r["track_id"] for r in rs] for rs in recs] == [

@@ -84,8 +84,8 @@ def rec(model_dir):
   return recommend.Recommender.load(model_dir)
 
 
-# Compiles are the cost on a loaded CPU: the tests share (k, padded batch) shapes (5, 1/4/8), (3, 1),
-# (8, 1) on one Recommender.
+# Compiles are the cost on a loaded CPU: the tests share the (k, padded batch) shapes (5, 1), (5, 4),
+# (3, 1) and (8, 1) on one Recommender.
 
 def test_rows_are_distinct_catalog_tracks_best_first(rec):
   rows, scores = rec.recommend_rows(PROMPTS[:3], k=5)
@@ -97,13 +97,12 @@ def test_rows_are_distinct_catalog_tracks_best_first(rec):
 
 
 def test_answers_do_not_depend_on_batch_padding(rec):
-  """Each prompt gets the same tracks alone, in a padded batch of 3 (-> 4) and in a batch of 5 (-> 8)."""
-  alone = [rec.recommend_rows([p], k=5) for p in PROMPTS]
-  for batch in (PROMPTS[:3], PROMPTS):
-    rows, scores = rec.recommend_rows(batch, k=5)
-    for i in range(len(batch)):
-      np.testing.assert_array_equal(rows[i], alone[i][0][0])
-      np.testing.assert_allclose(scores[i], alone[i][1][0], rtol=1e-5, atol=1e-5)
+  """Each prompt gets the same tracks alone and in a batch of 3 padded to 4 with copies of row 0."""
+  rows, scores = rec.recommend_rows(PROMPTS[:3], k=5)
+  for i, p in enumerate(PROMPTS[:3]):
+    alone_rows, alone_scores = rec.recommend_rows([p], k=5)
+    np.testing.assert_array_equal(rows[i], alone_rows[0])
+    np.testing.assert_allclose(scores[i], alone_scores[0], rtol=1e-5, atol=1e-5)
 
 
 def test_k_beyond_the_beam_widens_it_and_smaller_k_is_a_prefix(rec):
@@ -130,7 +129,7 @@ def test_recommend_maps_rows_to_catalog_tracks(rec):
   assert [r.track_id for r in rec.recommend(PROMPTS[3], k=5)[0]] == [r.track_id for r in recs]
 
 
-def test_bad_inputs_raise_user_errors(rec, tmp_path):
+def test_bad_inputs_raise_user_errors(model_dir, rec, tmp_path):
   with pytest.raises(UserInputError, match="k must be"):
     rec.recommend(["x"], k=0)
   with pytest.raises(UserInputError, match="k must be"):
@@ -147,6 +146,16 @@ def test_bad_inputs_raise_user_errors(rec, tmp_path):
     recommend.Recommender.load(str(tmp_path / "nope"))
   with pytest.raises(UserInputError, match="not a t2t model dir"):
     recommend.Recommender.load(str(tmp_path))
+  bad = tmp_path / "bad" / recommend.ASSETS
+  bad.mkdir(parents=True)
+  (bad / recommend.SETTINGS_FILE).write_text('{"inputs_length": 16,\n "beam_size": }', encoding="utf-8")
+  with pytest.raises(UserInputError, match=r"recommend.json:2: bad JSON"):
+    recommend.Recommender.load(str(tmp_path / "bad"))
+  (bad / recommend.SETTINGS_FILE).write_text('{"inputs_length": 16}', encoding="utf-8")
+  with pytest.raises(UserInputError, match=r"missing \['beam_size'\]"):
+    recommend.Recommender.load(str(tmp_path / "bad"))
+  with pytest.raises(UserInputError, match="beam_size must be a positive integer"):
+    recommend.Recommender.load(model_dir, beam_size=0)
 
 
 def test_cli_input_file_and_json(model_dir, rec, tmp_path, capsys, monkeypatch):
