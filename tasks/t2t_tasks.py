@@ -16,8 +16,11 @@ Examples
   validation / test: one per held-out playlist: inputs, targets = its first track's ID tokens + EOS,
                      `relevant_rows` (int32 rows of all its tracks in the ID table, for metrics),
                      `prompt`, `playlist_id`.
-Every track a task touches must be in the ID table; otherwise UserInputError names the track,
-playlist and table dir.  Output features share one `TextAndIdVocabulary` (text pieces + ID tokens).
+Every catalog track must have an ID in the table (checked when the task's data is first loaded;
+UserInputError names the count, the first tracks and the table dir), unless `missing_ids="skip"`.
+Output features share one `TextAndIdVocabulary` (text pieces + ID tokens).  Validation/test
+predictions are scored by `postprocessors.ranking_metric_fn` (Hits/Recall/MAP/NDCG@K, MRR).
+Mixtures `t2t.{dataset}.{strategy}.all` mix the prompt fields; `augment=True` adds `..._aug` tasks.
 """
 
 from __future__ import annotations
