@@ -13,7 +13,6 @@ same range as the pretrained ones.
 
 import json
 import os
-from typing import Any
 
 import numpy as np
 

@@ -20,7 +20,6 @@ Gradient accumulation over `num_microbatches` sums microbatch gradients of the s
 it yields the full-batch gradient.
 """
 
-import contextlib
 import dataclasses
 import logging
 import math

@@ -1,7 +1,6 @@
 """Hugging Face T5 v1.1 parity: a tiny random transformers T5 gives our logits (fp32, 1e-4)."""
 
 import json
-import os
 
 import jax
 import numpy as np
@@ -115,3 +114,21 @@ def test_user_errors_name_the_problem(tmp_path):
   with pytest.raises(UserInputError, match="smaller than the checkpoint's 96"):
     hf_convert.load_hf_t5(path, hf_convert.config_from_hf(hf_convert.read_hf_config(path),
                                                           vocab_size=64))
+
+
+def test_warm_start_path_of_the_train_entry(tmp_path):
+  from t2t_jax import train as train_script
+  _, path = _hf_model(tmp_path)
+  config = hf_convert.config_from_hf(hf_convert.read_hf_config(path), vocab_size=128)
+  params = train_script.load_initial_params(path, config)
+  direct = hf_convert.load_hf_t5(path, config)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(direct)):
+    np.testing.assert_array_equal(a, b)
+  # The tree matches the model's own parameter tree exactly (names, shapes).
+  expect = jax.eval_shape(lambda: t5.init_params(config, jax.random.PRNGKey(0)))
+  import flax.linen as nn
+  assert jax.tree.structure(nn.unbox(expect)) == jax.tree.structure(params)
+  for e, p in zip(jax.tree.leaves(nn.unbox(expect)), jax.tree.leaves(params)):
+    assert e.shape == p.shape
+  with pytest.raises(UserInputError, match="INITIAL_CHECKPOINT_PATH '/nope' does not exist"):
+    train_script.load_initial_params("/nope", config)

@@ -17,7 +17,6 @@ estimate, stated in the output.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics

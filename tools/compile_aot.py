@@ -14,7 +14,6 @@ temporaries); `--json PATH` writes them. Exit status 0 compiled, 1 failed (the X
 """
 
 import argparse
-import json
 import os
 import sys
 
