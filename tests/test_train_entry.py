@@ -100,3 +100,17 @@ def test_missing_required_macro_and_file():
     gin_utils.parse_gin(["runs/nope.gin"])
   bindings, rest = gin_utils.rewrite_gin_args(["--gin.A=1", "--x", "--gin.b.c='s'"])
   assert bindings == ["A=1", "b.c='s'"] and rest == ["--x"]
+
+
+def test_gin_search_paths_resolve_files_and_includes(tmp_path):
+  import gin
+  exp = tmp_path / "experiments"
+  exp.mkdir()
+  (exp / "mine.gin").write_text("include 'models/t5_1_1_small.gin'\n"
+                                "include 'runs/finetune.gin'\n"
+                                "TRAIN_STEPS = 77\n")
+  gin_utils.parse_gin(["experiments/mine.gin"], ["MODEL_DIR='m'", "MIXTURE_OR_TASK_NAME='t'"],
+                      gin_search_paths=[str(tmp_path)])
+  assert gin.query_parameter("TRAIN_STEPS/macro.value") == 77
+  assert gin.query_parameter("t5.T5Config.emb_dim") == 512
+  gin.clear_config()
