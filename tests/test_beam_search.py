@@ -113,6 +113,7 @@ def test_small_beam_outputs_valid_distinct_exact(variable):
     assert scores[b, 0] <= ref_BxN[b].max() + 1e-5
 
 
+@pytest.mark.slow
 def test_beam_1_is_constrained_greedy():
   rng = np.random.default_rng(4)
   seqs = _catalog(rng, 50, 3, 7, False)
@@ -167,6 +168,7 @@ def test_free_mode_maps_sequences_and_reports_invalid_share():
   assert 0.3 < share < 0.9
 
 
+@pytest.mark.slow
 def test_batch_sharded_over_data_axis_matches_unsharded():
   rng = np.random.default_rng(6)
   seqs = _catalog(rng, 64, 3, 10, False)

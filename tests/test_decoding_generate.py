@@ -16,7 +16,8 @@ t5 = pytest.importorskip("t2t_jax.models.t5")
 def tiny():
   config = t5.T5Config.tiny(vocab_size=40)
   model = t5.Transformer(config)
-  params = t5.init_params(config, jax.random.PRNGKey(0), input_length=5, target_length=3)
+  params = jax.jit(lambda key: t5.init_params(config, key, input_length=5, target_length=3))(
+      jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   # Semantic-style catalog: 3 levels of 4 codes at token offsets 20, 24, 28 (48 of the 64 IDs).
   codes = np.array([(a, b, c) for a in range(4) for b in range(4) for c in range(4)])
@@ -39,6 +40,7 @@ def test_recommend_full_beam_equals_teacher_forced_brute_force(tiny):
                              rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_recommend_small_beam_and_free_mode(tiny):
   model, params, seqs, prompts = tiny
   index = build_index(seqs, 40)

@@ -87,7 +87,9 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
   """
   b, w, g_num = batch_size, beam_size, num_groups
   logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
-  logp_BxWxV = jax.nn.log_softmax(logits_MxV.astype(jnp.float32), axis=-1).reshape(b, w, -1)
+  logits_BxWxV = logits_MxV.astype(jnp.float32).reshape(b, w, -1)
+  # log p(token) = logit - logsumexp: one reduction over V, then only candidates are touched.
+  lse_BxW = jax.nn.logsumexp(logits_BxWxV, axis=-1)
 
   first_BxW = index.first_child(state.node_BxW)
   deg_BxW = index.degree(state.node_BxW)
@@ -95,7 +97,7 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
   valid_BxWxD = offs_D < deg_BxW[..., None]
   node_BxWxD = jnp.where(valid_BxWxD, first_BxW[..., None] + offs_D, 0)
   tok_BxWxD = index.edge_token(node_BxWxD)
-  lp_BxWxD = jnp.take_along_axis(logp_BxWxV, tok_BxWxD, axis=2)
+  lp_BxWxD = jnp.take_along_axis(logits_BxWxV, tok_BxWxD, axis=2) - lse_BxW[..., None]
   score_BxWxD = jnp.where(valid_BxWxD, state.score_BxW[..., None] + lp_BxWxD, NEG_INF)
 
   node_BxC = node_BxWxD.reshape(b, w * width)
@@ -145,22 +147,28 @@ def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: Constrain
   b, w = batch_size, beam_size
   k = state.fin_score_BxK.shape[1]
   logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
-  logp_BxWxV = jax.nn.log_softmax(logits_MxV.astype(jnp.float32), axis=-1).reshape(b, w, -1)
-  v = logp_BxWxV.shape[-1]
+  logits_BxWxV = logits_MxV.astype(jnp.float32).reshape(b, w, -1)
+  lse_BxW = jax.nn.logsumexp(logits_BxWxV, axis=-1)
   eos = index.eos_id
 
   # EOS ends a sequence (EOS is part of the ID only when the catalog's rows are EOS-terminated).
-  eos_score_BxW = state.score_BxW + logp_BxWxV[..., eos]
+  eos_score_BxW = state.score_BxW + logits_BxWxV[..., eos] - lse_BxW
   eos_node_BxW = index.child(state.node_BxW, eos) if index.eos_terminated else state.node_BxW
   eos_row_BxW = index.row_of(eos_node_BxW)
 
   # Other tokens: best max(W, K) continuations; the first W stay alive, all finish at the last step.
+  # Two-stage top-k: per beam the n + 1 best tokens (the n best non-EOS are among them), then the
+  # best n of the beam * (n + 1) candidates; never materialises a [B, W, V] score array.
   n_keep = max(w, k)
-  logp_BxWxV = logp_BxWxV.at[..., eos].set(NEG_INF)
-  flat_BxWV = (state.score_BxW[..., None] + logp_BxWxV).reshape(b, w * v)
-  top_score_BxN, idx_BxN = jax.lax.top_k(flat_BxWV, n_keep)
-  parent_BxN = idx_BxN // v
-  tok_BxN = (idx_BxN % v).astype(jnp.int32)
+  n_keep_beam = min(n_keep + 1, logits_BxWxV.shape[-1])
+  n_keep = min(n_keep, w * n_keep_beam)
+  top_logit_BxWxN, top_tok_BxWxN = jax.lax.top_k(logits_BxWxV, n_keep_beam)
+  cand_BxWxN = state.score_BxW[..., None] + top_logit_BxWxN - lse_BxW[..., None]
+  cand_BxWxN = jnp.where(top_tok_BxWxN == eos, NEG_INF, cand_BxWxN)
+  top_score_BxN, idx_BxN = jax.lax.top_k(cand_BxWxN.reshape(b, w * n_keep_beam), n_keep)
+  parent_BxN = idx_BxN // n_keep_beam
+  tok_BxN = jnp.take_along_axis(top_tok_BxWxN.reshape(b, w * n_keep_beam), idx_BxN,
+                                axis=1).astype(jnp.int32)
   node_BxN = index.child(jnp.take_along_axis(state.node_BxW, parent_BxN, axis=1), tok_BxN)
   is_last = state.step + 1 >= max_steps
   last_score_BxN = jnp.where(is_last, top_score_BxN, NEG_INF)
