@@ -74,7 +74,7 @@ def _serve_parser(sub) -> None:
       "serve", help="HTTP JSON endpoint: POST /recommend, GET /health",
       description=(
           "Serves a model dir over HTTP. POST /recommend with {\"prompt\": str} or {\"prompts\": [str, ...]} "
-          "and optional \"k\"; concurrent requests are gathered for a few ms into one padded batch."),
+          "and optional \"k\"; concurrent requests are gathered into one padded device call."),
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--model_dir", required=True, help="a model dir written by training / quickstart")
   p.add_argument("--host", default="127.0.0.1", help="address to bind")
@@ -82,7 +82,9 @@ def _serve_parser(sub) -> None:
   p.add_argument("-k", "--k", type=int, default=10, help="default tracks per prompt")
   p.add_argument("--max_k", type=int, default=100, help="largest k a request may ask for")
   p.add_argument("--max_batch", type=int, default=32, help="most prompts in one device call")
-  p.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a batch waits for more requests")
+  p.add_argument("--max_wait_ms", type=float, default=0.0,
+                 help="how long the first request of a batch waits for more (0: batch what queued up "
+                      "during the previous device call)")
   p.add_argument("--max_prompts", type=int, default=32, help="most prompts in one request")
   p.add_argument("--max_body_bytes", type=int, default=64 * 1024, help="largest request body")
   p.add_argument("--no_warmup", action="store_true", help="skip compiling the default k's batch shapes at start")

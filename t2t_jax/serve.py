@@ -8,10 +8,14 @@
             oversized body or unknown fields; every error body is JSON.
   GET /health      {"status": "ok", "num_tracks", "batches", "prompts", "requests", ...}
 
-Requests that arrive within `max_wait_ms` of each other are gathered by `MicroBatcher` into one
-device call (at most `max_batch` prompts; the Recommender pads it to a power of two, and those shapes
-are compiled before the server starts listening).  Device calls run one at a time in a worker thread,
-so the event loop keeps accepting requests meanwhile and the next batch is whatever queued up.
+`MicroBatcher` gathers concurrent requests into one device call (at most `max_batch` prompts; the
+Recommender pads it to a power of two, and those shapes are compiled before the server starts
+listening).  Device calls run one at a time in a worker thread, so the event loop keeps accepting
+requests meanwhile and the next batch is everything that queued up during the previous call.  With
+`max_wait_ms` > 0 the first request of a batch also waits that long for company.  The default is 0:
+on the 2-core CPU of tools/bench_serve.py a 5 ms wait raised single-prompt p50 from 4 to 19 ms (a
+sleeping process on a loaded CPU wakes late) without raising throughput (112 vs 148 requests/s under
+32 clients), because under load the requests queue up while the device is busy anyway.
 """
 
 import asyncio
@@ -39,7 +43,7 @@ class ServeConfig:
   default_k: int = 10
   max_k: int = 100
   max_batch: int = 32          # prompts per device call
-  max_wait_ms: float = 5.0     # how long the first request of a batch waits for company
+  max_wait_ms: float = 0.0     # how long the first request of a batch waits for company
   max_prompts: int = 32        # prompts per request
   max_body_bytes: int = 64 * 1024
   warmup: bool = True
@@ -76,7 +80,7 @@ class MicroBatcher:
     self.run_batch = run_batch
     self.max_batch = max_batch
     self.max_wait_s = max_wait_ms / 1000.0
-    self.stats = {"batches": 0, "prompts": 0, "requests": 0, "largest_batch": 0}
+    self.stats = {"batches": 0, "prompts": 0, "requests": 0, "largest_batch": 0, "retried_requests": 0}
     self._queue: asyncio.Queue | None = None
     self._task: asyncio.Task | None = None
     self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="t2t-device")
@@ -126,7 +130,6 @@ class MicroBatcher:
     return items
 
   async def _loop(self) -> None:
-    loop = asyncio.get_running_loop()
     carry: list = []
     while True:
       items, carry = (carry, []) if carry else ([await self._queue.get()], [])
@@ -145,23 +148,32 @@ class MicroBatcher:
         batch = [it for it in batch if not it.future.done()]  # e.g. client gone
         if not batch:
           continue
-        prompts = [p for it in batch for p in it.prompts]
-        try:
-          results = await loop.run_in_executor(self._executor, self.run_batch, prompts, k)
-        except Exception as e:  # pylint: disable=broad-except
-          for it in batch:
-            if not it.future.done():
-              it.future.set_exception(e)
-          continue
-        self.stats["batches"] += 1
-        self.stats["prompts"] += len(prompts)
-        self.stats["requests"] += len(batch)
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(prompts))
-        i = 0
-        for it in batch:
-          if not it.future.done():
-            it.future.set_result(results[i:i + len(it.prompts)])
-          i += len(it.prompts)
+        if not await self._run(batch, k) and len(batch) > 1:
+          for it in batch:  # one bad request must not fail the others: retry them one by one
+            await self._run([it], k, retry=True)
+
+  async def _run(self, batch: list, k: int, retry: bool = False) -> bool:
+    """One device call for `batch`; resolves its futures.  False if it raised (and several wait)."""
+    prompts = [p for it in batch for p in it.prompts]
+    try:
+      results = await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, prompts, k)
+    except Exception as e:  # pylint: disable=broad-except
+      if len(batch) > 1:
+        return False
+      if not batch[0].future.done():
+        batch[0].future.set_exception(e)
+      return True
+    self.stats["batches"] += 1
+    self.stats["prompts"] += len(prompts)
+    self.stats["requests"] += len(batch)
+    self.stats["retried_requests"] += len(batch) if retry else 0
+    self.stats["largest_batch"] = max(self.stats["largest_batch"], len(prompts))
+    i = 0
+    for it in batch:
+      if not it.future.done():
+        it.future.set_result(results[i:i + len(it.prompts)])
+      i += len(it.prompts)
+    return True
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -278,6 +290,9 @@ class Server:
         prompts.append(prompts_lib.normalize_prompt(p))
       except UserInputError as e:
         raise UserInputError(f"{where}: {e}") from None
+    encode = getattr(self.rec, "encode", None)
+    if encode is not None:  # tokenising is cheap: reject bad "<id_l_c>" markup before batching
+      encode(prompts)
     k = req.get("k", self.default_k)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
       raise UserInputError(f'"k" must be an integer in [1, {self.max_k}], got {k!r}')
@@ -290,6 +305,8 @@ class Server:
       return _error(400, str(e))
     try:
       results = await self.batcher.submit(prompts, k)
+    except UserInputError as e:  # found while tokenising (e.g. bad "<id_l_c>" markup)
+      return _error(400, str(e))
     except Exception as e:  # pylint: disable=broad-except
       return _error(500, f"internal error: {type(e).__name__}: {e}")
     return web.json_response(

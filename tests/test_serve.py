@@ -1,5 +1,6 @@
 """`t2t serve` (t2t_jax/serve.py): a real HTTP server on 127.0.0.1, real HTTP clients (urllib)."""
 
+import asyncio
 import http.client
 import json
 import os
@@ -105,9 +106,10 @@ def test_one_prompt_and_a_list(server, want):
     (b'{"prompt": "x"', "bad JSON: Expecting ',' delimiter at line 1 column 15"),
     (b"\xff\xfe", "not UTF-8"),
     (b'{"prompt": "' + b"a" * 5000 + b'"}', "request body is 5014 bytes; the limit is 4096"),
+    ({"prompt": "songs like <id_0_99>"}, "ID code 99 out of range [0, 6) at level 0"),
 ], ids=["empty", "empty_in_list", "k0", "k_over_max", "k_str", "k_bool", "prompt_not_str",
         "no_prompts", "too_many_prompts", "list_item_not_str", "both", "neither", "unknown_field",
-        "not_object", "bad_json", "not_utf8", "oversized"])
+        "not_object", "bad_json", "not_utf8", "oversized", "bad_id_markup"])
 def test_bad_requests_get_400_with_a_json_message(server, body, message):
   status, got = post(server.url, body, raw=isinstance(body, bytes))
   assert status == 400 and message in got["error"], got
@@ -175,3 +177,48 @@ def test_cli_serve_starts_answers_health_and_stops_on_sigterm(model_dir, capsys)
     if proc.poll() is None:
       proc.kill()
       proc.wait()
+
+
+def test_micro_batcher_groups_by_k_caps_batches_and_isolates_failures():
+  calls = []
+
+  def run_batch(prompts, k):
+    calls.append((list(prompts), k))
+    if "bad" in prompts:
+      raise ValueError("bad prompt")
+    return [f"{p}@{k}" for p in prompts]
+
+  async def scenario():
+    b = serve.MicroBatcher(run_batch, max_batch=3, max_wait_ms=50)
+    b.start()
+    jobs = [b.submit(["a"], 1), b.submit(["b", "c"], 1), b.submit(["d"], 1), b.submit(["e"], 2),
+            b.submit(["bad"], 2)]
+    out = await asyncio.gather(*jobs, return_exceptions=True)
+    await b.stop()
+    return out, b.stats
+
+  out, stats = asyncio.run(scenario())
+  assert out[:4] == [["a@1"], ["b@1", "c@1"], ["d@1"], ["e@2"]]
+  assert isinstance(out[4], ValueError)
+  # Round 1: "a" + "b","c" fill the cap of 3.  Round 2: "d" (k=1) and "e","bad" (k=2) are separate
+  # calls; the k=2 call fails, so its requests are retried alone: "e" is answered, only "bad" fails.
+  assert calls == [(["a", "b", "c"], 1), (["d"], 1), (["e", "bad"], 2), (["e"], 2), (["bad"], 2)]
+  assert stats == {"batches": 3, "prompts": 5, "requests": 4, "largest_batch": 3, "retried_requests": 1}
+
+
+def test_micro_batcher_never_splits_a_request_over_the_cap():
+  calls = []
+
+  def run_batch(prompts, k):
+    calls.append(list(prompts))
+    return list(prompts)
+
+  async def scenario():
+    b = serve.MicroBatcher(run_batch, max_batch=3, max_wait_ms=50)
+    b.start()
+    out = await asyncio.gather(b.submit(["a"], 1), b.submit(["b", "c", "d"], 1), b.submit(["e"], 1))
+    await b.stop()
+    return out
+
+  assert asyncio.run(scenario()) == [["a"], ["b", "c", "d"], ["e"]]
+  assert calls == [["a"], ["b", "c", "d"], ["e"]]  # "b c d" would overflow "a"'s call: it goes next
