@@ -123,6 +123,8 @@ def bench_ours(cfg, args, batch_np):
 def bench_hf(cfg, args, batch_np, compiled: bool):
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
   from transformers.optimization import Adafactor  # pylint: disable=import-outside-toplevel
   from t2t_jax import hf_convert  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
@@ -205,6 +207,7 @@ def main(argv=None):
   p.add_argument("--no_hf", action="store_true", help="skip transformers entirely")
   p.add_argument("--no_compile", action="store_true", help="skip torch.compile")
   p.add_argument("--peak_tflops", type=float, default=None, help="peak per device, for MFU")
+  p.add_argument("--torch_threads", type=int, default=None, help="torch.set_num_threads")
   p.add_argument("--json", default=None, help="write results here")
   args = p.parse_args(argv)
 
@@ -233,6 +236,8 @@ def main(argv=None):
     print(f"{name:12s} {med:9.2f} examples/s  (windows: {', '.join(f'{r:.2f}' for r in rates)})"
           + "".join(f"  {k}={v:.3g}" if isinstance(v, float) else f"  {k}={v}"
                     for k, v in extra.items()), flush=True)
+    if args.json:  # after each side, so a run cut short keeps what it measured
+      io_utils.write_json(args.json, result)
     return med
 
   windows, compile_s, loss, mesh = bench_ours(cfg, args, batch_np)
