@@ -4,9 +4,9 @@ The whole recommend function (tokenised prompts in, top-K ID-table rows and scor
 KV-cached decoder, constrained beam search over the catalog trie) is lowered once with a symbolic
 batch dimension and serialized with `jax.export`.  Weights and the trie arrays are *arguments* of that
 function, stored beside it in `arrays.safetensors`, not constants baked into the StableHLO: the module
-then stays the same size whatever the catalog (baking measured +2.4 KB of module per 1.8 KB of trie on a
-300-track catalog: the trie's bytes again inside the protobuf, which is capped at 2 GB and slows
-compilation for large catalogs), and the same bytes are readable by other tools.
+then stays the same size whatever the catalog (baking measured +2.3 KB of module for the 2.1 KB
+trie of the 300-track quickstart catalog: the trie's bytes again, inside a protobuf capped at 2 GB),
+and the arrays stay readable by other tools.
 
 The export dir is read by `t2t_jax.export_runtime` (numpy + jax + sentencepiece only), which is copied
 into it; see that module for the layout.  The weights are also written in Hugging Face T5 naming
