@@ -132,6 +132,7 @@ def run_child(corpus: str, work: str, *, max_examples: int, batch_size: int, inp
           "rows": meta["read_stats"]["rows_read"], "examples": examples, "batches": batches,
           "stages": stages, "examples_per_s": examples / max(stages["batches_s"], 1e-9),
           "examples_per_cpu_s": examples / max(batches_cpu_s, 1e-9), "loadavg_end": os.getloadavg(),
+          "convert_rows_per_s": meta["read_stats"]["rows_read"] / max(stages["convert_s"], 1e-9),
           "end_to_end_examples_per_s": examples / total, "total_s": total}
 
 
