@@ -231,12 +231,14 @@ def _full_vocab_mask_decode(index, bank_MxV, batch, beam, steps):
   width = max(index.max_degree)
   node_BxW = jnp.zeros((batch, beam), jnp.int32)
   score_BxW = jnp.tile(jnp.array([0.0] + [-jnp.inf] * (beam - 1)), (batch, 1))
+  tok_M = jnp.zeros((m,), jnp.int32)
   for _ in range(steps):
-    logp_MxV = jax.nn.log_softmax(bank_MxV, axis=-1)
+    logp_MxV = jax.nn.log_softmax(bank_MxV + 1e-3 * tok_M[:, None].astype(bank_MxV.dtype), axis=-1)
     node_M = node_BxW.reshape(m)
     first_M, deg_M = index.first_child(node_M), index.degree(node_M)
     offs = jnp.arange(width)
-    tok_MxD = index.edge_token(first_M[:, None] + jnp.minimum(offs, jnp.maximum(deg_M - 1, 0)[:, None]))
+    last_M = jnp.maximum(deg_M - 1, 0)
+    tok_MxD = index.edge_token(first_M[:, None] + jnp.minimum(offs, last_M[:, None]))
     allowed_MxV = jnp.zeros((m, v), bool).at[jnp.arange(m)[:, None], tok_MxD].set(
         offs[None, :] < deg_M[:, None])
     masked = jnp.where(allowed_MxV, logp_MxV, -jnp.inf).reshape(batch, beam, v)
@@ -244,6 +246,7 @@ def _full_vocab_mask_decode(index, bank_MxV, batch, beam, steps):
     score_BxW, idx = jax.lax.top_k(flat, beam)
     parent, tok = idx // v, idx % v
     node_BxW = index.child(jnp.take_along_axis(node_BxW, parent, axis=1), tok)
+    tok_M = tok.reshape(m).astype(jnp.int32)
   return node_BxW, score_BxW
 
 
@@ -266,7 +269,8 @@ def bench_mask_only(cfg, args, out):
     cache = {"beam_state": jnp.zeros((m, 2), jnp.int32)}
 
     def decode(bank, cache, index, constrained):
-      t2l = lambda tok, c: (bank, jax.tree.map(lambda x: x + tok, c))
+      # Logits depend on the fed token, so XLA cannot hoist the per-step work out of the loop.
+      t2l = lambda tok, c: (bank + 1e-3 * tok.astype(bank.dtype), jax.tree.map(lambda x: x + tok, c))
       return beam_search(t2l, cache, index, batch_size=b, beam_size=w, top_k=w,
                          constrained=constrained)
 
