@@ -32,6 +32,7 @@ def _run(argv):
 
 
 @pytest.mark.entry
+@pytest.mark.slow
 def test_semantic_rq_from_dataset(dataset, tmp_path):
   out = str(tmp_path / "ids" / "semantic_rq")
   assert _run(["--gin_file", os.path.join(ROOT, "gin/ids/semantic_rq.gin"), "--dataset_dir", dataset,

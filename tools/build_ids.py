@@ -152,7 +152,8 @@ def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedd
 
   "prefix purity": tracks are labelled with their dominant intent (the intent of most train playlists
   holding them; synthetic datasets record it); purity = share of tracks whose first-token group's
-  majority intent is their own (how much the first decoding step already narrows the intent).
+  majority intent is their own (how much the first decoding step already narrows the intent); read it
+  with "tracks_per_first_token" (atomic integer IDs are trivially pure: every group is one track).
   """
   import collections  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
@@ -203,6 +204,7 @@ def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedd
     out.append({"strategy": label, "tokens_per_id_mean": float(lengths.mean()), "tokens_per_id_max": int(lengths.max()),
                 "new_vocab_tokens": table.num_id_tokens, "disambiguated_tracks": int(table.meta.get("num_disambiguated", 0)),
                 "disambiguation_size": int(table.level_sizes[-1]) if name.startswith("semantic") else 0,
+                "tracks_per_first_token": float(len(track_ids) / np.unique(table.codes[:, 0]).size),
                 "prefix_purity": purity(table), "build_seconds": secs + (emb_s if name.startswith("semantic") else 0.0),
                 "duplicate_ids": table.num_duplicate_ids()})
   return out
