@@ -25,6 +25,7 @@ DATA = [
     "seqio>=0.0.19",
     "tensorflow-datasets>=4.9.4",
     "pyarrow>=14",
+    "importlib_resources>=6",  # tfds 4.9.x builds nothing without it
 ]
 
 setuptools.setup(
@@ -40,6 +41,9 @@ setuptools.setup(
     install_requires=CORE + DATA,
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6"],
+        # SeqIO's Beam cache job and the `tfds build` command (beam pins protobuf<7: reinstall
+        # protobuf>=7.36 afterwards, see README).
+        "beam": ["apache-beam>=2.60", "google-crc32c", "mlcroissant"],
         "bench": ["faiss-cpu>=1.8", "scikit-learn>=1.4", "torch==2.13.0", "transformers>=4.44,<6"],
     },
     entry_points={"console_scripts": ["t2t=t2t_jax.cli:main"]},

@@ -12,6 +12,12 @@ import tempfile
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
   """Opens a temporary file beside `path`; renames it onto `path` only on success."""
@@ -24,6 +30,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     kwargs = {} if "b" in mode else {"encoding": encoding}
     with open(tmp, mode, **kwargs) as f:
       yield f
+    # mkstemp creates 0600; give the result the permissions a plain open() would.
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
@@ -40,6 +48,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[str]
   tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
   try:
     yield tmp
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700.
     if os.path.exists(path):
       if not overwrite:
         raise FileExistsError(path)
