@@ -1,0 +1,37 @@
+"""Entry test for tools/bench_kmeans.py on a tiny problem: the JSON has every documented key."""
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import bench_kmeans  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.mark.entry
+def test_bench_json(tmp_path):
+  out = tmp_path / "b.json"
+  assert bench_kmeans.main(["--n", "3000", "--d", "8", "--k", "8", "--iterations", "3", "--runs", "1",
+                            "--blobs", "8", "--json", str(out)]) == 0
+  r = json.loads(out.read_text())
+  for key in ("jax_seconds", "faiss_seconds", "sklearn_seconds", "jax_inertia", "faiss_inertia",
+              "sklearn_inertia", "n", "d", "k", "iterations", "machine"):
+    assert key in r, key
+  assert (r["n"], r["d"], r["k"], r["iterations"]) == (3000, 8, 8, 3)
+  # Same data, same initial centroids, same iterations: the three agree on the inertia.
+  assert r["jax_inertia"] == pytest.approx(r["faiss_inertia"], rel=1e-4)
+  assert r["jax_inertia"] == pytest.approx(r["sklearn_inertia"], rel=1e-4)
+  assert r["jax_inertia"] < r["init_inertia"]
+
+
+@pytest.mark.entry
+def test_scale_mode_small(tmp_path):
+  out = tmp_path / "s.json"
+  assert bench_kmeans.main(["--scale", "--n", "3000", "--d", "8", "--k", "8", "--levels", "2", "--iterations", "3",
+                            "--blobs", "8", "--scratch", str(tmp_path), "--json", str(out)]) == 0
+  r = json.loads(out.read_text())
+  assert r["duplicate_ids"] == 0 and r["peak_rss_gib"] > 0 and len(r["levels_detail"]) == 2
