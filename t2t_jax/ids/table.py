@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,11 +32,19 @@ TRACK_IDS_FILE = "track_ids.txt"
 META_FILE = "meta.json"
 STATS_FILE = "stats.json"
 FORMAT_VERSION = 1
+# An empty line, or a line starting/ending with whitespace, in the newline-joined ids.
+_BAD_ID_RE = re.compile(r"^$|^\s|[^\S\n]$", re.MULTILINE)
 
 
 def check_track_ids(track_ids: Sequence[str], source: str = "track_ids") -> list[str]:
   """Returns track ids as a list of str; raises UserInputError on duplicates, empties or newlines."""
-  out = [str(t) for t in track_ids]
+  out = [t if type(t) is str else str(t) for t in track_ids]  # pylint: disable=unidiomatic-typecheck
+  # Fast vectorised checks (10M ids in seconds); the slow loop below only runs to name a bad id.
+  joined = "\n".join(out)
+  clean = (joined.count("\n") == max(len(out) - 1, 0) and "\r" not in joined
+           and not _BAD_ID_RE.search(joined) and len(set(out)) == len(out))
+  if clean:
+    return out
   seen: dict[str, int] = {}
   for i, t in enumerate(out):
     if not t or "\n" in t or "\r" in t or t != t.strip():
