@@ -180,13 +180,46 @@ def parse_id_specs(specs: Sequence) -> list[IdSpec]:
   return out
 
 
+def order_last_level_by_popularity(table, counts_N: np.ndarray):
+  """Re-numbers the last ID level inside every prefix group by training popularity (code 0 = the
+  group's most popular track; ties by row), keeping IDs unique and every code within its level size.
+
+  Semantic IDs end with a level that only tells apart the tracks of one prefix group (the
+  disambiguation level, or the leaf level of hierarchical k-means); its codes carry no meaning of
+  their own (distance order).  Popularity order gives the same code the same meaning in every group
+  ("the most popular track here"), which a generative model learns once for all groups.
+  """
+  from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
+  codes_NxL = table.codes.copy()
+  if table.is_text or codes_NxL.shape[1] < 2:
+    raise UserInputError(f"last_level_order='popularity' needs an ID of >= 2 fixed levels ({table.strategy})")
+  n = codes_NxL.shape[0]
+  prefix_N = np.unique(codes_NxL[:, :-1], axis=0, return_inverse=True)[1].reshape(-1)
+  order = np.lexsort((np.arange(n), -np.asarray(counts_N, np.int64), prefix_N))  # group, then popularity
+  sorted_prefix = prefix_N[order]
+  starts = np.r_[0, np.flatnonzero(np.diff(sorted_prefix)) + 1]
+  rank_sorted = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+  codes_NxL[order, -1] = rank_sorted
+  meta = dict(table.meta, last_level_order="popularity")
+  return IdTable(strategy=table.strategy, track_ids=table.track_ids, codes=codes_NxL, level_sizes=table.level_sizes,
+                 is_text=False, meta=meta)
+
+
 def build_table(ws: Workspace, spec: IdSpec, *, embeddings_NxD: np.ndarray | None = None, seed: int = 0):
   """Builds `spec`'s IdTable over the catalog (rows in catalog order) and saves it under
-  {dataset}/ids/{spec.name}.  Returns (table, seconds)."""
+  {dataset}/ids/{spec.name}.  Returns (table, seconds).
+
+  `spec.kwargs` go to `strategies.build_ids`, except `last_level_order`: "popularity" re-numbers the
+  last level of semantic IDs by training popularity (`order_last_level_by_popularity`).
+  """
   from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids import strategies  # pylint: disable=g-import-not-at-top
   t = time.time()
   kwargs = dict(spec.kwargs)
+  last_level_order = kwargs.pop("last_level_order", None)
+  if last_level_order not in (None, "default", "popularity"):
+    raise UserInputError(f"ID spec {spec.name!r}: last_level_order must be 'default' or 'popularity', "
+                         f"got {last_level_order!r}")
   tracks = ws.ds.tracks
   if spec.strategy == "content":
     vocab = vocab_lib.TextAndIdVocab(ws.spm_path)
@@ -200,6 +233,11 @@ def build_table(ws: Workspace, spec: IdSpec, *, embeddings_NxD: np.ndarray | Non
       raise UserInputError(f"ID spec {spec.name!r} ({spec.strategy}) needs CF embeddings")
     kwargs.setdefault("seed", seed)
     table = strategies.build_ids(spec.strategy, track_ids=ws.track_ids, embeddings=embeddings_NxD, **kwargs)
+  if last_level_order == "popularity":
+    counts_N = np.zeros(ws.num_tracks, np.int64)
+    for rows in ws.rows_train:
+      np.add.at(counts_N, np.unique(np.asarray(rows, np.int64)), 1)
+    table = order_last_level_by_popularity(table, counts_N)
   seconds = time.time() - t
   assert table.track_ids == ws.track_ids, "ID-table rows must be catalog rows"
   table.save(os.path.join(ws.ds_dir, "ids", spec.name))
@@ -297,9 +335,19 @@ class TrainOutcome:
 def train_text2tracks(task: Task, *, model_dir: str, model: str = "tiny", train_steps: int = 1500,
                       batch_size: int = 128, learning_rate: float = 3e-3, warmup_steps: int | None = None,
                       seed: int = 0, progress: bool = False, model_overrides: dict | None = None,
-                      tensorboard: bool = True) -> TrainOutcome:
-  """Trains T5 (fresh, replacing model_dir) on the task with the rsqrt schedule; returns timings."""
-  from t2t_jax import trainer  # pylint: disable=g-import-not-at-top
+                      tensorboard: bool = True, num_devices: int | None = None) -> TrainOutcome:
+  """Trains T5 (fresh, replacing model_dir) on the task with the rsqrt schedule; returns timings.
+
+  num_devices: data-parallel over the first n local devices (None: all of them).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from t2t_jax import partitioning, trainer  # pylint: disable=g-import-not-at-top
+  partitioner = None
+  if num_devices is not None:
+    if not 1 <= num_devices <= jax.local_device_count() or batch_size % num_devices:
+      raise UserInputError(f"num_devices={num_devices}: need 1..{jax.local_device_count()} dividing "
+                           f"batch_size={batch_size}")
+    partitioner = partitioning.Partitioner(devices=jax.local_devices()[:num_devices])
   shutil.rmtree(model_dir, ignore_errors=True)
   mcfg = model_config(model, task.vocab.vocab_size)
   if model_overrides:
@@ -310,7 +358,7 @@ def train_text2tracks(task: Task, *, model_dir: str, model: str = "tiny", train_
       train_steps=train_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, schedule="rsqrt",
       warmup_steps=min(200, train_steps // 5) if warmup_steps is None else warmup_steps,
       checkpoint_period=max(train_steps, 1), log_period=max(1, train_steps // 10), progress=progress,
-      restore=False, tensorboard=tensorboard)
+      restore=False, tensorboard=tensorboard, partitioner=partitioner)
   seconds = time.time() - t
   loss = result.history[-1].get("loss") if result.history else None
   return TrainOutcome(model_dir=model_dir, config=mcfg, seconds=seconds,
@@ -394,6 +442,9 @@ def run_baselines(ws: Workspace, prompts: Sequence[str], relevant: Sequence[Sequ
                                                 **kw).fit(texts, train_prompts)
       extra = {"final_loss": model.final_loss, "train_examples_per_s": model.examples_per_second}
     train_s = time.time() - t
+    if extra.get("train_examples_per_s"):  # steady-state training time, as for Text2Tracks rows
+      extra["train_wall_seconds"] = round(train_s, 1)
+      train_s = model.train_steps * model.batch_size / extra["train_examples_per_s"]
     model.recommend(list(prompts[:8]), k)  # warm-up (jit compile) outside the timing
     t = time.time()
     ranked = model.recommend(list(prompts), k)
@@ -465,7 +516,8 @@ def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str],
     f.write(buf.getvalue())
   md = [f"# {title}", "", markdown_table(rows, columns), ""]
   md += [f"- {n}" for n in notes]
-  md += ["", f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, load {machine.get('load_avg_1_5_15')}), "
+  md += ["", f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
+         f"load {machine.get('load_avg_1_5_15')} at the start), "
          f"JAX {machine.get('jax')} on {machine.get('backend')}, {machine.get('date_utc')}.", "",
          "## Config", "", "```json", json.dumps(config, indent=2, default=str), "```", ""]
   with io_utils.atomic_write(os.path.join(out_dir, "results.md")) as f:

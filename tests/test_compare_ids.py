@@ -1,0 +1,134 @@
+"""tools/compare_ids.py end to end at a tiny size: rows, files, charts, and the shared-split guarantee."""
+
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import compare_ids  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+pytestmark = pytest.mark.entry
+TINY_GIN = os.path.join(ROOT, "gin", "experiments", "compare_ids_tiny.gin")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(out, *bindings):
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  try:
+    return compare_ids.main(["--gin_file", TINY_GIN, "--out", str(out), "--no_progress",
+                             *[x for b in bindings for x in ("--gin_bindings", b)]])
+  finally:
+    gin.clear_config()
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+  out = tmp_path_factory.mktemp("cmp")
+  rc = _run(out, 'compare_ids.id_specs = [("semantic_rq", "semantic_rq", {"level_sizes": (8, 8), "iterations": 5})]',
+            "compare_ids.train_steps = 6",
+            'compare_ids.dual_encoder_kwargs = {"train_steps": 4, "batch_size": 8}')
+  assert rc == 0
+  with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+    rows = json.load(f)
+  return out, rows
+
+
+def test_rows_and_columns(result):
+  _, rows = result
+  assert [r["method"] for r in rows] == ["Text2Tracks (semantic_rq)", "BM25 (bm25s)",
+                                         "Dual encoder (T5 enc, in-batch softmax)", "Most popular"]
+  assert [r["id_strategy"] for r in rows] == ["semantic_rq", None, None, None]
+  for r in rows:
+    for key in ("method", "id_strategy", "hits@10", "map@10", "ndcg@10", "decode_steps_per_id",
+                "train_seconds", "prompts_per_s"):
+      assert key in r, (r["method"], key)
+    for key in ("hits@10", "map@10", "ndcg@10"):
+      assert 0.0 <= r[key] <= 1.0
+    assert r["num_queries"] == 12  # compare_ids_tiny.gin: eval_playlists = 12, for every method
+    assert r["prompts_per_s"] > 0
+  t2t = rows[0]
+  # (8, 8) residual k-means + one disambiguation level: 3 fixed decoding steps.
+  assert t2t["decode_steps_per_id"] == 3.0 and t2t["decode_steps_max"] == 3
+  assert t2t["train_examples_per_s"] > 0 and t2t["index_bytes"] > 0 and t2t["id_build_seconds"] > 0
+  assert rows[2]["final_loss"] is not None and rows[2]["train_examples_per_s"] > 0
+  assert rows[3]["train_seconds"] >= 0 and rows[1]["decode_steps_per_id"] is None
+
+
+def test_baselines_scored_on_the_same_split(result):
+  """The BM25 and most-popular rows equal a direct recomputation on the task's test prompts."""
+  from t2t_jax import evaluation, experiment  # pylint: disable=g-import-not-at-top
+  from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
+  from t2t_jax.data import formats, prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  out, rows = result
+  ds = formats.Dataset.load(os.path.join(out, "work", "data", "synthetic"))
+  test = list(ds.playlists("test"))[:12]
+  prompts = [prompts_lib.make_prompt(p, "title") for p in test]
+  relevant = [[ds.track_row[t] for t in p.track_ids] for p in test]
+  train = list(ds.playlists("train"))
+  train_rows = [[ds.track_row[t] for t in p.track_ids] for p in train]
+  bm = bm25.BM25Retriever().fit([experiment.track_text(t) for t in ds.tracks],
+                                [(prompts_lib.make_prompt(p, "title"), r) for p, r in zip(train, train_rows)])
+  want = evaluation.evaluate_rankings(bm.recommend(prompts, 10), relevant, ks=(1, 5, 10))
+  got = next(r for r in rows if r["method"].startswith("BM25"))
+  for key in ("hits@10", "map@10", "ndcg@10", "mrr"):
+    assert got[key] == pytest.approx(want[key])
+  pop = popularity.MostPopular(len(ds.tracks)).fit(train_rows)
+  want = evaluation.evaluate_rankings(pop.recommend(prompts, 10), relevant, ks=(1, 5, 10))
+  got = next(r for r in rows if r["method"] == "Most popular")
+  assert got["hits@10"] == pytest.approx(want["hits@10"]) and got["map@10"] == pytest.approx(want["map@10"])
+
+
+def test_files(result):
+  out, rows = result
+  with open(os.path.join(out, "results.csv"), encoding="utf-8") as f:
+    table = list(csv.DictReader(f))
+  assert [r["method"] for r in table] == [r["method"] for r in rows]
+  assert float(table[0]["hits@10"]) == pytest.approx(rows[0]["hits@10"])
+  md = open(os.path.join(out, "results.md"), encoding="utf-8").read()
+  assert "| method | id_strategy | hits@10 |" in md and "| Text2Tracks (semantic_rq) | semantic_rq |" in md
+  assert "Machine:" in md
+  for name in ("metrics.png", "efficiency.png"):
+    with open(os.path.join(out, name), "rb") as f:
+      data = f.read()
+    assert data.startswith(PNG_MAGIC) and len(data) < 200_000
+  assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_parse_id_specs_and_bad_config(tmp_path, capsys):
+  from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
+  from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  specs = experiment.parse_id_specs([("a", "integer", {"order": "random"}), ("b", "content")])
+  assert [(s.name, s.strategy, s.kwargs, s.family) for s in specs] == [
+      ("a", "integer", {"order": "random"}, "integer"), ("b", "content", {}, "content")]
+  for bad, match in (([("x", "semantic_pq")], "unknown strategy"), ([("x", "integer"), ("x", "content")], "unique"),
+                     ([("x y", "integer")], "letters"), ([], "no ID strategies"), (["integer"], "expected")):
+    with pytest.raises(UserInputError, match=match):
+      experiment.parse_id_specs(bad)
+  assert _run(tmp_path, 'compare_ids.id_specs = [("x", "semantic_pq")]') == 2
+  assert "semantic_pq" in capsys.readouterr().err
+  assert _run(tmp_path, "compare_ids.beam_size = 5") == 2
+  assert "beam_size" in capsys.readouterr().err
+  assert compare_ids.main(["--gin_file", str(tmp_path / "nope.gin"), "--out", str(tmp_path)]) == 2
+  assert "nope.gin" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_all_strategies_tiny(tmp_path):
+  """Every ID strategy of compare_ids_tiny.gin (six models) plus the three baselines."""
+  assert _run(tmp_path, 'compare_ids.dual_encoder_kwargs = {"train_steps": 4, "batch_size": 8}') == 0
+  with open(os.path.join(tmp_path, "results.json"), encoding="utf-8") as f:
+    rows = json.load(f)
+  by = {r["id_strategy"]: r for r in rows if r["id_strategy"]}
+  assert list(by) == ["content", "integer_sequential", "integer_random", "integer_tokenized", "semantic_rq",
+                      "semantic_hkmeans"]
+  assert by["integer_sequential"]["decode_steps_per_id"] == 1.0
+  assert by["integer_tokenized"]["decode_steps_per_id"] == 3.0  # 300 tracks: 3 decimal digits
+  assert by["content"]["decode_steps_per_id"] > 3.0  # artist - title in text pieces, + EOS
+  assert len(rows) == 9 and all(np.isfinite(r["hits@10"]) for r in rows)

@@ -1,0 +1,209 @@
+"""The paper's comparison: Text2Tracks with every ID strategy vs. BM25, a dense dual encoder and
+most-popular, on the same synthetic split, scored by the same metric code.
+
+  python tools/compare_ids.py --gin_file gin/experiments/compare_ids.gin --out docs/results/compare_ids
+  python tools/compare_ids.py --gin_file gin/experiments/compare_ids_tiny.gin --out /tmp/cmp   # seconds
+
+Every ID strategy (content, integer sequential / random / tokenized, semantic RQ / hierarchical;
+`id_specs` in the gin file) trains the same T5 for the same number of steps and batch size, then
+decodes the same held-out prompts with constrained beam search.  Outputs in --out:
+  results.json   list of rows: method, id_strategy, hits@10, map@10, ndcg@10, decode_steps_per_id, ...
+  results.csv    the same rows, every column
+  results.md     the table, the machine and the config
+  metrics.png    Hits@10 / MAP@10 / NDCG@10 per method
+  efficiency.png decoding steps per ID, train time and prompts/s at inference per method
+Rows are written after every method, so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import gin
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from t2t_jax import experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TABLE_COLUMNS = ("method", "id_strategy", "hits@10", "map@10", "ndcg@10", "decode_steps_per_id",
+                 "train_seconds", "prompts_per_s")
+DEFAULT_ID_SPECS = (
+    ("content", "content", {"max_len": 32, "template": "{artist} - {title}"}),
+    ("integer_sequential", "integer", {"order": "sequential", "base": None}),
+    ("integer_random", "integer", {"order": "random", "base": None}),
+    ("integer_tokenized", "integer", {"order": "sequential", "base": 10}),
+    ("semantic_rq", "semantic_rq", {"level_sizes": (64, 64, 64)}),
+    ("semantic_hkmeans", "semantic_hkmeans", {"level_sizes": (64, 64, 64)}),
+)
+
+
+def _steady_seconds(examples: int, examples_per_second: float | None, wall_seconds: float) -> float:
+  """Training time without compilation (examples / steady-state throughput); wall time if unknown."""
+  return round(examples / examples_per_second if examples_per_second else wall_seconds, 1)
+
+
+def _label(spec: experiment.IdSpec) -> str:
+  return f"Text2Tracks ({spec.name})"
+
+
+@gin.configurable
+def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, seed: int = 0,
+                num_tracks: int = 3000, num_playlists: int = 5000, vocab_size: int = 2000,
+                synthetic_overrides: dict | None = None, embedding_dim: int = 64,
+                id_specs=DEFAULT_ID_SPECS, model: str = "tiny", model_overrides: dict | None = None,
+                train_steps: int = 600, batch_size: int = 128, learning_rate: float = 3e-3,
+                beam_size: int = 20, k: int = 10, eval_playlists: int | None = 250, prompt_field: str = "title",
+                baselines=experiment.BASELINES, dual_encoder_kwargs: dict | None = None,
+                num_devices: int | None = None, progress: bool = True) -> list[dict]:
+  """Runs the comparison; writes results.{json,csv,md} and PNG charts into out_dir; returns the rows.
+
+  `dual_encoder_kwargs` default to the Text2Tracks budget: the same T5 size's encoder, the same
+  number of steps and batch size.
+  """
+  if beam_size < k:
+    raise UserInputError(f"compare_ids.beam_size ({beam_size}) must be >= k ({k})")
+  for name, v in (("train_steps", train_steps), ("batch_size", batch_size), ("num_tracks", num_tracks),
+                  ("num_playlists", num_playlists)):
+    if v <= 0:
+      raise UserInputError(f"compare_ids.{name} must be positive, got {v}")
+  specs = experiment.parse_id_specs(id_specs)
+  work_dir = work_dir or os.path.join(out_dir, "work")
+  machine = experiment.machine_info()
+  config = {k_: v for k_, v in locals().items() if k_ not in ("specs", "machine")}
+  config["id_specs"] = [[s.name, s.strategy, s.kwargs] for s in specs]
+  stage = experiment.Stages(verbose=progress)
+  t_start = time.time()
+  ws = experiment.prepare_synthetic(work_dir, seed=seed, num_tracks=num_tracks, num_playlists=num_playlists,
+                                    vocab_size=vocab_size, synthetic_overrides=synthetic_overrides, stage=stage)
+  emb = None
+  emb_seconds = 0.0
+  if any(s.strategy.startswith("semantic") for s in specs):
+    with stage("CF track embeddings"):
+      t = time.time()
+      emb = experiment.cf_embeddings(ws, dim=embedding_dim, seed=seed)
+      emb_seconds = time.time() - t
+  rows: list[dict] = []
+  notes = [f"{ws.num_tracks} tracks, {len(ws.train_playlists)} train playlists; every method is scored on the "
+           f"same {eval_playlists or len(ws.test_playlists)} test playlists (Hits/MAP/NDCG@{k}).",
+           f"Text2Tracks: T5.1.1-{model}, {train_steps} steps x batch {batch_size}, lr {learning_rate} (rsqrt), "
+           f"beam {beam_size}; semantic ID build time includes the CF embeddings ({emb_seconds:.1f} s)."]
+
+  def flush():
+    experiment.write_results(out_dir, rows, columns=TABLE_COLUMNS, machine=machine, config=config,
+                             title="Text2Tracks: ID strategies vs. retrieval baselines (synthetic)", notes=notes)
+    plot_results(rows, out_dir)
+
+  task = None
+  inputs_length = None
+  for spec in specs:
+    with stage(f"Text2Tracks with {spec.name} IDs"):
+      table, build_s = experiment.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
+      if spec.strategy.startswith("semantic"):
+        build_s += emb_seconds
+      task = experiment.make_task(ws, table, spec.name, prompt_field=prompt_field, inputs_length=inputs_length,
+                                  eval_playlists=eval_playlists)
+      inputs_length = task.feature_lengths["inputs"]  # one encoder length for every strategy
+      model_dir = os.path.join(work_dir, "models", spec.name)
+      trained = experiment.train_text2tracks(task, model_dir=model_dir, model=model, train_steps=train_steps,
+                                             batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                                             progress=progress, model_overrides=model_overrides,
+                                             num_devices=num_devices,
+                                             tensorboard=False)
+      ev = experiment.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
+      rows.append({"method": _label(spec), "id_strategy": spec.name, **ev["metrics"],
+                   **experiment.id_stats(table), "id_build_seconds": round(build_s, 2),
+                   "train_seconds": _steady_seconds(train_steps * batch_size, trained.examples_per_second,
+                                                    trained.seconds),
+                   "train_wall_seconds": round(trained.seconds, 1),
+                   "train_examples_per_s": trained.examples_per_second, "final_loss": trained.final_loss,
+                   "prompts_per_s": ev["prompts_per_s"], "index_bytes": ev["index_bytes"],
+                   "params": trained.config.num_params()})
+      print(f"      {spec.name}: hits@{k}={ev['metrics'][f'hits@{k}']:.4f} "
+            f"steps/ID={rows[-1]['decode_steps_per_id']} loss={trained.final_loss}", flush=True)
+    flush()
+  if baselines:
+    with stage(f"baselines: {', '.join(baselines)}"):
+      de_kwargs = {"train_steps": train_steps, "batch_size": batch_size, **(dual_encoder_kwargs or {})}
+      if "config" not in de_kwargs:
+        de_kwargs["config"] = experiment.model_config(model, task.vocab.text_vocab_size)
+        if model_overrides:
+          de_kwargs["config"] = de_kwargs["config"].replace(**model_overrides)
+      rows.extend(experiment.run_baselines(ws, task.prompts, task.relevant, k=k, prompt_field=prompt_field,
+                                           which=tuple(baselines), dual_encoder_kwargs=de_kwargs, seed=seed,
+                                           progress=progress))
+    flush()
+  notes.append(f"Total wall time {time.time() - t_start:.0f} s; stages: {stage.times}.")
+  flush()
+  print(experiment.markdown_table(rows, TABLE_COLUMNS), flush=True)
+  return rows
+
+
+def plot_results(rows, out_dir: str) -> None:
+  """metrics.png (Hits/MAP/NDCG@10 per method) and efficiency.png (steps per ID, train s, prompts/s)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  if not rows:
+    return
+  names = [r["id_strategy"] or r["method"].split(" (")[0] for r in rows]
+  colors = ["tab:green" if (r["id_strategy"] or "").startswith("semantic") else
+            "tab:blue" if r["id_strategy"] else "tab:gray" for r in rows]
+  x = np.arange(len(rows))
+  fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 3.4))
+  for j, m in enumerate(("hits@10", "map@10", "ndcg@10")):
+    ax.bar(x + (j - 1) * 0.27, [r.get(m) or 0.0 for r in rows], width=0.27, label=m)
+  ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+  ax.set_ylabel("score")
+  ax.set_title("Ranking quality on held-out playlists")
+  ax.legend(fontsize=8)
+  experiment.save_figure(fig, os.path.join(out_dir, "metrics.png"))
+
+  panels = (("decode_steps_per_id", "decoding steps per ID"), ("train_seconds", "train time (s)"),
+            ("prompts_per_s", "prompts / s at inference"))
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+  for ax, (key, title) in zip(axes, panels):
+    vals = [r.get(key) for r in rows]
+    keep = [i for i, v in enumerate(vals) if v is not None]
+    ax.bar(np.arange(len(keep)), [vals[i] for i in keep], color=[colors[i] for i in keep])
+    ax.set_xticks(np.arange(len(keep)), [names[i] for i in keep], rotation=35, ha="right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    if key == "prompts_per_s":
+      ax.set_yscale("log")
+  experiment.save_figure(fig, os.path.join(out_dir, "efficiency.png"))
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--gin_file", action="append", default=[], help="e.g. gin/experiments/compare_ids.gin")
+  p.add_argument("--gin_bindings", action="append", default=[], help="e.g. \"compare_ids.train_steps = 100\"")
+  p.add_argument("--out", default=None, help="results dir (overrides compare_ids.out_dir)")
+  p.add_argument("--no_progress", action="store_true")
+  args = p.parse_args(argv)
+  try:
+    for f in args.gin_file:
+      if not os.path.exists(f):
+        raise UserInputError(f"--gin_file {f}: not found")
+    gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+      gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings)
+    except (ValueError, NameError, SyntaxError) as e:
+      raise UserInputError(f"gin config: {e}") from None
+    overrides = {}
+    if args.out:
+      overrides["out_dir"] = args.out
+    if args.no_progress:
+      overrides["progress"] = False
+    compare_ids(**overrides)
+  except UserInputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,178 @@
+"""Catalog scaling study: the Text2Tracks pipeline (semantic IDs) at catalog sizes you choose.
+
+  python tools/scaling_study.py --gin_file gin/experiments/scaling_study.gin --out docs/results/scaling
+  python tools/scaling_study.py --gin_file gin/experiments/scaling_study.gin \
+      --gin_bindings "scaling_study.catalog_sizes = (1_000_000, 10_000_000)" --out /big/scaling   # GPU/TPU host
+
+For each catalog size N: a synthetic catalog of N tracks and `playlists_per_track * N` playlists,
+CF embeddings, semantic IDs (codebook size per level chosen for N unless given), the SeqIO task, a
+few T5 training steps and constrained beam search over held-out prompts.  Reported per size:
+Hits@10 / MAP@10 / NDCG@10, ID-building time (k-means levels, plus CF embedding time), the trie
+index and ID-table bytes, decode latency (ms per batch of prompts) and prompts/s, and steady-state
+training throughput (examples/s).  Small sizes run on a CPU; JAX runs the same code on a GPU/TPU
+host for the large ones.  Outputs in --out: results.{json,csv,md} and scaling.png (metrics against
+catalog size, log x axis); rows are written after every size, so an interrupted run keeps them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import time
+
+import gin
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from t2t_jax import experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TABLE_COLUMNS = ("num_tracks", "num_playlists", "hits@10", "ndcg@10", "level_sizes", "id_build_seconds",
+                 "index_bytes", "decode_ms_per_batch", "prompts_per_s", "train_examples_per_s")
+
+
+def auto_codebook_size(num_tracks: int, levels: int, *, lo: int = 8, hi: int = 4096) -> int:
+  """The power of two >= num_tracks ** (1 / levels), clipped to [lo, hi] and to num_tracks."""
+  k = 1 << max(0, math.ceil(math.log2(max(2.0, num_tracks ** (1.0 / levels)) - 1e-9)))
+  return int(min(max(k, lo), hi, num_tracks))
+
+
+@gin.configurable
+def scaling_study(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None,
+                  catalog_sizes=(10_000, 100_000), playlists_per_track: float = 1.0, min_playlists: int = 1000,
+                  seed: int = 0, vocab_size: int = 2000, embedding_dim: int = 64,
+                  strategy: str = "semantic_rq", levels: int = 2, codebook_size: int | None = None,
+                  strategy_kwargs: dict | None = None, synthetic_overrides: dict | None = None,
+                  model: str = "tiny", model_overrides: dict | None = None, train_steps: int = 300,
+                  batch_size: int = 128, learning_rate: float = 3e-3, beam_size: int = 20, k: int = 10,
+                  eval_playlists: int = 200, decode_batch_size: int = 32, prompt_field: str = "title",
+                  keep_work: bool = False, num_devices: int | None = None, progress: bool = True) -> list[dict]:
+  """Runs the pipeline at each catalog size; writes results.{json,csv,md} + scaling.png; returns rows."""
+  sizes = [int(s) for s in (catalog_sizes if isinstance(catalog_sizes, (list, tuple)) else [catalog_sizes])]
+  if not sizes or any(s < 2 for s in sizes):
+    raise UserInputError(f"scaling_study.catalog_sizes must be integers >= 2, got {catalog_sizes!r}")
+  if strategy not in ("semantic_rq", "semantic_hkmeans"):
+    raise UserInputError(f"scaling_study.strategy must be semantic_rq or semantic_hkmeans, got {strategy!r}")
+  if playlists_per_track <= 0 or levels < 1 or train_steps <= 0:
+    raise UserInputError(f"scaling_study: playlists_per_track ({playlists_per_track}), levels ({levels}) and "
+                         f"train_steps ({train_steps}) must be positive")
+  if beam_size < k:
+    raise UserInputError(f"scaling_study.beam_size ({beam_size}) must be >= k ({k})")
+  work_dir = work_dir or os.path.join(out_dir, "work")
+  machine = experiment.machine_info()
+  config = {key: v for key, v in locals().items() if key not in ("machine",)}
+  rows: list[dict] = []
+  notes = [f"Semantic IDs ({strategy}, {levels} levels + disambiguation), T5.1.1-{model}, {train_steps} steps x "
+           f"batch {batch_size}, beam {beam_size}, {playlists_per_track} playlists per track "
+           f"(at least {min_playlists}); decode latency is per batch of {decode_batch_size} prompts.",
+           "id_build_seconds: k-means levels + disambiguation; embedding_seconds: CF embeddings; "
+           "index_bytes: the constrained-decoding trie on the device."]
+  for n in sorted(sizes):
+    t_size = time.time()
+    stage = experiment.Stages(verbose=progress)
+    size_dir = os.path.join(work_dir, f"n{n}")
+    num_playlists = max(min_playlists, int(round(playlists_per_track * n)))
+    ws = experiment.prepare_synthetic(size_dir, seed=seed, num_tracks=n, num_playlists=num_playlists,
+                                      vocab_size=vocab_size, synthetic_overrides=synthetic_overrides, stage=stage)
+    with stage(f"N={n}: CF embeddings"):
+      t = time.time()
+      emb = experiment.cf_embeddings(ws, dim=embedding_dim, seed=seed)
+      emb_s = time.time() - t
+    cb = codebook_size or auto_codebook_size(n, levels)
+    spec = experiment.IdSpec(strategy, strategy, {"level_sizes": (cb,) * levels, **(strategy_kwargs or {})})
+    with stage(f"N={n}: {strategy} IDs {spec.kwargs['level_sizes']}"):
+      table, id_s = experiment.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
+    task = experiment.make_task(ws, table, spec.name, prompt_field=prompt_field, eval_playlists=eval_playlists)
+    with stage(f"N={n}: train {train_steps} steps"):
+      trained = experiment.train_text2tracks(task, model_dir=os.path.join(size_dir, "model"), model=model,
+                                             train_steps=train_steps, batch_size=batch_size,
+                                             learning_rate=learning_rate, seed=seed, progress=progress,
+                                             model_overrides=model_overrides, tensorboard=False)
+    with stage(f"N={n}: constrained beam search on {len(task.eval_examples)} prompts"):
+      ev = experiment.evaluate_text2tracks(task, trained.model_dir, beam_size=beam_size, k=k,
+                                           batch_size=decode_batch_size)
+    m = ev["metrics"]
+    rows.append({
+        "num_tracks": n, "num_playlists": num_playlists, "hits@10": m.get("hits@10"), "map@10": m.get("map@10"),
+        "ndcg@10": m.get("ndcg@10"), "num_queries": m.get("num_queries"), "level_sizes": list(table.level_sizes),
+        **experiment.id_stats(table), "generate_seconds": round(ws.seconds.get("generate", 0.0), 2),
+        "embedding_seconds": round(emb_s, 2), "id_build_seconds": round(id_s, 2),
+        "index_bytes": ev["index_bytes"], "index_bytes_per_track": round(ev["index_bytes"] / n, 2),
+        "id_table_bytes": int(table.codes.nbytes), "index_build_seconds": ev["index_build_seconds"],
+        "decode_ms_per_batch": ev["decode_ms_per_batch"], "prompts_per_s": ev["prompts_per_s"],
+        "train_examples_per_s": trained.examples_per_second, "train_wall_seconds": round(trained.seconds, 1),
+        "final_loss": trained.final_loss, "params": trained.config.num_params(),
+        "size_seconds": round(time.time() - t_size, 1)})
+    experiment.write_results(out_dir, rows, columns=TABLE_COLUMNS, machine=machine, config=config,
+                             title="Text2Tracks catalog scaling study (synthetic)", notes=notes)
+    plot_scaling(rows, out_dir)
+    if not keep_work:
+      shutil.rmtree(size_dir, ignore_errors=True)
+  print(experiment.markdown_table(rows, TABLE_COLUMNS), flush=True)
+  return rows
+
+
+def plot_scaling(rows, out_dir: str) -> None:
+  """scaling.png: six panels against catalog size (log x)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  n = np.array([r["num_tracks"] for r in rows], np.float64)
+  panels = (("hits@10", "Hits@10", False), ("id_build_seconds", "ID build time (s)", True),
+            ("index_bytes", "trie index (bytes)", True), ("decode_ms_per_batch", "decode latency (ms / batch)", True),
+            ("train_examples_per_s", "train throughput (examples/s)", False),
+            ("embedding_seconds", "CF embedding time (s)", True))
+  fig, axes = plt.subplots(2, 3, figsize=(11, 5.5))
+  for ax, (key, title, logy) in zip(axes.ravel(), panels):
+    y = np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+    ax.plot(n, y, "o-")
+    ax.set_xscale("log")
+    if logy and np.all(y[~np.isnan(y)] > 0):
+      ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("catalog size (tracks)", fontsize=8)
+    ax.grid(alpha=0.3)
+  experiment.save_figure(fig, os.path.join(out_dir, "scaling.png"))
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--gin_file", action="append", default=[], help="e.g. gin/experiments/scaling_study.gin")
+  p.add_argument("--gin_bindings", action="append", default=[],
+                 help="e.g. \"scaling_study.catalog_sizes = (10_000, 100_000)\"")
+  p.add_argument("--sizes", default=None, help="comma-separated catalog sizes (overrides the gin file)")
+  p.add_argument("--out", default=None, help="results dir (overrides scaling_study.out_dir)")
+  p.add_argument("--no_progress", action="store_true")
+  args = p.parse_args(argv)
+  try:
+    for f in args.gin_file:
+      if not os.path.exists(f):
+        raise UserInputError(f"--gin_file {f}: not found")
+    gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+      gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings)
+    except (ValueError, NameError, SyntaxError) as e:
+      raise UserInputError(f"gin config: {e}") from None
+    overrides = {}
+    if args.sizes:
+      try:
+        overrides["catalog_sizes"] = tuple(int(float(x)) for x in args.sizes.split(","))
+      except ValueError:
+        raise UserInputError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+    if args.out:
+      overrides["out_dir"] = args.out
+    if args.no_progress:
+      overrides["progress"] = False
+    scaling_study(**overrides)
+  except UserInputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
