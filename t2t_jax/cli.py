@@ -82,9 +82,9 @@ def _serve_parser(sub) -> None:
   p.add_argument("-k", "--k", type=int, default=10, help="default tracks per prompt")
   p.add_argument("--max_k", type=int, default=100, help="largest k a request may ask for")
   p.add_argument("--max_batch", type=int, default=32, help="most prompts in one device call")
-  p.add_argument("--max_wait_ms", type=float, default=0.0,
-                 help="how long the first request of a batch waits for more (0: batch what queued up "
-                      "during the previous device call)")
+  p.add_argument("--max_wait_ms", type=float, default=5.0,
+                 help="under concurrent load, how long a batch waits for more requests (a lone request "
+                      "is sent at once; 0: batch only what queued up during the previous device call)")
   p.add_argument("--max_prompts", type=int, default=32, help="most prompts in one request")
   p.add_argument("--max_body_bytes", type=int, default=64 * 1024, help="largest request body")
   p.add_argument("--no_warmup", action="store_true", help="skip compiling the default k's batch shapes at start")

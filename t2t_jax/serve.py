@@ -11,11 +11,12 @@
 `MicroBatcher` gathers concurrent requests into one device call (at most `max_batch` prompts; the
 Recommender pads it to a power of two, and those shapes are compiled before the server starts
 listening).  Device calls run one at a time in a worker thread, so the event loop keeps accepting
-requests meanwhile and the next batch is everything that queued up during the previous call.  With
-`max_wait_ms` > 0 the first request of a batch also waits that long for company.  The default is 0:
-on the 2-core CPU of tools/bench_serve.py a 5 ms wait raised single-prompt p50 from 4 to 19 ms (a
-sleeping process on a loaded CPU wakes late) without raising throughput (112 vs 148 requests/s under
-32 clients), because under load the requests queue up while the device is busy anyway.
+requests meanwhile; the next batch is everything that queued up during the previous call plus, while
+requests are arriving concurrently (the previous batch served more than one), those arriving within
+`max_wait_ms`.  A lone request after a lone request is sent at once: measured with
+tools/bench_serve.py on the 2-core CPU, always waiting 5 ms raised single-prompt p50 from 3.5 to 16 ms
+(a sleeping process on a loaded CPU wakes late), while never waiting halved throughput under 32
+clients (95 vs 178 requests/s: smaller batches).
 """
 
 import asyncio
@@ -43,7 +44,7 @@ class ServeConfig:
   default_k: int = 10
   max_k: int = 100
   max_batch: int = 32          # prompts per device call
-  max_wait_ms: float = 0.0     # how long the first request of a batch waits for company
+  max_wait_ms: float = 5.0     # how long a batch waits for company under concurrent load
   max_prompts: int = 32        # prompts per request
   max_body_bytes: int = 64 * 1024
   warmup: bool = True
@@ -71,9 +72,9 @@ class _Item:
 class MicroBatcher:
   """Gathers concurrent requests into batched calls of `run_batch(prompts, k) -> list[result]`.
 
-  The first request of a batch waits up to `max_wait_ms` for others; requests with the same k share
-  a call of at most `max_batch` prompts (a request is never split).  Calls run one at a time in a
-  worker thread.
+  A batch takes the requests already queued and, when the previous batch served several requests
+  (concurrent load), those arriving within `max_wait_ms`; requests with the same k share a call of at
+  most `max_batch` prompts (a request is never split).  Calls run one at a time in a worker thread.
   """
 
   def __init__(self, run_batch: Callable[[list, int], list], *, max_batch: int, max_wait_ms: float):
@@ -84,6 +85,7 @@ class MicroBatcher:
     self._queue: asyncio.Queue | None = None
     self._task: asyncio.Task | None = None
     self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="t2t-device")
+    self._concurrent = False  # did the previous batch serve more than one request?
 
   def start(self) -> None:
     self._queue = asyncio.Queue()
@@ -110,10 +112,11 @@ class MicroBatcher:
     return await future
 
   async def _gather(self, items: list) -> list:
-    """`items` plus the requests already queued or arriving within max_wait, up to max_batch prompts."""
+    """`items` plus the requests already queued (or arriving within max_wait under concurrent load),
+    up to max_batch prompts."""
     loop = asyncio.get_running_loop()
     n = sum(len(it.prompts) for it in items)
-    deadline = loop.time() + self.max_wait_s
+    deadline = loop.time() + (self.max_wait_s if self._concurrent or len(items) > 1 else 0.0)
     while n < self.max_batch:
       if not self._queue.empty():
         item = self._queue.get_nowait()
@@ -127,6 +130,7 @@ class MicroBatcher:
           break
       items.append(item)
       n += len(item.prompts)
+    self._concurrent = len(items) > 1
     return items
 
   async def _loop(self) -> None:

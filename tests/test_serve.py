@@ -222,3 +222,30 @@ def test_micro_batcher_never_splits_a_request_over_the_cap():
 
   assert asyncio.run(scenario()) == [["a"], ["b", "c", "d"], ["e"]]
   assert calls == [["a"], ["b", "c", "d"], ["e"]]  # "b c d" would overflow "a"'s call: it goes next
+
+
+def test_micro_batcher_waits_for_company_only_under_concurrent_load():
+  calls = []
+
+  def run_batch(prompts, k):
+    calls.append(list(prompts))
+    return list(prompts)
+
+  async def timed(b, prompt):
+    t = time.perf_counter()
+    await b.submit([prompt], 1)
+    return time.perf_counter() - t
+
+  async def scenario():
+    b = serve.MicroBatcher(run_batch, max_batch=8, max_wait_ms=400)
+    b.start()
+    alone = await timed(b, "a")  # idle server: sent at once
+    await asyncio.gather(b.submit(["b"], 1), b.submit(["c"], 1))  # concurrent: one call
+    after_concurrent = await timed(b, "d")  # waits up to 400 ms for company, then goes alone
+    alone_again = await timed(b, "e")
+    await b.stop()
+    return alone, after_concurrent, alone_again
+
+  alone, after_concurrent, alone_again = asyncio.run(scenario())
+  assert calls == [["a"], ["b", "c"], ["d"], ["e"]]
+  assert alone < 0.3 and alone_again < 0.3 and after_concurrent >= 0.39

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
   p.add_argument("--clients", type=int, default=32)
   p.add_argument("--requests_per_client", type=int, default=16)
   p.add_argument("--max_batch", type=int, default=32, help="t2t serve --max_batch (1: no batching)")
-  p.add_argument("--max_wait_ms", type=float, default=0.0, help="t2t serve --max_wait_ms")
+  p.add_argument("--max_wait_ms", type=float, default=5.0, help="t2t serve --max_wait_ms")
   p.add_argument("--start_timeout_s", type=float, default=600)
   p.add_argument("--max_uptime_s", type=float, default=1800, help="server safety net")
   args = p.parse_args(argv)
