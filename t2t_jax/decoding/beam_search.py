@@ -12,6 +12,9 @@ Scores are sums of log-probs (no length penalty): they only decrease along a pat
 element is done once its K-th finished score is >= its best alive score, and the loop stops when
 all are done (or the IDs' maximum length is reached).
 
+Log-probs are `logit - logsumexp(logits)` gathered at the candidates: one reduction over V per beam
+and no [M, V] log-prob array.
+
 All arrays keep the batch axis first ([B, ...] or [B * beam, ...] batch-major), so the batch can be
 sharded over the mesh 'data' axis; the index arrays are replicated.
 """
