@@ -1,11 +1,8 @@
 """Tests for t2t_jax.trainer / optimizers / summaries (tiny model, CPU)."""
 
-import json
-import math
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

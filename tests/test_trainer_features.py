@@ -2,8 +2,8 @@
 
 import os
 
-import jax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
