@@ -136,6 +136,8 @@ def bench_end_to_end(cfg, args, out):
     torch.set_num_threads(args.threads)
   out["torch_threads"] = torch.get_num_threads()
   hf_cfg = transformers.T5Config(**hf_convert.config_to_hf(config))
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  out["hf_device"] = device
   hf = transformers.T5ForConditionalGeneration(hf_cfg).eval()
   sd = {name: torch.from_numpy(np.array(v)) for name, v in
         hf_convert.params_to_hf(params, config).items()}
@@ -145,11 +147,12 @@ def bench_end_to_end(cfg, args, out):
   missing, unexpected = hf.load_state_dict(sd, strict=False)
   assert not unexpected, unexpected
   assert all("embed_tokens" in m for m in missing), missing
+  hf = hf.to(device)
   dec = np.concatenate([np.zeros((b, 1), np.int64), seqs[:b, :-1]], axis=1)
   with torch.no_grad():
-    hf_logits = hf(input_ids=torch.from_numpy(prompts.astype(np.int64)),
-                   attention_mask=torch.from_numpy(prompts > 0),
-                   decoder_input_ids=torch.from_numpy(dec)).logits.numpy()
+    hf_logits = hf(input_ids=torch.from_numpy(prompts.astype(np.int64)).to(device),
+                   attention_mask=torch.from_numpy(prompts > 0).to(device),
+                   decoder_input_ids=torch.from_numpy(dec).to(device)).logits.cpu().numpy()
   our_logits = np.asarray(t5.Transformer(config).apply(
       {"params": params}, jprompts, jnp.asarray(dec, jnp.int32), enable_dropout=False))
   out["logits_max_abs_diff_vs_hf"] = float(np.abs(hf_logits - our_logits).max())
@@ -163,7 +166,7 @@ def bench_end_to_end(cfg, args, out):
     del batch_id
     return trie.get(tuple(sent.tolist()[1:]), [hf_cfg.eos_token_id])
 
-  tprompts = torch.from_numpy(prompts.astype(np.int64))
+  tprompts = torch.from_numpy(prompts.astype(np.int64)).to(device)
   mask = tprompts > 0
 
   def hf_generate(constrained):
@@ -178,6 +181,7 @@ def bench_end_to_end(cfg, args, out):
   t0 = time.perf_counter()
   hf_res = hf_generate(True)
   out["hf_constrained_first_call_s"] = time.perf_counter() - t0
+  hf_generate(False)  # warm-up of the free path too
 
   # Agreement of the two constrained searches (same weights): rows of HF's sequences.
   row_of = {tuple(r): i for i, r in enumerate(seqs.tolist())}
@@ -201,6 +205,8 @@ def bench_end_to_end(cfg, args, out):
       if not args.skip_hf:
         t0 = time.perf_counter()
         hf_generate(mode == "constrained")
+        if device == "cuda":
+          torch.cuda.synchronize()
         times[f"hf_{mode}"].append(time.perf_counter() - t0)
   for key, ts in times.items():
     if ts:
@@ -348,13 +354,16 @@ def main(argv=None):
   parser.add_argument("--model", help="T5 size preset (tiny, small, base, ...)")
   parser.add_argument("--mask_catalogs", help="comma-separated catalog sizes, e.g. 1000000,10000000")
   parser.add_argument("--build_n", type=int, help="catalog size for the index build timing")
-  parser.add_argument("--threads", type=int, default=1,
+  parser.add_argument("--threads", type=int, default=None,
                       help="CPU threads for both JAX (XLA intra-op) and torch; 0 = libraries' "
                            "defaults. Default 1: on a shared CPU, multi-threaded torch spin-waits "
-                           "badly (T5-small generate: 3 s at 1 thread, 17-35 s at 2 on this box)")
+                           "badly (T5-small generate: 3 s at 1 thread, 17-35 s at 2 on this box); "
+                           "--gpu default 0")
   parser.add_argument("--skip_hf", action="store_true")
   parser.add_argument("--skip", default="", help="comma-separated: e2e,mask,build")
   args = parser.parse_args(argv)
+  if args.threads is None:
+    args.threads = 0 if args.gpu else 1
   if args.threads == 1 and "jax" not in sys.modules:  # XLA reads its flags at first import
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
