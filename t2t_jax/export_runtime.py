@@ -59,7 +59,6 @@ EOS_ID = 1
 # ---- prompt normalisation and tokenisation (same rules as t2t_jax.data.prompts / vocab) -----------
 
 _WS = re.compile(r"\s+")
-_ID_TOKEN_RE = re.compile(r"<id_(\d+)_(\d+)>")
 
 
 def normalize_text(text: str) -> str:
@@ -155,26 +154,12 @@ class ExportedRecommender:
 
   # ---- tokenisation ------------------------------------------------------------------------------
 
-  def _id_token(self, level: int, code: int) -> int:
-    if not 0 <= level < len(self.id_level_sizes):
-      raise UserInputError(f"ID level {level} out of range (levels: {self.id_level_sizes})")
-    if not 0 <= code < self.id_level_sizes[level]:
-      raise UserInputError(f"ID code {code} out of range [0, {self.id_level_sizes[level]}) at level {level}")
-    return self.text_vocab_size + self._level_offsets[level] + code
-
   def tokenize(self, text: str) -> list:
-    """Text -> token ids (no EOS); "<id_l_c>" markup becomes the ID token (as TextAndIdVocab)."""
-    out, pos = [], 0
-    for mt in _ID_TOKEN_RE.finditer(text):
-      chunk = text[pos:mt.start()]
-      if chunk.strip():
-        out.extend(self.sp.EncodeAsIds(chunk))
-      out.append(self._id_token(int(mt.group(1)), int(mt.group(2))))
-      pos = mt.end()
-    chunk = text[pos:]
-    if chunk.strip() or pos == 0:
-      out.extend(self.sp.EncodeAsIds(chunk))
-    return out
+    """Prompt text -> text-token ids (no EOS), exactly as training prompts are tokenised.
+
+    Prompts are plain text: "<id_l_c>" typed by a user stays text and never becomes an ID token.
+    """
+    return list(self.sp.EncodeAsIds(text))
 
   def encode(self, prompts: Sequence[str]) -> np.ndarray:
     """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32 (long ones keep their EOS)."""

@@ -113,7 +113,8 @@ class Recommender:
         text = prompts_lib.normalize_prompt(p)
       except UserInputError as e:
         raise UserInputError(f"prompt #{i + 1}: {e}") from None
-      toks.append(self.vocab.encode(text) + [1])
+      # Plain text, as training prompts: user-typed "<id_l_c>" must not become ID tokens.
+      toks.append(list(self.vocab.sp.EncodeAsIds(text)) + [1])
     return pad_inputs(toks, self.inputs_length)
 
   def recommend_rows(self, prompts: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:

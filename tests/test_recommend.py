@@ -176,3 +176,10 @@ def test_cli_input_file_and_json(model_dir, rec, tmp_path, capsys, monkeypatch):
   assert cli.main(["recommend", "--model_dir", model_dir, "--input", str(tmp_path / "missing.txt")]) == 2
   err = capsys.readouterr().err.strip()
   assert "missing.txt" in err and len(err.splitlines()) == 1
+
+
+def test_user_typed_id_markup_stays_text(rec):
+  """A prompt that spells an ID token ("<id_0_1>") is tokenised as plain text, like training prompts."""
+  toks = rec.encode(["play <id_0_1> now"])[0]
+  assert not any(t >= rec.vocab.id_token_offset for t in toks.tolist())
+  assert toks.tolist()[: len(toks[toks > 0])][-1] == 1  # EOS-terminated
