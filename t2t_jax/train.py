@@ -21,6 +21,7 @@ Exit status: 0 done (or preempted by SIGTERM after saving), 2 user error (one li
 import argparse
 import logging
 import os
+import shutil
 import sys
 from typing import Any, Callable, Mapping
 
@@ -316,8 +317,13 @@ def parse_args(argv):
   return args
 
 
+def _has_checkpoint(model_dir: str) -> bool:
+  return any(name != "config.gin" for name in os.listdir(model_dir)) if os.path.isdir(model_dir) else False
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  created_model_dir = None
   try:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -333,13 +339,18 @@ def main(argv=None) -> int:
       raise UserInputError(f"gin macro RUN={run!r}: use one of {sorted(RUNS)}")
     model_dir = gin.query_parameter("MODEL_DIR/macro.value") if _has_macro("MODEL_DIR") else None
     if run == "train" and model_dir and jax.process_index() == 0:
+      if not os.path.exists(model_dir):
+        created_model_dir = model_dir
       os.makedirs(model_dir, exist_ok=True)
       gin_utils.write_config(model_dir)
     # Under `python -m` this file is __main__; gin registered the importable module's functions.
     from t2t_jax import train as train_module  # pylint: disable=import-outside-toplevel,import-self
     result = gin_utils.call_configured(train_module.RUNS[run])
   except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
+    # gin appends "In call to configurable ..." lines to exceptions; the first line says it all.
+    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    if created_model_dir and not _has_checkpoint(created_model_dir):
+      shutil.rmtree(created_model_dir, ignore_errors=True)  # leave no half-made MODEL_DIR behind
     return 2
   except Exception as e:  # pylint: disable=broad-except
     if type(e).__name__ == "TrainingDivergedError":

@@ -198,6 +198,14 @@ def prepare(mixture_or_task_name: str) -> None:
       source._load()  # pylint: disable=protected-access
 
 
+def task_source(task_name: str) -> ExampleSource:
+  """The ExampleSource behind a registered t2t task (its dataset dir, ID table dir, SentencePiece)."""
+  source = _SOURCES.get(task_name)
+  if source is None:
+    raise UserInputError(f"{task_name!r} is not a registered t2t task (known: {sorted(_SOURCES)[:10]})")
+  return source
+
+
 def check_table(table: IdTable, vocab: vocabularies.TextAndIdVocabulary, dataset: formats.Dataset,
                 ids_dir: str, *, missing_ids: str = "raise") -> None:
   """Checks that an ID table fits a dataset and vocabulary; UserInputError naming what is wrong.
