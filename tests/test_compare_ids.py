@@ -22,7 +22,8 @@ def _run(out, *bindings):
   import gin  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
-    return compare_ids.main(["--gin_file", TINY_GIN, "--out", str(out), "--no_progress",
+    return compare_ids.main(["--gin_file", TINY_GIN, "--out", str(out), "--work_dir", os.path.join(out, "work"),
+                             "--no_progress",
                              *[x for b in bindings for x in ("--gin_bindings", b)]])
   finally:
     gin.clear_config()
@@ -31,7 +32,8 @@ def _run(out, *bindings):
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
   out = tmp_path_factory.mktemp("cmp")
-  rc = _run(out, 'compare_ids.id_specs = [("semantic_rq", "semantic_rq", {"level_sizes": (8, 8), "iterations": 5})]',
+  rc = _run(out, 'compare_ids.id_specs = [("semantic_rq", "semantic_rq", '
+                 '{"level_sizes": (8, 8), "iterations": 5, "last_level_order": "popularity"})]',
             "compare_ids.train_steps = 6",
             'compare_ids.dual_encoder_kwargs = {"train_steps": 4, "batch_size": 8}')
   assert rc == 0
@@ -119,6 +121,22 @@ def test_parse_id_specs_and_bad_config(tmp_path, capsys):
   assert "nope.gin" in capsys.readouterr().err
 
 
+def test_order_last_level_by_popularity():
+  from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
+  from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
+  codes = np.array([[0, 0], [0, 1], [1, 0], [0, 2], [1, 1], [1, 2]])
+  table = IdTable(strategy="semantic_rq", track_ids=[f"t{i}" for i in range(6)], codes=codes, level_sizes=(2, 3))
+  out = experiment.order_last_level_by_popularity(table, np.array([1, 5, 3, 9, 3, 0]))
+  # Group 0 (rows 0, 1, 3): counts 1, 5, 9 -> codes 2, 1, 0; group 1 (rows 2, 4, 5): 3, 3, 0 -> 0, 1, 2 (tie: row).
+  assert out.codes.tolist() == [[0, 2], [0, 1], [1, 0], [0, 0], [1, 1], [1, 2]]
+  assert out.level_sizes == (2, 3) and out.meta["last_level_order"] == "popularity"
+  assert table.codes.tolist() == codes.tolist()  # input untouched
+  one = IdTable(strategy="integer", track_ids=["a", "b"], codes=np.array([[0], [1]]), level_sizes=(2,))
+  with pytest.raises(UserInputError, match="2 fixed levels"):
+    experiment.order_last_level_by_popularity(one, np.array([1, 2]))
+
+
 @pytest.mark.slow
 def test_all_strategies_tiny(tmp_path):
   """Every ID strategy of compare_ids_tiny.gin (six models) plus the three baselines."""
@@ -126,8 +144,8 @@ def test_all_strategies_tiny(tmp_path):
   with open(os.path.join(tmp_path, "results.json"), encoding="utf-8") as f:
     rows = json.load(f)
   by = {r["id_strategy"]: r for r in rows if r["id_strategy"]}
-  assert list(by) == ["content", "integer_sequential", "integer_random", "integer_tokenized", "semantic_rq",
-                      "semantic_hkmeans"]
+  assert list(by) == ["semantic_rq", "semantic_hkmeans", "integer_sequential", "integer_random",
+                      "integer_tokenized", "content"]
   assert by["integer_sequential"]["decode_steps_per_id"] == 1.0
   assert by["integer_tokenized"]["decode_steps_per_id"] == 3.0  # 300 tracks: 3 decimal digits
   assert by["content"]["decode_steps_per_id"] > 3.0  # artist - title in text pieces, + EOS

@@ -20,7 +20,8 @@ def _run(out, *args):
   import gin  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
-    return scaling_study.main(["--gin_file", TINY_GIN, "--out", str(out), "--no_progress", *args])
+    return scaling_study.main(["--gin_file", TINY_GIN, "--out", str(out), "--work_dir", os.path.join(out, "work"),
+                               "--no_progress", *args])
   finally:
     gin.clear_config()
 

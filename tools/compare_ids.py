@@ -72,7 +72,7 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
     if v <= 0:
       raise UserInputError(f"compare_ids.{name} must be positive, got {v}")
   specs = experiment.parse_id_specs(id_specs)
-  work_dir = work_dir or os.path.join(out_dir, "work")
+  work_dir = work_dir or os.path.join("t2t_runs", "compare_ids")
   machine = experiment.machine_info()
   config = {k_: v for k_, v in locals().items() if k_ not in ("specs", "machine")}
   config["id_specs"] = [[s.name, s.strategy, s.kwargs] for s in specs]
@@ -98,9 +98,20 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                              title="Text2Tracks: ID strategies vs. retrieval baselines (synthetic)", notes=notes)
     plot_results(rows, out_dir)
 
-  task = None
+  def run_baselines_once(task):
+    with stage(f"baselines: {', '.join(baselines)}"):
+      de_kwargs = {"train_steps": train_steps, "batch_size": batch_size, **(dual_encoder_kwargs or {})}
+      if "config" not in de_kwargs:
+        de_kwargs["config"] = experiment.model_config(model, task.vocab.text_vocab_size)
+        if model_overrides:
+          de_kwargs["config"] = de_kwargs["config"].replace(**model_overrides)
+      baseline_rows.extend(experiment.run_baselines(
+          ws, task.prompts, task.relevant, k=k, prompt_field=prompt_field, which=tuple(baselines),
+          dual_encoder_kwargs=de_kwargs, seed=seed, progress=progress))
+
+  t2t_rows, baseline_rows = [], []
   inputs_length = None
-  for spec in specs:
+  for i, spec in enumerate(specs):
     with stage(f"Text2Tracks with {spec.name} IDs"):
       table, build_s = experiment.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
       if spec.strategy.startswith("semantic"):
@@ -112,31 +123,24 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
       trained = experiment.train_text2tracks(task, model_dir=model_dir, model=model, train_steps=train_steps,
                                              batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                                              progress=progress, model_overrides=model_overrides,
-                                             num_devices=num_devices,
-                                             tensorboard=False)
+                                             num_devices=num_devices, tensorboard=False)
       ev = experiment.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
-      rows.append({"method": _label(spec), "id_strategy": spec.name, **ev["metrics"],
-                   **experiment.id_stats(table), "id_build_seconds": round(build_s, 2),
-                   "train_seconds": _steady_seconds(train_steps * batch_size, trained.examples_per_second,
-                                                    trained.seconds),
-                   "train_wall_seconds": round(trained.seconds, 1),
-                   "train_examples_per_s": trained.examples_per_second, "final_loss": trained.final_loss,
-                   "prompts_per_s": ev["prompts_per_s"], "index_bytes": ev["index_bytes"],
-                   "params": trained.config.num_params()})
+      t2t_rows.append({"method": _label(spec), "id_strategy": spec.name, **ev["metrics"],
+                       **experiment.id_stats(table), "id_build_seconds": round(build_s, 2),
+                       "train_seconds": _steady_seconds(train_steps * batch_size, trained.examples_per_second,
+                                                        trained.seconds),
+                       "train_wall_seconds": round(trained.seconds, 1),
+                       "train_examples_per_s": trained.examples_per_second, "final_loss": trained.final_loss,
+                       "prompts_per_s": ev["prompts_per_s"], "index_bytes": ev["index_bytes"],
+                       "params": trained.config.num_params()})
       print(f"      {spec.name}: hits@{k}={ev['metrics'][f'hits@{k}']:.4f} "
-            f"steps/ID={rows[-1]['decode_steps_per_id']} loss={trained.final_loss}", flush=True)
+            f"steps/ID={t2t_rows[-1]['decode_steps_per_id']} loss={trained.final_loss}", flush=True)
+    rows[:] = t2t_rows + baseline_rows
     flush()
-  if baselines:
-    with stage(f"baselines: {', '.join(baselines)}"):
-      de_kwargs = {"train_steps": train_steps, "batch_size": batch_size, **(dual_encoder_kwargs or {})}
-      if "config" not in de_kwargs:
-        de_kwargs["config"] = experiment.model_config(model, task.vocab.text_vocab_size)
-        if model_overrides:
-          de_kwargs["config"] = de_kwargs["config"].replace(**model_overrides)
-      rows.extend(experiment.run_baselines(ws, task.prompts, task.relevant, k=k, prompt_field=prompt_field,
-                                           which=tuple(baselines), dual_encoder_kwargs=de_kwargs, seed=seed,
-                                           progress=progress))
-    flush()
+    if i == 0 and baselines:  # early, so that an interrupted run still has them
+      run_baselines_once(task)
+      rows[:] = t2t_rows + baseline_rows
+      flush()
   notes.append(f"Total wall time {time.time() - t_start:.0f} s; stages: {stage.times}.")
   flush()
   print(experiment.markdown_table(rows, TABLE_COLUMNS), flush=True)
@@ -182,6 +186,7 @@ def main(argv=None) -> int:
   p.add_argument("--gin_file", action="append", default=[], help="e.g. gin/experiments/compare_ids.gin")
   p.add_argument("--gin_bindings", action="append", default=[], help="e.g. \"compare_ids.train_steps = 100\"")
   p.add_argument("--out", default=None, help="results dir (overrides compare_ids.out_dir)")
+  p.add_argument("--work_dir", default=None, help="dataset, ID tables and models (default t2t_runs/compare_ids)")
   p.add_argument("--no_progress", action="store_true")
   args = p.parse_args(argv)
   try:
@@ -196,6 +201,8 @@ def main(argv=None) -> int:
     overrides = {}
     if args.out:
       overrides["out_dir"] = args.out
+    if args.work_dir:
+      overrides["work_dir"] = args.work_dir
     if args.no_progress:
       overrides["progress"] = False
     compare_ids(**overrides)

@@ -62,7 +62,7 @@ def scaling_study(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None,
                          f"train_steps ({train_steps}) must be positive")
   if beam_size < k:
     raise UserInputError(f"scaling_study.beam_size ({beam_size}) must be >= k ({k})")
-  work_dir = work_dir or os.path.join(out_dir, "work")
+  work_dir = work_dir or os.path.join("t2t_runs", "scaling_study")
   machine = experiment.machine_info()
   config = {key: v for key, v in locals().items() if key not in ("machine",)}
   rows: list[dict] = []
@@ -146,6 +146,7 @@ def main(argv=None) -> int:
                  help="e.g. \"scaling_study.catalog_sizes = (10_000, 100_000)\"")
   p.add_argument("--sizes", default=None, help="comma-separated catalog sizes (overrides the gin file)")
   p.add_argument("--out", default=None, help="results dir (overrides scaling_study.out_dir)")
+  p.add_argument("--work_dir", default=None, help="dataset, ID tables and models (default t2t_runs/scaling_study)")
   p.add_argument("--no_progress", action="store_true")
   args = p.parse_args(argv)
   try:
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
         raise UserInputError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     if args.out:
       overrides["out_dir"] = args.out
+    if args.work_dir:
+      overrides["work_dir"] = args.work_dir
     if args.no_progress:
       overrides["progress"] = False
     scaling_study(**overrides)
