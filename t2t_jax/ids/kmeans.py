@@ -21,9 +21,10 @@ Measured on the 2-core AMD EPYC (Zen 4) CPU this was tuned on (tools/bench_kmean
     ~800 ms for the N x K x D one-hot matmul; on accelerators the matmul is the right choice;
   * bf16 matmul inputs were slower than fp32 on this CPU (no gain to trade accuracy for);
   * XLA flags --xla_cpu_enable_fast_min_max / --xla_cpu_enable_fast_math: no measurable change.
-Result (N=1M, d=64, K=256, 20 iterations, same init): 0.19x faiss-cpu's time at equal inertia, under a
-load average of ~13 on 2 cores (faiss's OpenMP suffers most from that; 0.57x against faiss pinned to
-1 thread at N=262144).  Numbers and method: tools/bench_kmeans.py.
+Result (N=1M, d=64, K=256, 20 iterations, same init, equal inertia to 1e-9): 0.18-0.22x the time of
+faiss-cpu with its default 2 OpenMP threads, but 1.18x the time of faiss pinned to 1 thread (13.9 s vs
+11.8 s, load ~3): faiss's default threading collapses when the 2 cores are shared with other jobs;
+single-threaded faiss is still a little faster than this kernel.  Numbers: tools/bench_kmeans.py.
 
 Two data paths, same numbers:
   * in memory: the whole (padded) array lives on the devices as [C, B, D] and one jitted call runs a
