@@ -40,7 +40,8 @@ setuptools.setup(
     include_package_data=True,
     install_requires=CORE + DATA,
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6",
+                 "faiss-cpu>=1.8", "scikit-learn>=1.4"],
         # SeqIO's Beam cache job and the `tfds build` command (beam pins protobuf<7: reinstall
         # protobuf>=7.36 afterwards, see README).
         "beam": ["apache-beam>=2.60", "google-crc32c", "mlcroissant"],
