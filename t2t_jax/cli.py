@@ -31,7 +31,7 @@ def _quickstart_parser(sub) -> None:
   p.add_argument("--id_levels", default="64,64,64",
                  help="semantic ID codebook sizes per level (a disambiguation level is added)")
   p.add_argument("--model", default="tiny", choices=["tiny", "small"], help="T5.1.1 size")
-  p.add_argument("--train_steps", type=int, default=1500, help="training steps")
+  p.add_argument("--train_steps", type=int, default=800, help="training steps (token accuracy plateaus by ~600 on the default catalog)")
   p.add_argument("--batch_size", type=int, default=128, help="global training batch size")
   p.add_argument("--learning_rate", type=float, default=3e-3, help="peak learning rate (Adafactor)")
   p.add_argument("--beam_size", type=int, default=20, help="constrained beam search width (>= k)")

@@ -29,7 +29,7 @@ class QuickstartConfig:
   embedding_dim: int = 64
   id_levels: tuple = (64, 64, 64)
   model: str = "tiny"
-  train_steps: int = 1500
+  train_steps: int = 800
   batch_size: int = 128
   learning_rate: float = 3e-3
   beam_size: int = 20
@@ -59,7 +59,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   # Stages 1-2: synthetic data and the SentencePiece vocabulary (the work dir is rebuilt from scratch).
   ws = experiment.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
                                     num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size, stage=stage)
-  with stage("3/8 CF track embeddings (PPMI + randomized SVD, JAX)"):
+  with stage("3/8 CF track embeddings (normalised co-occurrence SVD, JAX)"):
     emb = experiment.cf_embeddings(ws, dim=cfg.embedding_dim, seed=cfg.seed)
 
   with stage("4/8 semantic IDs (residual k-means, JAX)"):
