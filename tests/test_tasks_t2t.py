@@ -1,6 +1,5 @@
 """Tests for tasks/t2t_tasks.py and tasks/postprocessors.py on a tiny generated dataset and hand-made IdTables."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -17,18 +16,9 @@ from tasks import pipeline, postprocessors, t2t_tasks  # noqa: E402
 LEN = {"inputs": 24, "targets": 4}
 
 
-def _tiny_root():
-  spec = importlib.util.spec_from_file_location(
-      "t2t_tiny_root", os.path.join(os.path.dirname(__file__), "data", "tiny_root.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("root")
-  ds = _tiny_root().build(root)
+def root(tiny_data_root):
+  root, ds = tiny_data_root
   names = t2t_tasks.register_tasks(root, shuffle_buffer_size=32)
   return root, ds, names
 

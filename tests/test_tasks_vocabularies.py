@@ -1,7 +1,5 @@
 """Tests for tasks/vocabularies.py: the seqio vocabulary over text pieces + ID tokens."""
 
-import importlib.util
-import os
 
 import pytest
 
@@ -11,18 +9,9 @@ seqio = pytest.importorskip("seqio")
 from t2t_jax.data import vocab  # noqa: E402
 from tasks import vocabularies  # noqa: E402
 
-def _tiny_root():
-  spec = importlib.util.spec_from_file_location(
-      "t2t_tiny_root", os.path.join(os.path.dirname(__file__), "data", "tiny_root.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("root")
-  ds = _tiny_root().build(root)
+def root(tiny_data_root):
+  root, ds = tiny_data_root
   return root, ds, None
 
 

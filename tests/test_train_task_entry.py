@@ -1,6 +1,5 @@
 """`python -m t2t_jax.train` on a real SeqIO task, with periodic Hits@K by constrained decoding."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,11 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _build_root(root):
-  spec = importlib.util.spec_from_file_location(
-      "t2t_tiny_root", os.path.join(os.path.dirname(__file__), "data", "tiny_root.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.build(root)
+  from conftest import load_tiny_root  # pylint: disable=import-outside-toplevel
+  return load_tiny_root().build(root)
 
 
 def _run(args, data_root, timeout=420):
