@@ -335,10 +335,12 @@ class TrainOutcome:
 def train_text2tracks(task: Task, *, model_dir: str, model: str = "tiny", train_steps: int = 1500,
                       batch_size: int = 128, learning_rate: float = 3e-3, warmup_steps: int | None = None,
                       seed: int = 0, progress: bool = False, model_overrides: dict | None = None,
-                      tensorboard: bool = True, num_devices: int | None = None) -> TrainOutcome:
+                      tensorboard: bool = True, num_devices: int | None = None,
+                      handle_sigterm: bool = True) -> TrainOutcome:
   """Trains T5 (fresh, replacing model_dir) on the task with the rsqrt schedule; returns timings.
 
   num_devices: data-parallel over the first n local devices (None: all of them).
+  handle_sigterm: on SIGTERM save a checkpoint and return early (False: SIGTERM ends the process).
   """
   import jax  # pylint: disable=g-import-not-at-top
   from t2t_jax import partitioning, trainer  # pylint: disable=g-import-not-at-top
@@ -358,7 +360,8 @@ def train_text2tracks(task: Task, *, model_dir: str, model: str = "tiny", train_
       train_steps=train_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, schedule="rsqrt",
       warmup_steps=min(200, train_steps // 5) if warmup_steps is None else warmup_steps,
       checkpoint_period=max(train_steps, 1), log_period=max(1, train_steps // 10), progress=progress,
-      restore=False, tensorboard=tensorboard, partitioner=partitioner)
+      restore=False, tensorboard=tensorboard, partitioner=partitioner,
+      handle_sigterm=handle_sigterm)
   seconds = time.time() - t
   loss = result.history[-1].get("loss") if result.history else None
   return TrainOutcome(model_dir=model_dir, config=mcfg, seconds=seconds,

@@ -100,6 +100,11 @@ def test_files(result):
     with open(os.path.join(out, name), "rb") as f:
       data = f.read()
     assert data.startswith(PNG_MAGIC) and len(data) < 200_000
+  with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+    summary = json.load(f)
+  assert summary["best_semantic"] == "semantic_rq" and summary["best_integer"] is None
+  assert summary["semantic_minus_bm25_hits"] == pytest.approx(rows[0]["hits@10"] - rows[1]["hits@10"])
+  assert "Best semantic vs. BM25" in md
   assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
@@ -150,3 +155,9 @@ def test_all_strategies_tiny(tmp_path):
   assert by["integer_tokenized"]["decode_steps_per_id"] == 3.0  # 300 tracks: 3 decimal digits
   assert by["content"]["decode_steps_per_id"] > 3.0  # artist - title in text pieces, + EOS
   assert len(rows) == 9 and all(np.isfinite(r["hits@10"]) for r in rows)
+  summary = compare_ids.summarize(rows)
+  assert summary["content_over_semantic_steps"] == pytest.approx(by["content"]["decode_steps_per_id"] / 3.0)
+  best_int = max(by[s]["hits@10"] for s in ("integer_sequential", "integer_random", "integer_tokenized"))
+  best_sem = max(by[s]["hits@10"] for s in ("semantic_rq", "semantic_hkmeans"))
+  if best_int > 0:
+    assert summary["semantic_vs_integer_rel_hits"] == pytest.approx(best_sem / best_int - 1)

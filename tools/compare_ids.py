@@ -9,7 +9,8 @@ Every ID strategy (content, integer sequential / random / tokenized, semantic RQ
 decodes the same held-out prompts with constrained beam search.  Outputs in --out:
   results.json   list of rows: method, id_strategy, hits@10, map@10, ndcg@10, decode_steps_per_id, ...
   results.csv    the same rows, every column
-  results.md     the table, the machine and the config
+  results.md     the table, the machine, the config and the paper's claims checked on the rows
+  summary.json   those checks as numbers (semantic vs. integer / BM25 / dual encoder, steps per ID)
   metrics.png    Hits@10 / MAP@10 / NDCG@10 per method
   efficiency.png decoding steps per ID, train time and prompts/s at inference per method
 Rows are written after every method, so an interrupted run keeps what it finished.
@@ -32,13 +33,14 @@ from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
 
 TABLE_COLUMNS = ("method", "id_strategy", "hits@10", "map@10", "ndcg@10", "decode_steps_per_id",
                  "train_seconds", "prompts_per_s")
-DEFAULT_ID_SPECS = (
-    ("content", "content", {"max_len": 32, "template": "{artist} - {title}"}),
+DEFAULT_ID_SPECS = (  # the same as gin/experiments/compare_ids.gin
+    ("semantic_rq", "semantic_rq", {"level_sizes": (64, 64), "last_level_order": "popularity"}),
+    ("semantic_hkmeans", "semantic_hkmeans",
+     {"level_sizes": (64, 64), "balanced": True, "disambiguation": False, "last_level_order": "popularity"}),
     ("integer_sequential", "integer", {"order": "sequential", "base": None}),
     ("integer_random", "integer", {"order": "random", "base": None}),
     ("integer_tokenized", "integer", {"order": "sequential", "base": 10}),
-    ("semantic_rq", "semantic_rq", {"level_sizes": (64, 64, 64)}),
-    ("semantic_hkmeans", "semantic_hkmeans", {"level_sizes": (64, 64, 64)}),
+    ("content", "content", {"max_len": 32, "template": "{artist} - {title}"}),
 )
 
 
@@ -56,8 +58,8 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                 num_tracks: int = 3000, num_playlists: int = 5000, vocab_size: int = 2000,
                 synthetic_overrides: dict | None = None, embedding_dim: int = 64,
                 id_specs=DEFAULT_ID_SPECS, model: str = "tiny", model_overrides: dict | None = None,
-                train_steps: int = 600, batch_size: int = 128, learning_rate: float = 3e-3,
-                beam_size: int = 20, k: int = 10, eval_playlists: int | None = 250, prompt_field: str = "title",
+                train_steps: int = 500, batch_size: int = 128, learning_rate: float = 3e-3,
+                beam_size: int = 20, k: int = 10, eval_playlists: int | None = 200, prompt_field: str = "title",
                 baselines=experiment.BASELINES, dual_encoder_kwargs: dict | None = None,
                 num_devices: int | None = None, progress: bool = True) -> list[dict]:
   """Runs the comparison; writes results.{json,csv,md} and PNG charts into out_dir; returns the rows.
@@ -123,7 +125,8 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
       trained = experiment.train_text2tracks(task, model_dir=model_dir, model=model, train_steps=train_steps,
                                              batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                                              progress=progress, model_overrides=model_overrides,
-                                             num_devices=num_devices, tensorboard=False)
+                                             num_devices=num_devices, tensorboard=False,
+                                             handle_sigterm=False)
       ev = experiment.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
       t2t_rows.append({"method": _label(spec), "id_strategy": spec.name, **ev["metrics"],
                        **experiment.id_stats(table), "id_build_seconds": round(build_s, 2),
@@ -142,9 +145,47 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
       rows[:] = t2t_rows + baseline_rows
       flush()
   notes.append(f"Total wall time {time.time() - t_start:.0f} s; stages: {stage.times}.")
+  summary = summarize(rows, k=k)
+  notes.extend(summary["lines"])
   flush()
+  from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
+  io_utils.write_json(os.path.join(out_dir, "summary.json"), summary)
   print(experiment.markdown_table(rows, TABLE_COLUMNS), flush=True)
   return rows
+
+
+def summarize(rows, *, k: int = 10) -> dict:
+  """The paper's claims checked on these rows: semantic vs. integer IDs (relative Hits@k), vs. BM25
+  and the dual encoder, and decoding steps per ID of content vs. semantic IDs."""
+  hits = f"hits@{k}"
+
+  def best(prefix):
+    cands = [r for r in rows if (r.get("id_strategy") or "").startswith(prefix)]
+    return max(cands, key=lambda r: r[hits]) if cands else None
+
+  def baseline(prefix):
+    return next((r for r in rows if not r.get("id_strategy") and r["method"].startswith(prefix)), None)
+
+  sem, integer, content = best("semantic"), best("integer"), best("content")
+  out = {"best_semantic": sem and sem["id_strategy"], "best_integer": integer and integer["id_strategy"]}
+  lines = []
+  if sem and integer and integer[hits] > 0:
+    out["semantic_vs_integer_rel_hits"] = sem[hits] / integer[hits] - 1
+    lines.append(f"Best semantic ({sem['id_strategy']}) vs. best integer ({integer['id_strategy']}) {hits}: "
+                 f"{sem[hits]:.4f} vs. {integer[hits]:.4f} "
+                 f"({100 * out['semantic_vs_integer_rel_hits']:+.1f}% relative; target >= +30%).")
+  for name, prefix in (("bm25", "BM25"), ("dual_encoder", "Dual encoder")):
+    b = baseline(prefix)
+    if sem and b:
+      out[f"semantic_minus_{name}_hits"] = sem[hits] - b[hits]
+      lines.append(f"Best semantic vs. {b['method']} {hits}: {sem[hits]:.4f} vs. {b[hits]:.4f}.")
+  if sem and content:
+    sem_steps = max(r["decode_steps_per_id"] for r in rows if (r.get("id_strategy") or "").startswith("semantic"))
+    out["content_over_semantic_steps"] = content["decode_steps_per_id"] / sem_steps
+    lines.append(f"Decoding steps per ID: content {content['decode_steps_per_id']} vs. semantic <= {sem_steps} "
+                 f"({out['content_over_semantic_steps']:.1f}x fewer; target >= 3x).")
+  out["lines"] = lines
+  return out
 
 
 def plot_results(rows, out_dir: str) -> None:

@@ -91,7 +91,8 @@ def scaling_study(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None,
       trained = experiment.train_text2tracks(task, model_dir=os.path.join(size_dir, "model"), model=model,
                                              train_steps=train_steps, batch_size=batch_size,
                                              learning_rate=learning_rate, seed=seed, progress=progress,
-                                             model_overrides=model_overrides, tensorboard=False)
+                                             model_overrides=model_overrides, num_devices=num_devices,
+                                             tensorboard=False, handle_sigterm=False)
     with stage(f"N={n}: constrained beam search on {len(task.eval_examples)} prompts"):
       ev = experiment.evaluate_text2tracks(task, trained.model_dir, beam_size=beam_size, k=k,
                                            batch_size=decode_batch_size)
