@@ -88,4 +88,4 @@ def test_bad_inputs(tmp_path, capsys):
   assert _run(tmp_path, "--gin_bindings", "scaling_study.strategy = 'integer'") == 2
   assert "strategy" in capsys.readouterr().err
   assert _run(tmp_path, "--gin_bindings", "scaling_study.nope = 1") == 2
-  assert "gin config" in capsys.readouterr().err
+  assert "bad gin binding 'scaling_study.nope = 1'" in capsys.readouterr().err

@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from t2t_jax import experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax import gin_utils
 from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TABLE_COLUMNS = ("num_tracks", "num_playlists", "hits@10", "ndcg@10", "level_sizes", "id_build_seconds",
@@ -151,14 +152,7 @@ def main(argv=None) -> int:
   p.add_argument("--no_progress", action="store_true")
   args = p.parse_args(argv)
   try:
-    for f in args.gin_file:
-      if not os.path.exists(f):
-        raise UserInputError(f"--gin_file {f}: not found")
-    gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-      gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings)
-    except (ValueError, NameError, SyntaxError) as e:
-      raise UserInputError(f"gin config: {e}") from None
+    gin_utils.parse_gin(args.gin_file, args.gin_bindings, finalize=False)
     overrides = {}
     if args.sizes:
       try:
