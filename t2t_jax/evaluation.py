@@ -50,6 +50,19 @@ def evaluate_rankings(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]],
   return metrics_lib.ranking_metrics([list(r) for r in rows_NxK], [set(map(int, r)) for r in relevant], ks)
 
 
+def constrained_topk_fn(model_config, index, *, beam_size: int, k: int) -> Callable:
+  """Jitted `fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)`: constrained beam search over `index`.
+
+  The index goes to the device once and is passed as a jit argument (not folded into the program
+  as a constant), so large catalogs do not bloat compilation.
+  """
+  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
+  from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
+  index = index.to_device()
+  fn = jax.jit(generate.make_recommend_fn(t5.Transformer(model_config), index, beam_size=beam_size, top_k=k))
+  return lambda params, inputs_BxL: fn(params, inputs_BxL, index)
+
+
 def make_generative_eval_fn(model_config, token_seqs_NxL: np.ndarray, vocab_size: int,
                             inputs_QxL: np.ndarray, relevant: Sequence[Sequence[int]], *,
                             beam_size: int = 20, k: int = 10, batch_size: int = 32,
@@ -58,17 +71,16 @@ def make_generative_eval_fn(model_config, token_seqs_NxL: np.ndarray, vocab_size
 
   Plugs into `trainer.train(eval_fn=...)` for periodic evaluation; the decoder is compiled once.
   """
-  from t2t_jax.decoding import generate, index as index_lib  # pylint: disable=g-import-not-at-top
-  from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
+  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
   if beam_size < k:
     raise ValueError(f"beam_size ({beam_size}) must be >= k ({k})")
-  index = index_lib.build_index(token_seqs_NxL, vocab_size).to_device()
-  fn = jax.jit(generate.make_recommend_fn(t5.Transformer(model_config), index, beam_size=beam_size, top_k=k))
+  fn = constrained_topk_fn(model_config, index_lib.build_index(token_seqs_NxL, vocab_size),
+                           beam_size=beam_size, k=k)
   batch_size = min(batch_size, len(inputs_QxL))
 
   def eval_fn(params, step):
     del step
-    rows, _ = batched_topk(lambda p, x: fn(p, x, index), params, inputs_QxL, batch_size=batch_size)
+    rows, _ = batched_topk(fn, params, inputs_QxL, batch_size=batch_size)
     m = evaluate_rankings(rows, relevant, ks)
     return {f"gen_{key}": v for key, v in m.items() if key != "num_queries"}
 

@@ -378,24 +378,20 @@ def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: 
   """
   import jax  # pylint: disable=g-import-not-at-top
   from t2t_jax import evaluation, trainer  # pylint: disable=g-import-not-at-top
-  from t2t_jax.decoding import generate, index as index_lib  # pylint: disable=g-import-not-at-top
-  from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
+  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
   if beam_size < k:
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
   config, params = trainer.load_params(model_dir)
-  model = t5.Transformer(config)
   t = time.time()
   index = index_lib.build_index(index_token_seqs(task.table, task.vocab.id_token_offset), task.vocab.vocab_size)
   index_seconds = time.time() - t
   index_bytes = index.nbytes
-  index = index.to_device()
-  fn = jax.jit(generate.make_recommend_fn(model, index, beam_size=beam_size, top_k=k))
+  fn = evaluation.constrained_topk_fn(config, index, beam_size=beam_size, k=k)
   inputs = task.eval_inputs()
   warm = inputs[:batch_size] if len(inputs) >= batch_size else np.resize(inputs, (batch_size, inputs.shape[1]))
-  jax.block_until_ready(fn(params, warm, index))
-  wrapped = lambda p, x: fn(p, x, index)  # index as a jit argument, not a folded constant
+  jax.block_until_ready(fn(params, warm))
   t = time.time()
-  rows_NxK, _ = evaluation.batched_topk(wrapped, params, inputs, batch_size=batch_size, progress=progress)
+  rows_NxK, _ = evaluation.batched_topk(fn, params, inputs, batch_size=batch_size, progress=progress)
   secs = time.time() - t
   metrics = evaluation.evaluate_rankings(rows_NxK, task.relevant, ks=ks)
   num_batches = -(-len(inputs) // batch_size)
