@@ -35,3 +35,18 @@ def test_scale_mode_small(tmp_path):
                             "--blobs", "8", "--scratch", str(tmp_path), "--json", str(out)]) == 0
   r = json.loads(out.read_text())
   assert r["duplicate_ids"] == 0 and r["peak_rss_gib"] > 0 and len(r["levels_detail"]) == 2
+
+
+def test_make_data_is_one_mixture_when_written_in_pieces():
+  """Scale mode writes the file chunk by chunk: the pieces must be rows of the same mixture."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  step = 1 << 18
+  whole = bench_kmeans.make_data(step + 1000, 4, 8, seed=3)
+  parts = np.concatenate([bench_kmeans.make_data(step, 4, 8, seed=3),
+                          bench_kmeans.make_data(1000, 4, 8, seed=3, start=step)])
+  np.testing.assert_array_equal(whole, parts)
+  # The seed, not the chunk offset, picks the mixture.
+  other = bench_kmeans.make_data(1000, 4, 8, seed=4)
+  assert not np.array_equal(other, whole[:1000])
+  with pytest.raises(ValueError, match="multiple of"):
+    bench_kmeans.make_data(10, 4, 8, seed=3, start=5)

@@ -37,16 +37,22 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def make_data(n: int, d: int, num_blobs: int, seed: int, out=None) -> np.ndarray:
-  """Seeded Gaussian mixture, written in chunks into `out` (an array or memmap) if given."""
+def make_data(n: int, d: int, num_blobs: int, seed: int, out=None, start: int = 0) -> np.ndarray:
+  """Rows [start, start + n) of one seeded Gaussian mixture, written in chunks into `out` if given.
+
+  The mixture (centres, scales) depends only on `seed`, and each 2^18-row chunk of the global row
+  range has its own seeded stream, so writing a big file piece by piece gives the same rows as
+  generating it at once."""
   rng = np.random.default_rng(seed)
   centers = rng.normal(size=(num_blobs, d)).astype(np.float32) * 2.0
   scales = rng.uniform(0.5, 1.5, size=num_blobs).astype(np.float32)
   x = np.empty((n, d), np.float32) if out is None else out
   step = 1 << 18
+  if start % step:
+    raise ValueError(f"make_data: start={start} must be a multiple of {step}")
   for s in range(0, n, step):
     m = min(step, n - s)
-    r = np.random.default_rng([seed, s])
+    r = np.random.default_rng([seed, start + s])
     lab = r.integers(num_blobs, size=m)
     x[s:s + m] = centers[lab] + r.standard_normal((m, d), dtype=np.float32) * scales[lab, None]
   return x
@@ -162,7 +168,7 @@ def scale(args) -> dict:
   proc = psutil.Process()
   info = machine()
   scratch = args.scratch or tempfile.mkdtemp(prefix="bench_kmeans_")
-  path = os.path.join(scratch, f"emb_{args.n}x{args.d}_seed{args.seed}.f32")
+  path = os.path.join(scratch, f"emb_{args.n}x{args.d}_blobs{args.blobs}_seed{args.seed}_v2.f32")
   t = time.perf_counter()
   if not os.path.exists(path):
     # Written with pwrite (not a memmap), so the data never counts towards this process's RSS.
@@ -170,7 +176,7 @@ def scale(args) -> dict:
     step = 1 << 18
     for s0 in range(0, args.n, step):
       m = min(step, args.n - s0)
-      out.write(s0, make_data(m, args.d, args.blobs, args.seed + s0))
+      out.write(s0, make_data(m, args.d, args.blobs, args.seed, start=s0))
     out.close()
     os.replace(path + ".tmp", path)
   write_s = time.perf_counter() - t
