@@ -82,6 +82,25 @@ def test_integer_and_content(dataset, tmp_path):
   assert sp.decode([c for c in t.codes[row] if c >= 0]) == f"{ds.tracks[5].artist} - {ds.tracks[5].title}"
 
 
+@pytest.mark.entry
+def test_semantic_rq_unique_gin_from_embeddings(tmp_path):
+  """gin/ids/semantic_rq_unique.gin: unique IDs with no disambiguation level on clustered embeddings."""
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(12, 8)) * 4
+  emb = (centers[rng.integers(12, size=500)] + rng.normal(size=(500, 8))).astype(np.float32)
+  np.save(tmp_path / "e.npy", emb)
+  (tmp_path / "track_ids.txt").write_text("".join(f"t{i}\n" for i in range(500)))
+  out = str(tmp_path / "uniq")
+  assert _run(["--gin_file", os.path.join(ROOT, "gin/ids/semantic_rq_unique.gin"), "--embeddings",
+               str(tmp_path / "e.npy"), "--out", out, "--no_plots",
+               "--gin_bindings", "build_id_table.strategy_kwargs = {'level_sizes': (32, 32), 'iterations': 5, "
+               "'balanced': True, 'unique_last_level': True, 'disambiguation': 'auto'}"]) == 0
+  t = IdTable.load(out)
+  assert t.level_sizes == (32, 32) and t.num_duplicate_ids() == 0 and t.meta["num_disambiguated"] == 0
+  stats = json.load(open(os.path.join(out, "stats.json")))
+  assert stats["collision_rate"] == 0.0
+
+
 def test_errors_are_one_line(tmp_path, capsys):
   assert _run(["--strategy", "semantic_rq", "--out", str(tmp_path / "x")]) == 2
   assert "needs --embeddings or --dataset_dir" in capsys.readouterr().err

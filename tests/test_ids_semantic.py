@@ -74,6 +74,46 @@ def test_balanced_reduces_collisions():
   assert plain.level_sizes[-1] >= 700 and bal.level_sizes[-1] <= 100
 
 
+def test_unique_within_prefix_moves_only_colliders_to_nearest_free_codes():
+  c = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+  x = np.array([[0.1], [0.2], [0.9], [5.0], [1.4], [2.2], [9.0]], np.float32)
+  prefix = np.array([[0], [0], [0], [0], [1], [1], [2]])
+  labels = np.array([0, 0, 0, 3, 1, 1, 4])  # Prefix 0: three rows on code 0; prefix 1: two on code 1.
+  out, moved, left = semantic.unique_within_prefix(x, prefix, labels, c)
+  # Prefix 0: row 0 (nearest to code 0) keeps it; rows 1 and 2 take the nearest free codes (3 is held
+  # by row 3): row 2 (0.9) is nearest to 1, row 1 (0.2) then to 2.  Prefix 1: row 5 (2.2) is farther
+  # from code 1 than row 4 (1.4), so it moves, to 2.  Row 6 is alone and untouched.
+  assert out.tolist() == [0, 2, 1, 3, 1, 2, 4]
+  assert (moved, left) == (3, 0)
+  # A prefix with more rows than codes stays as it is (and is counted).
+  big = semantic.unique_within_prefix(np.zeros((6, 1), np.float32), np.zeros((6, 1), int), np.zeros(6, int), c)
+  assert big[0].tolist() == [0] * 6 and big[1:] == (0, 6)
+  # Nothing colliding: unchanged.
+  same = semantic.unique_within_prefix(x, prefix, np.array([0, 1, 2, 3, 1, 2, 4]), c)
+  assert same[0].tolist() == [0, 1, 2, 3, 1, 2, 4] and same[1:] == (0, 0)
+
+
+def test_rq_unique_last_level_gives_unique_ids_without_extra_token():
+  emb = _emb(n=2000, seed=4)
+  kw = dict(level_sizes=(64, 64), seed=0, iterations=10, balanced=True)  # ceil(2000 / 64) <= 64 codes
+  plain = semantic.build_semantic_ids(emb, _ids(2000), **kw)
+  uniq = semantic.build_semantic_ids(emb, _ids(2000), unique_last_level=True, disambiguation="auto", **kw)
+  assert plain.meta["num_disambiguated"] > 200  # RQ's global last level: close tracks share codes.
+  assert uniq.meta["num_disambiguated"] == 0 and uniq.num_duplicate_ids() == 0
+  assert uniq.level_sizes == (64, 64)  # "auto": no disambiguation level when nothing collides.
+  assert uniq.meta["stats"]["levels_detail"][-1]["unique_last_level_moved"] > 200
+  # The prefixes are RQ's own: only the last level changed.
+  np.testing.assert_array_equal(uniq.codes[:, 0], plain.codes[:, 0])
+  # "auto" keeps the level when collisions remain; hierarchical k-means has no such option.
+  tight = semantic.build_semantic_ids(emb, _ids(2000), level_sizes=(4, 8), unique_last_level=True,
+                                      disambiguation="auto", seed=0, iterations=5)
+  assert len(tight.level_sizes) == 3 and tight.num_duplicate_ids() == 0
+  with pytest.raises(UserInputError, match="unique_last_level applies to method='rq'"):
+    semantic.build_semantic_ids(emb, _ids(2000), level_sizes=(4, 8), method="hkmeans", unique_last_level=True)
+  with pytest.raises(UserInputError, match="disambiguation must be True, False or 'auto'"):
+    semantic.build_semantic_ids(emb, _ids(2000), level_sizes=(4, 8), disambiguation="yes")
+
+
 def test_balanced_assign_capacity():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(101, 3)).astype(np.float32)
