@@ -126,6 +126,25 @@ def test_parse_id_specs_and_bad_config(tmp_path, capsys):
   assert "nope.gin" in capsys.readouterr().err
 
 
+def test_summarize_checks_the_papers_claims_on_rows():
+  def row(strategy, hits, steps, method=None):
+    return {"method": method or f"Text2Tracks ({strategy})", "id_strategy": strategy, "hits@10": hits,
+            "decode_steps_per_id": steps}
+  rows = [row("semantic_rq", 0.80, 3.0), row("semantic_hkmeans", 0.90, 2.0), row("integer_random", 0.60, 1.0),
+          row("integer_tokenized", 0.50, 4.0), row("content", 0.40, 8.0),
+          row("", 0.70, None, "BM25 (bm25s)"), row("", 0.65, None, "Dual encoder (T5 enc)")]
+  for r in rows[-2:]:
+    r["id_strategy"] = None
+  out = compare_ids.summarize(rows)
+  assert out["best_semantic"] == "semantic_hkmeans" and out["best_integer"] == "integer_random"
+  assert out["semantic_vs_integer_rel_hits"] == pytest.approx(0.5)
+  assert out["semantic_minus_bm25_hits"] == pytest.approx(0.2)
+  assert out["semantic_minus_dual_encoder_hits"] == pytest.approx(0.25)
+  assert out["content_over_semantic_steps"] == pytest.approx(4.0)  # best semantic: 2 steps
+  assert out["content_over_semantic_steps_each"] == pytest.approx({"semantic_rq": 8 / 3, "semantic_hkmeans": 4.0})
+  assert len(out["lines"]) == 4 and "+50.0% relative" in out["lines"][0]
+
+
 def test_order_last_level_by_popularity():
   from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
@@ -156,8 +175,13 @@ def test_all_strategies_tiny(tmp_path):
   assert by["content"]["decode_steps_per_id"] > 3.0  # artist - title in text pieces, + EOS
   assert len(rows) == 9 and all(np.isfinite(r["hits@10"]) for r in rows)
   summary = compare_ids.summarize(rows)
-  assert summary["content_over_semantic_steps"] == pytest.approx(by["content"]["decode_steps_per_id"] / 3.0)
   best_int = max(by[s]["hits@10"] for s in ("integer_sequential", "integer_random", "integer_tokenized"))
   best_sem = max(by[s]["hits@10"] for s in ("semantic_rq", "semantic_hkmeans"))
+  sem_row = by[summary["best_semantic"]]
+  assert sem_row["hits@10"] == best_sem
+  assert summary["content_over_semantic_steps"] == pytest.approx(
+      by["content"]["decode_steps_per_id"] / sem_row["decode_steps_per_id"])
+  assert summary["content_over_semantic_steps_each"]["semantic_rq"] == pytest.approx(
+      by["content"]["decode_steps_per_id"] / 3.0)
   if best_int > 0:
     assert summary["semantic_vs_integer_rel_hits"] == pytest.approx(best_sem / best_int - 1)

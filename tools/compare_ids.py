@@ -181,10 +181,15 @@ def summarize(rows, *, k: int = 10) -> dict:
       out[f"semantic_minus_{name}_hits"] = sem[hits] - b[hits]
       lines.append(f"Best semantic vs. {b['method']} {hits}: {sem[hits]:.4f} vs. {b[hits]:.4f}.")
   if sem and content:
-    sem_steps = max(r["decode_steps_per_id"] for r in rows if (r.get("id_strategy") or "").startswith("semantic"))
-    out["content_over_semantic_steps"] = content["decode_steps_per_id"] / sem_steps
-    lines.append(f"Decoding steps per ID: content {content['decode_steps_per_id']} vs. semantic <= {sem_steps} "
-                 f"({out['content_over_semantic_steps']:.1f}x fewer; target >= 3x).")
+    # The best semantic variant (the one the Hits@k claims use) and every variant, for the record.
+    out["content_over_semantic_steps"] = content["decode_steps_per_id"] / sem["decode_steps_per_id"]
+    out["content_over_semantic_steps_each"] = {
+        r["id_strategy"]: content["decode_steps_per_id"] / r["decode_steps_per_id"]
+        for r in rows if (r.get("id_strategy") or "").startswith("semantic")}
+    each = ", ".join(f"{name} {v:.1f}x" for name, v in out["content_over_semantic_steps_each"].items())
+    lines.append(f"Decoding steps per ID: content {content['decode_steps_per_id']} vs. best semantic "
+                 f"({sem['id_strategy']}) {sem['decode_steps_per_id']} "
+                 f"({out['content_over_semantic_steps']:.1f}x fewer; target >= 3x; each semantic variant: {each}).")
   out["lines"] = lines
   return out
 
