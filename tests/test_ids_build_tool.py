@@ -109,3 +109,21 @@ def test_errors_are_one_line(tmp_path, capsys):
   (tmp_path / "track_ids.txt").write_text("a\nb\n")
   assert _run(["--strategy", "semantic_rq", "--embeddings", str(tmp_path / "e.npy"), "--out", str(tmp_path / "y")]) == 2
   assert "has 3 rows but" in capsys.readouterr().err
+
+
+def test_compare_strategies_rows(dataset):
+  rows = build_ids.compare_strategies(dataset, embedding_dim=8, level_sizes=(16, 32))
+  labels = [r["strategy"] for r in rows]
+  assert labels == ["content", "integer order=sequential", "integer order=random base=64", "semantic_rq",
+                    "semantic_rq balanced=True", "semantic_rq balanced=True unique_last_level=True",
+                    "semantic_hkmeans", "semantic_hkmeans balanced=True"]
+  assert all(r["duplicate_ids"] == 0 for r in rows)
+  by = dict(zip(labels, rows))
+  assert by["integer order=sequential"]["new_vocab_tokens"] == 300
+  assert by["integer order=random base=64"]["tokens_per_id_mean"] == 2.0  # 64 < 300 <= 64**2
+  # Balanced level 0 leaves ceil(300 / 16) = 19 <= 32 tracks per prefix, so the collision-aware last
+  # level makes every ID unique with 2 tokens; plain RQ needs the extra token for many tracks.
+  uniq = by["semantic_rq balanced=True unique_last_level=True"]
+  assert uniq["disambiguated_tracks"] == 0 and uniq["tokens_per_id_mean"] == 2.0
+  assert by["semantic_rq balanced=True"]["disambiguated_tracks"] > 50
+  assert all(0.0 < r["prefix_purity"] <= 1.0 for r in rows)

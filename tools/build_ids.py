@@ -191,6 +191,8 @@ def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedd
       ("integer", dict(order="random", base=64, seed=seed)),
       ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed)),
       ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True)),
+      ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True, unique_last_level=True,
+                           disambiguation="auto")),
       ("semantic_hkmeans", dict(embeddings=emb, level_sizes=level_sizes, seed=seed)),
       ("semantic_hkmeans", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True)),
   ]
@@ -199,7 +201,7 @@ def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedd
     t = time.perf_counter()
     table = strategies.build_ids(name, track_ids=track_ids, **kw)
     secs = time.perf_counter() - t
-    label = name + "".join(f" {k}={v}" for k, v in kw.items() if k in ("order", "base", "balanced"))
+    label = name + "".join(f" {k}={v}" for k, v in kw.items() if k in ("order", "base", "balanced", "unique_last_level"))
     lengths = table.lengths
     out.append({"strategy": label, "tokens_per_id_mean": float(lengths.mean()), "tokens_per_id_max": int(lengths.max()),
                 "new_vocab_tokens": table.num_id_tokens, "disambiguated_tracks": int(table.meta.get("num_disambiguated", 0)),
