@@ -170,3 +170,9 @@ def test_streamed_from_memmap_equals_in_memory(tmp_path, method):
   # The default streamed init (k-means||) also gives unique IDs.
   c = semantic.build_semantic_ids(mm, _ids(700), level_sizes=(8, 8), method=method, on_zero_norm="random")
   assert c.num_duplicate_ids() == 0
+  if method == "rq":  # The collision-aware last level reads colliding rows from the scratch file.
+    kw.update(level_sizes=(16, 64), balanced=True, unique_last_level=True, disambiguation="auto")
+    a = semantic.build_semantic_ids(emb, _ids(700), **kw)
+    b = semantic.build_semantic_ids(mm, _ids(700), scratch_dir=str(tmp_path), **kw)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    assert b.level_sizes == (16, 64) and b.num_duplicate_ids() == 0
