@@ -67,7 +67,11 @@ def scaling_study(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None,
   machine = experiment.machine_info()
   config = {key: v for key, v in locals().items() if key not in ("machine",)}
   rows: list[dict] = []
-  notes = [f"Semantic IDs ({strategy}, {levels} levels + disambiguation), T5.1.1-{model}, {train_steps} steps x "
+  skw = strategy_kwargs or {}
+  disamb = {True: " + disambiguation", False: "", "auto": " (+ disambiguation only if IDs collide)"}.get(
+      skw.get("disambiguation", True), "")
+  extras = "".join(f", {key}={skw[key]}" for key in ("balanced", "unique_last_level") if key in skw)
+  notes = [f"Semantic IDs ({strategy}, {levels} levels{disamb}{extras}), T5.1.1-{model}, {train_steps} steps x "
            f"batch {batch_size}, beam {beam_size}, {playlists_per_track} playlists per track "
            f"(at least {min_playlists}); decode latency is per batch of {decode_batch_size} prompts.",
            "id_build_seconds: k-means levels + disambiguation; embedding_seconds: CF embeddings; "
