@@ -125,5 +125,6 @@ def test_compare_strategies_rows(dataset):
   # level makes every ID unique with 2 tokens; plain RQ needs the extra token for many tracks.
   uniq = by["semantic_rq balanced=True unique_last_level=True"]
   assert uniq["disambiguated_tracks"] == 0 and uniq["tokens_per_id_mean"] == 2.0
+  assert uniq["disambiguation_size"] == 0 and by["semantic_rq"]["disambiguation_size"] > 1
   assert by["semantic_rq balanced=True"]["disambiguated_tracks"] > 50
   assert all(0.0 < r["prefix_purity"] <= 1.0 for r in rows)

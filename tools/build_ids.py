@@ -205,7 +205,7 @@ def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedd
     lengths = table.lengths
     out.append({"strategy": label, "tokens_per_id_mean": float(lengths.mean()), "tokens_per_id_max": int(lengths.max()),
                 "new_vocab_tokens": table.num_id_tokens, "disambiguated_tracks": int(table.meta.get("num_disambiguated", 0)),
-                "disambiguation_size": int(table.level_sizes[-1]) if name.startswith("semantic") else 0,
+                "disambiguation_size": int(table.level_sizes[-1]) if table.meta.get("disambiguation") else 0,
                 "tracks_per_first_token": float(len(track_ids) / np.unique(table.codes[:, 0]).size),
                 "prefix_purity": purity(table), "build_seconds": secs + (emb_s if name.startswith("semantic") else 0.0),
                 "duplicate_ids": table.num_duplicate_ids()})
