@@ -21,10 +21,21 @@ Measured on the 2-core AMD EPYC (Zen 4) CPU this was tuned on (tools/bench_kmean
     ~800 ms for the N x K x D one-hot matmul; on accelerators the matmul is the right choice;
   * bf16 matmul inputs were slower than fp32 on this CPU (no gain to trade accuracy for);
   * XLA flags --xla_cpu_enable_fast_min_max / --xla_cpu_enable_fast_math: no measurable change.
-Result (N=1M, d=64, K=256, 20 iterations, same init, equal inertia to 1e-9): 0.18-0.22x the time of
-faiss-cpu with its default 2 OpenMP threads, but 1.18x the time of faiss pinned to 1 thread (13.9 s vs
-11.8 s, load ~3): faiss's default threading collapses when the 2 cores are shared with other jobs;
-single-threaded faiss is still a little faster than this kernel.  Numbers: tools/bench_kmeans.py.
+Result (N=1M, d=64, K=256, 20 iterations, same init, equal inertia to 1e-9), idle 2-core VM: 7.96 s
+against faiss-cpu 6.09 s (default 2 OpenMP threads) and scikit-learn 6.86 s: 1.31x faiss.  Where the
+~0.35 s per iteration goes (microbenchmarks, medians): matmul + min ~0.2-0.27 s on both cores
+(~180 GFLOP/s, near this CPU's peak); label extraction + scatter ~0.1 s, run single-threaded by
+XLA:CPU.  Tried and not kept:
+  * one CPU device per core (shard_map over --xla_force_host_platform_device_count=2): the shards did
+    not run concurrently (no speed-up);
+  * folding ||c||^2 into the matmul (an extra ones column), two independent block chains per scan
+    step, a packed (score, index) integer min: no gain or slower;
+  * Hamerly-bounded Lloyd (exact; points whose upper bound is below half the distance to the nearest
+    other centroid or their lower bound keep their label): ~55% of points stay candidates per
+    iteration on 64-d blobs, and the gather / nonzero / scatter passes cost more than the skipped
+    matmuls (12.0 s vs. 7.9 s for 20 iterations).
+When other jobs load the cores, faiss's OpenMP threads degrade far more than this kernel (0.18-0.22x
+faiss's time measured under load 3-7).  Numbers: tools/bench_kmeans.py.
 
 Two data paths, same numbers:
   * in memory: the whole (padded) array lives on the devices as [C, B, D] and one jitted call runs a
