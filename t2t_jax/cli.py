@@ -28,8 +28,8 @@ def _quickstart_parser(sub) -> None:
   p.add_argument("--num_playlists", type=int, default=5000, help="synthetic playlists")
   p.add_argument("--vocab_size", type=int, default=2000, help="SentencePiece text vocabulary size")
   p.add_argument("--embedding_dim", type=int, default=64, help="CF embedding dimension")
-  p.add_argument("--id_levels", default="64,64,64",
-                 help="semantic ID codebook sizes per level (a disambiguation level is added)")
+  p.add_argument("--id_levels", default="64,64",
+                 help="semantic ID codebook sizes per level (a disambiguation level is added only if IDs collide)")
   p.add_argument("--model", default="tiny", choices=["tiny", "small"], help="T5.1.1 size")
   p.add_argument("--train_steps", type=int, default=800, help="training steps (token accuracy plateaus by ~600 on the default catalog)")
   p.add_argument("--batch_size", type=int, default=128, help="global training batch size")

@@ -16,6 +16,7 @@ from t2t_jax.errors import UserInputError
 
 TASK_DATASET = experiment.TASK_DATASET
 STRATEGY = "semantic_rq"
+ID_OPTIONS = {"balanced": True, "unique_last_level": True, "disambiguation": "auto"}
 
 
 @dataclasses.dataclass
@@ -27,7 +28,7 @@ class QuickstartConfig:
   num_playlists: int = 5000
   vocab_size: int = 2000
   embedding_dim: int = 64
-  id_levels: tuple = (64, 64, 64)
+  id_levels: tuple = (64, 64)
   model: str = "tiny"
   train_steps: int = 800
   batch_size: int = 128
@@ -63,7 +64,9 @@ def run(cfg: QuickstartConfig) -> list[dict]:
     emb = experiment.cf_embeddings(ws, dim=cfg.embedding_dim, seed=cfg.seed)
 
   with stage("4/8 semantic IDs (residual k-means, JAX)"):
-    spec = experiment.IdSpec(STRATEGY, STRATEGY, {"level_sizes": tuple(cfg.id_levels)})
+    # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token when
+    # every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
+    spec = experiment.IdSpec(STRATEGY, STRATEGY, {"level_sizes": tuple(cfg.id_levels), **ID_OPTIONS})
     table, _ = experiment.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed)
     print(f"      {table.num_tracks} IDs of {table.num_levels} tokens; "
           f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")

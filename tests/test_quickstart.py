@@ -34,7 +34,8 @@ def test_report_rows_and_files(qs):
       assert key in row
     for key in ("hits@10", "map@10", "ndcg@10"):
       assert 0.0 <= row[key] <= 1.0
-  # Semantic IDs of 2 levels + a disambiguation level.
+  # (8, 8) codes for 300 tracks: prefixes hold more tracks than codes, so "auto" keeps the
+  # disambiguation level: 2 levels + 1.
   assert saved[0]["decode_steps_per_id"] == 3
   md = open(os.path.join(cfg.out, "report.md"), encoding="utf-8").read()
   assert "| Text2Tracks (semantic IDs) |" in md and "Example prompts" in md
