@@ -459,6 +459,19 @@ def run_baselines(ws: Workspace, prompts: Sequence[str], relevant: Sequence[Sequ
 # Results files.
 
 
+def cli_overrides(args) -> dict:
+  """Keyword overrides from the --out / --work_dir / --no_progress flags shared by the experiment tools
+  (tools/compare_ids.py, tools/scaling_study.py): flags given on the command line beat the gin file."""
+  overrides = {}
+  if getattr(args, "out", None):
+    overrides["out_dir"] = args.out
+  if getattr(args, "work_dir", None):
+    overrides["work_dir"] = args.work_dir
+  if getattr(args, "no_progress", False):
+    overrides["progress"] = False
+  return overrides
+
+
 def machine_info() -> dict:
   """Where a benchmark ran: host CPU, cores, load, JAX backend and devices, time."""
   import platform  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -139,17 +138,9 @@ async def health(url: str) -> dict:
 
 
 def machine() -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
-  return {"cpu": cpu, "cpu_count": os.cpu_count(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-          "platform": platform.platform(), "python": platform.python_version(), "jax": jax.__version__,
-          "backend": jax.default_backend()}
+  """experiment.machine_info (one definition of "where it ran" for every results file)."""
+  from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
+  return experiment.machine_info()
 
 
 def pct(xs, q) -> float:

@@ -238,14 +238,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   try:
     gin_utils.parse_gin(args.gin_file, args.gin_bindings, finalize=False)
-    overrides = {}
-    if args.out:
-      overrides["out_dir"] = args.out
-    if args.work_dir:
-      overrides["work_dir"] = args.work_dir
-    if args.no_progress:
-      overrides["progress"] = False
-    compare_ids(**overrides)
+    compare_ids(**experiment.cli_overrides(args))
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

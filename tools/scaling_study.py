@@ -163,12 +163,7 @@ def main(argv=None) -> int:
         overrides["catalog_sizes"] = tuple(int(float(x)) for x in args.sizes.split(","))
       except ValueError:
         raise UserInputError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-    if args.out:
-      overrides["out_dir"] = args.out
-    if args.work_dir:
-      overrides["work_dir"] = args.work_dir
-    if args.no_progress:
-      overrides["progress"] = False
+    overrides.update(experiment.cli_overrides(args))
     scaling_study(**overrides)
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)

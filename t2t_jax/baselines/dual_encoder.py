@@ -35,6 +35,16 @@ def default_config(vocab_size: int) -> t5.T5Config:
                             num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
 
 
+
+def _fixed_batches(tokens_NxL: np.ndarray, batch: int):
+  """(chunk [batch, L], real rows) over `tokens_NxL`, the last chunk zero-padded: one compiled shape."""
+  for s in range(0, len(tokens_NxL), batch):
+    chunk = tokens_NxL[s:s + batch]
+    real = len(chunk)
+    if real < batch:
+      chunk = np.concatenate([chunk, np.zeros((batch - real, chunk.shape[1]), np.int32)])
+    yield chunk, real
+
 class Tower(nn.Module):
   """tokens [B, L] (0 = padding) -> L2-normalised mean-pooled T5 encoder output [B, E] (float32)."""
   config: t5.T5Config
@@ -193,13 +203,7 @@ class DualEncoderRetriever:
 
   def embed_tokens(self, tokens_NxL: np.ndarray, batch_size: int = 256) -> jax.Array:
     """Embeddings [N, E] of padded token rows (fixed-shape batches: one compilation)."""
-    out = []
-    for s in range(0, len(tokens_NxL), batch_size):
-      chunk = tokens_NxL[s:s + batch_size]
-      real = len(chunk)
-      if real < batch_size:
-        chunk = np.concatenate([chunk, np.zeros((batch_size - real, chunk.shape[1]), np.int32)])
-      out.append(self._embed(self.params, chunk)[:real])
+    out = [self._embed(self.params, chunk)[:real] for chunk, real in _fixed_batches(tokens_NxL, batch_size)]
     return jnp.concatenate(out) if out else jnp.zeros((0, self.config.emb_dim), jnp.float32)
 
   def embed_prompts(self, prompts: Sequence[str]) -> jax.Array:
@@ -236,11 +240,7 @@ class DualEncoderRetriever:
       raise UserInputError(f"dual encoder: k must be a positive integer, got {k!r}")
     tokens_QxL = pad_tokens(self._tokens(list(prompts)), self.query_length)
     out = []
-    for s in range(0, len(tokens_QxL), query_batch):
-      chunk = tokens_QxL[s:s + query_batch]
-      real = len(chunk)
-      if real < query_batch:
-        chunk = np.concatenate([chunk, np.zeros((query_batch - real, chunk.shape[1]), np.int32)])
+    for chunk, real in _fixed_batches(tokens_QxL, query_batch):
       rows, _ = self.search(self._embed(self.params, chunk), k)
       out.append(rows[:real])
     return np.concatenate(out) if out else np.zeros((0, k), np.int32)
