@@ -69,7 +69,7 @@ class Recommender:
     from t2t_jax import trainer  # pylint: disable=g-import-not-at-top
     from t2t_jax.data import formats, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
     from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
-    from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
+    from t2t_jax import models  # pylint: disable=g-import-not-at-top
     assets = os.path.join(model_dir, ASSETS)
     if not os.path.isdir(model_dir):
       raise UserInputError(f"--model_dir {model_dir}: no such directory")
@@ -92,7 +92,7 @@ class Recommender:
     vocab = vocab_lib.TextAndIdVocab(os.path.join(assets, SPM_FILE), id_table.level_sizes)
     tracks = {t.track_id: t for t in formats.read_catalog(os.path.join(assets, CATALOG_FILE))}
     config, params = trainer.load_params(model_dir)
-    return cls(model=t5.Transformer(config), params=params, vocab=vocab, id_table=id_table,
+    return cls(model=models.get_model(config), params=params, vocab=vocab, id_table=id_table,
                tracks=tracks, settings=settings)
 
   def _fn(self, k: int):
