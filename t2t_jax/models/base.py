@@ -276,16 +276,22 @@ class FrozenEncoderCache:
     self.misses = 0
 
   def _fill(self, rows_NxS: np.ndarray) -> None:
-    for start in range(0, len(rows_NxS), self.batch_size):
-      chunk = rows_NxS[start:start + self.batch_size]
+    """Encodes rows in chunks of similar length, each cut to a power of two >= its longest row
+    (padding positions change nothing for the rows' real tokens), so short texts cost little."""
+    lengths_N = (rows_NxS > 0).shape[1] - np.argmax((rows_NxS > 0)[:, ::-1], axis=1)
+    lengths_N = np.where((rows_NxS > 0).any(axis=1), lengths_N, 0)
+    order = np.argsort(lengths_N, kind="stable")
+    for start in range(0, len(order), self.batch_size):
+      idx = order[start:start + self.batch_size]
+      width = min(rows_NxS.shape[1], max(8, 1 << int(max(lengths_N[idx].max(), 1) - 1).bit_length()))
+      chunk = rows_NxS[idx, :width]
       real = len(chunk)
-      if real < self.batch_size:  # one compiled shape
-        chunk = np.concatenate([chunk, np.zeros((self.batch_size - real, chunk.shape[1]), chunk.dtype)])
+      if real < self.batch_size:  # few compiled shapes
+        chunk = np.concatenate([chunk, np.zeros((self.batch_size - real, width), chunk.dtype)])
       out = np.asarray(jax.device_get(self._encode(self.params, chunk)), self.dtype)
-      for row, enc in zip(chunk[:real], out[:real]):
-        n = int(np.max(np.nonzero(row)[0], initial=-1)) + 1
+      for r, i in enumerate(idx):
         if len(self._store) < self.max_entries:
-          self._store[row.tobytes()] = enc[:n].copy()
+          self._store[rows_NxS[i].tobytes()] = out[r, :lengths_N[i]].copy()
 
   def __call__(self, batch: dict) -> dict:
     tokens_BxS = np.asarray(batch["encoder_input_tokens"])
