@@ -7,7 +7,7 @@
   "both"         "title | description" (just the title when the description is empty).
 Cleaning (`clean_text`, applied to the title and the description before they are combined): HTML
 as found in real playlist descriptions (`<a href="spotify:genre:...">pop</a>`, `&#x2F;`, `&amp;`) is
-turned into text: tags removed (`<br>`/`</p>` become a space), entities unescaped, once more for
+turned into text: tags removed (line and block tags such as `<br>`, `<p>`, `</li>` become a space), entities unescaped, once more for
 escaped markup; a placeholder value (`<MISSING>`, any case) counts as empty.  Only tag-shaped text is
 removed (`<` then a letter or `/`, up to `>`), so "<3" stays.
 Normalisation (`normalize_text`): Unicode NFKC, control characters removed, whitespace runs collapsed
@@ -38,7 +38,7 @@ _WS = re.compile(r"\s+")
 _SEPARATOR = " | "
 # Placeholders some exports write for a missing title/description (compared case-insensitively).
 MISSING_VALUES = frozenset({"<missing>"})
-_BREAK_TAG = re.compile(r"<\s*(?:br|/p|/div|/li|/h[1-6])\b[^<>]*>", re.IGNORECASE)
+_BREAK_TAG = re.compile(r"</?\s*(?:br|p|div|li|ul|ol|tr|td|h[1-6])\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
 
 PROMPT_TEMPLATES = (
