@@ -153,3 +153,24 @@ def test_cli_refuses_to_replace_what_it_did_not_write(tmp_path, capsys):
   assert cli.main(["import", "jsonl", *good, "--out", str(out), "--vocab_size", "0", "--seed", "1"]) == 0  # its own
   assert cli.main(["import", "jsonl", *good, "--out", str(mine), "--vocab_size", "0", "--overwrite"]) == 0
   assert not (mine / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("bad", ["t\n1", "t\r1", "t\u20281", "t\u20291", "t\x851", "t\x0b1", "t\x0c1", "t\x1c1", "t1 "])
+def test_id_table_refuses_ids_that_would_not_reload(bad, tmp_path):
+  """Issue 14: such ids used to pass IdTable.save and then fail IdTable.load ("3 code rows but 4
+  track ids", str.splitlines splitting them); the shared id rule now refuses them up front."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from t2t_jax.ids.table import IdTable  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserInputError, match=r"track id at position 1 (contains|has leading)"):
+    IdTable("integer", ["t0", bad, "t2"], np.zeros((3, 1), np.int32), level_sizes=(4,))
+  odd = ["t0", "Ärtist – Sóng (live) ♫", "a b", "x" * 512]
+  IdTable("integer", odd, np.arange(4, dtype=np.int32)[:, None], level_sizes=(4,)).save(tmp_path / "ids")
+  assert IdTable.load(tmp_path / "ids").track_ids == odd
+
+
+def test_output_that_is_a_file(tmp_path, capsys):
+  (tmp_path / "ds").write_text("a file")
+  good = [os.path.join(GOOD, "catalog.jsonl"), os.path.join(GOOD, "playlists.jsonl")]
+  assert cli.main(["import", "jsonl", *good, "--out", str(tmp_path / "ds"), "--overwrite"]) == 2
+  assert "exists and is not a folder" in capsys.readouterr().err
+  assert (tmp_path / "ds").read_text() == "a file"
