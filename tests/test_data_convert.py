@@ -90,3 +90,11 @@ def test_import_dataset_is_complete_for_training(tmp_path):
   with pytest.raises(UserInputError, match="not a SentencePiece model"):
     convert.import_dataset(cat, pl, tmp_path / "ds3", spm_path=cat)
   assert not (tmp_path / "ds3").exists()
+  # A user's splits may name the playlist skipped for its empty prompt; a truly unknown one is an error.
+  splits = tmp_path / "splits.json"
+  splits.write_text(json.dumps({"train": [f"p{i}" for i in range(50)], "test": ["p50", "blank"]}))
+  meta3 = convert.import_dataset(cat, pl, tmp_path / "ds3", splits_path=splits, vocab_size=None)
+  assert meta3["split_sizes"] == {"train": 50, "validation": 0, "test": 1}
+  splits.write_text(json.dumps({"train": ["p1"], "test": ["p77"]}))
+  with pytest.raises(UserInputError, match="split 'test' names unknown playlist 'p77'"):
+    convert.import_dataset(cat, pl, tmp_path / "ds4", splits_path=splits, vocab_size=None)

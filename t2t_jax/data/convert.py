@@ -220,7 +220,7 @@ def import_dataset(catalog_path: str | os.PathLike, playlists_path: str | os.Pat
                            f"{pl_stats.empty_prompt_playlists} with an empty prompt)")
     splits = None
     if splits_path is not None:
-      splits = _user_splits(splits_path, set(pids), on_error)
+      splits = _user_splits(splits_path, set(pids), on_error, ignore=pl_stats.empty_prompt_ids)
     meta = {"source": "import", "catalog": os.path.abspath(os.fspath(catalog_path)),
             "playlists": os.path.abspath(os.fspath(playlists_path)),
             "read_stats": {"catalog": cat_stats.as_dict(), "playlists": pl_stats.as_dict()}}
@@ -232,10 +232,12 @@ def import_dataset(catalog_path: str | os.PathLike, playlists_path: str | os.Pat
                                  spm_path=spm_path, prompt_max_chars=prompt_max_chars)
 
 
-def _user_splits(splits_path, valid: set[str], on_error: str) -> dict[str, list[str]]:
+def _user_splits(splits_path, valid: set[str], on_error: str, ignore: set[str]) -> dict[str, list[str]]:
+  """The user's splits restricted to the playlists written (those skipped for an empty prompt are
+  dropped quietly: they were counted already)."""
   splits = formats.read_splits(splits_path)
   for split, ids in splits.items():
-    missing = [i for i in ids if i not in valid]
+    missing = [i for i in ids if i not in valid and i not in ignore]
     if missing and on_error == "raise":
       raise UserInputError(f"{splits_path}: split {split!r} names unknown playlist {missing[0]!r} "
                            f"({len(missing)} unknown)")

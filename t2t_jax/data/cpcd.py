@@ -270,6 +270,32 @@ def _songs(conversations: list[Conversation]) -> tuple[dict[str, str], dict[str,
   return canonical, {song: meta[song] for song in set(canonical.values())}
 
 
+def _playlists(parts: dict[str, list[Conversation]], canonical: dict[str, str], prompt: str,
+               masker: ArtistMasker | None, counts: collections.Counter):
+  """(playlists, {part: kept conversation ids}): one playlist per conversation with goal tracks."""
+  playlists, kept = [], {name: [] for name in parts}
+  for name, part in parts.items():
+    for conv in part:
+      goal = [canonical.get(v) for v in conv.goal]
+      counts["goal_tracks_without_metadata"] += sum(g is None for g in goal)
+      track_ids = list(dict.fromkeys(g for g in goal if g is not None))
+      counts["goal_duplicates_merged"] += sum(g is not None for g in goal) - len(track_ids)
+      text = _prompt(conv, prompt)
+      if masker is not None:
+        text, n = masker.mask(text)
+        counts["masked_replacements"] += n
+        counts["masked_prompts_changed"] += n > 0
+      if not track_ids:
+        counts["conversations_without_goal"] += 1
+        continue
+      if not text:
+        counts["conversations_with_empty_prompt"] += 1
+        continue
+      playlists.append(formats.Playlist(conv.conversation_id, text, "", tuple(track_ids)))
+      kept[name].append(conv.conversation_id)
+  return playlists, kept
+
+
 def _check_options(prompt: str, artists: str) -> None:
   if prompt not in PROMPTS:
     raise UserInputError(f"--prompt must be one of {PROMPTS}, got {prompt!r}")
@@ -298,26 +324,7 @@ def convert_cpcd(cpcd_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pro
   order = list(dict.fromkeys(canonical[v] for c in convs for v in c.tracks))
   masker = ArtistMasker(a for s in songs.values() for a in s[1]) if artists == "masked" else None
   counts = collections.Counter()
-  playlists, kept = [], {"train": [], "test": []}
-  for name, part in parts.items():
-    for conv in part:
-      goal = [canonical.get(v) for v in conv.goal]
-      counts["goal_tracks_without_metadata"] += sum(g is None for g in goal)
-      track_ids = list(dict.fromkeys(g for g in goal if g is not None))
-      counts["goal_duplicates_merged"] += sum(g is not None for g in goal) - len(track_ids)
-      text = _prompt(conv, prompt)
-      if masker is not None:
-        text, n = masker.mask(text)
-        counts["masked_replacements"] += n
-        counts["masked_prompts_changed"] += n > 0
-      if not track_ids:
-        counts["conversations_without_goal"] += 1
-        continue
-      if not text:
-        counts["conversations_with_empty_prompt"] += 1
-        continue
-      playlists.append(formats.Playlist(conv.conversation_id, text, "", tuple(track_ids)))
-      kept[name].append(conv.conversation_id)
+  playlists, kept = _playlists(parts, canonical, prompt, masker, counts)
   if not playlists:
     raise UserInputError(f"{cpcd_dir}: no conversation with goal tracks and a prompt")
   referenced = set().union(*(c.referenced for c in convs))

@@ -131,6 +131,7 @@ class ReadStats:
   empty_prompt_playlists: int = 0         # importers: no prompt text after cleaning, skipped
   messages: list[str] = dataclasses.field(default_factory=list)
   max_messages: int = 20
+  empty_prompt_ids: set[str] = dataclasses.field(default_factory=set)  # not in as_dict
 
   def skip(self, message: str) -> None:
     self.skipped += 1
@@ -154,6 +155,10 @@ class _BadRecord(Exception):
 
 class _EmptyPrompt(_BadRecord):
   """A playlist with no prompt text: an error in a dataset dir, skipped and counted by importers."""
+
+  def __init__(self, message: str, playlist_id: str):
+    super().__init__(message)
+    self.playlist_id = playlist_id
 
 
 class _NoKnownTracks(_BadRecord):
@@ -312,7 +317,7 @@ def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None, *,
   if not kept:
     raise _NoKnownTracks(f"playlist {playlist_id!r}: none of its {len(seen)} tracks is in the catalog")
   if not normalize_text(clean_text(title)) and not normalize_text(clean_text(description)):
-    raise _EmptyPrompt(f"playlist {playlist_id!r} has no title or description (empty prompt)")
+    raise _EmptyPrompt(f"playlist {playlist_id!r} has no title or description (empty prompt)", playlist_id)
   intent = rec.get("intent")
   if intent is not None and not isinstance(intent, dict):
     raise _BadRecord(f"playlist {playlist_id!r}: 'intent' must be an object, got {type(intent).__name__}")
@@ -364,6 +369,7 @@ def read_playlists(path: str | os.PathLike, known_track_ids: Collection[str] | N
       msg = f"{where(path, lineno)}: {e}"
       if isinstance(e, _EmptyPrompt) and skip_empty_prompts:
         stats.empty_prompt_playlists += 1
+        stats.empty_prompt_ids.add(e.playlist_id)
         stats.note(msg)
         continue
       if on_error == "raise":
