@@ -8,11 +8,15 @@ the paper's CF embeddings) and "text" (text_embeddings.py: the tracks' metadata 
 prompts through the sentence encoder; covers every track).  For CF sources the tracks in no training
 playlist are placed by `cold_start.fill_cold_start`:
   cold_start="artist"       their artist's warm tracks, else the fallback;
-  cold_start="artist+text"  artist, else the k nearest warm tracks in text space (needs text vectors:
-                            `text_NxE` or `encoder`), else the fallback;
-  cold_start="text"         text neighbours only;
-  cold_start="random"       keep fit_embeddings' random unit vectors (the old behaviour; for comparison).
-  cold_start="auto"         "artist+text" when text vectors are available, else "artist".
+  cold_start="text"         the k nearest warm tracks in text space (needs text vectors: `text_NxE` or
+                            `encoder`);
+  cold_start="artist+text"  artist first, text neighbours for the rest (every track has a text, so text
+                            first would leave nothing to the artist);
+  cold_start="random"       keep fit_embeddings' random unit vectors (the old behaviour; for comparison);
+  cold_start="auto"         "text" when text vectors are available, else "artist".
+Measured (tools/measure_cold_start.py, synthetic catalog, 20% of tracks held out of training
+playlists, first-token intent purity of the cold tracks): random 0.017, artist 0.17, text kNN 0.27,
+artist then text 0.19; reference (their own full-data vectors) 0.51.
 `info` (JSON-able) goes to `strategies.build_ids(..., embedding_info=info)`, which writes its
 "cold_start" counts into the ID table's stats.json.
 """
@@ -31,6 +35,7 @@ from t2t_jax.ids import text_embeddings as text_lib
 
 SOURCES = ("svd", "word2vec", "text")
 COLD_START = ("auto", "artist", "artist+text", "text", "random")
+_ORDER = {"artist": ("artist",), "text": ("text_knn",), "artist+text": ("artist", "text_knn")}
 
 
 def training_popularity(rows_train: Sequence[Sequence[int]], num_tracks: int) -> np.ndarray:
@@ -63,7 +68,7 @@ def catalog_embeddings(*, tracks: Sequence[Any], rows_train: Sequence[Sequence[i
   popularity = training_popularity(rows_train, n)
   cold = popularity == 0
   info: dict[str, Any] = {"source": source, "num_tracks": n, "num_train_playlists": len(rows_train)}
-  wants_text = source == "text" or cold_start in ("artist+text", "text") or (
+  wants_text = source == "text" or "text" in cold_start or (
       cold_start == "auto" and (text_NxE is not None or encoder is not None))
   if wants_text and text_NxE is None:
     prompts = None
@@ -88,7 +93,7 @@ def catalog_embeddings(*, tracks: Sequence[Any], rows_train: Sequence[Sequence[i
     emb = emb_lib.word2vec_embeddings(rows_train, n, dim, seed=seed, **kw)
   info["dim"] = int(dim)
   if cold_start == "auto":
-    cold_start = "artist+text" if text_NxE is not None else "artist"
+    cold_start = "text" if text_NxE is not None else "artist"
   info["cold_start_method"] = cold_start
   if cold_start == "random":
     if source == "word2vec":  # zero rows: give them what fit_embeddings gives (seeded random unit vectors)
@@ -97,8 +102,7 @@ def catalog_embeddings(*, tracks: Sequence[Any], rows_train: Sequence[Sequence[i
     info["cold_start"] = {"num_cold": int(cold.sum()), "by_artist": 0, "by_text_knn": 0, "fallback": 0,
                           "random": int(cold.sum())}
   else:
-    artists = [t.artist for t in tracks] if "artist" in cold_start else None
-    emb, info["cold_start"] = cold_lib.fill_cold_start(
-        emb, cold, artists=artists, text_NxE=text_NxE if "text" in cold_start else None, k=knn, seed=seed)
+    emb, info["cold_start"] = cold_lib.fill_cold_start(emb, cold, artists=[t.artist for t in tracks],
+                                                       text_NxE=text_NxE, k=knn, seed=seed, order=_ORDER[cold_start])
   info["seconds"] = time.perf_counter() - t0
   return emb, info

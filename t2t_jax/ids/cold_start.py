@@ -74,9 +74,11 @@ def _by_text_knn(cf, warm_rows, todo, text, k, chunk):
 
 def fill_cold_start(cf_NxD: np.ndarray, cold_mask_N: np.ndarray, *, artists: Sequence[str] | None = None,
                     text_NxE: np.ndarray | None = None, k: int = 10, seed: int = 0,
-                    chunk: int = 4096) -> tuple[np.ndarray, dict]:
+                    order: Sequence[str] = ("artist", "text_knn"), chunk: int = 4096) -> tuple[np.ndarray, dict]:
   """(float32 [N, D] embeddings with cold rows replaced, {"num_cold", "by_artist", "by_text_knn",
-  "fallback"}).  Warm rows are returned unchanged.  See the module doc for the order of methods."""
+  "fallback"}).  Warm rows are returned unchanged.  `order`: the methods to try, first to last
+  ("artist" needs `artists`, "text_knn" needs `text_NxE`; a method without its input is skipped);
+  the fallback comes last.  See the module doc."""
   cf = np.array(cf_NxD, np.float32)
   cold = np.asarray(cold_mask_N, bool)
   n = cf.shape[0]
@@ -86,6 +88,8 @@ def fill_cold_start(cf_NxD: np.ndarray, cold_mask_N: np.ndarray, *, artists: Seq
     raise UserInputError(f"fill_cold_start: {len(artists)} artists for {n} tracks")
   if text_NxE is not None and np.shape(text_NxE)[0] != n:
     raise UserInputError(f"fill_cold_start: {np.shape(text_NxE)[0]} text embeddings for {n} tracks")
+  if set(order) - {"artist", "text_knn"}:
+    raise UserInputError(f"fill_cold_start: order must name 'artist' and/or 'text_knn', got {tuple(order)}")
   if not isinstance(k, (int, np.integer)) or k < 1:
     raise UserInputError(f"fill_cold_start: k must be a positive integer, got {k!r}")
   info = {"num_cold": int(cold.sum()), "by_artist": 0, "by_text_knn": 0, "fallback": 0}
@@ -96,15 +100,16 @@ def fill_cold_start(cf_NxD: np.ndarray, cold_mask_N: np.ndarray, *, artists: Seq
   warm_rows = np.flatnonzero(warm)
   if not warm_rows.size:
     raise UserInputError("fill_cold_start: no track has training co-occurrence (every track is cold)")
-  if artists is not None:
-    rows, vecs = _by_artist(cf, warm, todo, artists)
-    cf[rows] = vecs
-    info["by_artist"] = int(rows.size)
-    todo = np.setdiff1d(todo, rows)
-  if text_NxE is not None and todo.size:
-    cf[todo] = _by_text_knn(cf, warm_rows, todo, text_NxE, int(k), chunk)
-    info["by_text_knn"] = int(todo.size)
-    todo = todo[:0]
+  for method in order:
+    if method == "artist" and artists is not None and todo.size:
+      rows, vecs = _by_artist(cf, warm, todo, artists)
+      cf[rows] = vecs
+      info["by_artist"] = int(rows.size)
+      todo = np.setdiff1d(todo, rows)
+    elif method == "text_knn" and text_NxE is not None and todo.size:
+      cf[todo] = _by_text_knn(cf, warm_rows, todo, text_NxE, int(k), chunk)
+      info["by_text_knn"] = int(todo.size)
+      todo = todo[:0]
   if todo.size:
     norms = np.linalg.norm(cf[warm_rows], axis=1)
     jitter = np.random.default_rng([seed, 0xC01D]).normal(size=(todo.size, cf.shape[1]))

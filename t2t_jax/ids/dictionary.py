@@ -77,8 +77,10 @@ def sparse_codes(x_NxD: np.ndarray, atoms_KxD: np.ndarray, num_nonzero: int,
   padded = 0
   for s in range(0, n, chunk):
     xb = np.asarray(x_NxD[s:s + chunk], np.float64)
-    coef_BxK = decomposition.sparse_encode(xb, atoms_KxD.astype(np.float64), algorithm="omp",
-                                           n_nonzero_coefs=num_nonzero, n_jobs=1)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # "OMP ended prematurely": exact fits; padded below
+      coef_BxK = decomposition.sparse_encode(xb, atoms_KxD.astype(np.float64), algorithm="omp",
+                                             n_nonzero_coefs=num_nonzero, n_jobs=1)
     err[s:s + xb.shape[0]] = ((xb - coef_BxK @ atoms_KxD) ** 2).sum(1)
     corr_BxK = xb @ atoms_KxD.T.astype(np.float64)
     nonzero_BxK = coef_BxK != 0
