@@ -13,6 +13,9 @@ level) for every variant and, as the reference, for the full playlists.  For the
   * knn@10 intent: share of the 10 nearest warm tracks of the filled vector with the same intent.
 
   python tools/measure_cold_start.py --out /tmp/cold.json [--st_model_dir DIR_OF_all-MiniLM-L6-v2]
+  python tools/measure_cold_start.py --cpcd_dir /path/to/cpcd --level_sizes 64,64,64 --out /tmp/cold_cpcd.json
+On CPCD (no intents) a track's label is the training conversation holding it (most of them are in
+one), so purity asks whether a cold track lands among its own playlist-mates.
 Text neighbours need a sentence encoder: --st_model_dir (sentence-transformers, for measuring only)
 or, when the project's JAX port is installed, --encoder minilm.  Without either the text rows are
 skipped.
@@ -31,6 +34,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from t2t_jax.ids import catalog, cold_start, embeddings as emb_lib, strategies, text_embeddings  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -85,30 +89,36 @@ def evaluate(codes_N, full_codes_N, emb, cold_rows, intent_N):
   return float(np.mean(pure)), float(np.mean(agree)), float(knn)
 
 
-def run(*, seed: int, num_tracks: int, num_playlists: int, holdout: float, level_sizes, encoder,
-        dim: int = 64, text_cache: str | None = None) -> dict:
+def synthetic_catalog(seed: int, num_tracks: int, num_playlists: int):
+  """(tracks, training playlists as rows, intent id per playlist) of a synthetic catalog."""
   from t2t_jax.data import formats, synthetic  # pylint: disable=g-import-not-at-top
   tmp = tempfile.mkdtemp(prefix="cold_start_")
   synthetic.generate(synthetic.SyntheticConfig(seed=seed, num_tracks=num_tracks, num_playlists=num_playlists,
                                                num_artists=max(10, num_tracks // 10)), os.path.join(tmp, "ds"))
   ds = formats.Dataset.load(os.path.join(tmp, "ds"))
-  n = len(ds.tracks)
   pls = list(ds.playlists("train"))
-  rows_full = [[ds.track_row[t] for t in p.track_ids] for p in pls]
-  intent_N = _dominant_intent(rows_full, [p.intent["intent_id"] for p in pls], n)
+  return list(ds.tracks), [[ds.track_row[t] for t in p.track_ids] for p in pls], [p.intent["intent_id"] for p in pls]
+
+
+def run(tracks, rows_full, playlist_intents, *, seed: int, holdout: float, level_sizes, encoder, dim: int = 64,
+        text_cache: str | None = None) -> dict:
+  """The protocol of the module doc on one catalog; `playlist_intents`: a label per training playlist
+  (synthetic: its intent; CPCD: the conversation itself, so purity = landing among playlist-mates)."""
+  n = len(tracks)
+  intent_N = _dominant_intent(rows_full, playlist_intents, n)
   warm_full = np.flatnonzero(catalog.training_popularity(rows_full, n) > 0)
   rng = np.random.default_rng([seed, 7])
   cold_rows = np.sort(rng.choice(warm_full, int(holdout * warm_full.size), replace=False))
   held = np.zeros(n, bool)
   held[cold_rows] = True
   rows_red = [[r for r in rows if not held[r]] for rows in rows_full]
-  ids = [t.track_id for t in ds.tracks]
+  ids = [t.track_id for t in tracks]
   kw = dict(level_sizes=level_sizes, balanced=True, unique_last_level=True, disambiguation="auto", seed=seed)
   full_emb = emb_lib.cooccurrence_embeddings(rows_full, n, dim, seed=seed)
   full_codes = strategies.build_ids("semantic_rq", track_ids=ids, embeddings=full_emb, **kw).codes[:, 0]
   base, _ = emb_lib.fit_embeddings(emb_lib.PlaylistMatrix.from_playlists(rows_red, n), dim, seed=seed)
   cold = catalog.training_popularity(rows_red, n) == 0
-  artists = [t.artist for t in ds.tracks]
+  artists = [t.artist for t in tracks]
   variants = {"random": (base, {"num_cold": int(cold.sum())})}
   variants["artist"] = cold_start.fill_cold_start(base, cold, artists=artists)
   text = None
@@ -116,7 +126,7 @@ def run(*, seed: int, num_tracks: int, num_playlists: int, holdout: float, level
     text = np.load(text_cache)
   elif encoder is not None:
     t0 = time.perf_counter()
-    text = text_embeddings.text_embeddings(text_embeddings.track_texts(ds.tracks, mode="metadata"), encoder=encoder)
+    text = text_embeddings.text_embeddings(text_embeddings.track_texts(tracks, mode="metadata"), encoder=encoder)
     print(f"text embeddings: {text.shape} in {time.perf_counter() - t0:.1f} s", flush=True)
     if text_cache:
       np.save(text_cache, text)
@@ -147,6 +157,7 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--num_tracks", type=int, default=3000)
   p.add_argument("--num_playlists", type=int, default=5000)
+  p.add_argument("--cpcd_dir", default=None, help="measure on CPCD (tools/measure_ids_catalogs.load_cpcd) instead")
   p.add_argument("--holdout", type=float, default=0.2, help="share of warm tracks made cold")
   p.add_argument("--level_sizes", default="64,64")
   p.add_argument("--st_model_dir", default=None, help="sentence-transformers model dir (all-MiniLM-L6-v2)")
@@ -158,7 +169,13 @@ def main(argv=None) -> int:
     encoder = _STEncoder(args.st_model_dir)
   elif args.encoder == "minilm":
     encoder = text_embeddings.load_default_encoder()
-  res = run(seed=args.seed, num_tracks=args.num_tracks, num_playlists=args.num_playlists, holdout=args.holdout,
+  if args.cpcd_dir:
+    import measure_ids_catalogs  # pylint: disable=g-import-not-at-top
+    tracks, rows = measure_ids_catalogs.load_cpcd(args.cpcd_dir)
+    labels = list(range(len(rows)))
+  else:
+    tracks, rows, labels = synthetic_catalog(args.seed, args.num_tracks, args.num_playlists)
+  res = run(tracks, rows, labels, seed=args.seed, holdout=args.holdout,
             level_sizes=tuple(int(x) for x in args.level_sizes.split(",")), encoder=encoder,
             text_cache=args.text_cache)
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
