@@ -37,7 +37,10 @@ def test_svd_with_artist_and_text_cold_start():
   assert info["cold_start"]["random"] == 6
   np.testing.assert_array_equal(rnd[:54], emb[:54])
   txt, info = catalog.catalog_embeddings(tracks=tracks, rows_train=rows, dim=4, encoder=HashingEncoder())
-  assert info["cold_start_method"] == "text" and info["cold_start"]["by_text_knn"] == 6
+  assert info["cold_start_method"] == "artist+text" and info["cold_start"]["by_artist"] == 6
+  txt, info = catalog.catalog_embeddings(tracks=tracks, rows_train=rows, dim=4, encoder=HashingEncoder(),
+                                         cold_start="text")
+  assert info["cold_start"]["by_text_knn"] == 6 and info["cold_start"]["by_artist"] == 0
   w2v, info = catalog.catalog_embeddings(tracks=tracks, rows_train=rows, source="word2vec", dim=4,
                                          source_kwargs={"epochs": 2})
   assert w2v.shape == (60, 4) and info["cold_start"]["by_artist"] == 6 and np.isfinite(w2v).all()
