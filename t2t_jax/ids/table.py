@@ -39,7 +39,6 @@ TRACK_IDS_FILE = "track_ids.txt"
 META_FILE = "meta.json"
 STATS_FILE = "stats.json"
 FORMAT_VERSION = 1
-COLLISION_POLICIES = ("disambiguate", "most_popular")
 # An empty line, or a line starting/ending with whitespace, in the newline-joined ids.
 _BAD_ID_RE = re.compile(r"^$|^\s|[^\S\n]$", re.MULTILINE)
 
@@ -61,6 +60,9 @@ def check_track_ids(track_ids: Sequence[str], source: str = "track_ids") -> list
       raise UserInputError(f"{source}: duplicate track id {t!r} at positions {seen[t]} and {i}")
     seen[t] = i
   return out
+
+
+COLLISION_POLICIES = ("disambiguate", "most_popular")
 
 
 @dataclasses.dataclass(eq=False)
