@@ -153,7 +153,8 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
                                                 cold_start=cold_start, text_mode=text_mode, seed=seed)
     if ds is not None and track_ids != [t.track_id for t in ds.tracks]:
       common.pop("popularity", None)  # embeddings of another catalog order: no popularity to align
-    levels = len(kwargs.get("level_sizes", (64, 64, 64))) if strategy != "semantic_dict" else 2
+    levels = (len(kwargs.get("level_sizes", (64, 64, 64))) if strategy != "semantic_dict"
+              else kwargs.get("num_nonzero", 4))
     bar = tqdm(total=levels, desc=f"{strategy} levels", disable=not progress)
     kwargs.setdefault("seed", seed)
     table = strategies.build_ids(strategy, track_ids=track_ids, embeddings=emb, embedding_info=info,
