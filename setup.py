@@ -41,7 +41,9 @@ setuptools.setup(
     install_requires=CORE + DATA,
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6",
-                 "faiss-cpu>=1.8", "scikit-learn>=1.4"],
+                 "faiss-cpu>=1.8", "scikit-learn>=1.4", "gensim>=4.3"],
+        # ID strategies beyond the core: word2vec CF embeddings (gensim), dictionary-learning IDs (sklearn).
+        "ids": ["gensim>=4.3", "scikit-learn>=1.4"],
         # SeqIO's Beam cache job and the `tfds build` command (beam pins protobuf<7: reinstall
         # protobuf>=7.36 afterwards, see README).
         "beam": ["apache-beam>=2.60", "google-crc32c", "mlcroissant"],

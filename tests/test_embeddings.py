@@ -128,3 +128,21 @@ def test_embedding_files(tmp_path):
     E.load_embeddings(tmp_path / "nope.npy")
   with pytest.raises(UserInputError, match="does not match 3 track ids"):
     E.save_embeddings(tmp_path / "f", emb, ["a", "b", "c"])
+
+
+def test_word2vec_embeddings_deterministic_and_cold_rows_zero():
+  playlists, intent = _intent_playlists(num_intents=6, per_intent=20, num_playlists=300, length=10, noise=1)
+  n = len(intent) + 2  # two tracks in no playlist
+  a = E.word2vec_embeddings(playlists, n, 16, epochs=5, seed=3)
+  b = E.word2vec_embeddings(playlists, n, 16, epochs=5, seed=3)
+  c = E.word2vec_embeddings(playlists, n, 16, epochs=5, seed=4)
+  assert a.shape == (n, 16) and a.dtype == np.float32
+  np.testing.assert_array_equal(a, b)  # one worker + seed: reproducible
+  assert np.abs(a - c).max() > 0.1
+  np.testing.assert_array_equal(a[-2:], 0.0)
+  np.testing.assert_allclose(np.linalg.norm(a[:-2], axis=1), 1.0, rtol=1e-5)
+  assert _nn_agreement(a[:len(intent)], intent) >= 0.85  # chance: 1/6 (0.89 measured)
+  with pytest.raises(UserInputError, match="outside"):
+    E.word2vec_embeddings([[0, 5]], 3, 4)
+  with pytest.raises(UserInputError, match="hold no tracks"):
+    E.word2vec_embeddings([[]], 3, 4)

@@ -101,6 +101,39 @@ def test_semantic_rq_unique_gin_from_embeddings(tmp_path):
   assert stats["collision_rate"] == 0.0
 
 
+@pytest.mark.entry
+@pytest.mark.slow
+def test_new_strategy_gin_files(dataset, tmp_path):
+  """gin/ids/artist_*.gin, integer_text.gin, semantic_dict.gin, semantic_rq_most_popular.gin end to end."""
+  from t2t_jax.data import formats, vocab
+  ds = formats.Dataset.load(dataset)
+  spm = vocab.train_sentencepiece((f"{x.artist} - {x.title} 1234567890_" for x in ds.tracks), tmp_path / "spm.model",
+                                  vocab_size=400)
+  for name, bindings in (("artist_iid_track_seq", []), ("artist_int_track_seq", []), ("integer_text", []),
+                         ("semantic_dict", ["build_id_table.embedding_dim = 8",
+                                            "build_id_table.strategy_kwargs = {'dict_size': 16, 'num_nonzero': 2, "
+                                            "'max_iter': 1, 'collisions': 'most_popular'}"]),
+                         ("semantic_rq_most_popular", ["build_id_table.embedding_dim = 8",
+                                                       "build_id_table.strategy_kwargs = {'level_sizes': (8, 8), "
+                                                       "'iterations': 5, 'collisions': 'most_popular'}"])):
+    out = str(tmp_path / name)
+    argv = ["--gin_file", os.path.join(ROOT, f"gin/ids/{name}.gin"), "--dataset_dir", dataset, "--spm_model", spm,
+            "--out", out, "--no_plots"]
+    for b in bindings:
+      argv += ["--gin_bindings", b]
+    assert _run(argv) == 0, name
+    t = IdTable.load(out)
+    stats = json.load(open(os.path.join(out, "stats.json")))
+    assert len(t.decodable_rows()) == 300 - stats["num_unreachable_tracks"], name
+    if name.startswith("semantic"):
+      assert stats["cold_start"]["num_cold"] == stats["cold_start"]["by_artist"] + stats["cold_start"]["fallback"]
+      assert t.collision_policy == "most_popular" and stats["tracks_per_id"]["max"] >= 1
+    else:
+      assert t.num_duplicate_ids() == 0, name
+  assert IdTable.load(str(tmp_path / "artist_iid_track_seq")).level_sizes[0] == len({x.artist for x in ds.tracks})
+  assert IdTable.load(str(tmp_path / "integer_text")).is_text
+
+
 def test_errors_are_one_line(tmp_path, capsys):
   assert _run(["--strategy", "semantic_rq", "--out", str(tmp_path / "x")]) == 2
   assert "needs --embeddings or --dataset_dir" in capsys.readouterr().err
@@ -111,12 +144,17 @@ def test_errors_are_one_line(tmp_path, capsys):
   assert "has 3 rows but" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_strategies_rows(dataset):
-  rows = build_ids.compare_strategies(dataset, embedding_dim=8, level_sizes=(16, 32))
+  rows = build_ids.compare_strategies(dataset, embedding_dim=8, level_sizes=(16, 32), dict_size=16)
   labels = [r["strategy"] for r in rows]
-  assert labels == ["content", "integer order=sequential", "integer order=random base=64", "semantic_rq",
-                    "semantic_rq balanced=True", "semantic_rq balanced=True unique_last_level=True",
-                    "semantic_hkmeans", "semantic_hkmeans balanced=True"]
+  assert labels == ["content", "integer order=sequential", "integer order=random base=64",
+                    "integer text_digits=True (track-int)", "artist_iid_track_seq", "artist_int_track_seq",
+                    "semantic_rq", "semantic_rq balanced=True", "semantic_rq balanced=True unique_last_level=True",
+                    "semantic_rq balanced=True collisions=most_popular",
+                    "semantic_rq word2vec balanced=True unique_last_level=True",
+                    "semantic_hkmeans", "semantic_hkmeans balanced=True", "semantic_dict",
+                    "semantic_dict collisions=most_popular"]
   assert all(r["duplicate_ids"] == 0 for r in rows)
   by = dict(zip(labels, rows))
   assert by["integer order=sequential"]["new_vocab_tokens"] == 300
@@ -126,5 +164,16 @@ def test_compare_strategies_rows(dataset):
   uniq = by["semantic_rq balanced=True unique_last_level=True"]
   assert uniq["disambiguated_tracks"] == 0 and uniq["tokens_per_id_mean"] == 2.0
   assert uniq["disambiguation_size"] == 0 and by["semantic_rq"]["disambiguation_size"] > 1
+  assert by["semantic_rq word2vec balanced=True unique_last_level=True"]["tokens_per_id_mean"] == 2.0
   assert by["semantic_rq balanced=True"]["disambiguated_tracks"] > 50
+  popular = by["semantic_rq balanced=True collisions=most_popular"]
+  assert popular["tokens_per_id_mean"] == 2.0 and popular["unreachable_tracks"] > 0
+  # The artist token is the first decoding step: one per artist name, 2 tokens per ID, no collisions.
+  from t2t_jax.data import formats
+  num_artists = len({t.artist for t in formats.Dataset.load(dataset).tracks})  # 29: two artists share a name
+  artist = by["artist_iid_track_seq"]
+  assert artist["tokens_per_id_mean"] == 2.0 and artist["tracks_per_first_token"] == 300 / num_artists
+  assert by["integer text_digits=True (track-int)"]["new_vocab_tokens"] == 0
+  assert by["semantic_dict"]["tokens_per_id_max"] >= 2 and by["semantic_dict collisions=most_popular"][
+      "tokens_per_id_mean"] == 2.0
   assert all(0.0 < r["prefix_purity"] <= 1.0 for r in rows)

@@ -176,3 +176,44 @@ def test_streamed_from_memmap_equals_in_memory(tmp_path, method):
     b = semantic.build_semantic_ids(mm, _ids(700), scratch_dir=str(tmp_path), **kw)
     np.testing.assert_array_equal(a.codes, b.codes)
     assert b.level_sizes == (16, 64) and b.num_duplicate_ids() == 0
+
+
+def test_unique_last_level_caps_prefix_groups_on_duplicated_vectors():
+  """Tracks seen in one playlist only share one CF vector (MPD-like tails): big groups of identical
+  rows.  Per-prefix capacities still give unique IDs whenever prod(level_sizes) >= N."""
+  rng = np.random.default_rng(0)
+  emb = rng.normal(size=(512, 6)).astype(np.float32)
+  emb[:150] = emb[0]  # 150 identical vectors
+  emb[150:230] = emb[150]  # and 80 more
+  t = semantic.build_semantic_ids(emb, _ids(512), level_sizes=(4, 4, 32), balanced=True, unique_last_level=True,
+                                  disambiguation=False, iterations=5)
+  assert t.level_sizes == (4, 4, 32) and t.num_duplicate_ids() == 0
+  detail = t.meta["stats"]["levels_detail"]
+  assert detail[0]["prefix_capacity"] == 128 and detail[1]["prefix_capacity"] == 32
+  assert detail[1]["prefix_capacity_moved"] > 0 and detail[1]["prefix_capacity_too_large"] == 0
+  assert t.meta["stats"]["unique_possible"] is True
+  _, counts = np.unique(t.codes[:, :2], axis=0, return_counts=True)
+  assert counts.max() <= 32
+
+
+def test_unique_impossible_is_reported():
+  emb = _emb(n=100)
+  t = semantic.build_semantic_ids(emb, _ids(100), level_sizes=(4, 8), balanced=True, unique_last_level=True,
+                                  disambiguation="auto", iterations=5)
+  stats = t.meta["stats"]
+  assert stats["unique_possible"] is False and "pigeonhole" in stats["unique_impossible_reason"]
+  assert "(16, 16)" in stats["unique_impossible_reason"] and t.num_levels == 3  # the extra token
+  assert semantic.suggest_level_sizes(100, 2) == (16, 16) and semantic.suggest_level_sizes(30000, 3) == (32, 32, 32)
+  assert semantic.suggest_level_sizes(4096, 2, multiple=1) == (64, 64)
+
+
+def test_resolve_collisions_policies():
+  codes = np.array([[0, 1], [0, 1], [1, 0], [0, 1]], np.int32)
+  out, sizes, stats, meta = semantic.resolve_collisions(codes, np.array([0.3, 0.1, 0.0, 0.2]), (2, 2))
+  np.testing.assert_array_equal(out[:, 2], [2, 0, 0, 1])  # ranked by the order key
+  assert sizes == (2, 2, 3) and meta["num_disambiguated"] == 3 and stats["disambiguation_size"] == 3
+  out, sizes, stats, meta = semantic.resolve_collisions(codes, np.zeros(4), (2, 2), collisions="most_popular",
+                                                        popularity=[0, 0, 0, 9])
+  assert sizes == (2, 2) and meta["unreachable_rows"] == [0, 1] and stats["num_unreachable_tracks"] == 2
+  with pytest.raises(UserInputError, match="3 of 4 tracks share their ID"):
+    semantic.resolve_collisions(codes, np.zeros(4), (2, 2), disambiguation=False)

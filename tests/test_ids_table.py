@@ -75,3 +75,38 @@ def test_load_missing_file(tmp_path):
 def test_id_stats_counts_duplicates():
   t = IdTable("s", ["a", "b", "c"], np.array([[0, 1], [0, 1], [1, 0]]), (2, 2))
   assert id_stats(t)["duplicate_ids"] == 1
+
+
+def test_most_popular_owners_and_decodable_rows(tmp_path):
+  from t2t_jax.ids.table import most_popular_owners
+  codes = np.array([[0, 1], [0, 1], [1, 0], [0, 1]], np.int32)
+  unreachable, stats = most_popular_owners(codes, [2, 5, 1, 5])
+  assert unreachable.tolist() == [0, 3]  # rows 1 and 3 tie at 5: the lower row owns (0, 1)
+  assert stats == {"tracks_per_id": {"mean": 2.0, "max": 3}, "num_unreachable_tracks": 2}
+  assert most_popular_owners(codes)[0].tolist() == [1, 3]  # no popularity: the lowest row owns
+  t = IdTable("s", ["a", "b", "c", "d"], codes, (2, 2),
+              meta={"collision_policy": "most_popular", "unreachable_rows": [0, 3]})
+  assert t.decodable_rows().tolist() == [1, 2]
+  assert t.row_of_codes() == {(0, 1): 1, (1, 0): 2}
+  t.save(tmp_path / "t")
+  u = IdTable.load(tmp_path / "t")
+  assert u.decodable_rows().tolist() == [1, 2]
+  stats = json.loads((tmp_path / "t" / "stats.json").read_text())
+  assert stats["num_unreachable_tracks"] == 2 and stats["tracks_per_id"] == {"mean": 2.0, "max": 3}
+  assert stats["collision_policy"] == "most_popular"
+
+
+def test_shared_ids_need_the_policy():
+  codes = np.array([[0, 1], [0, 1], [1, 0]], np.int32)
+  plain = IdTable("s", ["a", "b", "c"], codes, (2, 2))
+  with pytest.raises(UserInputError, match="1 tracks share their ID"):
+    plain.decodable_rows()
+  assert _table().decodable_rows().tolist() == [0, 1, 2, 3]
+  with pytest.raises(UserInputError, match="has 2 decodable rows, expected exactly 1"):
+    IdTable("s", ["a", "b", "c"], codes, (2, 2), meta={"collision_policy": "most_popular", "unreachable_rows": []})
+  with pytest.raises(UserInputError, match="has 0 decodable rows"):
+    IdTable("s", ["a", "b", "c"], codes, (2, 2), meta={"collision_policy": "most_popular", "unreachable_rows": [0, 1]})
+  with pytest.raises(UserInputError, match="unreachable_rows given but"):
+    IdTable("s", ["a", "b", "c"], codes, (2, 2), meta={"unreachable_rows": [0]})
+  with pytest.raises(UserInputError, match="collision_policy must be one of"):
+    IdTable("s", ["a", "b", "c"], codes, (2, 2), meta={"collision_policy": "first"})

@@ -84,59 +84,101 @@ def _dataset(dataset_dir):
   return formats.Dataset.load(dataset_dir)
 
 
+SEMANTIC = ("semantic_rq", "semantic_hkmeans", "semantic_dict")
+TEXT_VOCAB = ("content", "artist_int_track_seq")  # + integer with text_digits=True
+
+
+def _train_rows(ds) -> tuple[list[list[int]], list[str]]:
+  """Catalog rows and prompt texts of the training playlists."""
+  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  pls = list(ds.playlists("train"))
+  return ([[ds.track_row[t] for t in p.track_ids] for p in pls],
+          [prompts_lib.prompt_text(p.title, p.description, "both") for p in pls])
+
+
+def _semantic_embeddings(ds, out_dir, *, embeddings_path, embedding_dim, embedding_source, cold_start,
+                         text_mode, seed):
+  """(embeddings, track ids, embedding info or None): from a file, or computed from the train playlists
+  (`catalog.catalog_embeddings`: CF or text, cold tracks placed) and saved to OUT.embeddings/."""
+  from t2t_jax.ids import catalog  # pylint: disable=g-import-not-at-top
+  if embeddings_path:
+    emb, track_ids = emb_lib.load_embeddings(embeddings_path, mmap=True)
+    if emb.shape[0] * emb.shape[1] * 4 < (1 << 30):  # Small: load into memory.
+      emb = np.asarray(emb)
+    return emb, track_ids, None
+  rows, prompts = _train_rows(ds)
+  emb, info = catalog.catalog_embeddings(tracks=ds.tracks, rows_train=rows, train_prompts=prompts,
+                                         source=embedding_source, dim=embedding_dim, seed=seed,
+                                         cold_start=cold_start, text_mode=text_mode)
+  track_ids = [t.track_id for t in ds.tracks]
+  emb_lib.save_embeddings(os.path.join(out_dir + ".embeddings"), emb, track_ids)
+  print(f"{embedding_source} embeddings: {len(track_ids)} tracks x {emb.shape[1]}, cold start "
+        f"{info['cold_start']}, {info['seconds']:.1f} s", flush=True)
+  return emb, track_ids, info
+
+
 @gin.configurable
 def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
                    embeddings_path: str | None = None, dataset_dir: str | None = None,
                    spm_model: str | None = None, embedding_dim: int = 64, seed: int = 0,
+                   embedding_source: str = "svd", cold_start: str = "auto", text_mode: str = "metadata",
                    strategy_kwargs: dict | None = None, plots: bool = True, progress: bool = True) -> IdTable:
-  """Builds and saves the table for `strategy`; returns it."""
+  """Builds and saves the table for `strategy`; returns it.
+
+  embedding_source / cold_start / text_mode: how semantic strategies get embeddings from --dataset_dir
+  (t2t_jax/ids/catalog.py: "svd" | "word2vec" | "text"; cold tracks by "artist" | "artist+text" | ...).
+  Training popularity (playlists per track) comes from --dataset_dir's train split when given.
+  """
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   kwargs = dict(strategy_kwargs or {})
-  ds = None
-  if strategy in ("semantic_rq", "semantic_hkmeans"):
-    if embeddings_path:
-      emb, track_ids = emb_lib.load_embeddings(embeddings_path, mmap=True)
-      if emb.shape[0] * emb.shape[1] * 4 < (1 << 30):  # Small: load into memory.
-        emb = np.asarray(emb)
-    elif dataset_dir:
-      ds = _dataset(dataset_dir)
-      rows = ([ds.track_row[t] for t in p.track_ids] for p in ds.playlists("train"))
-      matrix = emb_lib.PlaylistMatrix.from_playlists(rows, len(ds.tracks))
-      emb, info = emb_lib.fit_embeddings(matrix, embedding_dim, seed=seed)
-      track_ids = [t.track_id for t in ds.tracks]
-      emb_lib.save_embeddings(os.path.join(out_dir + ".embeddings"), emb, track_ids)
-      print(f"CF embeddings: {info.num_tracks} tracks x {info.dim}, {info.num_cold_tracks} cold, "
-            f"{info.seconds:.1f} s", flush=True)
-    else:
+  if strategy not in strategies.STRATEGIES:
+    raise UserInputError(f"unknown ID strategy {strategy!r}; choose one of {strategies.STRATEGIES}")
+  ds = _dataset(dataset_dir)
+  text_vocab = strategy in TEXT_VOCAB or (strategy == "integer" and kwargs.get("text_digits"))
+  common = {}
+  if ds is not None and strategy != "content":
+    from t2t_jax.ids import catalog  # pylint: disable=g-import-not-at-top
+    common["popularity"] = catalog.training_popularity(_train_rows(ds)[0], len(ds.tracks))
+  if text_vocab:
+    if not (ds is not None and spm_model):
+      raise UserInputError(f"strategy {strategy!r} writes text IDs: it needs --dataset_dir and --spm_model")
+    from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    common["encode_fn"] = vocab_lib.TextAndIdVocab(spm_model).encode
+  if strategy in SEMANTIC:
+    if not (embeddings_path or ds is not None):
       raise UserInputError(f"strategy {strategy!r} needs --embeddings or --dataset_dir")
-    levels = len(kwargs.get("level_sizes", (64, 64, 64)))
+    emb, track_ids, info = _semantic_embeddings(ds, out_dir, embeddings_path=embeddings_path,
+                                                embedding_dim=embedding_dim, embedding_source=embedding_source,
+                                                cold_start=cold_start, text_mode=text_mode, seed=seed)
+    if ds is not None and track_ids != [t.track_id for t in ds.tracks]:
+      common.pop("popularity", None)  # embeddings of another catalog order: no popularity to align
+    levels = (len(kwargs.get("level_sizes", (64, 64, 64))) if strategy != "semantic_dict"
+              else kwargs.get("num_nonzero", 4))
     bar = tqdm(total=levels, desc=f"{strategy} levels", disable=not progress)
     kwargs.setdefault("seed", seed)
-    table = strategies.build_ids(strategy, track_ids=track_ids, embeddings=emb,
-                                 progress=lambda done: bar.update(done - bar.n), **kwargs)
+    table = strategies.build_ids(strategy, track_ids=track_ids, embeddings=emb, embedding_info=info,
+                                 progress=lambda done: bar.update(done - bar.n), **common, **kwargs)
     bar.close()
-  elif strategy == "content":
-    if not (dataset_dir and spm_model):
-      raise UserInputError("strategy 'content' needs --dataset_dir (catalog) and --spm_model")
-    from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-    ds = _dataset(dataset_dir)
-    vocab = vocab_lib.TextAndIdVocab(spm_model)
-    tracks = list(tqdm(ds.tracks, desc="content IDs", disable=not progress))
-    table = strategies.build_ids("content", track_ids=[t.track_id for t in tracks],
+  elif strategy in ("content", "artist_iid_track_seq", "artist_int_track_seq"):
+    if ds is None:
+      raise UserInputError(f"strategy {strategy!r} needs --dataset_dir (catalog)")
+    tracks = list(tqdm(ds.tracks, desc=f"{strategy} IDs", disable=not progress))
+    if strategy == "artist_int_track_seq":
+      kwargs.setdefault("seed", seed)
+    table = strategies.build_ids(strategy, track_ids=[t.track_id for t in tracks],
                                  artists=[t.artist for t in tracks], titles=[t.title for t in tracks],
-                                 encode_fn=vocab.encode, **kwargs)
-  elif strategy == "integer":
-    if dataset_dir:
-      track_ids = [t.track_id for t in _dataset(dataset_dir).tracks]
+                                 **common, **kwargs)
+  else:  # integer
+    if ds is not None:
+      track_ids = [t.track_id for t in ds.tracks]
     elif embeddings_path:
       _, track_ids = emb_lib.load_embeddings(embeddings_path, mmap=True, check_finite=False)
     else:
       raise UserInputError("strategy 'integer' needs --dataset_dir or --embeddings for the track ids")
     kwargs.setdefault("seed", seed)
-    table = strategies.build_ids("integer", track_ids=track_ids, **kwargs)
-  else:
-    raise UserInputError(f"unknown ID strategy {strategy!r}; choose one of {strategies.STRATEGIES}")
+    common.pop("popularity", None)
+    table = strategies.build_ids("integer", track_ids=track_ids, **common, **kwargs)
   table.meta.setdefault("stats", {}).update(balance_stats(table))
   table.meta["stats"]["build_seconds"] = time.perf_counter() - t0
   extra = {"id_tokens.txt": ("\n".join(strategies.id_token_names(table)) + "\n").encode("utf-8")}
@@ -147,8 +189,13 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
 
 
 def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedding_dim: int = 64,
-                       level_sizes=(64, 64, 64), seed: int = 0) -> list[dict]:
+                       level_sizes=(64, 64, 64), dict_size: int = 256, seed: int = 0) -> list[dict]:
   """Builds every strategy on one dataset; returns one row of ID properties per strategy.
+
+  Semantic rows use CF embeddings (SVD, or word2vec where named) with cold tracks placed by their
+  artist (catalog.catalog_embeddings).  "tokens_per_id" counts decoding steps (+1 EOS for text IDs);
+  "duplicate_ids" counts IDs shared without a policy (0 for every valid table); "unreachable_tracks"
+  the tracks a collisions="most_popular" table cannot return.
 
   "prefix purity": tracks are labelled with their dominant intent (the intent of most train playlists
   holding them; synthetic datasets record it); purity = share of tracks whose first-token group's
@@ -178,37 +225,61 @@ def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedd
 
   t0 = time.perf_counter()
   rows = [[ds.track_row[t] for t in p.track_ids] for p in playlists]
-  emb, _ = emb_lib.fit_embeddings(emb_lib.PlaylistMatrix.from_playlists(rows, len(track_ids)), embedding_dim, seed=seed)
+  from t2t_jax.ids import catalog  # pylint: disable=g-import-not-at-top
+  emb, _ = catalog.catalog_embeddings(tracks=ds.tracks, rows_train=rows, source="svd", dim=embedding_dim,
+                                      seed=seed, cold_start="artist")
   emb_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  w2v, _ = catalog.catalog_embeddings(tracks=ds.tracks, rows_train=rows, source="word2vec", dim=embedding_dim,
+                                      seed=seed, cold_start="artist")
+  w2v_s = time.perf_counter() - t0
+  popularity = catalog.training_popularity(rows, len(track_ids))
   if spm_model is None:
     spm_model = vocab_lib.train_sentencepiece((f"{t.artist} - {t.title}" for t in ds.tracks),
                                               os.path.join(tempfile.mkdtemp(), "spm.model"), vocab_size=2000)
   vocab = vocab_lib.TextAndIdVocab(spm_model)
-  specs = [
-      ("content", dict(artists=[t.artist for t in ds.tracks], titles=[t.title for t in ds.tracks],
-                       encode_fn=vocab.encode)),
-      ("integer", dict(order="sequential")),
-      ("integer", dict(order="random", base=64, seed=seed)),
-      ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed)),
-      ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True)),
-      ("semantic_rq", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True, unique_last_level=True,
-                           disambiguation="auto")),
-      ("semantic_hkmeans", dict(embeddings=emb, level_sizes=level_sizes, seed=seed)),
-      ("semantic_hkmeans", dict(embeddings=emb, level_sizes=level_sizes, seed=seed, balanced=True)),
+  artists = [t.artist for t in ds.tracks]
+  rq = dict(level_sizes=level_sizes, seed=seed)
+  uniq = dict(rq, balanced=True, unique_last_level=True, disambiguation="auto")
+  specs = [  # (row label, strategy, build_ids kwargs, embedding seconds)
+      ("content", "content", dict(artists=artists, titles=[t.title for t in ds.tracks], encode_fn=vocab.encode), 0),
+      ("integer order=sequential", "integer", dict(order="sequential"), 0),
+      ("integer order=random base=64", "integer", dict(order="random", base=64, seed=seed), 0),
+      ("integer text_digits=True (track-int)", "integer",
+       dict(order="random", text_digits=True, encode_fn=vocab.encode, seed=seed), 0),
+      ("artist_iid_track_seq", "artist_iid_track_seq", dict(artists=artists, popularity=popularity), 0),
+      ("artist_int_track_seq", "artist_int_track_seq",
+       dict(artists=artists, popularity=popularity, encode_fn=vocab.encode, seed=seed), 0),
+      ("semantic_rq", "semantic_rq", dict(rq, embeddings=emb), emb_s),
+      ("semantic_rq balanced=True", "semantic_rq", dict(rq, embeddings=emb, balanced=True), emb_s),
+      ("semantic_rq balanced=True unique_last_level=True", "semantic_rq", dict(uniq, embeddings=emb), emb_s),
+      ("semantic_rq balanced=True collisions=most_popular", "semantic_rq",
+       dict(rq, embeddings=emb, balanced=True, collisions="most_popular", popularity=popularity), emb_s),
+      ("semantic_rq word2vec balanced=True unique_last_level=True", "semantic_rq", dict(uniq, embeddings=w2v), w2v_s),
+      ("semantic_hkmeans", "semantic_hkmeans", dict(rq, embeddings=emb), emb_s),
+      ("semantic_hkmeans balanced=True", "semantic_hkmeans", dict(rq, embeddings=emb, balanced=True), emb_s),
+      ("semantic_dict", "semantic_dict", dict(embeddings=emb, dict_size=dict_size, num_nonzero=len(level_sizes),
+                                              seed=seed), emb_s),
+      ("semantic_dict collisions=most_popular", "semantic_dict",
+       dict(embeddings=emb, dict_size=dict_size, num_nonzero=len(level_sizes), seed=seed,
+            collisions="most_popular", popularity=popularity), emb_s),
   ]
   out = []
-  for name, kw in specs:
+  for label, name, kw, extra_s in specs:
     t = time.perf_counter()
     table = strategies.build_ids(name, track_ids=track_ids, **kw)
     secs = time.perf_counter() - t
-    label = name + "".join(f" {k}={v}" for k, v in kw.items() if k in ("order", "base", "balanced", "unique_last_level"))
     lengths = table.lengths
-    out.append({"strategy": label, "tokens_per_id_mean": float(lengths.mean()), "tokens_per_id_max": int(lengths.max()),
+    stats = table.meta.get("stats", {})
+    out.append({"strategy": label, "tokens_per_id_mean": float(lengths.mean()) + (1.0 if table.is_text else 0.0),
+                "tokens_per_id_max": int(lengths.max()) + (1 if table.is_text else 0),
                 "new_vocab_tokens": table.num_id_tokens, "disambiguated_tracks": int(table.meta.get("num_disambiguated", 0)),
                 "disambiguation_size": int(table.level_sizes[-1]) if table.meta.get("disambiguation") else 0,
+                "unreachable_tracks": len(table.meta.get("unreachable_rows", [])),
                 "tracks_per_first_token": float(len(track_ids) / np.unique(table.codes[:, 0]).size),
-                "prefix_purity": purity(table), "build_seconds": secs + (emb_s if name.startswith("semantic") else 0.0),
-                "duplicate_ids": table.num_duplicate_ids()})
+                "prefix_purity": purity(table), "build_seconds": secs + extra_s,
+                "duplicate_ids": table.num_duplicate_ids() - len(table.meta.get("unreachable_rows", [])),
+                "collision_rate": float(stats.get("collision_rate", 0.0))})
   return out
 
 
@@ -258,7 +329,8 @@ def main(argv=None) -> int:
     return 2
   stats = id_stats(table)
   print(f"wrote {args.out}: {table.num_tracks} tracks, {table.num_levels} levels {table.level_sizes}, "
-        f"{table.meta.get('num_disambiguated', 0)} disambiguated, duplicate IDs {stats['duplicate_ids']}")
+        f"{table.meta.get('num_disambiguated', 0)} disambiguated, duplicate IDs {stats['duplicate_ids']} "
+        f"({stats.get('num_unreachable_tracks', 0)} unreachable, collision policy {table.collision_policy})")
   return 0
 
 

@@ -1,8 +1,13 @@
 """t2t_jax.ids: track embeddings, track-ID strategies and the JAX k-means.
 
   table.py       IdTable: track <-> ID codes, save/load, id_stats (the contract in docs/CONTRACTS.md)
-  embeddings.py  CF track embeddings from playlist co-occurrence (streamed sparse SVD); embedding files
+  embeddings.py  CF track embeddings from playlist co-occurrence (streamed sparse SVD), word2vec; files
+  text_embeddings.py  track texts (metadata / training prompts) -> sentence-encoder embeddings
+  cold_start.py  fill_cold_start: positions for tracks in no training playlist (artist, text kNN)
+  catalog.py     catalog_embeddings (source + cold start in one call), training_popularity
   kmeans.py      k-means (k-means++ / k-means||, blocked matmul assignment, streamed, mesh-parallel)
-  semantic.py    semantic IDs: residual / hierarchical k-means + disambiguation level, balanced option
-  strategies.py  build_ids(strategy, ...): content, integer, semantic_rq, semantic_hkmeans
+  semantic.py    semantic IDs: residual / hierarchical k-means, collision-aware levels, collision policies
+  dictionary.py  semantic IDs by sparse coding over a learned dictionary (scikit-learn)
+  strategies.py  build_ids(strategy, ...): content, integer (+ text digits), artist_iid_track_seq,
+                 artist_int_track_seq, semantic_rq, semantic_hkmeans, semantic_dict
 """

@@ -28,9 +28,14 @@ co-occurrence structure and is dropped.  Rows are V_k * s_k ** singular_power (0
 symmetric split Levy & Goldberg found best for word vectors), then L2-normalised (as in
 Ng-Jordan-Weiss spectral clustering) so k-means on them clusters by direction.
 
-Cold tracks (in no playlist) have no co-occurrence signal; they get seeded random unit vectors so
-that their IDs spread over the codebooks instead of piling into one cluster, and are counted
-(`EmbeddingInfo.num_cold_tracks`).
+Cold tracks (in no playlist) have no co-occurrence signal; `fit_embeddings` gives them seeded random
+unit vectors (counted in `EmbeddingInfo.num_cold_tracks`).  Random positions make meaningless IDs:
+catalog pipelines replace them with `cold_start.fill_cold_start` (artist / text neighbours), which
+`catalog.catalog_embeddings` does.
+
+`word2vec_embeddings`: the paper's CF embeddings, gensim's Word2Vec (skip-gram, negative sampling)
+over playlists as sentences of track rows.  Deterministic with one worker thread and a seed.  Tracks
+in no playlist get zero rows (filled by cold_start).
 
 Embedding files (DESIGN.md "Artifacts"): float32 [N, d] `embeddings.npy` + `track_ids.txt`
 (one id per line, same order), written atomically by `save_embeddings`.
@@ -42,6 +47,7 @@ import dataclasses
 import functools
 import os
 import time
+import zlib
 from typing import Iterable, Sequence
 
 import jax
@@ -299,6 +305,50 @@ def cooccurrence_embeddings(playlists: Iterable[Sequence[int]], num_tracks: int,
   """
   matrix = PlaylistMatrix.from_playlists(playlists, num_tracks)
   emb, _ = fit_embeddings(matrix, dim, seed=seed, **kwargs)
+  return emb
+
+
+def _stable_hash(text: str) -> int:
+  """gensim's per-word init seed; Python's hash() is salted per process (PYTHONHASHSEED)."""
+  return zlib.crc32(text.encode("utf-8"))
+
+
+def word2vec_embeddings(playlists_rows: Iterable[Sequence[int]], num_tracks: int, dim: int = 64, *,
+                        window: int = 20, epochs: int = 10, seed: int = 0, negative: int = 5,
+                        sample: float = 1e-3, normalize: bool = True, workers: int = 1) -> np.ndarray:
+  """float32 [num_tracks, dim] word2vec (skip-gram) track embeddings; zero rows for tracks in no playlist.
+
+  Every playlist is a sentence of track rows (in playlist order; `window` wide, so a 40-track playlist
+  is mostly one bag).  min_count=1: every track in a playlist gets a vector.  workers=1 (default) and a
+  seed make the result deterministic; more workers are faster but not reproducible.
+  """
+  try:
+    from gensim.models import Word2Vec  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserInputError("word2vec embeddings need gensim: pip install 'gensim>=4.3'") from None
+  if not isinstance(num_tracks, (int, np.integer)) or num_tracks < 1:
+    raise UserInputError(f"num_tracks must be a positive integer, got {num_tracks!r}")
+  if not isinstance(dim, (int, np.integer)) or dim < 1:
+    raise UserInputError(f"embedding dim must be a positive integer, got {dim!r}")
+  sentences = []
+  for p, rows in enumerate(playlists_rows):
+    arr = np.asarray(rows, np.int64).reshape(-1)
+    if arr.size and (arr.min() < 0 or arr.max() >= num_tracks):
+      bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+      raise UserInputError(f"playlist {p}: track row {bad} outside [0, {num_tracks})")
+    if arr.size:
+      sentences.append([str(r) for r in arr.tolist()])
+  if not sentences:
+    raise UserInputError("word2vec embeddings: the playlists hold no tracks")
+  model = Word2Vec(sentences, vector_size=int(dim), window=int(window), min_count=1, sg=1, negative=negative,
+                   sample=sample, epochs=int(epochs), seed=int(seed), workers=int(workers),
+                   hashfxn=_stable_hash, sorted_vocab=1)
+  emb = np.zeros((num_tracks, dim), np.float32)
+  rows = np.asarray([int(k) for k in model.wv.index_to_key], np.int64)
+  emb[rows] = model.wv.vectors
+  if normalize:
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = np.where(norms > 0, emb / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
   return emb
 
 

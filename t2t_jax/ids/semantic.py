@@ -28,7 +28,19 @@ one prefix (close in embedding space, hence with close residuals) mostly land on
 tracks sharing a code keep it for the nearest one and move the others to the nearest free codes of
 that level.  With balanced=True every prefix fits its codebook and all IDs come out unique without an
 extra token (same catalog: 0 collide, 2 tokens per ID instead of 3).  `disambiguation="auto"` appends
-the disambiguation level only when IDs still collide.
+the disambiguation level only when IDs still collide.  That needs every prefix group to fit the last
+codebook, which global k-means levels do not promise on real catalogs (power-law popularity, tracks
+seen in one playlist only, hence identical CF vectors: on an MPD-like synthetic catalog of 30,000
+tracks with (64, 64, 64), prefix groups of up to 193 tracks left 8,363 tracks colliding).  So with
+unique_last_level every earlier level l also caps its (prefix, code) groups at prod(level_sizes[l+1:])
+tracks (`capacity_within_prefix`: only over-full prefix groups are re-assigned, greedily by regret to
+the nearest code with room).  Then IDs come out unique whenever prod(level_sizes) >= N.  When
+prod(level_sizes) < N no assignment can (pigeonhole: some prefix group exceeds the last codebook);
+stats["unique_impossible_reason"] says so and suggests sizes (`suggest_level_sizes`).
+
+Collision policies (`collisions=`): "disambiguate" (the extra level above) or "most_popular" (the
+paper's: no extra token; the most popular track of a shared ID owns it, the others are unreachable;
+table.py).  `resolve_collisions` applies either to any fixed-length codes (dictionary.py uses it too).
 
 Bad input: NaN/inf rows and an embedding/id count mismatch, duplicate ids, level sizes < 2 or larger
 than the number of tracks are UserInputErrors.  Zero-norm rows carry no information: by default an
@@ -51,7 +63,7 @@ import numpy as np
 
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids import kmeans as kmeans_lib
-from t2t_jax.ids.table import IdTable, check_track_ids
+from t2t_jax.ids.table import COLLISION_POLICIES, IdTable, check_track_ids, most_popular_owners
 
 METHODS = ("rq", "hkmeans")
 
@@ -122,6 +134,14 @@ def prepare_embeddings(embeddings_NxD, track_ids: Sequence[str], *, on_zero_norm
   return out, ids, fixes
 
 
+def suggest_level_sizes(num_tracks: int, num_levels: int, multiple: int = 8) -> tuple[int, ...]:
+  """Equal codebook sizes (multiples of `multiple`) whose product is >= num_tracks: the smallest that
+  allow unique IDs with `unique_last_level` and no extra token."""
+  size = max(2, math.ceil(num_tracks ** (1.0 / num_levels) - 1e-9))
+  size = -(-size // multiple) * multiple
+  return (int(size),) * num_levels
+
+
 def check_level_sizes(level_sizes: Sequence[int], num_tracks: int, disambiguation: bool) -> tuple[int, ...]:
   sizes = tuple(level_sizes)
   if not sizes:
@@ -143,10 +163,10 @@ def check_level_sizes(level_sizes: Sequence[int], num_tracks: int, disambiguatio
 
 
 def balanced_assign(x_NxD: np.ndarray, centroids_KxD: np.ndarray, *, slack: float = 0.0,
-                    chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+                    chunk: int = 8192, capacity: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Capacity-constrained assignment: (labels_N int32, squared distance_N float32).
 
-  Capacity per cluster: ceil(N / K * (1 + slack)).  Greedy by regret: points sorted by
+  Capacity per cluster: ceil(N / K * (1 + slack)), or `capacity` when given (N <= K * capacity).  Greedy by regret: points sorted by
   (2nd nearest - nearest) distance, largest first, each takes its nearest centroid with room.  Keeps
   only the `m` nearest centroids per point (m = min(K, 16)); a point whose m candidates are all full
   (rare) takes the nearest centroid with room among all K.  O(N*K*D) for the distances, O(N log N)
@@ -155,7 +175,8 @@ def balanced_assign(x_NxD: np.ndarray, centroids_KxD: np.ndarray, *, slack: floa
   x = x_NxD  # Read chunk by chunk (works for memmaps / RowFiles).
   c = np.asarray(centroids_KxD, np.float32)
   n, k = x.shape[0], c.shape[0]
-  cap = int(math.ceil(n / k * (1.0 + max(slack, 0.0))))
+  cap = int(math.ceil(n / k * (1.0 + max(slack, 0.0)))) if capacity is None else int(capacity)
+  assert cap * k >= n, (cap, k, n)
   m = min(k, 16)
   cand_NxM = np.empty((n, m), np.int32)
   dist_NxM = np.empty((n, m), np.float32)
@@ -299,6 +320,45 @@ def unique_within_prefix(x_NxD, prefix_NxP: np.ndarray, labels_N: np.ndarray,
   return labels, moved, left
 
 
+def _sorted_groups(prefix_NxP: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(group_N, order, starts): a group id per row (equal prefixes), rows sorted by group, group starts."""
+  n = prefix_NxP.shape[0]
+  if prefix_NxP.shape[1] == 0:
+    group = np.zeros(n, np.int64)
+  else:
+    group = np.unique(prefix_NxP, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+  order = np.argsort(group, kind="stable")
+  starts = np.searchsorted(group[order], np.arange(int(group.max()) + 2 if n else 1))
+  return group, order, starts
+
+
+def capacity_within_prefix(x_NxD, prefix_NxP: np.ndarray, labels_N: np.ndarray, centroids_KxD: np.ndarray,
+                           capacity: int) -> tuple[np.ndarray, int, int]:
+  """Codes of one level re-assigned so no (prefix, code) group holds more than `capacity` rows:
+  (labels_N, rows re-assigned, rows in prefix groups too large to fit: more than K * capacity).
+
+  Only prefix groups with an over-full code are touched; inside them `balanced_assign` with that
+  capacity (greedy by regret, each row to its nearest code with room).  With capacity = the product of
+  the later levels' sizes, every group below fits the codes left (pigeonhole: a group larger than
+  K * capacity cannot), so the last level can make every ID unique (`unique_within_prefix`).
+  """
+  k = centroids_KxD.shape[0]
+  labels = labels_N.astype(np.int32).copy()
+  group, order, starts = _sorted_groups(prefix_NxP)
+  over_full = np.bincount(group * k + labels, minlength=(int(group.max()) + 1) * k if group.size else 0) > capacity
+  moved = too_large = 0
+  for g in np.unique(np.flatnonzero(over_full) // k):
+    rows = np.sort(order[starts[g]:starts[g + 1]])
+    if rows.size > k * capacity:
+      too_large += int(rows.size)
+      continue
+    x = x_NxD if rows.size == labels.size else np.asarray(x_NxD[rows], np.float32)  # streamed root: chunks
+    new, _ = balanced_assign(x, centroids_KxD, capacity=capacity)
+    moved += int((new != labels[rows]).sum())
+    labels[rows] = new
+  return labels, moved, too_large
+
+
 def _residual_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_kwargs, progress,
                      unique_last_level: bool = False):
   """Residual k-means.  `emb` is consumed: in memory it is copied; a RowFile is updated in place."""
@@ -317,6 +377,10 @@ def _residual_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kmeans_
     if unique_last_level and l == len(level_sizes) - 1 and l > 0:
       labels, moved, left = unique_within_prefix(residual, codes[:, :l], labels, cent)
       extra = {"unique_last_level_moved": moved, "unique_last_level_left_colliding": left}
+    elif unique_last_level and l < len(level_sizes) - 1:
+      room = math.prod(level_sizes[l + 1:])
+      labels, moved, too_large = capacity_within_prefix(residual, codes[:, :l], labels, cent, room)
+      extra = {"prefix_capacity": room, "prefix_capacity_moved": moved, "prefix_capacity_too_large": too_large}
     codes[:, l] = labels
     for s, e in _rows_chunks(n):
       block = np.asarray(residual[s:e], np.float32) - cent[labels[s:e]]
@@ -375,10 +439,66 @@ def _hierarchical_kmeans(emb, level_sizes, *, seed, balanced, balance_slack, kme
   return codes, err, levels
 
 
+def check_collision_args(collisions: str, disambiguation) -> bool | str:
+  """Validates the collision policy; returns the effective `disambiguation` (True / False / "auto")."""
+  if collisions not in COLLISION_POLICIES:
+    raise UserInputError(f"collisions must be one of {COLLISION_POLICIES}, got {collisions!r}")
+  if disambiguation not in (None, True, False, "auto"):
+    raise UserInputError(f"disambiguation must be True, False or 'auto', got {disambiguation!r}")
+  if collisions == "most_popular":
+    if disambiguation not in (None, False):
+      raise UserInputError(f"collisions='most_popular' adds no disambiguation level; drop "
+                           f"disambiguation={disambiguation!r}")
+    return False
+  return True if disambiguation is None else disambiguation
+
+
+def resolve_collisions(codes_NxL: np.ndarray, order_key_N: np.ndarray, sizes: tuple[int, ...], *,
+                       collisions: str = "disambiguate", disambiguation: bool | str = True,
+                       max_disambiguation: int | None = None, popularity=None,
+                       what: str = "level_sizes") -> tuple[np.ndarray, tuple[int, ...], dict, dict]:
+  """Applies the collision policy to fixed-length codes: (codes, level sizes, stats, meta).
+
+  "disambiguate": an extra level ranks the tracks of every shared ID by `order_key_N` (True), only
+  when some collide ("auto"), or never (False: raise if any collide).  "most_popular": codes kept,
+  the most popular track of a shared ID owns it (`table.most_popular_owners`, meta["unreachable_rows"]).
+  """
+  n = codes_NxL.shape[0]
+  full, num_colliding, largest = disambiguate(codes_NxL, order_key_N)
+  stats = {"num_colliding_tracks": num_colliding,
+           "num_collisions": int(n - np.unique(codes_NxL, axis=0).shape[0]) if n else 0,
+           "collision_rate": num_colliding / max(n, 1), "collision_policy": collisions}
+  meta = {"collision_policy": collisions, "num_disambiguated": 0}
+  if collisions == "most_popular":
+    unreachable, owner_stats = most_popular_owners(codes_NxL, popularity)
+    stats.update(owner_stats, disambiguation_size=0)
+    meta.update(disambiguation=False, unreachable_rows=unreachable.tolist())
+    return codes_NxL, sizes, stats, meta
+  if disambiguation == "auto":
+    disambiguation = num_colliding > 0
+  if disambiguation:
+    if max_disambiguation is not None and largest > max_disambiguation:
+      raise UserInputError(
+          f"{what} {sizes}: {num_colliding} tracks collide and the largest group has {largest} tracks, "
+          f"more than max_disambiguation={max_disambiguation}; use larger or more levels or balanced=True")
+    codes_out, out_sizes = full, sizes + (max(largest, 1),)
+  else:
+    if num_colliding:
+      raise UserInputError(
+          f"{what} {sizes} without disambiguation: {num_colliding} of {n} tracks share their ID "
+          f"(largest group {largest}); enlarge the codebooks, use balanced=True, disambiguation=True or "
+          f"collisions='most_popular'")
+    codes_out, out_sizes = codes_NxL, sizes
+  stats["disambiguation_size"] = int(largest) if disambiguation else 0
+  meta.update(disambiguation=bool(disambiguation), num_disambiguated=num_colliding)
+  return codes_out, out_sizes, stats, meta
+
+
 def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Sequence[int] = (64, 64, 64),
                        method: str = "rq", seed: int = 0, iterations: int = 20, balanced: bool = False,
                        balance_slack: float = 0.0, normalize: bool = False, on_zero_norm: str = "error",
-                       disambiguation: bool | str = True, max_disambiguation: int | None = None,
+                       disambiguation: bool | str | None = None, max_disambiguation: int | None = None,
+                       collisions: str = "disambiguate", popularity=None,
                        unique_last_level: bool = False, kmeans_kwargs: dict | None = None, stream: bool | None = None,
                        scratch_dir: str | None = None,
                        progress: Callable[[int], Any] | None = None) -> IdTable:
@@ -388,9 +508,11 @@ def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Seq
   method: "rq" (residual k-means) or "hkmeans" (hierarchical, DSI).  balanced: capacity-constrained
   assignment (see module doc).  kmeans_kwargs: extra `kmeans.kmeans` arguments (tol, chunk_size,
   init, mesh, precision, ...).  progress(levels_done) is called after every level.
-  disambiguation: True (always append the level), False (fixed length; raise if IDs collide) or
-  "auto" (append it only when some IDs collide).
+  disambiguation: True (always append the level; the default), False (fixed length; raise if IDs
+  collide) or "auto" (append it only when some IDs collide).
   `max_disambiguation`: raise if the disambiguation level would need more codes than this.
+  collisions: "disambiguate" (the above) or "most_popular" (no extra level: a shared ID decodes to its
+  most popular track, by `popularity` = training counts per track; see table.py).
   unique_last_level ("rq" only): inside each prefix, tracks that would share a last-level code move to
   the nearest free code of that level (`unique_within_prefix`), so the last real level, not an extra
   token, tells them apart whenever a prefix has no more tracks than codes.
@@ -405,9 +527,8 @@ def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Seq
   if stream is None:
     stream = kmeans_lib.is_streamed(embeddings)
   n = embeddings.shape[0] if getattr(embeddings, "ndim", 0) == 2 else 0
-  if disambiguation not in (True, False, "auto"):
-    raise UserInputError(f"disambiguation must be True, False or 'auto', got {disambiguation!r}")
-  sizes = check_level_sizes(level_sizes, max(n, 1), disambiguation)
+  disambiguation = check_collision_args(collisions, disambiguation)
+  sizes = check_level_sizes(level_sizes, max(n, 1), disambiguation if collisions == "disambiguate" else True)
   if unique_last_level and method != "rq":
     raise UserInputError("unique_last_level applies to method='rq' (hierarchical k-means balances inside "
                          "each node instead: balanced=True)")
@@ -435,38 +556,29 @@ def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Seq
       if work is not None:
         work.close()
       shutil.rmtree(scratch, ignore_errors=True)
-  full, num_colliding, largest = disambiguate(codes, err_N)
-  if disambiguation == "auto":
-    disambiguation = num_colliding > 0
-  if disambiguation:
-    if max_disambiguation is not None and largest > max_disambiguation:
-      raise UserInputError(
-          f"level_sizes {sizes}: {num_colliding} tracks collide and the largest group has {largest} tracks, "
-          f"more than max_disambiguation={max_disambiguation}; use larger or more levels or balanced=True")
-    codes_out, out_sizes = full, sizes + (max(largest, 1),)
-  else:
-    if num_colliding:
-      raise UserInputError(
-          f"level_sizes {sizes} without disambiguation: {num_colliding} of {n} tracks share their ID "
-          f"(largest group {largest}); enlarge the codebooks, use balanced=True or disambiguation=True")
-    codes_out, out_sizes = codes, sizes
+  codes_out, out_sizes, coll_stats, coll_meta = resolve_collisions(
+      codes, err_N, sizes, collisions=collisions, disambiguation=disambiguation,
+      max_disambiguation=max_disambiguation, popularity=popularity)
   stats = {
       "method": method,
       "balanced": bool(balanced),
-      "num_colliding_tracks": num_colliding,
-      "num_collisions": int(n - np.unique(codes, axis=0).shape[0]),  # tracks with disambiguation code > 0
-      "collision_rate": num_colliding / n,
-      "disambiguation_size": int(largest) if disambiguation else 0,
+      **coll_stats,
       "mean_sq_quantization_error": float(err_N.mean()),
       "levels_detail": levels,
       "seconds": time.perf_counter() - t0,
   }
+  if unique_last_level and len(sizes) > 1:
+    stats["unique_possible"] = math.prod(sizes) >= n
+    if not stats["unique_possible"]:
+      stats["unique_impossible_reason"] = (
+          f"level_sizes {sizes} give {math.prod(sizes)} distinct IDs < {n} tracks: some prefix group must "
+          f"hold more tracks than the last codebook (pigeonhole); use sizes with a product >= {n}, e.g. "
+          f"{suggest_level_sizes(n, len(sizes))}")
   stats.update(fixes)
   meta = {
       "method": method,
       "requested_level_sizes": list(sizes),
-      "disambiguation": bool(disambiguation),
-      "num_disambiguated": num_colliding,
+      **coll_meta,
       "seed": seed,
       "iterations": iterations,
       "balanced": bool(balanced),

@@ -11,6 +11,13 @@ On disk (one directory, written atomically):
   track_ids.txt   one track id per line, same order as the rows of codes.npy
   meta.json       {"strategy", "level_sizes", "is_text", "num_tracks", "num_levels", "meta": {...}}
   stats.json      `id_stats(table)` merged with `meta["stats"]` when present (collisions, balance, ...)
+
+Collision policy.  IDs are unique (one row per code tuple), except under
+`meta["collision_policy"] == "most_popular"` (the paper's rule: no disambiguation token; an ID shared by
+several tracks decodes to the most popular of them).  Such a table lists the rows that do not own
+their ID in `meta["unreachable_rows"]` (sorted); `decodable_rows()` is every other row, and exactly
+one row of every shared ID is decodable (checked on construction).  `most_popular_owners` computes
+the owners.  Without that policy duplicates are a bug of the builder: `decodable_rows()` raises.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ def check_track_ids(track_ids: Sequence[str], source: str = "track_ids") -> list
       raise UserInputError(f"{source}: duplicate track id {t!r} at positions {seen[t]} and {i}")
     seen[t] = i
   return out
+
+
+COLLISION_POLICIES = ("disambiguate", "most_popular")
 
 
 @dataclasses.dataclass(eq=False)
@@ -94,6 +104,49 @@ class IdTable:
               f"IdTable: code {self.codes[r, l]} of track {self.track_ids[r]!r} at level {l} "
               f"outside [0, {self.level_sizes[l]})")
     self._row = {t: i for i, t in enumerate(self.track_ids)}
+    if self.collision_policy == "most_popular":
+      self._check_owners()
+    elif self.meta.get("unreachable_rows"):
+      raise UserInputError("IdTable: unreachable_rows given but collision_policy is not 'most_popular'")
+
+  @property
+  def collision_policy(self) -> str:
+    """"most_popular" (shared IDs allowed, see module doc) or "disambiguate" (IDs unique)."""
+    policy = self.meta.get("collision_policy", "disambiguate")
+    if policy not in COLLISION_POLICIES:
+      raise UserInputError(f"IdTable: collision_policy must be one of {COLLISION_POLICIES}, got {policy!r}")
+    return policy
+
+  def _check_owners(self) -> None:
+    unreachable = np.asarray(self.meta.get("unreachable_rows", []), np.int64)
+    n = self.num_tracks
+    if unreachable.size and (unreachable.min() < 0 or unreachable.max() >= n
+                             or np.any(np.diff(unreachable) <= 0)):
+      raise UserInputError(f"IdTable: unreachable_rows must be sorted unique rows in [0, {n})")
+    decodable = np.ones(n, bool)
+    decodable[unreachable] = False
+    group_N = _group_ids(self.codes)
+    owners_per_id = np.bincount(group_N[decodable], minlength=int(group_N.max()) + 1 if n else 0)
+    if owners_per_id.size and (owners_per_id != 1).any():
+      g = int(np.flatnonzero(owners_per_id != 1)[0])
+      rows = np.flatnonzero(group_N == g)[:5].tolist()
+      raise UserInputError(f"IdTable: the ID of rows {rows} has {int(owners_per_id[g])} decodable rows, "
+                           f"expected exactly 1 (collision_policy='most_popular')")
+
+  def decodable_rows(self) -> np.ndarray:
+    """int64 rows that own their ID (what a decoder can return): every row when IDs are unique; under
+    collision_policy="most_popular" the most popular row of each shared ID.  Raises if IDs collide
+    without that policy."""
+    n = self.num_tracks
+    if self.collision_policy == "most_popular":
+      keep = np.ones(n, bool)
+      keep[np.asarray(self.meta.get("unreachable_rows", []), np.int64)] = False
+      return np.flatnonzero(keep)
+    dups = self.num_duplicate_ids()
+    if dups:
+      raise UserInputError(f"ID table ({self.strategy}): {dups} tracks share their ID with another track and "
+                           f"collision_policy is not 'most_popular'")
+    return np.arange(n, dtype=np.int64)
 
   @property
   def num_tracks(self) -> int:
@@ -135,10 +188,12 @@ class IdTable:
       raise UserInputError(f"track id {track_id!r} is not in the ID table ({self.strategy})") from None
 
   def row_of_codes(self) -> dict[tuple[int, ...], int]:
-    """{code tuple (padding stripped): row}; the inverse of `codes` (IDs are unique by construction)."""
+    """{code tuple (padding stripped): row}; the inverse of `codes` over `decodable_rows()` (a shared
+    ID maps to its owner under collision_policy="most_popular")."""
     out = {}
-    for r, row in enumerate(self.codes.tolist()):
-      out[tuple(c for c in row if c >= 0)] = r
+    rows = self.decodable_rows() if self.collision_policy == "most_popular" else range(self.num_tracks)
+    for r in rows:
+      out[tuple(c for c in self.codes[r].tolist() if c >= 0)] = int(r)
     return out
 
   def num_duplicate_ids(self) -> int:
@@ -207,9 +262,13 @@ def id_stats(table: IdTable) -> dict[str, Any]:
       "level_sizes": list(table.level_sizes),
       "num_id_tokens": table.num_id_tokens,
       "duplicate_ids": table.num_duplicate_ids(),
+      "collision_policy": table.collision_policy,
   }
   if n == 0:
     return stats
+  _, per_id = np.unique(_group_ids(codes_NxL), return_counts=True)
+  stats["tracks_per_id"] = {"mean": float(n / per_id.size), "max": int(per_id.max())}
+  stats["num_unreachable_tracks"] = int(n - table.decodable_rows().size) if table.collision_policy == "most_popular" else 0
   lengths = table.lengths
   stats["id_length"] = {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())}
   # Prefix sharing: for each prefix length p, number of distinct prefixes and mean group size.
@@ -245,6 +304,36 @@ def id_stats(table: IdTable) -> dict[str, Any]:
       })
     stats["levels"] = levels
   return stats
+
+
+def _group_ids(codes_NxL: np.ndarray) -> np.ndarray:
+  """int64 [N]: one id per distinct code row (rows with equal codes get equal ids)."""
+  if codes_NxL.shape[0] == 0:
+    return np.zeros(0, np.int64)
+  return np.unique(codes_NxL, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def most_popular_owners(codes_NxL: np.ndarray, popularity_N=None) -> tuple[np.ndarray, dict[str, Any]]:
+  """The "most_popular" collision policy: (sorted unreachable rows int64, stats).
+
+  Rows sharing a full code tuple keep it; the most popular of them (ties: lowest row) owns it, the
+  others are unreachable.  `popularity_N`: training counts per row (None: all equal, so the lowest row
+  owns).  Stats: tracks per ID (mean, max) and the number of unreachable tracks.
+  """
+  n = codes_NxL.shape[0]
+  pop = np.zeros(n, np.int64) if popularity_N is None else np.asarray(popularity_N, np.int64)
+  if pop.shape != (n,):
+    raise UserInputError(f"popularity has shape {pop.shape}, expected ({n},) (one count per track)")
+  group_N = _group_ids(codes_NxL)
+  order = np.lexsort((np.arange(n), -pop, group_N))  # by ID, most popular first, then row
+  first = np.ones(n, bool)
+  first[1:] = group_N[order][1:] != group_N[order][:-1]
+  unreachable = np.sort(order[~first])
+  num_ids = int(first.sum())
+  stats = {"tracks_per_id": {"mean": float(n / max(num_ids, 1)),
+                             "max": int(np.bincount(group_N).max()) if n else 0},
+           "num_unreachable_tracks": int(unreachable.size)}
+  return unreachable.astype(np.int64), stats
 
 
 def _jsonable(obj):
