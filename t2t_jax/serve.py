@@ -7,21 +7,26 @@
      400 -> {"error": "..."} for bad JSON (also nested too deeply, or a number too long to convert),
             an empty prompt, k out of range, too many prompts, an oversized body or unknown fields;
      401 (API key set, missing or wrong), 408 (body not received within --body_timeout_s),
-     500 {"error": "internal error ..."} (the traceback goes to the server log, never to the client).
+     500 {"error": "internal error ..."} (the traceback goes to the server log, never to the client),
+     503 at the connection limit when every connection is computing.  (Bytes that are not HTTP at all
+     get aiohttp's own plain-text 400 before any handler runs.)
   GET /health      {"status": "ok", "num_tracks", "k_buckets", "compiled", "warmup_s", "connections",
                     "batches", "prompts", "requests", ...}
 
 No request compiles.  A request for k is computed as top-K for K = the smallest of a few fixed
 "k buckets" >= k (`k_ladder`: the model's beam size, then doubling up to --max_k) and sliced to k;
 batches are padded to powers of two.  Every (K, padded batch) pair is compiled before the server
-listens (`warmup`, one thread per K).  Beam search keeps beam = max(beam_size, K), so for k up to
+listens (`warmup`).  Beam search keeps beam = max(beam_size, K), so for k up to
 the beam size the answer is exactly `Recommender.recommend(k)`'s (the beam is the same and the top-k
 of a top-K pool is the top-k); above it the search is wider than recommend's max(beam_size, k).
 Larger K buckets get smaller batches (batch x beam stays within max_batch x the first bucket's
-beam), so a request with many prompts at a large k is split into several device calls.  Measured on
-the 2-core CPU VM (quickstart model, beam 12, load ~9): one (K, batch) compile takes 8-16 s, so the
-default --max_k 100 / --max_batch 32 plan ((12, 24, 48, 100): 6 + 5 + 4 + 2 = 17 shapes) costs a
-few minutes at start there; choose --max_k / --k_buckets to trade start-up for coverage.
+beam), so a request with many prompts at a large k is split into several device calls.  Measured
+with tools/bench_serve.py on the shared 2-core CPU VM under load ~20 (quickstart model, beam 12, the
+default --max_k 100 / --max_batch 32: buckets 12, 24, 48, 100 with 6 + 5 + 4 + 2 = 17 shapes): warm-up
+took 380 s there (one shape alone compiles in 8-16 s at load ~9), and afterwards a k=10 client's
+p50 was 353 ms (max 736 ms) while 16 clients sent k = 40..55 (issue 14 measured 169 s before
+buckets: each new k compiled on the device worker).  Choose --max_k / --k_buckets to trade start-up
+time for coverage.
 
 `MicroBatcher` gathers concurrent requests into one device call (at most `max_batch` prompts, fewer
 for large K buckets).  Device calls run one at a time in a worker thread, so the event loop keeps
@@ -32,7 +37,7 @@ tools/bench_serve.py on the 2-core CPU, always waiting 5 ms raised single-prompt
 (a sleeping process on a loaded CPU wakes late), while never waiting halved throughput under 32
 clients (95 vs 178 requests/s: smaller batches).
 
-Hostile or unlucky clients (`ConnectionGate`, `RateLimitFilter`):
+Hostile or unlucky clients (serve_limits.py):
   * at most --max_connections open connections (clipped to the process's file-descriptor limit
     minus a reserve).  At the limit a new connection closes the oldest one that has no request being
     computed (idle keep-alive, headers or body still trickling in: what slow or stuck clients hold),
@@ -365,17 +370,16 @@ class Server:
     return [[r.as_dict() for r in recs] for recs in self.rec.recommend(prompts, k=k_bucket)]
 
   def warmup(self) -> float:
-    """Compiles every (k bucket, padded batch) pair, one thread per bucket; returns seconds."""
-    t = time.time()
+    """Compiles every (k bucket, padded batch) pair; returns seconds.
 
-    def compile_bucket(k_bucket: int) -> None:
+    One after another: compiling the buckets in 2 threads was no faster on the shared 2-core VM (tiny
+    model, 6 shapes: 98 and 123 s in one thread, 118 and 144 s in two, load 11-15).
+    """
+    t = time.time()
+    for k_bucket in self.plan.k_buckets:
       for b in self.plan.batch_sizes(k_bucket):
         self.rec.recommend(["warm up"] * b, k=k_bucket)
         self._note_shape(k_bucket, b, on_request=False)
-
-    workers = min(len(self.plan.k_buckets), os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="t2t-warmup") as pool:
-      list(pool.map(compile_bucket, self.plan.k_buckets))
     self.warmup_s = round(time.time() - t, 2)
     return self.warmup_s
 

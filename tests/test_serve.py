@@ -504,3 +504,14 @@ def test_internal_errors_are_json_500_without_details(rec, server, caplog):  # p
       assert status == 500 and body == {"error": "internal error (details are in the server log)"}
   logged = "\n".join(r.getMessage() + str(r.exc_info and r.exc_info[1]) for r in caplog.records)
   assert "secret internal detail" in logged and "another secret" in logged
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--k_buckets", "10,x"], "--k_buckets '10,x': expected comma-separated integers"),
+    (["--k_buckets", "0,100"], "--k_buckets must be positive integers, got [0, 100]"),
+    (["--body_timeout_s", "0"], "--body_timeout_s must be > 0, got 0.0"),
+    (["--max_connections", "0"], "--max_connections must be >= 1, got 0"),
+])
+def test_cli_serve_rejects_bad_limits(tmp_path, capsys, flags, message):
+  assert cli.main(["serve", "--model_dir", str(tmp_path)] + flags) == 2
+  assert f"t2t: error: {message}" in capsys.readouterr().err
