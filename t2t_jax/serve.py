@@ -181,8 +181,8 @@ def plan_buckets(*, beam_size: int, default_k: int, max_k: int, max_batch: int,
   caps = {}
   for k in buckets:
     beam = max(beam_size, k)
-    rows = max_batch * beam0 // beam
-    caps[k] = max_batch if beam <= beam0 else min(max_batch, 1 << (max(rows, 1).bit_length() - 1))
+    fits = max(max_batch * beam0 // beam, 1)  # prompts whose beams fit in the first bucket's full call
+    caps[k] = max_batch if beam <= beam0 else min(max_batch, 1 << (fits.bit_length() - 1))
   return BucketPlan(buckets, caps)
 
 
@@ -553,10 +553,13 @@ class Server:
     next_flush = time.monotonic() + self.config.log_interval_s
     while True:
       await asyncio.sleep(period)
-      self._gate.sweep()
-      if time.monotonic() >= next_flush:
-        self.log_filter.flush()
-        next_flush = time.monotonic() + self.config.log_interval_s
+      try:
+        self._gate.sweep()
+        if time.monotonic() >= next_flush:
+          self.log_filter.flush()
+          next_flush = time.monotonic() + self.config.log_interval_s
+      except Exception:  # pylint: disable=broad-except
+        self._log(logging.ERROR, "housekeeping failed", exc_info=True)  # keep sweeping
 
   async def start(self) -> int:
     """Starts listening; returns the bound port."""
