@@ -87,7 +87,20 @@ def _serve_parser(sub) -> None:
                       "is sent at once; 0: batch only what queued up during the previous device call)")
   p.add_argument("--max_prompts", type=int, default=32, help="most prompts in one request")
   p.add_argument("--max_body_bytes", type=int, default=64 * 1024, help="largest request body")
-  p.add_argument("--no_warmup", action="store_true", help="skip compiling the default k's batch shapes at start")
+  p.add_argument("--k_buckets", default="auto",
+                 help="top-K sizes computed (a request for k gets the smallest >= k, sliced), e.g. 10,20,50,100; "
+                      "auto: the model's beam size, then doubling up to --max_k")
+  p.add_argument("--no_warmup", action="store_true",
+                 help="skip compiling every (k bucket, batch) shape at start (requests then compile on first use)")
+  p.add_argument("--max_connections", type=int, default=256,
+                 help="most open connections (lowered to the open-file limit); at the limit a new connection "
+                      "closes the oldest one with no request computing")
+  p.add_argument("--idle_timeout_s", type=float, default=15.0,
+                 help="close a connection with no request in progress for this long (also bounds slow headers)")
+  p.add_argument("--body_timeout_s", type=float, default=10.0, help="a request body must arrive within this (408)")
+  p.add_argument("--api_key_file", default=None,
+                 help="file holding the API key clients must send ('Authorization: Bearer KEY' or 'X-API-Key: KEY'); "
+                      "default: $T2T_API_KEY if set, else no key. The key itself is never a flag.")
   p.add_argument("--max_uptime_s", type=float, default=0.0,
                  help="stop by itself after this many seconds (0: run until SIGINT/SIGTERM)")
 
