@@ -41,7 +41,8 @@ class Recommendation:
 def write_assets(model_dir: str, *, spm_path: str, id_table, catalog_path: str, inputs_length: int,
                  beam_size: int, prompt_field: str) -> None:
   """Copies what recommending needs into MODEL_DIR/assets (atomically, as one directory)."""
-  with io_utils.atomic_dir(os.path.join(model_dir, ASSETS)) as tmp:
+  with io_utils.atomic_dir(os.path.join(model_dir, ASSETS), kind="model_assets",
+                           inputs=[spm_path, catalog_path]) as tmp:
     shutil.copyfile(spm_path, os.path.join(tmp, SPM_FILE))
     id_table.save(os.path.join(tmp, IDS_DIR))
     shutil.copyfile(catalog_path, os.path.join(tmp, CATALOG_FILE))

@@ -91,6 +91,12 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
                    strategy_kwargs: dict | None = None, plots: bool = True, progress: bool = True) -> IdTable:
   """Builds and saves the table for `strategy`; returns it."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
+  # Refuse a bad --out before any work (it may not hold or replace the inputs).
+  inputs = [p for p in (embeddings_path, spm_model) if p]
+  if dataset_dir:
+    inputs += [os.path.join(dataset_dir, name) for name in ("catalog.jsonl", "playlists.jsonl", "splits.json")]
+  io_utils.check_output_dir(out_dir, kind="ids", inputs=inputs)
   t0 = time.perf_counter()
   kwargs = dict(strategy_kwargs or {})
   ds = None
@@ -142,7 +148,7 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
   extra = {"id_tokens.txt": ("\n".join(strategies.id_token_names(table)) + "\n").encode("utf-8")}
   if plots:
     extra["cluster_sizes.png"] = plot_cluster_sizes(table)
-  table.save(out_dir, extra_files=extra)
+  table.save(out_dir, extra_files=extra, inputs=inputs)
   return table
 
 

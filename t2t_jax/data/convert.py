@@ -175,7 +175,8 @@ def import_dataset(catalog_path: str | os.PathLike, playlists_path: str | os.Pat
   cat_stats, pl_stats = formats.ReadStats(), formats.ReadStats()
   known: set[str] = set()
   pids: list[str] = []
-  with io_utils.atomic_dir(out_dir) as tmp:
+  with io_utils.atomic_dir(out_dir, kind="dataset",
+                           inputs=[catalog_path, playlists_path, splits_path]) as tmp:
 
     def tracks():
       for t in read_any_catalog(catalog_path, on_error=on_error, stats=cat_stats):

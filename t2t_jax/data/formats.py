@@ -479,7 +479,7 @@ class Dataset:
 def write_dataset(directory: str | os.PathLike, tracks: Iterable[Track], playlists: Iterable[Playlist],
                   splits: dict[str, list[str]], meta: dict | None = None) -> None:
   """Writes a whole dataset dir atomically (the dir appears only when every file is complete)."""
-  with io_utils.atomic_dir(directory) as tmp:
+  with io_utils.atomic_dir(directory, kind="dataset") as tmp:
     write_catalog(os.path.join(tmp, CATALOG_FILE), tracks)
     write_playlists(os.path.join(tmp, PLAYLISTS_FILE), playlists)
     write_splits(os.path.join(tmp, SPLITS_FILE), splits)

@@ -189,7 +189,7 @@ def convert_mpd(path: str | os.PathLike, out_dir: str | os.PathLike, *, seed: in
       pids.append(playlist.playlist_id)
       yield playlist
 
-  with io_utils.atomic_dir(out_dir) as tmp:
+  with io_utils.atomic_dir(out_dir, kind="dataset", inputs=[path]) as tmp:
     formats.write_playlists(os.path.join(tmp, formats.PLAYLISTS_FILE), playlists())
     if not pids:
       raise UserInputError(f"{path}: no valid playlists ({stats.playlists_skipped} skipped)")

@@ -390,7 +390,7 @@ def generate(config: SyntheticConfig, out_dir: str | os.PathLike) -> dict[str, A
   splits = formats.make_splits([playlist_id(i) for i in range(cfg.num_playlists)], seed=cfg.seed,
                                validation_fraction=cfg.validation_fraction, test_fraction=cfg.test_fraction)
   meta: dict[str, Any] = {"source": "synthetic", "config": dataclasses.asdict(cfg)}
-  with io_utils.atomic_dir(out_dir) as tmp:
+  with io_utils.atomic_dir(out_dir, kind="dataset") as tmp:
     n_tracks = formats.write_catalog(os.path.join(tmp, formats.CATALOG_FILE), tracks())
     n_playlists = formats.write_playlists(os.path.join(tmp, formats.PLAYLISTS_FILE), playlists())
     formats.write_splits(os.path.join(tmp, formats.SPLITS_FILE), splits)

@@ -149,8 +149,12 @@ class IdTable:
       return 0
     return self.num_tracks - int(np.unique(self.codes, axis=0).shape[0])
 
-  def save(self, directory: str | os.PathLike, extra_files: dict[str, bytes] | None = None) -> None:
-    """Writes the table atomically to `directory` (replacing it).  `extra_files`: name -> bytes (plots)."""
+  def save(self, directory: str | os.PathLike, extra_files: dict[str, bytes] | None = None, *,
+           inputs=(), overwrite: bool = False) -> None:
+    """Writes the table atomically to `directory` (replacing a previous ID table there).
+
+    `extra_files`: name -> bytes (plots).  `inputs`/`overwrite`: see `io_utils.check_output_dir`.
+    """
     stats = id_stats(self)
     stats.update(self.meta.get("stats", {}))
     meta = {
@@ -163,7 +167,7 @@ class IdTable:
         "num_id_tokens": self.num_id_tokens,
         "meta": _jsonable(self.meta),
     }
-    with io_utils.atomic_dir(directory) as tmp:
+    with io_utils.atomic_dir(directory, kind="ids", inputs=inputs, overwrite=overwrite) as tmp:
       np.save(os.path.join(tmp, CODES_FILE), self.codes)
       with open(os.path.join(tmp, TRACK_IDS_FILE), "w", encoding="utf-8") as f:
         for t in self.track_ids:
