@@ -62,11 +62,14 @@ def _export_parser(sub) -> None:
           "numpy, jax and sentencepiece installed."),
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--model_dir", required=True, help="a model dir written by training / quickstart")
-  p.add_argument("--out", required=True, help="export dir to write (replaced atomically)")
+  p.add_argument("--out", required=True,
+                 help="export dir to write (atomically; a previous export there is replaced)")
   p.add_argument("-k", "--k", type=int, default=10, help="tracks returned per prompt")
   p.add_argument("--beam_size", type=int, default=None, help="beam width (default: the model dir's; >= k)")
   p.add_argument("--platforms", default="cpu,cuda", help="lowering targets (comma-separated)")
   p.add_argument("--no_hf", action="store_true", help="skip the Hugging Face safetensors copy of the weights")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace --out even if it is a non-empty dir that is not a previous export")
 
 
 def _serve_parser(sub) -> None:
