@@ -9,13 +9,17 @@ Layout:
 Orbax writes each step to a temporary directory and renames it when complete, so a crash mid-save
 leaves no half step behind (the temporary is cleaned up on the next start).  A latest step that
 cannot be read anyway (disk corruption, deleted files) is skipped with a warning and the previous
-step is restored instead.
+step is restored instead; once an older step restores, the unreadable newer ones are moved to
+MODEL_DIR/checkpoints.corrupt/<step>.<time>, so the retrained steps are saved again (not skipped as
+"already saved") and later loads find them.  When no step restores (e.g. a changed model config),
+nothing is moved and the error names every step.
 """
 
 import dataclasses
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -29,6 +33,7 @@ from t2t_jax.models import t5
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
+CORRUPT_SUFFIX = ".corrupt"  # MODEL_DIR/checkpoints.corrupt/<step>.<time>: unreadable steps moved aside
 MODEL_CONFIG_FILE = "model_config.json"
 
 
@@ -143,10 +148,30 @@ class CheckpointManager:
       if errors:
         log.warning("restored checkpoint step %d after skipping %d unreadable one(s)", s,
                     len(errors))
+        # An older step restored with the same targets, so the newer ones are damaged, not
+        # mismatched: move them aside so the steps retrained from here are saved again.
+        self._move_aside([bad for bad in steps if bad > s])
       return s, restored["params"], restored["state"], restored["meta"]
     if errors:
       raise UserInputError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
     return None
+
+  def _move_aside(self, steps: list[int]) -> None:
+    """Renames unreadable step dirs to MODEL_DIR/checkpoints.corrupt/<step>.<UTC time> (kept for
+    inspection, outside the dir orbax manages) and reloads the step list."""
+    if jax.process_index() == 0:
+      aside = self.directory + CORRUPT_SUFFIX
+      stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+      for s in steps:
+        src = os.path.join(self.directory, str(s))
+        if os.path.isdir(src):
+          os.makedirs(aside, exist_ok=True)
+          dst = os.path.join(aside, f"{s}.{stamp}")
+          os.replace(src, dst)
+          log.warning("moved unreadable checkpoint %s to %s; step %d will be trained and saved again",
+                      src, dst, s)
+    ocp.multihost.sync_global_processes("t2t_move_aside_corrupt_checkpoints")
+    self._manager.reload()
 
   def restore_params(self, abstract_params, step: int | None = None):
     """(step, params) from `step` or the newest readable step; None when there is none."""
