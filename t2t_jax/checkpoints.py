@@ -15,10 +15,12 @@ MODEL_DIR/checkpoints.corrupt/<step>.<time>, so the retrained steps are saved ag
 nothing is moved and the error names every step.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -49,13 +51,29 @@ def load_model_config(model_dir: str) -> t5.T5Config:
   path = os.path.join(model_dir, MODEL_CONFIG_FILE)
   if not os.path.exists(path):
     raise UserInputError(f"no model config at {path}: is {model_dir!r} a t2t_jax MODEL_DIR?")
-  with open(path, encoding="utf-8") as f:
-    fields = json.load(f)
-  known = {f.name for f in dataclasses.fields(t5.T5Config)}
-  unknown = set(fields) - known
+  try:
+    with open(path, encoding="utf-8") as f:
+      fields = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserInputError(f"{path}:{e.lineno}: bad JSON ({e.msg})") from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise UserInputError(f"{path}: unreadable ({e})") from None
+  if not isinstance(fields, dict):
+    raise UserInputError(f"{path}: expected a JSON object of T5Config fields, got {type(fields).__name__}")
+  known = {f.name: f for f in dataclasses.fields(t5.T5Config)}
+  unknown = set(fields) - set(known)
   if unknown:
     raise UserInputError(f"{path}: unknown T5Config fields {sorted(unknown)}")
-  return t5.T5Config(**fields)
+  for name, value in fields.items():
+    want = type(known[name].default)
+    ok = (isinstance(value, want) and not isinstance(value, bool) if want in (int, str) else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else True)
+    if not ok or (want is int and value <= 0):
+      raise UserInputError(f"{path}: T5Config field {name}={value!r} is not a valid {want.__name__}")
+  try:
+    return t5.T5Config(**fields)
+  except (AssertionError, TypeError, ValueError) as e:
+    raise UserInputError(f"{path}: bad T5Config values ({e!r})") from None
 
 
 # ---------------------------------------------------------------------------------- the manager
@@ -174,19 +192,67 @@ class CheckpointManager:
     self._manager.reload()
 
   def restore_params(self, abstract_params, step: int | None = None):
-    """(step, params) from `step` or the newest readable step; None when there is none."""
+    """(step, params) from `step` or the newest readable step; None when there is none.
+
+    Skipped steps are logged only when an older one restores; when none does, the UserInputError
+    names the first failure (so a CLI prints exactly one line).
+    """
     steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+    errors = []
     for s in steps:
       try:
         restored = self._manager.restore(
             s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
-        return s, restored["params"]
       except Exception as e:  # pylint: disable=broad-except
+        reason = f"checkpoint {self.directory}/{s} is unreadable ({_first_line(e)})"
         if step is not None:
-          raise UserInputError(f"checkpoint {self.directory}/{s} is unreadable: {e}") from e
-        log.warning("checkpoint %s/%d is unreadable (%s); trying an earlier one", self.directory,
-                    s, e)
+          raise UserInputError(reason) from None
+        errors.append(reason)
+        continue
+      for reason in errors:
+        log.warning("%s; restored step %d instead", reason, s)
+      return s, restored["params"]
+    if errors:
+      raise UserInputError(f"no readable checkpoint: {errors[0]}"
+                           + (f" (and {len(errors) - 1} older)" if len(errors) > 1 else ""))
     return None
+
+
+def _first_line(e: Exception, limit: int = 300) -> str:
+  text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _drop_closed_loop_callbacks(unraisable) -> None:
+  """sys.unraisablehook that drops tensorstore's late callbacks into orbax's closed event loop.
+
+  When a restore fails, orbax returns (closing its event loop) while tensorstore reads of the same
+  restore are still finishing; each then reports `RuntimeError: Event loop is closed` from a
+  tensorstore thread as an unraisable exception, a traceback per array, possibly after the CLI's
+  error line.  Those reads' results are unwanted anyway; anything else goes to the previous hook.
+  """
+  exc = unraisable.exc_value
+  if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+    return
+  _PREVIOUS_UNRAISABLEHOOK[0](unraisable)
+
+
+_PREVIOUS_UNRAISABLEHOOK = []
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Read-only loads report through UserInputError/warnings of ours, not orbax's absl chatter."""
+  if not _PREVIOUS_UNRAISABLEHOOK:  # process-wide: the late callbacks outlive this block
+    _PREVIOUS_UNRAISABLEHOOK.append(sys.unraisablehook)
+    sys.unraisablehook = _drop_closed_loop_callbacks
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
 
 
 def abstract_params(config: t5.T5Config, sharding_fn=None):
@@ -216,18 +282,19 @@ def load_params(model_dir: str, *, step: int | None = None, partitioner=None
   if not os.path.isdir(directory):
     raise UserInputError(f"no checkpoints in {directory}")
   target = abstract_params(config, partitioner.shardings_of if partitioner else None)
-  manager = ocp.CheckpointManager(
-      os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_names=("params", "state", "meta"))
-  try:
-    if step is not None and step not in manager.all_steps():
-      raise UserInputError(f"no checkpoint step {step} in {directory}; have {manager.all_steps()}")
-    wrapper = CheckpointManager.__new__(CheckpointManager)
-    wrapper.directory, wrapper._manager = directory, manager  # pylint: disable=protected-access
-    got = wrapper.restore_params(target, step)
-  finally:
-    manager.close()
+  with _quiet_orbax():
+    manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+        item_names=("params", "state", "meta"))
+    try:
+      if step is not None and step not in manager.all_steps():
+        raise UserInputError(f"no checkpoint step {step} in {directory}; have {manager.all_steps()}")
+      wrapper = CheckpointManager.__new__(CheckpointManager)
+      wrapper.directory, wrapper._manager = directory, manager  # pylint: disable=protected-access
+      got = wrapper.restore_params(target, step)
+    finally:
+      manager.close()
   if got is None:
     raise UserInputError(f"no readable checkpoint in {directory}")
   return config, got[1]

@@ -39,6 +39,8 @@ def _quickstart_parser(sub) -> None:
   p.add_argument("--eval_playlists", type=int, default=400, help="held-out playlists evaluated (0 = all)")
   p.add_argument("--prompt_field", default="title", help="prompt source: title, description or both")
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  p.add_argument("--overwrite", action="store_true",
+                 help="use --out / --work_dir even if they are non-empty dirs that quickstart did not write")
 
 
 def _recommend_parser(sub) -> None:

@@ -82,9 +82,14 @@ class Recommender:
         settings = json.load(f)
       except json.JSONDecodeError as e:
         raise UserInputError(f"{settings_path}:{e.lineno}: bad JSON ({e.msg})") from None
+    if not isinstance(settings, dict):
+      raise UserInputError(f"{settings_path}: expected a JSON object")
     missing = [key for key in ("inputs_length", "beam_size") if key not in settings]
     if missing:
       raise UserInputError(f"{settings_path}: missing {missing}")
+    for key in ("inputs_length", "beam_size"):
+      if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1:
+        raise UserInputError(f"{settings_path}: {key} must be a positive integer, got {settings[key]!r}")
     if beam_size is not None:
       if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise UserInputError(f"beam_size must be a positive integer, got {beam_size!r}")
@@ -93,6 +98,9 @@ class Recommender:
     vocab = vocab_lib.TextAndIdVocab(os.path.join(assets, SPM_FILE), id_table.level_sizes)
     tracks = {t.track_id: t for t in formats.read_catalog(os.path.join(assets, CATALOG_FILE))}
     config, params = trainer.load_params(model_dir)
+    if config.vocab_size < vocab.vocab_size:
+      raise UserInputError(f"{model_dir}: the model's vocab_size {config.vocab_size} is smaller than its "
+                           f"assets' vocabulary ({vocab.vocab_size}): assets from another model?")
     return cls(model=t5.Transformer(config), params=params, vocab=vocab, id_table=id_table,
                tracks=tracks, settings=settings)
 
