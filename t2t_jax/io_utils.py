@@ -103,8 +103,8 @@ def _protected(real: str) -> str | None:
 
 
 def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str | os.PathLike] = (),
-                     overwrite: bool = False) -> None:
-  """Raises UserInputError (one line naming `path`) unless dir `path` may be (re)placed by a `kind` writer.
+                     overwrite: bool = False) -> str:
+  """The absolute `path` if a `kind` writer may (re)place dir `path`; else UserInputError (one line).
 
   Args:
     path: the output dir.
@@ -117,7 +117,7 @@ def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str
   real = os.path.realpath(path)
   if os.path.lexists(path) and not os.path.isdir(path):
     what = "a broken symlink" if not os.path.exists(path) else "a file"
-    raise UserInputError(f"output {path} is {what}, not a directory; choose another output path")
+    raise UserInputError(f"output {path} exists and is not a folder ({what}); choose another output path")
   why = _protected(real)
   if why:
     raise UserInputError(f"output {path} {why}; refusing to replace it (choose a new directory)")
@@ -133,7 +133,8 @@ def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str
       rel = "lies inside"
     else:
       continue
-    raise UserInputError(f"output {path} {rel} the input {os.fspath(inp)}; choose an output outside the inputs")
+    raise UserInputError(f"output {path} overlaps the input {os.fspath(inp)} (it {rel} it); choose "
+                         "an output outside the inputs")
   ancestor = os.path.dirname(path)
   while not os.path.isdir(ancestor):
     if os.path.lexists(ancestor):
@@ -142,7 +143,7 @@ def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str
   if not os.path.isdir(path):
     if not os.access(ancestor, os.W_OK | os.X_OK):
       raise UserInputError(f"output {path}: cannot create it, {ancestor} is not writable")
-    return
+    return path
   mode = stat.S_IMODE(os.stat(path).st_mode)
   if not mode & stat.S_IWUSR or not os.access(path, os.W_OK):
     raise UserInputError(f"output {path} is read-only; refusing to replace it")
@@ -153,13 +154,13 @@ def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str
   except OSError as e:
     raise UserInputError(f"output {path}: cannot read it ({e.strerror})") from None
   if overwrite or empty:
-    return
+    return path
   marker = read_marker(path)
   found = marker.get("kind") if marker else None
   if found == kind:
-    return
+    return path
   held = f"holds a t2t_jax {found!r} output, not {kind!r}" if found else (
-      f"exists, is not empty and has no {MARKER_FILE} (not written by t2t_jax)")
+      f"is not empty and not a t2t output (no {MARKER_FILE})")
   raise UserInputError(f"output {path} {held}; pass --overwrite to replace it, or choose another path")
 
 

@@ -98,9 +98,6 @@ class Recommender:
     vocab = vocab_lib.TextAndIdVocab(os.path.join(assets, SPM_FILE), id_table.level_sizes)
     tracks = {t.track_id: t for t in formats.read_catalog(os.path.join(assets, CATALOG_FILE))}
     config, params = trainer.load_params(model_dir)
-    if config.vocab_size < vocab.vocab_size:
-      raise UserInputError(f"{model_dir}: the model's vocab_size {config.vocab_size} is smaller than its "
-                           f"assets' vocabulary ({vocab.vocab_size}): assets from another model?")
     return cls(model=t5.Transformer(config), params=params, vocab=vocab, id_table=id_table,
                tracks=tracks, settings=settings)
 

@@ -295,9 +295,9 @@ def test_export_refuses_outputs_that_would_destroy_data(dirs, tmp_path, capsys):
   (mine / "notes.txt").write_text("keep me")
   afile = tmp_path / "afile"
   afile.write_text("keep me too")
-  cases = [(model_dir, "is the input"), (os.path.join(model_dir, "checkpoints"), "lies inside the input"),
-           (os.path.dirname(model_dir), "contains the input"), (str(afile), "is a file"),
-           (str(mine), "has no .t2t_output.json")]
+  cases = [(model_dir, "(it is it)"), (os.path.join(model_dir, "checkpoints"), "(it lies inside it)"),
+           (os.path.dirname(model_dir), "(it contains it)"), (str(afile), "exists and is not a folder (a file)"),
+           (str(mine), "not a t2t output (no .t2t_output.json)")]
   for out, message in cases:
     assert cli.main(["export", "--model_dir", model_dir, "--out", out]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -61,7 +61,7 @@ def test_1_export_onto_its_own_model_dir_is_refused(model_dir, capsys):
   before = _tree(model_dir)
   assert cli.main(["export", "--model_dir", model_dir, "--out", model_dir]) == 2
   err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and "is the input" in err[0]
+  assert len(err) == 1 and "overlaps the input" in err[0] and "(it is it)" in err[0]
   assert _tree(model_dir) == before  # was: the trained model deleted, exit 0
 
 
@@ -69,18 +69,18 @@ def test_1_import_never_destroys_its_inputs_or_a_users_folder(tmp_path, monkeypa
   d = tmp_path / "d"
   cat, pls = _dataset_inputs(d)
   before = _tree(d)
-  with pytest.raises(UserInputError, match="contains the input"):
+  with pytest.raises(UserInputError, match=r"overlaps the input .* \(it contains it\)"):
     convert.import_dataset(cat, pls, d)  # was: deleted its own inputs
   assert _tree(d) == before
   photos = tmp_path / "photos"
   photos.mkdir()
   (photos / "cat.jpg").write_bytes(b"\xff\xd8 not a dataset")
-  with pytest.raises(UserInputError, match="is not empty and has no .t2t_output.json"):
+  with pytest.raises(UserInputError, match=r"is not empty and not a t2t output \(no .t2t_output.json\)"):
     convert.import_dataset(cat, pls, photos)  # was: replaced without a word
   assert (photos / "cat.jpg").read_bytes() == b"\xff\xd8 not a dataset"
   afile = tmp_path / "notes.txt"
   afile.write_text("mine")
-  with pytest.raises(UserInputError, match="is a file"):
+  with pytest.raises(UserInputError, match=r"exists and is not a folder \(a file\)"):
     convert.import_dataset(cat, pls, afile)  # was: renamed to notes.txt.old..notes.txt.*.tmp
   assert afile.read_text() == "mine"
   work = tmp_path / "work"
@@ -196,7 +196,7 @@ def test_8_quickstart_checks_its_outputs_before_any_work(tmp_path, capsys):
   t0 = time.time()
   assert cli.main(["quickstart", "--out", str(afile), "--work_dir", str(tmp_path / "w"), "--no_progress"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and "--out" in err[0] and "is a file" in err[0]
+  assert len(err) == 1 and "--out" in err[0] and "exists and is not a folder (a file)" in err[0]
   assert time.time() - t0 < 60 and not (tmp_path / "w").exists()  # was: whole pipeline, then a crash
   assert afile.read_text() == "keep"
 
