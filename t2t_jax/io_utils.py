@@ -94,7 +94,10 @@ def _protected(real: str) -> str | None:
     return "is the filesystem root"
   if real == os.path.realpath(os.path.expanduser("~")):
     return "is the home directory"
-  cwd = os.path.realpath(os.getcwd())
+  try:
+    cwd = os.path.realpath(os.getcwd())
+  except OSError:  # the working directory was deleted
+    return None
   if real == cwd:
     return "is the current working directory"
   if _inside(cwd, real):
