@@ -9,12 +9,18 @@ Layout:
 Orbax writes each step to a temporary directory and renames it when complete, so a crash mid-save
 leaves no half step behind (the temporary is cleaned up on the next start).  A latest step that
 cannot be read anyway (disk corruption, deleted files) is skipped with a warning and the previous
-step is restored instead.
+step is restored instead; once an older step restores, the unreadable newer ones are moved to
+MODEL_DIR/checkpoints.corrupt/<step>.<time>, so the retrained steps are saved again (not skipped as
+"already saved") and later loads find them.  When no step restores (e.g. a changed model config),
+nothing is moved and the error names every step.
 """
 
+import contextlib
 import json
 import logging
 import os
+import sys
+import time
 from typing import Any
 
 import jax
@@ -28,6 +34,7 @@ from t2t_jax import models
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
+CORRUPT_SUFFIX = ".corrupt"  # MODEL_DIR/checkpoints.corrupt/<step>.<time>: unreadable steps moved aside
 MODEL_CONFIG_FILE = "model_config.json"
 
 
@@ -45,8 +52,13 @@ def load_model_config(model_dir: str):
   path = os.path.join(model_dir, MODEL_CONFIG_FILE)
   if not os.path.exists(path):
     raise UserInputError(f"no model config at {path}: is {model_dir!r} a t2t_jax MODEL_DIR?")
-  with open(path, encoding="utf-8") as f:
-    fields = json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      fields = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserInputError(f"{path}:{e.lineno}: bad JSON ({e.msg})") from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise UserInputError(f"{path}: unreadable ({e})") from None
   return models.config_from_json(fields, source=path)
 
 
@@ -140,25 +152,93 @@ class CheckpointManager:
       if errors:
         log.warning("restored checkpoint step %d after skipping %d unreadable one(s)", s,
                     len(errors))
+        # An older step restored with the same targets, so the newer ones are damaged, not
+        # mismatched: move them aside so the steps retrained from here are saved again.
+        self._move_aside([bad for bad in steps if bad > s])
       return s, restored["params"], restored["state"], restored["meta"]
     if errors:
       raise UserInputError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
     return None
 
+  def _move_aside(self, steps: list[int]) -> None:
+    """Renames unreadable step dirs to MODEL_DIR/checkpoints.corrupt/<step>.<UTC time> (kept for
+    inspection, outside the dir orbax manages) and reloads the step list."""
+    if jax.process_index() == 0:
+      aside = self.directory + CORRUPT_SUFFIX
+      stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+      for s in steps:
+        src = os.path.join(self.directory, str(s))
+        if os.path.isdir(src):
+          os.makedirs(aside, exist_ok=True)
+          dst = os.path.join(aside, f"{s}.{stamp}")
+          os.replace(src, dst)
+          log.warning("moved unreadable checkpoint %s to %s; step %d will be trained and saved again",
+                      src, dst, s)
+    ocp.multihost.sync_global_processes("t2t_move_aside_corrupt_checkpoints")
+    self._manager.reload()
+
   def restore_params(self, abstract_params, step: int | None = None):
-    """(step, params) from `step` or the newest readable step; None when there is none."""
+    """(step, params) from `step` or the newest readable step; None when there is none.
+
+    Skipped steps are logged only when an older one restores; when none does, the UserInputError
+    names the first failure (so a CLI prints exactly one line).
+    """
     steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+    errors = []
     for s in steps:
       try:
         restored = self._manager.restore(
             s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
-        return s, restored["params"]
       except Exception as e:  # pylint: disable=broad-except
+        reason = f"checkpoint {self.directory}/{s} is unreadable ({_first_line(e)})"
         if step is not None:
-          raise UserInputError(f"checkpoint {self.directory}/{s} is unreadable: {e}") from e
-        log.warning("checkpoint %s/%d is unreadable (%s); trying an earlier one", self.directory,
-                    s, e)
+          raise UserInputError(reason) from None
+        errors.append(reason)
+        continue
+      for reason in errors:
+        log.warning("%s; restored step %d instead", reason, s)
+      return s, restored["params"]
+    if errors:
+      raise UserInputError(f"no readable checkpoint: {errors[0]}"
+                           + (f" (and {len(errors) - 1} older)" if len(errors) > 1 else ""))
     return None
+
+
+def _first_line(e: Exception, limit: int = 300) -> str:
+  text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _drop_closed_loop_callbacks(unraisable) -> None:
+  """sys.unraisablehook that drops tensorstore's late callbacks into orbax's closed event loop.
+
+  When a restore fails, orbax returns (closing its event loop) while tensorstore reads of the same
+  restore are still finishing; each then reports `RuntimeError: Event loop is closed` from a
+  tensorstore thread as an unraisable exception, a traceback per array, possibly after the CLI's
+  error line.  Those reads' results are unwanted anyway; anything else goes to the previous hook.
+  """
+  exc = unraisable.exc_value
+  if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+    return
+  _PREVIOUS_UNRAISABLEHOOK[0](unraisable)
+
+
+_PREVIOUS_UNRAISABLEHOOK = []
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Read-only loads report through UserInputError/warnings of ours, not orbax's absl chatter."""
+  if not _PREVIOUS_UNRAISABLEHOOK:  # process-wide: the late callbacks outlive this block
+    _PREVIOUS_UNRAISABLEHOOK.append(sys.unraisablehook)
+    sys.unraisablehook = _drop_closed_loop_callbacks
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
 
 
 def abstract_params(config, sharding_fn=None):
@@ -188,18 +268,19 @@ def load_params(model_dir: str, *, step: int | None = None, partitioner=None
   if not os.path.isdir(directory):
     raise UserInputError(f"no checkpoints in {directory}")
   target = abstract_params(config, partitioner.shardings_of if partitioner else None)
-  manager = ocp.CheckpointManager(
-      os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_names=("params", "state", "meta"))
-  try:
-    if step is not None and step not in manager.all_steps():
-      raise UserInputError(f"no checkpoint step {step} in {directory}; have {manager.all_steps()}")
-    wrapper = CheckpointManager.__new__(CheckpointManager)
-    wrapper.directory, wrapper._manager = directory, manager  # pylint: disable=protected-access
-    got = wrapper.restore_params(target, step)
-  finally:
-    manager.close()
+  with _quiet_orbax():
+    manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+        item_names=("params", "state", "meta"))
+    try:
+      if step is not None and step not in manager.all_steps():
+        raise UserInputError(f"no checkpoint step {step} in {directory}; have {manager.all_steps()}")
+      wrapper = CheckpointManager.__new__(CheckpointManager)
+      wrapper.directory, wrapper._manager = directory, manager  # pylint: disable=protected-access
+      got = wrapper.restore_params(target, step)
+    finally:
+      manager.close()
   if got is None:
     raise UserInputError(f"no readable checkpoint in {directory}")
   return config, got[1]

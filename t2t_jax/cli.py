@@ -39,6 +39,8 @@ def _quickstart_parser(sub) -> None:
   p.add_argument("--eval_playlists", type=int, default=400, help="held-out playlists evaluated (0 = all)")
   p.add_argument("--prompt_field", default="title", help="prompt source: title, description or both")
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  p.add_argument("--overwrite", action="store_true",
+                 help="use --out / --work_dir even if they are non-empty dirs that quickstart did not write")
 
 
 def _recommend_parser(sub) -> None:
@@ -62,11 +64,14 @@ def _export_parser(sub) -> None:
           "numpy, jax and sentencepiece installed."),
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--model_dir", required=True, help="a model dir written by training / quickstart")
-  p.add_argument("--out", required=True, help="export dir to write (replaced atomically)")
+  p.add_argument("--out", required=True,
+                 help="export dir to write (atomically; a previous export there is replaced)")
   p.add_argument("-k", "--k", type=int, default=10, help="tracks returned per prompt")
   p.add_argument("--beam_size", type=int, default=None, help="beam width (default: the model dir's; >= k)")
   p.add_argument("--platforms", default="cpu,cuda", help="lowering targets (comma-separated)")
   p.add_argument("--no_hf", action="store_true", help="skip the Hugging Face safetensors copy of the weights")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace --out even if it is a non-empty dir that is not a previous export")
 
 
 def _serve_parser(sub) -> None:

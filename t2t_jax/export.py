@@ -12,10 +12,12 @@ The export dir is read by `t2t_jax.export_runtime` (numpy + jax + sentencepiece 
 into it; see that module for the layout.  The weights are also written in Hugging Face T5 naming
 (`hf/model.safetensors` + `hf/config.json`, by `t2t_jax.hf_convert.export_hf_t5`; loadable by
 `transformers.T5ForConditionalGeneration`).
-The output dir is written atomically.
+The output dir is written atomically; the manifest records every file's size and sha256, which the
+runtime checks before it uses a byte.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -68,18 +70,29 @@ def _platforms(text) -> tuple:
   return plats
 
 
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
 def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | None = None,
-                 platforms=DEFAULT_PLATFORMS, hf_weights: bool = True) -> dict:
+                 platforms=DEFAULT_PLATFORMS, hf_weights: bool = True, overwrite: bool = False) -> dict:
   """Exports MODEL_DIR's recommender to OUT_DIR (atomically); returns the manifest.
 
   Args:
     model_dir: a model dir (checkpoint + assets/, see t2t_jax.recommend).
-    out_dir: the export dir to write (replaced if it exists).
+    out_dir: the export dir to write; a previous export there is replaced, anything else only with
+      `overwrite` (and never the model dir, a dir holding it or one inside it).
     k: tracks returned per prompt by the exported function (the runtime may ask for fewer).
     beam_size: beam width (default: the model dir's; at least k).
     platforms: lowering targets, e.g. ("cpu", "cuda"); lowering needs no such device.
     hf_weights: also write hf/model.safetensors + hf/config.json.
+    overwrite: replace a non-empty OUT_DIR that is not a previous export.
   """
+  io_utils.check_output_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite)  # before any work
   from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
   from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
@@ -124,7 +137,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
       "jax_version": jax.__version__, "model_config": dataclasses.asdict(config),
       "source_model_dir": os.path.abspath(model_dir), "lowering_seconds": round(lower_s, 2),
   }
-  with io_utils.atomic_dir(out_dir) as tmp:
+  with io_utils.atomic_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite) as tmp:
     with open(os.path.join(tmp, rt.FUNCTION_FILE), "wb") as f:
       f.write(serialized)
     arrays = {rt.PARAMS_PREFIX + n: a for n, a in params_flat.items()}
@@ -146,9 +159,9 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
                               dtype="float16" if config.param_dtype == "float16" else "float32")
       manifest["hf"] = {"dir": HF_DIR, "files": sorted(os.listdir(os.path.join(tmp, HF_DIR))),
                         "loadable_by": "transformers.T5ForConditionalGeneration.from_pretrained"}
-    manifest["file_bytes"] = {
-        os.path.relpath(os.path.join(d, n), tmp): os.path.getsize(os.path.join(d, n))
-        for d, _, names in os.walk(tmp) for n in names}
+    files = sorted(os.path.relpath(os.path.join(d, n), tmp) for d, _, names in os.walk(tmp) for n in names)
+    manifest["file_bytes"] = {f: os.path.getsize(os.path.join(tmp, f)) for f in files}
+    manifest["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in files}  # checked at load
     io_utils.write_json(os.path.join(tmp, rt.MANIFEST_FILE), manifest)
   return manifest
 
@@ -156,7 +169,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
 def run_from_args(args) -> None:
   """`t2t export` entry."""
   manifest = export_model(args.model_dir, args.out, k=args.k, beam_size=args.beam_size,
-                          platforms=args.platforms, hf_weights=not args.no_hf)
+                          platforms=args.platforms, hf_weights=not args.no_hf, overwrite=args.overwrite)
   total = sum(manifest["file_bytes"].values())
   print(f"exported {args.model_dir} -> {args.out} ({total / 1e6:.2f} MB; top_k={manifest['top_k']}, "
         f"beam={manifest['beam_size']}, platforms={','.join(manifest['platforms'])}, batch: symbolic)")

@@ -10,8 +10,9 @@ export dir, so an export dir is usable on a machine without t2t_jax installed:
 
 or from a shell: `python EXPORT_DIR/export_runtime.py EXPORT_DIR "old classics" -k 5 --json`.
 
-Export dir layout (format_version 1):
-  manifest.json         shapes, settings, file names, vocabulary layout, jax version, platforms
+Export dir layout (format_version 2):
+  manifest.json         shapes, settings, file names, vocabulary layout, jax version, platforms,
+                        size and sha256 of every other file (checked at load)
   recommend.jaxexport   `jax.export` serialization of
                           fn(params: {path: array}, index: {name: array}, tokens_Bx{L} int32)
                             -> (rows_BxK int32, scores_BxK float32)
@@ -28,6 +29,7 @@ Prompt normalisation and tokenisation repeat `t2t_jax.data.prompts.normalize_pro
 `t2t_jax.data.vocab.TextAndIdVocab.encode` exactly (tests/test_export.py checks they agree).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -46,7 +48,7 @@ except ImportError:  # standalone copy in an export dir
     """Bad input from a user; the message names the file/flag/value."""
 
 FORMAT = "t2t_jax.export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest.sha256 (checked at load)
 MANIFEST_FILE = "manifest.json"
 FUNCTION_FILE = "recommend.jaxexport"
 ARRAYS_FILE = "arrays.safetensors"
@@ -114,42 +116,193 @@ def read_safetensors(path: str) -> dict:
   return out
 
 
-class ExportedRecommender:
-  """Prompt -> ranked catalog tracks from an export dir (no model code needed)."""
+# ---- integrity: file hashes, argument shapes, trie structure ------------------------------------
 
-  def __init__(self, export_dir: str):
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def verify_files(export_dir: str, manifest: dict) -> None:
+  """Every file the manifest lists exists with its recorded size and sha256 (UserInputError if not)."""
+  hashes = manifest.get("sha256")
+  sizes = manifest.get("file_bytes", {})
+  if not isinstance(hashes, dict) or not isinstance(sizes, dict):
+    raise UserInputError(f"{os.path.join(export_dir, MANIFEST_FILE)}: no file hashes (re-export)")
+  for name in (FUNCTION_FILE, ARRAYS_FILE, SPM_FILE, TRACKS_FILE):
+    if name not in hashes:
+      raise UserInputError(f"{os.path.join(export_dir, MANIFEST_FILE)}: no sha256 for {name} (re-export)")
+  for name, digest in sorted(hashes.items()):
+    path = os.path.join(export_dir, name)
+    if os.path.isabs(name) or ".." in name.split("/") or not os.path.isfile(path):
+      raise UserInputError(f"{path}: missing (the export dir is incomplete; re-export)")
+    if name in sizes and os.path.getsize(path) != sizes[name]:
+      raise UserInputError(f"{path}: {os.path.getsize(path)} bytes, the manifest says {sizes[name]} "
+                           "(truncated or modified; re-export)")
+    if _sha256(path) != digest:
+      raise UserInputError(f"{path}: sha256 differs from the manifest (corrupted or modified; re-export)")
+
+
+def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vocab_size: int,
+                          eos_id: int = 1, max_depth=None) -> None:
+  """The trie checks of `t2t_jax.decoding.index.validate_index_arrays`, repeated here (numpy only).
+
+  tests/test_export.py checks that both accept and reject the same arrays.
+  """
+  for name, a in (("child_start", child_start), ("token", token), ("terminal_row", terminal_row)):
+    a = np.asarray(a)
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+      raise UserInputError(f"trie: {name} must be a 1-D integer array, got {a.dtype}{list(a.shape)}")
+  cs = np.asarray(child_start).astype(np.int64)
+  tok = np.asarray(token).astype(np.int64)
+  term = np.asarray(terminal_row).astype(np.int64)
+  num_nodes, num_internal = tok.shape[0], cs.shape[0] - 1
+  if num_nodes < 2 or num_internal < 1 or num_internal > num_nodes:
+    raise UserInputError(f"trie: {num_nodes} nodes and {num_internal} internal nodes")
+  if cs[0] != 1 or cs[-1] != num_nodes:
+    raise UserInputError(f"trie: child_start must run from 1 to {num_nodes}, got {cs[0]} .. {cs[-1]}")
+  deg = np.diff(cs)
+  if (deg < 0).any():
+    raise UserInputError(f"trie: child_start decreases after node {int(np.flatnonzero(deg < 0)[0])}")
+  early = (cs[:-1] <= np.arange(num_internal)) & (deg > 0)
+  if early.any():
+    raise UserInputError(f"trie: node {int(np.flatnonzero(early)[0])} has a child before it")
+  bad_tok = (tok[1:] < 1) | (tok[1:] >= vocab_size)
+  if tok[0] != 0 or bad_tok.any():
+    bad = 0 if tok[0] != 0 else 1 + int(np.flatnonzero(bad_tok)[0])
+    raise UserInputError(f"trie: node {bad} has token {tok[bad]} (vocabulary [1, {vocab_size}))")
+  parent = np.repeat(np.arange(num_internal), deg)
+  unsorted = (parent[1:] == parent[:-1]) & (tok[2:] <= tok[1:-1])
+  if unsorted.any():
+    raise UserInputError(f"trie: children of node {int(parent[1:][unsorted][0])} are not in "
+                         "strictly increasing token order")
+  row_base = num_nodes - term.shape[0]
+  if not 1 <= row_base <= num_nodes:
+    raise UserInputError(f"trie: terminal_row has {term.shape[0]} entries for {num_nodes} nodes")
+  out_of_range = (term < -1) | (term >= num_rows)
+  if out_of_range.any():
+    bad = int(np.flatnonzero(out_of_range)[0])
+    raise UserInputError(f"trie: node {row_base + bad} ends row {term[bad]} (rows [0, {num_rows}))")
+  counts = np.bincount(term[term >= 0], minlength=num_rows)
+  if (counts != 1).any():
+    r = int(np.flatnonzero(counts != 1)[0])
+    raise UserInputError(f"trie: row {r} ends at {counts[r]} nodes (must be exactly 1)")
+  full_deg = np.zeros(num_nodes, np.int64)
+  full_deg[:num_internal] = deg
+  ends = np.zeros(num_nodes, bool)
+  ends[row_base:] = term >= 0
+  dead = (full_deg == 0) & ~ends
+  if dead.any():
+    raise UserInputError(f"trie: leaf node {int(np.flatnonzero(dead)[0])} ends no row")
+  inner = ends & (full_deg > 0) & (tok != eos_id)
+  if inner.any():
+    raise UserInputError(f"trie: node {int(np.flatnonzero(inner)[0])} ends a row and has children "
+                         "but is not EOS (IDs must be prefix-free)")
+  if max_depth is not None:
+    depth, lo, hi = 0, 0, 1
+    while lo < hi:
+      lo, hi = int(cs[min(lo, num_internal)]), int(cs[min(hi, num_internal)])
+      depth += lo < hi
+    if depth > max_depth:
+      raise UserInputError(f"trie: depth {depth} exceeds the decode length {max_depth}")
+
+
+def _check_arguments(path: str, exported, params: dict, index: dict, inputs_length: int) -> None:
+  """The arrays match the exported function's argument tree, shapes and dtypes."""
+  tokens = jax.ShapeDtypeStruct((1, inputs_length), np.int32)
+  leaves, tree = jax.tree_util.tree_flatten(((params, index, tokens), {}))
+  if tree != exported.in_tree:
+    want = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals))[0]}
+    got = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(((params, index, tokens), {}))[0]}
+    raise UserInputError(f"{path}: arrays do not match the exported function (missing "
+                         f"{sorted(want - got)[:3]}, unexpected {sorted(got - want)[:3]})")
+  for i, (leaf, aval) in enumerate(zip(leaves[:-1], exported.in_avals[:-1])):
+    if tuple(leaf.shape) != tuple(aval.shape) or np.dtype(leaf.dtype) != np.dtype(aval.dtype):
+      raise UserInputError(f"{path}: array #{i} is {leaf.dtype}{list(leaf.shape)}, the exported function "
+                           f"takes {aval.dtype}{list(aval.shape)}")
+
+
+def _read_manifest(export_dir: str) -> dict:
+  path = os.path.join(export_dir, MANIFEST_FILE)
+  if not os.path.isfile(path):
+    raise UserInputError(f"{export_dir}: missing {MANIFEST_FILE} (not a t2t export dir)")
+  try:
+    with open(path, encoding="utf-8") as f:
+      m = json.load(f)
+  except (ValueError, OSError) as e:
+    raise UserInputError(f"{path}: unreadable ({e})") from None
+  if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
+    got = (m.get("format"), m.get("format_version")) if isinstance(m, dict) else (None, None)
+    raise UserInputError(f"{path}: format {got[0]!r} version {got[1]!r}, "
+                         f"this runtime reads {FORMAT!r} version {FORMAT_VERSION} (re-export)")
+  return m
+
+
+class ExportedRecommender:
+  """Prompt -> ranked catalog tracks from an export dir (no model code needed).
+
+  Loading checks every file against the manifest's sha256 (`verify=False` skips only that), the
+  arrays against the exported function's arguments and the trie's structure, so a damaged export
+  fails with one UserInputError naming the file instead of recommending wrong tracks.
+  """
+
+  def __init__(self, export_dir: str, *, verify: bool = True):
     self.export_dir = export_dir
+    self.manifest = m = _read_manifest(export_dir)
     manifest_path = os.path.join(export_dir, MANIFEST_FILE)
-    if not os.path.isfile(manifest_path):
-      raise UserInputError(f"{export_dir}: missing {MANIFEST_FILE} (not a t2t export dir)")
-    with open(manifest_path, encoding="utf-8") as f:
-      self.manifest = m = json.load(f)
-    if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
-      raise UserInputError(f"{manifest_path}: format {m.get('format')!r} version {m.get('format_version')!r}, "
-                           f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}")
     backend = jax.default_backend()
-    if backend not in m["platforms"]:
-      raise UserInputError(f"{export_dir} was exported for {m['platforms']}, this machine runs {backend!r} "
+    if backend not in m.get("platforms", ()):
+      raise UserInputError(f"{export_dir} was exported for {m.get('platforms')}, this machine runs {backend!r} "
                            f"(re-export with --platforms {backend})")
-    with open(os.path.join(export_dir, FUNCTION_FILE), "rb") as f:
-      self.exported = jax.export.deserialize(bytearray(f.read()))
-    arrays = read_safetensors(os.path.join(export_dir, ARRAYS_FILE))
-    self.params = jax.device_put(  # flat {"encoder/layers_0/...": array}, as exported
-        {k[len(PARAMS_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAMS_PREFIX)})
-    self.index = jax.device_put(
-        {k[len(INDEX_PREFIX):]: v for k, v in arrays.items() if k.startswith(INDEX_PREFIX)})
-    self.sp = spm.SentencePieceProcessor()
-    self.sp.Load(os.path.join(export_dir, SPM_FILE))
-    vocab = m["vocab"]
-    self.text_vocab_size = int(vocab["text_vocab_size"])
-    self.id_level_sizes = tuple(int(s) for s in vocab["id_level_sizes"])
-    assert self.sp.GetPieceSize() == self.text_vocab_size, (self.sp.GetPieceSize(), self.text_vocab_size)
+    if verify:
+      verify_files(export_dir, m)
+    try:
+      vocab = m["vocab"]
+      self.text_vocab_size = int(vocab["text_vocab_size"])
+      self.id_level_sizes = tuple(int(s) for s in vocab["id_level_sizes"])
+      self.inputs_length = int(m["inputs_length"])
+      self.top_k = int(m["top_k"])
+      self.max_prompt_chars = int(m.get("max_prompt_chars", 512))
+      num_tracks, vocab_size = int(m["num_tracks"]), int(vocab["vocab_size"])
+      eos_id, max_decode_len = int(vocab.get("eos_id", EOS_ID)), int(m["max_decode_len"])
+    except (KeyError, TypeError, ValueError) as e:
+      raise UserInputError(f"{manifest_path}: bad or missing field ({type(e).__name__}: {e})") from None
     self._level_offsets = [sum(self.id_level_sizes[:l]) for l in range(len(self.id_level_sizes))]
-    self.inputs_length = int(m["inputs_length"])
-    self.top_k = int(m["top_k"])
-    self.max_prompt_chars = int(m.get("max_prompt_chars", 512))
-    with open(os.path.join(export_dir, m["tracks"]), encoding="utf-8") as f:
-      self.tracks = [json.loads(line) for line in f]
+    path = os.path.join(export_dir, FUNCTION_FILE)
+    try:
+      with open(path, "rb") as f:
+        self.exported = jax.export.deserialize(bytearray(f.read()))
+    except Exception as e:  # pylint: disable=broad-except  (any parse failure of a damaged file)
+      raise UserInputError(f"{path}: not a jax.export serialization ({type(e).__name__})") from None
+    path = os.path.join(export_dir, ARRAYS_FILE)
+    try:
+      arrays = read_safetensors(path)
+    except (KeyError, TypeError, ValueError) as e:
+      raise UserInputError(f"{path}: malformed ({type(e).__name__}: {e})") from None
+    params = {k[len(PARAMS_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAMS_PREFIX)}
+    index = {k[len(INDEX_PREFIX):]: v for k, v in arrays.items() if k.startswith(INDEX_PREFIX)}
+    _check_arguments(path, self.exported, params, index, self.inputs_length)
+    try:
+      validate_index_arrays(index["child_start"], index["token"], index["terminal_row"], num_rows=num_tracks,
+                            vocab_size=vocab_size, eos_id=eos_id, max_depth=max_decode_len)
+    except UserInputError as e:
+      raise UserInputError(f"{path}: {e}") from None
+    self.params = jax.device_put(params)  # flat {"encoder/layers_0/...": array}, as exported
+    self.index = jax.device_put(index)
+    self.sp = spm.SentencePieceProcessor()
+    path = os.path.join(export_dir, SPM_FILE)
+    try:
+      self.sp.Load(path)
+    except (OSError, RuntimeError) as e:
+      raise UserInputError(f"{path}: not a SentencePiece model ({e})") from None
+    if self.sp.GetPieceSize() != self.text_vocab_size:
+      raise UserInputError(f"{path}: {self.sp.GetPieceSize()} pieces, the manifest says {self.text_vocab_size}")
+    self.tracks = _read_tracks(os.path.join(export_dir, m["tracks"]), num_tracks)
     self._call = jax.jit(self.exported.call)
 
   # ---- tokenisation ------------------------------------------------------------------------------
@@ -205,9 +358,25 @@ class ExportedRecommender:
     return out
 
 
-def load(export_dir: str) -> ExportedRecommender:
-  """Loads an export dir written by `t2t export`."""
-  return ExportedRecommender(export_dir)
+def _read_tracks(path: str, num_tracks: int) -> list:
+  tracks = []
+  with open(path, encoding="utf-8") as f:
+    for i, line in enumerate(f, 1):
+      try:
+        t = json.loads(line)
+      except ValueError as e:
+        raise UserInputError(f"{path}:{i}: bad JSON ({e})") from None
+      if not isinstance(t, dict) or not isinstance(t.get("track_id"), str):
+        raise UserInputError(f"{path}:{i}: expected an object with a string track_id")
+      tracks.append(t)
+  if len(tracks) != num_tracks:
+    raise UserInputError(f"{path}: {len(tracks)} tracks, the manifest says {num_tracks}")
+  return tracks
+
+
+def load(export_dir: str, *, verify: bool = True) -> ExportedRecommender:
+  """Loads an export dir written by `t2t export` (verify: check the files' sha256)."""
+  return ExportedRecommender(export_dir, verify=verify)
 
 
 def main(argv=None) -> int:

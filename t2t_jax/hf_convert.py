@@ -266,8 +266,11 @@ def _cast(tree, dtype):
   return np.asarray(tree).astype(dtype)
 
 
-def export_hf_t5(params, config: t5.T5Config, out_dir: str, *, dtype: str = "float32") -> str:
+def export_hf_t5(params, config: t5.T5Config, out_dir: str, *, dtype: str = "float32",
+                 inputs=(), overwrite: bool = False) -> str:
   """Writes config.json + model.safetensors loadable by `T5ForConditionalGeneration`.
+
+  `inputs`: paths the params came from (out_dir may not be, contain or lie inside them).
 
   The tied-by-name embed_tokens copies are left out (transformers re-ties them to `shared`).
   """
@@ -277,7 +280,7 @@ def export_hf_t5(params, config: t5.T5Config, out_dir: str, *, dtype: str = "flo
   if dtype not in ("float32", "float16"):
     raise UserInputError(f"export dtype {dtype!r}: use float32 or float16")
   sd = {k: v.astype(dtype) for k, v in sd.items()}
-  with io_utils.atomic_dir(out_dir) as tmp:
+  with io_utils.atomic_dir(out_dir, kind="hf_weights", inputs=inputs, overwrite=overwrite) as tmp:
     save_file(sd, os.path.join(tmp, WEIGHTS_FILE), metadata={"format": "pt"})
     with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
       json.dump(config_to_hf(config) | {"torch_dtype": dtype}, f, indent=2)

@@ -1,22 +1,47 @@
-"""Atomic file and directory writes: write to a temporary name, then rename.
+"""Atomic file and directory writes that never destroy what a user did not ask to replace.
 
-No writer in t2t_jax leaves half-written output behind: if anything fails (bad input discovered
-midway, a crash, SIGTERM) the temporary is removed and the destination is untouched.
+Every output is written under a temporary name beside its target and renamed onto it only when
+complete, so a failure midway (bad input found late, an exception, Ctrl-C, SIGTERM) leaves the
+target untouched and no temporary behind.
 
-`atomic_dir(path, kind=...)` also refuses to replace what it did not write: a file, a folder that
-is, holds or lies inside one of the command's inputs, or a non-empty folder without a
-`.t2t_output.json` marker of the same kind (unless `overwrite`); the marker is written into the
-new folder.
+Guards (`check_output_dir`, run by `atomic_dir` before anything is created):
+  * an output dir may not be a file, nor be, contain or lie inside one of the writer's inputs;
+  * it may never be the working directory, one of its ancestors, the home directory or `/`;
+  * an existing non-empty dir is replaced only when it carries the marker file `.t2t_output.json`
+    of the same kind (a previous output of the same writer) or when `overwrite=True`;
+  * a read-only dir is never replaced.
+
+Temporaries are named `.{target}.t2t-tmp.{host}_{pid}.{random}.tmp` (and a replaced dir is parked
+as `.{target}.t2t-old.{host}_{pid}.{random}.tmp` for the instant of the swap).  While one is live,
+SIGTERM/SIGHUP (when the process left them at their default action) remove every live temporary and
+then terminate the process with the same signal, so its exit status is unchanged; SIGINT raises
+KeyboardInterrupt, which the writers' cleanup handles.  What a SIGKILL or power loss leaves is
+swept by the next write beside the same target: temporaries of our naming from this host whose
+process is gone are removed (a parked old dir whose target is missing is put back), with a warning.
 """
 
 import contextlib
+import datetime
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
+import signal
+import socket
+import stat
 import tempfile
+import threading
 from typing import Any, Iterator, Sequence
 
+from t2t_jax.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
 MARKER_FILE = ".t2t_output.json"
+_TMP_RE = re.compile(r"^\.(?P<base>.+)\.t2t-(?P<what>tmp|old)\.(?P<host>[A-Za-z0-9-]*)_(?P<pid>\d+)\."
+                     r"(?P<rand>[A-Za-z0-9_]+)\.tmp$")
 
 
 def _umask() -> int:
@@ -25,94 +50,324 @@ def _umask() -> int:
   return mask
 
 
+def _host() -> str:
+  return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+
+
+def _tag() -> str:
+  return f"{_host()}_{os.getpid()}"
+
+
+# ---------------------------------------------------------------------------- output-dir guard
+
+
+def _inside(child: str, parent: str) -> bool:
+  """Whether real path `child` is `parent` or lies below it."""
+  return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def read_marker(path: str | os.PathLike) -> dict | None:
+  """The `.t2t_output.json` of dir `path` ({"kind", "created", "tool"}), or None."""
+  try:
+    with open(os.path.join(path, MARKER_FILE), encoding="utf-8") as f:
+      marker = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return marker if isinstance(marker, dict) else None
+
+
+def _marker(kind: str) -> dict:
+  from t2t_jax import __version__  # pylint: disable=import-outside-toplevel
+  return {"kind": kind, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "tool": f"t2t_jax {__version__}"}
+
+
+def write_marker(path: str | os.PathLike, *, kind: str) -> None:
+  """Creates dir `path` if needed and marks it as an output of `kind` (atomically)."""
+  os.makedirs(path, exist_ok=True)
+  write_json(os.path.join(path, MARKER_FILE), _marker(kind))
+
+
+def _protected(real: str) -> str | None:
+  """Why replacing real path `real` would be a disaster, or None."""
+  if real == os.path.realpath(os.sep):
+    return "is the filesystem root"
+  if real == os.path.realpath(os.path.expanduser("~")):
+    return "is the home directory"
+  try:
+    cwd = os.path.realpath(os.getcwd())
+  except OSError:  # the working directory was deleted
+    return None
+  if real == cwd:
+    return "is the current working directory"
+  if _inside(cwd, real):
+    return "contains the current working directory"
+  return None
+
+
+def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str | os.PathLike] = (),
+                     overwrite: bool = False) -> str:
+  """The absolute `path` if a `kind` writer may (re)place dir `path`; else UserInputError (one line).
+
+  Args:
+    path: the output dir.
+    kind: what the writer produces ("dataset", "ids", "export", ...); an existing non-empty dir is
+      replaced without `overwrite` only when its marker file names the same kind.
+    inputs: files/dirs the writer reads; the output may not be, contain or lie inside any of them.
+    overwrite: allow replacing a non-empty dir of another kind or without a marker.
+  """
+  path = os.path.abspath(os.fspath(path))
+  real = os.path.realpath(path)
+  if os.path.lexists(path) and not os.path.isdir(path):
+    what = "a broken symlink" if not os.path.exists(path) else "a file"
+    raise UserInputError(f"output {path} exists and is not a folder ({what}); choose another output path")
+  why = _protected(real)
+  if why:
+    raise UserInputError(f"output {path} {why}; refusing to replace it (choose a new directory)")
+  for inp in inputs:
+    if inp is None:
+      continue
+    rin = os.path.realpath(os.fspath(inp))
+    if real == rin:
+      rel = "is"
+    elif _inside(rin, real):
+      rel = "contains"
+    elif _inside(real, rin):
+      rel = "lies inside"
+    else:
+      continue
+    raise UserInputError(f"output {path} overlaps the input {os.fspath(inp)} (it {rel} it); choose "
+                         "an output outside the inputs")
+  ancestor = os.path.dirname(path)
+  while not os.path.isdir(ancestor):
+    if os.path.lexists(ancestor):
+      raise UserInputError(f"output {path}: {ancestor} is not a directory")
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(path):
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+      raise UserInputError(f"output {path}: cannot create it, {ancestor} is not writable")
+    return path
+  mode = stat.S_IMODE(os.stat(path).st_mode)
+  if not mode & stat.S_IWUSR or not os.access(path, os.W_OK):
+    raise UserInputError(f"output {path} is read-only; refusing to replace it")
+  if not os.access(os.path.dirname(path), os.W_OK | os.X_OK):
+    raise UserInputError(f"output {path}: cannot replace it, {os.path.dirname(path)} is not writable")
+  try:
+    empty = not os.listdir(path)
+  except OSError as e:
+    raise UserInputError(f"output {path}: cannot read it ({e.strerror})") from None
+  if overwrite or empty:
+    return path
+  marker = read_marker(path)
+  found = marker.get("kind") if marker else None
+  if found == kind:
+    return path
+  held = f"holds a t2t_jax {found!r} output, not {kind!r}" if found else (
+      f"is not empty and not a t2t output (no {MARKER_FILE})")
+  raise UserInputError(f"output {path} {held}; pass --overwrite to replace it, or choose another path")
+
+
+# ------------------------------------------------------------------- live temporaries, signals
+
+_LIVE: dict[str, None] = {}  # temporaries of this process (ordered set)
+_SWAPPING = [0]  # >0 while a target is being swapped (signals wait for the swap to end)
+_PENDING: list[int] = []
+_INSTALLED: dict[int, Any] = {}  # signal -> the handler ours replaced (always SIG_DFL)
+_TERM_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _in_main_thread() -> bool:
+  return threading.current_thread() is threading.main_thread()
+
+
+def _remove(p: str) -> None:
+  if os.path.isdir(p) and not os.path.islink(p):
+    shutil.rmtree(p, ignore_errors=True)
+  else:
+    with contextlib.suppress(OSError):
+      os.remove(p)
+
+
+def _terminate(signum: int) -> None:
+  """Removes every live temporary, then dies of `signum` as the default action would."""
+  for p in list(_LIVE):
+    _remove(p)
+  _LIVE.clear()
+  signal.signal(signum, _INSTALLED.pop(signum, signal.SIG_DFL))
+  os.kill(os.getpid(), signum)
+  os._exit(128 + signum)  # pylint: disable=protected-access  (not reached: the signal ends us)
+
+
+def _on_signal(signum, frame):  # pylint: disable=unused-argument
+  if _SWAPPING[0]:
+    _PENDING.append(signum)
+  else:
+    _terminate(signum)
+
+
+def _register(tmp: str) -> None:
+  _LIVE[tmp] = None
+  if not _in_main_thread():
+    return  # signal handlers can only be set from the main thread; the next write sweeps instead
+  for signum in _TERM_SIGNALS:
+    if signum not in _INSTALLED and signal.getsignal(signum) == signal.SIG_DFL:
+      _INSTALLED[signum] = signal.signal(signum, _on_signal)
+
+
+def _unregister(tmp: str) -> None:
+  _LIVE.pop(tmp, None)
+  if _LIVE or _SWAPPING[0] or _PENDING or not _in_main_thread():
+    return
+  for signum, prev in list(_INSTALLED.items()):
+    if signal.getsignal(signum) is _on_signal:
+      signal.signal(signum, prev)
+    del _INSTALLED[signum]
+
+
+@contextlib.contextmanager
+def _swapping() -> Iterator[None]:
+  """Defers SIGTERM/SIGHUP (when ours) until the renames inside have finished."""
+  _SWAPPING[0] += 1
+  try:
+    yield
+  finally:
+    _SWAPPING[0] -= 1
+    if not _SWAPPING[0] and _PENDING:
+      signum = _PENDING.pop()
+      if _in_main_thread():
+        _terminate(signum)
+      else:
+        os.kill(os.getpid(), signum)  # our handler, in the main thread, finishes the job
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def sweep_stale_temps(path: str | os.PathLike) -> list[str]:
+  """Removes temporaries of our naming beside `path` left by dead processes of this host.
+
+  A parked old dir (`.t2t-old.`) whose target is missing (killed mid-swap) is renamed back onto the
+  target instead.  Returns the names removed or restored (each also logged as a warning).
+  """
+  path = os.path.abspath(os.fspath(path))
+  parent, base = os.path.split(path)
+  try:
+    names = os.listdir(parent)
+  except OSError:
+    return []
+  host, done = _host(), []
+  for name in sorted(names):
+    m = _TMP_RE.match(name)
+    if not m or m["base"] != base or m["host"] != host:
+      continue
+    pid = int(m["pid"])
+    if pid == os.getpid() or _pid_alive(pid):
+      continue
+    stale = os.path.join(parent, name)
+    if m["what"] == "old" and not os.path.lexists(path):
+      with contextlib.suppress(OSError):
+        os.replace(stale, path)
+        log.warning("restored %s from %s (its writer, pid %d, died mid-swap)", path, name, pid)
+        done.append(name)
+        continue
+    _remove(stale)
+    log.warning("removed stale temporary %s (left by pid %d, which is gone)", stale, pid)
+    done.append(name)
+  return done
+
+
+# -------------------------------------------------------------------------------------- writers
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
   """Opens a temporary file beside `path`; renames it onto `path` only on success."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isdir(path):
+    raise UserInputError(f"output {path} is a directory, expected a file")
+  directory, base = os.path.split(path)
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+  sweep_stale_temps(path)
+  fd, tmp = tempfile.mkstemp(prefix=f".{base}.t2t-tmp.{_tag()}.", suffix=".tmp", dir=directory)
   os.close(fd)
+  _register(tmp)
   try:
     kwargs = {} if "b" in mode else {"encoding": encoding}
     with open(tmp, mode, **kwargs) as f:
       yield f
     # mkstemp creates 0600; give the result the permissions a plain open() would.
     os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
+    with _swapping():
+      os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+  finally:
+    _unregister(tmp)
 
 
-def _inside(child: str, parent: str) -> bool:
-  return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
-
-
-def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence = (),
-                     overwrite: bool = False) -> str:
-  """The absolute `path` if a `kind` output dir may be written there; UserInputError otherwise."""
-  from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
-  path = os.path.abspath(os.fspath(path))
-  if os.path.lexists(path) and not os.path.isdir(path):
-    raise UserInputError(f"output {path}: exists and is not a folder")
-  real = os.path.realpath(path)
-  for inp in inputs:
-    if inp is None:
-      continue
-    rin = os.path.realpath(os.fspath(inp))
-    if _inside(rin, real) or _inside(real, rin):
-      raise UserInputError(f"output {path}: overlaps the input {os.fspath(inp)} (choose another folder)")
-  if os.path.isdir(path) and os.listdir(path) and not overwrite:
-    found = None
+def _swap_in(tmp: str, path: str) -> None:
+  """Renames dir `tmp` onto `path`, parking and then deleting what was there."""
+  parent, base = os.path.split(path)
+  old = os.path.join(parent, f".{base}.t2t-old.{_tag()}.{secrets.token_hex(4)}.tmp")
+  moved = False
+  with _swapping():
     try:
-      with open(os.path.join(path, MARKER_FILE), encoding="utf-8") as f:
-        found = json.load(f).get("kind")
-    except (OSError, ValueError, AttributeError):
-      pass
-    if found != kind:
-      what = f"a {found!r} output" if found else f"not a t2t output (no {MARKER_FILE})"
-      raise UserInputError(f"output {path}: folder is not empty and is {what}; pass --overwrite to "
-                           f"replace it with a {kind!r} output")
-  return path
+      if os.path.lexists(path):
+        os.replace(path, old)
+        moved = True
+      os.replace(tmp, path)
+    except BaseException:
+      if moved and not os.path.lexists(path):
+        os.replace(old, path)
+      raise
+    if moved:
+      _register(old)  # a signal pending since the swap removes it too
+  if moved:
+    try:
+      shutil.rmtree(old, ignore_errors=True)
+    finally:
+      _unregister(old)
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool | None = None, *, kind: str | None = None,
-               inputs: Sequence = ()) -> Iterator[str]:
-  """Yields a temporary directory beside `path`; it replaces `path` only on success.
+def atomic_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str | os.PathLike] = (),
+               overwrite: bool = False) -> Iterator[str]:
+  """Yields a temporary dir beside `path`; on success it replaces `path` whole.
 
-  With `kind`, `check_output_dir` runs first (nothing is created when it refuses) and the marker
-  {"kind": kind} is written; `overwrite` then defaults to False.  Without `kind` (older callers),
-  an existing `path` is replaced unless overwrite=False.
+  Refuses (UserInputError, before anything is created) what `check_output_dir` refuses.  The dir
+  gets the marker file `.t2t_output.json` naming `kind`, so the next write of the same kind may
+  replace it.
   """
-  if kind is not None:
-    path = check_output_dir(path, kind=kind, inputs=inputs, overwrite=bool(overwrite))
-    overwrite = True
-  elif overwrite is None:
-    overwrite = True
+  if not isinstance(kind, str) or not kind:
+    raise TypeError(f"atomic_dir needs a non-empty kind string, got {kind!r}")
   path = os.path.abspath(os.fspath(path))
-  parent = os.path.dirname(path)
+  check_output_dir(path, kind=kind, inputs=inputs, overwrite=overwrite)
+  parent, base = os.path.split(path)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+  sweep_stale_temps(path)
+  tmp = tempfile.mkdtemp(prefix=f".{base}.t2t-tmp.{_tag()}.", suffix=".tmp", dir=parent)
+  _register(tmp)
   try:
     yield tmp
-    if kind is not None:
-      write_json(os.path.join(tmp, MARKER_FILE), {"kind": kind})
+    with open(os.path.join(tmp, MARKER_FILE), "w", encoding="utf-8") as f:
+      json.dump(_marker(kind), f)
+      f.write("\n")
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700.
-    if os.path.exists(path):
-      if not overwrite:
-        raise FileExistsError(path)
-      old = path + ".old." + os.path.basename(tmp)
-      os.replace(path, old)
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, path)
+    _swap_in(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  finally:
+    _unregister(tmp)
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:

@@ -11,12 +11,14 @@ import sys
 import time
 
 from t2t_jax import experiment
+from t2t_jax import io_utils
 from t2t_jax import report as report_lib
 from t2t_jax.errors import UserInputError
 
 TASK_DATASET = experiment.TASK_DATASET
 STRATEGY = "semantic_rq"
 ID_OPTIONS = {"balanced": True, "unique_last_level": True, "disambiguation": "auto"}
+REPORT_KIND, WORK_KIND = "report", "quickstart_work"
 
 
 @dataclasses.dataclass
@@ -39,6 +41,7 @@ class QuickstartConfig:
   prompt_field: str = "title"
   inputs_length: int | None = None  # None: the 99.9th percentile of training prompt lengths
   progress: bool = True
+  overwrite: bool = False  # replace a non-empty --out / --work_dir that quickstart did not write
 
 
 model_config = experiment.model_config
@@ -53,6 +56,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
 
   if cfg.beam_size < cfg.k:
     raise UserInputError(f"--beam_size ({cfg.beam_size}) must be >= --k ({cfg.k})")
+  _check_outputs(cfg)
   stage = experiment.Stages()
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
@@ -112,6 +116,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   details = {"task": task.name, "model_dir": model_dir, "model": dataclasses.asdict(mcfg),
              "id_levels": list(table.level_sizes), "eval_playlists": len(prompts),
              "stage_seconds": stage.times, "devices": str(jax.devices())}
+  io_utils.write_marker(cfg.out, kind=REPORT_KIND)
   report_lib.write_report(cfg.out, title="Text2Tracks quickstart (synthetic catalog)", rows=rows,
                           examples=examples, seconds=seconds, details=details)
   print()
@@ -121,6 +126,18 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   print(f"Total {seconds:.1f} s. Report: {os.path.join(cfg.out, 'report.md')}; model dir: {model_dir}")
   print(f'Try: t2t recommend --model_dir {model_dir} "{example_prompts[0]}"')
   return rows
+
+
+def _check_outputs(cfg: QuickstartConfig) -> None:
+  """Refuses --out / --work_dir that would destroy data, before any work; marks the work dir."""
+  if os.path.realpath(cfg.out) == os.path.realpath(cfg.work_dir):
+    raise UserInputError(f"--out and --work_dir must be different directories, both are {cfg.out}")
+  for flag, path, kind in (("--out", cfg.out, REPORT_KIND), ("--work_dir", cfg.work_dir, WORK_KIND)):
+    try:
+      io_utils.check_output_dir(path, kind=kind, overwrite=cfg.overwrite)
+    except UserInputError as e:
+      raise UserInputError(f"{flag}: {e}") from None
+  io_utils.write_marker(cfg.work_dir, kind=WORK_KIND)  # its data/ and model/ are rebuilt each run
 
 
 def _levels(text: str) -> tuple:
@@ -139,7 +156,8 @@ def run_from_args(args) -> None:
       num_playlists=args.num_playlists, vocab_size=args.vocab_size, embedding_dim=args.embedding_dim,
       id_levels=_levels(args.id_levels), model=args.model, train_steps=args.train_steps,
       batch_size=args.batch_size, learning_rate=args.learning_rate, beam_size=args.beam_size, k=args.k,
-      eval_playlists=args.eval_playlists, prompt_field=args.prompt_field, progress=not args.no_progress)
+      eval_playlists=args.eval_playlists, prompt_field=args.prompt_field, progress=not args.no_progress,
+      overwrite=args.overwrite)
   for name in ("num_tracks", "num_playlists", "train_steps", "batch_size", "k", "vocab_size", "embedding_dim"):
     if getattr(cfg, name) <= 0:
       raise UserInputError(f"--{name} must be positive, got {getattr(cfg, name)}")

@@ -60,7 +60,9 @@ def write_assets(model_dir: str, *, spm_path: str | None, id_table, catalog_path
   settings = {"inputs_length": int(inputs_length), "beam_size": int(beam_size),
               "prompt_field": prompt_field, "output_vocab": output_vocab,
               "input_vocab": {"kind": "sentencepiece", "file": SPM_FILE}}
-  with io_utils.atomic_dir(os.path.join(model_dir, ASSETS)) as tmp:
+  inputs = [p for p in (spm_path, catalog_path, input_tokenizer) if p]
+  with io_utils.atomic_dir(os.path.join(model_dir, ASSETS), kind="model_assets",
+                           inputs=inputs) as tmp:
     if spm_path is not None:
       shutil.copyfile(spm_path, os.path.join(tmp, SPM_FILE))
     if input_tokenizer is not None:
@@ -124,9 +126,14 @@ class Recommender:
         settings = json.load(f)
       except json.JSONDecodeError as e:
         raise UserInputError(f"{settings_path}:{e.lineno}: bad JSON ({e.msg})") from None
+    if not isinstance(settings, dict):
+      raise UserInputError(f"{settings_path}: expected a JSON object")
     missing = [key for key in ("inputs_length", "beam_size") if key not in settings]
     if missing:
       raise UserInputError(f"{settings_path}: missing {missing}")
+    for key in ("inputs_length", "beam_size"):
+      if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1:
+        raise UserInputError(f"{settings_path}: {key} must be a positive integer, got {settings[key]!r}")
     if beam_size is not None:
       if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise UserInputError(f"beam_size must be a positive integer, got {beam_size!r}")

@@ -240,7 +240,7 @@ def export(*, model_dir: str, export_dir: str, checkpoint_step: int | None = Non
   """Writes a MODEL_DIR checkpoint as a Hugging Face T5 directory (runs/export.gin)."""
   from t2t_jax import checkpoints, hf_convert  # pylint: disable=import-outside-toplevel
   config, params = checkpoints.load_params(model_dir, step=checkpoint_step)
-  return hf_convert.export_hf_t5(params, config, export_dir, dtype=dtype)
+  return hf_convert.export_hf_t5(params, config, export_dir, dtype=dtype, inputs=[model_dir])
 
 
 RUNS = {"train": train, "evaluate": evaluate, "infer": infer, "export": export}

@@ -116,13 +116,39 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
       with open(os.path.join(root, f), "r+b") as fh:
         fh.truncate(3)
   m = checkpoints.CheckpointManager(str(tmp_path), keep=3)
+  with pytest.raises(UserInputError, match="checkpoints/3 is unreadable"):
+    m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}), step=3)
   with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
     step, params, state, meta = m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}))
   assert step == 2 and meta == {"step": 2}
   np.testing.assert_array_equal(params["a"], np.full((4, 3), 2, np.float32))
   assert any("checkpoints/3 is unreadable" in r.message for r in caplog.records)
-  with pytest.raises(UserInputError, match="checkpoints/3 is unreadable"):
-    m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}), step=3)
+  # The damaged step is moved aside (kept for inspection), so saving step 3 again is not skipped.
+  assert m.all_steps() == [1, 2]
+  [aside] = os.listdir(tmp_path / "checkpoints.corrupt")
+  assert aside.startswith("3.") and os.path.isdir(tmp_path / "checkpoints.corrupt" / aside / "params")
+  m.save(3, _tree(33), {"step": np.int32(3)}, {"step": 3})
+  m.close()
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+    m = checkpoints.CheckpointManager(str(tmp_path))
+    step, params, _, _ = m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}))
+    m.close()
+  assert step == 3 and params["a"][0, 0] == 33
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_no_readable_step_moves_nothing(tmp_path):
+  """Every step failing (here: a changed model shape) is a mismatch, not damage: nothing is moved."""
+  m = checkpoints.CheckpointManager(str(tmp_path), async_save=False)
+  for s in (1, 2):
+    m.save(s, _tree(s), {"step": np.int32(s)}, {"step": s})
+  m.close()
+  other = {"a": np.zeros((5, 3), np.float32), "b": {"c": np.zeros(5, np.int32)}}
+  m = checkpoints.CheckpointManager(str(tmp_path))
+  with pytest.raises(UserInputError, match="no readable checkpoint .*checkpoints/2 is unreadable.*checkpoints/1"):
+    m.restore(_abstract(other), _abstract({"step": np.int32(0)}))
+  assert m.all_steps() == [1, 2] and not (tmp_path / "checkpoints.corrupt").exists()
   m.close()
 
 

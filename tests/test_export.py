@@ -1,7 +1,10 @@
 """`t2t export` (t2t_jax/export.py) and its standalone runtime (t2t_jax/export_runtime.py)."""
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -43,10 +46,12 @@ def want(rec):
 def test_layout_and_manifest(dirs, rec):
   _, out = dirs
   names = sorted(os.listdir(out))
-  assert names == ["arrays.safetensors", "export_runtime.py", "hf", "ids", "manifest.json",
+  assert names == [".t2t_output.json", "arrays.safetensors", "export_runtime.py", "hf", "ids", "manifest.json",
                    "recommend.jaxexport", "spm.model", "tracks.jsonl"]
   m = json.load(open(os.path.join(out, "manifest.json"), encoding="utf-8"))
-  assert (m["format"], m["format_version"], m["top_k"], m["beam_size"]) == ("t2t_jax.export", 1, K, 6)
+  assert (m["format"], m["format_version"], m["top_k"], m["beam_size"]) == ("t2t_jax.export", 2, K, 6)
+  assert sorted(m["sha256"]) == sorted(m["file_bytes"]) and "arrays.safetensors" in m["sha256"]
+  assert m["sha256"]["spm.model"] == hashlib.sha256(open(os.path.join(out, "spm.model"), "rb").read()).hexdigest()
   assert m["platforms"] == ["cpu", "cuda"] and m["inputs_length"] == 16 and m["max_decode_len"] == 3
   assert m["vocab"]["vocab_size"] == rec.vocab.vocab_size and m["vocab"]["id_level_sizes"] == [6, 6, 4]
   assert m["num_tracks"] == rec.id_table.num_tracks == 96
@@ -161,3 +166,142 @@ def test_bad_export_inputs_leave_nothing_behind(dirs, tmp_path, capsys):
   assert not [n for n in os.listdir(os.path.dirname(out)) if n.endswith(".tmp")]
   with pytest.raises(UserInputError, match="not a t2t export dir"):
     export_runtime.load(str(tmp_path))
+
+
+# ---- integrity: a damaged export fails at load with one line, exit 2 (never wrong tracks) -----------
+
+
+def _copy(out, tmp_path) -> str:
+  d = str(tmp_path / "copy")
+  shutil.copytree(out, d)
+  return d
+
+
+def _rehash(d) -> None:
+  """Makes the manifest agree with the files again (a malformed file that passes the hash check)."""
+  path = os.path.join(d, "manifest.json")
+  m = json.load(open(path, encoding="utf-8"))
+  for name in m["sha256"]:
+    data = open(os.path.join(d, name), "rb").read()
+    m["sha256"][name], m["file_bytes"][name] = hashlib.sha256(data).hexdigest(), len(data)
+  json.dump(m, open(path, "w", encoding="utf-8"))
+
+
+def _rewrite_arrays(d, change) -> None:
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  path = os.path.join(d, "arrays.safetensors")
+  arrays = {k: np.array(v) for k, v in export_runtime.read_safetensors(path).items()}
+  change(arrays)
+  save_file(arrays, path, metadata={"format": "t2t_jax.export"})
+  _rehash(d)
+
+
+def _flip_weight_byte(d):
+  """Flips one bit in the middle of the token embedding (a silent wrong-answer corruption)."""
+  path = os.path.join(d, "arrays.safetensors")
+  data = bytearray(open(path, "rb").read())
+  n = int.from_bytes(data[:8], "little")
+  begin, end = json.loads(data[8:8 + n])["params/token_embedder/embedding"]["data_offsets"]
+  data[8 + n + (begin + end) // 2] ^= 0x40
+  open(path, "wb").write(bytes(data))
+
+
+def _shift_rows(a):
+  a["index/terminal_row"] = np.concatenate([a["index/terminal_row"][1:], [-1]]).astype(np.int32)
+
+
+def _one_row_five_times(a):
+  t = a["index/terminal_row"]
+  t[np.flatnonzero(t >= 0)[:5]] = t[t >= 0][0]
+
+
+def _child_start_out_of_range(a):
+  a["index/child_start"][3] = 10**6
+
+
+def _drop_a_weight(a):
+  del a[sorted(k for k in a if k.startswith("params/"))[0]]
+
+
+DAMAGES = {
+    "flipped weight": (_flip_weight_byte, "arrays.safetensors: sha256 differs from the manifest"),
+    "truncated tracks": (lambda d: open(os.path.join(d, "tracks.jsonl"), "r+b").truncate(10),
+                         r"tracks.jsonl: 10 bytes, the manifest says \d+"),
+    "missing vocabulary": (lambda d: os.remove(os.path.join(d, "spm.model")), "spm.model: missing"),
+    "garbage manifest": (lambda d: open(os.path.join(d, "manifest.json"), "w").write("{"),
+                         "manifest.json: unreadable"),
+    "shifted trie rows": (lambda d: _rewrite_arrays(d, _shift_rows), r"arrays.safetensors: trie: row \d+ ends at 0 nodes"),
+    "one row five times": (lambda d: _rewrite_arrays(d, _one_row_five_times), r"trie: row \d+ ends at [05] nodes"),
+    "child_start out of range": (lambda d: _rewrite_arrays(d, _child_start_out_of_range),
+                                 "trie: child_start decreases"),
+    "missing weight": (lambda d: _rewrite_arrays(d, _drop_a_weight),
+                       "arrays do not match the exported function"),
+    "truncated function": (lambda d: (open(os.path.join(d, "recommend.jaxexport"), "r+b").truncate(50), _rehash(d)),
+                           "recommend.jaxexport: not a jax.export serialization"),
+    "tracks file short": (lambda d: (open(os.path.join(d, "tracks.jsonl"), "w").write('{"track_id": "t"}\n'),
+                                     _rehash(d)), "tracks.jsonl: 1 tracks, the manifest says 96"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_export_fails_with_one_line_exit_2(dirs, tmp_path, capsys, damage):
+  d = _copy(dirs[1], tmp_path)
+  corrupt, message = DAMAGES[damage]
+  corrupt(d)
+  assert export_runtime.main([d, "late night drive"]) == 2
+  captured = capsys.readouterr()
+  err = captured.err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("export_runtime: error: "), captured.err
+  assert re.search(message, err[0]), err[0]
+  assert captured.out == ""
+
+
+def test_unverified_load_skips_only_the_hashes(dirs, tmp_path):
+  d = _copy(dirs[1], tmp_path)
+  _flip_weight_byte(d)
+  export_runtime.load(d, verify=False)  # structure still checked; the hash is not
+  with pytest.raises(UserInputError, match="sha256 differs"):
+    export_runtime.load(d)
+
+
+def test_runtime_and_package_trie_validators_agree(rec):
+  """export_runtime repeats decoding.index.validate_index_arrays: same verdict, same message."""
+  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
+  from test_index import _corruptions, _random_catalog  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  indexes = [rec.index, index_lib.build_index(_random_catalog(rng, 30, 4, 9, variable=True), 12),
+             index_lib.build_index(np.array([[5, 6, 7], [5, 6, 8], [5, 9, 0], [4, 0, 0]]), 10)]
+  cases = 0
+  for ix in indexes:
+    good = ("ok", np.asarray(ix.child_start), np.asarray(ix.token), np.asarray(ix.terminal_row))
+    for _, cs, tok, term in [good] + _corruptions(ix):
+      verdicts = []
+      for fn in (index_lib.validate_index_arrays, export_runtime.validate_index_arrays):
+        try:
+          fn(cs, tok, term, num_rows=ix.num_rows, vocab_size=ix.vocab_size, max_depth=ix.max_depth)
+          verdicts.append("ok")
+        except UserInputError as e:
+          verdicts.append(str(e))
+      assert verdicts[0] == verdicts[1]
+      cases += 1
+  assert cases == 3 * 13
+
+
+def test_export_refuses_outputs_that_would_destroy_data(dirs, tmp_path, capsys):
+  model_dir, _ = dirs
+  before = sorted(os.listdir(model_dir))
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("keep me")
+  afile = tmp_path / "afile"
+  afile.write_text("keep me too")
+  cases = [(model_dir, "(it is it)"), (os.path.join(model_dir, "checkpoints"), "(it lies inside it)"),
+           (os.path.dirname(model_dir), "(it contains it)"), (str(afile), "exists and is not a folder (a file)"),
+           (str(mine), "not a t2t output (no .t2t_output.json)")]
+  for out, message in cases:
+    assert cli.main(["export", "--model_dir", model_dir, "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], (out, err)
+  assert sorted(os.listdir(model_dir)) == before
+  assert (mine / "notes.txt").read_text() == "keep me" and afile.read_text() == "keep me too"
+  assert sorted(os.listdir(tmp_path)) == ["afile", "mine"]

@@ -38,7 +38,7 @@ def test_round_trip_save_load_and_row_of(tmp_path):
   t = _table()
   d = tmp_path / "ids" / "semantic_rq"
   t.save(d)
-  assert sorted(os.listdir(d)) == ["codes.npy", "meta.json", "stats.json", "track_ids.txt"]
+  assert sorted(os.listdir(d)) == [".t2t_output.json", "codes.npy", "meta.json", "stats.json", "track_ids.txt"]
   u = IdTable.load(d)
   np.testing.assert_array_equal(u.codes, t.codes)
   assert u.track_ids == t.track_ids and u.level_sizes == (3, 4, 2) and u.meta["num_disambiguated"] == 2

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2t_jax.decoding.index import build_index
+from t2t_jax.decoding.index import build_index, validate_index_arrays
 from t2t_jax.errors import UserInputError
 
 
@@ -32,19 +32,21 @@ def _random_catalog(rng, n, length, vocab, variable=False, eos_id=1):
 
 
 def test_small_trie_layout_pinned():
-  seqs = np.array([[5, 6, 7], [5, 6, 8], [5, 9, 0], [4, 0, 0], [5, 6, 0]])
+  seqs = np.array([[5, 6, 7], [5, 6, 8], [5, 9, 0], [4, 0, 0]])
   ix = build_index(seqs, 10)
   # Level order: root; 4, 5; [5,6], [5,9]; [5,6,7], [5,6,8].
   np.testing.assert_array_equal(ix.token, [0, 4, 5, 6, 9, 7, 8])
   np.testing.assert_array_equal(ix.child_start, [1, 3, 3, 5, 7])
+  np.testing.assert_array_equal(ix.terminal_row, [3, -1, -1, 2, 0, 1])
   assert ix.num_nodes == 7 and ix.max_depth == 3 and ix.max_degree == (2, 2, 2)
   assert ix.row_base == 1 and not ix.eos_terminated
   assert ix.token.dtype == np.uint16
   assert ix.nbytes == 5 * 4 + 7 * 2 + 6 * 4
   for r, seq in enumerate(seqs):
     assert int(ix.row_of(jnp.asarray(_walk(ix, seq)))) == r
-  # Internal node [5] ends no ID; [5, 6] ends row 4 and still has children.
+  # Internal nodes [5] and [5, 6] end no ID.
   assert int(ix.row_of(jnp.asarray(_walk(ix, [5])))) == -1
+  assert int(ix.row_of(jnp.asarray(_walk(ix, [5, 6])))) == -1
   assert int(ix.degree(jnp.asarray(_walk(ix, [5, 6])))) == 2
   assert _walk(ix, [3]) == -1 and _walk(ix, [5, 7]) == -1 and _walk(ix, [5, 6, 7, 7]) == -1
   assert int(ix.degree(jnp.asarray(-1))) == 0 and int(ix.row_of(jnp.asarray(-1))) == -1
@@ -107,6 +109,10 @@ def test_packed_and_lexsort_builds_agree(wide):
     ([[3, 12]], "token 12 outside"),
     ([[3, -1]], "token -1 outside"),
     ([3, 4], "2-D"),
+    # A prefix without EOS would be scored with no stop probability and outrank its extensions.
+    ([[5, 6, 7], [4, 0, 0], [5, 6, 0]], r"ID row 2 \[5, 6\] is a prefix of row 0 \[5, 6, 7\] and does not end "
+     r"with EOS \(1\)"),
+    ([[3, 0], [3, 4]], r"ID row 0 \[3\] is a prefix of row 1 \[3, 4\]"),
 ])
 def test_bad_catalogs_raise_user_errors(seqs, message):
   with pytest.raises(UserInputError, match=message):
@@ -126,3 +132,49 @@ def test_semantic_catalog_bytes_per_id():
   num_internal = ix.num_nodes - n
   assert ix.nbytes == 2 * ix.num_nodes + 4 * (num_internal + 1) + 4 * n
   assert ix.bytes_per_id < 16  # less than the raw int32 [N, 4] table
+
+
+def test_eos_terminated_prefix_is_allowed():
+  # [5, 1] ends with EOS: decoding it means choosing to stop, so [5, 1, 7] beside it is unambiguous.
+  ix = build_index(np.array([[5, 1, 0], [5, 1, 7], [6, 1, 0]]), 10)
+  assert int(ix.row_of(jnp.asarray(_walk(ix, [5, 1])))) == 0
+  ix.validate()
+
+
+def _corruptions(ix):
+  """(name, child_start, token, terminal_row) variants of a valid index, each structurally broken."""
+  cs, tok, term = (np.asarray(a).astype(np.int64) for a in (ix.child_start, ix.token, ix.terminal_row))
+  out = []
+  c = cs.copy(); c[2] += 5; out.append(("child_start out of order", c, tok, term))
+  c = cs.copy(); c[-1] += 1; out.append(("child_start past the end", c, tok, term))
+  c = cs.copy(); c[0] = 0; out.append(("root is its own child", c, tok, term))
+  t = tok.copy(); t[1], t[2] = t[2], t[1]; out.append(("siblings unsorted", cs, t, term))
+  t = tok.copy(); t[3] = ix.vocab_size; out.append(("token outside vocab", cs, t, term))
+  t = tok.copy(); t[4] = 0; out.append(("PAD edge", cs, t, term))
+  r = np.concatenate([term[1:], [-1]]); out.append(("rows shifted by one", cs, tok, r))
+  r = term.copy(); r[r >= 0] = r[r >= 0][0]; out.append(("one row five times", cs, tok, r))
+  r = term.copy(); r[np.flatnonzero(r >= 0)[0]] = ix.num_rows; out.append(("row out of range", cs, tok, r))
+  r = term.copy(); r[np.flatnonzero(r >= 0)[-1]] = -1; out.append(("leaf ends no row", cs, tok, r))
+  out.append(("terminal_row too long", cs, tok, np.concatenate([[-1] * len(tok), term])))
+  out.append(("2-D token", cs, tok[None], term))
+  return out
+
+
+def test_validate_index_arrays_accepts_built_indexes_and_rejects_corruptions():
+  rng = np.random.default_rng(3)
+  for variable in (False, True):
+    ix = build_index(_random_catalog(rng, 40, 4, 9, variable=variable), 12)
+    assert ix.validate() is ix
+    for name, cs, tok, term in _corruptions(ix):
+      with pytest.raises(UserInputError, match="trie: "):
+        validate_index_arrays(cs, tok, term, num_rows=ix.num_rows, vocab_size=ix.vocab_size,
+                              max_depth=ix.max_depth)
+        pytest.fail(name)
+  ix = build_index(np.array([[5, 6, 7], [5, 6, 8], [5, 9, 0], [4, 0, 0]]), 10)
+  with pytest.raises(UserInputError, match="depth 3 exceeds the decode length 2"):
+    validate_index_arrays(ix.child_start, ix.token, ix.terminal_row, num_rows=4, vocab_size=10, max_depth=2)
+  # A prefix row without EOS smuggled in by hand (what build_index refuses): node [5, 6] ends row 4.
+  term = np.asarray(ix.terminal_row).copy()
+  term[3 - ix.row_base] = 4
+  with pytest.raises(UserInputError, match="node 3 ends a row and has children but is not EOS"):
+    validate_index_arrays(ix.child_start, ix.token, term, num_rows=5, vocab_size=10)

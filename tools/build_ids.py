@@ -130,6 +130,12 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
   Training popularity (playlists per track) comes from --dataset_dir's train split when given.
   """
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
+  # Refuse a bad --out before any work (it may not hold or replace the inputs).
+  inputs = [p for p in (embeddings_path, spm_model) if p]
+  if dataset_dir:
+    inputs += [os.path.join(dataset_dir, name) for name in ("catalog.jsonl", "playlists.jsonl", "splits.json")]
+  io_utils.check_output_dir(out_dir, kind="ids", inputs=inputs)
   t0 = time.perf_counter()
   kwargs = dict(strategy_kwargs or {})
   if strategy not in strategies.STRATEGIES:
@@ -184,7 +190,7 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
   extra = {"id_tokens.txt": ("\n".join(strategies.id_token_names(table)) + "\n").encode("utf-8")}
   if plots:
     extra["cluster_sizes.png"] = plot_cluster_sizes(table)
-  table.save(out_dir, extra_files=extra)
+  table.save(out_dir, extra_files=extra, inputs=inputs)
   return table
 
 

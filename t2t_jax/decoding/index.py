@@ -97,6 +97,19 @@ class ConstraintIndex:
     return dataclasses.replace(self, child_start=put(self.child_start), token=put(self.token),
                                terminal_row=put(self.terminal_row))
 
+  def validate(self) -> "ConstraintIndex":
+    """Checks the arrays' structure and the static fields; raises UserInputError; returns self."""
+    arrays = [np.asarray(jax.device_get(a)) for a in (self.child_start, self.token, self.terminal_row)]
+    validate_index_arrays(*arrays, num_rows=self.num_rows, vocab_size=self.vocab_size, eos_id=self.eos_id,
+                          max_depth=self.max_depth)
+    cs, term = arrays[0], arrays[2]
+    if (arrays[1].shape[0] != self.num_nodes or self.num_nodes - term.shape[0] != self.row_base
+        or len(self.max_degree) != self.max_depth
+        or max(self.max_degree, default=0) != int(np.diff(cs).max(initial=0))):
+      raise UserInputError(f"trie: static fields (num_nodes={self.num_nodes}, row_base={self.row_base}, "
+                           f"max_degree={self.max_degree}) do not match the arrays")
+    return self
+
   # ---- jittable queries (work on numpy or jax arrays of node ids) -------------------------------
 
   def degree(self, node):
@@ -168,7 +181,8 @@ def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> Constrai
     a `ConstraintIndex` holding numpy arrays (`to_device()` copies them to the accelerator).
 
   Raises:
-    UserInputError: bad shapes or tokens, empty rows, tokens after padding, duplicate sequences.
+    UserInputError: bad shapes or tokens, empty rows, tokens after padding, duplicate sequences, a
+      row that is a proper prefix of another without ending in EOS.
   """
   seqs_NxL = np.asarray(token_seqs_NxL)
   _validate(seqs_NxL, vocab_size, eos_id)
@@ -219,6 +233,7 @@ def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> Constrai
   max_depth = width
 
   degree_S = np.bincount(np.concatenate(parents), minlength=num_nodes)
+  _check_prefix_free(seqs_NxL, order_N, term_N, degree_S, eos_id)
   num_internal = int(np.flatnonzero(degree_S)[-1]) + 1
   child_start = np.empty(num_internal + 1, np.int32)
   child_start[0] = 1
@@ -240,6 +255,97 @@ def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> Constrai
       terminal_row=terminal_row, num_nodes=int(num_nodes), num_rows=int(n),
       vocab_size=int(vocab_size), eos_id=int(eos_id), max_depth=int(max_depth), row_base=row_base,
       max_degree=tuple(max_degree), eos_terminated=eos_terminated)
+
+
+def _check_prefix_free(seqs_NxL, order_N, term_N, degree_S, eos_id: int) -> None:
+  """Raises when a row that does not end with EOS is a proper prefix of another row.
+
+  Such a row ends at an inner node: beam search would score it with no stop probability, so the
+  prefix always outranks its own extensions.  Fixed-length IDs never hit this; variable-length
+  ones must end with EOS (experiment.index_token_seqs).
+  """
+  inner_N = degree_S[term_N] > 0  # sorted position i ends at a node with children
+  if not inner_N.any():
+    return
+  length_N = (seqs_NxL[order_N] != PAD_ID).sum(axis=1)
+  last_N = seqs_NxL[order_N, length_N - 1]
+  bad = np.flatnonzero(inner_N & (last_N != eos_id))
+  if bad.size:
+    i = int(bad[0])  # rows are sorted, so the next one extends it
+    short, long = int(order_N[i]), int(order_N[i + 1])
+    raise UserInputError(
+        f"ID row {short} {seqs_NxL[short, :length_N[i]].tolist()} is a prefix of row {long} "
+        f"{seqs_NxL[long][seqs_NxL[long] != PAD_ID].tolist()} and does not end with EOS ({eos_id}): "
+        "IDs must be prefix-free (fixed length, or EOS-terminated)")
+
+
+def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vocab_size: int,
+                          eos_id: int = 1, max_depth: int | None = None) -> None:
+  """Checks a trie's arrays (ConstraintIndex layout); raises UserInputError naming the first fault.
+
+  Checked: 1-D integer arrays; child_start starts at 1, never decreases, ends at num_nodes and puts
+  every node's children after it (so each node but the root has exactly one parent, in level
+  order); edge tokens in [1, vocab_size) (the root's is PAD), strictly increasing among siblings;
+  terminal rows in [-1, num_rows), every row ending at exactly one node, every leaf ending a row,
+  and only EOS nodes both ending a row and having children; depth <= max_depth when given.
+  `t2t_jax/export_runtime.py` repeats this function (numpy only); tests/test_export.py checks both
+  agree.
+  """
+  arrays = {"child_start": child_start, "token": token, "terminal_row": terminal_row}
+  for name, a in arrays.items():
+    a = np.asarray(a)
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+      raise UserInputError(f"trie: {name} must be a 1-D integer array, got {a.dtype}{list(a.shape)}")
+  cs = np.asarray(child_start).astype(np.int64)
+  tok = np.asarray(token).astype(np.int64)
+  term = np.asarray(terminal_row).astype(np.int64)
+  num_nodes, num_internal = tok.shape[0], cs.shape[0] - 1
+  if num_nodes < 2 or num_internal < 1 or num_internal > num_nodes:
+    raise UserInputError(f"trie: {num_nodes} nodes and {num_internal} internal nodes")
+  if cs[0] != 1 or cs[-1] != num_nodes:
+    raise UserInputError(f"trie: child_start must run from 1 to {num_nodes}, got {cs[0]} .. {cs[-1]}")
+  deg = np.diff(cs)
+  if (deg < 0).any():
+    raise UserInputError(f"trie: child_start decreases after node {int(np.flatnonzero(deg < 0)[0])}")
+  early = (cs[:-1] <= np.arange(num_internal)) & (deg > 0)
+  if early.any():
+    raise UserInputError(f"trie: node {int(np.flatnonzero(early)[0])} has a child before it")
+  if tok[0] != PAD_ID or ((tok[1:] < 1) | (tok[1:] >= vocab_size)).any():
+    bad = 0 if tok[0] != PAD_ID else 1 + int(np.flatnonzero((tok[1:] < 1) | (tok[1:] >= vocab_size))[0])
+    raise UserInputError(f"trie: node {bad} has token {tok[bad]} (vocabulary [1, {vocab_size}))")
+  parent = np.repeat(np.arange(num_internal), deg)  # parent of nodes 1 .. num_nodes-1
+  unsorted = (parent[1:] == parent[:-1]) & (tok[2:] <= tok[1:-1])
+  if unsorted.any():
+    raise UserInputError(f"trie: children of node {int(parent[1:][unsorted][0])} are not in "
+                         "strictly increasing token order")
+  row_base = num_nodes - term.shape[0]
+  if not 1 <= row_base <= num_nodes:
+    raise UserInputError(f"trie: terminal_row has {term.shape[0]} entries for {num_nodes} nodes")
+  if ((term < -1) | (term >= num_rows)).any():
+    bad = int(np.flatnonzero((term < -1) | (term >= num_rows))[0])
+    raise UserInputError(f"trie: node {row_base + bad} ends row {term[bad]} (rows [0, {num_rows}))")
+  counts = np.bincount(term[term >= 0], minlength=num_rows)
+  if (counts != 1).any():
+    r = int(np.flatnonzero(counts != 1)[0])
+    raise UserInputError(f"trie: row {r} ends at {counts[r]} nodes (must be exactly 1)")
+  full_deg = np.zeros(num_nodes, np.int64)
+  full_deg[:num_internal] = deg
+  ends = np.zeros(num_nodes, bool)
+  ends[row_base:] = term >= 0
+  dead = (full_deg == 0) & ~ends
+  if dead.any():
+    raise UserInputError(f"trie: leaf node {int(np.flatnonzero(dead)[0])} ends no row")
+  inner = ends & (full_deg > 0) & (tok != eos_id)
+  if inner.any():
+    raise UserInputError(f"trie: node {int(np.flatnonzero(inner)[0])} ends a row and has children "
+                         "but is not EOS (IDs must be prefix-free)")
+  if max_depth is not None:
+    depth, lo, hi = 0, 0, 1  # nodes of one depth are the contiguous range [lo, hi)
+    while lo < hi:
+      lo, hi = int(cs[min(lo, num_internal)]), int(cs[min(hi, num_internal)])
+      depth += lo < hi
+    if depth > max_depth:
+      raise UserInputError(f"trie: depth {depth} exceeds the decode length {max_depth}")
 
 
 def _sort_rows(seqs_NxL: np.ndarray):

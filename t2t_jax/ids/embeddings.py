@@ -133,7 +133,7 @@ class PlaylistMatrix:
 
   def save(self, directory: str | os.PathLike) -> None:
     """Writes indptr.npy, indices.npy and meta.json atomically (re-open with `load(mmap=True)`)."""
-    with io_utils.atomic_dir(directory) as tmp:
+    with io_utils.atomic_dir(directory, kind="playlist_matrix") as tmp:
       np.save(os.path.join(tmp, "indptr.npy"), self.indptr)
       np.save(os.path.join(tmp, "indices.npy"), self.indices)
       io_utils.write_json(os.path.join(tmp, "meta.json"),
@@ -362,7 +362,7 @@ def save_embeddings(directory: str | os.PathLike, embeddings_NxD: np.ndarray, tr
   ids = check_track_ids(track_ids)
   if emb.ndim != 2 or emb.shape[0] != len(ids):
     raise UserInputError(f"embeddings shape {emb.shape} does not match {len(ids)} track ids")
-  with io_utils.atomic_dir(directory) as tmp:
+  with io_utils.atomic_dir(directory, kind="embeddings") as tmp:
     np.save(os.path.join(tmp, EMBEDDINGS_FILE), emb)
     with open(os.path.join(tmp, TRACK_IDS_FILE), "w", encoding="utf-8") as f:
       f.writelines(t + "\n" for t in ids)

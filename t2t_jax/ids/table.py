@@ -202,8 +202,12 @@ class IdTable:
       return 0
     return self.num_tracks - int(np.unique(self.codes, axis=0).shape[0])
 
-  def save(self, directory: str | os.PathLike, extra_files: dict[str, bytes] | None = None) -> None:
-    """Writes the table atomically to `directory` (replacing it).  `extra_files`: name -> bytes (plots)."""
+  def save(self, directory: str | os.PathLike, extra_files: dict[str, bytes] | None = None, *,
+           inputs=(), overwrite: bool = False) -> None:
+    """Writes the table atomically to `directory` (replacing a previous ID table there).
+
+    `extra_files`: name -> bytes (plots).  `inputs`/`overwrite`: see `io_utils.check_output_dir`.
+    """
     stats = id_stats(self)
     stats.update(self.meta.get("stats", {}))
     meta = {
@@ -216,7 +220,7 @@ class IdTable:
         "num_id_tokens": self.num_id_tokens,
         "meta": _jsonable(self.meta),
     }
-    with io_utils.atomic_dir(directory) as tmp:
+    with io_utils.atomic_dir(directory, kind="ids", inputs=inputs, overwrite=overwrite) as tmp:
       np.save(os.path.join(tmp, CODES_FILE), self.codes)
       with open(os.path.join(tmp, TRACK_IDS_FILE), "w", encoding="utf-8") as f:
         for t in self.track_ids:
@@ -239,15 +243,33 @@ class IdTable:
         meta = json.load(f)
     except json.JSONDecodeError as e:
       raise UserInputError(f"{where(meta_path, e.lineno)}: bad JSON: {e.msg}") from None
-    with open(os.path.join(directory, TRACK_IDS_FILE), encoding="utf-8") as f:
-      track_ids = f.read().splitlines()
-    codes = np.load(os.path.join(directory, CODES_FILE), allow_pickle=False)
+    except (OSError, UnicodeDecodeError) as e:
+      raise UserInputError(f"{meta_path}: unreadable ({e})") from None
+    if not isinstance(meta, dict):
+      raise UserInputError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    ids_path = os.path.join(directory, TRACK_IDS_FILE)
+    try:
+      with open(ids_path, encoding="utf-8") as f:
+        track_ids = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+      raise UserInputError(f"{ids_path}: unreadable ({e})") from None
+    codes_path = os.path.join(directory, CODES_FILE)
+    try:
+      codes = np.load(codes_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, or an object array
+      raise UserInputError(f"{codes_path}: not a readable int32 [N, L] .npy file ({e})") from None
+    missing = [k for k in ("strategy", "level_sizes", "is_text") if k not in meta]
+    if missing:
+      raise UserInputError(f"{meta_path}: missing key(s) {missing}")
+    level_sizes, is_text = meta["level_sizes"], meta["is_text"]
+    if not isinstance(level_sizes, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in level_sizes):
+      raise UserInputError(f"{meta_path}: level_sizes must be a list of integers, got {level_sizes!r}")
+    if not isinstance(is_text, bool) or not isinstance(meta["strategy"], str):
+      raise UserInputError(f"{meta_path}: is_text must be true/false and strategy a string")
     try:
       return cls(strategy=meta["strategy"], track_ids=track_ids, codes=codes,
-                 level_sizes=tuple(meta["level_sizes"]), is_text=bool(meta["is_text"]),
-                 meta=meta.get("meta", {}))
-    except KeyError as e:
-      raise UserInputError(f"{meta_path}: missing key {e}") from None
+                 level_sizes=tuple(level_sizes), is_text=is_text, meta=meta.get("meta", {}))
     except UserInputError as e:
       raise UserInputError(f"ID table dir {directory}: {e}") from None
 

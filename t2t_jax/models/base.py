@@ -62,10 +62,20 @@ class ModelConfig:
   @classmethod
   def from_json(cls, fields: dict, *, source: str = "model config") -> "ModelConfig":
     fields = {k: v for k, v in fields.items() if k != "family"}
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - known)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - set(known))
     if unknown:
       raise UserInputError(f"{source}: unknown {cls.__name__} fields {unknown}")
+    for name, value in fields.items():  # JSON types must match the fields' (no bool for int, ...)
+      default = known[name].default
+      want = type(default) if default is not None and default is not dataclasses.MISSING else None
+      if want is None:
+        continue
+      ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else
+            isinstance(value, want) and (want is bool or not isinstance(value, bool)))
+      if not ok or (want is int and value <= 0 and default > 0):
+        raise UserInputError(f"{source}: {cls.__name__} field {name}={value!r} is not a valid "
+                             f"{want.__name__}")
     try:
       return cls(**fields)
     except (TypeError, ValueError, AssertionError) as e:
