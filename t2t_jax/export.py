@@ -134,7 +134,8 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
                     "outputs": [f"rows int32[b, {k}]", f"scores float32[b, {k}]"]},
       "platforms": list(exported.platforms),
       "calling_convention_version": exported.calling_convention_version,
-      "jax_version": jax.__version__, "model_config": dataclasses.asdict(config),
+      "input_vocab": _input_vocab_entry(rec),
+      "jax_version": jax.__version__, "model_config": config.to_json(),
       "source_model_dir": os.path.abspath(model_dir), "lowering_seconds": round(lower_s, 2),
   }
   with io_utils.atomic_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite) as tmp:
@@ -144,7 +145,10 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
     arrays.update({rt.INDEX_PREFIX + n: a for n, a in index_arrays.items()})
     _write_safetensors(os.path.join(tmp, rt.ARRAYS_FILE), arrays, {"format": rt.FORMAT})
     assets = os.path.join(model_dir, recommend.ASSETS)
-    shutil.copyfile(os.path.join(assets, recommend.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
+    if os.path.exists(os.path.join(assets, recommend.SPM_FILE)):
+      shutil.copyfile(os.path.join(assets, recommend.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
+    if manifest["input_vocab"]["kind"] == "wordpiece":
+      shutil.copyfile(rec.input_vocab.path, os.path.join(tmp, rt.TOKENIZER_FILE))
     rec.id_table.save(os.path.join(tmp, recommend.IDS_DIR))
     manifest["ids_dir"] = recommend.IDS_DIR
     with open(os.path.join(tmp, rt.TRACKS_FILE), "w", encoding="utf-8") as f:
@@ -153,7 +157,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
         f.write(json.dumps({"track_id": tid, "artist": t.artist if t else "",
                             "title": t.title if t else ""}, ensure_ascii=False) + "\n")
     shutil.copyfile(rt.__file__, os.path.join(tmp, "export_runtime.py"))
-    if hf_weights:  # Hugging Face T5 naming, via the model's own converter
+    if hf_weights and config.family == "t5_1_1":  # Hugging Face T5 naming, via the converter
       from t2t_jax import hf_convert  # pylint: disable=g-import-not-at-top
       hf_convert.export_hf_t5(_unflatten(params_flat), config, os.path.join(tmp, HF_DIR),
                               dtype="float16" if config.param_dtype == "float16" else "float32")
@@ -164,6 +168,14 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
     manifest["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in files}  # checked at load
     io_utils.write_json(os.path.join(tmp, rt.MANIFEST_FILE), manifest)
   return manifest
+
+
+def _input_vocab_entry(rec) -> dict:
+  """How the runtime tokenises prompts: the SentencePiece model + EOS (T5), or a pretrained
+  encoder's WordPiece tokenizer ([CLS] ... [SEP], needs the `tokenizers` package)."""
+  if getattr(rec.input_vocab, "kind", None) == "wordpiece":
+    return {"kind": "wordpiece", "file": rt.TOKENIZER_FILE}
+  return {"kind": "sentencepiece", "file": rt.SPM_FILE}
 
 
 def run_from_args(args) -> None:

@@ -53,6 +53,7 @@ MANIFEST_FILE = "manifest.json"
 FUNCTION_FILE = "recommend.jaxexport"
 ARRAYS_FILE = "arrays.safetensors"
 SPM_FILE = "spm.model"
+TOKENIZER_FILE = "tokenizer.json"
 TRACKS_FILE = "tracks.jsonl"
 PARAMS_PREFIX = "params/"
 INDEX_PREFIX = "index/"
@@ -294,14 +295,30 @@ class ExportedRecommender:
       raise UserInputError(f"{path}: {e}") from None
     self.params = jax.device_put(params)  # flat {"encoder/layers_0/...": array}, as exported
     self.index = jax.device_put(index)
-    self.sp = spm.SentencePieceProcessor()
-    path = os.path.join(export_dir, SPM_FILE)
-    try:
-      self.sp.Load(path)
-    except (OSError, RuntimeError) as e:
-      raise UserInputError(f"{path}: not a SentencePiece model ({e})") from None
-    if self.sp.GetPieceSize() != self.text_vocab_size:
-      raise UserInputError(f"{path}: {self.sp.GetPieceSize()} pieces, the manifest says {self.text_vocab_size}")
+    self.input_kind = m.get("input_vocab", {}).get("kind", "sentencepiece")
+    if self.input_kind == "wordpiece":  # a pretrained encoder's own tokenizer (bert_t5 models)
+      path = os.path.join(export_dir, m["input_vocab"].get("file", TOKENIZER_FILE))
+      try:
+        from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+      except ImportError:
+        raise UserInputError(f"{export_dir}: this export tokenises with WordPiece; "
+                             "pip install tokenizers") from None
+      try:
+        self.wordpiece = Tokenizer.from_file(path)
+      except Exception as e:  # pylint: disable=broad-except  (tokenizers raises plain Exception)
+        raise UserInputError(f"{path}: not a tokenizers file ({e})") from None
+      self.wordpiece.no_padding()
+      self.wordpiece.no_truncation()
+    else:
+      self.sp = spm.SentencePieceProcessor()
+      path = os.path.join(export_dir, SPM_FILE)
+      try:
+        self.sp.Load(path)
+      except (OSError, RuntimeError) as e:
+        raise UserInputError(f"{path}: not a SentencePiece model ({e})") from None
+      if self.sp.GetPieceSize() != self.text_vocab_size:
+        raise UserInputError(f"{path}: {self.sp.GetPieceSize()} pieces, the manifest says "
+                             f"{self.text_vocab_size}")
     self.tracks = _read_tracks(os.path.join(export_dir, m["tracks"]), num_tracks)
     self._call = jax.jit(self.exported.call)
 
@@ -312,14 +329,18 @@ class ExportedRecommender:
 
     Prompts are plain text: "<id_l_c>" typed by a user stays text and never becomes an ID token.
     """
+    if self.input_kind == "wordpiece":
+      return list(self.wordpiece.encode(text).ids)  # [CLS] ... [SEP]
     return list(self.sp.EncodeAsIds(text))
 
   def encode(self, prompts: Sequence[str]) -> np.ndarray:
-    """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32 (long ones keep their EOS)."""
+    """Normalised, tokenised prompts (+EOS, or [CLS] ... [SEP] for WordPiece) as
+    [B, inputs_length] int32 (long ones keep their last token)."""
     out = np.zeros((len(prompts), self.inputs_length), np.int32)
+    end = [] if self.input_kind == "wordpiece" else [EOS_ID]
     for i, p in enumerate(prompts):
       try:
-        toks = self.tokenize(normalize_prompt(p, self.max_prompt_chars)) + [EOS_ID]
+        toks = self.tokenize(normalize_prompt(p, self.max_prompt_chars)) + end
       except UserInputError as e:
         raise UserInputError(f"prompt #{i + 1}: {e}") from None
       if len(toks) > self.inputs_length:
