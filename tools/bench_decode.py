@@ -157,6 +157,10 @@ class Peer:
     self.torch = torch
     if threads:
       torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+      # Same precision as ours: JAX's default float32 matmul on a GPU uses TF32; torch's does not.
+      torch.set_float32_matmul_precision("high")
+    out["hf_float32_matmul_precision"] = torch.get_float32_matmul_precision()
     hf_cfg = transformers.T5Config(**hf_convert.config_to_hf(config))
     self.device = "cuda" if torch.cuda.is_available() else "cpu"
     hf = transformers.T5ForConditionalGeneration(hf_cfg).eval()
@@ -234,7 +238,7 @@ def _ours_fn(config, index, cfg, constrained):
                                    top_k=cfg["beam"], max_decode_len=index.max_depth, constrained=constrained))
 
 
-def bench_catalog(n, cfg, args, config, params, prompts, peer, res):
+def bench_catalog(n, cfg, args, config, params, prompts, peer, res, peer_limit_s):
   """Ours vs HF on one catalog of n IDs; fills `res` (written by the caller after each stage)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -255,7 +259,8 @@ def bench_catalog(n, cfg, args, config, params, prompts, peer, res):
   times = {f"ours_{m}": [] for m in modes}
   if peer is not None:
     res["hf_trie_build_s"], peer.trie = _timed(lambda: SortedCatalogTrie(seqs, peer.eos))
-    deadline = time.monotonic() + cfg["peer_limit_s"]
+    deadline = time.monotonic() + peer_limit_s
+    res["hf_limit_s"] = peer_limit_s
     res["hf_constrained_first_call_s"], hf_res = _timed(lambda: peer.generate(True))
     row_of = _row_lookup(seqs)
     hf_rows = np.array([row_of(s[1:1 + seqs.shape[1]]) for s in hf_res.sequences.tolist()]).reshape(b, w)
@@ -280,7 +285,7 @@ def bench_catalog(n, cfg, args, config, params, prompts, peer, res):
   if peer is not None and not times["hf_constrained"]:
     first = res["hf_constrained_first_call_s"]
     res["hf_constrained"] = {
-        "status": f"did not finish {cfg['runs']} timed calls in {cfg['peer_limit_s']:.0f} s: the warm-up call "
+        "status": f"did not finish {cfg['runs']} timed calls in {peer_limit_s:.0f} s: the warm-up call "
                   f"alone took {first:.1f} s; figures below are that single call",
         "seconds_per_batch": bench_common.summary([first]), "prompts_per_s": bench_common.summary([b / first])}
   if "free" in modes:
@@ -314,8 +319,10 @@ def _ratios(res, modes):
     res["speedup_free_vs_hf"] = med("hf_free") / med("ours_free")
 
 
-def bench_end_to_end(cfg, args, out, write):
+def bench_end_to_end(cfg, args, out, write, time_left):
+  import jax  # pylint: disable=import-outside-toplevel
   config, params, prompts = _setup(cfg, out)
+  out["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
   peer = None
   if not args.skip_hf:
     watch = bench_common.LoadWatch("hf setup")
@@ -330,11 +337,20 @@ def bench_end_to_end(cfg, args, out, write):
       out["torch_threads"] = {"chosen": peer.torch.get_num_threads(),
                               "how": "--threads" if args.threads else "not measured: the peer runs on CUDA"}
     watch.report(quiet=True)
+  params = jax.device_put(params)  # once: not a host-to-device copy of the weights per call
   out["catalogs"] = {}
   for n in cfg["catalogs"]:
     watch = bench_common.LoadWatch(f"catalog {n}")
     res = out["catalogs"][str(n)] = {"num_ids": n}
-    bench_catalog(n, cfg, args, config, params, prompts, peer, res)
+    left = time_left()
+    if left < 20:
+      res["status"] = f"skipped: {left:.0f} s of --time_budget_s left"
+      print(f"[e2e] {n:,d} IDs: {res['status']}", flush=True)
+      write()
+      continue
+    # With a budget, the peer gets at most a third of what is left (ours needs the rest).
+    peer_limit = min(cfg["peer_limit_s"], left / 3) if args.time_budget_s else cfg["peer_limit_s"]
+    bench_catalog(n, cfg, args, config, params, prompts, peer, res, peer_limit)
     res["load"] = watch.report()
     _print_catalog(n, cfg, res)
     write()
@@ -472,6 +488,8 @@ def parse_args(argv):
   p.add_argument("--mask_runs", type=int)
   p.add_argument("--build_n", type=int, help="catalog size for the index build timing (0: skip)")
   p.add_argument("--peer_limit_s", type=float, help="time limit of the peer's timed calls per catalog")
+  p.add_argument("--time_budget_s", type=float, default=None,
+                 help="whole run: catalogs that cannot start with 20 s left are skipped, the peer's limit shrinks")
   p.add_argument("--threads", type=int, default=0,
                  help="torch threads for the peer (default 0: the fastest of 1..nproc, measured on a CPU)")
   p.add_argument("--xla_single_thread", action="store_true", help="make our XLA:CPU single-threaded")
@@ -506,10 +524,12 @@ def main(argv=None):
          "config_name": name, "config": cfg, "definitions": DEFINITIONS,
          "machine": bench_common.machine_info()}
   write = lambda: bench_common.write_json(args.json, out)
-  if "e2e" not in skip:
-    bench_end_to_end(cfg, args, out, write)
-  if "mask" not in skip and cfg["mask_catalogs"]:
+  t_start = time.monotonic()
+  time_left = lambda: (args.time_budget_s or float("inf")) - (time.monotonic() - t_start) - 5
+  if "mask" not in skip and cfg["mask_catalogs"]:  # first: quick, and a target of its own
     bench_mask_only(cfg, out, write)
+  if "e2e" not in skip:
+    bench_end_to_end(cfg, args, out, write, time_left)
   if "build" not in skip and cfg["build_n"]:
     bench_build(cfg, out)
   out["load"] = watch.report()

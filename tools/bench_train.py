@@ -135,6 +135,8 @@ def run_peer(args) -> dict:
   batch_np = make_batch(np, cfg, args.batch_size, args.inputs_length, args.targets_length)
   torch.manual_seed(0)
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cuda":
+    torch.set_float32_matmul_precision("high")  # TF32, as JAX's default float32 matmul on a GPU
   out = {"device": device, "torch": torch.__version__, "transformers": transformers.__version__,
          "compiled": compiled, "stage": "setup"}
   if args.torch_threads:
@@ -143,7 +145,8 @@ def run_peer(args) -> dict:
   model = transformers.T5ForConditionalGeneration(hf_cfg).to(device)
   model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # untied, as ours
   dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-  out["precision"] = "autocast bfloat16, float32 parameters" if dtype == torch.bfloat16 else "float32"
+  out["precision"] = ("autocast bfloat16, float32 parameters" if dtype == torch.bfloat16 else "float32") + (
+      f"; float32 matmul precision {torch.get_float32_matmul_precision()}")
   model.train()
   opt = Adafactor(model.parameters(), lr=1e-3, scale_parameter=True, relative_step=False,
                   warmup_init=False, clip_threshold=1.0, decay_rate=-0.8)
@@ -218,6 +221,8 @@ def parse_args(argv):
   p.add_argument("--eager_limit_s", type=float, default=900, help="time limit of the eager peer's process")
   p.add_argument("--compile_limit_s", type=float, default=600,
                  help="time limit of the torch.compile peer's process (compile + windows)")
+  p.add_argument("--time_budget_s", type=float, default=None,
+                 help="whole run: the peers' limits are cut to what is left of it")
   p.add_argument("--peak_tflops", type=float, default=None, help="peak per device, for MFU")
   p.add_argument("--torch_threads", type=int, default=None,
                  help="torch threads for the peer (default: the fastest of 1..nproc, measured)")
@@ -231,6 +236,9 @@ def parse_args(argv):
   return args
 
 
+_PARENT_ONLY = ("--json", "--peer", "--child_out", "--time_budget_s")
+
+
 def _passthrough(argv):
   """The command-line flags a peer process needs (everything but --json/--peer/--child_out)."""
   out, skip = [], False
@@ -238,10 +246,10 @@ def _passthrough(argv):
     if skip:
       skip = False
       continue
-    if a in ("--json", "--peer", "--child_out"):
+    if a in _PARENT_ONLY:
       skip = True
       continue
-    if a.split("=", 1)[0] in ("--json", "--peer", "--child_out"):
+    if a.split("=", 1)[0] in _PARENT_ONLY:
       continue
     out.append(a)
   return out
@@ -254,6 +262,7 @@ def main(argv=None):
     run_peer(args)
     return None
 
+  t_start = time.monotonic()
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   cfg = model_config(args)
@@ -291,6 +300,8 @@ def main(argv=None):
   peers = [] if args.no_hf else ["hf_eager"] + ([] if args.no_compile else ["hf_compiled"])
   for name in peers:
     limit = args.eager_limit_s if name == "hf_eager" else args.compile_limit_s
+    if args.time_budget_s:
+      limit = max(1.0, min(limit, args.time_budget_s - (time.monotonic() - t_start) - 5))
     watch = bench_common.LoadWatch(name)
     child, status = measure_peer(name, args, _passthrough(argv), limit, threads)
     if child and child.get("windows_s"):
@@ -303,6 +314,8 @@ def main(argv=None):
         outcome += f" (first step, incl. compilation, took {child['first_step_s']:.0f} s)"
       elif child and name == "hf_compiled":
         outcome += " (the first step, which compiles, did not finish)"
+      elif child is None and status.startswith("did not finish"):
+        outcome += " (before its setup had finished)"
       result["sides"][name] = {"status": outcome, "load": watch.report(), **(child or {})}
       result[f"{name}_examples_per_s"] = None
       print(f"{name:12s} {outcome}", flush=True)
