@@ -32,6 +32,16 @@ def test_sorted_catalog_trie_equals_dict_trie():
   assert fast.allowed((int(seqs.max()) + 1,)) == [1]  # not a prefix of any ID
 
 
+def test_row_lookup_dict_and_sorted_paths():
+  bench = _load()
+  for n in (1000, 250_000):  # > 200k: binary search over packed keys instead of a dict
+    seqs, _ = bench.semantic_catalog(n, seed=3)
+    row_of = bench._row_lookup(seqs)  # pylint: disable=protected-access
+    for i in np.random.default_rng(0).integers(0, n, 200):
+      assert row_of(list(seqs[i])) == i
+    assert row_of([1, 2, 3, 4]) == -1
+
+
 @pytest.mark.slow
 def test_bench_decode_quick_writes_json(tmp_path):
   pytest.importorskip("torch")
