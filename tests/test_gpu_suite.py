@@ -117,6 +117,7 @@ def test_tiny_kmeans_part(tmp_path):
   assert km["n"] == 20000 and km["jax_seconds_summary"]["n"] == 5 and km["faiss_seconds"] is None
   assert suite["figures"]["kmeans_seconds_per_iteration"] == km["jax_seconds_per_iteration"]["median"] > 0
   assert km["iteration_over_measured_read"] > 0
+  assert km["inertia_evaluator"] == "t2t_jax.ids.kmeans.assign" and 0 < km["jax_inertia"] < km["init_inertia"]
   assert km["block_choice"]["chosen"] in (1024, 16384) and set(km["block_choice"]["seconds_per_iteration_by_block"]) == {
       "1024", "16384"}
 

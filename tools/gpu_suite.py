@@ -66,7 +66,7 @@ def part_commands(out: str, work: str, tiny: bool) -> dict[str, list[str]]:
     }
   else:
     scaling = ["--num_tracks", "1000000", "--num_playlists", "20000", "--vocab_size", "2000", "--model", "small",
-               "--train_steps", "300", "--batch_size", "256", "--eval_playlists", "512",
+               "--train_steps", "200", "--batch_size", "256", "--eval_playlists", "256",
                "--decode_batch_size", "128", "--beam_size", "20", "--unique_last_level", "0"]
     cmds = {
         "train": [tool("bench_train.py"), "--size", "base", "--batch_size", "256", "--inputs_length", "32",
