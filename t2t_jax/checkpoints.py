@@ -12,7 +12,6 @@ cannot be read anyway (disk corruption, deleted files) is skipped with a warning
 step is restored instead.
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import orbax.checkpoint as ocp
 
 from t2t_jax import io_utils
 from t2t_jax.errors import UserInputError
-from t2t_jax.models import t5
+from t2t_jax import models
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +34,20 @@ MODEL_CONFIG_FILE = "model_config.json"
 # --------------------------------------------------------------------------------- model config
 
 
-def save_model_config(model_dir: str, config: t5.T5Config) -> None:
+def save_model_config(model_dir: str, config) -> None:
+  """MODEL_DIR/model_config.json: the config's JSON form, with its "family"."""
   if jax.process_index() == 0:
-    io_utils.write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), dataclasses.asdict(config))
+    io_utils.write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), config.to_json())
 
 
-def load_model_config(model_dir: str) -> t5.T5Config:
+def load_model_config(model_dir: str):
+  """The model config of a MODEL_DIR (any family; no "family" key means T5.1.1)."""
   path = os.path.join(model_dir, MODEL_CONFIG_FILE)
   if not os.path.exists(path):
     raise UserInputError(f"no model config at {path}: is {model_dir!r} a t2t_jax MODEL_DIR?")
   with open(path, encoding="utf-8") as f:
     fields = json.load(f)
-  known = {f.name for f in dataclasses.fields(t5.T5Config)}
-  unknown = set(fields) - known
-  if unknown:
-    raise UserInputError(f"{path}: unknown T5Config fields {sorted(unknown)}")
-  return t5.T5Config(**fields)
+  return models.config_from_json(fields, source=path)
 
 
 # ---------------------------------------------------------------------------------- the manager
@@ -164,12 +161,12 @@ class CheckpointManager:
     return None
 
 
-def abstract_params(config: t5.T5Config, sharding_fn=None):
+def abstract_params(config, sharding_fn=None):
   """ShapeDtypeStruct tree of the (unboxed) parameters; shardings from `sharding_fn(boxed)`.
 
   Without `sharding_fn` every array lands on the first local device.
   """
-  boxed = jax.eval_shape(lambda: t5.init_params(config, jax.random.PRNGKey(0)))
+  boxed = models.get_model(config).abstract_params()
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   unboxed = nn.unbox(boxed)
   if sharding_fn is None:
@@ -181,8 +178,8 @@ def abstract_params(config: t5.T5Config, sharding_fn=None):
 
 
 def load_params(model_dir: str, *, step: int | None = None, partitioner=None
-                ) -> tuple[t5.T5Config, Any]:
-  """Loads (T5Config, params) from MODEL_DIR: the given step or the newest readable one.
+                ) -> tuple[Any, Any]:
+  """Loads (model config, params) from MODEL_DIR: the given step or the newest readable one.
 
   Params are placed on the first device, or sharded by `partitioner` when given.
   """

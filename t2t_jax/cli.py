@@ -1,4 +1,4 @@
-"""The `t2t` command: quickstart, recommend, export, serve.
+"""The `t2t` command: import, quickstart, recommend, export, serve.
 
 Thin: each subcommand parses flags and calls a module.  Errors a user can cause end with one line
 `t2t: error: ...` naming the bad file/flag/value (exit 2), never a traceback from inside JAX.
@@ -92,9 +92,123 @@ def _serve_parser(sub) -> None:
                  help="stop by itself after this many seconds (0: run until SIGINT/SIGTERM)")
 
 
+def _import_common(p, splits: bool = True) -> None:
+  p.add_argument("--out", required=True, help="dataset dir to write (atomically)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace --out even when it is a non-empty folder not written by `t2t import`")
+  p.add_argument("--seed", type=int, default=0, help="seed of the splits (and folds)")
+  p.add_argument("--vocab_size", type=int, default=8000,
+                 help="SentencePiece vocabulary size, trained on the training prompts and the catalog "
+                      "metadata (an upper bound on small data; 0: no vocabulary)")
+  p.add_argument("--spm", default=None, help="use this SentencePiece model (T5 ids) instead of training one")
+  p.add_argument("--on_error", default="raise", choices=["raise", "skip"],
+                 help="bad records: stop with an error naming file:line, or skip and count them")
+  if splits:
+    g = p.add_argument_group("split sizes (default: validation and test get max(10%%, 50) playlists "
+                             "each, or 10%% each when that would leave under 60%% for training)")
+    g.add_argument("--validation_fraction", type=float, default=None)
+    g.add_argument("--test_fraction", type=float, default=None)
+    g.add_argument("--validation_size", type=int, default=None, help="playlists")
+    g.add_argument("--test_size", type=int, default=None, help="playlists")
+
+
+def _import_parser(sub) -> None:
+  p = sub.add_parser(
+      "import", help="import your playlists (JSONL/CSV/Parquet, MPD, CPCD) into a dataset dir",
+      description=(
+          "Validates a catalog and playlists and writes a dataset dir that is complete for training: "
+          "catalog.jsonl, playlists.jsonl, splits.json, vocab/spm.model and meta.json (counts, skipped "
+          "records, prompt lengths). Nothing is written when an input is rejected."))
+  formats_sub = p.add_subparsers(dest="import_format", required=True, metavar="FORMAT")
+  for fmt in ("jsonl", "csv", "parquet"):
+    q = formats_sub.add_parser(
+        fmt, help=f"catalog as {fmt.upper()} + playlists JSONL",
+        description=(
+            f"CATALOG: a {fmt.upper()} table of tracks (track_id, artist, title, album, tags). PLAYLISTS: "
+            "JSONL, one {\"playlist_id\", \"title\", \"description\", \"track_ids\": [...]} a line. "
+            "A track listed twice in a playlist is kept once; HTML in titles/descriptions is cleaned; "
+            "playlists with no prompt text are skipped (all counted in meta.json)."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("catalog")
+    q.add_argument("playlists")
+    q.add_argument("--splits", default=None, help="a splits.json to use instead of drawing splits")
+    _import_common(q)
+  q = formats_sub.add_parser("mpd", help="Spotify Million Playlist Dataset slices",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  q.add_argument("slices", help="an mpd.slice.*.json file or a folder of them")
+  _import_common(q)
+  q = formats_sub.add_parser(
+      "cpcd", help="the Conversational Playlist Curation Dataset (development set)",
+      description=(
+          "CPCD (Chaganty et al. 2023, arXiv 2303.06791, CC BY 4.0): one playlist per conversation, the "
+          "user turns as the prompt, the goal tracks (deduplicated by title and artists) as the playlist. "
+          "splits.json: test = the 50 canonical validation conversations, validation = a seeded part of "
+          "the training ones; folds.json: seeded k folds over all conversations."),
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  q.add_argument("cpcd_dir", help="folder with cpcd_v1.dialogs.dev.{train,val}.jsonl")
+  q.add_argument("--prompt", default="all_user_turns", choices=["all_user_turns", "first_turn"])
+  q.add_argument("--artists", default="as_written", choices=["as_written", "masked"],
+                 help="masked: catalog artist names removed from the prompts (rule in meta.json)")
+  q.add_argument("--num_folds", type=int, default=5, help="k of the k-fold cross-validation folds")
+  q.add_argument("--validation_fraction", type=float, default=0.1,
+                 help="share of the canonical training conversations held out for validation (at least 20)")
+  _import_common(q, splits=False)
+
+
+def _summary(meta: dict, out: str) -> str:
+  sizes = meta.get("split_sizes", {})
+  rs = meta.get("read_stats", {})
+  parts = rs.values() if rs and all(isinstance(v, dict) for v in rs.values()) else [rs]
+  counted = {}
+  for part in parts:
+    for key in ("skipped", "playlists_skipped", "duplicate_tracks_in_playlists", "unknown_tracks_dropped",
+                "empty_prompt_playlists"):
+      counted[key] = counted.get(key, 0) + int(part.get(key, 0) or 0)
+  for key in ("conversations_without_goal", "video_ids_merged", "masked_replacements"):
+    if key in meta:
+      counted[key] = meta[key]
+  extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counted.items() if v)
+  vocab = meta.get("vocab") or {}
+  chars = meta.get("prompt_stats", {}).get("chars", {})
+  text = (f"Imported {meta.get('num_tracks')} tracks and {meta.get('num_playlists')} playlists into {out} "
+          f"(train {sizes.get('train', 0)}, validation {sizes.get('validation', 0)}, test {sizes.get('test', 0)}; "
+          f"{meta.get('split_rule', '')}).")
+  if extra:
+    text += f" Counted: {extra}."
+  if vocab:
+    text += f" SentencePiece vocabulary: {vocab.get('size')} pieces ({vocab.get('source')}), {vocab.get('path')}."
+  if chars:
+    text += (f" Prompt length (characters): median {chars.get('p50', 0):.0f}, p99 {chars.get('p99', 0):.0f}, "
+             f"max {chars.get('max', 0)}; tasks cut at {meta.get('prompt_max_chars')}.")
+  return text
+
+
+def run_import(args) -> dict:
+  """Runs `t2t import FORMAT ...`; prints the summary (warnings to stderr); returns meta."""
+  from t2t_jax.data import convert, cpcd, mpd  # pylint: disable=g-import-not-at-top
+  common = dict(seed=args.seed, vocab_size=args.vocab_size, spm_path=args.spm, on_error=args.on_error,
+                overwrite=args.overwrite)
+  if args.import_format == "cpcd":
+    meta = cpcd.convert_cpcd(args.cpcd_dir, args.out, prompt=args.prompt, artists=args.artists,
+                             num_folds=args.num_folds, validation_fraction=args.validation_fraction, **common)
+  else:
+    sizes = dict(validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
+                 validation_size=args.validation_size, test_size=args.test_size)
+    if args.import_format == "mpd":
+      meta = mpd.convert_mpd(args.slices, args.out, **sizes, **common)
+    else:
+      meta = convert.import_dataset(args.catalog, args.playlists, args.out, splits_path=args.splits,
+                                    catalog_format=args.import_format, **sizes, **common)
+  for w in meta.get("warnings", []):
+    print(f"t2t: warning: {w}", file=sys.stderr)
+  print(_summary(meta, args.out))
+  return meta
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="t2t", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
+  _import_parser(sub)
   _quickstart_parser(sub)
   _recommend_parser(sub)
   _export_parser(sub)
@@ -103,7 +217,9 @@ def main(argv=None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
   try:
-    if args.command == "quickstart":
+    if args.command == "import":
+      run_import(args)
+    elif args.command == "quickstart":
       from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top
       quickstart.run_from_args(args)
     elif args.command == "recommend":

@@ -57,9 +57,8 @@ def constrained_topk_fn(model_config, index, *, beam_size: int, k: int) -> Calla
   as a constant), so large catalogs do not bloat compilation.
   """
   from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
-  from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
   index = index.to_device()
-  fn = jax.jit(generate.make_recommend_fn(t5.Transformer(model_config), index, beam_size=beam_size, top_k=k))
+  fn = jax.jit(generate.make_recommend_fn(model_config, index, beam_size=beam_size, top_k=k))
   return lambda params, inputs_BxL: fn(params, inputs_BxL, index)
 
 

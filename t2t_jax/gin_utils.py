@@ -2,20 +2,28 @@
 
 Configs use `from __gin__ import dynamic_registration` and import the modules they bind, so no code
 needs `@gin.configurable`.  Flags:
-  --gin_file=PATH            repeatable; resolved against --gin_search_paths, then the repo's gin/
+  --gin_file=PATH            repeatable; resolved by `resolve_gin_file` (below)
   --gin.NAME=VALUE           one binding; NAME is a macro (MODEL_DIR) or a parameter
                              (train_script.train.seed); VALUE is a Python/gin literal
   --gin_bindings=BINDING     repeatable, same as --gin.
   --gin_search_paths=A,B     comma-separated directories for gin files and their includes.
 
+Gin file paths (`--gin_file` and every `include` inside a gin file) resolve the same way, from any
+working directory (`resolve_gin_file`): an absolute path as is; a relative path that names a bundled
+file ("runs/finetune.gin" or "gin/runs/finetune.gin": models/, runs/, ids/, experiments/) is the
+bundled file, so a local folder that happens to be called runs/ never shadows it; otherwise the
+--gin_search_paths in order, then the working directory.  gin's own lookup (which also tries a
+relative path as a Python package and fails on a local runs/ folder) is bypassed while parsing.
+
 Every mistake a user can make here (missing file, unknown parameter or configurable, unknown macro,
 unset %gin.REQUIRED, syntax error) raises `UserInputError` naming it, before any JAX work.
 """
 
+import contextlib
 import difflib
 import os
 import re
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import gin
 
@@ -42,18 +50,63 @@ def rewrite_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
   return bindings, rest
 
 
+def bundled_gin_dirs() -> list[str]:
+  """The gin/ folders shipped with t2t_jax: the repo's (source checkout) and the package data's."""
+  return [p for p in (REPO_GIN_DIR, PACKAGE_GIN_DIR) if os.path.isdir(p)]
+
+
 def default_search_paths() -> list[str]:
-  return [p for p in (os.getcwd(), REPO_GIN_DIR, PACKAGE_GIN_DIR) if os.path.isdir(p)]
+  """Bundled gin dirs, then the working directory (the order `resolve_gin_file` uses)."""
+  return bundled_gin_dirs() + [os.getcwd()]
+
+
+def resolve_gin_file(path: str, search_paths: Sequence[str] = ()) -> str | None:
+  """The file a gin path names (see the module docstring for the order), or None."""
+  path = os.fspath(path)
+  if os.path.isabs(path):
+    return path if os.path.isfile(path) else None
+  rel = os.path.normpath(path)
+  names = [rel]
+  if rel.startswith("gin" + os.sep):
+    names.append(rel[len("gin" + os.sep):])
+  for root in bundled_gin_dirs():
+    for name in names:
+      if not name.startswith(os.pardir) and os.path.isfile(os.path.join(root, name)):
+        return os.path.join(root, name)
+  for root in search_paths:
+    candidate = os.path.join(os.path.abspath(root), rel)
+    if os.path.isfile(candidate):
+      return candidate
+  return os.path.abspath(rel) if os.path.isfile(rel) else None
 
 
 def _resolve(path: str, search_paths: Sequence[str]) -> str:
-  if os.path.exists(path):
-    return path
-  for root in search_paths:
-    candidate = os.path.join(root, path)
-    if os.path.exists(candidate):
-      return candidate
-  raise UserInputError(f"gin file {path!r} not found (searched: {', '.join(search_paths) or '.'})")
+  found = resolve_gin_file(path, search_paths)
+  if found is None:
+    where_ = ", ".join(bundled_gin_dirs() + [os.path.abspath(p) for p in search_paths] + [os.getcwd()])
+    raise UserInputError(f"gin file {path!r} not found (searched: {where_})")
+  return found
+
+
+@contextlib.contextmanager
+def gin_file_resolution(search_paths: Sequence[str] = ()) -> Iterator[None]:
+  """While active, gin opens files (and includes) through `resolve_gin_file` only."""
+  cfg = gin.config
+  readers, prefixes = list(cfg._FILE_READERS), list(cfg._LOCATION_PREFIXES)  # pylint: disable=protected-access
+
+  def exists(path):
+    return resolve_gin_file(path, search_paths) is not None
+
+  def reader(path):
+    return open(resolve_gin_file(path, search_paths), encoding="utf-8")  # pylint: disable=consider-using-with
+
+  cfg._FILE_READERS[:] = [(reader, exists)]  # pylint: disable=protected-access
+  cfg._LOCATION_PREFIXES[:] = [""]  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    cfg._FILE_READERS[:] = readers  # pylint: disable=protected-access
+    cfg._LOCATION_PREFIXES[:] = prefixes  # pylint: disable=protected-access
 
 
 def _defined_macros() -> set[str]:
@@ -64,15 +117,18 @@ def _defined_macros() -> set[str]:
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
               gin_search_paths: Sequence[str] = (), *, finalize: bool = True) -> None:
   """Parses gin files then bindings; raises UserInputError naming whatever is wrong."""
-  search = [os.path.abspath(p) for p in gin_search_paths] + default_search_paths()
+  search = [os.path.abspath(p) for p in gin_search_paths]
   gin.clear_config()
-  for p in search:
-    gin.add_config_file_search_path(p)
   files = [_resolve(f, search) for f in gin_files]
   try:
-    gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+    with gin_file_resolution(search):
+      gin.parse_config_files_and_bindings(files, None, finalize_config=False)
   except Exception as e:  # pylint: disable=broad-except  (gin raises many types on bad input)
-    raise UserInputError(f"bad gin config in {', '.join(files)}: {type(e).__name__}: {e}") from None
+    first = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, location kept
+    first = first.replace(" Searched config paths: [''].", "")
+    if isinstance(e, OSError) and "Unable to open file" in first:
+      first += f" (looked in: {', '.join(bundled_gin_dirs() + search + [os.getcwd()])})"
+    raise UserInputError(f"bad gin config in {', '.join(files)}: {type(e).__name__}: {first}") from None
   defined = _defined_macros()
   for binding in gin_bindings:
     m = _MACRO_RE.match(binding)

@@ -2,6 +2,11 @@
 
 No writer in t2t_jax leaves half-written output behind: if anything fails (bad input discovered
 midway, a crash, SIGTERM) the temporary is removed and the destination is untouched.
+
+`atomic_dir(path, kind=...)` also refuses to replace what it did not write: a file, a folder that
+is, holds or lies inside one of the command's inputs, or a non-empty folder without a
+`.t2t_output.json` marker of the same kind (unless `overwrite`); the marker is written into the
+new folder.
 """
 
 import contextlib
@@ -9,7 +14,9 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+MARKER_FILE = ".t2t_output.json"
 
 
 def _umask() -> int:
@@ -39,15 +46,60 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     raise
 
 
+def _inside(child: str, parent: str) -> bool:
+  return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence = (),
+                     overwrite: bool = False) -> str:
+  """The absolute `path` if a `kind` output dir may be written there; UserInputError otherwise."""
+  from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  path = os.path.abspath(os.fspath(path))
+  if os.path.lexists(path) and not os.path.isdir(path):
+    raise UserInputError(f"output {path}: exists and is not a folder")
+  real = os.path.realpath(path)
+  for inp in inputs:
+    if inp is None:
+      continue
+    rin = os.path.realpath(os.fspath(inp))
+    if _inside(rin, real) or _inside(real, rin):
+      raise UserInputError(f"output {path}: overlaps the input {os.fspath(inp)} (choose another folder)")
+  if os.path.isdir(path) and os.listdir(path) and not overwrite:
+    found = None
+    try:
+      with open(os.path.join(path, MARKER_FILE), encoding="utf-8") as f:
+        found = json.load(f).get("kind")
+    except (OSError, ValueError, AttributeError):
+      pass
+    if found != kind:
+      what = f"a {found!r} output" if found else f"not a t2t output (no {MARKER_FILE})"
+      raise UserInputError(f"output {path}: folder is not empty and is {what}; pass --overwrite to "
+                           f"replace it with a {kind!r} output")
+  return path
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[str]:
-  """Yields a temporary directory beside `path`; it replaces `path` only on success."""
+def atomic_dir(path: str | os.PathLike, overwrite: bool | None = None, *, kind: str | None = None,
+               inputs: Sequence = ()) -> Iterator[str]:
+  """Yields a temporary directory beside `path`; it replaces `path` only on success.
+
+  With `kind`, `check_output_dir` runs first (nothing is created when it refuses) and the marker
+  {"kind": kind} is written; `overwrite` then defaults to False.  Without `kind` (older callers),
+  an existing `path` is replaced unless overwrite=False.
+  """
+  if kind is not None:
+    path = check_output_dir(path, kind=kind, inputs=inputs, overwrite=bool(overwrite))
+    overwrite = True
+  elif overwrite is None:
+    overwrite = True
   path = os.path.abspath(os.fspath(path))
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
   try:
     yield tmp
+    if kind is not None:
+      write_json(os.path.join(tmp, MARKER_FILE), {"kind": kind})
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700.
     if os.path.exists(path):
       if not overwrite:

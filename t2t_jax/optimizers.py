@@ -91,3 +91,12 @@ def make_optimizer(name: str = "adafactor", *, schedule: Callable, weight_decay:
   if max_grad_norm:
     opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
   return opt
+
+
+def mask_frozen(opt: optax.GradientTransformation, trainable_mask) -> optax.GradientTransformation:
+  """`opt` on the parameters where `trainable_mask` is True; zero updates (and no optimizer state)
+  for the others.  `trainable_mask` None: `opt` unchanged."""
+  if trainable_mask is None:
+    return opt
+  labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable_mask)
+  return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)

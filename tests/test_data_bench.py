@@ -17,7 +17,7 @@ def test_corpus_is_valid_mpd(tmp_path):
                                           "mpd.slice.2000-2499.json"]
   stats = mpd.MpdStats()
   lengths = [len(p.track_ids) for p, _ in mpd.read_mpd(tmp_path, stats=stats)]
-  assert stats.playlists_read == 2500 and stats.playlists_skipped == 0 and stats.duplicate_rows == 0
+  assert stats.playlists_read == 2500 and stats.playlists_skipped == 0 and stats.duplicate_tracks_in_playlists == 0
   assert stats.rows_read == counts["rows"] == sum(lengths)
   assert 50 < np.mean(lengths) < 80 and min(lengths) >= 5
   assert bench_data.machine()["cores"] >= 1

@@ -51,3 +51,50 @@ def test_import_dataset(tmp_path):
   convert.import_dataset(os.path.join(GOOD, "catalog.jsonl"), os.path.join(GOOD, "playlists.jsonl"),
                          tmp_path / "ds2", splits_path=splits)
   assert formats.Dataset.load(tmp_path / "ds2").split_ids("test") == ["p2"]
+
+
+def test_csv_with_excel_bom_and_crlf():
+  tracks = list(convert.read_any_catalog(os.path.join(GOOD, "catalog_bom.csv")))
+  assert [t.track_id for t in tracks] == ["t1", "t2", "t3", "t4"]
+  assert tracks[0] == formats.Track("t1", "Artist 1", "Song 1", "A", ("x",))
+
+
+def test_import_dataset_is_complete_for_training(tmp_path):
+  """Real-data shapes: HTML descriptions, a repeated track, <MISSING> titles; the dir has a vocab."""
+  cat = tmp_path / "cat.csv"
+  convert.write_catalog_csv(cat, [formats.Track(f"t{i}", f"Artist {i}", f"Song {i}") for i in range(30)])
+  recs = [{"playlist_id": f"p{i}", "title": f"mix {i}",
+           "description": f'Hits by <a href="spotify:artist:{i}">Artist {i}</a> &amp; more &#x2F; {i}',
+           "track_ids": [f"t{i % 30}", f"t{(i + 1) % 30}", f"t{i % 30}"]} for i in range(60)]
+  recs.append({"playlist_id": "blank", "title": "<MISSING>", "description": "", "track_ids": ["t1"]})
+  pl = tmp_path / "pl.jsonl"
+  pl.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+  out = tmp_path / "ds"
+  meta = convert.import_dataset(cat, pl, out, vocab_size=300)
+  stats = meta["read_stats"]["playlists"]
+  assert stats["duplicate_tracks_in_playlists"] == 60 and stats["empty_prompt_playlists"] == 1
+  assert meta["num_playlists"] == 60 and meta["split_sizes"] == {"train": 48, "validation": 6, "test": 6}
+  assert meta["warnings"] and "only 60 playlists" in meta["warnings"][0]
+  ds = formats.Dataset.load(out)
+  p = next(ds.playlists())
+  assert p.track_ids == ("t0", "t1")
+  from t2t_jax.data import prompts  # pylint: disable=import-outside-toplevel
+  assert prompts.make_prompt(p, "both") == "mix 0 | Hits by Artist 0 & more / 0"
+  assert (out / "vocab" / "spm.model").exists() and meta["vocab"]["source"] == "trained"
+  assert meta["vocab"]["trained_on"] == {"train_prompts": 48, "tracks": 30}
+  # A user's SentencePiece model is checked and copied instead.
+  meta2 = convert.import_dataset(cat, pl, tmp_path / "ds2", spm_path=out / "vocab" / "spm.model",
+                                 validation_size=10, test_fraction=0.25)
+  assert meta2["vocab"]["source"] == "user" and meta2["split_sizes"] == {"train": 35, "validation": 10, "test": 15}
+  assert (tmp_path / "ds2" / "vocab" / "spm.model").read_bytes() == (out / "vocab" / "spm.model").read_bytes()
+  with pytest.raises(UserInputError, match="not a SentencePiece model"):
+    convert.import_dataset(cat, pl, tmp_path / "ds3", spm_path=cat)
+  assert not (tmp_path / "ds3").exists()
+  # A user's splits may name the playlist skipped for its empty prompt; a truly unknown one is an error.
+  splits = tmp_path / "splits.json"
+  splits.write_text(json.dumps({"train": [f"p{i}" for i in range(50)], "test": ["p50", "blank"]}))
+  meta3 = convert.import_dataset(cat, pl, tmp_path / "ds3", splits_path=splits, vocab_size=None)
+  assert meta3["split_sizes"] == {"train": 50, "validation": 0, "test": 1}
+  splits.write_text(json.dumps({"train": ["p1"], "test": ["p77"]}))
+  with pytest.raises(UserInputError, match="split 'test' names unknown playlist 'p77'"):
+    convert.import_dataset(cat, pl, tmp_path / "ds4", splits_path=splits, vocab_size=None)

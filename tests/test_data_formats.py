@@ -77,12 +77,14 @@ def test_non_utf8_line_is_named(tmp_path):
 
 @pytest.mark.parametrize("bad, message", [
     ({"playlist_id": "p9", "title": "x", "track_ids": []}, "is empty"),
-    ({"playlist_id": "p9", "title": "x", "track_ids": ["t1", "t1"]}, "appears twice"),
-    ({"playlist_id": "p9", "title": "x", "track_ids": ["t1", "zzz"]}, "unknown track 'zzz'"),
+    ({"playlist_id": "p9", "title": "x", "track_ids": ["zzz"]}, "unknown track 'zzz'"),
     ({"playlist_id": "p1", "title": "x", "track_ids": ["t1"]}, "duplicate playlist_id 'p1'"),
     ({"playlist_id": "p9", "title": "x", "track_ids": "t1"}, "must be a list"),
     ({"playlist_id": "p9", "title": 3, "track_ids": ["t1"]}, "'title' must be a string"),
-    ({"playlist_id": "p9", "title": "x", "track_ids": ["t1", 7]}, r"track_ids\[1\] must be a non-empty string"),
+    ({"playlist_id": "p9", "title": "x", "track_ids": ["t1", 7]}, r"track_ids\[1\] must be a string, got int"),
+    ({"playlist_id": "p9", "title": "x", "track_ids": ["t1", "t2\u2028"]}, r"track_ids\[1\] contains"),
+    ({"playlist_id": "p9", "title": "a\ud800", "track_ids": ["t1"]}, r"'title' contains a lone surrogate"),
+    ({"playlist_id": "p9 ", "title": "x", "track_ids": ["t1"]}, r"'playlist_id' has leading/trailing"),
     ({"playlist_id": "p9", "title": "x"}, "missing field 'track_ids'"),
     ({"playlist_id": "p9", "title": "x", "track_ids": ["t1"], "intent": [1]}, "'intent' must be an object"),
     ({"playlist_id": "p9", "title": "x" * (formats.MAX_TEXT_CHARS + 1), "track_ids": ["t1"]}, "characters long"),
@@ -96,6 +98,57 @@ def test_read_playlists_errors(tmp_path, bad, message):
   kept = list(formats.read_playlists(path, known, on_error="skip", stats=stats))
   assert [p.playlist_id for p in kept] == ["p1", "p2", "p3"]
   assert (stats.read, stats.skipped) == (3, 1)
+
+
+def test_duplicate_and_unknown_tracks(tmp_path):
+  recs = PLAYLISTS + [{"playlist_id": "p4", "title": "x", "track_ids": ["t1", "t2", "t1", "zzz", "t2"]},
+                      {"playlist_id": "p5", "title": "y", "track_ids": ["zzz", "yyy"]}]
+  path = _jsonl(tmp_path / "p.jsonl", recs)
+  known = {"t1", "t2", "t3"}
+  with pytest.raises(UserInputError, match=r"p.jsonl:4: playlist 'p4': unknown track 'zzz' \(track_ids\[3\]"):
+    list(formats.read_playlists(path, known))
+  stats = formats.ReadStats()
+  kept = list(formats.read_playlists(path, known, on_error="skip", stats=stats))
+  # A repeat is kept once (first position); an unknown track is dropped, not its playlist; a
+  # playlist left with no track is skipped.
+  assert [p.playlist_id for p in kept] == ["p1", "p2", "p3", "p4"]
+  assert kept[3].track_ids == ("t1", "t2")
+  d = stats.as_dict()
+  assert (d["read"], d["skipped"], d["duplicate_tracks_in_playlists"], d["unknown_tracks_dropped"],
+          d["playlists_without_known_tracks"]) == (4, 1, 2, 3, 1)
+  assert "p.jsonl:5: playlist 'p5': none of its 2 tracks" in d["messages"][0]
+  dup_only = _jsonl(tmp_path / "d.jsonl", [{"playlist_id": "p9", "title": "x", "track_ids": ["t1", "t1"]}])
+  stats = formats.ReadStats()
+  assert [p.track_ids for p in formats.read_playlists(dup_only, known, stats=stats)] == [("t1",)]
+  assert stats.duplicate_tracks_in_playlists == 1
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\u2028b", "a\u2029b", "a\x85b", "a\x0bb", "a\x0cb", "a\x1cb",
+                                 "a\x1db", "a\x1eb", "a\tb", "a\x00b", " a", "a ", "a\u00a0", "", "x" * 513,
+                                 "a\ud800"])
+def test_id_rule(bad):
+  assert formats.id_problem(bad) is not None
+  assert not formats.all_ids_valid(["ok", bad, "fine"])
+  # The rule is what keeps one-id-a-line files intact: str.splitlines never splits a valid id.
+  assert formats.id_problem("a b") is None and formats.id_problem("spotify:track:1") is None
+  assert formats.all_ids_valid(["a b", "Ärtist – ü", "x" * 512, "🎵"])
+  assert len("\n".join(["a b", "Ärtist – ü", "🎵"]).splitlines()) == 3
+
+
+def test_deep_nesting_folder_and_symlink_loop(tmp_path):
+  path = tmp_path / "c.jsonl"
+  path.write_text(json.dumps(TRACKS[0]) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+  with pytest.raises(UserInputError, match=r"c.jsonl:2: JSON nested too deeply"):
+    list(formats.read_catalog(path))
+  (tmp_path / "folder.jsonl").mkdir()
+  with pytest.raises(UserInputError, match=r"folder.jsonl: is a folder"):
+    list(formats.read_catalog(tmp_path / "folder.jsonl"))
+  os.symlink(tmp_path / "loop", tmp_path / "loop")
+  with pytest.raises(UserInputError, match=r"loop: unreadable symbolic link"):
+    list(formats.read_catalog(tmp_path / "loop"))
+  (tmp_path / "s.json").write_text("[" * 100_000)
+  with pytest.raises(UserInputError, match=r"s.json: JSON nested too deeply|s.json:1: malformed"):
+    formats.read_splits(tmp_path / "s.json")
 
 
 def test_on_error_is_checked(tmp_path):
@@ -134,6 +187,37 @@ def test_make_splits_deterministic_and_disjoint():
   assert [len(small[k]) for k in formats.SPLITS] == [1, 1, 1]
   with pytest.raises(UserInputError, match="fractions"):
     formats.make_splits(ids, seed=0, validation_fraction=0.6, test_fraction=0.6)
+  sized = formats.make_splits(ids, seed=3, validation_size=7, test_size=0)
+  assert [len(sized[k]) for k in formats.SPLITS] == [93, 7, 0]
+  with pytest.raises(UserInputError, match="leave no training playlist"):
+    formats.make_splits(ids, seed=0, validation_size=50, test_size=50)
+
+
+def test_folds_and_fold_splits(tmp_path):
+  ids = [f"c{i}" for i in range(53)]
+  folds = formats.make_folds(reversed(ids), num_folds=5, seed=1)
+  assert folds == formats.make_folds(ids, num_folds=5, seed=1)
+  assert sorted(len(f) for f in folds["folds"]) == [10, 10, 11, 11, 11]
+  assert sorted(i for f in folds["folds"] for i in f) == sorted(ids)
+  tests = []
+  for k in range(5):
+    s = formats.fold_splits(folds, k, validation_fraction=0.1, min_validation=5)
+    assert s["test"] == folds["folds"][k] and len(s["validation"]) == 5
+    assert not (set(s["train"]) & set(s["validation"]) or set(s["train"]) & set(s["test"])
+                or set(s["validation"]) & set(s["test"]))
+    assert sorted(s["train"] + s["validation"] + s["test"]) == sorted(ids)
+    tests += s["test"]
+  assert sorted(tests) == sorted(ids)  # every playlist is tested exactly once
+  path = tmp_path / "folds.json"
+  path.write_text(json.dumps(folds))
+  assert formats.fold_splits(path, 2) == formats.fold_splits(folds, 2)
+  with pytest.raises(UserInputError, match="fold must be an integer in"):
+    formats.fold_splits(folds, 5)
+  path.write_text(json.dumps({"folds": [["a", "b"], ["b"]]}))
+  with pytest.raises(UserInputError, match="'b' is in folds 0 and 1"):
+    formats.read_folds(path)
+  with pytest.raises(UserInputError, match="num_folds"):
+    formats.make_folds(ids, num_folds=1, seed=0)
 
 
 def test_dataset_load(tmp_path):

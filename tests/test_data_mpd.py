@@ -35,7 +35,7 @@ def test_read_mpd_values():
   assert got[1][0].description == "late night jazz" and got[1][0].title == "chill jazz 🎷"
   # Playlist 2 lists Mr. Brightside twice: the repeat is dropped and counted.
   assert len(got[2][0].track_ids) == 4
-  assert (stats.files, stats.playlists_read, stats.rows_read, stats.duplicate_rows) == (2, 5, 16, 1)
+  assert (stats.files, stats.playlists_read, stats.rows_read, stats.duplicate_tracks_in_playlists) == (2, 5, 16, 1)
 
 
 def test_single_file_and_pos_order(tmp_path):
@@ -54,7 +54,7 @@ def test_convert_mpd(tmp_path):
   assert len(ds.tracks) == 8 and meta["num_tracks"] == 8 and meta["num_playlists"] == 5
   assert ds.tracks[0].track_id == "spotify:track:4uLU6hMCjMI75M1A2tKUQC"  # first-seen order
   assert meta["split_sizes"] == {"train": 3, "validation": 1, "test": 1}
-  assert meta["read_stats"]["duplicate_rows"] == 1
+  assert meta["read_stats"]["duplicate_tracks_in_playlists"] == 1
   assert ds.meta["source"] == "mpd"
   again = mpd.convert_mpd(MPD_DIR, tmp_path / "ds2", seed=0, validation_fraction=0.2, test_fraction=0.2)
   for name in ("catalog.jsonl", "playlists.jsonl", "splits.json"):

@@ -54,3 +54,23 @@ def test_augment_prompt_deterministic():
   rng = np.random.default_rng(1)
   outs = {prompts.augment_prompt("jazz", rng) for _ in range(50)}
   assert outs == {t.format(prompt="jazz") for t in prompts.PROMPT_TEMPLATES}
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ('Songs by <a href="spotify:artist:1">Drake</a>, <b>SZA</b> &amp; more. Cover: Dua &#x2F; Lipa',
+     "Songs by Drake, SZA & more. Cover: Dua / Lipa"),
+    ("line<br/>two<p>three</p>four", "line two three four"),
+    ("I <3 you & R&B < 5 > 3", "I <3 you & R&B < 5 > 3"),
+    ("&lt;i&gt;escaped&lt;/i&gt; markup", "escaped markup"),
+    ("<MISSING>", ""), ("  <missing> ", ""), ("", ""),
+])
+def test_clean_text(raw, clean):
+  assert prompts.normalize_text(prompts.clean_text(raw)) == clean
+
+
+def test_prompt_cleans_each_field():
+  p = formats.Playlist("p7", "<MISSING>", "Chill <i>vibes</i> &amp; more", ("t1",))
+  assert prompts.make_prompt(p, "both") == "Chill vibes & more"
+  assert prompts.make_prompt(p, "description") == "Chill vibes & more"
+  with pytest.raises(UserInputError, match="empty prompt"):
+    prompts.make_prompt(p, "title")

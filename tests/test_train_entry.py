@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = ["--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/finetune.gin",
         "--gin.MIXTURE_OR_TASK_NAME='copy'",
         "--gin.TASK_FEATURE_LENGTHS={'inputs': 10, 'targets': 5}",
-        "--gin.train_script.train.data_fn=@train_script.copy_task_batches",
+        "--gin.train_script.train.data_fn=@train_script.copy_task_batches", "--gin.VOCAB_SIZE=128",
         "--gin.BATCH_SIZE=8", "--gin.LOG_PERIOD=5", "--gin.EVAL_STEPS=2"]
 
 

@@ -30,7 +30,7 @@ def test_two_processes_match_single_process(tmp_path):
   args = ["--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/finetune.gin",
           "--gin.MIXTURE_OR_TASK_NAME='copy'",
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 10, 'targets': 5}",
-          "--gin.train_script.train.data_fn=@train_script.copy_task_batches",
+          "--gin.train_script.train.data_fn=@train_script.copy_task_batches", "--gin.VOCAB_SIZE=128",
           "--gin.BATCH_SIZE=8", f"--gin.TRAIN_STEPS={STEPS}", "--gin.CHECKPOINT_PERIOD=2",
           "--gin.EVAL_PERIOD=None", "--gin.LOG_PERIOD=1", "--gin.LEARNING_RATE=0.01",
           f"--gin.MODEL_DIR='{multi_dir}'", f"--coordinator_address=localhost:{port}",

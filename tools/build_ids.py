@@ -214,7 +214,8 @@ def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedd
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--gin_file", action="append", default=[], help="gin/ids/*.gin")
+  p.add_argument("--gin_file", action="append", default=[],
+                 help="gin/ids/*.gin (bundled files resolve from any working directory)")
   p.add_argument("--gin_bindings", action="append", default=[])
   p.add_argument("--strategy", default=None, help="overrides the gin file's strategy")
   p.add_argument("--out", required=True, help="ID table dir to write (replaced atomically); with --compare, "
@@ -228,9 +229,6 @@ def main(argv=None) -> int:
   p.add_argument("--no_progress", action="store_true")
   args = p.parse_args(argv)
   try:
-    for f in args.gin_file:
-      if not os.path.exists(f):
-        raise UserInputError(f"--gin_file {f}: not found")
     if args.compare:
       if not args.dataset_dir:
         raise UserInputError("--compare needs --dataset_dir")
@@ -243,8 +241,10 @@ def main(argv=None) -> int:
       for r in rows:
         print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
       return 0
-    gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings)
+    # gin_utils resolves gin/ids/... (or ids/...) from any working directory, without gin's
+    # package-path fallback (its misleading "ERROR:root:Path not found" log).
+    from t2t_jax import gin_utils  # pylint: disable=g-import-not-at-top
+    gin_utils.parse_gin(args.gin_file, args.gin_bindings)
     overrides = {"out_dir": args.out, "plots": not args.no_plots, "progress": not args.no_progress}
     if args.strategy:
       overrides["strategy"] = args.strategy

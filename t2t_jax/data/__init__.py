@@ -1,10 +1,14 @@
 """t2t_jax.data: datasets without TensorFlow.
 
-formats    dataset dir (catalog.jsonl, playlists.jsonl, splits.json, meta.json): validated streaming
-           readers, atomic writers, `Dataset`, `make_splits`
+formats    dataset dir (catalog.jsonl, playlists.jsonl, splits.json, meta.json, folds.json): validated
+           streaming readers, the shared id rule (`id_problem`), atomic writers, `Dataset`,
+           `make_splits`, k-fold `fold_splits` / `materialize_fold`
+finish     the last step of every importer: splits (default sizes), SentencePiece vocab, meta.json
+convert    catalogs as CSV/Parquet; `import_dataset` for user files (`t2t import jsonl|csv|parquet`)
+mpd        Spotify Million Playlist Dataset slices -> dataset dir (`t2t import mpd`)
+cpcd       the Conversational Playlist Curation Dataset -> dataset dir (`t2t import cpcd`)
 synthetic  deterministic synthetic catalog + playlists drawn from latent intents
-mpd        Spotify Million Playlist Dataset slices -> dataset dir
-convert    catalogs as CSV/Parquet; `import_dataset` for user files
-prompts    prompt text from a playlist (title / description / both), normalisation, templates
+prompts    prompt text from a playlist (title / description / both), HTML cleaning, normalisation
 vocab      SentencePiece training (T5 ids) and the text + ID-token vocabulary
+english    common English words (which artist names the CPCD masking keeps)
 """

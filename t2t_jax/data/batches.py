@@ -4,7 +4,8 @@
 EncDecFeatureConverter(pack=False)), computed in Python/numpy so that it runs where TensorFlow and
 SeqIO are not installed (accelerator images): the same examples in the same order as the SeqIO
 task with `shuffle=False` (tests/test_data_batches.py checks equality), the same trimming (inputs and
-targets cut to length - 1, then EOS, as seqio's `append_eos_after_trim`), the same example-level
+targets cut to length - 1, then EOS, as seqio's `append_eos_after_trim`; WordPiece inputs of a
+pretrained encoder, which carry no EOS, are cut to length), the same example-level
 sharding (example i of an epoch goes to shard i % num_shards, as seqio shards a FunctionDataSource)
 and per-host batches of `batch_size // num_shards` rows; a last partial batch is dropped.
 
@@ -93,12 +94,13 @@ def numpy_batches(source: ExampleSource, *, split: str, task_feature_lengths: Ma
   if lin < 2 or lt < 2:
     raise UserInputError(f"task_feature_lengths must be >= 2 (room for EOS), got {dict(task_feature_lengths)}")
   per_host = batch_size // num_shards
+  cut_inputs = _trim_eos if source.input_tokenizer is None else (lambda t, n: t[:n].astype(np.int32))
   enc_BxL = np.zeros((per_host, lin), np.int32)
   tgt_BxT = np.zeros((per_host, lt), np.int32)
   n = 0
   for inputs, targets in _examples(source, split, seed, shard_index, num_shards, num_epochs,
                                    shuffle_buffer_size):
-    x, y = _trim_eos(inputs, lin), _trim_eos(targets, lt)
+    x, y = cut_inputs(inputs, lin), _trim_eos(targets, lt)
     enc_BxL[n, :x.size] = x
     tgt_BxT[n, :y.size] = y
     n += 1

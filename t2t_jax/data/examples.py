@@ -48,11 +48,14 @@ class ExampleSource:
   relevance sets (and playlists left without any), counting them in `stats`.
   augment: wrap training prompts in `prompts.PROMPT_TEMPLATES` (a template drawn per playlist from
   the shuffle seed); evaluation prompts are never augmented.
+  input_tokenizer: None (prompts are SentencePiece pieces of `spm_path`; the SeqIO feature appends
+  EOS) or a pretrained encoder's Hugging Face tokenizer (WordPiece ids with [CLS] ... [SEP], no
+  EOS); then the targets use an ID-only vocabulary unless the IDs are text.
   """
 
   def __init__(self, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str,
                max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS, *, missing_ids: str = "raise",
-               augment: bool = False):
+               augment: bool = False, input_tokenizer: str | None = None):
     if missing_ids not in MISSING_IDS:
       raise UserInputError(f"missing_ids must be one of {MISSING_IDS}, got {missing_ids!r}")
     self.dataset_dir = dataset_dir
@@ -62,6 +65,7 @@ class ExampleSource:
     self.max_prompt_chars = max_prompt_chars
     self.missing_ids = missing_ids
     self.augment = augment
+    self.input_tokenizer = input_tokenizer  # None: prompts use the SentencePiece model
     self.stats = SourceStats()
     self._lock = threading.Lock()
     self._loaded = None
@@ -72,9 +76,11 @@ class ExampleSource:
       if self._loaded is None:
         dataset = load_dataset(self.dataset_dir)
         table = load_table(self.ids_dir)
-        vocab = text_and_id_vocab(self.spm_path, table.level_sizes)
+        vocab = output_vocab(self.spm_path, table, self.input_tokenizer)
         check_table(table, vocab, dataset, self.ids_dir, missing_ids=self.missing_ids)
         self._vocab = vocab
+        self._input_vocab = (text_and_id_vocab(self.spm_path) if self.input_tokenizer is None else
+                             wordpiece_vocab(self.input_tokenizer))
         tokens_NxL = table.token_ids(vocab.id_token_offset)
         row_of = {t: r for r, t in enumerate(table.track_ids)}
         self._loaded = (dataset, row_of, tokens_NxL)
@@ -82,7 +88,7 @@ class ExampleSource:
 
   @property
   def vocab(self) -> t2t_vocab.TextAndIdVocab:
-    """The task's vocabulary (text pieces + ID tokens); loads the data on first use."""
+    """The targets vocabulary (text pieces + ID tokens, or ID tokens only); loads the data on first use."""
     self._load()
     return self._vocab
 
@@ -106,8 +112,12 @@ class ExampleSource:
     return prompts.make_prompt(playlist, self.prompt_field, max_chars=self.max_prompt_chars)
 
   def _tokens(self, text: str) -> np.ndarray:
-    # Text pieces only: a prompt that happens to contain "<id_l_c>" must not become ID tokens.
-    return np.asarray(self._vocab.sp.EncodeAsIds(text), np.int32)
+    """Prompt token ids: SentencePiece pieces (EOS is appended later) or the pretrained encoder's
+    WordPiece ids with [CLS] ... [SEP] (no EOS).  Plain text only: a prompt that happens to
+    contain "<id_l_c>" must not become ID tokens."""
+    if self.input_tokenizer is not None:
+      return np.asarray(self._input_vocab.encode(text), np.int32)
+    return np.asarray(self._input_vocab.sp.EncodeAsIds(text), np.int32)
 
   def train_playlists(self, seed: int | None = None) -> Iterator[dict]:
     """One element per train playlist: its prompt tokens and the ID tokens of all its tracks.
@@ -185,3 +195,22 @@ def load_table(ids_dir: str) -> IdTable:
 @functools.lru_cache(maxsize=64)
 def text_and_id_vocab(spm_path: str, id_level_sizes: Sequence[int] = ()) -> t2t_vocab.TextAndIdVocab:
   return t2t_vocab.TextAndIdVocab(spm_path, tuple(id_level_sizes))
+
+
+@functools.lru_cache(maxsize=8)
+def wordpiece_vocab(tokenizer: str):
+  from t2t_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
+  return wordpiece.WordPieceVocab(tokenizer)
+
+
+@functools.lru_cache(maxsize=64)
+def _id_only_vocab(id_level_sizes: tuple[int, ...]) -> t2t_vocab.IdOnlyVocab:
+  return t2t_vocab.IdOnlyVocab(id_level_sizes)
+
+
+def output_vocab(spm_path: str, table: IdTable, input_tokenizer: str | None = None) -> t2t_vocab.TextAndIdVocab:
+  """The targets vocabulary: SentencePiece + ID tokens (shared with T5's inputs), or ID tokens only
+  when the encoder has its own vocabulary and the IDs are not text."""
+  if input_tokenizer is not None and not table.is_text:
+    return _id_only_vocab(tuple(table.level_sizes))
+  return text_and_id_vocab(spm_path, tuple(table.level_sizes))

@@ -11,6 +11,22 @@ Readers stream (one record in memory at a time, apart from the set of seen ids u
 duplicates) and validate every record.  A bad record raises `UserInputError` naming `file:line` and
 the bad field/value; with `on_error="skip"` it is skipped and counted in a `ReadStats` instead
 (first few messages kept).  Writers write to a temporary name and rename (`t2t_jax.io_utils`).
+
+Real-data quirks that are not errors: a track listed twice in one playlist is kept once (first
+position) and counted (`ReadStats.duplicate_tracks_in_playlists`); with `on_error="skip"` a track
+missing from the catalog drops only that track (`unknown_tracks_dropped`; a playlist left with no
+track is skipped).  Importers also skip, and count, playlists whose prompt is empty once markup and
+placeholders are cleaned (`prompts.clean_text`); `Dataset.load` still rejects them.
+
+The id rule (`id_problem`), shared by every reader and by `ids.table.check_track_ids`: a track or
+playlist id is a non-empty string of at most MAX_ID_CHARS characters, without leading or trailing
+whitespace, control characters (C0/C1, so no newline, tab, VT/FF, FS/GS/RS, NEL, CR), the Unicode
+line/paragraph separators U+2028/U+2029, or lone surrogates.  Those are exactly the characters that
+`str.splitlines` splits on or UTF-8 cannot encode, so an id that passes survives every one-id-a-line
+file.  Text fields (title, artist, ...) may hold anything but lone surrogates.
+
+`fold_splits` / `materialize_fold` turn a `folds.json` (k-fold cross-validation, e.g. CPCD's) into
+the splits of one fold, or into a complete dataset dir for that fold.
 """
 
 from __future__ import annotations
@@ -18,24 +34,61 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any, Collection, Iterable, Iterator
 
 import numpy as np
 
 from t2t_jax import io_utils
-from t2t_jax.data.prompts import normalize_text
+from t2t_jax.data.prompts import clean_text, normalize_text
 from t2t_jax.errors import UserInputError, where
 
 CATALOG_FILE = "catalog.jsonl"
 PLAYLISTS_FILE = "playlists.jsonl"
 SPLITS_FILE = "splits.json"
 META_FILE = "meta.json"
+FOLDS_FILE = "folds.json"
+VOCAB_DIR = "vocab"
+SPM_FILE = "spm.model"
 SPLITS = ("train", "validation", "test")
 ON_ERROR = ("raise", "skip")
 # Longest title/description/name accepted by the readers (characters).  Longer values are a
 # corrupted record, not a prompt; prompts.py trims long-but-sane prompts further.
 MAX_TEXT_CHARS = 20_000
 MAX_ID_CHARS = 512
+# Characters no id may contain (see the module docstring): C0/C1 controls, U+2028/U+2029, surrogates.
+_BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+_BAD_ID_CHAR_BUT_NL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# On newline-joined ids: an empty id, or one starting/ending with whitespace.
+_BAD_JOINED_ID = re.compile(r"^$|^\s|[^\S\n]$", re.MULTILINE)
+
+
+def all_ids_valid(ids: list[str]) -> bool:
+  """True when every id (all str) passes `id_problem`; vectorised (10M ids in seconds)."""
+  if not ids:
+    return True
+  joined = "\n".join(ids)
+  return (joined.count("\n") == len(ids) - 1 and not _BAD_ID_CHAR_BUT_NL.search(joined)
+          and not _BAD_JOINED_ID.search(joined) and max(map(len, ids)) <= MAX_ID_CHARS)
+
+
+def id_problem(value: Any) -> str | None:
+  """Why `value` is not a valid track/playlist id (the shared id rule), or None when it is."""
+  if not isinstance(value, str):
+    return f"must be a string, got {type(value).__name__} {_short(value)}"
+  if not value:
+    return "is empty"
+  if len(value) > MAX_ID_CHARS:
+    return f"is {len(value)} characters long (limit {MAX_ID_CHARS}): {_short(value)}"
+  m = _BAD_ID_CHAR.search(value)
+  if m:
+    return f"contains the control/separator character {m.group()!r} at position {m.start()}: {_short(value)}"
+  if value != value.strip():
+    return f"has leading/trailing whitespace: {_short(value)}"
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,20 +125,64 @@ class ReadStats:
   """Counters filled by a reader: records read (valid), skipped, and the first skip messages."""
   read: int = 0
   skipped: int = 0
+  duplicate_tracks_in_playlists: int = 0  # repeats dropped (first position kept)
+  unknown_tracks_dropped: int = 0         # on_error="skip": tracks not in the catalog, dropped
+  playlists_without_known_tracks: int = 0  # on_error="skip": nothing left after that (also in skipped)
+  empty_prompt_playlists: int = 0         # importers: no prompt text after cleaning, skipped
   messages: list[str] = dataclasses.field(default_factory=list)
   max_messages: int = 20
+  empty_prompt_ids: set[str] = dataclasses.field(default_factory=set)  # not in as_dict
 
   def skip(self, message: str) -> None:
     self.skipped += 1
+    self.note(message)
+
+  def note(self, message: str) -> None:
     if len(self.messages) < self.max_messages:
       self.messages.append(message)
 
   def as_dict(self) -> dict[str, Any]:
-    return {"read": self.read, "skipped": self.skipped, "messages": list(self.messages)}
+    return {"read": self.read, "skipped": self.skipped,
+            "duplicate_tracks_in_playlists": self.duplicate_tracks_in_playlists,
+            "unknown_tracks_dropped": self.unknown_tracks_dropped,
+            "playlists_without_known_tracks": self.playlists_without_known_tracks,
+            "empty_prompt_playlists": self.empty_prompt_playlists, "messages": list(self.messages)}
 
 
 class _BadRecord(Exception):
   """A record-level problem; the reader turns it into UserInputError or a counted skip."""
+
+
+class _EmptyPrompt(_BadRecord):
+  """A playlist with no prompt text: an error in a dataset dir, skipped and counted by importers."""
+
+  def __init__(self, message: str, playlist_id: str):
+    super().__init__(message)
+    self.playlist_id = playlist_id
+
+
+class _NoKnownTracks(_BadRecord):
+  """on_error="skip": every track of the playlist was unknown and dropped."""
+
+
+def check_input_file(path: str | os.PathLike, what: str = "file") -> str:
+  """`path` as str if it names a readable regular file; otherwise UserInputError saying why."""
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    raise UserInputError(f"{path}: is a folder, expected a {what}")
+  if not os.path.exists(path):
+    if os.path.islink(path):
+      try:
+        os.stat(path)
+      except OSError as e:
+        raise UserInputError(f"{path}: unreadable symbolic link ({e.strerror})") from None
+    raise UserInputError(f"{path}: no such {what}")
+  try:
+    with open(path, "rb"):
+      pass
+  except OSError as e:
+    raise UserInputError(f"{path}: cannot read the {what} ({e.strerror})") from None
+  return path
 
 
 def _check_on_error(on_error: str) -> None:
@@ -98,9 +195,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
 
   Lines are decoded as UTF-8 one at a time so that a non-UTF-8 byte names its own line.
   """
-  path = os.fspath(path)
-  if not os.path.exists(path):
-    raise UserInputError(f"{path}: no such file")
+  path = check_input_file(path)
   with open(path, "rb") as f:
     for lineno, raw in enumerate(f, start=1):
       if raw.strip():
@@ -119,6 +214,8 @@ def _parse_line(raw: bytes, first: bool) -> Any:
     return json.loads(text)
   except json.JSONDecodeError as e:
     return _BadRecord(f"malformed JSON ({e.msg} at column {e.colno})")
+  except RecursionError:
+    return _BadRecord("JSON nested too deeply")
 
 
 def _str_field(rec: dict, key: str, *, required: bool = True, nonempty: bool = False,
@@ -134,14 +231,25 @@ def _str_field(rec: dict, key: str, *, required: bool = True, nonempty: bool = F
     raise _BadRecord(f"field {key!r} is empty")
   if len(value) > max_chars:
     raise _BadRecord(f"field {key!r} is {len(value)} characters long (limit {max_chars})")
+  check_text(value, key)
   return value
+
+
+def check_text(value: str, key: str) -> None:
+  """Raises _BadRecord when a text field holds a lone surrogate (a "\\ud800" JSON escape)."""
+  m = _SURROGATE.search(value)
+  if m:
+    raise _BadRecord(f"field {key!r} contains a lone surrogate {m.group()!r} at position {m.start()} "
+                     "(not valid Unicode)")
 
 
 def _id_field(rec: dict, key: str) -> str:
-  value = _str_field(rec, key, nonempty=True, max_chars=MAX_ID_CHARS)
-  if value != value.strip() or "\n" in value:
-    raise _BadRecord(f"field {key!r} has leading/trailing whitespace or a newline: {value!r}")
-  return value
+  if key not in rec or rec[key] is None:
+    raise _BadRecord(f"missing field {key!r}")
+  problem = id_problem(rec[key])
+  if problem:
+    raise _BadRecord(f"field {key!r} {problem}")
+  return rec[key]
 
 
 def _short(value: Any, n: int = 60) -> str:
@@ -167,8 +275,13 @@ def parse_track(rec: Any) -> Track:
   return Track(track_id, artist, title, album, tuple(tags))
 
 
-def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None) -> Playlist:
-  """Validates one playlist record (parsed JSON) and returns a Playlist; raises _BadRecord."""
+def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None, *,
+                   drop_unknown: bool = False, stats: ReadStats | None = None) -> Playlist:
+  """Validates one playlist record (parsed JSON) and returns a Playlist; raises _BadRecord.
+
+  A repeated track is kept once (first position) and counted in `stats`.  With `drop_unknown`, a
+  track missing from `known_track_ids` is dropped and counted instead of failing the record.
+  """
   if isinstance(rec, _BadRecord):
     raise rec
   if not isinstance(rec, dict):
@@ -183,21 +296,32 @@ def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None) -> 
     raise _BadRecord(f"playlist {playlist_id!r}: 'track_ids' must be a list, got {type(track_ids).__name__}")
   if not track_ids:
     raise _BadRecord(f"playlist {playlist_id!r} is empty (no track_ids)")
-  seen = set()
+  kept, seen, dropped = [], set(), 0
   for i, t in enumerate(track_ids):
-    if not isinstance(t, str) or not t:
-      raise _BadRecord(f"playlist {playlist_id!r}: track_ids[{i}] must be a non-empty string, got {_short(t)}")
+    problem = id_problem(t)
+    if problem:
+      raise _BadRecord(f"playlist {playlist_id!r}: track_ids[{i}] {problem}")
     if t in seen:
-      raise _BadRecord(f"playlist {playlist_id!r}: track {t!r} appears twice (track_ids[{i}])")
-    if known_track_ids is not None and t not in known_track_ids:
-      raise _BadRecord(f"playlist {playlist_id!r}: unknown track {t!r} (track_ids[{i}] not in the catalog)")
+      if stats is not None:
+        stats.duplicate_tracks_in_playlists += 1
+      continue
     seen.add(t)
-  if not normalize_text(title) and not normalize_text(description):
-    raise _BadRecord(f"playlist {playlist_id!r} has no title or description (empty prompt)")
+    if known_track_ids is not None and t not in known_track_ids:
+      if not drop_unknown:
+        raise _BadRecord(f"playlist {playlist_id!r}: unknown track {t!r} (track_ids[{i}] not in the catalog)")
+      dropped += 1
+      continue
+    kept.append(t)
+  if stats is not None:
+    stats.unknown_tracks_dropped += dropped
+  if not kept:
+    raise _NoKnownTracks(f"playlist {playlist_id!r}: none of its {len(seen)} tracks is in the catalog")
+  if not normalize_text(clean_text(title)) and not normalize_text(clean_text(description)):
+    raise _EmptyPrompt(f"playlist {playlist_id!r} has no title or description (empty prompt)", playlist_id)
   intent = rec.get("intent")
   if intent is not None and not isinstance(intent, dict):
     raise _BadRecord(f"playlist {playlist_id!r}: 'intent' must be an object, got {type(intent).__name__}")
-  return Playlist(playlist_id, title, description, tuple(track_ids), intent)
+  return Playlist(playlist_id, title, description, tuple(kept), intent)
 
 
 def read_catalog(path: str | os.PathLike, *, on_error: str = "raise",
@@ -223,24 +347,35 @@ def read_catalog(path: str | os.PathLike, *, on_error: str = "raise",
 
 
 def read_playlists(path: str | os.PathLike, known_track_ids: Collection[str] | None = None, *,
-                   on_error: str = "raise", stats: ReadStats | None = None) -> Iterator[Playlist]:
+                   on_error: str = "raise", stats: ReadStats | None = None,
+                   skip_empty_prompts: bool = False) -> Iterator[Playlist]:
   """Streams playlists from a playlists JSONL file.
 
-  Validates types and fields, rejects empty playlists, a track listed twice in one playlist,
-  duplicate playlist ids and (when `known_track_ids` is given) tracks missing from the catalog.
+  Validates types and fields, rejects empty playlists, duplicate playlist ids and (when
+  `known_track_ids` is given) tracks missing from the catalog; with on_error="skip" a missing
+  track is dropped, and its playlist skipped only when no track is left.  A track repeated in a
+  playlist is kept once and counted.  `skip_empty_prompts` (importers): a playlist without prompt
+  text is skipped and counted in `stats.empty_prompt_playlists` instead of being an error.
   """
   _check_on_error(on_error)
   stats = stats if stats is not None else ReadStats()
   seen: set[str] = set()
   for lineno, rec in iter_jsonl(path):
     try:
-      playlist = parse_playlist(rec, known_track_ids)
+      playlist = parse_playlist(rec, known_track_ids, drop_unknown=on_error == "skip", stats=stats)
       if playlist.playlist_id in seen:
         raise _BadRecord(f"duplicate playlist_id {playlist.playlist_id!r}")
     except _BadRecord as e:
       msg = f"{where(path, lineno)}: {e}"
+      if isinstance(e, _EmptyPrompt) and skip_empty_prompts:
+        stats.empty_prompt_playlists += 1
+        stats.empty_prompt_ids.add(e.playlist_id)
+        stats.note(msg)
+        continue
       if on_error == "raise":
         raise UserInputError(msg) from None
+      if isinstance(e, _NoKnownTracks):
+        stats.playlists_without_known_tracks += 1
       stats.skip(msg)
       continue
     seen.add(playlist.playlist_id)
@@ -277,11 +412,13 @@ def write_splits(path: str | os.PathLike, splits: dict[str, list[str]]) -> None:
 
 
 def make_splits(playlist_ids: Iterable[str], *, seed: int, validation_fraction: float = 0.05,
-                test_fraction: float = 0.05) -> dict[str, list[str]]:
+                test_fraction: float = 0.05, validation_size: int | None = None,
+                test_size: int | None = None) -> dict[str, list[str]]:
   """Splits playlists (not tracks) into train/validation/test, deterministically from `seed`.
 
   The result depends only on the set of ids and the seed (ids are sorted before the permutation).
-  Non-zero fractions get at least one playlist each when there are at least three playlists.
+  Sizes come from the fractions (non-zero fractions get at least one playlist each when there are
+  at least three playlists) unless `validation_size` / `test_size` give them as counts.
   """
   if not (0 <= validation_fraction < 1 and 0 <= test_fraction < 1
           and validation_fraction + test_fraction < 1):
@@ -296,24 +433,38 @@ def make_splits(playlist_ids: Iterable[str], *, seed: int, validation_fraction: 
   if n >= 3:
     n_val = max(n_val, 1 if validation_fraction > 0 else 0)
     n_test = max(n_test, 1 if test_fraction > 0 else 0)
+  for name, size in (("validation_size", validation_size), ("test_size", test_size)):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+      raise UserInputError(f"{name} must be a non-negative integer, got {size!r}")
+  n_val = n_val if validation_size is None else validation_size
+  n_test = n_test if test_size is None else test_size
+  if n_val + n_test >= n and (validation_size is not None or test_size is not None):
+    raise UserInputError(f"validation_size {n_val} + test_size {n_test} leave no training playlist "
+                         f"(the dataset has {n})")
   shuffled = [ids[i] for i in perm]
   return {"train": sorted(shuffled[n_val + n_test:]),
           "validation": sorted(shuffled[:n_val]),
           "test": sorted(shuffled[n_val:n_val + n_test])}
 
 
-def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
-  """Reads and validates splits.json: known split names, lists of string ids, no id in two splits."""
-  path = os.fspath(path)
-  if not os.path.exists(path):
-    raise UserInputError(f"{path}: no such file")
+def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
+  """Parses a whole JSON file; any problem (missing, folder, not UTF-8, malformed) -> UserInputError."""
+  path = check_input_file(path, what)
   try:
     with open(path, encoding="utf-8") as f:
-      obj = json.load(f)
+      return json.load(f)
   except json.JSONDecodeError as e:
     raise UserInputError(f"{where(path, e.lineno)}: malformed JSON ({e.msg})") from None
   except UnicodeDecodeError:
     raise UserInputError(f"{path}: not UTF-8") from None
+  except RecursionError:
+    raise UserInputError(f"{path}: JSON nested too deeply") from None
+
+
+def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
+  """Reads and validates splits.json: known split names, lists of ids, no id in two splits."""
+  path = os.fspath(path)
+  obj = read_json_file(path, "splits file")
   if not isinstance(obj, dict):
     raise UserInputError(f"{path}: expected an object with keys {SPLITS}")
   unknown = set(obj) - set(SPLITS)
@@ -323,14 +474,92 @@ def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
   out = {}
   for split in SPLITS:
     ids = obj.get(split, [])
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+    if not isinstance(ids, list):
       raise UserInputError(f"{path}: split {split!r} must be a list of playlist id strings")
-    for i in ids:
+    for k, i in enumerate(ids):
+      problem = id_problem(i)
+      if problem:
+        raise UserInputError(f"{path}: split {split!r}[{k}] {problem}")
       if i in owner:
         raise UserInputError(f"{path}: playlist {i!r} is in both {owner[i]!r} and {split!r}")
       owner[i] = split
     out[split] = ids
   return out
+
+
+def read_folds(path: str | os.PathLike) -> dict[str, Any]:
+  """Reads folds.json ({"num_folds", "seed", "folds": [[playlist ids], ...]}); folds are disjoint."""
+  path = os.fspath(path)
+  obj = read_json_file(path, "folds file")
+  folds = obj.get("folds") if isinstance(obj, dict) else None
+  if not isinstance(folds, list) or not folds or not all(isinstance(f, list) for f in folds):
+    raise UserInputError(f"{path}: expected {{\"num_folds\", \"seed\", \"folds\": [[ids], ...]}}")
+  owner: dict[str, int] = {}
+  for k, fold in enumerate(folds):
+    for i in fold:
+      problem = id_problem(i)
+      if problem:
+        raise UserInputError(f"{path}: folds[{k}]: playlist id {problem}")
+      if i in owner:
+        raise UserInputError(f"{path}: playlist {i!r} is in folds {owner[i]} and {k}")
+      owner[i] = k
+  return {"num_folds": len(folds), "seed": obj.get("seed", 0), "folds": folds}
+
+
+def make_folds(playlist_ids: Iterable[str], *, num_folds: int, seed: int) -> dict[str, Any]:
+  """Seeded k-fold partition of playlists (sizes differ by at most one); the folds.json object."""
+  ids = sorted(set(playlist_ids))
+  if isinstance(num_folds, bool) or not isinstance(num_folds, int) or not 2 <= num_folds <= len(ids):
+    raise UserInputError(f"num_folds must be an integer in [2, {len(ids)}] (the playlists), got {num_folds!r}")
+  perm = np.random.default_rng(seed).permutation(len(ids))
+  folds = [sorted(ids[i] for i in perm[k::num_folds]) for k in range(num_folds)]
+  return {"num_folds": num_folds, "seed": seed, "folds": folds}
+
+
+def validation_subset(ids: Iterable[str], *, fraction: float, minimum: int, seed: int) -> list[str]:
+  """A seeded subset of `ids`: round(fraction * n) of them, at least `minimum` (and at most n - 1)."""
+  ids = sorted(set(ids))
+  if not 0 <= fraction < 1:
+    raise UserInputError(f"validation_fraction must be in [0, 1), got {fraction}")
+  n = min(max(int(round(fraction * len(ids))), minimum if fraction > 0 else 0), max(len(ids) - 1, 0))
+  perm = np.random.default_rng(seed).permutation(len(ids))
+  return sorted(ids[i] for i in perm[:n])
+
+
+def fold_splits(dataset_dir_or_folds: str | os.PathLike | dict, fold: int, *,
+                validation_fraction: float = 0.1, min_validation: int = 20,
+                seed: int | None = None) -> dict[str, list[str]]:
+  """The splits of fold `fold`: test = that fold; validation = a seeded subset of the other folds
+  (`validation_subset`, seed defaults to the folds' seed); train = the rest.
+
+  `dataset_dir_or_folds`: a dataset dir holding folds.json, a folds.json path, or its parsed object.
+  """
+  if isinstance(dataset_dir_or_folds, dict):
+    obj = dataset_dir_or_folds
+  else:
+    path = os.fspath(dataset_dir_or_folds)
+    obj = read_folds(os.path.join(path, FOLDS_FILE) if os.path.isdir(path) else path)
+  folds = obj["folds"]
+  if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < len(folds):
+    raise UserInputError(f"fold must be an integer in [0, {len(folds)}), got {fold!r}")
+  seed = obj.get("seed", 0) if seed is None else seed
+  rest = [i for k, f in enumerate(folds) if k != fold for i in f]
+  validation = validation_subset(rest, fraction=validation_fraction, minimum=min_validation, seed=seed)
+  held = set(validation)
+  return {"train": sorted(i for i in rest if i not in held), "validation": validation,
+          "test": sorted(folds[fold])}
+
+
+def materialize_fold(dataset_dir: str | os.PathLike, fold: int, out_dir: str | os.PathLike, *,
+                     overwrite: bool = False, validation_fraction: float = 0.1,
+                     min_validation: int = 20) -> dict[str, Any]:
+  """Writes a complete dataset dir for one fold of `dataset_dir`'s folds.json: the same catalog,
+  playlists (and track_aliases.json when present), that fold's splits.json, and a vocabulary
+  retrained on that fold's training prompts (or the user's model copied, as at import); returns meta.
+  """
+  from t2t_jax.data import finish  # pylint: disable=import-outside-toplevel  (finish imports formats)
+  return finish.materialize_fold(dataset_dir, fold, out_dir, overwrite=overwrite,
+                                 validation_fraction=validation_fraction, min_validation=min_validation)
 
 
 class Dataset:
@@ -383,11 +612,7 @@ class Dataset:
     meta = {}
     meta_path = os.path.join(directory, META_FILE)
     if os.path.exists(meta_path):
-      try:
-        with open(meta_path, encoding="utf-8") as f:
-          meta = json.load(f)
-      except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{meta_path}: unreadable JSON ({e})") from None
+      meta = read_json_file(meta_path, "meta file")
     ds = cls(directory, tracks, splits, meta, on_error, cat_stats)
     if validate:
       ds._validate_playlists()
@@ -449,7 +674,7 @@ class Dataset:
             continue
           rec = _parse_line(raw, lineno == 1)
           try:
-            pid = parse_playlist(rec, self.track_row).playlist_id
+            pid = parse_playlist(rec, self.track_row, drop_unknown=self.on_error == "skip").playlist_id
             if pid in seen:
               raise _BadRecord(f"duplicate playlist_id {pid!r}")
           except _BadRecord as e:
@@ -471,15 +696,17 @@ class Dataset:
         f.seek(int(offsets[i]))
         raw = f.readline()
         try:
-          yield parse_playlist(_parse_line(raw, int(lines[i]) == 1), self.track_row)
+          yield parse_playlist(_parse_line(raw, int(lines[i]) == 1), self.track_row,
+                               drop_unknown=self.on_error == "skip")
         except _BadRecord as e:  # The file changed since the index was built.
           raise UserInputError(f"{where(self.playlists_path, int(lines[i]))}: {e}") from None
 
 
 def write_dataset(directory: str | os.PathLike, tracks: Iterable[Track], playlists: Iterable[Playlist],
-                  splits: dict[str, list[str]], meta: dict | None = None) -> None:
+                  splits: dict[str, list[str]], meta: dict | None = None, *,
+                  overwrite: bool = False) -> None:
   """Writes a whole dataset dir atomically (the dir appears only when every file is complete)."""
-  with io_utils.atomic_dir(directory) as tmp:
+  with io_utils.atomic_dir(directory, kind="dataset", overwrite=overwrite) as tmp:
     write_catalog(os.path.join(tmp, CATALOG_FILE), tracks)
     write_playlists(os.path.join(tmp, PLAYLISTS_FILE), playlists)
     write_splits(os.path.join(tmp, SPLITS_FILE), splits)

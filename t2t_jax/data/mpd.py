@@ -8,13 +8,16 @@ The public MPD schema: files `mpd.slice.<a>-<b>.json`, each
 time: a slice is ~30 MB, so json.load per file is fine) and yields (Playlist, [Track]) pairs:
 playlist_id = str(pid), title = name, description = description or "", track_ids = track URIs in
 `pos` order.  A track repeated inside a playlist (MPD has them) keeps its first position and is
-counted in `MpdStats.duplicate_rows`.  A malformed playlist (missing/wrong-typed field, no tracks,
-duplicate pid) raises UserInputError naming file, playlist index and pid, or with
+counted in `MpdStats.duplicate_tracks_in_playlists`; a playlist with no prompt text (blank or
+`<MISSING>` name and description) is skipped and counted in `empty_prompt_playlists`.  A malformed
+playlist (missing/wrong-typed field, no tracks, duplicate pid, a pid or track_uri breaking the id
+rule of `formats.id_problem`) raises UserInputError naming file, playlist index and pid, or with
 `on_error="skip"` is skipped and counted.  A file that is not JSON names file:line.
 
 `convert_mpd(path, out_dir)` writes catalog.jsonl (tracks in first-seen order, the catalog is the
 only thing held in memory: one (artist, title, album) tuple per distinct track), playlists.jsonl
-(streamed), splits.json and meta.json (with the read/skip counts) atomically.
+(streamed), then `finish.finish_dataset` adds splits.json, the vocabulary and meta.json (with the
+read/skip counts); the dir appears atomically.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import re
 from typing import Any, Iterator
 
 from t2t_jax import io_utils
-from t2t_jax.data import formats
-from t2t_jax.data.prompts import normalize_text
+from t2t_jax.data import finish, formats
+from t2t_jax.data.prompts import DEFAULT_MAX_CHARS, clean_text, normalize_text
 from t2t_jax.errors import UserInputError, where
 
 SLICE_RE = re.compile(r"^mpd\.slice\.(\d+)-(\d+)\.json$")
@@ -40,7 +43,8 @@ class MpdStats:
   playlists_read: int = 0
   playlists_skipped: int = 0
   rows_read: int = 0
-  duplicate_rows: int = 0
+  duplicate_tracks_in_playlists: int = 0
+  empty_prompt_playlists: int = 0
   tracks: int = 0
   messages: list[str] = dataclasses.field(default_factory=list)
   max_messages: int = 20
@@ -57,10 +61,8 @@ class MpdStats:
 def slice_files(path: str | os.PathLike) -> list[str]:
   """The slice files of `path` (a file, or a folder of mpd.slice.*.json), in slice order."""
   path = os.fspath(path)
-  if os.path.isfile(path):
-    return [path]
   if not os.path.isdir(path):
-    raise UserInputError(f"{path}: no such MPD slice file or folder")
+    return [formats.check_input_file(path, "MPD slice file or folder")]
   found = []
   for name in os.listdir(path):
     m = SLICE_RE.match(name)
@@ -72,6 +74,7 @@ def slice_files(path: str | os.PathLike) -> list[str]:
 
 
 def _load_slice(path: str) -> list:
+  formats.check_input_file(path, "MPD slice file")
   try:
     with open(path, "rb") as f:
       data = f.read()
@@ -81,12 +84,17 @@ def _load_slice(path: str) -> list:
     raise UserInputError(f"{where(path, line)}: not UTF-8 (byte offset {e.start})") from None
   except json.JSONDecodeError as e:
     raise UserInputError(f"{where(path, e.lineno)}: malformed JSON ({e.msg} at column {e.colno})") from None
+  except RecursionError:
+    raise UserInputError(f"{path}: JSON nested too deeply") from None
   if not isinstance(obj, dict) or not isinstance(obj.get("playlists"), list):
     raise UserInputError(f"{path}: not an MPD slice (expected an object with a 'playlists' list)")
   return obj["playlists"]
 
 
-class _Bad(Exception):
+_Bad = formats._BadRecord  # pylint: disable=protected-access
+
+
+class _EmptyPrompt(_Bad):
   pass
 
 
@@ -100,6 +108,10 @@ def _text(rec: dict, key: str, what: str, required: bool = True) -> str:
     raise _Bad(f"{what}: field {key!r} must be a string, got {type(v).__name__}")
   if len(v) > formats.MAX_TEXT_CHARS:
     raise _Bad(f"{what}: field {key!r} is {len(v)} characters long (limit {formats.MAX_TEXT_CHARS})")
+  try:
+    formats.check_text(v, key)
+  except _Bad as e:
+    raise _Bad(f"{what}: {e}") from None
   return v
 
 
@@ -108,13 +120,12 @@ def parse_mpd_playlist(rec: Any, stats: MpdStats) -> tuple[formats.Playlist, lis
   if not isinstance(rec, dict):
     raise _Bad(f"expected a playlist object, got {type(rec).__name__}")
   pid = rec.get("pid")
-  if isinstance(pid, bool) or not isinstance(pid, (int, str)) or (isinstance(pid, str) and not pid.strip()):
-    raise _Bad(f"missing or bad 'pid' ({pid!r})")
+  if isinstance(pid, bool) or not isinstance(pid, (int, str)) or (isinstance(pid, str) and formats.id_problem(pid)):
+    problem = formats.id_problem(pid) if isinstance(pid, str) else None
+    raise _Bad(f"missing or bad 'pid' ({pid!r}{': ' + problem if problem else ''})")
   what = f"pid {pid}"
   name = _text(rec, "name", what)
   description = _text(rec, "description", what, required=False)
-  if not normalize_text(name) and not normalize_text(description):
-    raise _Bad(f"{what} has no title or description (empty prompt)")
   tracks = rec.get("tracks")
   if not isinstance(tracks, list):
     raise _Bad(f"{what}: 'tracks' must be a list, got {type(tracks).__name__}")
@@ -126,19 +137,22 @@ def parse_mpd_playlist(rec: Any, stats: MpdStats) -> tuple[formats.Playlist, lis
       raise _Bad(f"{what}: tracks[{i}] must be an object")
     tw = f"{what} tracks[{i}]"
     uri = _text(t, "track_uri", tw)
-    if not uri.strip() or uri != uri.strip():
-      raise _Bad(f"{tw}: bad track_uri {uri!r}")
+    problem = formats.id_problem(uri)
+    if problem:
+      raise _Bad(f"{tw}: track_uri {problem}")
     pos = t.get("pos", i)
     if isinstance(pos, bool) or not isinstance(pos, int):
       raise _Bad(f"{tw}: 'pos' must be an integer, got {pos!r}")
     rows.append((pos, i, formats.Track(uri, _text(t, "artist_name", tw), _text(t, "track_name", tw),
                                        _text(t, "album_name", tw, required=False))))
+  if not normalize_text(clean_text(name)) and not normalize_text(clean_text(description)):
+    raise _EmptyPrompt(f"{what} has no title or description (empty prompt)")
   rows.sort(key=lambda r: (r[0], r[1]))
   seen, ids, out_tracks = set(), [], []
   for _, _, track in rows:
     stats.rows_read += 1
     if track.track_id in seen:
-      stats.duplicate_rows += 1
+      stats.duplicate_tracks_in_playlists += 1
       continue
     seen.add(track.track_id)
     ids.append(track.track_id)
@@ -163,6 +177,11 @@ def read_mpd(path: str | os.PathLike, *, on_error: str = "raise",
           raise _Bad(f"pid {playlist.playlist_id}: duplicate pid")
       except _Bad as e:
         msg = f"{file}: playlists[{index}]: {e}"
+        if isinstance(e, _EmptyPrompt):
+          stats.empty_prompt_playlists += 1
+          if len(stats.messages) < stats.max_messages:
+            stats.messages.append(msg)
+          continue
         if on_error == "raise":
           raise UserInputError(msg) from None
         stats.skip(msg)
@@ -174,8 +193,11 @@ def read_mpd(path: str | os.PathLike, *, on_error: str = "raise",
 
 
 def convert_mpd(path: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int = 0,
-                validation_fraction: float = 0.05, test_fraction: float = 0.05,
-                on_error: str = "raise") -> dict[str, Any]:
+                validation_fraction: float | None = None, test_fraction: float | None = None,
+                validation_size: int | None = None, test_size: int | None = None,
+                on_error: str = "raise", vocab_size: int | None = finish.DEFAULT_VOCAB_SIZE,
+                spm_path: str | os.PathLike | None = None, prompt_max_chars: int = DEFAULT_MAX_CHARS,
+                overwrite: bool = False) -> dict[str, Any]:
   """MPD slice(s) -> dataset dir (atomic).  Returns meta (source, counts, skip messages)."""
   stats = MpdStats()
   catalog: dict[str, tuple[str, str, str]] = {}
@@ -189,18 +211,17 @@ def convert_mpd(path: str | os.PathLike, out_dir: str | os.PathLike, *, seed: in
       pids.append(playlist.playlist_id)
       yield playlist
 
-  with io_utils.atomic_dir(out_dir) as tmp:
+  with io_utils.atomic_dir(out_dir, kind="dataset", inputs=(path, spm_path), overwrite=overwrite) as tmp:
     formats.write_playlists(os.path.join(tmp, formats.PLAYLISTS_FILE), playlists())
     if not pids:
-      raise UserInputError(f"{path}: no valid playlists ({stats.playlists_skipped} skipped)")
+      raise UserInputError(f"{path}: no valid playlists ({stats.playlists_skipped} skipped, "
+                           f"{stats.empty_prompt_playlists} with an empty prompt)")
     stats.tracks = len(catalog)
     formats.write_catalog(os.path.join(tmp, formats.CATALOG_FILE),
                           (formats.Track(uri, *info) for uri, info in catalog.items()))
-    splits = formats.make_splits(pids, seed=seed, validation_fraction=validation_fraction,
-                                 test_fraction=test_fraction)
-    formats.write_splits(os.path.join(tmp, formats.SPLITS_FILE), splits)
-    meta = {"source": "mpd", "input": os.path.abspath(os.fspath(path)), "seed": seed,
-            "num_tracks": len(catalog), "num_playlists": len(pids),
-            "split_sizes": {k: len(v) for k, v in splits.items()}, "read_stats": stats.as_dict()}
-    io_utils.write_json(os.path.join(tmp, formats.META_FILE), meta)
-  return meta
+    catalog.clear()
+    meta = {"source": "mpd", "input": os.path.abspath(os.fspath(path)), "read_stats": stats.as_dict()}
+    spec = finish.SplitSpec(seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,
+                            validation_size=validation_size, test_size=test_size)
+    return finish.finish_dataset(tmp, meta=meta, split_spec=spec, vocab_size=vocab_size, spm_path=spm_path,
+                                 prompt_max_chars=prompt_max_chars)

@@ -5,8 +5,15 @@
   "description"  the description, falling back to the title when the description is empty (most
                  MPD playlists have none; dropping them would empty the task);
   "both"         "title | description" (just the title when the description is empty).
+Cleaning (`clean_text`, applied to the title and the description before they are combined): HTML
+as found in real playlist descriptions (`<a href="spotify:genre:...">pop</a>`, `&#x2F;`, `&amp;`) is
+turned into text: tags removed (line and block tags such as `<br>`, `<p>`, `</li>` become a space), entities unescaped, once more for
+escaped markup; a placeholder value (`<MISSING>`, any case) counts as empty.  Only tag-shaped text is
+removed (`<` then a letter or `/`, up to `>`), so "<3" stays.
 Normalisation (`normalize_text`): Unicode NFKC, control characters removed, whitespace runs collapsed
 to one space, trimmed.  Case, punctuation, emoji and non-Latin scripts are kept: they carry intent.
+Serving (`normalize_prompt`) normalises but does not clean: a user's request is plain text, and the
+exported runtime applies the same rules.
 An empty prompt raises `UserInputError` naming the playlist.  A prompt longer than `max_chars` is
 cut at the last word boundary (`on_overlong="truncate"`, the default) or rejected (`"raise"`).
 
@@ -16,6 +23,7 @@ optional training-time augmentation; evaluation always uses the plain prompt.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from typing import Sequence
@@ -28,6 +36,10 @@ FIELDS = ("title", "description", "both")
 DEFAULT_MAX_CHARS = 512
 _WS = re.compile(r"\s+")
 _SEPARATOR = " | "
+# Placeholders some exports write for a missing title/description (compared case-insensitively).
+MISSING_VALUES = frozenset({"<missing>"})
+_BREAK_TAG = re.compile(r"</?\s*(?:br|p|div|li|ul|ol|tr|td|h[1-6])\b[^<>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
 
 PROMPT_TEMPLATES = (
     "{prompt}",
@@ -48,6 +60,22 @@ def normalize_text(text: str) -> str:
       ch for ch in text
       if ch in "\t\n\r " or ch == "\u200d" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
   return _WS.sub(" ", text).strip()
+
+
+def clean_text(text: str) -> str:
+  """HTML tags removed and entities unescaped (see the module docstring); placeholders -> ""."""
+  if not text or text.strip().lower() in MISSING_VALUES:
+    return ""
+  if "<" not in text and "&" not in text:
+    return text
+  for _ in range(2):  # the second pass handles escaped markup ("&lt;b&gt;")
+    text = _TAG.sub("", _BREAK_TAG.sub(" ", text))
+    if "&" not in text:
+      break
+    text = html.unescape(text)
+  if text.strip().lower() in MISSING_VALUES:
+    return ""
+  return text
 
 
 def truncate(text: str, max_chars: int) -> str:
@@ -83,7 +111,7 @@ def make_prompt(playlist, field: str = "title", *, max_chars: int = DEFAULT_MAX_
     raise UserInputError(f"on_overlong must be 'truncate' or 'raise', got {on_overlong!r}")
   if max_chars <= 0:
     raise UserInputError(f"max_chars must be positive, got {max_chars}")
-  text = normalize_text(prompt_text(playlist.title, playlist.description, field))
+  text = normalize_text(prompt_text(clean_text(playlist.title), clean_text(playlist.description), field))
   pid = getattr(playlist, "playlist_id", "?")
   if not text:
     raise UserInputError(f"playlist {pid!r}: empty prompt (field {field!r}: title and description are blank)")

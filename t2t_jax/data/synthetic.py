@@ -347,7 +347,7 @@ def _description(intent: dict[str, str], artists: list[str], cfg: SyntheticConfi
   return text if rng.random() < 0.5 else text.capitalize()
 
 
-def generate(config: SyntheticConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+def generate(config: SyntheticConfig, out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Any]:
   """Writes a synthetic dataset dir (catalog.jsonl, playlists.jsonl, splits.json, meta.json).
 
   Deterministic in `config.seed`; streams records; the dir appears atomically.  Returns meta.
@@ -390,7 +390,7 @@ def generate(config: SyntheticConfig, out_dir: str | os.PathLike) -> dict[str, A
   splits = formats.make_splits([playlist_id(i) for i in range(cfg.num_playlists)], seed=cfg.seed,
                                validation_fraction=cfg.validation_fraction, test_fraction=cfg.test_fraction)
   meta: dict[str, Any] = {"source": "synthetic", "config": dataclasses.asdict(cfg)}
-  with io_utils.atomic_dir(out_dir) as tmp:
+  with io_utils.atomic_dir(out_dir, kind="dataset", overwrite=overwrite) as tmp:
     n_tracks = formats.write_catalog(os.path.join(tmp, formats.CATALOG_FILE), tracks())
     n_playlists = formats.write_playlists(os.path.join(tmp, formats.PLAYLISTS_FILE), playlists())
     formats.write_splits(os.path.join(tmp, formats.SPLITS_FILE), splits)

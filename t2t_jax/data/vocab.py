@@ -157,6 +157,11 @@ class TextAndIdVocab:
       out.extend(self._sp.EncodeAsIds(chunk))
     return out
 
+  def encode_prompt(self, text: str) -> list[int]:
+    """Model input ids of a prompt: its text pieces + EOS.  Plain text only: a user-typed
+    "<id_l_c>" never becomes an ID token."""
+    return list(self._sp.EncodeAsIds(text)) + [EOS_ID]
+
   def decode(self, tokens: Iterable[int]) -> str:
     """Token ids -> text, up to the first EOS; PAD dropped; ID tokens as "<id_l_c>"."""
     parts: list[str] = []
@@ -182,3 +187,57 @@ class TextAndIdVocab:
   def __repr__(self) -> str:
     return (f"TextAndIdVocab({self.spm_path!r}, id_level_sizes={self.id_level_sizes}, "
             f"text_vocab_size={self.text_vocab_size}, vocab_size={self.vocab_size})")
+
+
+class IdOnlyVocab(TextAndIdVocab):
+  """Output vocabulary of ID tokens only: PAD=0, EOS=1, UNK=2, then one token per (level, code).
+
+  For model families whose decoder has its own vocabulary (bert_t5): no text pieces, so the output
+  softmax has 3 + sum(level_sizes) entries.  Same interface as `TextAndIdVocab` (token(l, c) =
+  3 + sum(level_sizes[:l]) + c; "<id_l_c>" markup); plain text cannot be encoded.
+  """
+
+  NUM_SPECIAL = 3
+
+  def __init__(self, id_level_sizes: Sequence[int]):  # pylint: disable=super-init-not-called
+    self.spm_path = None
+    self._sp = None
+    self.id_level_sizes = tuple(int(s) for s in id_level_sizes)
+    if not self.id_level_sizes or any(s <= 0 for s in self.id_level_sizes):
+      raise UserInputError(f"ID level sizes must be positive, got {self.id_level_sizes}")
+    self._level_offsets = [sum(self.id_level_sizes[:l]) for l in range(len(self.id_level_sizes))]
+
+  @property
+  def sp(self):
+    raise UserInputError("an ID-only vocabulary has no text pieces")
+
+  @property
+  def text_vocab_size(self) -> int:
+    return self.NUM_SPECIAL
+
+  def encode(self, text: str) -> list[int]:
+    out, pos = [], 0
+    for m in ID_TOKEN_RE.finditer(text):
+      if text[pos:m.start()].strip():
+        raise UserInputError(f"ID-only vocabulary: cannot encode text {text[pos:m.start()]!r}")
+      out.append(self.id_token(int(m.group(1)), int(m.group(2))))
+      pos = m.end()
+    if text[pos:].strip():
+      raise UserInputError(f"ID-only vocabulary: cannot encode text {text[pos:]!r}")
+    return out
+
+  def decode(self, tokens: Iterable[int]) -> str:
+    parts = []
+    for t in tokens:
+      t = int(t)
+      if t == EOS_ID:
+        break
+      if self.is_id_token(t):
+        level, code = self.level_and_code(t)
+        parts.append(f"<id_{level}_{code}>")
+      elif t != PAD_ID:
+        parts.append("<unk>")
+    return "".join(parts)
+
+  def __repr__(self) -> str:
+    return f"IdOnlyVocab(id_level_sizes={self.id_level_sizes}, vocab_size={self.vocab_size})"

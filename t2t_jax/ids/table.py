@@ -19,12 +19,12 @@ import dataclasses
 import json
 import math
 import os
-import re
 from typing import Any, Sequence
 
 import numpy as np
 
 from t2t_jax import io_utils
+from t2t_jax.data import formats
 from t2t_jax.errors import UserInputError, where
 
 CODES_FILE = "codes.npy"
@@ -32,23 +32,21 @@ TRACK_IDS_FILE = "track_ids.txt"
 META_FILE = "meta.json"
 STATS_FILE = "stats.json"
 FORMAT_VERSION = 1
-# An empty line, or a line starting/ending with whitespace, in the newline-joined ids.
-_BAD_ID_RE = re.compile(r"^$|^\s|[^\S\n]$", re.MULTILINE)
 
 
 def check_track_ids(track_ids: Sequence[str], source: str = "track_ids") -> list[str]:
-  """Returns track ids as a list of str; raises UserInputError on duplicates, empties or newlines."""
+  """Returns track ids as a list of str; raises UserInputError on duplicates or an id breaking the
+  id rule of `t2t_jax.data.formats.id_problem` (empty, > 512 characters, whitespace at either end,
+  control characters, U+2028/U+2029: anything that would not survive track_ids.txt)."""
   out = [t if type(t) is str else str(t) for t in track_ids]  # pylint: disable=unidiomatic-typecheck
-  # Fast vectorised checks (10M ids in seconds); the slow loop below only runs to name a bad id.
-  joined = "\n".join(out)
-  clean = (joined.count("\n") == max(len(out) - 1, 0) and "\r" not in joined
-           and not _BAD_ID_RE.search(joined) and len(set(out)) == len(out))
-  if clean:
+  # Fast vectorised checks; the slow loop below only runs to name a bad id.
+  if formats.all_ids_valid(out) and len(set(out)) == len(out):
     return out
   seen: dict[str, int] = {}
   for i, t in enumerate(out):
-    if not t or "\n" in t or "\r" in t or t != t.strip():
-      raise UserInputError(f"{source}: track id at position {i} is empty or has whitespace/newlines: {t!r}")
+    problem = formats.id_problem(t)
+    if problem:
+      raise UserInputError(f"{source}: track id at position {i} {problem}")
     if t in seen:
       raise UserInputError(f"{source}: duplicate track id {t!r} at positions {seen[t]} and {i}")
     seen[t] = i

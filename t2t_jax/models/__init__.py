@@ -1,1 +1,60 @@
-"""t2t_jax.models."""
+"""t2t_jax.models: model families behind one interface (`base.EncoderDecoderModel`).
+
+  get_model(config)          the family's model object for a config
+  config_from_json(fields)   a config from its JSON form ({"family": ..., fields}); no "family"
+                             means T5.1.1 (model dirs written before families existed)
+  FAMILIES                   family name -> (config class, model class)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from t2t_jax.errors import UserInputError
+
+# Family name -> (module, config class, model class); modules are imported on first use.
+_FAMILIES = {
+    "t5_1_1": ("t2t_jax.models.t5", "T5Config", "T5Model"),
+    "bert_t5": ("t2t_jax.models.bert_t5", "BertT5Config", "BertT5Model"),
+}
+FAMILIES = tuple(_FAMILIES)
+DEFAULT_FAMILY = "t5_1_1"
+
+
+def _family(name: str):
+  if name not in _FAMILIES:
+    raise UserInputError(f"unknown model family {name!r}; known: {sorted(_FAMILIES)}")
+  module_name, config_cls, model_cls = _FAMILIES[name]
+  module = importlib.import_module(module_name)
+  return getattr(module, config_cls), getattr(module, model_cls)
+
+
+def get_model(config):
+  """The model object (`base.EncoderDecoderModel`) of a config; a model passes through."""
+  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
+  if isinstance(config, base.EncoderDecoderModel):
+    return config
+  if hasattr(config, "config") and hasattr(config, "apply"):  # a family's flax module
+    config = config.config
+  family = getattr(config, "family", "")
+  _, model_cls = _family(family)
+  return _cached_model(model_cls, config)
+
+
+_MODELS: dict = {}
+
+
+def _cached_model(model_cls, config):
+  key = (model_cls, config)
+  model = _MODELS.get(key)
+  if model is None:
+    model = _MODELS[key] = model_cls(config)
+  return model
+
+
+def config_from_json(fields: dict, *, source: str = "model config"):
+  """A family's config from its JSON dict (the "family" key picks the class)."""
+  if not isinstance(fields, dict):
+    raise UserInputError(f"{source}: expected a JSON object, got {type(fields).__name__}")
+  config_cls, _ = _family(fields.get("family", DEFAULT_FAMILY))
+  return config_cls.from_json(fields, source=source)

@@ -20,9 +20,12 @@ T5X T5.1.1 checkpoints, so a Hugging Face `T5ForConditionalGeneration` weight is
                       encoder_decoder_attention, pre_mlp_layer_norm, mlp}
   decoder/decoder_norm/scale, decoder/logits_dense/kernel [E, V]  lm_head.weight
 
-Autoregressive decoding: `decode=True` keeps a KV cache in the mutable 'cache' collection. Its
-array leaves have leading dimension batch (B * beam under beam search); `cache_index` leaves are
-scalars. Build the initial cache with `init_cache`.
+Autoregressive decoding (`decode=True`, driven by `t2t_jax.models.base.EncoderDecoderModel`): the
+self-attention key/value cache lives in the mutable 'cache' collection (array leaves with leading
+dimension B * beam, scalar `cache_index` leaves); the cross-attention keys/values live in the
+'cross_cache' collection, projected once per prompt (leading dimension B): the beams of a prompt are
+folded into the query axis of its cross-attention instead of repeating the encoder output per beam.
+`T5Model` is the family's implementation of the model interface.
 """
 
 import dataclasses
@@ -34,14 +37,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t2t_jax.models import base
+
 Array = jax.Array
 DType = Any
 NEG_INF = -1e10
 
 
 @dataclasses.dataclass(frozen=True)
-class T5Config:
+class T5Config(base.ModelConfig):
   """T5.1.1 hyper-parameters (names as in T5X `T5Config`)."""
+  family = "t5_1_1"
   vocab_size: int = 32128
   emb_dim: int = 512
   num_heads: int = 6
@@ -71,9 +77,6 @@ class T5Config:
   @classmethod
   def tiny(cls, **overrides) -> "T5Config":
     return cls.preset("tiny", **overrides)
-
-  def replace(self, **kwargs) -> "T5Config":
-    return dataclasses.replace(self, **kwargs)
 
   def num_params(self) -> int:
     """Parameter count (embedding, relpos tables, layers, norms, LM head)."""
@@ -190,12 +193,19 @@ class RelativePositionBiases(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-  """T5 attention: no biases, no 1/sqrt(d) scaling at run time (folded into the query init)."""
+  """T5 attention: no biases, no 1/sqrt(d) scaling at run time (folded into the query init).
+
+  cross_attention=True with decode=True: keys/values come from the 'cross_cache' collection when it
+  holds them (projected once per prompt, leading dim B) and are computed and stored otherwise.
+  Queries of M = B * W rows (W beams per prompt, batch-major) are folded to [B, W * Q] so every
+  beam attends to its prompt's keys without copying them W times.
+  """
   num_heads: int
   head_dim: int
   dropout_rate: float = 0.0
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
+  cross_attention: bool = False
 
   @nn.compact
   def __call__(self, x_q_BxQxE, x_kv_BxKxE, mask_Bx1xQxK=None, bias_1xHxQxK=None, *,
@@ -209,15 +219,23 @@ class MultiHeadAttention(nn.Module):
     dense = functools.partial(Dense, features=h * d, kernel_axes=("embed", "joined_kv"),
                               kernel_init=base_init, dtype=self.dtype,
                               param_dtype=self.param_dtype)
-    b, q_len = x_q_BxQxE.shape[:2]
-    q_BxQxHxD = dense(name="query", kernel_init=query_init)(x_q_BxQxE).reshape(b, q_len, h, d)
-    k_BxKxHxD = dense(name="key")(x_kv_BxKxE).reshape(b, -1, h, d)
-    v_BxKxHxD = dense(name="value")(x_kv_BxKxE).reshape(b, -1, h, d)
-    q_BxQxHxD = _constrain(q_BxQxHxD, ("batch", "length", "heads", "kv"))
-    k_BxKxHxD = _constrain(k_BxKxHxD, ("batch", "length", "heads", "kv"))
-    v_BxKxHxD = _constrain(v_BxKxHxD, ("batch", "length", "heads", "kv"))
+    m, q_len = x_q_BxQxE.shape[:2]
+    q_MxQxHxD = dense(name="query", kernel_init=query_init)(x_q_BxQxE).reshape(m, q_len, h, d)
+    q_MxQxHxD = _constrain(q_MxQxHxD, ("batch", "length", "heads", "kv"))
+    if self.cross_attention and decode and self.has_variable("cross_cache", "key"):
+      # Projected once per prompt by an earlier call; Dense modules still exist for the params.
+      k_BxKxHxD = self.get_variable("cross_cache", "key")
+      v_BxKxHxD = self.get_variable("cross_cache", "value")
+    else:
+      k_BxKxHxD = dense(name="key")(x_kv_BxKxE).reshape(x_kv_BxKxE.shape[0], -1, h, d)
+      v_BxKxHxD = dense(name="value")(x_kv_BxKxE).reshape(x_kv_BxKxE.shape[0], -1, h, d)
+      k_BxKxHxD = _constrain(k_BxKxHxD, ("batch", "length", "heads", "kv"))
+      v_BxKxHxD = _constrain(v_BxKxHxD, ("batch", "length", "heads", "kv"))
+      if self.cross_attention and decode and self.is_mutable_collection("cross_cache"):
+        self.put_variable("cross_cache", "key", k_BxKxHxD)
+        self.put_variable("cross_cache", "value", v_BxKxHxD)
 
-    if decode:
+    if decode and not self.cross_attention:
       # Autoregressive self-attention: write this step's key/value at cache_index, attend to <= index.
       is_initialized = self.has_variable("cache", "cached_key")
       cached_key = self.variable("cache", "cached_key", jnp.zeros, k_BxKxHxD.shape, k_BxKxHxD.dtype)
@@ -236,6 +254,10 @@ class MultiHeadAttention(nn.Module):
         mask_Bx1xQxK = step_mask if mask_Bx1xQxK is None else jnp.logical_and(mask_Bx1xQxK,
                                                                               step_mask)
 
+    b = k_BxKxHxD.shape[0]
+    fold = m // b  # beams per prompt sharing these keys/values (1 outside decoding)
+    assert fold * b == m, (m, b)
+    q_BxQxHxD = q_MxQxHxD.reshape(b, fold * q_len, h, d)
     logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxD, k_BxKxHxD,
                                 preferred_element_type=jnp.float32)
     if bias_1xHxQxK is not None:
@@ -246,10 +268,10 @@ class MultiHeadAttention(nn.Module):
     weights_BxHxQxK = nn.Dropout(self.dropout_rate)(weights_BxHxQxK,
                                                     deterministic=not enable_dropout)
     out_BxQxHxD = jnp.einsum("bhqk,bkhd->bqhd", weights_BxHxQxK, v_BxKxHxD)
-    out_BxQxHxD = _constrain(out_BxQxHxD, ("batch", "length", "heads", "kv"))
+    out_MxQxHxD = _constrain(out_BxQxHxD.reshape(m, q_len, h, d), ("batch", "length", "heads", "kv"))
     out = Dense(features=x_q_BxQxE.shape[-1], kernel_axes=("joined_kv", "embed"),
                 kernel_init=base_init, dtype=self.dtype, param_dtype=self.param_dtype,
-                name="out")(out_BxQxHxD.reshape(b, q_len, h * d))
+                name="out")(out_MxQxHxD.reshape(m, q_len, h * d))
     return out
 
 
@@ -309,8 +331,8 @@ class DecoderLayer(nn.Module):
                                     decode=decode)
     x_BxLxE = x_BxLxE + drop(y)
     y = norm(name="pre_cross_attention_layer_norm")(x_BxLxE)
-    y = attn(name="encoder_decoder_attention")(y, encoded_BxSxE, cross_mask, None,
-                                               enable_dropout=enable_dropout)
+    y = attn(name="encoder_decoder_attention", cross_attention=True)(
+        y, encoded_BxSxE, cross_mask, None, enable_dropout=enable_dropout, decode=decode)
     x_BxLxE = x_BxLxE + drop(y)
     y = norm(name="pre_mlp_layer_norm")(x_BxLxE)
     y = MlpBlock(cfg.mlp_dim, cfg.dropout_rate, dt, pdt, name="mlp")(y, enable_dropout=enable_dropout)
@@ -391,8 +413,8 @@ class Decoder(nn.Module):
           jnp.ones_like(decoder_input_tokens_BxL, bool), jnp.ones_like(decoder_input_tokens_BxL, bool))
       if not initialized:
         self_mask = jnp.logical_and(self_mask, jnp.tril(jnp.ones((length, length), bool)))
-      q_valid = jnp.ones(decoder_input_tokens_BxL.shape, bool)
-      cross_mask = _attention_mask(q_valid, enc_valid)
+      # Query-independent [B, 1, 1, S]: broadcasts over the beams folded into the query axis.
+      cross_mask = enc_valid[:, None, None, :]
     else:
       pos = jnp.arange(length)
       bias = relpos(pos, pos)
@@ -440,11 +462,12 @@ class Transformer(nn.Module):
              decoder_segment_ids=None):
     """Returns `logits_BxLxV` (float32).
 
-    decode=True: `decoder_input_tokens` is [B, 1] and the KV cache (mutable 'cache') must have been
-    made by `init_cache`, whose length is the maximum decode length (`max_decode_length` is accepted
-    for API compatibility only).
+    decode=True: `decoder_input_tokens` is [M, 1], M = B * beams; the self-attention cache
+    (mutable 'cache') fixes the maximum decode length and the cross-attention keys/values come from
+    'cross_cache' (see `base.EncoderDecoderModel.init_decode_state`); `max_decode_length` is
+    accepted for API compatibility only.
     """
-    del max_decode_length  # with decode=True the cache shapes fix the length (see init_cache).
+    del max_decode_length  # with decode=True the cache shapes fix the length.
     return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
                         encoder_segment_ids, decoder_segment_ids, enable_dropout, decode)
 
@@ -457,25 +480,26 @@ class Transformer(nn.Module):
                        decoder_segment_ids=decoder_segment_ids)
 
 
-def init_cache(config: T5Config, batch_size: int, max_decode_length: int,
-               encoder_length: int = 1) -> dict:
-  """Zero KV cache for `Transformer(config).decode(..., decode=True)`.
+class T5Model(base.EncoderDecoderModel):
+  """T5.1.1 behind the model interface (`t2t_jax.models.base.EncoderDecoderModel`)."""
 
-  Leaves: cached_key/cached_value `[batch_size, max_decode_length, H, D]` (compute dtype) and scalar
-  int32 `cache_index`es. No parameters are materialised (shapes via `jax.eval_shape`).
-  """
-  model = Transformer(config)
-  enc = jnp.ones((batch_size, encoder_length), jnp.int32)
-  dec = jnp.ones((batch_size, max_decode_length), jnp.int32)
-  shapes = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), enc, dec, enable_dropout=False, decode=True))
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+  def make_module(self, config: T5Config) -> nn.Module:
+    if not isinstance(config, T5Config):
+      raise TypeError(f"T5Model needs a T5Config, got {type(config).__name__}")
+    return Transformer(config)
+
+  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
+    """A Hugging Face T5 v1.1 / flan-T5 dir (config.json + safetensors; vocabulary extended for
+    ID tokens) or a t2t_jax MODEL_DIR."""
+    import os  # pylint: disable=import-outside-toplevel
+    if os.path.exists(os.path.join(path, "config.json")):
+      from t2t_jax import hf_convert  # pylint: disable=import-outside-toplevel
+      return hf_convert.load_hf_t5(path, self.config, seed=seed)
+    return super().init_from_pretrained(path, seed=seed)
 
 
 def init_params(config: T5Config, rng, batch_size: int = 1, input_length: int = 8,
                 target_length: int = 8):
   """Boxed (nn.Partitioned) parameters for `Transformer(config)`; unbox with `nn.unbox`."""
-  model = Transformer(config)
-  enc = jnp.ones((batch_size, input_length), jnp.int32)
-  dec = jnp.ones((batch_size, target_length), jnp.int32)
-  return model.init(rng, enc, dec, enable_dropout=False)["params"]
+  return T5Model(config).init_params(rng, batch_size=batch_size, input_length=input_length,
+                                     target_length=target_length)

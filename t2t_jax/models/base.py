@@ -1,0 +1,335 @@
+"""The model interface every part of t2t_jax talks to (T5X `BaseTransformerModel` pattern).
+
+The trainer, checkpoints, evaluation, decoding, recommend, export and serve never name a model
+family: they hold an `EncoderDecoderModel` (made by `t2t_jax.models.get_model(config)`) and call
+
+  init_params(rng)                       boxed (logically partitioned) parameters
+  abstract_params()                      their shapes, without materialising anything
+  logits(params, batch, ...)             teacher-forced float32 [B, L, V] for a training batch
+  score_sequences(params, inputs, seqs)  sum of log-probs of candidate sequences (re-ranking, tests)
+  encode(params, inputs)                 encoder output
+  init_decode_state(params, inputs, beam_size=, max_decode_len=)
+                                         -> DecodeState(cache, context): the self-attention cache
+                                         for B * beam rows (gathered by beam search) and the
+                                         per-prompt context (encoder output, cross-attention
+                                         keys/values computed ONCE per prompt, not per beam/step)
+  decode_step(params, tokens_Mx1, cache, context) -> (logits_MxV, cache)
+  trainable_mask(params)                 which parameters the optimizer updates (None: all)
+
+A family is a config dataclass (`ModelConfig`: JSON round trip with a "family" key) plus a subclass
+of `EncoderDecoderModel` that wraps a flax.linen module with `encode` and `decode` methods.  The
+module's decode path follows one convention, so this base class implements decoding for every
+family:
+  decode(encoded, encoder_tokens, decoder_tokens, decoder_target_tokens=None, enable_dropout=...,
+         decode=False, ...)
+  with decode=True the self-attention key/value cache lives in the mutable 'cache' collection
+  (leading dim B * beam, scalar `cache_index` leaves) and the cross-attention keys/values in the
+  'cross_cache' collection (leading dim B: beams of one prompt share them; the module folds the
+  beam axis into the query axis).  A decode call without 'cross_cache' computes and stores them.
+
+Batches may carry `encoder_outputs` (float [B, S, E]) instead of running the encoder: models with
+a frozen encoder train from cached encoder outputs (`FrozenEncoderCache`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from typing import Any, ClassVar, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+
+ENCODER_OUTPUTS = "encoder_outputs"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Base of every family's config: a frozen dataclass of JSON-friendly fields."""
+  family: ClassVar[str] = ""
+
+  def replace(self, **kwargs) -> "ModelConfig":
+    return dataclasses.replace(self, **kwargs)
+
+  def to_json(self) -> dict:
+    return {"family": self.family, **dataclasses.asdict(self)}
+
+  @classmethod
+  def from_json(cls, fields: dict, *, source: str = "model config") -> "ModelConfig":
+    fields = {k: v for k, v in fields.items() if k != "family"}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+      raise UserInputError(f"{source}: unknown {cls.__name__} fields {unknown}")
+    try:
+      return cls(**fields)
+    except (TypeError, ValueError, AssertionError) as e:
+      raise UserInputError(f"{source}: bad {cls.__name__} ({e})") from None
+
+  def num_params(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def output_vocab_size(self) -> int:
+    """Decoder vocabulary size (ID tokens, + text pieces for text IDs)."""
+    return int(getattr(self, "vocab_size"))
+
+  @property
+  def input_vocab_size(self) -> int:
+    """Encoder vocabulary size (the same as the decoder's when the embedding is shared)."""
+    return int(getattr(self, "vocab_size"))
+
+
+class DecodeState(NamedTuple):
+  """What beam search carries: `cache` (gathered by beam) and `context` (fixed per prompt)."""
+  cache: Any
+  context: Any
+
+
+class EncoderDecoderModel(abc.ABC):
+  """A family's model: a config and its flax module, seen through the interface above."""
+
+  def __init__(self, config: ModelConfig):
+    self.config = config
+    self.module = self.make_module(config)
+
+  # ---- family hooks -----------------------------------------------------------------------------
+
+  @abc.abstractmethod
+  def make_module(self, config: ModelConfig) -> nn.Module:
+    """The flax module (with `encode` and `decode` methods, see the module docstring)."""
+
+  @property
+  def frozen_encoder(self) -> bool:
+    """True when the encoder's parameters are not trained (its outputs may be cached)."""
+    return False
+
+  def trainable_mask(self, params) -> Any | None:
+    """Pytree of bools like `params` (True = trained), or None when every parameter trains."""
+    del params
+    return None
+
+  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
+    """Unboxed warm-start parameters from `path` (INITIAL_CHECKPOINT_PATH): a t2t_jax MODEL_DIR of
+    the same config, or the family's pretrained format; parameters the source lacks start fresh."""
+    import os  # pylint: disable=import-outside-toplevel
+    from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
+    if not os.path.exists(path):
+      raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path!r} does not exist")
+    if not os.path.exists(os.path.join(path, checkpoints.MODEL_CONFIG_FILE)):
+      raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: not a t2t_jax MODEL_DIR (no "
+                           f"{checkpoints.MODEL_CONFIG_FILE}) and no {self.config.family} "
+                           "pretrained format found there")
+    del seed
+    config, params = checkpoints.load_params(path)
+    ignore = {f: getattr(self.config, f) for f in ("dropout_rate", "dtype", "param_dtype",
+                                                    "remat_policy", "freeze_encoder")
+              if hasattr(self.config, f)}
+    if type(config) is not type(self.config) or config.replace(**ignore) != self.config:
+      raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: its model config {config} does not "
+                           f"match this run's {self.config}")
+    return params
+
+  # ---- parameters -------------------------------------------------------------------------------
+
+  def init_params(self, rng, *, batch_size: int = 1, input_length: int = 8, target_length: int = 8):
+    """Boxed (nn.Partitioned) parameters; unbox with `nn.unbox`."""
+    enc = jnp.ones((batch_size, input_length), jnp.int32)
+    dec = jnp.ones((batch_size, target_length), jnp.int32)
+    return self.module.init(rng, enc, dec, enable_dropout=False)["params"]
+
+  def abstract_params(self):
+    """Boxed ShapeDtypeStructs of the parameters (nothing materialised)."""
+    return jax.eval_shape(lambda: self.init_params(jax.random.PRNGKey(0)))
+
+  # ---- training / scoring -----------------------------------------------------------------------
+
+  def encode(self, params, encoder_input_tokens_BxS, *, enable_dropout: bool = False,
+             encoder_segment_ids=None, dropout_rng=None):
+    """Encoder output [B, S, E] (compute dtype)."""
+    return self.module.apply({"params": nn.unbox(params)}, encoder_input_tokens_BxS, enable_dropout,
+                             encoder_segment_ids, method=self.module.encode,
+                             rngs={"dropout": dropout_rng} if dropout_rng is not None else None)
+
+  def logits(self, params, batch: dict, *, dropout_rng=None, enable_dropout: bool = False):
+    """Teacher-forced logits float32 [B, L, V] of a training batch (CONTRACTS.md keys).
+
+    Uses `batch['encoder_outputs']` instead of the encoder when present (frozen encoders).
+    """
+    params = nn.unbox(params)
+    rngs = {"dropout": dropout_rng} if (enable_dropout and dropout_rng is not None) else None
+    enc_seg = batch.get("encoder_segment_ids")
+    encoded = batch.get(ENCODER_OUTPUTS)
+    if encoded is None:
+      encoded = self.module.apply({"params": params}, batch["encoder_input_tokens"], enable_dropout,
+                                  enc_seg, method=self.module.encode, rngs=rngs)
+    elif self.frozen_encoder:
+      encoded = jax.lax.stop_gradient(encoded)
+    return self.module.apply(
+        {"params": params}, encoded, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+        batch.get("decoder_target_tokens"), enable_dropout=enable_dropout,
+        encoder_segment_ids=enc_seg, decoder_segment_ids=batch.get("decoder_segment_ids"),
+        method=self.module.decode, rngs=rngs).astype(jnp.float32)
+
+  def score_sequences(self, params, encoder_input_tokens_BxS, token_seqs_BxRxL, *,
+                      decoder_start_id: int = 0):
+    """Teacher-forced sum of log-probs of R candidate sequences per prompt: float32 [B, R].
+
+    Sequences are 0-padded; padding contributes nothing.  The encoder runs once per prompt.
+    """
+    b, r, length = token_seqs_BxRxL.shape
+    targets_NxL = token_seqs_BxRxL.reshape(b * r, length).astype(jnp.int32)
+    inputs_NxL = jnp.concatenate(
+        [jnp.full((b * r, 1), decoder_start_id, jnp.int32), targets_NxL[:, :-1]], axis=1)
+    encoded = self.encode(params, encoder_input_tokens_BxS)
+    batch = {"encoder_input_tokens": jnp.repeat(encoder_input_tokens_BxS, r, axis=0),
+             ENCODER_OUTPUTS: jnp.repeat(encoded, r, axis=0),
+             "decoder_input_tokens": inputs_NxL, "decoder_target_tokens": targets_NxL}
+    logp_NxLxV = jax.nn.log_softmax(self.logits(params, batch), axis=-1)
+    lp_NxL = jnp.take_along_axis(logp_NxLxV, targets_NxL[..., None], axis=-1)[..., 0]
+    return jnp.where(targets_NxL > 0, lp_NxL, 0.0).sum(axis=1).reshape(b, r)
+
+  # ---- decoding ---------------------------------------------------------------------------------
+
+  def init_decode_state(self, params, encoder_input_tokens_BxS, *, beam_size: int,
+                        max_decode_len: int, encoded=None) -> DecodeState:
+    """Encodes the prompts and prepares decoding of `beam_size` beams per prompt.
+
+    The cross-attention keys/values are projected once per prompt ([B, ...], shared by its beams);
+    the self-attention cache is zeros for B * beam_size rows and `max_decode_len` positions.
+    """
+    params = nn.unbox(params)
+    b = encoder_input_tokens_BxS.shape[0]
+    if encoded is None:
+      encoded = self.encode(params, encoder_input_tokens_BxS)
+    # One decoder call on a dummy token computes and stores the cross-attention keys/values.
+    _, variables = self.module.apply(
+        {"params": params}, encoded, encoder_input_tokens_BxS, jnp.zeros((b, 1), jnp.int32),
+        enable_dropout=False, decode=True, mutable=["cache", "cross_cache"],
+        method=self.module.decode)
+    cache = self._zero_cache(b * beam_size, max_decode_len, encoder_input_tokens_BxS.shape[1])
+    context = {"encoded": encoded, "encoder_tokens": encoder_input_tokens_BxS,
+               "cross_cache": variables["cross_cache"]}
+    return DecodeState(cache, context)
+
+  def _zero_cache(self, rows: int, max_decode_len: int, encoder_length: int):
+    shapes = _cache_shapes(self, rows, max_decode_len, encoder_length)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def decode_step(self, params, tokens_Mx1, cache, context):
+    """One autoregressive step for M = B * beam rows: (logits float32 [M, V], new cache)."""
+    logits_Mx1xV, mutated = self.module.apply(
+        {"params": nn.unbox(params), "cache": cache, "cross_cache": context["cross_cache"]},
+        context["encoded"], context["encoder_tokens"], tokens_Mx1, enable_dropout=False,
+        decode=True, mutable=["cache"], method=self.module.decode)
+    return logits_Mx1xV[:, 0, :].astype(jnp.float32), mutated["cache"]
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.config})"
+
+
+def _cache_shapes(model: EncoderDecoderModel, rows: int, max_decode_len: int, encoder_length: int):
+  """ShapeDtypeStructs of the self-attention cache for `rows` rows (eval_shape, no compute)."""
+  return _cache_shapes_cached(type(model), model.config, rows, max_decode_len, encoder_length)
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_shapes_cached(cls, config, rows, max_decode_len, encoder_length):
+  model = cls(config)
+  enc = jnp.ones((rows, encoder_length), jnp.int32)
+  dec = jnp.ones((rows, max_decode_len), jnp.int32)
+
+  def init():
+    variables = model.module.init(jax.random.PRNGKey(0), enc, dec, enable_dropout=False, decode=True)
+    return variables["cache"]
+
+  return jax.eval_shape(init)
+
+
+class FrozenEncoderCache:
+  """Adds `encoder_outputs` to training batches of a model whose encoder is frozen.
+
+  The encoder runs once per distinct prompt (token row) and its output (up to the last non-pad
+  token) is kept in host memory; later batches reuse it.  A prompt seen in every epoch of a small
+  dataset (CPCD: 450 conversations, ~15 target tracks each) is encoded once instead of once per
+  (prompt, track) example and step: on 2 CPU cores that is the difference between minutes and hours.
+  Parameters are those the cache was built with: valid only while the encoder does not train.
+  """
+
+  def __init__(self, model: EncoderDecoderModel, params, *, batch_size: int = 64,
+               dtype=np.float32, max_entries: int = 1_000_000):
+    if not model.frozen_encoder:
+      raise ValueError(f"{model} does not freeze its encoder; its outputs cannot be cached")
+    self.model = model
+    self.params = jax.device_get(nn.unbox(params))
+    self.batch_size = batch_size
+    self.dtype = dtype
+    self.max_entries = max_entries
+    self._store: dict[bytes, np.ndarray] = {}
+    self._encode = jax.jit(lambda p, t: model.encode(p, t))
+    self.hits = 0
+    self.misses = 0
+
+  def _fill(self, rows_NxS: np.ndarray) -> None:
+    """Encodes rows in chunks of similar length, each cut to a power of two >= its longest row
+    (padding positions change nothing for the rows' real tokens), so short texts cost little."""
+    lengths_N = (rows_NxS > 0).shape[1] - np.argmax((rows_NxS > 0)[:, ::-1], axis=1)
+    lengths_N = np.where((rows_NxS > 0).any(axis=1), lengths_N, 0)
+    order = np.argsort(lengths_N, kind="stable")
+    for start in range(0, len(order), self.batch_size):
+      idx = order[start:start + self.batch_size]
+      width = min(rows_NxS.shape[1], max(8, 1 << int(max(lengths_N[idx].max(), 1) - 1).bit_length()))
+      chunk = rows_NxS[idx, :width]
+      real = len(chunk)
+      if real < self.batch_size:  # few compiled shapes
+        chunk = np.concatenate([chunk, np.zeros((self.batch_size - real, width), chunk.dtype)])
+      out = np.asarray(jax.device_get(self._encode(self.params, chunk)), self.dtype)
+      for r, i in enumerate(idx):
+        if len(self._store) < self.max_entries:
+          self._store[rows_NxS[i].tobytes()] = out[r, :lengths_N[i]].copy()
+
+  def __call__(self, batch: dict) -> dict:
+    tokens_BxS = np.asarray(batch["encoder_input_tokens"])
+    keys = [row.tobytes() for row in tokens_BxS]
+    uniq = {k: i for i, k in enumerate(keys) if k not in self._store}  # distinct new prompts
+    self.misses += len(uniq)  # prompts encoded
+    self.hits += len(keys) - len(uniq)  # rows served without encoding
+    if uniq:
+      self._fill(tokens_BxS[list(uniq.values())])
+    b, s = tokens_BxS.shape
+    first = self._store.get(keys[0])
+    width = first.shape[-1] if first is not None else None
+    out = None
+    for i, k in enumerate(keys):
+      enc = self._store.get(k)
+      if enc is None:  # cache full: encode this row alone
+        enc = np.asarray(jax.device_get(self._encode(self.params, tokens_BxS[i:i + 1])), self.dtype)[0]
+      if out is None:
+        width = enc.shape[-1]
+        out = np.zeros((b, s, width), self.dtype)
+      out[i, :enc.shape[0]] = enc
+    return {**batch, ENCODER_OUTPUTS: out}
+
+  def wrap(self, batches):
+    """Maps `self` over an iterator of batches (keeps get_state/set_state when present)."""
+    return _MappedIterator(batches, self)
+
+
+class _MappedIterator:
+  def __init__(self, it, fn):
+    self._it = iter(it)
+    self._fn = fn
+    if hasattr(it, "get_state"):
+      self.get_state = it.get_state
+      self.set_state = it.set_state
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return self._fn(next(self._it))

