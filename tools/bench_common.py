@@ -10,8 +10,9 @@ One definition each of:
     the peer's own work, the fastest kept; on a shared CPU torch's default often spin-waits badly)
     and `run_child` (a peer in its own process under a time limit: torch.compile that does not
     finish is reported as "did not finish in N s", and its compile workers are stopped with it);
-  * the model and training calls every benchmark makes: `make_model`, `build_train_step`,
-    `train_model` (one place to change when the model interface or the trainer's API changes).
+  * the model and training calls every benchmark makes: `make_model`, `init_params`, `model_logits`,
+    `build_train_step`, `train_model` (one place to change when the model interface or the
+    trainer's API changes).
 """
 
 from __future__ import annotations
@@ -268,6 +269,21 @@ def make_model(config):
   """Our model object for `config` (today `t5.Transformer`; the model interface replaces it here)."""
   from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
   return t5.Transformer(config)
+
+
+def init_params(config, *, seed: int = 0, input_length: int = 8, target_length: int = 8):
+  """Random parameters of our model for `config` (host arrays, unboxed)."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
+  return nn.unbox(jax.device_get(t5.init_params(config, jax.random.PRNGKey(seed), input_length=input_length,
+                                                target_length=target_length)))
+
+
+def model_logits(config, params, encoder_input_tokens_BxS, decoder_input_tokens_BxL):
+  """Teacher-forced logits [B, L, V] of our model (no dropout)."""
+  return make_model(config).apply({"params": params}, encoder_input_tokens_BxS, decoder_input_tokens_BxL,
+                                  enable_dropout=False)
 
 
 def build_train_step(config, *, batch_size: int, feature_shapes: dict, num_partitions: int = 1,

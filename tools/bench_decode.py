@@ -216,14 +216,11 @@ def _timed(fn):
 
 def _setup(cfg, out):
   """Model config (one vocabulary for all catalogs), random params, prompts."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
   from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
   # One vocabulary for every catalog size: room for a disambiguation level of up to DIS_MAX codes.
   vocab = -(-(TEXT_VOCAB + sum(LEVELS) + DIS_MAX) // 128) * 128
   config = t5.T5Config.preset(cfg["model"], vocab_size=vocab, dropout_rate=0.0)
-  params = nn.unbox(jax.device_get(t5.init_params(config, jax.random.PRNGKey(0), input_length=8,
-                                                  target_length=len(LEVELS) + 1)))
+  params = bench_common.init_params(config, seed=0, input_length=8, target_length=len(LEVELS) + 1)
   rng = np.random.default_rng(2)
   prompts = rng.integers(3, TEXT_VOCAB, (cfg["batch"], cfg["input_len"])).astype(np.int32)
   prompts[:, cfg["input_len"] * 3 // 4:] = 0  # some padding, as real prompts have
@@ -361,8 +358,7 @@ def _check_same_logits(config, params, prompts, peer, out):
   seqs, _ = semantic_catalog(64, seed=1)
   b = prompts.shape[0]
   dec = np.concatenate([np.zeros((b, 1), np.int64), np.resize(seqs, (b, seqs.shape[1]))[:, :-1]], axis=1)
-  ours = np.asarray(bench_common.make_model(config).apply(
-      {"params": params}, jnp.asarray(prompts), jnp.asarray(dec, jnp.int32), enable_dropout=False))
+  ours = np.asarray(bench_common.model_logits(config, params, jnp.asarray(prompts), jnp.asarray(dec, jnp.int32)))
   out["logits_max_abs_diff_vs_hf"] = float(np.abs(peer.logits(dec) - ours).max())
 
 
