@@ -35,8 +35,11 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
-    packages=setuptools.find_packages(include=["t2t_jax", "t2t_jax.*", "tasks", "tasks.*"]),
-    package_data={"t2t_jax": ["gin/**/*.gin"]},
+    # The gin configs live in the top-level gin/ (configs only, no Python); installed, they are the
+    # package data directory t2t_jax/gin/ that gin_utils.PACKAGE_GIN_DIR searches.
+    packages=setuptools.find_packages(include=["t2t_jax", "t2t_jax.*", "tasks", "tasks.*"]) + ["t2t_jax.gin"],
+    package_dir={"t2t_jax.gin": "gin"},
+    package_data={"t2t_jax.gin": ["**/*.gin"]},
     include_package_data=True,
     install_requires=CORE + DATA,
     extras_require={

@@ -8,7 +8,9 @@ Data root layout (docs/CONTRACTS.md):
 are sanitised to seqio's [\\w.:#] alphabet; '-' becomes '_').  The root comes from the argument or
 the T2T_DATA_DIR environment variable.
 
-Prompts are tokenized in Python with the task's SentencePiece model, once per playlist.
+Prompts are tokenized in Python with the task's SentencePiece model, once per playlist, by
+`t2t_jax.data.examples.ExampleSource` (pure Python: `t2t_jax.data.batches.numpy_batches` makes the
+same unpacked batches without TensorFlow).
 
 Examples
   train:             one per (playlist, track): inputs = prompt tokens + EOS, targets = the track's
@@ -25,20 +27,19 @@ Mixtures `t2t.{dataset}.{strategy}.all` mix the prompt fields; `augment=True` ad
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import os
 import re
-import threading
 from typing import Iterator, Sequence
 
-import numpy as np
 import seqio
 import tensorflow as tf
 
 from t2t_jax.data import formats, prompts
 from t2t_jax.data import vocab as t2t_vocab
+from t2t_jax.data.examples import MISSING_IDS, ExampleSource, SourceStats, check_table  # noqa: F401
+from t2t_jax.data.examples import load_table as _load_table
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids.table import IdTable
 from tasks import postprocessors, vocabularies
@@ -76,121 +77,6 @@ def data_root(root: str | os.PathLike | None = None) -> str:
   return root
 
 
-MISSING_IDS = ("raise", "skip")
-
-
-@dataclasses.dataclass
-class SourceStats:
-  """What an ExampleSource dropped under missing_ids="skip" (per pass over a split)."""
-  tracks_without_id: int = 0
-  playlists_without_id: int = 0
-
-
-class ExampleSource:
-  """Loads a dataset dir + ID table once and yields raw examples (prompts as strings).
-
-  missing_ids: "raise" (default) stops at load time when a catalog track has no ID in the table,
-  naming the count and the first such tracks; "skip" drops those tracks from training examples and
-  relevance sets (and playlists left without any), counting them in `stats`.
-  augment: wrap training prompts in `prompts.PROMPT_TEMPLATES` (a template drawn per playlist from
-  the shuffle seed); evaluation prompts are never augmented.
-  """
-
-  def __init__(self, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str,
-               max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS, *, missing_ids: str = "raise",
-               augment: bool = False, input_tokenizer: str | None = None):
-    if missing_ids not in MISSING_IDS:
-      raise UserInputError(f"missing_ids must be one of {MISSING_IDS}, got {missing_ids!r}")
-    self.dataset_dir = dataset_dir
-    self.ids_dir = ids_dir
-    self.spm_path = spm_path
-    self.prompt_field = prompt_field
-    self.max_prompt_chars = max_prompt_chars
-    self.missing_ids = missing_ids
-    self.augment = augment
-    self.input_tokenizer = input_tokenizer  # None: prompts use the SentencePiece model
-    self.stats = SourceStats()
-    self._lock = threading.Lock()
-    self._loaded = None
-    self._vocab = None
-
-  def _load(self):
-    with self._lock:
-      if self._loaded is None:
-        dataset = _load_dataset(self.dataset_dir)
-        table = _load_table(self.ids_dir)
-        vocab = output_vocabulary(self.spm_path, table, self.input_tokenizer)
-        check_table(table, vocab, dataset, self.ids_dir, missing_ids=self.missing_ids)
-        self._vocab = vocab
-        self._input_vocab = (get_vocabulary(self.spm_path) if self.input_tokenizer is None else
-                             get_wordpiece_vocabulary(self.input_tokenizer))
-        tokens_NxL = table.token_ids(vocab.id_token_offset)
-        row_of = {t: r for r, t in enumerate(table.track_ids)}
-        self._loaded = (dataset, row_of, tokens_NxL)
-    return self._loaded
-
-  def _rows(self, row_of: dict, playlist: formats.Playlist) -> list[int]:
-    rows = []
-    for t in playlist.track_ids:
-      r = row_of.get(t)
-      if r is None:
-        if self.missing_ids == "raise":
-          raise UserInputError(
-              f"track {t!r} of playlist {playlist.playlist_id!r} ({self.dataset_dir}) has no ID in the "
-              f"ID table {self.ids_dir}; rebuild the table from this catalog")
-        self.stats.tracks_without_id += 1
-        continue
-      rows.append(r)
-    if not rows:
-      self.stats.playlists_without_id += 1
-    return rows
-
-  def _prompt(self, playlist: formats.Playlist) -> str:
-    return prompts.make_prompt(playlist, self.prompt_field, max_chars=self.max_prompt_chars)
-
-  def _tokens(self, text: str) -> np.ndarray:
-    """Prompt token ids: SentencePiece pieces (seqio appends EOS) or the pretrained encoder's
-    WordPiece ids with [CLS] ... [SEP] (no EOS).  Plain text only: a prompt that happens to
-    contain "<id_l_c>" must not become ID tokens."""
-    if self.input_tokenizer is not None:
-      return np.asarray(self._input_vocab.py_vocab.encode(text), np.int32)
-    return np.asarray(self._input_vocab.py_vocab.sp.EncodeAsIds(text), np.int32)
-
-  def train_playlists(self, seed: int | None = None) -> Iterator[dict]:
-    """One element per train playlist: its prompt tokens and the ID tokens of all its tracks.
-
-    `targets` is int32 [num_tracks, L] (0-padded); tf.data expands it to one example per track.
-    Playlists come in a seeded random order when `seed` is given.
-    """
-    dataset, row_of, tokens_NxL = self._load()
-    rng = np.random.default_rng([0 if seed is None else seed, 17])
-    for p in dataset.playlists("train", shuffle_seed=seed):
-      prompt = self._prompt(p)
-      rows = self._rows(row_of, p)
-      if not rows:
-        continue
-      inputs = prompts.augment_prompt(prompt, rng) if self.augment else prompt
-      yield {"inputs": self._tokens(inputs), "prompt": prompt, "playlist_id": p.playlist_id,
-             "targets": tokens_NxL[rows]}
-
-  def eval_examples(self, split: str) -> Iterator[dict]:
-    dataset, row_of, tokens_NxL = self._load()
-    for p in dataset.playlists(split):
-      prompt = self._prompt(p)
-      rows = np.asarray(self._rows(row_of, p), np.int32)
-      if rows.size == 0:
-        continue
-      yield {"inputs": self._tokens(prompt), "prompt": prompt, "playlist_id": p.playlist_id,
-             "targets": _strip(tokens_NxL[rows[0]]), "relevant_rows": rows}
-
-  def examples(self, split: str, seed: int | None = None) -> Iterator[dict]:
-    if split == "train":
-      return self.train_playlists(seed)
-    if split in ("validation", "test"):
-      return self.eval_examples(split)
-    raise UserInputError(f"unknown split {split!r}; expected one of {SPLITS}")
-
-
 _SOURCES: dict[str, ExampleSource] = {}
 
 
@@ -214,42 +100,6 @@ def task_source(task_name: str) -> ExampleSource:
   if source is None:
     raise UserInputError(f"{task_name!r} is not a registered t2t task (known: {sorted(_SOURCES)[:10]})")
   return source
-
-
-def check_table(table: IdTable, vocab: vocabularies.TextAndIdVocabulary, dataset: formats.Dataset,
-                ids_dir: str, *, missing_ids: str = "raise") -> None:
-  """Checks that an ID table fits a dataset and vocabulary; UserInputError naming what is wrong.
-
-  Every catalog track needs an ID (unless missing_ids="skip"); content-ID tokens must be text pieces
-  of this SentencePiece model (a table built with another vocabulary is caught here).
-  """
-  if missing_ids == "raise":
-    in_table = set(table.track_ids)
-    missing = [t.track_id for t in dataset.tracks if t.track_id not in in_table]
-    if missing:
-      raise UserInputError(
-          f"{len(missing)} of {len(dataset.tracks)} catalog tracks of {dataset.directory} have no ID in the "
-          f"ID table {ids_dir} (e.g. {missing[:3]}); rebuild the table from this catalog")
-  if table.is_text and table.codes.size:
-    hi = int(table.codes.max())
-    if hi >= vocab.text_vocab_size:
-      raise UserInputError(
-          f"content ID table {ids_dir} uses token {hi}, but the text vocabulary {vocab.spm_path} has "
-          f"{vocab.text_vocab_size} pieces: the table was built with another SentencePiece model")
-
-
-def _strip(tokens_L: np.ndarray) -> np.ndarray:
-  return tokens_L[tokens_L > 0].astype(np.int32)
-
-
-@functools.lru_cache(maxsize=8)
-def _load_dataset(dataset_dir: str) -> formats.Dataset:
-  return formats.Dataset.load(dataset_dir)
-
-
-@functools.lru_cache(maxsize=32)
-def _load_table(ids_dir: str) -> IdTable:
-  return IdTable.load(ids_dir)
 
 
 @functools.lru_cache(maxsize=64)

@@ -26,6 +26,12 @@ def test_bench_json(tmp_path):
   assert r["jax_inertia"] == pytest.approx(r["faiss_inertia"], rel=1e-4)
   assert r["jax_inertia"] == pytest.approx(r["sklearn_inertia"], rel=1e-4)
   assert r["jax_inertia"] < r["init_inertia"]
+  # faiss ran with the measured-best thread count; load and the memory-read roofline are recorded.
+  assert r["faiss_threads"] == r["faiss_thread_choice"]["chosen"] >= 1
+  assert len(r["faiss_thread_choice"]["seconds_by_threads"]) == os.cpu_count()
+  assert r["jax_seconds_summary"]["n"] == 1 and r["jax_seconds_per_iteration"]["n"] == 2  # 3 iterations
+  assert r["memory_read"]["bytes"] == 3000 * 8 * 4 and r["iteration_over_measured_read"] > 0
+  assert r["load"]["cores"] == os.cpu_count() and r["machine"]["versions"]["numpy"]
 
 
 @pytest.mark.entry

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +33,8 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 from t2t_jax import io_utils  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.data import synthetic  # noqa: E402
 
 UNIVERSE = 2_000_000
@@ -137,20 +138,10 @@ def run_child(corpus: str, work: str, *, max_examples: int, batch_size: int, inp
 
 
 def machine() -> dict:
-  cpu = platform.processor() or ""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-  except OSError:
-    pass
-  try:
-    with open("/proc/meminfo", encoding="utf-8") as f:
-      mem_gb = int(f.readline().split()[1]) / 2**20
-  except (OSError, ValueError, IndexError):
-    mem_gb = None
-  return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
-          "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
-          "note": "shared machine: other jobs ran concurrently; see loadavg (1/5/15 min)"}
+  """bench_common.machine_info (cpu, cores, memory, load, versions, date) without importing JAX."""
+  info = bench_common.machine_info(with_jax=False)
+  info["cores"] = info["cpu_count"]
+  return info
 
 
 def main(argv=None) -> int:
@@ -172,7 +163,9 @@ def main(argv=None) -> int:
     return 0
 
   sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-  results = {"machine": machine(), "settings": {k: getattr(args, k) for k in
+  watch = bench_common.LoadWatch("bench_data")
+  results = {"benchmark": "bench_data", "command": "python tools/bench_data.py " + " ".join(sys.argv[1:] if argv is None else argv),
+             "machine": machine(), "settings": {k: getattr(args, k) for k in
                                                 ("max_examples", "batch_size", "inputs_length", "vocab_size")},
              "sizes": {}}
   with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
@@ -204,6 +197,7 @@ def main(argv=None) -> int:
             ", ".join(f"{k}={v:.1f}" for k, v in res["stages"].items()), flush=True)
   results["examples_per_s"] = {s: r["examples_per_s"] for s, r in results["sizes"].items()}
   results["peak_rss_mb"] = {s: r["peak_rss_mb"] for s, r in results["sizes"].items()}
+  results["load"] = watch.report()
   if args.json:
     io_utils.write_json(args.json, results)
   return 0

@@ -1,7 +1,7 @@
 """Benchmark: t2t_jax k-means (JAX) vs faiss-cpu vs scikit-learn, same data, K, iterations, init.
 
-  python tools/bench_kmeans.py                       # N=1M, d=64, K=256, 20 iterations, 3 runs
-  python tools/bench_kmeans.py --n 200000 --runs 5 --json /tmp/bench.json
+  python tools/bench_kmeans.py --json kmeans.json    # N=1M, d=64, K=256, 20 iterations, 5 runs
+  python tools/bench_kmeans.py --n 10000000 --no_faiss --no_sklearn --json kmeans.json   # a GPU
   python tools/bench_kmeans.py --scale --n 10000000  # streamed semantic IDs from a memmap, peak RSS
   python tools/bench_kmeans.py --cf_scale --n 1000000 --playlists 1000000 --d 64  # CF embeddings
 
@@ -13,7 +13,12 @@ convergence).  Final inertia of each result is computed by one evaluator (float3
 faiss IndexFlatL2, float64 sum) on all points.  Times are wall seconds of the fit call; ours includes
 its final assignment pass (faiss's train does not) and excludes XLA compilation (a warm-up fit on
 the same shapes runs first and is reported separately).  Runs are interleaved (jax, faiss, sklearn,
-jax, ...) and medians reported, because this machine's CPUs are shared with other jobs.
+jax, ...), median/min/max reported.  faiss runs with its best OpenMP thread count on this machine
+(every count 1..nproc timed on a 3-iteration fit; `--faiss_threads N` fixes it): on an oversubscribed
+CPU its threads collapse, so the load average before and after is recorded and a run whose load
+exceeded the core count says so.  Also reported: our seconds per Lloyd iteration (between iteration
+callbacks) against the time of one read of the data from device memory (a jitted sum over the
+device-resident array, and on known GPUs the datasheet HBM bandwidth): the roofline of a pass.
 
 Scale mode (--scale): writes an N x d float32 file to --scratch in chunks, then builds 3 x 256 +
 disambiguation residual-k-means semantic IDs streaming from it (k-means|| or sampled k-means++
@@ -26,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,7 +38,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common  # noqa: E402  pylint: disable=wrong-import-position
+
+BLOCK_CANDIDATES = (1024, 16384, 262144)
+NOMINAL_READ_TBPS = {"H200": 4.8, "H100": 3.35, "A100": 2.0}  # datasheet HBM bandwidth, TB/s
 
 
 def make_data(n: int, d: int, num_blobs: int, seed: int, out=None, start: int = 0) -> np.ndarray:
@@ -59,25 +67,9 @@ def make_data(n: int, d: int, num_blobs: int, seed: int, out=None, start: int = 
 
 
 def machine() -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  out = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-         "python": platform.python_version(), "jax": jax.__version__,
-         "jax_devices": [str(dv) for dv in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", ""),
-         "load_average_at_start": os.getloadavg()}
-  for mod in ("faiss", "sklearn", "numpy"):
-    try:
-      out[mod] = __import__(mod).__version__
-    except ImportError:
-      out[mod] = None
+  """bench_common.machine_info() (cpu, cores, load, versions, date) + XLA flags."""
+  out = bench_common.machine_info()
+  out["xla_flags"] = os.environ.get("XLA_FLAGS", "")
   return out
 
 
@@ -92,71 +84,154 @@ def evaluate_inertia(x: np.ndarray, centroids: np.ndarray) -> float:
   return total
 
 
-def run_jax(x, c0, args):
+def run_jax(x, c0, args, iterations=None):
   from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
+  stamps = []
   t = time.perf_counter()
-  res = km.kmeans(x, args.k, iterations=args.iterations, tol=0.0, init_centroids_KxD=c0,
-                  chunk_size=args.chunk, block_size=args.block, precision=args.precision, update=args.update)
-  return time.perf_counter() - t, res.centroids_KxD
+  res = km.kmeans(x, args.k, iterations=iterations or args.iterations, tol=0.0, init_centroids_KxD=c0,
+                  chunk_size=args.chunk, block_size=args.block, precision=args.precision, update=args.update,
+                  callback=lambda it, inertia: stamps.append(time.perf_counter()))
+  return time.perf_counter() - t, res.centroids_KxD, list(np.diff(stamps))
 
 
-def run_faiss(x, c0, args):
+def run_faiss(x, c0, args, iterations=None):
   import faiss  # pylint: disable=g-import-not-at-top
   if args.faiss_threads:
     faiss.omp_set_num_threads(args.faiss_threads)
-  km = faiss.Kmeans(x.shape[1], args.k, niter=args.iterations, seed=args.seed, verbose=False,
+  km = faiss.Kmeans(x.shape[1], args.k, niter=iterations or args.iterations, seed=args.seed, verbose=False,
                     max_points_per_centroid=-(-x.shape[0] // args.k) + 1)
   km.cp.early_stop_threshold = -1.0  # Never stop early: exactly niter iterations.
   t = time.perf_counter()
   km.train(x, init_centroids=c0)
-  return time.perf_counter() - t, km.centroids
+  return time.perf_counter() - t, km.centroids, None
 
 
-def run_sklearn(x, c0, args):
+def run_sklearn(x, c0, args, iterations=None):
   from sklearn.cluster import KMeans  # pylint: disable=g-import-not-at-top
-  km = KMeans(n_clusters=args.k, init=c0, n_init=1, max_iter=args.iterations, tol=0.0, algorithm="lloyd",
-              random_state=args.seed)
+  km = KMeans(n_clusters=args.k, init=c0, n_init=1, max_iter=iterations or args.iterations, tol=0.0,
+              algorithm="lloyd", random_state=args.seed)
   t = time.perf_counter()
   km.fit(x)
-  return time.perf_counter() - t, km.cluster_centers_.astype(np.float32)
+  return time.perf_counter() - t, km.cluster_centers_.astype(np.float32), None
+
+
+def choose_faiss_threads(x, c0, args) -> dict:
+  """faiss's best OpenMP thread count here: every count 1..nproc timed on a 3-iteration fit."""
+  seconds = {}
+  for n in range(1, (os.cpu_count() or 1) + 1):
+    args.faiss_threads = n
+    seconds[n] = min(run_faiss(x, c0, args, iterations=3)[0] for _ in range(2))
+  args.faiss_threads = min(seconds, key=seconds.get)
+  return {"chosen": args.faiss_threads, "seconds_by_threads": {str(k): v for k, v in seconds.items()},
+          "how": "each thread count timed on a 3-iteration fit (best of 2); the fastest kept"}
+
+
+def choose_block(x, c0, args) -> dict:
+  """Our best block size here (rows per scanned block: ~1024 suits a CPU's cache, a GPU wants far
+  more rows per step): each candidate compiled, then timed on a 3-iteration fit (median seconds per
+  iteration); the fastest kept."""
+  candidates = [b for b in BLOCK_CANDIDATES if b <= max(BLOCK_CANDIDATES[0], 2 * x.shape[0])]
+  per_iter = {}
+  for b in candidates:
+    args.block = b
+    run_jax(x, c0, args, iterations=2)  # compile
+    per_iter[b] = statistics.median(run_jax(x, c0, args, iterations=4)[2])
+  args.block = min(per_iter, key=per_iter.get)
+  return {"chosen": args.block, "seconds_per_iteration_by_block": {str(k): v for k, v in per_iter.items()},
+          "how": "each block size compiled, then timed on a 4-iteration fit (median of 3 iteration gaps); "
+                 "the fastest kept"}
+
+
+def memory_read(x: np.ndarray) -> dict:
+  """Seconds of one read of the data from device memory (a jitted sum over the device-resident
+  array; median of 5 after a warm-up) and the bandwidth it implies; nominal HBM figures for known GPUs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  xd = jax.device_put(jnp.asarray(x))
+  total = jax.jit(lambda a: jnp.sum(a, dtype=jnp.float32))
+  call = lambda: jax.block_until_ready(total(xd))
+  call()
+  secs = bench_common.summary(bench_common.time_windows(call, warmup=1, steps=1, windows=5))
+  out = {"bytes": int(x.nbytes), "measured_seconds": secs, "measured_gb_per_s": x.nbytes / secs["median"] / 1e9,
+         "how": "jitted jnp.sum over the device-resident float32 array (every byte read once)"}
+  kind = jax.local_devices()[0].device_kind
+  for name, tbps in NOMINAL_READ_TBPS.items():
+    if name.lower() in kind.lower():
+      out.update(nominal_tb_per_s=tbps, nominal_seconds=x.nbytes / (tbps * 1e12), device=kind)
+  del xd
+  return out
 
 
 def bench(args) -> dict:
   from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
+  watch = bench_common.LoadWatch("bench_kmeans")
   info = machine()
   x = make_data(args.n, args.d, args.blobs, args.seed)
   c0 = km.kmeans_plusplus(x, args.k, seed=args.seed, sample_size=min(args.n, 64 * args.k))
+  block_choice = choose_block(x, c0, args) if args.block == "auto" else None
+  if block_choice:
+    print(f"jax block size: {block_choice['chosen']} ({block_choice['seconds_per_iteration_by_block']})", flush=True)
   # Warm-up (compile) on the real shapes, 1 iteration.
   t = time.perf_counter()
   km.kmeans(x, args.k, iterations=1, tol=0.0, init_centroids_KxD=c0, chunk_size=args.chunk,
             block_size=args.block, precision=args.precision, update=args.update)
   compile_s = time.perf_counter() - t
-  libs = [("jax", run_jax), ("faiss", run_faiss)] + ([] if args.no_sklearn else [("sklearn", run_sklearn)])
+  out = {"benchmark": "bench_kmeans", "command": "python tools/bench_kmeans.py " + " ".join(args.argv),
+         "n": args.n, "d": args.d, "k": args.k, "iterations": args.iterations, "runs": args.runs,
+         "chunk": args.chunk, "block": args.block, "precision": args.precision, "update": args.update,
+         "jax_compile_and_1_iteration_seconds": compile_s, "machine": info}
+  if block_choice:
+    out["block_choice"] = block_choice
+  libs = [("jax", run_jax)]
+  if not args.no_faiss:
+    libs.append(("faiss", run_faiss))
+    if not args.faiss_threads:
+      out["faiss_thread_choice"] = choose_faiss_threads(x, c0, args)
+      print(f"faiss threads: {out['faiss_thread_choice']['chosen']} ({out['faiss_thread_choice']['seconds_by_threads']})",
+            flush=True)
+    out["faiss_threads"] = args.faiss_threads
+  if not args.no_sklearn:
+    libs.append(("sklearn", run_sklearn))
   times = {name: [] for name, _ in libs}
+  per_iter = []
   cents = {}
-  for r in range(args.runs):
+  for r in range(args.runs):  # interleaved: a shared CPU's load hits every library alike
     for name, fn in libs:
       if name == "sklearn" and r >= args.sklearn_runs:
         continue
-      sec, cent = fn(x, c0, args)
+      sec, cent, iters = fn(x, c0, args)
       times[name].append(sec)
+      per_iter += iters or []
       cents[name] = cent
       print(f"run {r} {name:8s} {sec:8.2f} s", flush=True)
-  out = {"n": args.n, "d": args.d, "k": args.k, "iterations": args.iterations, "runs": args.runs,
-         "chunk": args.chunk, "block": args.block, "precision": args.precision, "update": args.update,
-         "faiss_threads": args.faiss_threads,
-         "jax_compile_and_1_iteration_seconds": compile_s, "machine": info}
-  init_inertia = evaluate_inertia(x, c0)
-  out["init_inertia"] = init_inertia
-  for name in times:
-    out[f"{name}_seconds"] = statistics.median(times[name]) if times[name] else None
-    out[f"{name}_all_seconds"] = times[name]
-    out[f"{name}_inertia"] = evaluate_inertia(x, cents[name]) if name in cents else None
-  if "sklearn" not in times:
-    out["sklearn_seconds"] = out["sklearn_inertia"] = None
-  out["time_ratio_jax_over_faiss"] = out["jax_seconds"] / out["faiss_seconds"]
-  out["inertia_ratio_jax_over_faiss"] = out["jax_inertia"] / out["faiss_inertia"]
-  out["machine"]["load_average_at_end"] = os.getloadavg()
+  # One evaluator for every result: faiss's exact search when faiss runs, else our assignment pass on
+  # the device (float32 distances, float64 sum; numpy's would take minutes at 10M rows).
+  inertia = evaluate_inertia if not args.no_faiss else (
+      lambda x, c: float(km.assign(x, c, block_size=args.block)[1].astype(np.float64).sum()))
+  out["inertia_evaluator"] = "faiss IndexFlatL2" if not args.no_faiss else "t2t_jax.ids.kmeans.assign"
+  out["init_inertia"] = inertia(x, c0)
+  for name in ("jax", "faiss", "sklearn"):
+    ts = times.get(name, [])
+    out[f"{name}_seconds"] = statistics.median(ts) if ts else None
+    out[f"{name}_seconds_summary"] = bench_common.summary(ts)
+    out[f"{name}_all_seconds"] = ts
+    if name in cents:
+      out[f"{name}_inertia"] = inertia(x, cents[name])
+    else:
+      out[f"{name}_inertia"] = None
+  out["jax_seconds_per_iteration"] = bench_common.summary(per_iter)
+  if out["faiss_seconds"]:
+    out["time_ratio_jax_over_faiss"] = out["jax_seconds"] / out["faiss_seconds"]
+    out["inertia_ratio_jax_over_faiss"] = out["jax_inertia"] / out["faiss_inertia"]
+  out["memory_read"] = memory_read(x)
+  it_s = out["jax_seconds_per_iteration"]["median"]
+  out["iteration_over_measured_read"] = it_s / out["memory_read"]["measured_seconds"]["median"]
+  if "nominal_seconds" in out["memory_read"]:
+    out["iteration_over_nominal_read"] = it_s / out["memory_read"]["nominal_seconds"]
+  print(f"jax: {it_s * 1e3:.2f} ms per Lloyd iteration (median of {len(per_iter)}) = "
+        f"{out['iteration_over_measured_read']:.1f}x one read of the {x.nbytes / 1e9:.2f} GB of data "
+        f"({out['memory_read']['measured_gb_per_s']:.0f} GB/s measured)", flush=True)
+  out["load"] = watch.report()
   return out
 
 
@@ -257,14 +332,18 @@ def main(argv=None):
   p.add_argument("--d", type=int, default=64)
   p.add_argument("--k", type=int, default=256)
   p.add_argument("--iterations", type=int, default=20)
-  p.add_argument("--runs", type=int, default=3)
+  p.add_argument("--runs", type=int, default=5)
   p.add_argument("--sklearn_runs", type=int, default=1, help="sklearn is slow: run it this many times")
   p.add_argument("--no_sklearn", action="store_true")
-  p.add_argument("--faiss_threads", type=int, default=0, help="faiss OpenMP threads (0: faiss's default)")
+  p.add_argument("--no_faiss", action="store_true", help="ours only (e.g. an accelerator image without faiss)")
+  p.add_argument("--faiss_threads", type=int, default=0,
+                 help="faiss OpenMP threads (0: the fastest of 1..nproc, measured on a 3-iteration fit)")
   p.add_argument("--blobs", type=int, default=1024, help="Gaussian mixture components in the data")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--chunk", type=int, default=None, help="k-means chunk size (default: the library's)")
-  p.add_argument("--block", type=int, default=None, help="k-means block size (default: the library's)")
+  p.add_argument("--block", default=None,
+                 help="k-means block size (default: the library's; 'auto': the fastest of "
+                      f"{', '.join(map(str, BLOCK_CANDIDATES))}, measured)")
   p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
   p.add_argument("--update", default="auto", choices=["auto", "onehot", "segment_sum"])
   p.add_argument("--json", default=None, help="write the results here (atomically)")
@@ -277,6 +356,7 @@ def main(argv=None):
   p.add_argument("--init", default="k-means||", choices=["k-means||", "k-means++"])
   p.add_argument("--scratch", default=None, help="scale mode: where the memmap and residuals go")
   args = p.parse_args(argv)
+  args.argv = list(sys.argv[1:] if argv is None else argv)
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
@@ -284,12 +364,16 @@ def main(argv=None):
     args.chunk = km.DEFAULT_CHUNK
   if args.block is None:
     args.block = km.DEFAULT_BLOCK
+  elif args.block != "auto":
+    args.block = int(args.block)
+  watch = bench_common.LoadWatch("bench_kmeans")
   try:
     out = cf_scale(args) if args.cf_scale else scale(args) if args.scale else bench(args)
+    out.setdefault("load", watch.report())
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=1))
+  print(json.dumps({k: v for k, v in out.items() if isinstance(v, (int, float, str, type(None)))}, indent=1))
   if args.json:
     io_utils.write_json(args.json, out)
   return 0

@@ -41,6 +41,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common  # noqa: E402  pylint: disable=wrong-import-position
 
 PROMPTS = [
     "old classics for slow dancing", "late night drive", "GYM WORKOUT", "chill evening jazz 🎷",
@@ -212,9 +214,8 @@ async def health(url: str) -> dict:
 
 
 def machine() -> dict:
-  """experiment.machine_info (one definition of "where it ran" for every results file)."""
-  from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
-  return experiment.machine_info()
+  """bench_common.machine_info (one definition of "where it ran" for every results file)."""
+  return bench_common.machine_info()
 
 
 def pct(xs, q) -> float:
@@ -242,6 +243,7 @@ def main(argv=None) -> int:
   p.add_argument("--max_uptime_s", type=float, default=2400, help="server safety net")
   args = p.parse_args(argv)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  watch = bench_common.LoadWatch("bench_serve")
   mach = machine()
   t_all = time.time()
   tmp = None
@@ -312,7 +314,8 @@ def main(argv=None) -> int:
       "p50_ms": pct(lat["latency_ms"], 50), "p99_ms": pct(lat["latency_ms"], 99),
       "requests_per_s": round(n_load / load["seconds"], 1),
       "errors": errors, "wrong_answers": wrong,
-      "machine": dict(mach, loadavg_1m_at_end=round(os.getloadavg()[0], 2)),
+      "benchmark": "bench_serve", "command": "python tools/bench_serve.py " + " ".join(sys.argv[1:] if argv is None else argv),
+      "machine": mach, "load": watch.report(),
       "latency_requests": len(lat["latency_ms"]), "load_requests": n_load, "clients": args.clients,
       "load_p50_ms": pct(load["latency_ms"], 50), "load_p99_ms": pct(load["latency_ms"], 99),
       "single_client_requests_per_s": round(len(lat["latency_ms"]) / lat["seconds"], 1),
