@@ -87,7 +87,7 @@ def test_train_learns_copy_task_and_checkpoints(tmp_path, optimizer):
 
 def test_bad_batch_fails_before_compiling(tmp_path):
   small = TINY.replace(vocab_size=50)
-  with pytest.raises(UserInputError, match="token id .* >= model vocab_size 50"):
+  with pytest.raises(UserInputError, match="token id .* >= the model's input vocabulary size 50"):
     trainer.train(model_config=small, train_iter=_batches(), model_dir=str(tmp_path),
                   train_steps=2, batch_size=8, progress=False)
   with pytest.raises(UserInputError, match="expected the per-host batch 16"):
