@@ -96,3 +96,19 @@ def test_frozen_encoder_cache_refuses_trainable_encoder(tiny):
   model, params, _, _ = tiny
   with pytest.raises(ValueError, match="does not freeze its encoder"):
     base.FrozenEncoderCache(model, params)
+
+
+def test_multi_target_batches_equal_repeated_prompts(tiny):
+  """T decoder rows per prompt (batch-major) attend to their prompt's encoder output, exactly as if
+  the prompt were repeated T times: the encoder runs once per prompt."""
+  model, params, prompts, targets = tiny
+  t = 2
+  dec_tgt = jnp.concatenate([targets, jnp.flip(targets, axis=1)], axis=0)
+  dec_tgt = dec_tgt.reshape(2, 3, 4).transpose(1, 0, 2).reshape(6, 4)  # prompt-major
+  dec_in = jnp.concatenate([jnp.zeros((6, 1), jnp.int32), dec_tgt[:, :-1]], axis=1)
+  grouped = model.logits(params, {"encoder_input_tokens": prompts, "decoder_input_tokens": dec_in,
+                                  "decoder_target_tokens": dec_tgt})
+  repeated = model.logits(params, {"encoder_input_tokens": jnp.repeat(prompts, t, axis=0),
+                                   "decoder_input_tokens": dec_in,
+                                   "decoder_target_tokens": dec_tgt})
+  np.testing.assert_allclose(np.asarray(grouped), np.asarray(repeated), rtol=1e-5, atol=1e-5)

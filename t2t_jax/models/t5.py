@@ -422,7 +422,12 @@ class Decoder(nn.Module):
                  jnp.ones(decoder_input_tokens_BxL.shape, bool))
       self_mask = _attention_mask(q_valid, q_valid, decoder_segment_ids, decoder_segment_ids)
       self_mask = jnp.logical_and(self_mask, jnp.tril(jnp.ones((length, length), bool)))
-      cross_mask = _attention_mask(q_valid, enc_valid, decoder_segment_ids, encoder_segment_ids)
+      if decoder_input_tokens_BxL.shape[0] != encoded_BxSxE.shape[0]:
+        # Multi-target batches: T decoder rows per prompt (batch-major), folded into the query axis
+        # of cross-attention like beams; padded target positions are masked by the loss weights.
+        cross_mask = enc_valid[:, None, None, :]
+      else:
+        cross_mask = _attention_mask(q_valid, enc_valid, decoder_segment_ids, encoder_segment_ids)
     layer_cls = _maybe_remat(DecoderLayer, cfg.remat_policy, static_argnums=(6, 7))
     for i in range(cfg.num_decoder_layers):
       x = layer_cls(cfg, name=f"layers_{i}")(x, encoded_BxSxE, self_mask, cross_mask, bias,
