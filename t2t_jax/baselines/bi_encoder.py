@@ -24,7 +24,9 @@ gradient norm clipped at 1 (sentence-transformers' fit defaults).  The loop is w
 SentenceTransformerTrainer needs the `datasets` and `accelerate` packages for what is 20 lines.
 
 torch / sentence-transformers are imported inside the methods: the core imports without them.
-`threads` sets torch's intra-op threads while fitting and recommending (restored afterwards).
+`threads` sets torch's intra-op threads while fitting and recommending (restored afterwards; None
+leaves torch's default).  Default 1: on the shared 2-core machine (load ~12) one thread was 1.5-2.5x
+faster than two, both for encoding and for fine-tuning (tools/cpcd_baselines.py, see README).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class BiEncoderRetriever:
 
   def __init__(self, model_dir: str | None = None, *, track_text: str = "playlist_titles", finetune: bool = False,
                epochs: int = 1, batch_size: int = 32, learning_rate: float = 2e-5, max_seq_length: int = 256,
-               seed: int = 0, device: str = "cpu", threads: int | None = None, max_prompts_per_track: int = 200,
+               seed: int = 0, device: str = "cpu", threads: int | None = 1, max_prompts_per_track: int = 200,
                encode_batch_size: int = 64, cache_dir: str | None = None, progress: bool = False):
     self.track_text = catalog_lib.check_track_text(track_text, "bi-encoder", catalog_lib.DENSE_TRACK_TEXTS)
     if finetune and (epochs < 1 or batch_size < 2):
@@ -195,7 +197,7 @@ class BiEncoderRetriever:
       return {k: v.to(device) if hasattr(v, "to") else v for k, v in preprocess(texts).items()}
 
     self.model.train()
-    self.stats.update(epoch_seconds=[], epoch_loss=[], pairs_per_epoch=len(usable))
+    self.stats.update(epoch_seconds=[], epoch_loss=[], step_loss=[], pairs_per_epoch=len(usable))
     for _ in range(self.epochs):
       t, losses = time.perf_counter(), []
       order = rng.permutation(usable)
@@ -214,6 +216,7 @@ class BiEncoderRetriever:
         losses.append(float(loss.detach()))
       self.stats["epoch_seconds"].append(round(time.perf_counter() - t, 2))
       self.stats["epoch_loss"].append(float(np.mean(losses)) if losses else None)
+      self.stats["step_loss"].extend(round(x, 4) for x in losses)
     self.model.eval()
 
   # -- retrieval --------------------------------------------------------------------------------- #
