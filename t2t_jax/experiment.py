@@ -420,16 +420,17 @@ def run_baselines(ws: Workspace, prompts: Sequence[str], relevant: Sequence[Sequ
   unknown = [w for w in which if w not in BASELINES]
   if unknown:
     raise UserInputError(f"unknown baselines {unknown}; choose from {BASELINES}")
-  texts = [track_text(t) for t in ws.ds.tracks]
+  from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
+  catalog = CatalogTexts.from_tracks(ws.ds.tracks, track_text)
   train_prompts = [(prompts_lib.make_prompt(p, prompt_field), r) for p, r in zip(ws.train_playlists, ws.rows_train)]
   rows = []
   for name in which:
     t = time.time()
     extra = {}
     if name == "bm25":
-      model = bm25.BM25Retriever().fit(texts, train_prompts)
+      model = bm25.BM25Retriever().fit(catalog, train_prompts)
     elif name == "most_popular":
-      model = popularity.MostPopular(ws.num_tracks).fit(ws.rows_train)
+      model = popularity.MostPopular().fit(catalog, train_prompts)
     else:
       from t2t_jax.baselines import dual_encoder  # pylint: disable=g-import-not-at-top
       from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
@@ -438,7 +439,7 @@ def run_baselines(ws: Workspace, prompts: Sequence[str], relevant: Sequence[Sequ
       kw.setdefault("seed", seed)
       kw.setdefault("progress", progress)
       model = dual_encoder.DualEncoderRetriever(encode_fn=vocab.sp.EncodeAsIds, vocab_size=vocab.vocab_size,
-                                                **kw).fit(texts, train_prompts)
+                                                **kw).fit(catalog, train_prompts)
       extra = {"final_loss": model.final_loss, "train_examples_per_s": model.examples_per_second}
     train_s = time.time() - t
     if extra.get("train_examples_per_s"):  # steady-state training time, as for Text2Tracks rows

@@ -67,6 +67,7 @@ def test_baselines_scored_on_the_same_split(result):
   """The BM25 and most-popular rows equal a direct recomputation on the task's test prompts."""
   from t2t_jax import evaluation, experiment  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
+  from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   from t2t_jax.data import formats, prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   out, rows = result
   ds = formats.Dataset.load(os.path.join(out, "work", "data", "synthetic"))
@@ -75,13 +76,14 @@ def test_baselines_scored_on_the_same_split(result):
   relevant = [[ds.track_row[t] for t in p.track_ids] for p in test]
   train = list(ds.playlists("train"))
   train_rows = [[ds.track_row[t] for t in p.track_ids] for p in train]
-  bm = bm25.BM25Retriever().fit([experiment.track_text(t) for t in ds.tracks],
-                                [(prompts_lib.make_prompt(p, "title"), r) for p, r in zip(train, train_rows)])
+  catalog = CatalogTexts.from_tracks(ds.tracks, experiment.track_text)
+  train_prompts = [(prompts_lib.make_prompt(p, "title"), r) for p, r in zip(train, train_rows)]
+  bm = bm25.BM25Retriever().fit(catalog, train_prompts)
   want = evaluation.evaluate_rankings(bm.recommend(prompts, 10), relevant, ks=(1, 5, 10))
   got = next(r for r in rows if r["method"].startswith("BM25"))
   for key in ("hits@10", "map@10", "ndcg@10", "mrr"):
     assert got[key] == pytest.approx(want[key])
-  pop = popularity.MostPopular(len(ds.tracks)).fit(train_rows)
+  pop = popularity.MostPopular().fit(catalog, train_prompts)
   want = evaluation.evaluate_rankings(pop.recommend(prompts, 10), relevant, ks=(1, 5, 10))
   got = next(r for r in rows if r["method"] == "Most popular")
   assert got["hits@10"] == pytest.approx(want["hits@10"]) and got["map@10"] == pytest.approx(want["map@10"])

@@ -5,6 +5,7 @@ import pytest
 
 from t2t_jax import evaluation
 from t2t_jax.baselines import dual_encoder
+from t2t_jax.baselines.catalog import CatalogTexts
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
 
@@ -15,6 +16,10 @@ WORDS = {w: i + 3 for i, w in enumerate(
 
 def _encode(text):
   return [WORDS.get(w, 2) for w in text.split()]
+
+
+def _catalog(texts):
+  return CatalogTexts(metadata=texts, artists=[t.split()[0] for t in texts])
 
 
 def _micro(vocab_size):
@@ -41,7 +46,7 @@ def toy():
   del rng
   model = dual_encoder.DualEncoderRetriever(encode_fn=_encode, vocab_size=32, config=_micro(32), train_steps=60,
                                             batch_size=16, learning_rate=3e-3, warmup_steps=5, seed=0)
-  model.fit(texts, playlists(200, 1))
+  model.fit(_catalog(texts), playlists(200, 1))
   return model, texts, by_genre, playlists(30, 2)
 
 
@@ -112,9 +117,9 @@ def test_bad_inputs(toy):
   with pytest.raises(UserInputError, match="fit"):
     fresh.recommend(["jazz"], 5)
   with pytest.raises(UserInputError, match="outside"):
-    fresh.fit(texts, [("jazz", [0, 99])])
+    fresh.fit(_catalog(texts), [("jazz", [0, 99])])
   with pytest.raises(UserInputError, match="no \\(prompt, track\\)"):
-    fresh.fit(texts, [])
+    fresh.fit(_catalog(texts), [])
   with pytest.raises(UserInputError, match="k must be"):
     model.recommend(["jazz"], 0)
   with pytest.raises(UserInputError, match="vocab_size"):

