@@ -53,14 +53,13 @@ class Recommender:
   """Prompt -> ranked catalog tracks with a trained Text2Tracks model."""
 
   def __init__(self, *, model, params, vocab, id_table, tracks: dict, settings: dict):
-    from t2t_jax.decoding import generate, index as index_lib  # pylint: disable=g-import-not-at-top
+    from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
     self.model, self.params, self.vocab, self.id_table = model, params, vocab, id_table
     self.tracks, self.settings = tracks, settings
     self.inputs_length = int(settings["inputs_length"])
     self.beam_size = int(settings["beam_size"])
-    token_seqs = id_table.token_ids(vocab.id_token_offset)
-    self.index = index_lib.build_index(token_seqs, vocab.vocab_size).to_device()
-    self._generate = generate
+    self.index = index_lib.build_table_index(id_table, vocab.id_token_offset,
+                                             vocab.vocab_size).to_device()
     self._fns = {}
 
   @classmethod
@@ -97,15 +96,15 @@ class Recommender:
 
   def _fn(self, k: int):
     """Jitted recommend function for top-k (jit caches one executable per padded batch size)."""
+    from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
     if k not in self._fns:
-      fn = self._generate.make_recommend_fn(self.model, self.index, beam_size=max(self.beam_size, k), top_k=k)
-      # The index is a jit argument, not a constant folded into the executable (large catalogs).
-      self._fns[k] = jax.jit(fn)
+      self._fns[k] = evaluation.constrained_topk_fn(self.model, self.index,
+                                                    beam_size=max(self.beam_size, k), k=k)
     return self._fns[k]
 
   def encode(self, prompts: Sequence[str]) -> np.ndarray:
     """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32."""
-    from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+    from t2t_jax.data import prompts as prompts_lib, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
     from t2t_jax.evaluation import pad_inputs  # pylint: disable=g-import-not-at-top
     toks = []
     for i, p in enumerate(prompts):
@@ -114,7 +113,7 @@ class Recommender:
       except UserInputError as e:
         raise UserInputError(f"prompt #{i + 1}: {e}") from None
       # Plain text, as training prompts: user-typed "<id_l_c>" must not become ID tokens.
-      toks.append(list(self.vocab.sp.EncodeAsIds(text)) + [1])
+      toks.append(list(self.vocab.sp.EncodeAsIds(text)) + [vocab_lib.EOS_ID])
     return pad_inputs(toks, self.inputs_length)
 
   def recommend_rows(self, prompts: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +134,7 @@ class Recommender:
     padded = 1 << (b - 1).bit_length()
     if padded > b:
       inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
-    rows, scores = jax.device_get(self._fn(int(k))(self.params, inputs, self.index))
+    rows, scores = jax.device_get(self._fn(int(k))(self.params, inputs))
     return np.asarray(rows)[:b], np.asarray(scores)[:b]
 
   def recommend(self, prompts: Sequence[str], k: int = 10) -> list[list[Recommendation]]:

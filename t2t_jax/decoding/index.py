@@ -285,3 +285,42 @@ def _sort_rows(seqs_NxL: np.ndarray):
   order_N = np.lexsort(seqs_NxL.T[::-1]).astype(np.int32)
   sorted_NxL = seqs_NxL[order_N]
   return order_N, lambda c: np.ascontiguousarray(sorted_NxL[:, c]).astype(np.int32)
+
+
+# ---- the ID table's trie (one rule for evaluation, recommend, export, serve) -------------------
+
+
+def token_seqs_for_table(table, id_token_offset: int, *, eos_id: int = 1) -> np.ndarray:
+  """int32 [N, L'] vocabulary-token sequences of an ID table's rows, as the trie holds them.
+
+  Fixed-length non-text IDs (semantic, integer) are their tokens; text (content) or variable-length
+  IDs end with EOS, so that one ID that is a prefix of another stays decodable and the model learns
+  where an ID stops (training targets end with EOS too).
+  """
+  tokens_NxL = np.asarray(table.token_ids(id_token_offset), np.int32)
+  lengths_N = (tokens_NxL != PAD_ID).sum(axis=1)
+  if not table.is_text and lengths_N.size and lengths_N.min() == lengths_N.max():
+    return tokens_NxL
+  out_NxL = np.zeros((tokens_NxL.shape[0], tokens_NxL.shape[1] + 1), np.int32)
+  out_NxL[:, :-1] = tokens_NxL
+  out_NxL[np.arange(len(lengths_N)), lengths_N] = eos_id
+  return out_NxL
+
+
+def build_table_index(table, id_token_offset: int, vocab_size: int, *,
+                      eos_id: int = 1) -> ConstraintIndex:
+  """The constrained-decoding trie of an ID table; decoded rows are the table's rows.
+
+  Under a collision policy that lets several tracks share an ID (`table.decodable_rows()`), only
+  the owner row of each ID enters the trie; the others are never decoded.
+  """
+  seqs_NxL = token_seqs_for_table(table, id_token_offset, eos_id=eos_id)
+  rows = np.arange(seqs_NxL.shape[0])
+  if hasattr(table, "decodable_rows"):
+    rows = np.asarray(table.decodable_rows(), np.int64)
+  if rows.size == seqs_NxL.shape[0]:
+    return build_index(seqs_NxL, vocab_size, eos_id=eos_id)
+  index = build_index(seqs_NxL[rows], vocab_size, eos_id=eos_id)
+  sub = np.asarray(index.terminal_row)
+  terminal_row = np.where(sub >= 0, rows[np.maximum(sub, 0)], -1).astype(np.int32)
+  return dataclasses.replace(index, terminal_row=terminal_row, num_rows=int(seqs_NxL.shape[0]))
