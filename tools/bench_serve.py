@@ -138,9 +138,9 @@ async def health(url: str) -> dict:
 
 
 def machine() -> dict:
-  """experiment.machine_info (one definition of "where it ran" for every results file)."""
-  from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
-  return experiment.machine_info()
+  """report.machine_info (one definition of "where it ran" for every results file)."""
+  from t2t_jax import report  # pylint: disable=g-import-not-at-top
+  return report.machine_info()
 
 
 def pct(xs, q) -> float:
