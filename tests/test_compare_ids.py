@@ -116,15 +116,15 @@ def test_files(result):
 
 
 def test_parse_id_specs_and_bad_config(tmp_path, capsys):
-  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
-  specs = specs.parse_id_specs([("a", "integer", {"order": "random"}), ("b", "content")])
+  specs = specs_lib.parse_id_specs([("a", "integer", {"order": "random"}), ("b", "content")])
   assert [(s.name, s.strategy, s.kwargs, s.family) for s in specs] == [
       ("a", "integer", {"order": "random"}, "integer"), ("b", "content", {}, "content")]
   for bad, match in (([("x", "semantic_pq")], "unknown strategy"), ([("x", "integer"), ("x", "content")], "unique"),
                      ([("x y", "integer")], "letters"), ([], "no ID strategies"), (["integer"], "expected")):
     with pytest.raises(UserInputError, match=match):
-      specs.parse_id_specs(bad)
+      specs_lib.parse_id_specs(bad)
   assert _run(tmp_path, 'compare_ids.id_specs = [("x", "semantic_pq")]') == 2
   assert "semantic_pq" in capsys.readouterr().err
   assert _run(tmp_path, "compare_ids.beam_size = 5") == 2
