@@ -139,3 +139,19 @@ def test_mesh_errors_name_the_problem():
     partitioning.Partitioner(num_replicas=3)
   one = partitioning.Partitioner(devices=jax.devices()[:1])
   assert one.mesh.shape == {"data": 1, "model": 1} and one.host_shard() == (0, 1)
+
+
+def test_mesh_fallback_on_accelerators_warns_with_the_reason(caplog):
+  """CPU meshes are a plain reshape; accelerator devices that mesh_utils cannot lay out on the
+  topology fall back to it with a warning that says why (never silently)."""
+  import logging
+  import types
+  fake = [types.SimpleNamespace(platform="gpu", id=i, process_index=0) for i in range(4)]
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.partitioning"):
+    grid = partitioning._topology_grid(fake, 2, 2)  # pylint: disable=protected-access
+  assert grid.shape == (2, 2) and [d.id for d in grid.ravel()] == [0, 1, 2, 3]
+  assert "ignores the physical topology" in caplog.text and "create_device_mesh failed" in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.partitioning"):
+    partitioning._topology_grid(jax.devices()[:4], 2, 2)  # pylint: disable=protected-access
+  assert caplog.text == ""

@@ -190,3 +190,34 @@ def test_gin_search_paths_resolve_files_and_includes(tmp_path):
   assert gin.query_parameter("TRAIN_STEPS/macro.value") == 77
   assert gin.query_parameter("t5.T5Config.emb_dim") == 512
   gin.clear_config()
+
+
+def test_frozen_encoder_trains_from_cached_encoder_outputs(tmp_path):
+  """bert_t5 with a frozen encoder: the entry caches encoder outputs per prompt and feeds them as
+  a batch feature (sharded like the others); the encoder's parameters stay exactly the same."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from t2t_jax import models, partitioning, trainer
+  from t2t_jax.models import bert_t5
+  config = bert_t5.BertT5Config(
+      vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,
+      dropout_rate=0.0, encoder_vocab_size=128, encoder_hidden_size=32, encoder_num_layers=1,
+      encoder_num_heads=2, encoder_intermediate_size=64, encoder_max_position_embeddings=32)
+  model = models.get_model(config)
+  init = jax.device_get(nn.unbox(model.init_params(jax.random.PRNGKey(0))))
+  data = train_script.DataConfig("copy", {"inputs": 10, "targets": 5},
+                                 data_fn=train_script.copy_task_batches)
+  tconfig = trainer.TrainConfig(train_steps=3, batch_size=8, progress=False, log_period=1)
+  part = partitioning.Partitioner(num_partitions=1)
+  it = train_script.copy_task_batches(task_feature_lengths=data.task_feature_lengths, batch_size=8)
+  it, spec = train_script._model_inputs(config, it, init, data, tconfig, part)  # pylint: disable=protected-access
+  assert spec["encoder_outputs"] == ((8, 10, 32), np.float32)
+  assert hasattr(it, "get_state")  # still resumable without replay
+  result = trainer.train(model_config=config, train_iter=it, model_dir=str(tmp_path),
+                         config=tconfig, partitioner=part, init_params=init, feature_spec=spec)
+  assert result.step == 3 and np.isfinite(result.history[-1]["loss"])
+  for a, b in zip(jax.tree.leaves(result.params["encoder"]), jax.tree.leaves(init["encoder"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+                 zip(jax.tree.leaves(result.params["decoder"]), jax.tree.leaves(init["decoder"])))
