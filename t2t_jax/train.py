@@ -3,11 +3,15 @@ r"""Train entry point (T5X style): `python -m t2t_jax.train --gin_file=... --gin
 The same entry runs runs/eval.gin, runs/infer.gin and runs/export.gin: their gin macro RUN names
 the function (evaluate, infer, export); without RUN it trains (runs/pretrain.gin, finetune.gin).
 
-An experiment is a model size plus a run:
+An experiment is a model file plus a run file (plus, optionally, an experiment file):
   python -m t2t_jax.train \
     --gin_file=models/t5_1_1_small.gin --gin_file=runs/finetune.gin \
     --gin.MODEL_DIR=\"/tmp/t2t/small\" \
     --gin.MIXTURE_OR_TASK_NAME=\"t2t.synthetic.semantic_rq.title\"
+This is the one training path: `run(gin_files, bindings)` below is what `t2t quickstart` and the
+studies (t2t_jax/studies) call too.  Training writes MODEL_DIR/config.gin (rerun with
+--gin_file=MODEL_DIR/config.gin) and, for a t2t task, MODEL_DIR/assets (t2t recommend / export /
+serve read them).
 
 Multi-host (one process per host, same command everywhere): pass --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I, or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /

@@ -1,7 +1,7 @@
 """Periodic generative evaluation for the gin train entry: Hits@K via constrained beam search.
 
 runs/finetune_hits.gin binds it (T5X's infer-eval with metric_fns, done with our decoder):
-  train_script.train.eval_fn_factory = @eval_hooks.hits_eval_fn_factory
+  train_script.EvalConfig.fn_factory = @eval_hooks.hits_eval_fn_factory
 The trie is `decoding.index.build_table_index`, the one the served model (`t2t_jax.recommend`)
 decodes with, so training-time Hits@K and served recommendations search the same IDs.
 """

@@ -101,12 +101,14 @@ def _time_windows(step, warmup, steps, repeats, sync):
 def bench_ours(cfg, args, batch_np):
   import jax  # pylint: disable=import-outside-toplevel
   from t2t_jax import partitioning, trainer  # pylint: disable=import-outside-toplevel
+  from t2t_jax.losses import LossConfig  # pylint: disable=import-outside-toplevel
+  from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
   part = partitioning.Partitioner(num_partitions=args.num_partitions, fsdp=args.fsdp)
   feature_shapes = {k: (v.shape, v.dtype) for k, v in batch_np.items()}
   t0 = time.perf_counter()
   tr = trainer.build(cfg, partitioner=part, batch_size=args.batch_size,
-                     feature_shapes=feature_shapes, optimizer="adafactor", learning_rate=1e-3,
-                     z_loss=0.0, num_microbatches=args.num_microbatches)
+                     feature_shapes=feature_shapes, optimizer=OptimizerConfig(learning_rate=1e-3),
+                     loss=LossConfig(z_loss=0.0), num_microbatches=args.num_microbatches)
   holder = {"state": tr.init_fn(0)}
   compile_s = time.perf_counter() - t0
   gbatch = part.shard_batch(batch_np, args.batch_size)
