@@ -192,6 +192,7 @@ def test_gin_search_paths_resolve_files_and_includes(tmp_path):
   gin.clear_config()
 
 
+@pytest.mark.slow
 def test_frozen_encoder_trains_from_cached_encoder_outputs(tmp_path):
   """bert_t5 with a frozen encoder: the entry caches encoder outputs per prompt and feeds them as
   a batch feature (sharded like the others); the encoder's parameters stay exactly the same."""
