@@ -82,14 +82,21 @@ class CheckpointManager:
     best_metric: eval metric name; the best `keep_best` checkpoints by it are kept as well.
     best_mode: 'max' or 'min' for best_metric.
     async_save: write in a background thread while training continues.
+    read_only: only restore (orbax's read-only manager: no directory created, nothing deleted).
   """
 
   def __init__(self, model_dir: str, *, keep: int | None = 3, best_metric: str | None = None,
-               best_mode: str = "max", keep_best: int = 1, async_save: bool = True):
+               best_mode: str = "max", keep_best: int = 1, async_save: bool = True,
+               read_only: bool = False):
     if best_mode not in ("max", "min"):
       raise UserInputError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     self.directory = os.path.abspath(os.path.join(model_dir, CHECKPOINT_SUBDIR))
     self.best_metric = best_metric
+    if read_only:
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+          item_names=("params", "state", "meta"))
+      return
     policies = [ocp.checkpoint_managers.LatestN(n=keep)]
     if best_metric:
       policies.append(ocp.checkpoint_managers.BestN(
@@ -269,16 +276,11 @@ def load_params(model_dir: str, *, step: int | None = None, partitioner=None
     raise UserInputError(f"no checkpoints in {directory}")
   target = abstract_params(config, partitioner.shardings_of if partitioner else None)
   with _quiet_orbax():
-    manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-        item_names=("params", "state", "meta"))
+    manager = CheckpointManager(model_dir, read_only=True)
     try:
       if step is not None and step not in manager.all_steps():
         raise UserInputError(f"no checkpoint step {step} in {directory}; have {manager.all_steps()}")
-      wrapper = CheckpointManager.__new__(CheckpointManager)
-      wrapper.directory, wrapper._manager = directory, manager  # pylint: disable=protected-access
-      got = wrapper.restore_params(target, step)
+      got = manager.restore_params(target, step)
     finally:
       manager.close()
   if got is None:

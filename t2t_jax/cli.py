@@ -5,6 +5,7 @@ Thin: each subcommand parses flags and calls a module.  Errors a user can cause 
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -21,23 +22,15 @@ def _quickstart_parser(sub) -> None:
           "OUT/report.json. The model dir (checkpoint, vocabulary, ID table, catalog) is left in "
           "WORK_DIR/model for `t2t recommend`."),
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--out", default="report", help="report folder (report.md, report.json)")
-  p.add_argument("--work_dir", default="t2t_runs/quickstart", help="dataset, IDs and model dir go here")
-  p.add_argument("--seed", type=int, default=0, help="seed of the catalog, splits, k-means and training")
-  p.add_argument("--num_tracks", type=int, default=3000, help="synthetic catalog size")
-  p.add_argument("--num_playlists", type=int, default=5000, help="synthetic playlists")
-  p.add_argument("--vocab_size", type=int, default=2000, help="SentencePiece text vocabulary size")
-  p.add_argument("--embedding_dim", type=int, default=64, help="CF embedding dimension")
-  p.add_argument("--id_levels", default="64,64",
-                 help="semantic ID codebook sizes per level (a disambiguation level is added only if IDs collide)")
-  p.add_argument("--model", default="tiny", choices=["tiny", "small"], help="T5.1.1 size")
-  p.add_argument("--train_steps", type=int, default=800, help="training steps (token accuracy plateaus by ~600 on the default catalog)")
-  p.add_argument("--batch_size", type=int, default=128, help="global training batch size")
-  p.add_argument("--learning_rate", type=float, default=3e-3, help="peak learning rate (Adafactor)")
-  p.add_argument("--beam_size", type=int, default=20, help="constrained beam search width (>= k)")
-  p.add_argument("--k", type=int, default=10, help="tracks recommended per prompt")
-  p.add_argument("--eval_playlists", type=int, default=400, help="held-out playlists evaluated (0 = all)")
-  p.add_argument("--prompt_field", default="title", help="prompt source: title, description or both")
+  from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top  (light: no JAX at import)
+  defaults = quickstart.QuickstartConfig()
+  for field in dataclasses.fields(quickstart.QuickstartConfig):
+    if field.name not in quickstart.HELP:
+      continue
+    value = getattr(defaults, field.name)
+    kwargs = {"choices": quickstart.MODELS} if field.name == "model" else {}
+    p.add_argument(f"--{field.name}", type=type(value), default=value,
+                   help=quickstart.HELP[field.name], **kwargs)
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
   p.add_argument("--overwrite", action="store_true",
                  help="use --out / --work_dir even if they are non-empty dirs that quickstart did not write")

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from t2t_jax import metrics as metrics_lib
+from t2t_jax.errors import UserInputError
 
 
 def pad_inputs(token_lists: Sequence[Sequence[int]], length: int) -> np.ndarray:
@@ -53,31 +54,30 @@ def evaluate_rankings(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]],
                                      artist_of_row=artist_of_row, per_query=per_query)
 
 
-def constrained_topk_fn(model_config, index, *, beam_size: int, k: int) -> Callable:
+def constrained_topk_fn(model, index, *, beam_size: int, k: int) -> Callable:
   """Jitted `fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)`: constrained beam search over `index`.
 
-  The index goes to the device once and is passed as a jit argument (not folded into the program
-  as a constant), so large catalogs do not bloat compilation.
+  The one "index as a jit argument" wrapper (evaluation, recommend, serve): the index goes to the
+  device once and is passed to the jitted function, not folded into the program as a constant, so
+  large catalogs do not bloat compilation.  `model`: an EncoderDecoderModel or its config.
   """
   from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
   index = index.to_device()
-  fn = jax.jit(generate.make_recommend_fn(model_config, index, beam_size=beam_size, top_k=k))
+  fn = jax.jit(generate.make_recommend_fn(model, index, beam_size=beam_size, top_k=k))
   return lambda params, inputs_BxL: fn(params, inputs_BxL, index)
 
 
-def make_generative_eval_fn(model_config, token_seqs_NxL: np.ndarray, vocab_size: int,
-                            inputs_QxL: np.ndarray, relevant: Sequence[Sequence[int]], *,
-                            beam_size: int = 20, k: int = 10, batch_size: int = 32,
-                            ks: Sequence[int] = (1, 5, 10)) -> Callable:
+def make_generative_eval_fn(model_config, index, inputs_QxL: np.ndarray,
+                            relevant: Sequence[Sequence[int]], *, beam_size: int = 20, k: int = 10,
+                            batch_size: int = 32, ks: Sequence[int] = (1, 5, 10)) -> Callable:
   """`eval_fn(params, step) -> metrics`: Hits/MAP/NDCG@K of constrained beam search on Q prompts.
 
-  Plugs into `trainer.train(eval_fn=...)` for periodic evaluation; the decoder is compiled once.
+  `index`: the catalog trie (`decoding.index.build_table_index`).  Plugs into the trainer's
+  EvalHook for periodic evaluation; the decoder is compiled once.
   """
-  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
   if beam_size < k:
-    raise ValueError(f"beam_size ({beam_size}) must be >= k ({k})")
-  fn = constrained_topk_fn(model_config, index_lib.build_index(token_seqs_NxL, vocab_size),
-                           beam_size=beam_size, k=k)
+    raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
+  fn = constrained_topk_fn(model_config, index, beam_size=beam_size, k=k)
   batch_size = min(batch_size, len(inputs_QxL))
 
   def eval_fn(params, step):
@@ -85,5 +85,34 @@ def make_generative_eval_fn(model_config, token_seqs_NxL: np.ndarray, vocab_size
     rows, _ = batched_topk(fn, params, inputs_QxL, batch_size=batch_size)
     m = evaluate_rankings(rows, relevant, ks)
     return {f"gen_{key}": v for key, v in m.items() if key != "num_queries"}
+
+  return eval_fn
+
+
+def make_eval_loss_fn(model_config, partitioner, batches: list[dict], batch_size: int) -> Callable:
+  """eval_fn(params, step) -> {'loss', 'accuracy', 'num_tokens'}: teacher-forced, no dropout, per
+  target token over a fixed list of this process's batches (jitted once).  Rows with zero loss
+  weight (the padding of a partial final batch) count for nothing."""
+  from t2t_jax import losses, train_state  # pylint: disable=g-import-not-at-top
+  loss_fn = losses.make_loss_fn(model_config)
+
+  def sums(params, batch):
+    _, aux = loss_fn(params, batch, jax.random.PRNGKey(0), 1.0, False)
+    return aux
+
+  keys = [k for k in batches[0] if k in train_state.REQUIRED_KEYS + train_state.OPTIONAL_KEYS]
+  jitted = jax.jit(sums, out_shardings=partitioner.replicated)
+
+  def eval_fn(params, step):  # pylint: disable=unused-argument
+    total = {"loss_sum": 0.0, "correct": 0.0, "weight_sum": 0.0}
+    with partitioner.activation_context():
+      for b in batches:
+        aux = jax.device_get(jitted(params, partitioner.shard_batch({k: b[k] for k in keys},
+                                                                    batch_size)))
+        for k in total:
+          total[k] += float(aux[k])
+    tokens = max(total["weight_sum"], 1.0)
+    return {"loss": total["loss_sum"] / tokens, "accuracy": total["correct"] / tokens,
+            "num_tokens": total["weight_sum"]}
 
   return eval_fn

@@ -1,15 +1,26 @@
-"""Optimizers (optax Adafactor / AdamW) and learning-rate schedules with warmup.
+"""Optimizers (optax Adafactor / AdamW) and learning-rate schedules (T5X's, exactly).
 
-Schedules (`make_schedule`), all starting with `warmup_steps` of linear warmup from 0 when
-warmup_steps > 0:
-  constant: learning_rate.
-  rsqrt:    learning_rate * sqrt(max(warmup_steps, 1) / max(step, warmup_steps, 1)) (T5's inverse
-            square root decay; with learning_rate = 0.01 and warmup 10k this is T5X's pretraining
-            rsqrt_decay(1.0)).
-  cosine:   cosine decay from learning_rate to final_learning_rate_fraction * learning_rate at
-            total_steps.
+`OptimizerConfig` (gin-bindable) holds every optimisation hyper-parameter; `from_config(config,
+total_steps=)` returns (optax optimizer, schedule).
+
+Schedules.  `schedule` is a T5X `utils.create_learning_rate_scheduler` factor string
+('constant * rsqrt_decay', 'constant * linear_warmup * rsqrt_normalized_decay', ...: the product of
+its factors, `learning_rate` being T5X's `base_learning_rate`, clipped below at
+`min_learning_rate`), or one of these names:
+  constant               'constant': learning_rate at every step (T5X fine-tuning).
+  rsqrt                  'constant * rsqrt_decay': learning_rate / sqrt(max(step, warmup_steps)),
+                         constant during warm-up (T5X pretraining with LEARNING_RATE = 1.0 and
+                         WARMUP_STEPS = 10000: 0.01 for 10k steps, then inverse square root decay).
+  linear_warmup_rsqrt    'constant * linear_warmup * rsqrt_normalized_decay': linear warm-up from 0
+                         to learning_rate at warmup_steps, then learning_rate * sqrt(warmup / step).
+  linear_warmup_constant 'constant * linear_warmup'.
+  cosine                 (ours, not a T5X factor) linear warm-up from 0, then cosine decay to
+                         final_learning_rate_fraction * learning_rate at total_steps.
 """
 
+from __future__ import annotations
+
+import dataclasses
 from typing import Callable
 
 import jax
@@ -18,42 +29,116 @@ import optax
 
 from t2t_jax.errors import UserInputError
 
-SCHEDULES = ("constant", "rsqrt", "cosine")
+NAMED_SCHEDULES = {
+    "constant": "constant",
+    "rsqrt": "constant * rsqrt_decay",
+    "linear_warmup_rsqrt": "constant * linear_warmup * rsqrt_normalized_decay",
+    "linear_warmup_constant": "constant * linear_warmup",
+}
+SCHEDULES = tuple(NAMED_SCHEDULES) + ("cosine",)
+T5X_FACTORS = ("constant", "linear_warmup", "linear_decay", "rsqrt_decay", "rsqrt_normalized_decay",
+               "decay_every", "cosine_decay")
 OPTIMIZERS = ("adafactor", "adamw")
 
 
-def make_schedule(name: str = "constant", *, learning_rate: float, warmup_steps: int = 0,
-                  total_steps: int | None = None,
-                  final_learning_rate_fraction: float = 0.0) -> Callable[[jax.Array], jax.Array]:
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """Optimisation hyper-parameters (gin: OPTIMIZER, LEARNING_RATE, LR_SCHEDULE, WARMUP_STEPS, ...).
+
+  learning_rate is T5X's base_learning_rate; decay_factor, steps_per_decay, steps_per_cycle,
+  step_offset and min_learning_rate are T5X `create_learning_rate_scheduler`'s.
+  """
+  optimizer: str = "adafactor"
+  learning_rate: float = 1e-3
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  decay_factor: float = 0.5
+  steps_per_decay: int = 20000
+  steps_per_cycle: int = 100000
+  step_offset: int = 0
+  min_learning_rate: float = 1e-8
+  final_learning_rate_fraction: float = 0.0
+  weight_decay: float = 0.0
+  max_grad_norm: float | None = None
+
+  def __post_init__(self):
+    if self.optimizer not in OPTIMIZERS:
+      raise UserInputError(f"unknown optimizer {self.optimizer!r}; known: {OPTIMIZERS}")
+    for name in ("learning_rate", "decay_factor", "min_learning_rate", "final_learning_rate_fraction",
+                 "weight_decay"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise UserInputError(f"{name} must be a number >= 0, got {v!r}")
+    for name in ("warmup_steps", "steps_per_decay", "steps_per_cycle", "step_offset"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise UserInputError(f"{name} must be an integer >= 0, got {v!r}")
+    if self.max_grad_norm is not None and (isinstance(self.max_grad_norm, bool) or
+                                           not isinstance(self.max_grad_norm, (int, float)) or
+                                           self.max_grad_norm <= 0):
+      raise UserInputError(f"max_grad_norm must be None or > 0, got {self.max_grad_norm!r}")
+    _factors(self.schedule)  # validates the name / factor string
+
+
+def _factors(schedule) -> list[str] | None:
+  """T5X factor names of a schedule (None for 'cosine'); UserInputError for unknown ones."""
+  if not isinstance(schedule, str):
+    raise UserInputError(f"learning-rate schedule must be a string, got {schedule!r}")
+  if schedule == "cosine":
+    return None
+  text = NAMED_SCHEDULES.get(schedule, schedule)
+  factors = [f.strip() for f in text.split("*")]
+  bad = [f for f in factors if f not in T5X_FACTORS]
+  if bad:
+    raise UserInputError(f"unknown learning-rate schedule {schedule!r}; use one of {SCHEDULES} or a "
+                         f"T5X factor string over {T5X_FACTORS}")
+  return factors
+
+
+def make_schedule(config: OptimizerConfig, *, total_steps: int | None = None
+                  ) -> Callable[[jax.Array], jax.Array]:
   """Returns `step -> learning rate` (float32)."""
-  if name not in SCHEDULES:
-    raise UserInputError(f"unknown learning-rate schedule {name!r}; known: {SCHEDULES}")
-  if warmup_steps < 0:
-    raise UserInputError(f"warmup_steps must be >= 0, got {warmup_steps}")
-  lr = float(learning_rate)
-  w = int(warmup_steps)
+  factors = _factors(config.schedule)
+  lr, w = float(config.learning_rate), int(config.warmup_steps)
+  if factors is None:
+    return _cosine(lr, w, total_steps, config.final_learning_rate_fraction)
+  if w == 0 and any(f in factors for f in ("linear_warmup", "linear_decay", "rsqrt_decay",
+                                             "rsqrt_normalized_decay")):
+    raise UserInputError(f"learning-rate schedule {config.schedule!r} needs WARMUP_STEPS > 0")
 
-  if name == "cosine":
-    if not total_steps:
-      raise UserInputError("the cosine schedule needs total_steps (TRAIN_STEPS)")
-    decay_steps = max(int(total_steps) - w, 1)
+  def schedule(step):  # T5X utils.create_learning_rate_scheduler
+    step = jnp.maximum(0.0, jnp.asarray(step, jnp.float32) - config.step_offset)
+    ret = jnp.float32(1.0)
+    for name in factors:
+      if name == "constant":
+        ret *= lr
+      elif name == "linear_warmup":
+        ret *= jnp.minimum(1.0, step / w)
+      elif name == "linear_decay":
+        ret *= lr * jnp.minimum(step / w, 1.0 + config.decay_factor * (w - step))
+      elif name == "rsqrt_decay":
+        ret /= jnp.sqrt(jnp.maximum(step, w))
+      elif name == "rsqrt_normalized_decay":
+        ret *= jnp.sqrt(w) / jnp.sqrt(jnp.maximum(step, w))
+      elif name == "decay_every":
+        ret *= config.decay_factor ** (step // config.steps_per_decay)
+      else:  # cosine_decay
+        progress = jnp.maximum(0.0, (step - w) / float(config.steps_per_cycle))
+        ret *= jnp.maximum(0.0, 0.5 * (1.0 + jnp.cos(jnp.pi * (progress % 1.0))))
+    return jnp.maximum(ret, config.min_learning_rate).astype(jnp.float32)
 
-    def decay(step):
-      frac = jnp.clip((step - w) / decay_steps, 0.0, 1.0)
-      end = final_learning_rate_fraction
-      return lr * (end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
-  elif name == "rsqrt":
+  return schedule
 
-    def decay(step):
-      return lr * jnp.sqrt(max(w, 1) / jnp.maximum(step, max(w, 1)))
-  else:
 
-    def decay(step):
-      return jnp.full((), lr)
+def _cosine(lr: float, w: int, total_steps: int | None, end: float):
+  if not total_steps:
+    raise UserInputError("the cosine schedule needs total_steps (TRAIN_STEPS)")
+  decay_steps = max(int(total_steps) - w, 1)
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    value = decay(step)
+    frac = jnp.clip((step - w) / decay_steps, 0.0, 1.0)
+    value = lr * (end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
     if w > 0:
       value = jnp.where(step < w, lr * step / w, value)
     return value.astype(jnp.float32)
@@ -91,6 +176,15 @@ def make_optimizer(name: str = "adafactor", *, schedule: Callable, weight_decay:
   if max_grad_norm:
     opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
   return opt
+
+
+def from_config(config: OptimizerConfig, *, total_steps: int | None = None
+                ) -> tuple[optax.GradientTransformation, Callable]:
+  """(optimizer, schedule) of an OptimizerConfig."""
+  schedule = make_schedule(config, total_steps=total_steps)
+  opt = make_optimizer(config.optimizer, schedule=schedule, weight_decay=config.weight_decay,
+                       max_grad_norm=config.max_grad_norm)
+  return opt, schedule
 
 
 def mask_frozen(opt: optax.GradientTransformation, trainable_mask) -> optax.GradientTransformation:

@@ -15,6 +15,7 @@ of the global batch and `shard_batch` assembles the global array without any hos
 
 import contextlib
 import dataclasses
+import logging
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -24,6 +25,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from t2t_jax.errors import UserInputError
 
+log = logging.getLogger(__name__)
 LogicalRules = Sequence[tuple[str, Any]]
 
 
@@ -74,14 +76,29 @@ def create_mesh(num_partitions: int = 1, *, num_replicas: int = 1, devices=None)
     grid = np.array(devices, dtype=object).reshape(num_replicas, data, num_partitions)
     names = ("replica", "data", "model")
   else:
-    try:  # physical-topology-aware order on TPU/GPU; plain reshape on CPU.
-      from jax.experimental import mesh_utils
-      grid = mesh_utils.create_device_mesh((data, num_partitions), devices=devices,
-                                           allow_split_physical_axes=True)
-    except Exception:  # pylint: disable=broad-except
-      grid = np.array(devices, dtype=object).reshape(data, num_partitions)
+    grid = _topology_grid(devices, data, num_partitions)
     names = ("data", "model")
   return Mesh(grid, names, axis_types=(AxisType.Auto,) * len(names))
+
+
+def _topology_grid(devices, data: int, num_partitions: int) -> np.ndarray:
+  """A (data, model) device grid following the physical topology (TPU/GPU interconnect).
+
+  CPU devices have no topology: a plain reshape, silently.  On accelerators, when
+  `mesh_utils.create_device_mesh` cannot map the mesh onto the topology (e.g. a device subset),
+  the plain reshape is used with a warning naming why: collectives may then cross slow links.
+  """
+  if all(d.platform == "cpu" for d in devices):
+    return np.array(devices, dtype=object).reshape(data, num_partitions)
+  from jax.experimental import mesh_utils  # pylint: disable=import-outside-toplevel
+  try:
+    return mesh_utils.create_device_mesh((data, num_partitions), devices=devices,
+                                         allow_split_physical_axes=True)
+  except Exception as e:  # pylint: disable=broad-except  (mesh_utils raises several types)
+    log.warning("device mesh (data=%d, model=%d) over %d %s devices ignores the physical topology: "
+                "mesh_utils.create_device_mesh failed (%s: %s); collectives may be slower",
+                data, num_partitions, len(devices), devices[0].platform, type(e).__name__, e)
+    return np.array(devices, dtype=object).reshape(data, num_partitions)
 
 
 @dataclasses.dataclass
@@ -94,6 +111,8 @@ class Partitioner:
     fsdp: shard parameters and optimizer state over 'data' as well.
     logical_axis_rules: override the standard table.
     activation_constraints: apply the rules to activations inside the model (off = let XLA propagate).
+    devices: the devices of the mesh (default: all of every process).
+    num_devices: the first n local devices (single-process runs: studies, tests).
   """
   num_partitions: int = 1
   num_replicas: int = 1
@@ -101,8 +120,15 @@ class Partitioner:
   logical_axis_rules: LogicalRules | None = None
   activation_constraints: bool = True
   devices: Any = None
+  num_devices: int | None = None
 
   def __post_init__(self):
+    if self.num_devices is not None:
+      n = jax.local_device_count()
+      if isinstance(self.num_devices, bool) or not isinstance(self.num_devices, int) \
+          or not 1 <= self.num_devices <= n:
+        raise UserInputError(f"num_devices={self.num_devices!r}: need an integer in 1..{n}")
+      self.devices = jax.local_devices()[:self.num_devices]
     self.mesh = create_mesh(self.num_partitions, num_replicas=self.num_replicas,
                             devices=self.devices)
     if self.logical_axis_rules is None:
@@ -187,3 +213,9 @@ class Partitioner:
   def describe(self) -> str:
     shape = " x ".join(f"{a}={s}" for a, s in self.mesh.shape.items())
     return f"mesh {shape} ({jax.process_count()} process(es)), fsdp={self.fsdp}"
+
+
+@dataclasses.dataclass
+class PjitPartitioner(Partitioner):
+  """`Partitioner` under T5X's name: the one runs/finetune.gin builds, so T5X bindings such as
+  `--gin.partitioning.PjitPartitioner.num_partitions=2` work unchanged."""

@@ -2,7 +2,10 @@
 
 playlists -> CF track embeddings -> semantic IDs -> SeqIO task -> trained T5 -> constrained beam
 search -> ranked tracks -> metrics, next to BM25 and most-popular on the same held-out playlists.
-This is an entry point (layer 3): it may import the TensorFlow-based `tasks` package, lazily.
+The model trains through the gin entry (`t2t_jax.train.run`: gin/models/t5_1_1_{model}.gin +
+gin/runs/finetune.gin + gin/experiments/synthetic_cpu.gin + bindings from the flags), so the model
+dir holds config.gin (`python -m t2t_jax.train --gin_file=MODEL_DIR/config.gin` reruns it) and the
+assets `t2t recommend` reads.  This is an entry point (layer 3): it imports the studies lazily.
 """
 
 import dataclasses
@@ -10,19 +13,20 @@ import os
 import sys
 import time
 
-from t2t_jax import experiment
 from t2t_jax import io_utils
 from t2t_jax import report as report_lib
 from t2t_jax.errors import UserInputError
 
-TASK_DATASET = experiment.TASK_DATASET
 STRATEGY = "semantic_rq"
 ID_OPTIONS = {"balanced": True, "unique_last_level": True, "disambiguation": "auto"}
+MODELS = ("micro", "tiny", "small")
 REPORT_KIND, WORK_KIND = "report", "quickstart_work"
 
 
 @dataclasses.dataclass
 class QuickstartConfig:
+  """The quickstart's settings; `t2t quickstart`'s flags and their defaults come from these fields
+  (t2t_jax/cli.py), help texts from HELP."""
   out: str = "report"
   work_dir: str = "t2t_runs/quickstart"
   seed: int = 0
@@ -30,7 +34,7 @@ class QuickstartConfig:
   num_playlists: int = 5000
   vocab_size: int = 2000
   embedding_dim: int = 64
-  id_levels: tuple = (64, 64)
+  id_levels: str = "64,64"
   model: str = "tiny"
   train_steps: int = 800
   batch_size: int = 128
@@ -44,7 +48,47 @@ class QuickstartConfig:
   overwrite: bool = False  # replace a non-empty --out / --work_dir that quickstart did not write
 
 
-model_config = experiment.model_config
+HELP = {
+    "out": "report folder (report.md, report.json)",
+    "work_dir": "dataset, IDs and model dir go here",
+    "seed": "seed of the catalog, splits, k-means and training",
+    "num_tracks": "synthetic catalog size",
+    "num_playlists": "synthetic playlists",
+    "vocab_size": "SentencePiece text vocabulary size",
+    "embedding_dim": "CF embedding dimension",
+    "id_levels": "semantic ID codebook sizes per level (a disambiguation level is added only if IDs "
+                 "collide)",
+    "model": "T5.1.1 size (gin/models/t5_1_1_{model}.gin)",
+    "train_steps": "training steps (token accuracy plateaus by ~600 on the default catalog)",
+    "batch_size": "global training batch size",
+    "learning_rate": "peak learning rate (Adafactor)",
+    "beam_size": "constrained beam search width (>= k)",
+    "k": "tracks recommended per prompt",
+    "eval_playlists": "held-out playlists evaluated (0 = all)",
+    "prompt_field": "prompt source: title, description or both",
+}
+
+
+def _levels(text: str) -> tuple:
+  try:
+    levels = tuple(int(x) for x in text.split(","))
+  except ValueError:
+    raise UserInputError(f"--id_levels must be comma-separated integers, got {text!r}") from None
+  if not levels or any(l < 2 for l in levels):
+    raise UserInputError(f"--id_levels entries must be >= 2, got {text!r}")
+  return levels
+
+
+def _check(cfg: QuickstartConfig) -> None:
+  for name in ("num_tracks", "num_playlists", "train_steps", "batch_size", "k", "vocab_size",
+               "embedding_dim", "beam_size"):
+    if getattr(cfg, name) <= 0:
+      raise UserInputError(f"--{name} must be positive, got {getattr(cfg, name)}")
+  if cfg.beam_size < cfg.k:
+    raise UserInputError(f"--beam_size ({cfg.beam_size}) must be >= --k ({cfg.k})")
+  if cfg.model not in MODELS:
+    raise UserInputError(f"--model must be one of {MODELS}, got {cfg.model!r}")
+  _levels(cfg.id_levels)
 
 
 def run(cfg: QuickstartConfig) -> list[dict]:
@@ -53,54 +97,56 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
   from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import baselines, pipeline  # pylint: disable=g-import-not-at-top
 
-  if cfg.beam_size < cfg.k:
-    raise UserInputError(f"--beam_size ({cfg.beam_size}) must be >= --k ({cfg.k})")
+  _check(cfg)
   _check_outputs(cfg)
-  stage = experiment.Stages()
+  stage = pipeline.Stages()
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
 
   # Stages 1-2: synthetic data and the SentencePiece vocabulary (the work dir is rebuilt from scratch).
-  ws = experiment.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
-                                    num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size, stage=stage)
+  ws = pipeline.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
+                                  num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size,
+                                  stage=stage)
   with stage("3/8 CF track embeddings (normalised co-occurrence SVD, JAX)"):
-    emb = experiment.cf_embeddings(ws, dim=cfg.embedding_dim, seed=cfg.seed)
+    emb = pipeline.cf_embeddings(ws, dim=cfg.embedding_dim, seed=cfg.seed)
 
   with stage("4/8 semantic IDs (residual k-means, JAX)"):
-    # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token when
-    # every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
-    spec = experiment.IdSpec(STRATEGY, STRATEGY, {"level_sizes": tuple(cfg.id_levels), **ID_OPTIONS})
-    table, _ = experiment.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed)
+    # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token
+    # when every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
+    spec = specs.IdSpec(STRATEGY, STRATEGY, {"level_sizes": _levels(cfg.id_levels), **ID_OPTIONS})
+    table, _ = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed)
     print(f"      {table.num_tracks} IDs of {table.num_levels} tokens; "
           f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")
 
-  with stage(f"5/8 SeqIO task t2t.{TASK_DATASET}.{STRATEGY}.{cfg.prompt_field}"):
-    task = experiment.make_task(ws, table, STRATEGY, prompt_field=cfg.prompt_field,
-                                inputs_length=cfg.inputs_length, eval_playlists=cfg.eval_playlists)
+  with stage(f"5/8 SeqIO task t2t.{pipeline.TASK_DATASET}.{STRATEGY}.{cfg.prompt_field}"):
+    task = pipeline.make_task(ws, table, STRATEGY, prompt_field=cfg.prompt_field,
+                              inputs_length=cfg.inputs_length, eval_playlists=cfg.eval_playlists)
     if not cfg.inputs_length:
       cfg.inputs_length = task.feature_lengths["inputs"]
       print(f"      inputs_length={cfg.inputs_length} (99.9th percentile of training prompts)")
 
-  mcfg = model_config(cfg.model, task.vocab.vocab_size)
-  with stage(f"6/8 train T5.1.1-{cfg.model} ({mcfg.num_params() / 1e6:.1f}M params, {cfg.train_steps} steps)"):
-    experiment.train_text2tracks(task, model_dir=model_dir, model=cfg.model, train_steps=cfg.train_steps,
-                                 batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed,
-                                 progress=cfg.progress)
-    recommend.write_assets(model_dir, spm_path=ws.spm_path, id_table=table, catalog_path=ws.ds.catalog_path,
-                           inputs_length=cfg.inputs_length, beam_size=cfg.beam_size, prompt_field=cfg.prompt_field)
+  with stage(f"6/8 train T5.1.1-{cfg.model} ({cfg.train_steps} steps, gin entry)"):
+    trained = pipeline.train_text2tracks(
+        task, model_dir=model_dir, model=cfg.model, train_steps=cfg.train_steps,
+        batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed,
+        progress=cfg.progress, beam_size=cfg.beam_size)
+    print(f"      {trained.config.num_params() / 1e6:.1f}M parameters; "
+          f"{os.path.join(model_dir, 'config.gin')}")
 
   relevant, prompts = task.relevant, task.prompts
   rows = []
   with stage(f"7/8 constrained beam search on {len(prompts)} held-out playlists"):
-    ev = experiment.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
-                                         progress=lambda it: bar(it, desc="decode", unit="batch"))
-    rows.append({"method": "Text2Tracks (semantic IDs)", **ev["metrics"], "decode_steps_per_id": table.num_levels,
-                 "prompts_per_s": ev["prompts_per_s"]})
+    ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
+                                       progress=lambda it: bar(it, desc="decode", unit="batch"))
+    rows.append({"method": "Text2Tracks (semantic IDs)", **ev["metrics"],
+                 "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"]})
 
   with stage("8/8 baselines: BM25 and most-popular"):
-    for row in experiment.run_baselines(ws, prompts, relevant, k=cfg.k, prompt_field=cfg.prompt_field,
-                                        which=("bm25", "most_popular"), seed=cfg.seed):
+    for row in baselines.run_baselines(ws, prompts, relevant, k=cfg.k, prompt_field=cfg.prompt_field,
+                                       which=("bm25", "most_popular"), seed=cfg.seed):
       rows.append({key: v for key, v in row.items()
                    if key not in ("id_strategy", "train_seconds", "prompts_per_s")})
 
@@ -110,10 +156,11 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   examples = []
   for p, recs, rel in zip(example_prompts, rec.recommend(example_prompts, k=5), relevant[:5]):
     rel_ids = {table.track_ids[int(r)] for r in rel}
-    examples.append({"prompt": p, "tracks": [f"{r.artist} - {r.title}" + (" ✓" if r.track_id in rel_ids else "")
-                                             for r in recs]})
+    examples.append({"prompt": p, "tracks": [f"{r.artist} - {r.title}" +
+                                             (" ✓" if r.track_id in rel_ids else "") for r in recs]})
   seconds = time.time() - stage.t0
-  details = {"task": task.name, "model_dir": model_dir, "model": dataclasses.asdict(mcfg),
+  details = {"task": task.name, "model_dir": model_dir, "model": trained.config.to_json(),
+             "config_gin": os.path.join(model_dir, "config.gin"),
              "id_levels": list(table.level_sizes), "eval_playlists": len(prompts),
              "stage_seconds": stage.times, "devices": str(jax.devices())}
   io_utils.write_marker(cfg.out, kind=REPORT_KIND)
@@ -140,26 +187,9 @@ def _check_outputs(cfg: QuickstartConfig) -> None:
   io_utils.write_marker(cfg.work_dir, kind=WORK_KIND)  # its data/ and model/ are rebuilt each run
 
 
-def _levels(text: str) -> tuple:
-  try:
-    levels = tuple(int(x) for x in text.split(","))
-  except ValueError:
-    raise UserInputError(f"--id_levels must be comma-separated integers, got {text!r}") from None
-  if not levels or any(l < 2 for l in levels):
-    raise UserInputError(f"--id_levels entries must be >= 2, got {text!r}")
-  return levels
-
-
 def run_from_args(args) -> None:
-  cfg = QuickstartConfig(
-      out=args.out, work_dir=args.work_dir, seed=args.seed, num_tracks=args.num_tracks,
-      num_playlists=args.num_playlists, vocab_size=args.vocab_size, embedding_dim=args.embedding_dim,
-      id_levels=_levels(args.id_levels), model=args.model, train_steps=args.train_steps,
-      batch_size=args.batch_size, learning_rate=args.learning_rate, beam_size=args.beam_size, k=args.k,
-      eval_playlists=args.eval_playlists, prompt_field=args.prompt_field, progress=not args.no_progress,
-      overwrite=args.overwrite)
-  for name in ("num_tracks", "num_playlists", "train_steps", "batch_size", "k", "vocab_size", "embedding_dim"):
-    if getattr(cfg, name) <= 0:
-      raise UserInputError(f"--{name} must be positive, got {getattr(cfg, name)}")
+  fields = {f.name for f in dataclasses.fields(QuickstartConfig)}
+  cfg = QuickstartConfig(**{k: v for k, v in vars(args).items() if k in fields},
+                         progress=not args.no_progress)
   run(cfg)
   sys.stdout.flush()

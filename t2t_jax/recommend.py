@@ -97,15 +97,14 @@ class Recommender:
 
   def __init__(self, *, model, params, vocab, id_table, tracks: dict, settings: dict,
                input_vocab=None):
-    from t2t_jax.decoding import generate, index as index_lib  # pylint: disable=g-import-not-at-top
+    from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
     self.model, self.params, self.vocab, self.id_table = model, params, vocab, id_table
     self.input_vocab = input_vocab if input_vocab is not None else vocab
     self.tracks, self.settings = tracks, settings
     self.inputs_length = int(settings["inputs_length"])
     self.beam_size = int(settings["beam_size"])
-    token_seqs = id_table.token_ids(vocab.id_token_offset)
-    self.index = index_lib.build_index(token_seqs, vocab.vocab_size).to_device()
-    self._generate = generate
+    self.index = index_lib.build_table_index(id_table, vocab.id_token_offset,
+                                             vocab.vocab_size).to_device()
     self._fns = {}
 
   @classmethod
@@ -150,10 +149,10 @@ class Recommender:
 
   def _fn(self, k: int):
     """Jitted recommend function for top-k (jit caches one executable per padded batch size)."""
+    from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
     if k not in self._fns:
-      fn = self._generate.make_recommend_fn(self.model, self.index, beam_size=max(self.beam_size, k), top_k=k)
-      # The index is a jit argument, not a constant folded into the executable (large catalogs).
-      self._fns[k] = jax.jit(fn)
+      self._fns[k] = evaluation.constrained_topk_fn(self.model, self.index,
+                                                    beam_size=max(self.beam_size, k), k=k)
     return self._fns[k]
 
   def encode(self, prompts: Sequence[str]) -> np.ndarray:
@@ -188,7 +187,7 @@ class Recommender:
     padded = 1 << (b - 1).bit_length()
     if padded > b:
       inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
-    rows, scores = jax.device_get(self._fn(int(k))(self.params, inputs, self.index))
+    rows, scores = jax.device_get(self._fn(int(k))(self.params, inputs))
     return np.asarray(rows)[:b], np.asarray(scores)[:b]
 
   def recommend(self, prompts: Sequence[str], k: int = 10) -> list[list[Recommendation]]:

@@ -1,7 +1,17 @@
-"""Results tables and report folders (report.md + report.json), written atomically."""
+"""Results tables, report folders and results files, written atomically.
 
+  markdown_table   the one GitHub-markdown table of result rows (quickstart, studies, benchmarks)
+  write_report     quickstart report folder: report.md + report.json + examples.json
+  write_results    study results: results.json + results.csv + results.md (table, machine, config)
+  save_figure      a matplotlib figure as PNG
+  machine_info     where a figure was measured (CPU, cores, load, JAX backend and devices, date)
+"""
+
+import csv
+import io
 import json
 import os
+import time
 from typing import Any, Sequence
 
 from t2t_jax import io_utils
@@ -9,17 +19,20 @@ from t2t_jax import io_utils
 TABLE_COLUMNS = ("method", "hits@10", "map@10", "ndcg@10", "recall@10", "mrr", "decode_steps_per_id")
 
 
-def _fmt(v: Any) -> str:
+def _cell(v: Any) -> str:
+  if v is None:
+    return "-"
   if isinstance(v, float):
-    return f"{v:.4f}"
-  return "-" if v is None else str(v)
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+  if isinstance(v, (list, tuple)):
+    return "x".join(str(x) for x in v)
+  return str(v)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -> str:
   """A GitHub-markdown table of `rows` restricted to `columns` (missing values as '-')."""
   lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-  for row in rows:
-    lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+  lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
   return "\n".join(lines)
 
 
@@ -44,9 +57,68 @@ def write_report(out_dir: str, *, title: str, rows: Sequence[dict], examples: Se
   os.makedirs(out_dir, exist_ok=True)
   md = [f"# {title}", "", markdown_table(rows), "", f"Total time: {seconds:.1f} s", ""]
   if details:
-    md += ["## Details", "", "```json", json.dumps(details, indent=2, ensure_ascii=False), "```", ""]
+    md += ["## Details", "", "```json", json.dumps(details, indent=2, ensure_ascii=False,
+                                                   default=str), "```", ""]
   md += ["## Example prompts (top-5)", "", examples_markdown(examples)]
   with io_utils.atomic_write(os.path.join(out_dir, "report.md")) as f:
     f.write("\n".join(md))
-  io_utils.write_json(os.path.join(out_dir, "report.json"), [{**r, "seconds": round(seconds, 2)} for r in rows])
-  io_utils.write_json(os.path.join(out_dir, "examples.json"), {"examples": list(examples), "details": details or {}})
+  io_utils.write_json(os.path.join(out_dir, "report.json"),
+                      [{**r, "seconds": round(seconds, 2)} for r in rows])
+  io_utils.write_json(os.path.join(out_dir, "examples.json"),
+                      {"examples": list(examples), "details": details or {}})
+
+
+def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str], title: str,
+                  machine: dict, config: dict, notes: Sequence[str] = ()) -> None:
+  """results.json (list of rows), results.csv (all keys), results.md (table + machine + config)."""
+  os.makedirs(out_dir, exist_ok=True)
+  io_utils.write_json(os.path.join(out_dir, "results.json"), list(rows))
+  keys = list(dict.fromkeys(k for r in rows for k in r))
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+  writer.writeheader()
+  for r in rows:
+    writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+  with io_utils.atomic_write(os.path.join(out_dir, "results.csv")) as f:
+    f.write(buf.getvalue())
+  md = [f"# {title}", "", markdown_table(rows, columns), ""]
+  md += [f"- {n}" for n in notes]
+  md += ["", f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
+         f"load {machine.get('load_avg_1_5_15')} at the start), "
+         f"JAX {machine.get('jax')} on {machine.get('backend')}, {machine.get('date_utc')}.", "",
+         "## Config", "", "```json", json.dumps(config, indent=2, default=str), "```", ""]
+  with io_utils.atomic_write(os.path.join(out_dir, "results.md")) as f:
+    f.write("\n".join(md))
+
+
+def save_figure(fig, path: str, dpi: int = 80) -> None:
+  """Saves a matplotlib figure as PNG atomically and closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  fig.tight_layout()
+  fig.savefig(buf, format="png", dpi=dpi)
+  plt.close(fig)
+  with io_utils.atomic_write(path, "wb", encoding=None) as f:
+    f.write(buf.getvalue())
+
+
+def machine_info() -> dict:
+  """Where a figure was measured: host CPU, cores, load, JAX backend and devices, time."""
+  import platform  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  try:
+    load = [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    load = None
+  return {"cpu": cpu, "cpu_count": os.cpu_count(), "load_avg_1_5_15": load,
+          "platform": platform.platform(), "python": platform.python_version(),
+          "jax": jax.__version__, "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()],
+          "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

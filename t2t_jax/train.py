@@ -3,11 +3,15 @@ r"""Train entry point (T5X style): `python -m t2t_jax.train --gin_file=... --gin
 The same entry runs runs/eval.gin, runs/infer.gin and runs/export.gin: their gin macro RUN names
 the function (evaluate, infer, export); without RUN it trains (runs/pretrain.gin, finetune.gin).
 
-An experiment is a model size plus a run:
+An experiment is a model file plus a run file (plus, optionally, an experiment file):
   python -m t2t_jax.train \
     --gin_file=models/t5_1_1_small.gin --gin_file=runs/finetune.gin \
     --gin.MODEL_DIR=\"/tmp/t2t/small\" \
     --gin.MIXTURE_OR_TASK_NAME=\"t2t.synthetic.semantic_rq.title\"
+This is the one training path: `run(gin_files, bindings)` below is what `t2t quickstart` and the
+studies (t2t_jax/studies) call too.  Training writes MODEL_DIR/config.gin (rerun with
+--gin_file=MODEL_DIR/config.gin) and, for a t2t task, MODEL_DIR/assets (t2t recommend / export /
+serve read them).
 
 Multi-host (one process per host, same command everywhere): pass --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I, or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
@@ -19,11 +23,13 @@ Exit status: 0 done (or preempted by SIGTERM after saving), 2 user error (one li
 """
 
 import argparse
+import dataclasses
+import itertools
 import logging
 import os
 import shutil
 import sys
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from t2t_jax import gin_utils
 from t2t_jax.errors import UserInputError
@@ -31,19 +37,49 @@ from t2t_jax.errors import UserInputError
 log = logging.getLogger("t2t_jax.train")
 
 
-def _task_vocab_size(mixture_or_task_name: str) -> int:
-  """The targets vocabulary size of a SeqIO task (lazy `tasks` import: TensorFlow lives there)."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
-  try:
-    provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  except ValueError:
-    t2t_tasks.register_tasks()
-    try:
-      provider = seqio.get_mixture_or_task(mixture_or_task_name)
-    except ValueError:
-      raise UserInputError(f"unknown MIXTURE_OR_TASK_NAME {mixture_or_task_name!r}") from None
-  return int(provider.output_features["targets"].vocabulary.vocab_size)
+DATA_CACHE_ENV = "T2T_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The training data (T5X DatasetConfig names; gin: MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS,
+  PACK, USE_CACHED_TASKS, DATA_DIR).
+
+  data_dir: the data root whose t2t tasks are registered first (None: T2T_DATA_DIR).
+  data_fn: replaces the task reader (`get_numpy_batches`' signature), e.g.
+    `@train_script.copy_task_batches` for smoke runs without a dataset.
+  """
+  mixture_or_task_name: str
+  task_feature_lengths: Mapping[str, int]
+  split: str = "train"
+  shuffle: bool = True
+  pack: bool = False
+  use_cached: bool = False
+  data_dir: str | None = None
+  data_fn: Callable | None = None
+
+  def __post_init__(self):
+    if not isinstance(self.mixture_or_task_name, str) or not self.mixture_or_task_name:
+      raise UserInputError(f"MIXTURE_OR_TASK_NAME must be a task name, got {self.mixture_or_task_name!r}")
+    lengths = self.task_feature_lengths
+    if not isinstance(lengths, Mapping) or any(
+        k not in lengths or isinstance(lengths[k], bool) or not isinstance(lengths[k], int)
+        or lengths[k] < 2 for k in ("inputs", "targets")):
+      raise UserInputError("TASK_FEATURE_LENGTHS must give integer 'inputs' and 'targets' lengths "
+                           f">= 2, got {lengths!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Evaluation during training (gin: EVAL_SPLIT, EVAL_STEPS; EVAL_PERIOD is in TrainConfig).
+
+  steps: batches of `split` for the teacher-forced loss (None: all; the last may be partial).
+  fn_factory(model_config=, mixture_or_task_name=, task_feature_lengths=, partitioner=) ->
+    eval_fn(params, step): replaces that loss, e.g. `@eval_hooks.hits_eval_fn_factory` (Hits@K).
+  """
+  split: str = "validation"
+  steps: int | None = 10
+  fn_factory: Callable | None = None
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -54,14 +90,18 @@ def copy_task_batches(mixture_or_task_name: str = "copy", *, split: str = "train
                       task_feature_lengths: Mapping[str, int], batch_size: int,
                       shuffle: bool = True, seed: int = 0, shard_index: int = 0,
                       num_shards: int = 1, pack: bool = False, num_epochs: int | None = None,
-                      use_cached: bool = False, vocab_size: int = 128, num_examples: int = 4096):
+                      use_cached: bool = False, pad_final: bool = False, vocab_size: int = 128,
+                      num_examples: int = 4096):
   """A learnable toy task with `get_numpy_batches`' interface: targets = reversed input prefix.
 
   Deterministic in (seed, split); every host draws the same global batch and keeps its own rows, so
-  any number of hosts sees the same data.  For smoke runs, benchmarks and tests; not a SeqIO task.
+  any number of hosts sees the same data.  A checkpointable `IndexedBatches` (resumes without
+  replay).  For smoke runs, benchmarks and tests; not a SeqIO task.
   """
-  del mixture_or_task_name, shuffle, pack, use_cached
+  del mixture_or_task_name, pack, use_cached
   import numpy as np  # pylint: disable=import-outside-toplevel
+  from t2t_jax.data import resumable  # pylint: disable=import-outside-toplevel
+  from tasks import feature_converter  # pylint: disable=import-outside-toplevel
   in_len, tgt_len = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
   rng = np.random.default_rng([seed, {"train": 0, "validation": 1, "test": 2}.get(split, 3)])
   lengths = rng.integers(2, in_len, size=num_examples)
@@ -73,135 +113,190 @@ def copy_task_batches(mixture_or_task_name: str = "copy", *, split: str = "train
     body = inputs[i, :n - 1][::-1][:tgt_len - 1]
     targets[i, :len(body)] = body
     targets[i, len(body)] = 1
-  dec_in = np.concatenate([np.zeros((num_examples, 1), np.int32), targets[:, :-1]], axis=1)
-  per_host = batch_size // num_shards
-  epoch = 0
-  while num_epochs is None or epoch < num_epochs:
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    for start in range(0, num_examples - batch_size + 1, batch_size):
-      rows = order[start:start + batch_size][shard_index * per_host:(shard_index + 1) * per_host]
-      yield {"encoder_input_tokens": inputs[rows], "decoder_input_tokens": dec_in[rows],
-             "decoder_target_tokens": targets[rows],
-             "decoder_loss_weights": (targets[rows] > 0).astype(np.int32)}
-    epoch += 1
+  return resumable.IndexedBatches(
+      num_examples, lambda ids: (inputs[ids], targets[ids]), feature_converter.unpacked_features,
+      batch_size=batch_size, seed=seed, shuffle=shuffle, shard_index=shard_index,
+      num_shards=num_shards, num_epochs=num_epochs, pad_final=pad_final)
 
 
-def _numpy_batches(mixture_or_task_name, *, split, task_feature_lengths, batch_size, shuffle,
-                   seed, shard_index, num_shards, pack, num_epochs, use_cached, data_fn=None):
-  if data_fn is not None:
-    return data_fn(mixture_or_task_name, split=split, task_feature_lengths=task_feature_lengths,
-                   batch_size=batch_size, shuffle=shuffle, seed=seed, shard_index=shard_index,
-                   num_shards=num_shards, pack=pack, num_epochs=num_epochs, use_cached=use_cached)
+def _numpy_batches(data: DataConfig, *, split: str, batch_size: int, shuffle: bool, seed: int,
+                   partitioner, num_epochs: int | None, pack: bool, pad_final: bool = False):
+  """This process's batches: `data.data_fn`, else the task's checkpointable index-ordered reader
+  (tasks.pipeline.indexed_batches), else (mixtures, augmented tasks) `get_numpy_batches`."""
+  shard_index, num_shards = partitioner.host_shard()
+  kw = dict(split=split, task_feature_lengths=dict(data.task_feature_lengths),
+            batch_size=batch_size, shuffle=shuffle, seed=seed, shard_index=shard_index,
+            num_shards=num_shards, pack=pack, num_epochs=num_epochs)
+  if data.data_fn is not None:
+    try:
+      return data.data_fn(data.mixture_or_task_name, use_cached=data.use_cached,
+                          pad_final=pad_final, **kw)
+    except TypeError:  # a data_fn without pad_final
+      return data.data_fn(data.mixture_or_task_name, use_cached=data.use_cached, **kw)
   from tasks import pipeline  # pylint: disable=import-outside-toplevel
-  return pipeline.get_numpy_batches(
-      mixture_or_task_name, split=split, task_feature_lengths=dict(task_feature_lengths),
-      batch_size=batch_size, shuffle=shuffle, seed=seed, shard_index=shard_index,
-      num_shards=num_shards, pack=pack, num_epochs=num_epochs, use_cached=use_cached)
+  if not data.use_cached:
+    it = pipeline.indexed_batches(data.mixture_or_task_name, pad_final=pad_final, **kw)
+    if it is not None:
+      return it
+  return pipeline.get_numpy_batches(data.mixture_or_task_name, use_cached=data.use_cached, **kw)
 
 
-def train(*, model_dir: str, mixture_or_task_name: str,
-          task_feature_lengths: Mapping[str, int], train_steps: int, batch_size: int,
-          model_config, partitioner=None, learning_rate: float = 1e-3,
-          schedule: str = "constant", warmup_steps: int = 0, optimizer: str = "adafactor",
-          weight_decay: float = 0.0, max_grad_norm: float | None = None,
-          num_microbatches: int = 1, label_smoothing: float = 0.0, z_loss: float = 1e-4,
-          loss_normalizing_factor: Any = "NUM_REAL_TARGET_TOKENS",
-          initial_checkpoint_path: str | None = None, checkpoint_period: int = 1000,
-          keep_checkpoints: int | None = 3, best_metric: str | None = None,
-          best_mode: str = "max", eval_period: int | None = None, eval_split: str = "validation",
-          eval_steps: int = 10, eval_fn_factory: Callable | None = None,
-          log_period: int = 100, train_split: str = "train", pack: bool = False,
-          use_cached: bool = False, shuffle: bool = True, seed: int = 0,
-          progress: bool = True, data_fn: Callable | None = None):
-  """Trains on a SeqIO task; every argument is bound by gin (runs/*.gin, models/*.gin).
+def _register_data(data: DataConfig) -> None:
+  """Registers the t2t tasks of DATA_DIR (or T2T_DATA_DIR) before the task is looked up."""
+  if data.data_fn is not None:
+    return
+  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
+  if data.data_dir:
+    t2t_tasks.register_tasks(data.data_dir)
 
-  model_config.vocab_size None means: the task's vocabulary size rounded up to a multiple of 128.
-  initial_checkpoint_path: warm start from a t2t_jax MODEL_DIR or a Hugging Face T5 directory
-  (config.json + *.safetensors), used only when MODEL_DIR has no checkpoint yet.
-  eval_fn_factory(model_config=, mixture_or_task_name=, task_feature_lengths=, partitioner=) ->
-  eval_fn(params, step); default: teacher-forced loss/accuracy on `eval_steps` batches of eval_split.
-  data_fn: replaces `tasks.pipeline.get_numpy_batches` (same signature), e.g.
-  `@train_script.copy_task_batches` for smoke runs without a dataset.
+
+def _task_vocab_size(mixture_or_task_name: str) -> int:
+  """The targets vocabulary size of a SeqIO task (lazy `tasks` import: TensorFlow lives there)."""
+  from tasks import pipeline  # pylint: disable=import-outside-toplevel
+  provider = pipeline._lookup(mixture_or_task_name)  # pylint: disable=protected-access
+  return int(provider.output_features["targets"].vocabulary.vocab_size)
+
+
+def _resolve_model(model, data: DataConfig):
+  """The model config with VOCAB_SIZE None replaced by the task's, rounded up to 128."""
+  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
+  if not isinstance(model, base.ModelConfig):
+    raise UserInputError(f"MODEL must be a model config (e.g. @t5.T5Config()), got {model!r}")
+  if getattr(model, "vocab_size", 0) is None:
+    if data.data_fn is not None:
+      raise UserInputError("VOCAB_SIZE is None and there is no SeqIO task to take it from")
+    model = model.replace(vocab_size=_round_up(_task_vocab_size(data.mixture_or_task_name), 128))
+  return model
+
+
+def _check_model_dir(model_dir) -> str:
+  if not isinstance(model_dir, str) or not model_dir.strip():
+    raise UserInputError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise UserInputError(f"MODEL_DIR {model_dir!r} exists and is not a directory")
+  return model_dir
+
+
+def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, loss=None,
+          checkpoint=None, evaluation: EvalConfig | None = None, partitioner=None,
+          initial_checkpoint_path: str | None = None, beam_size: int = 20):
+  """Trains on a SeqIO task (runs/finetune.gin, runs/pretrain.gin bind every argument).
+
+  model: a model config (MODEL); its vocab_size None means the task's vocabulary size rounded up
+    to a multiple of 128.  config / optimizer / loss / checkpoint: trainer.TrainConfig,
+    optimizers.OptimizerConfig, losses.LossConfig, trainer.CheckpointConfig.
+  initial_checkpoint_path: warm start (INITIAL_CHECKPOINT_PATH, see `load_initial_params`), used
+    only when MODEL_DIR has no checkpoint yet; required for a frozen encoder.
+  beam_size: the decoding setting written to MODEL_DIR/assets (t2t recommend / export / serve).
+  Writes MODEL_DIR/config.gin and, for a t2t task, MODEL_DIR/assets before training.
   """
   import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import partitioning, trainer  # pylint: disable=import-outside-toplevel
-
-  for key in ("inputs", "targets"):
-    if key not in task_feature_lengths:
-      raise UserInputError(f"TASK_FEATURE_LENGTHS needs {key!r}, got {dict(task_feature_lengths)}")
+  from t2t_jax import losses, optimizers, partitioning, trainer  # pylint: disable=import-outside-toplevel
+  _check_model_dir(model_dir)
+  optimizer = optimizer or optimizers.OptimizerConfig()
+  loss = loss or losses.LossConfig()
+  checkpoint = checkpoint or trainer.CheckpointConfig()
   partitioner = partitioner or partitioning.Partitioner()
-  if model_config.vocab_size is None and data_fn is None:
-    model_config = model_config.replace(
-        vocab_size=_round_up(_task_vocab_size(mixture_or_task_name), 128))
-  shard_index, num_shards = partitioner.host_shard()
-  if model_config.vocab_size is None:
-    raise UserInputError("VOCAB_SIZE is None and there is no SeqIO task to take it from")
-  train_iter = _numpy_batches(
-      mixture_or_task_name, split=train_split, task_feature_lengths=task_feature_lengths,
-      batch_size=batch_size, shuffle=shuffle, seed=seed, shard_index=shard_index,
-      num_shards=num_shards, pack=pack, num_epochs=None, use_cached=use_cached, data_fn=data_fn)
+  _register_data(data)
+  model = _resolve_model(model, data)
+  config = dataclasses.replace(config, seed=trainer.resolve_seed(config.seed))
+  train_iter = _numpy_batches(data, split=data.split, batch_size=config.batch_size,
+                              shuffle=data.shuffle, seed=config.seed, partitioner=partitioner,
+                              num_epochs=None, pack=data.pack)
+  init_params = (load_initial_params(initial_checkpoint_path, model, seed=config.seed)
+                 if initial_checkpoint_path else None)
+  train_iter, spec = _model_inputs(model, train_iter, init_params, data, config, partitioner)
+  eval_fn = _eval_fn(model, data, evaluation, config, partitioner)
+  if jax.process_index() == 0:
+    os.makedirs(model_dir, exist_ok=True)
+    gin_utils.write_config(model_dir)
+    _write_assets(model_dir, data, beam_size)
+  return trainer.train(model_config=model, train_iter=train_iter, model_dir=model_dir,
+                       config=config, optimizer=optimizer, loss=loss, checkpoint=checkpoint,
+                       partitioner=partitioner, eval_fn=eval_fn, init_params=init_params,
+                       feature_spec=spec)
 
-  init_params = None
-  if initial_checkpoint_path:
-    init_params = load_initial_params(initial_checkpoint_path, model_config, seed=seed)
 
-  eval_fn = None
-  if eval_period:
-    if eval_fn_factory is not None:
-      eval_fn = eval_fn_factory(model_config=model_config,
-                                mixture_or_task_name=mixture_or_task_name,
-                                task_feature_lengths=task_feature_lengths,
-                                partitioner=partitioner)
-    else:
-      eval_batches = list(_take(_numpy_batches(
-          mixture_or_task_name, split=eval_split, task_feature_lengths=task_feature_lengths,
-          batch_size=batch_size, shuffle=False, seed=seed, shard_index=shard_index,
-          num_shards=num_shards, pack=False, num_epochs=1, use_cached=use_cached, data_fn=data_fn),
-          eval_steps))
-      if not eval_batches:
-        raise UserInputError(f"split {eval_split!r} of {mixture_or_task_name} has no full batch of "
-                             f"{batch_size} examples for evaluation")
-      eval_fn = trainer.make_eval_loss_fn(model_config, partitioner, eval_batches, batch_size)
+def _model_inputs(model, train_iter, init_params, data: DataConfig, config, partitioner):
+  """(batches, per-host feature spec); a frozen encoder's outputs are cached and fed as a feature."""
+  from t2t_jax import models, train_state  # pylint: disable=import-outside-toplevel
+  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
+  per_host = config.batch_size // partitioner.host_shard()[1]
+  mm = models.get_model(model)
+  enc_dim = None
+  if mm.frozen_encoder:
+    if init_params is None:
+      raise UserInputError(f"{model.family} with a frozen encoder needs INITIAL_CHECKPOINT_PATH "
+                           "(the pretrained encoder whose outputs are cached)")
+    train_iter = base.FrozenEncoderCache(mm, init_params).wrap(train_iter)
+    enc_dim = _encoder_dim(mm, data.task_feature_lengths["inputs"])
+  spec = train_state.batch_spec(data.task_feature_lengths, batch_size=per_host, pack=data.pack,
+                                encoder_outputs_dim=enc_dim)
+  return train_iter, spec
 
-  result = trainer.train(
-      model_config=model_config, train_iter=train_iter, model_dir=model_dir,
-      train_steps=train_steps, batch_size=batch_size, learning_rate=learning_rate,
-      schedule=schedule, warmup_steps=warmup_steps, optimizer=optimizer,
-      weight_decay=weight_decay, max_grad_norm=max_grad_norm, num_microbatches=num_microbatches,
-      label_smoothing=label_smoothing, z_loss=z_loss,
-      loss_normalizing_factor=loss_normalizing_factor, partitioner=partitioner,
-      checkpoint_period=checkpoint_period, keep_checkpoints=keep_checkpoints,
-      best_metric=best_metric, best_mode=best_mode, eval_fn=eval_fn, eval_period=eval_period,
-      log_period=log_period, init_params=init_params, seed=seed,
-      progress=progress and jax.process_index() == 0)
-  return result
+
+def _encoder_dim(model, inputs_length: int) -> int:
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  params = nn.unbox(model.abstract_params())
+  out = jax.eval_shape(lambda p, t: model.encode(p, t), params,
+                       jax.ShapeDtypeStruct((1, inputs_length), np.int32))
+  return int(out.shape[-1])
+
+
+def _eval_fn(model, data: DataConfig, evaluation: EvalConfig | None, config, partitioner):
+  """The periodic evaluation: EvalConfig.fn_factory's, else the teacher-forced loss on its split."""
+  from t2t_jax import evaluation as evaluation_lib  # pylint: disable=import-outside-toplevel
+  if evaluation is None or not config.eval_period:
+    return None
+  if evaluation.fn_factory is not None:
+    return evaluation.fn_factory(model_config=model, mixture_or_task_name=data.mixture_or_task_name,
+                                 task_feature_lengths=data.task_feature_lengths,
+                                 partitioner=partitioner)
+  batches = _eval_batches(data, evaluation.split, evaluation.steps, config.batch_size, partitioner)
+  return evaluation_lib.make_eval_loss_fn(model, partitioner, batches, config.batch_size)
+
+
+def _eval_batches(data: DataConfig, split: str, steps: int | None, batch_size: int, partitioner):
+  it = _numpy_batches(data, split=split, batch_size=batch_size, shuffle=False, seed=0,
+                      partitioner=partitioner, num_epochs=1, pack=False, pad_final=True)
+  batches = list(itertools.islice(it, steps) if steps else it)
+  if not batches:
+    raise UserInputError(f"split {split!r} of {data.mixture_or_task_name} has no examples for "
+                         "evaluation")
+  return batches
+
+
+def _write_assets(model_dir: str, data: DataConfig, beam_size: int) -> None:
+  """MODEL_DIR/assets for t2t tasks, so `t2t recommend --model_dir` works on any trained dir."""
+  if data.data_fn is not None:
+    return
+  from tasks import assets  # pylint: disable=import-outside-toplevel
+  assets.write_model_assets(model_dir, data.mixture_or_task_name, data.task_feature_lengths,
+                            beam_size=beam_size)
 
 
 def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
              batch_size: int, split: str = "validation", eval_steps: int | None = None,
              checkpoint_step: int | None = None, partitioner=None,
              eval_fn_factory: Callable | None = None, output_dir: str | None = None,
-             data_fn: Callable | None = None) -> dict:
+             data_dir: str | None = None, data_fn: Callable | None = None) -> dict:
   """Evaluates a MODEL_DIR checkpoint (runs/eval.gin): teacher-forced loss/accuracy on `split`
-  (all of it, or `eval_steps` batches) plus eval_fn_factory's metrics (e.g. Hits@K); writes
-  {output_dir or MODEL_DIR/eval_results}/{split}_step{N}.json."""
+  (all of it, or `eval_steps` batches; the last batch may be partial) plus eval_fn_factory's
+  metrics (e.g. Hits@K); writes {output_dir or MODEL_DIR/eval_results}/{split}_step{N}.json."""
   import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import checkpoints, io_utils, partitioning, trainer  # pylint: disable=import-outside-toplevel
+  from t2t_jax import checkpoints, evaluation, io_utils, partitioning  # pylint: disable=import-outside-toplevel
   partitioner = partitioner or partitioning.Partitioner()
+  data = DataConfig(mixture_or_task_name, dict(task_feature_lengths), split=split, data_dir=data_dir,
+                    data_fn=data_fn)
+  _register_data(data)
   config, params = checkpoints.load_params(model_dir, step=checkpoint_step,
                                            partitioner=partitioner)
   step = checkpoint_step if checkpoint_step is not None else checkpoints.CheckpointManager(
       model_dir).latest_step()
-  shard_index, num_shards = partitioner.host_shard()
-  it = _numpy_batches(mixture_or_task_name, split=split, task_feature_lengths=task_feature_lengths,
-                      batch_size=batch_size, shuffle=False, seed=0, shard_index=shard_index,
-                      num_shards=num_shards, pack=False, num_epochs=1, use_cached=False,
-                      data_fn=data_fn)
-  batches = list(_take(it, eval_steps) if eval_steps else it)
-  if not batches:
-    raise UserInputError(f"split {split!r} of {mixture_or_task_name} has no full batch of "
-                         f"{batch_size} examples")
-  metrics = trainer.make_eval_loss_fn(config, partitioner, batches, batch_size)(params, step)
+  batches = _eval_batches(data, split, eval_steps, batch_size, partitioner)
+  metrics = evaluation.make_eval_loss_fn(config, partitioner, batches, batch_size)(params, step)
   if eval_fn_factory is not None:
     fn = eval_fn_factory(model_config=config, mixture_or_task_name=mixture_or_task_name,
                          task_feature_lengths=task_feature_lengths, partitioner=partitioner)
@@ -244,13 +339,6 @@ def export(*, model_dir: str, export_dir: str, checkpoint_step: int | None = Non
 
 
 RUNS = {"train": train, "evaluate": evaluate, "infer": infer, "export": export}
-
-
-def _take(it, n):
-  for i, x in enumerate(it):
-    if i >= n:
-      return
-    yield x
 
 
 # INITIAL_CHECKPOINT_PATH values that name a pip-installed pretrained model instead of a path.
@@ -317,39 +405,57 @@ def parse_args(argv):
 
 
 def _has_checkpoint(model_dir: str) -> bool:
-  return any(name != "config.gin" for name in os.listdir(model_dir)) if os.path.isdir(model_dir) else False
+  from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  path = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
+  return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
+
+
+def _configured_run() -> tuple[str, Callable]:
+  run = _macro("RUN", "train")
+  if run not in RUNS:
+    raise UserInputError(f"gin macro RUN={run!r}: use one of {sorted(RUNS)}")
+  # Under `python -m` this file is __main__; gin registered the importable module's functions.
+  from t2t_jax import train as train_module  # pylint: disable=import-outside-toplevel,import-self
+  return run, train_module.RUNS[run]
+
+
+def run(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *,
+        gin_search_paths: Sequence[str] = (), before_run: Callable[[], None] | None = None):
+  """The one training path: parses gin files + bindings and calls the configured run (RUN macro:
+  train by default, evaluate, infer, export).  `python -m t2t_jax.train`, `t2t quickstart` and the
+  studies (t2t_jax/studies) all call this.  Training writes MODEL_DIR/config.gin (the operative
+  config: rerun it with `--gin_file=MODEL_DIR/config.gin`) and MODEL_DIR/assets.
+
+  A UserInputError leaves no MODEL_DIR behind that this call created and that holds no checkpoint.
+  """
+  gin_utils.parse_gin(gin_files, gin_bindings, gin_search_paths)
+  name, fn = _configured_run()
+  model_dir = _macro("MODEL_DIR", None)
+  created = (name == "train" and isinstance(model_dir, str) and model_dir.strip() != "" and
+             not os.path.exists(model_dir))
+  if before_run is not None:
+    before_run()
+  try:
+    return gin_utils.call_configured(fn)
+  except UserInputError:
+    if created and os.path.isdir(model_dir) and not _has_checkpoint(model_dir):
+      shutil.rmtree(model_dir, ignore_errors=True)  # leave no half-made MODEL_DIR behind
+    raise
 
 
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  created_model_dir = None
   try:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge"):
       logging.getLogger(noisy).setLevel(logging.WARNING)
-    gin_utils.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
-    maybe_initialize_distributed(args)
-    import gin  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
-    run = gin.query_parameter("RUN/macro.value") if _has_macro("RUN") else "train"
-    if run not in RUNS:
-      raise UserInputError(f"gin macro RUN={run!r}: use one of {sorted(RUNS)}")
-    model_dir = gin.query_parameter("MODEL_DIR/macro.value") if _has_macro("MODEL_DIR") else None
-    if run == "train" and model_dir and jax.process_index() == 0:
-      if not os.path.exists(model_dir):
-        created_model_dir = model_dir
-      os.makedirs(model_dir, exist_ok=True)
-      gin_utils.write_config(model_dir)
-    # Under `python -m` this file is __main__; gin registered the importable module's functions.
-    from t2t_jax import train as train_module  # pylint: disable=import-outside-toplevel,import-self
-    result = gin_utils.call_configured(train_module.RUNS[run])
+    result = run(args.gin_file, args.gin_bindings, gin_search_paths=args.gin_search_paths,
+                 before_run=lambda: maybe_initialize_distributed(args))
   except UserInputError as e:
     # gin appends "In call to configurable ..." lines to exceptions; the first line says it all.
     print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-    if created_model_dir and not _has_checkpoint(created_model_dir):
-      shutil.rmtree(created_model_dir, ignore_errors=True)  # leave no half-made MODEL_DIR behind
     return 2
   except Exception as e:  # pylint: disable=broad-except
     if type(e).__name__ == "TrainingDivergedError":
@@ -363,13 +469,12 @@ def main(argv=None) -> int:
   return 0
 
 
-def _has_macro(name):
+def _macro(name: str, default):
   import gin  # pylint: disable=import-outside-toplevel
   try:
-    gin.query_parameter(f"{name}/macro.value")
-    return True
+    return gin.query_parameter(f"{name}/macro.value")
   except ValueError:
-    return False
+    return default
 
 
 if __name__ == "__main__":

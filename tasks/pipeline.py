@@ -5,6 +5,10 @@ as seqio.get_dataset gives them (trimmed, shuffled with the seed, this host's se
 converted to EncDecFeatureConverter's features (optionally packed; computed in numpy by default,
 see feature_converter.py), in per-host batches of `batch_size // num_shards` rows.
 `get_eval_examples` returns the held-out playlists of a task, one dict each, for the evaluation loop.
+`indexed_batches` gives the same features from a single t2t task without tf.data: a checkpointable
+iterator (`get_state` / `set_state`, t2t_jax.data.resumable) over a seeded permutation of the task's
+examples per epoch, so training resumes at any step in O(1) instead of replaying the stream.  The
+train entry uses it whenever it can (not for mixtures, augmented or cached tasks).
 
 Task names not yet registered are looked up after `t2t_tasks.register_tasks()` on T2T_DATA_DIR.
 """
@@ -18,6 +22,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from t2t_jax.data import resumable
+from t2t_jax.data.vocab import EOS_ID
 from t2t_jax.errors import UserInputError
 from tasks import feature_converter as feature_converter_lib
 from tasks import t2t_tasks
@@ -125,6 +131,68 @@ def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_len
   ds = ds.padded_batch(chunk, padded_shapes={"inputs": [lengths["inputs"]], "targets": [lengths["targets"]]})
   ds = ds.prefetch(tf.data.AUTOTUNE)
   yield from feature_converter_lib.batches(_numpy_iter(ds), per_host, pack)
+
+
+def _trim_eos(tokens, length: int) -> np.ndarray:
+  """seqio append_eos_after_trim: the first length - 1 tokens, then EOS."""
+  return np.concatenate([np.asarray(tokens, np.int32)[:length - 1], [EOS_ID]]).astype(np.int32)
+
+
+def _padded(token_lists, length: int, add_eos: bool = True) -> np.ndarray:
+  """0-padded [N, length]; with add_eos seqio's append_eos_after_trim, else a plain cut (WordPiece
+  inputs carry their own [CLS] ... [SEP], like the task's add_eos=False feature)."""
+  out = np.zeros((len(token_lists), length), np.int32)
+  for i, toks in enumerate(token_lists):
+    t = _trim_eos(toks, length) if add_eos else np.asarray(toks, np.int32)[:length]
+    out[i, :t.size] = t
+  return out
+
+
+def indexed_batches(mixture_or_task_name: str, *, split: str, task_feature_lengths: Mapping[str, int],
+                    batch_size: int, shuffle: bool = True, seed: int = 0, shard_index: int = 0,
+                    num_shards: int = 1, pack: bool = False, num_epochs: int | None = None,
+                    pad_final: bool = False) -> resumable.IndexedBatches | None:
+  """`get_numpy_batches`' features as a checkpointable, index-ordered iterator; None when the name
+  is not a single t2t task with a fixed prompt per playlist (mixtures, `_aug` tasks): use
+  `get_numpy_batches` then.
+
+  Examples are those of the task (train: one per (playlist, track); validation/test: one per
+  playlist, its first track), trimmed like seqio's append_eos_after_trim.  The order is a seeded
+  permutation per epoch (not seqio's shuffle buffer); `pad_final` completes the last batch of a
+  finite pass with zero-weight rows.
+  """
+  missing = {"inputs", "targets"} - set(task_feature_lengths)
+  if missing:
+    raise UserInputError(f"task_feature_lengths needs 'inputs' and 'targets', missing {sorted(missing)}")
+  provider = _provider(mixture_or_task_name)
+  source = t2t_tasks._SOURCES.get(provider.name)  # pylint: disable=protected-access
+  if isinstance(provider, seqio.Mixture) or source is None or source.augment:
+    return None
+  lin, lt = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
+  eos_inputs = source.input_tokenizer is None
+  if split == "train":
+    prompt_tokens, playlist_E, row_E, tokens_NxL = source.train_index()
+    num = len(row_E)
+
+    def examples_fn(ids):
+      return (_padded([prompt_tokens[playlist_E[i]] for i in ids], lin, eos_inputs),
+              _padded([t2t_tasks._strip(tokens_NxL[row_E[i]]) for i in ids], lt))  # pylint: disable=protected-access
+  else:
+    examples = list(source.examples(split))
+    num = len(examples)
+
+    def examples_fn(ids):
+      return (_padded([examples[i]["inputs"] for i in ids], lin, eos_inputs),
+              _padded([examples[i]["targets"] for i in ids], lt))
+  if num == 0:
+    raise UserInputError(f"split {split!r} of {mixture_or_task_name} has no examples")
+  features_fn = (feature_converter_lib.packed_features if pack
+                 else feature_converter_lib.unpacked_features)
+  group = max(lin, lt)
+  return resumable.IndexedBatches(
+      num, examples_fn, features_fn, batch_size=batch_size, seed=seed, shuffle=shuffle,
+      shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs, packed=pack,
+      chunk_size=group * max(1, -(-2 * batch_size // group)), pad_final=pad_final)
 
 
 def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = None,

@@ -14,22 +14,46 @@ import pytest
 from t2t_jax import checkpoints, trainer
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
+from t2t_jax.optimizers import OptimizerConfig
 from t2t_jax.train import copy_task_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CFG = t5.T5Config.tiny(num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.1)
+CFG = t5.T5Config.micro(num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.1)
 LENGTHS = {"inputs": 10, "targets": 5}
 STEPS = 12
-KW = dict(model_config=CFG, train_steps=STEPS, batch_size=8, learning_rate=1e-2,
-          checkpoint_period=4, log_period=4, progress=False, seed=3)
+KW = dict(model_config=CFG,
+          config=trainer.TrainConfig(train_steps=STEPS, batch_size=8, log_period=4, progress=False,
+                                     seed=3),
+          optimizer=OptimizerConfig(learning_rate=1e-2), checkpoint=trainer.CheckpointConfig(period=4))
 
 
-def _batches(on_batch=None):
-  for i, b in enumerate(copy_task_batches(task_feature_lengths=LENGTHS, batch_size=8, seed=1,
-                                          num_examples=256)):
-    if on_batch:
-      on_batch(i)
-    yield b
+class _Batches:
+  """The copy task's checkpointable batches, calling on_batch(i) before batch i of this run."""
+
+  def __init__(self, on_batch=None):
+    self._it = copy_task_batches(task_feature_lengths=LENGTHS, batch_size=8, seed=1,
+                                 num_examples=256)
+    self._on_batch, self._i = on_batch, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._on_batch:
+      self._on_batch(self._i)
+    self._i += 1
+    return next(self._it)
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)
+
+
+def _batches(on_batch=None, resumable=True):
+  it = _Batches(on_batch)
+  return it if resumable else (b for b in it)
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +68,19 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
 
 
-def test_sigterm_saves_and_resume_is_exact(tmp_path, uninterrupted):
+@pytest.mark.parametrize("resumable", [True, False])
+def test_sigterm_saves_and_resume_is_exact(tmp_path, uninterrupted, resumable):
+  """Resumed from the iterator's saved position (get_state/set_state) or, for a plain iterator, by
+  replaying the consumed batches: either way bit-identical to the uninterrupted run."""
   def term_at_6(i):
     if i == 6:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  first = trainer.train(train_iter=_batches(term_at_6), model_dir=str(tmp_path), **KW)
+  first = trainer.train(train_iter=_batches(term_at_6, resumable), model_dir=str(tmp_path), **KW)
   assert first.stopped == "preempted"
   assert first.step in (6, 7)
   assert checkpoints.CheckpointManager(str(tmp_path)).latest_step() == first.step
-  second = trainer.train(train_iter=_batches(), model_dir=str(tmp_path), **KW)
+  second = trainer.train(train_iter=_batches(None, resumable), model_dir=str(tmp_path), **KW)
   assert second.stopped == "completed" and second.step == STEPS
   assert [h["step"] for h in second.history] == list(range(first.step + 1, STEPS + 1))
   # Same data, same dropout masks, same optimizer state: bit-identical parameters and losses.

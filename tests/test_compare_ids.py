@@ -51,8 +51,7 @@ def test_rows_and_columns(result):
     for key in ("method", "id_strategy", "hits@10", "map@10", "ndcg@10", "decode_steps_per_id",
                 "train_seconds", "prompts_per_s"):
       assert key in r, (r["method"], key)
-    for key in ("hits@10", "map@10", "ndcg@10"):
-      assert 0.0 <= r[key] <= 1.0
+    assert r["hits@1"] <= r["hits@5"] <= r["hits@10"] and r["recall@10"] <= r["hits@10"]
     assert r["num_queries"] == 12  # compare_ids_tiny.gin: eval_playlists = 12, for every method
     assert r["prompts_per_s"] > 0
   t2t = rows[0]
@@ -63,11 +62,14 @@ def test_rows_and_columns(result):
   assert rows[3]["train_seconds"] >= 0 and rows[1]["decode_steps_per_id"] is None
 
 
-def test_baselines_scored_on_the_same_split(result):
-  """The BM25 and most-popular rows equal a direct recomputation on the task's test prompts."""
-  from t2t_jax import evaluation, experiment  # pylint: disable=g-import-not-at-top
+def test_methods_scored_on_the_same_split(result):
+  """The Text2Tracks, BM25 and most-popular rows equal a direct recomputation on the task's test
+  prompts (Text2Tracks through its trained model dir, as `t2t recommend` serves it)."""
+  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
   from t2t_jax.data import formats, prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   out, rows = result
   ds = formats.Dataset.load(os.path.join(out, "work", "data", "synthetic"))
@@ -76,9 +78,14 @@ def test_baselines_scored_on_the_same_split(result):
   relevant = [[ds.track_row[t] for t in p.track_ids] for p in test]
   train = list(ds.playlists("train"))
   train_rows = [[ds.track_row[t] for t in p.track_ids] for p in train]
-  catalog = CatalogTexts.from_tracks(ds.tracks, experiment.track_text)
+  catalog = CatalogTexts.from_tracks(ds.tracks, pipeline.track_text)
   train_prompts = [(prompts_lib.make_prompt(p, "title"), r) for p, r in zip(train, train_rows)]
   bm = bm25.BM25Retriever().fit(catalog, train_prompts)
+  rec = recommend.Recommender.load(os.path.join(out, "work", "models", "semantic_rq"))
+  assert rec.beam_size == 10  # compare_ids_tiny.gin's beam, written to the model dir's assets
+  t2t = evaluation.evaluate_rankings(rec.recommend_rows(prompts, 10)[0], relevant, ks=(1, 5, 10))
+  for key in ("hits@10", "map@10", "ndcg@10", "mrr"):
+    assert rows[0][key] == pytest.approx(t2t[key]), key
   want = evaluation.evaluate_rankings(bm.recommend(prompts, 10), relevant, ks=(1, 5, 10))
   got = next(r for r in rows if r["method"].startswith("BM25"))
   for key in ("hits@10", "map@10", "ndcg@10", "mrr"):
@@ -111,15 +118,15 @@ def test_files(result):
 
 
 def test_parse_id_specs_and_bad_config(tmp_path, capsys):
-  from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
-  specs = experiment.parse_id_specs([("a", "integer", {"order": "random"}), ("b", "content")])
+  specs = specs_lib.parse_id_specs([("a", "integer", {"order": "random"}), ("b", "content")])
   assert [(s.name, s.strategy, s.kwargs, s.family) for s in specs] == [
       ("a", "integer", {"order": "random"}, "integer"), ("b", "content", {}, "content")]
   for bad, match in (([("x", "semantic_pq")], "unknown strategy"), ([("x", "integer"), ("x", "content")], "unique"),
                      ([("x y", "integer")], "letters"), ([], "no ID strategies"), (["integer"], "expected")):
     with pytest.raises(UserInputError, match=match):
-      experiment.parse_id_specs(bad)
+      specs_lib.parse_id_specs(bad)
   assert _run(tmp_path, 'compare_ids.id_specs = [("x", "semantic_pq")]') == 2
   assert "semantic_pq" in capsys.readouterr().err
   assert _run(tmp_path, "compare_ids.beam_size = 5") == 2
@@ -148,19 +155,19 @@ def test_summarize_checks_the_papers_claims_on_rows():
 
 
 def test_order_last_level_by_popularity():
-  from t2t_jax import experiment  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
   codes = np.array([[0, 0], [0, 1], [1, 0], [0, 2], [1, 1], [1, 2]])
   table = IdTable(strategy="semantic_rq", track_ids=[f"t{i}" for i in range(6)], codes=codes, level_sizes=(2, 3))
-  out = experiment.order_last_level_by_popularity(table, np.array([1, 5, 3, 9, 3, 0]))
+  out = specs.order_last_level_by_popularity(table, np.array([1, 5, 3, 9, 3, 0]))
   # Group 0 (rows 0, 1, 3): counts 1, 5, 9 -> codes 2, 1, 0; group 1 (rows 2, 4, 5): 3, 3, 0 -> 0, 1, 2 (tie: row).
   assert out.codes.tolist() == [[0, 2], [0, 1], [1, 0], [0, 0], [1, 1], [1, 2]]
   assert out.level_sizes == (2, 3) and out.meta["last_level_order"] == "popularity"
   assert table.codes.tolist() == codes.tolist()  # input untouched
   one = IdTable(strategy="integer", track_ids=["a", "b"], codes=np.array([[0], [1]]), level_sizes=(2,))
   with pytest.raises(UserInputError, match="2 fixed levels"):
-    experiment.order_last_level_by_popularity(one, np.array([1, 2]))
+    specs.order_last_level_by_popularity(one, np.array([1, 2]))
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ t5 = pytest.importorskip("t2t_jax.models.t5")
 
 @pytest.fixture(scope="module")
 def tiny():
-  config = t5.T5Config.tiny(vocab_size=40)
+  config = t5.T5Config.micro(vocab_size=40)
   model = t5.Transformer(config)
   params = jax.jit(lambda key: t5.init_params(config, key, input_length=5, target_length=3))(
       jax.random.PRNGKey(0))

@@ -110,7 +110,7 @@ def test_user_errors_name_the_problem(tmp_path):
     hf_convert.load_hf_t5(str(tmp_path))
   _, path = _hf_model(tmp_path)
   with pytest.raises(UserInputError, match="checkpoint has emb_dim=32, the model config 64"):
-    hf_convert.load_hf_t5(path, t5.T5Config.tiny(emb_dim=64))
+    hf_convert.load_hf_t5(path, t5.T5Config.micro(emb_dim=64))
   with pytest.raises(UserInputError, match="smaller than the checkpoint's 96"):
     hf_convert.load_hf_t5(path, hf_convert.config_from_hf(hf_convert.read_hf_config(path),
                                                           vocab_size=64))

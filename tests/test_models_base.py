@@ -15,7 +15,7 @@ from t2t_jax.models import base, t5
 
 @pytest.fixture(scope="module")
 def tiny():
-  config = t5.T5Config.tiny(vocab_size=48)
+  config = t5.T5Config.micro(vocab_size=48)
   model = models.get_model(config)
   params = nn.unbox(jax.jit(lambda k: model.init_params(k, input_length=6, target_length=4))(
       jax.random.PRNGKey(1)))
@@ -26,7 +26,7 @@ def tiny():
 
 
 def test_config_json_round_trip_and_family():
-  config = t5.T5Config.tiny(vocab_size=77, dropout_rate=0.25)
+  config = t5.T5Config.micro(vocab_size=77, dropout_rate=0.25)
   fields = json.loads(json.dumps(config.to_json()))
   assert fields["family"] == "t5_1_1"
   assert models.config_from_json(fields) == config
@@ -40,7 +40,7 @@ def test_config_json_round_trip_and_family():
 
 
 def test_get_model_caches_and_accepts_modules():
-  config = t5.T5Config.tiny(vocab_size=48)
+  config = t5.T5Config.micro(vocab_size=48)
   model = models.get_model(config)
   assert isinstance(model, base.EncoderDecoderModel)
   assert models.get_model(config) is model

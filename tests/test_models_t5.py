@@ -18,13 +18,13 @@ def _tokens(rng, shape, vocab, pad_from=None):
 
 @pytest.fixture(scope="module")
 def tiny():
-  cfg = t5.T5Config.tiny()
+  cfg = t5.T5Config.micro()
   params = nn.unbox(t5.init_params(cfg, jax.random.PRNGKey(0)))
   return cfg, params
 
 
 def test_param_names_shapes_and_logical_axes():
-  cfg = t5.T5Config.tiny()
+  cfg = t5.T5Config.micro()
   boxed = t5.init_params(cfg, jax.random.PRNGKey(0))
   flat = {"/".join(k.key for k in path): leaf
           for path, leaf in jax.tree_util.tree_flatten_with_path(
@@ -90,7 +90,7 @@ def test_decode_with_cache_matches_full_sequence(tiny):
 
 
 def test_dropout_is_random_only_when_enabled():
-  cfg = t5.T5Config.tiny(dropout_rate=0.3)
+  cfg = t5.T5Config.micro(dropout_rate=0.3)
   params = nn.unbox(t5.init_params(cfg, jax.random.PRNGKey(0)))
   model = t5.Transformer(cfg)
   enc = np.full((1, 5), 7, np.int32)

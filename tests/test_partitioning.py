@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from t2t_jax import partitioning, trainer
+from t2t_jax import losses, partitioning, train_state, trainer
+from t2t_jax.optimizers import OptimizerConfig
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
 from t2t_jax.train import copy_task_batches
 
-CFG = t5.T5Config.tiny(num_encoder_layers=1, num_decoder_layers=1)  # small graphs compile fast
+CFG = t5.T5Config.micro(num_encoder_layers=1, num_decoder_layers=1)  # small graphs compile fast
 LENGTHS = {"inputs": 10, "targets": 5}
 BATCH = 16
 
@@ -28,7 +29,7 @@ def params_np():
 
 def _loss_and_grads(partitioner, params_np, batch):
   model = t5.Transformer(CFG)
-  loss_fn = trainer.make_loss_fn(model, z_loss=1e-4)
+  loss_fn = losses.make_loss_fn(model, losses.LossConfig(z_loss=1e-4))
   boxed = jax.eval_shape(lambda: t5.init_params(CFG, jax.random.PRNGKey(0)))
   shardings = partitioner.shardings_of(boxed)
   params = jax.tree.map(jax.device_put, params_np, shardings)
@@ -36,7 +37,7 @@ def _loss_and_grads(partitioner, params_np, batch):
 
   def f(p, b):
     (obj, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(
-        p, b, jax.random.PRNGKey(0), trainer.normalizer_of(b, "NUM_REAL_TARGET_TOKENS"), False)
+        p, b, jax.random.PRNGKey(0), losses.normalizer_of(b, "NUM_REAL_TARGET_TOKENS"), False)
     return obj, g
 
   with partitioner.activation_context():
@@ -120,7 +121,7 @@ def test_train_steps_match_across_meshes_with_fsdp_and_microbatches(params_np):
   for spec in (ONE_DEVICE, dict(num_partitions=4, fsdp=True)):
     part = _partitioner(spec)
     tr = trainer.build(CFG, partitioner=part, batch_size=BATCH, feature_shapes=feature_shapes,
-                       learning_rate=1e-2, num_microbatches=2)
+                       optimizer=OptimizerConfig(learning_rate=1e-2), num_microbatches=2)
     state = tr.init_fn(0, params_np)
     for _ in range(2):
       state, metrics = tr.step_fn(state, part.shard_batch(batch, BATCH))
@@ -138,3 +139,19 @@ def test_mesh_errors_name_the_problem():
     partitioning.Partitioner(num_replicas=3)
   one = partitioning.Partitioner(devices=jax.devices()[:1])
   assert one.mesh.shape == {"data": 1, "model": 1} and one.host_shard() == (0, 1)
+
+
+def test_mesh_fallback_on_accelerators_warns_with_the_reason(caplog):
+  """CPU meshes are a plain reshape; accelerator devices that mesh_utils cannot lay out on the
+  topology fall back to it with a warning that says why (never silently)."""
+  import logging
+  import types
+  fake = [types.SimpleNamespace(platform="gpu", id=i, process_index=0) for i in range(4)]
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.partitioning"):
+    grid = partitioning._topology_grid(fake, 2, 2)  # pylint: disable=protected-access
+  assert grid.shape == (2, 2) and [d.id for d in grid.ravel()] == [0, 1, 2, 3]
+  assert "ignores the physical topology" in caplog.text and "create_device_mesh failed" in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.partitioning"):
+    partitioning._topology_grid(jax.devices()[:4], 2, 2)  # pylint: disable=protected-access
+  assert caplog.text == ""

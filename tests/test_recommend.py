@@ -42,7 +42,7 @@ def build_model_dir(root: str, *, seed: int = 0, num_tracks: int = 96, train_ste
   table = IdTable(strategy="semantic_rq", track_ids=[t.track_id for t in ds.tracks], codes=codes,
                   level_sizes=levels, is_text=False, meta={})
   vocab = vocab_lib.TextAndIdVocab(spm_path, levels)
-  cfg = t5.T5Config.preset("tiny", vocab_size=vocab.vocab_size)
+  cfg = t5.T5Config.preset("micro", vocab_size=vocab.vocab_size)
   model_dir = os.path.join(root, "model")
   if train_steps:  # prompt -> the ID of the playlist's first track
     ids_NxL = table.token_ids(vocab.id_token_offset)
@@ -56,10 +56,14 @@ def build_model_dir(root: str, *, seed: int = 0, num_tracks: int = 96, train_ste
         yield {"encoder_input_tokens": inputs_NxL[sel], "decoder_target_tokens": tgt,
                "decoder_input_tokens": np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], 1),
                "decoder_loss_weights": (tgt > 0).astype(np.float32)}
-    trainer.train(model_config=cfg, train_iter=batches(), model_dir=model_dir, train_steps=train_steps,
-                  batch_size=16, learning_rate=1e-2, seed=seed, checkpoint_period=train_steps,
-                  log_period=train_steps, progress=False, restore=False, async_checkpointing=False,
-                  tensorboard=False, handle_sigterm=False)
+    from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=g-import-not-at-top
+    trainer.train(model_config=cfg, train_iter=batches(), model_dir=model_dir,
+                  config=trainer.TrainConfig(train_steps=train_steps, batch_size=16, seed=seed,
+                                             log_period=train_steps, progress=False,
+                                             tensorboard=False, handle_sigterm=False),
+                  optimizer=OptimizerConfig(learning_rate=1e-2),
+                  checkpoint=trainer.CheckpointConfig(period=train_steps, restore=False,
+                                                      async_save=False))
   else:  # initialised weights, saved by the trainer's checkpoint writer (no train-step compile)
     import flax.linen as nn  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top

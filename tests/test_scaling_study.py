@@ -57,12 +57,11 @@ def test_rows(result):
   assert rows[1]["index_bytes"] > rows[0]["index_bytes"]
   from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
-  from t2t_jax.experiment import index_token_seqs  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
   ds_dir = os.path.join(out, "work", "n400", "data", "synthetic")
   table = IdTable.load(os.path.join(ds_dir, "ids", "semantic_rq"))
   vocab = vocab_lib.TextAndIdVocab(os.path.join(ds_dir, "vocab", "spm.model"), table.level_sizes)
-  index = index_lib.build_index(index_token_seqs(table, vocab.id_token_offset), vocab.vocab_size)
+  index = index_lib.build_table_index(table, vocab.id_token_offset, vocab.vocab_size)
   assert rows[1]["index_bytes"] == index.nbytes
   assert rows[1]["index_bytes_per_track"] == pytest.approx(index.nbytes / 400, abs=0.01)
 

@@ -81,3 +81,22 @@ def test_numpy_converter_equals_seqio(root, name, pack):
     assert set(a) == set(b)
     for k in a:
       np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_indexed_batches_equal_the_seqio_task_in_file_order(root, pack):
+  """The index-ordered reader gives the task's own examples: unshuffled, exactly its batches."""
+  kw = dict(split="train", task_feature_lengths=LEN, batch_size=4, shuffle=False, num_epochs=1, pack=pack)
+  ref = list(pipeline.get_numpy_batches("t2t.tiny_syn.sem.title", **kw))
+  ours = pipeline.indexed_batches("t2t.tiny_syn.sem.title", **kw)
+  got = list(ours)
+  assert len(got) == len(ref) > 5
+  for a, b in zip(got, ref):
+    assert set(a) == set(b)
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert pipeline.indexed_batches("t2t.tiny_syn.sem.all", **kw) is None  # mixtures: get_numpy_batches
+  val = list(pipeline.indexed_batches("t2t.tiny_syn.sem.title", split="validation", task_feature_lengths=LEN,
+                                      batch_size=64, shuffle=False, num_epochs=1, pad_final=True))
+  n = len(pipeline.get_eval_examples("t2t.tiny_syn.sem.title", "validation"))
+  assert len(val) == 1 and int((val[0]["decoder_loss_weights"].sum(1) > 0).sum()) == n < 64

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 def test_flop_count_matches_hand_count():
   import bench_train
   from t2t_jax.models import t5
-  cfg = t5.T5Config.tiny(num_encoder_layers=1, num_decoder_layers=1)  # E=32, HD=32, F=64, V=128
+  cfg = t5.T5Config.micro(num_encoder_layers=1, num_decoder_layers=1)  # E=32, HD=32, F=64, V=128
   # encoder: 4 tokens x (8*32*32 + 6*32*64) + 4*4*4*32; decoder: 2 tokens x (8+4)*32*32 + 6*32*64
   # + 4 enc tokens x 4*32*32 + 4*2*2*32 + 4*2*4*32; logits 2 x 2*32*128.
   enc = 4 * (8 * 1024 + 6 * 2048) + 4 * 4 * 4 * 32

@@ -8,11 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2t_jax import partitioning, summaries, trainer
+from t2t_jax import evaluation, partitioning, summaries, train_state, trainer
+from t2t_jax.losses import LossConfig
 from t2t_jax.models import t5
+from t2t_jax.optimizers import OptimizerConfig
 from t2t_jax.train import copy_task_batches
 
-TINY = t5.T5Config.tiny()
+TINY = t5.T5Config.micro()
 LENGTHS = {"inputs": 10, "targets": 5}
 
 
@@ -24,13 +26,16 @@ def _batches(batch_size=8, seed=0, **kw):
 def test_microbatching_gives_the_full_batch_gradient():
   cfg = TINY.replace(num_encoder_layers=1, num_decoder_layers=1)
   batch = next(_batches(batch_size=16))
-  params_np = jax.tree.map(np.asarray, nn.unbox(t5.init_params(cfg, jax.random.PRNGKey(0))))
-  feature_shapes = {k: (v.shape, v.dtype) for k, v in batch.items()}
+  from t2t_jax import models  # pylint: disable=import-outside-toplevel
+  params_np = jax.tree.map(np.asarray,
+                           nn.unbox(models.get_model(cfg).init_params(jax.random.PRNGKey(0))))
+  feature_shapes = train_state.spec_of(batch)
   part = partitioning.Partitioner(num_partitions=2)
   out = []
   for m in (1, 4):
     tr = trainer.build(cfg, partitioner=part, batch_size=16, feature_shapes=feature_shapes,
-                       optimizer="adamw", learning_rate=1e-3, num_microbatches=m)
+                       optimizer=OptimizerConfig(optimizer="adamw", learning_rate=1e-3),
+                       num_microbatches=m)
     state, metrics = tr.step_fn(tr.init_fn(0, params_np), part.shard_batch(batch, 16))
     out.append((jax.device_get(metrics), jax.tree.map(np.asarray, state.params)))
   np.testing.assert_allclose(out[0][0]["loss"], out[1][0]["loss"], rtol=1e-5)
@@ -43,8 +48,10 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
   # AdamW moves every weight by ~lr on step 1; with lr=1e30 step 2's logits overflow.
   with pytest.raises(trainer.TrainingDivergedError, match="non-finite loss at step 2"):
     trainer.train(model_config=TINY.replace(num_encoder_layers=1, num_decoder_layers=1),
-                  train_iter=_batches(), model_dir=str(tmp_path), train_steps=5, batch_size=8,
-                  optimizer="adamw", learning_rate=1e30, progress=False, checkpoint_period=100)
+                  train_iter=_batches(), model_dir=str(tmp_path),
+                  config=trainer.TrainConfig(train_steps=5, batch_size=8, progress=False),
+                  optimizer=OptimizerConfig(optimizer="adamw", learning_rate=1e30),
+                  checkpoint=trainer.CheckpointConfig(period=100))
 
 
 def test_bf16_dropout_smoothing_cosine_eval_hook_and_best_checkpoint(tmp_path):
@@ -54,18 +61,18 @@ def test_bf16_dropout_smoothing_cosine_eval_hook_and_best_checkpoint(tmp_path):
   eval_batches = list(copy_task_batches(task_feature_lengths=LENGTHS, batch_size=8, seed=0,
                                         split="validation", num_examples=16, num_epochs=1))
   calls = []
-  loss_fn = trainer.make_eval_loss_fn(cfg, part, eval_batches, 8)
+  loss_fn = evaluation.make_eval_loss_fn(cfg, part, eval_batches, 8)
 
   def eval_fn(params, step):
     calls.append(step)
     return loss_fn(params, step)
 
-  result = trainer.train(model_config=cfg, train_iter=_batches(), model_dir=str(tmp_path),
-                         train_steps=30, batch_size=8, learning_rate=2e-2, schedule="cosine",
-                         warmup_steps=5, label_smoothing=0.1, partitioner=part,
-                         eval_fn=eval_fn, eval_period=10, best_metric="accuracy",
-                         keep_checkpoints=1, checkpoint_period=10, log_period=10,
-                         progress=True)
+  result = trainer.train(
+      model_config=cfg, train_iter=_batches(), model_dir=str(tmp_path),
+      config=trainer.TrainConfig(train_steps=30, batch_size=8, eval_period=10, log_period=10),
+      optimizer=OptimizerConfig(learning_rate=2e-2, schedule="cosine", warmup_steps=5),
+      loss=LossConfig(label_smoothing=0.1), partitioner=part, eval_fn=eval_fn,
+      checkpoint=trainer.CheckpointConfig(period=10, keep=1, best_metric="accuracy"))
   assert calls == [10, 20, 30]
   assert [e["step"] for e in result.eval_history] == [10, 20, 30]
   assert jax.tree.leaves(result.params)[0].dtype == jnp.bfloat16

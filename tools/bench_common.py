@@ -70,8 +70,8 @@ def _memory_gb() -> float | None:
 def machine_info(*, with_jax: bool = True) -> dict[str, Any]:
   """CPU, cores, memory, load, accelerator, library versions and the UTC date of this run."""
   if with_jax:
-    from t2t_jax import experiment  # pylint: disable=import-outside-toplevel
-    info = experiment.machine_info()
+    from t2t_jax import report  # pylint: disable=import-outside-toplevel
+    info = report.machine_info()
     import jax  # pylint: disable=import-outside-toplevel
     info["device_kind"] = jax.local_devices()[0].device_kind
   else:
@@ -266,46 +266,52 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def make_model(config):
-  """Our model object for `config` (today `t5.Transformer`; the model interface replaces it here)."""
-  from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
-  return t5.Transformer(config)
+  """Our model object for `config` (the model interface, `t2t_jax.models.get_model`)."""
+  from t2t_jax import models  # pylint: disable=import-outside-toplevel
+  return models.get_model(config)
 
 
 def init_params(config, *, seed: int = 0, input_length: int = 8, target_length: int = 8):
   """Random parameters of our model for `config` (host arrays, unboxed)."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
-  return nn.unbox(jax.device_get(t5.init_params(config, jax.random.PRNGKey(seed), input_length=input_length,
-                                                target_length=target_length)))
+  model = make_model(config)
+  init = jax.jit(lambda k: model.init_params(k, input_length=input_length, target_length=target_length))
+  return nn.unbox(jax.device_get(init(jax.random.PRNGKey(seed))))
 
 
 def model_logits(config, params, encoder_input_tokens_BxS, decoder_input_tokens_BxL):
   """Teacher-forced logits [B, L, V] of our model (no dropout)."""
-  return make_model(config).apply({"params": params}, encoder_input_tokens_BxS, decoder_input_tokens_BxL,
-                                  enable_dropout=False)
+  return make_model(config).logits(params, {"encoder_input_tokens": encoder_input_tokens_BxS,
+                                            "decoder_input_tokens": decoder_input_tokens_BxL})
 
 
 def build_train_step(config, *, batch_size: int, feature_shapes: dict, num_partitions: int = 1,
                      fsdp: bool = False, num_microbatches: int = 1, learning_rate: float = 1e-3):
   """(CompiledTrainer, Partitioner): our Adafactor train step compiled for these shapes."""
-  from t2t_jax import partitioning, trainer  # pylint: disable=import-outside-toplevel
+  from t2t_jax import partitioning, train_state  # pylint: disable=import-outside-toplevel
+  from t2t_jax.losses import LossConfig  # pylint: disable=import-outside-toplevel
+  from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
   part = partitioning.Partitioner(num_partitions=num_partitions, fsdp=fsdp)
-  tr = trainer.build(config, partitioner=part, batch_size=batch_size, feature_shapes=feature_shapes,
-                     optimizer="adafactor", learning_rate=learning_rate, z_loss=0.0,
-                     num_microbatches=num_microbatches)
+  tr = train_state.build(config, partitioner=part, batch_size=batch_size, feature_shapes=feature_shapes,
+                         optimizer=OptimizerConfig(learning_rate=learning_rate),
+                         loss=LossConfig(z_loss=0.0), num_microbatches=num_microbatches)
   return tr, part
 
 
 def train_model(config, *, train_iter, model_dir: str, train_steps: int, batch_size: int,
                 learning_rate: float, seed: int = 0, progress: bool = False):
-  """Our training loop (rsqrt schedule, no TensorBoard, no SIGTERM hook); returns trainer.TrainResult."""
+  """Our training loop (linear-warmup rsqrt, no TensorBoard, no SIGTERM hook); returns TrainResult."""
   from t2t_jax import trainer  # pylint: disable=import-outside-toplevel
-  return trainer.train(model_config=config, train_iter=train_iter, model_dir=model_dir, train_steps=train_steps,
-                       batch_size=batch_size, learning_rate=learning_rate, seed=seed, schedule="rsqrt",
-                       warmup_steps=min(200, train_steps // 5), checkpoint_period=max(train_steps, 1),
-                       log_period=max(1, train_steps // 10), progress=progress, restore=False,
-                       tensorboard=False, handle_sigterm=False, async_checkpointing=False)
+  from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
+  return trainer.train(
+      model_config=config, train_iter=train_iter, model_dir=model_dir,
+      config=trainer.TrainConfig(train_steps=train_steps, batch_size=batch_size, seed=seed,
+                                 log_period=max(1, train_steps // 10), progress=progress,
+                                 tensorboard=False, handle_sigterm=False),
+      optimizer=OptimizerConfig(learning_rate=learning_rate, schedule="linear_warmup_rsqrt",
+                                warmup_steps=max(1, min(200, train_steps // 5))),
+      checkpoint=trainer.CheckpointConfig(period=None, restore=False, async_save=False))
 
 
 def write_json(path: str | None, result: dict) -> None:

@@ -121,7 +121,8 @@ class _Stages:
 
 def train_and_decode(args, ds, table, row, stage, write):
   import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import evaluation, experiment  # pylint: disable=import-outside-toplevel
+  from t2t_jax import evaluation  # pylint: disable=import-outside-toplevel
+  from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
   from t2t_jax.data import batches, examples  # pylint: disable=import-outside-toplevel
   from t2t_jax.decoding import generate, index as index_lib  # pylint: disable=import-outside-toplevel
   ds_dir = os.path.join(args.work_dir, "data")  # the string load_dataset was cached under
@@ -129,7 +130,7 @@ def train_and_decode(args, ds, table, row, stage, write):
   source = examples.ExampleSource(ds_dir, ids_dir, os.path.join(ds_dir, "vocab", "spm.model"), PROMPT_FIELD)
   vocab = source.vocab
   lengths = {"inputs": args.inputs_length, "targets": int(table.lengths.max()) + 1}
-  config = experiment.model_config(args.model, vocab.vocab_size)
+  config = t5.T5Config.preset(args.model, vocab_size=vocab.vocab_size, dropout_rate=0.0)
   it = batches.numpy_batches(source, split="train", task_feature_lengths=lengths, batch_size=args.batch_size,
                              seed=args.seed)
   with stage("train"):
@@ -144,7 +145,7 @@ def train_and_decode(args, ds, table, row, stage, write):
   evals = list(source.examples("test"))[:args.eval_playlists]
   inputs = evaluation.pad_inputs([list(e["inputs"]) + [1] for e in evals], args.inputs_length)
   with stage("index"):
-    index = index_lib.build_index(experiment.index_token_seqs(table, vocab.id_token_offset), vocab.vocab_size)
+    index = index_lib.build_table_index(table, vocab.id_token_offset, vocab.vocab_size)
   dindex = index.to_device()
   fn = jax.jit(generate.make_recommend_fn(bench_common.make_model(config), index, beam_size=args.beam_size,
                                           top_k=args.k))
@@ -191,7 +192,7 @@ def run(args) -> dict:
   write()
   if args.prepare_only:
     return out
-  from t2t_jax import experiment  # pylint: disable=import-outside-toplevel
+  from t2t_jax.studies import pipeline  # pylint: disable=import-outside-toplevel
   from t2t_jax.data import examples  # pylint: disable=import-outside-toplevel
   stage = _Stages()
   row = out["row"]
@@ -199,7 +200,7 @@ def run(args) -> dict:
     ds = examples.load_dataset(os.path.join(args.work_dir, "data"))
   row.update(num_tracks=len(ds.tracks), num_playlists=args.num_playlists)
   table = build_ids(args, ds, row, stage)
-  row.update(level_sizes=list(table.level_sizes), **experiment.id_stats(table))
+  row.update(level_sizes=list(table.level_sizes), **pipeline.decode_steps(table))
   write()
   train_and_decode(args, ds, table, row, stage, write)
   out["stage_seconds"] = stage.seconds

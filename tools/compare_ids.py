@@ -28,8 +28,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from t2t_jax import experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
-from t2t_jax import gin_utils
+from t2t_jax import gin_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import baselines as baselines_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TABLE_COLUMNS = ("method", "id_strategy", "hits@10", "map@10", "ndcg@10", "decode_steps_per_id",
@@ -50,7 +54,7 @@ def _steady_seconds(examples: int, examples_per_second: float | None, wall_secon
   return round(examples / examples_per_second if examples_per_second else wall_seconds, 1)
 
 
-def _label(spec: experiment.IdSpec) -> str:
+def _label(spec: specs_lib.IdSpec) -> str:
   return f"Text2Tracks ({spec.name})"
 
 
@@ -61,7 +65,7 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                 id_specs=DEFAULT_ID_SPECS, model: str = "tiny", model_overrides: dict | None = None,
                 train_steps: int = 500, batch_size: int = 128, learning_rate: float = 3e-3,
                 beam_size: int = 20, k: int = 10, eval_playlists: int | None = 200, prompt_field: str = "title",
-                baselines=experiment.BASELINES, dual_encoder_kwargs: dict | None = None,
+                baselines=baselines_lib.BASELINES, dual_encoder_kwargs: dict | None = None,
                 num_devices: int | None = None, progress: bool = True) -> list[dict]:
   """Runs the comparison; writes results.{json,csv,md} and PNG charts into out_dir; returns the rows.
 
@@ -74,30 +78,31 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                   ("num_playlists", num_playlists)):
     if v <= 0:
       raise UserInputError(f"compare_ids.{name} must be positive, got {v}")
-  specs = experiment.parse_id_specs(id_specs)
+  specs = specs_lib.parse_id_specs(id_specs)
   work_dir = work_dir or os.path.join("t2t_runs", "compare_ids")
-  machine = experiment.machine_info()
+  machine = report.machine_info()
   config = {k_: v for k_, v in locals().items() if k_ not in ("specs", "machine")}
   config["id_specs"] = [[s.name, s.strategy, s.kwargs] for s in specs]
-  stage = experiment.Stages(verbose=progress)
+  stage = pipeline.Stages(verbose=progress)
   t_start = time.time()
-  ws = experiment.prepare_synthetic(work_dir, seed=seed, num_tracks=num_tracks, num_playlists=num_playlists,
+  ws = pipeline.prepare_synthetic(work_dir, seed=seed, num_tracks=num_tracks, num_playlists=num_playlists,
                                     vocab_size=vocab_size, synthetic_overrides=synthetic_overrides, stage=stage)
   emb = None
   emb_seconds = 0.0
   if any(s.strategy.startswith("semantic") for s in specs):
     with stage("CF track embeddings"):
       t = time.time()
-      emb = experiment.cf_embeddings(ws, dim=embedding_dim, seed=seed)
+      emb = pipeline.cf_embeddings(ws, dim=embedding_dim, seed=seed)
       emb_seconds = time.time() - t
   rows: list[dict] = []
   notes = [f"{ws.num_tracks} tracks, {len(ws.train_playlists)} train playlists; every method is scored on the "
            f"same {eval_playlists or len(ws.test_playlists)} test playlists (Hits/MAP/NDCG@{k}).",
-           f"Text2Tracks: T5.1.1-{model}, {train_steps} steps x batch {batch_size}, lr {learning_rate} (rsqrt), "
+           f"Text2Tracks: T5.1.1-{model}, {train_steps} steps x batch {batch_size}, lr {learning_rate} "
+           f"(linear_warmup_rsqrt, gin/experiments/synthetic_cpu.gin), "
            f"beam {beam_size}; semantic ID build time includes the CF embeddings ({emb_seconds:.1f} s)."]
 
   def flush():
-    experiment.write_results(out_dir, rows, columns=TABLE_COLUMNS, machine=machine, config=config,
+    report.write_results(out_dir, rows, columns=TABLE_COLUMNS, machine=machine, config=config,
                              title="Text2Tracks: ID strategies vs. retrieval baselines (synthetic)", notes=notes)
     plot_results(rows, out_dir)
 
@@ -105,10 +110,10 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
     with stage(f"baselines: {', '.join(baselines)}"):
       de_kwargs = {"train_steps": train_steps, "batch_size": batch_size, **(dual_encoder_kwargs or {})}
       if "config" not in de_kwargs:
-        de_kwargs["config"] = experiment.model_config(model, task.vocab.text_vocab_size)
+        de_kwargs["config"] = t5.T5Config.preset(model, vocab_size=task.vocab.text_vocab_size)
         if model_overrides:
           de_kwargs["config"] = de_kwargs["config"].replace(**model_overrides)
-      baseline_rows.extend(experiment.run_baselines(
+      baseline_rows.extend(baselines_lib.run_baselines(
           ws, task.prompts, task.relevant, k=k, prompt_field=prompt_field, which=tuple(baselines),
           dual_encoder_kwargs=de_kwargs, seed=seed, progress=progress))
 
@@ -116,21 +121,21 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
   inputs_length = None
   for i, spec in enumerate(specs):
     with stage(f"Text2Tracks with {spec.name} IDs"):
-      table, build_s = experiment.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
+      table, build_s = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
       if spec.strategy.startswith("semantic"):
         build_s += emb_seconds
-      task = experiment.make_task(ws, table, spec.name, prompt_field=prompt_field, inputs_length=inputs_length,
+      task = pipeline.make_task(ws, table, spec.name, prompt_field=prompt_field, inputs_length=inputs_length,
                                   eval_playlists=eval_playlists)
       inputs_length = task.feature_lengths["inputs"]  # one encoder length for every strategy
       model_dir = os.path.join(work_dir, "models", spec.name)
-      trained = experiment.train_text2tracks(task, model_dir=model_dir, model=model, train_steps=train_steps,
+      trained = pipeline.train_text2tracks(task, model_dir=model_dir, model=model, train_steps=train_steps,
                                              batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                                              progress=progress, model_overrides=model_overrides,
                                              num_devices=num_devices, tensorboard=False,
-                                             handle_sigterm=False)
-      ev = experiment.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
+                                             handle_sigterm=False, beam_size=beam_size)
+      ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
       t2t_rows.append({"method": _label(spec), "id_strategy": spec.name, **ev["metrics"],
-                       **experiment.id_stats(table), "id_build_seconds": round(build_s, 2),
+                       **pipeline.decode_steps(table), "id_build_seconds": round(build_s, 2),
                        "train_seconds": _steady_seconds(train_steps * batch_size, trained.examples_per_second,
                                                         trained.seconds),
                        "train_wall_seconds": round(trained.seconds, 1),
@@ -151,7 +156,7 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
   flush()
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
   io_utils.write_json(os.path.join(out_dir, "summary.json"), summary)
-  print(experiment.markdown_table(rows, TABLE_COLUMNS), flush=True)
+  print(report.markdown_table(rows, TABLE_COLUMNS), flush=True)
   return rows
 
 
@@ -212,7 +217,7 @@ def plot_results(rows, out_dir: str) -> None:
   ax.set_ylabel("score")
   ax.set_title("Ranking quality on held-out playlists")
   ax.legend(fontsize=8)
-  experiment.save_figure(fig, os.path.join(out_dir, "metrics.png"))
+  report.save_figure(fig, os.path.join(out_dir, "metrics.png"))
 
   panels = (("decode_steps_per_id", "decoding steps per ID"), ("train_seconds", "train time (s)"),
             ("prompts_per_s", "prompts / s at inference"))
@@ -225,7 +230,7 @@ def plot_results(rows, out_dir: str) -> None:
     ax.set_title(title, fontsize=9)
     if key == "prompts_per_s":
       ax.set_yscale("log")
-  experiment.save_figure(fig, os.path.join(out_dir, "efficiency.png"))
+  report.save_figure(fig, os.path.join(out_dir, "efficiency.png"))
 
 
 def main(argv=None) -> int:
@@ -238,7 +243,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   try:
     gin_utils.parse_gin(args.gin_file, args.gin_bindings, finalize=False)
-    compare_ids(**experiment.cli_overrides(args))
+    compare_ids(**pipeline.cli_overrides(args))
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -48,8 +48,8 @@ def main(argv=None) -> int:
                                f" --xla_force_host_platform_device_count={args.devices}")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from t2t_jax import io_utils, partitioning, trainer  # pylint: disable=import-outside-toplevel
+  from t2t_jax import io_utils, partitioning, train_state  # pylint: disable=import-outside-toplevel
+  from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
   from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
   from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
 
@@ -64,14 +64,12 @@ def main(argv=None) -> int:
     part = partitioning.Partitioner(num_partitions=args.num_partitions,
                                     num_replicas=args.num_replicas, fsdp=args.fsdp,
                                     devices=devices)
-    shapes = {"encoder_input_tokens": (args.inputs_length,),
-              "decoder_input_tokens": (args.targets_length,),
-              "decoder_target_tokens": (args.targets_length,),
-              "decoder_loss_weights": (args.targets_length,)}
-    feature_shapes = {k: ((args.batch_size,) + v, np.int32) for k, v in shapes.items()}
-    tr = trainer.build(cfg, partitioner=part, batch_size=args.batch_size,
-                       feature_shapes=feature_shapes, optimizer=args.optimizer,
-                       num_microbatches=args.num_microbatches)
+    feature_shapes = train_state.batch_spec(
+        {"inputs": args.inputs_length, "targets": args.targets_length}, batch_size=args.batch_size)
+    tr = train_state.build(cfg, partitioner=part, batch_size=args.batch_size,
+                           feature_shapes=feature_shapes,
+                           optimizer=OptimizerConfig(optimizer=args.optimizer),
+                           num_microbatches=args.num_microbatches)
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -28,8 +28,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from t2t_jax import experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
-from t2t_jax import gin_utils
+from t2t_jax import gin_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import baselines as baselines_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TABLE_COLUMNS = ("num_tracks", "num_playlists", "hits@10", "ndcg@10", "level_sizes", "id_build_seconds",
@@ -64,7 +67,7 @@ def scaling_study(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None,
   if beam_size < k:
     raise UserInputError(f"scaling_study.beam_size ({beam_size}) must be >= k ({k})")
   work_dir = work_dir or os.path.join("t2t_runs", "scaling_study")
-  machine = experiment.machine_info()
+  machine = report.machine_info()
   config = {key: v for key, v in locals().items() if key not in ("machine",)}
   rows: list[dict] = []
   skw = strategy_kwargs or {}
@@ -78,34 +81,35 @@ def scaling_study(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None,
            "index_bytes: the constrained-decoding trie on the device."]
   for n in sorted(sizes):
     t_size = time.time()
-    stage = experiment.Stages(verbose=progress)
+    stage = pipeline.Stages(verbose=progress)
     size_dir = os.path.join(work_dir, f"n{n}")
     num_playlists = max(min_playlists, int(round(playlists_per_track * n)))
-    ws = experiment.prepare_synthetic(size_dir, seed=seed, num_tracks=n, num_playlists=num_playlists,
+    ws = pipeline.prepare_synthetic(size_dir, seed=seed, num_tracks=n, num_playlists=num_playlists,
                                       vocab_size=vocab_size, synthetic_overrides=synthetic_overrides, stage=stage)
     with stage(f"N={n}: CF embeddings"):
       t = time.time()
-      emb = experiment.cf_embeddings(ws, dim=embedding_dim, seed=seed)
+      emb = pipeline.cf_embeddings(ws, dim=embedding_dim, seed=seed)
       emb_s = time.time() - t
     cb = codebook_size or auto_codebook_size(n, levels)
-    spec = experiment.IdSpec(strategy, strategy, {"level_sizes": (cb,) * levels, **(strategy_kwargs or {})})
+    spec = specs_lib.IdSpec(strategy, strategy, {"level_sizes": (cb,) * levels, **(strategy_kwargs or {})})
     with stage(f"N={n}: {strategy} IDs {spec.kwargs['level_sizes']}"):
-      table, id_s = experiment.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
-    task = experiment.make_task(ws, table, spec.name, prompt_field=prompt_field, eval_playlists=eval_playlists)
+      table, id_s = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
+    task = pipeline.make_task(ws, table, spec.name, prompt_field=prompt_field, eval_playlists=eval_playlists)
     with stage(f"N={n}: train {train_steps} steps"):
-      trained = experiment.train_text2tracks(task, model_dir=os.path.join(size_dir, "model"), model=model,
+      trained = pipeline.train_text2tracks(task, model_dir=os.path.join(size_dir, "model"), model=model,
                                              train_steps=train_steps, batch_size=batch_size,
                                              learning_rate=learning_rate, seed=seed, progress=progress,
                                              model_overrides=model_overrides, num_devices=num_devices,
-                                             tensorboard=False, handle_sigterm=False)
+                                             tensorboard=False, handle_sigterm=False,
+                                             beam_size=beam_size)
     with stage(f"N={n}: constrained beam search on {len(task.eval_examples)} prompts"):
-      ev = experiment.evaluate_text2tracks(task, trained.model_dir, beam_size=beam_size, k=k,
+      ev = pipeline.evaluate_text2tracks(task, trained.model_dir, beam_size=beam_size, k=k,
                                            batch_size=decode_batch_size)
     m = ev["metrics"]
     rows.append({
         "num_tracks": n, "num_playlists": num_playlists, "hits@10": m.get("hits@10"), "map@10": m.get("map@10"),
         "ndcg@10": m.get("ndcg@10"), "num_queries": m.get("num_queries"), "level_sizes": list(table.level_sizes),
-        **experiment.id_stats(table), "generate_seconds": round(ws.seconds.get("generate", 0.0), 2),
+        **pipeline.decode_steps(table), "generate_seconds": round(ws.seconds.get("generate", 0.0), 2),
         "embedding_seconds": round(emb_s, 2), "id_build_seconds": round(id_s, 2),
         "index_bytes": ev["index_bytes"], "index_bytes_per_track": round(ev["index_bytes"] / n, 2),
         "id_table_bytes": int(table.codes.nbytes), "index_build_seconds": ev["index_build_seconds"],
@@ -113,12 +117,12 @@ def scaling_study(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None,
         "train_examples_per_s": trained.examples_per_second, "train_wall_seconds": round(trained.seconds, 1),
         "final_loss": trained.final_loss, "params": trained.config.num_params(),
         "size_seconds": round(time.time() - t_size, 1)})
-    experiment.write_results(out_dir, rows, columns=TABLE_COLUMNS, machine=machine, config=config,
+    report.write_results(out_dir, rows, columns=TABLE_COLUMNS, machine=machine, config=config,
                              title="Text2Tracks catalog scaling study (synthetic)", notes=notes)
     plot_scaling(rows, out_dir)
     if not keep_work:
       shutil.rmtree(size_dir, ignore_errors=True)
-  print(experiment.markdown_table(rows, TABLE_COLUMNS), flush=True)
+  print(report.markdown_table(rows, TABLE_COLUMNS), flush=True)
   return rows
 
 
@@ -142,7 +146,7 @@ def plot_scaling(rows, out_dir: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("catalog size (tracks)", fontsize=8)
     ax.grid(alpha=0.3)
-  experiment.save_figure(fig, os.path.join(out_dir, "scaling.png"))
+  report.save_figure(fig, os.path.join(out_dir, "scaling.png"))
 
 
 def main(argv=None) -> int:
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
         overrides["catalog_sizes"] = tuple(int(float(x)) for x in args.sizes.split(","))
       except ValueError:
         raise UserInputError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-    overrides.update(experiment.cli_overrides(args))
+    overrides.update(pipeline.cli_overrides(args))
     scaling_study(**overrides)
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -77,12 +77,10 @@ def in_batch_softmax_loss(q_BxE, d_BxE, rows_B, temperature: float):
 
 
 def pad_tokens(token_lists: Sequence[Sequence[int]], length: int) -> np.ndarray:
-  """int32 [N, length], 0-padded / truncated (EOS kept last)."""
-  out = np.zeros((len(token_lists), length), np.int32)
-  for i, toks in enumerate(token_lists):
-    toks = list(toks)[: length - 1] + [1]
-    out[i, :len(toks)] = toks
-  return out
+  """int32 [N, length]: each list + EOS, 0-padded / truncated keeping EOS (evaluation.pad_inputs)."""
+  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from t2t_jax.data.vocab import EOS_ID  # pylint: disable=g-import-not-at-top
+  return evaluation.pad_inputs([list(t) + [EOS_ID] for t in token_lists], length)
 
 
 def _length_for(token_lists: Sequence[Sequence[int]], cap: int) -> int:

@@ -70,6 +70,7 @@ class ExampleSource:
     self._lock = threading.Lock()
     self._loaded = None
     self._vocab = None
+    self._train_index = None
 
   def _load(self):
     with self._lock:
@@ -135,6 +136,27 @@ class ExampleSource:
       inputs = prompts.augment_prompt(prompt, rng) if self.augment else prompt
       yield {"inputs": self._tokens(inputs), "prompt": prompt, "playlist_id": p.playlist_id,
              "targets": tokens_NxL[rows]}
+
+  def train_index(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Training examples addressable by index, for resumable readers (tasks.pipeline.indexed_batches).
+
+    Returns (prompt tokens per kept train playlist, in file order; playlist_E and row_E: example e is
+    ID-table row row_E[e] of playlist playlist_E[e]; ID tokens [N, L] 0-padded).  Computed once.
+    Not for `augment` sources (their prompts change per pass).
+    """
+    assert not self.augment, "augmented prompts are drawn per pass; use the tf.data reader"
+    if self._train_index is None:
+      dataset, row_of, tokens_NxL = self._load()
+      prompt_tokens, playlist_E, row_E = [], [], []
+      for p in dataset.playlists("train"):
+        rows = self._rows(row_of, p)
+        if rows:
+          playlist_E.extend([len(prompt_tokens)] * len(rows))
+          row_E.extend(rows)
+          prompt_tokens.append(self._tokens(self._prompt(p)))
+      self._train_index = (prompt_tokens, np.asarray(playlist_E, np.int64),
+                           np.asarray(row_E, np.int64), tokens_NxL)
+    return self._train_index
 
   def eval_examples(self, split: str) -> Iterator[dict]:
     dataset, row_of, tokens_NxL = self._load()

@@ -38,24 +38,31 @@ TRACK_FIELDS = ("track_uri", "track_name", "artist_name", "album_name")
 
 
 @dataclasses.dataclass
-class MpdStats:
+class MpdStats(formats.ReadStats):
+  """`formats.ReadStats` of an MPD read (read / skipped count playlists), plus slice files, track
+  rows, duplicate rows dropped and distinct tracks."""
   files: int = 0
-  playlists_read: int = 0
-  playlists_skipped: int = 0
   rows_read: int = 0
   duplicate_tracks_in_playlists: int = 0
   empty_prompt_playlists: int = 0
   tracks: int = 0
-  messages: list[str] = dataclasses.field(default_factory=list)
-  max_messages: int = 20
 
-  def skip(self, message: str) -> None:
-    self.playlists_skipped += 1
-    if len(self.messages) < self.max_messages:
-      self.messages.append(message)
+  @property
+  def playlists_read(self) -> int:
+    return self.read
+
+  @playlists_read.setter
+  def playlists_read(self, value: int) -> None:
+    self.read = value
+
+  @property
+  def playlists_skipped(self) -> int:
+    return self.skipped
 
   def as_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    return {"files": self.files, "playlists_read": self.read, "playlists_skipped": self.skipped,
+            "rows_read": self.rows_read, "duplicate_rows": self.duplicate_rows,
+            "tracks": self.tracks, "messages": list(self.messages), "max_messages": self.max_messages}
 
 
 def slice_files(path: str | os.PathLike) -> list[str]:

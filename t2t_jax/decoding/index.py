@@ -262,7 +262,7 @@ def _check_prefix_free(seqs_NxL, order_N, term_N, degree_S, eos_id: int) -> None
 
   Such a row ends at an inner node: beam search would score it with no stop probability, so the
   prefix always outranks its own extensions.  Fixed-length IDs never hit this; variable-length
-  ones must end with EOS (experiment.index_token_seqs).
+  ones must end with EOS (token_seqs_for_table).
   """
   inner_N = degree_S[term_N] > 0  # sorted position i ends at a node with children
   if not inner_N.any():
@@ -286,7 +286,7 @@ def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vo
   Checked: 1-D integer arrays; child_start starts at 1, never decreases, ends at num_nodes and puts
   every node's children after it (so each node but the root has exactly one parent, in level
   order); edge tokens in [1, vocab_size) (the root's is PAD), strictly increasing among siblings;
-  terminal rows in [-1, num_rows), every row ending at exactly one node, every leaf ending a row,
+  terminal rows in [-1, num_rows), every row ending at one node at most (rows without their own ID, under a collision policy, at none), every leaf ending a row,
   and only EOS nodes both ending a row and having children; depth <= max_depth when given.
   `t2t_jax/export_runtime.py` repeats this function (numpy only); tests/test_export.py checks both
   agree.
@@ -325,9 +325,9 @@ def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vo
     bad = int(np.flatnonzero((term < -1) | (term >= num_rows))[0])
     raise UserInputError(f"trie: node {row_base + bad} ends row {term[bad]} (rows [0, {num_rows}))")
   counts = np.bincount(term[term >= 0], minlength=num_rows)
-  if (counts != 1).any():
-    r = int(np.flatnonzero(counts != 1)[0])
-    raise UserInputError(f"trie: row {r} ends at {counts[r]} nodes (must be exactly 1)")
+  if (counts > 1).any():  # rows may be absent: under a collision policy only IDs' owners decode
+    r = int(np.flatnonzero(counts > 1)[0])
+    raise UserInputError(f"trie: row {r} ends at {counts[r]} nodes (must be at most 1)")
   full_deg = np.zeros(num_nodes, np.int64)
   full_deg[:num_internal] = deg
   ends = np.zeros(num_nodes, bool)
@@ -391,3 +391,42 @@ def _sort_rows(seqs_NxL: np.ndarray):
   order_N = np.lexsort(seqs_NxL.T[::-1]).astype(np.int32)
   sorted_NxL = seqs_NxL[order_N]
   return order_N, lambda c: np.ascontiguousarray(sorted_NxL[:, c]).astype(np.int32)
+
+
+# ---- the ID table's trie (one rule for evaluation, recommend, export, serve) -------------------
+
+
+def token_seqs_for_table(table, id_token_offset: int, *, eos_id: int = 1) -> np.ndarray:
+  """int32 [N, L'] vocabulary-token sequences of an ID table's rows, as the trie holds them.
+
+  Fixed-length non-text IDs (semantic, integer) are their tokens; text (content) or variable-length
+  IDs end with EOS, so that one ID that is a prefix of another stays decodable and the model learns
+  where an ID stops (training targets end with EOS too).
+  """
+  tokens_NxL = np.asarray(table.token_ids(id_token_offset), np.int32)
+  lengths_N = (tokens_NxL != PAD_ID).sum(axis=1)
+  if not table.is_text and lengths_N.size and lengths_N.min() == lengths_N.max():
+    return tokens_NxL
+  out_NxL = np.zeros((tokens_NxL.shape[0], tokens_NxL.shape[1] + 1), np.int32)
+  out_NxL[:, :-1] = tokens_NxL
+  out_NxL[np.arange(len(lengths_N)), lengths_N] = eos_id
+  return out_NxL
+
+
+def build_table_index(table, id_token_offset: int, vocab_size: int, *,
+                      eos_id: int = 1) -> ConstraintIndex:
+  """The constrained-decoding trie of an ID table; decoded rows are the table's rows.
+
+  Under a collision policy that lets several tracks share an ID (`table.decodable_rows()`), only
+  the owner row of each ID enters the trie; the others are never decoded.
+  """
+  seqs_NxL = token_seqs_for_table(table, id_token_offset, eos_id=eos_id)
+  rows = np.arange(seqs_NxL.shape[0])
+  if hasattr(table, "decodable_rows"):
+    rows = np.asarray(table.decodable_rows(), np.int64)
+  if rows.size == seqs_NxL.shape[0]:
+    return build_index(seqs_NxL, vocab_size, eos_id=eos_id)
+  index = build_index(seqs_NxL[rows], vocab_size, eos_id=eos_id)
+  sub = np.asarray(index.terminal_row)
+  terminal_row = np.where(sub >= 0, rows[np.maximum(sub, 0)], -1).astype(np.int32)
+  return dataclasses.replace(index, terminal_row=terminal_row, num_rows=int(seqs_NxL.shape[0]))

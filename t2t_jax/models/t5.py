@@ -68,7 +68,8 @@ class T5Config(base.ModelConfig):
 
   @classmethod
   def preset(cls, name: str, **overrides) -> "T5Config":
-    """Named sizes: tiny (tests), small, base, large, xl, xxl (T5 v1.1 dimensions)."""
+    """Named sizes, equal to gin/models/t5_1_1_{name}.gin (tests/test_train_entry.py checks it):
+    micro (unit tests), tiny (the CPU quickstart), small, base, large, xl, xxl (T5 v1.1)."""
     if name not in PRESETS:
       from t2t_jax.errors import UserInputError
       raise UserInputError(f"unknown T5 size {name!r}; known: {sorted(PRESETS)}")
@@ -77,6 +78,10 @@ class T5Config(base.ModelConfig):
   @classmethod
   def tiny(cls, **overrides) -> "T5Config":
     return cls.preset("tiny", **overrides)
+
+  @classmethod
+  def micro(cls, **overrides) -> "T5Config":
+    return cls.preset("micro", **overrides)
 
   def num_params(self) -> int:
     """Parameter count (embedding, relpos tables, layers, norms, LM head)."""
@@ -90,7 +95,9 @@ class T5Config(base.ModelConfig):
 
 
 PRESETS = {
-    "tiny": T5Config(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
+    "micro": T5Config(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
+                      num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0),
+    "tiny": T5Config(vocab_size=128, emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512,
                      num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0),
     "small": T5Config(emb_dim=512, num_heads=6, head_dim=64, mlp_dim=1024, num_encoder_layers=8,
                       num_decoder_layers=8),

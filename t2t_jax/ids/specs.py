@@ -1,0 +1,106 @@
+"""Named ID-strategy specs (the rows of a comparison) and the one way to build a table from one.
+
+  IdSpec                          (name, strategy, kwargs): e.g. IdSpec("integer_random", "integer",
+                                  {"order": "random"})
+  parse_id_specs                  IdSpecs from gin-friendly tuples, checked
+  build_table                     a spec's IdTable over a catalog: `strategies.build_ids` (the single
+                                  strategy dispatch) + the `last_level_order` option
+  order_last_level_by_popularity  re-number the last level of semantic IDs by training popularity
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+from t2t_jax.ids import strategies
+from t2t_jax.ids.table import IdTable
+
+
+@dataclasses.dataclass(frozen=True)
+class IdSpec:
+  """One ID strategy of a comparison: a name (table dir, task, row label), a `build_ids` strategy
+  and its keyword arguments."""
+  name: str
+  strategy: str
+  kwargs: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def family(self) -> str:
+    return self.strategy.split("_")[0]
+
+
+def parse_id_specs(specs: Sequence) -> list[IdSpec]:
+  """IdSpecs from gin-friendly values: IdSpec, (name, strategy, kwargs) or (name, strategy)."""
+  out = []
+  for s in specs:
+    if not isinstance(s, IdSpec):
+      if not isinstance(s, (tuple, list)) or len(s) not in (2, 3):
+        raise UserInputError(f"ID spec {s!r}: expected (name, strategy[, kwargs])")
+      s = IdSpec(str(s[0]), str(s[1]), dict(s[2]) if len(s) == 3 else {})
+    if s.strategy not in strategies.STRATEGIES:
+      raise UserInputError(f"ID spec {s.name!r}: unknown strategy {s.strategy!r}; choose one of "
+                           f"{strategies.STRATEGIES}")
+    if not s.name or not all(c.isalnum() or c == "_" for c in s.name):
+      raise UserInputError(f"ID spec name {s.name!r}: use letters, digits and '_' only")
+    out.append(s)
+  names = [s.name for s in out]
+  if len(set(names)) != len(names):
+    raise UserInputError(f"ID spec names must be unique, got {names}")
+  if not out:
+    raise UserInputError("no ID strategies given")
+  return out
+
+
+def order_last_level_by_popularity(table: IdTable, counts_N: np.ndarray) -> IdTable:
+  """Re-numbers the last ID level inside every prefix group by training popularity (code 0 = the
+  group's most popular track; ties by row), keeping IDs unique and every code within its level size.
+
+  Semantic IDs end with a level that only tells apart the tracks of one prefix group (the
+  disambiguation level, or the leaf level of hierarchical k-means); its codes carry no meaning of
+  their own (distance order).  Popularity order gives the same code the same meaning in every group
+  ("the most popular track here"), which a generative model learns once for all groups.
+  """
+  codes_NxL = table.codes.copy()
+  if table.is_text or codes_NxL.shape[1] < 2:
+    raise UserInputError(f"last_level_order='popularity' needs an ID of >= 2 fixed levels "
+                         f"({table.strategy})")
+  n = codes_NxL.shape[0]
+  prefix_N = np.unique(codes_NxL[:, :-1], axis=0, return_inverse=True)[1].reshape(-1)
+  order = np.lexsort((np.arange(n), -np.asarray(counts_N, np.int64), prefix_N))
+  sorted_prefix = prefix_N[order]
+  starts = np.r_[0, np.flatnonzero(np.diff(sorted_prefix)) + 1]
+  codes_NxL[order, -1] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+  meta = dict(table.meta, last_level_order="popularity")
+  return IdTable(strategy=table.strategy, track_ids=table.track_ids, codes=codes_NxL,
+                 level_sizes=table.level_sizes, is_text=False, meta=meta)
+
+
+def build_table(spec: IdSpec, *, track_ids: Sequence[str], artists: Sequence[str] | None = None,
+                titles: Sequence[str] | None = None,
+                encode_fn: Callable[[str], Sequence[int]] | None = None, embeddings_NxD=None,
+                popularity_N: np.ndarray | None = None, seed: int = 0) -> IdTable:
+  """`spec`'s IdTable over a catalog (rows in `track_ids` order).
+
+  Every input goes to `strategies.build_ids`, which picks what its strategy needs; `seed` is the
+  default seed of the seeded strategies.  `spec.kwargs["last_level_order"] == "popularity"`
+  re-numbers the last level by `popularity_N` (training counts per row).
+  """
+  kwargs = dict(spec.kwargs)
+  last_level_order = kwargs.pop("last_level_order", None)
+  if last_level_order not in (None, "default", "popularity"):
+    raise UserInputError(f"ID spec {spec.name!r}: last_level_order must be 'default' or "
+                         f"'popularity', got {last_level_order!r}")
+  if spec.strategy != "content":
+    kwargs.setdefault("seed", seed)
+  table = strategies.build_ids(spec.strategy, track_ids=list(track_ids), embeddings=embeddings_NxD,
+                               artists=artists, titles=titles, encode_fn=encode_fn, **kwargs)
+  if last_level_order == "popularity":
+    if popularity_N is None:
+      raise UserInputError(f"ID spec {spec.name!r}: last_level_order='popularity' needs training "
+                           "popularity")
+    table = order_last_level_by_popularity(table, popularity_N)
+  return table

@@ -1,0 +1,318 @@
+"""The Text2Tracks pipeline as steps shared by `t2t quickstart`, tools/compare_ids.py and
+tools/scaling_study.py.
+
+  prepare_synthetic     synthetic catalog + playlists, SentencePiece vocabulary     -> Workspace
+  cf_embeddings         CF track embeddings of the training playlists (JAX)
+  build_table           one ID spec (`ids.specs.IdSpec`) -> IdTable saved under {dataset}/ids/{name}
+  make_task             the SeqIO task of that table + its held-out examples        -> Task
+  train_text2tracks     training through the gin entry (`t2t_jax.train.run`)       -> TrainOutcome
+  evaluate_text2tracks  constrained beam search over the held-out prompts, metrics, prompts/s
+
+Training composes gin/models/t5_1_1_{size}.gin + gin/runs/finetune.gin + RECIPE_GIN (the CPU recipe
+of every README figure) + bindings, exactly what a pod user passes to `python -m t2t_jax.train`;
+each model dir holds the resulting config.gin and its assets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+
+TASK_DATASET = "synthetic"
+RECIPE_GIN = "experiments/synthetic_cpu.gin"
+
+
+class Stages:
+  """Context manager factory printing one line per stage with its wall time (kept in `times`)."""
+
+  def __init__(self, verbose: bool = True):
+    self.t0 = time.time()
+    self.times: dict[str, float] = {}
+    self.verbose = verbose
+
+  @contextlib.contextmanager
+  def __call__(self, name: str):
+    if self.verbose:
+      print(f"[t2t] {name} ...", flush=True)
+    t = time.time()
+    yield
+    self.times[name] = round(time.time() - t, 2)
+    if self.verbose:
+      print(f"[t2t] {name}: {self.times[name]:.1f} s", flush=True)
+
+
+def track_text(track) -> str:
+  """A track's metadata as one string (BM25 documents, dual-encoder track tower, SentencePiece)."""
+  return f"{track.artist} {track.title} {track.album} {' '.join(track.tags)}"
+
+
+def cli_overrides(args) -> dict:
+  """Keyword overrides from the --out / --work_dir / --no_progress flags shared by the study tools:
+  flags given on the command line beat the gin file."""
+  overrides = {}
+  if getattr(args, "out", None):
+    overrides["out_dir"] = args.out
+  if getattr(args, "work_dir", None):
+    overrides["work_dir"] = args.work_dir
+  if getattr(args, "no_progress", False):
+    overrides["progress"] = False
+  return overrides
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Data.
+
+
+@dataclasses.dataclass
+class Workspace:
+  """A dataset dir with its loaded playlists and text vocabulary (the data every method shares)."""
+  data_root: str
+  ds_dir: str
+  ds: Any  # formats.Dataset
+  train_playlists: list
+  test_playlists: list
+  rows_train: list[list[int]]  # catalog rows of each training playlist
+  spm_path: str
+  seconds: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_tracks(self) -> int:
+    return len(self.ds.tracks)
+
+  @property
+  def track_ids(self) -> list[str]:
+    return [t.track_id for t in self.ds.tracks]
+
+  def popularity(self) -> np.ndarray:
+    """int64 [N]: training playlists containing each catalog row."""
+    counts_N = np.zeros(self.num_tracks, np.int64)
+    for rows in self.rows_train:
+      np.add.at(counts_N, np.unique(np.asarray(rows, np.int64)), 1)
+    return counts_N
+
+
+def prepare_synthetic(work_dir: str, *, seed: int = 0, num_tracks: int = 3000,
+                      num_playlists: int = 5000, vocab_size: int = 2000,
+                      synthetic_overrides: dict | None = None,
+                      stage: Stages | None = None) -> Workspace:
+  """Generates the synthetic dataset under {work_dir}/data/synthetic (replacing it) + SentencePiece."""
+  from t2t_jax.data import formats, prompts as prompts_lib, synthetic, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  stage = stage or Stages(verbose=False)
+  data_root = os.path.join(work_dir, "data")
+  ds_dir = os.path.join(data_root, TASK_DATASET)
+  shutil.rmtree(ds_dir, ignore_errors=True)  # never start from stale state
+  seconds = {}
+  with stage("generate synthetic catalog and playlists"):
+    t = time.time()
+    try:
+      cfg = synthetic.SyntheticConfig(seed=seed, num_tracks=num_tracks, num_playlists=num_playlists,
+                                      **(synthetic_overrides or {}))
+    except TypeError as e:
+      raise UserInputError(f"synthetic_overrides {synthetic_overrides}: {e}") from None
+    synthetic.generate(cfg, ds_dir)
+    ds = formats.Dataset.load(ds_dir)
+    train_pl = list(ds.playlists("train"))
+    test_pl = list(ds.playlists("test"))
+    seconds["generate"] = time.time() - t
+    if stage.verbose:
+      print(f"      {len(ds.tracks)} tracks, {len(train_pl)} train / {len(test_pl)} test playlists")
+
+  with stage("train SentencePiece text vocabulary"):
+    t = time.time()
+
+    def texts():
+      for p in train_pl:
+        yield prompts_lib.prompt_text(p.title, p.description, "both")
+      for tr in ds.tracks:
+        yield track_text(tr)
+    spm_path = vocab_lib.train_sentencepiece(texts(), os.path.join(ds_dir, "vocab", "spm.model"),
+                                             vocab_size=vocab_size)
+    seconds["sentencepiece"] = time.time() - t
+  rows_train = [[ds.track_row[t] for t in p.track_ids] for p in train_pl]
+  return Workspace(data_root=data_root, ds_dir=ds_dir, ds=ds, train_playlists=train_pl,
+                   test_playlists=test_pl, rows_train=rows_train, spm_path=spm_path, seconds=seconds)
+
+
+def cf_embeddings(ws: Workspace, *, dim: int = 64, seed: int = 0) -> np.ndarray:
+  """float32 [N, dim] CF embeddings (normalised co-occurrence SVD, JAX) of the training playlists."""
+  from t2t_jax.ids import embeddings  # pylint: disable=g-import-not-at-top
+  return embeddings.cooccurrence_embeddings(ws.rows_train, ws.num_tracks, dim=dim, seed=seed)
+
+
+def build_table(ws: Workspace, spec, *, embeddings_NxD: np.ndarray | None = None, seed: int = 0):
+  """`spec`'s IdTable over the catalog (`ids.specs.build_table`), saved under
+  {dataset}/ids/{spec.name}.  Returns (table, seconds)."""
+  from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
+  t = time.time()
+  tracks = ws.ds.tracks
+  table = specs.build_table(
+      spec, track_ids=ws.track_ids, artists=[x.artist for x in tracks],
+      titles=[x.title for x in tracks], encode_fn=vocab_lib.TextAndIdVocab(ws.spm_path).sp.EncodeAsIds,
+      embeddings_NxD=embeddings_NxD, popularity_N=ws.popularity(), seed=seed)
+  seconds = time.time() - t
+  assert table.track_ids == ws.track_ids, "ID-table rows must be catalog rows"
+  table.save(os.path.join(ws.ds_dir, "ids", spec.name))
+  return table, seconds
+
+
+def decode_steps(table) -> dict:
+  """Decoding cost of a table's IDs from `ids.table.id_stats` and the trie rule (one EOS step more
+  for text / variable-length IDs, `decoding.index.token_seqs_for_table`)."""
+  from t2t_jax.ids.table import id_stats  # pylint: disable=g-import-not-at-top
+  stats = id_stats(table)
+  length = stats["id_length"]
+  eos = 1 if table.is_text or length["min"] != length["max"] else 0
+  return {"decode_steps_per_id": round(float(length["mean"]) + eos, 2),
+          "decode_steps_max": int(length["max"]) + eos, "id_tokens_added": int(stats["num_id_tokens"]),
+          "num_disambiguated": int(table.meta.get("num_disambiguated", 0) or 0)}
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Task, training, evaluation.
+
+
+@dataclasses.dataclass
+class Task:
+  """A registered SeqIO task with its vocabulary, lengths and held-out examples."""
+  name: str
+  table: Any
+  vocab: Any
+  feature_lengths: dict
+  eval_examples: list
+  data_root: str
+
+  @property
+  def prompts(self) -> list[str]:
+    return [ex["prompt"] for ex in self.eval_examples]
+
+  @property
+  def relevant(self) -> list[np.ndarray]:
+    return [ex["relevant_rows"] for ex in self.eval_examples]
+
+  def eval_inputs(self) -> np.ndarray:
+    from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+    return evaluation.pad_inputs([ex["inputs"] for ex in self.eval_examples],
+                                 self.feature_lengths["inputs"])
+
+
+def default_inputs_length(ws: Workspace, vocab, prompt_field: str) -> int:
+  """The 99.9th percentile of training prompt lengths (+EOS), rounded up to a multiple of 8:
+  encoder FLOPs grow with the padded length."""
+  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  lengths = [len(vocab.encode(prompts_lib.make_prompt(p, prompt_field))) + 1
+             for p in ws.train_playlists]
+  return int(-(-np.percentile(lengths, 99.9) // 8) * 8)
+
+
+def make_task(ws: Workspace, table, spec_name: str, *, prompt_field: str = "title",
+              inputs_length: int | None = None, eval_playlists: int | None = None,
+              eval_split: str = "test") -> Task:
+  """Registers `t2t.synthetic.{spec_name}.{prompt_field}` for the table saved by `build_table`."""
+  from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from tasks import pipeline, t2t_tasks  # pylint: disable=g-import-not-at-top
+  vocab = vocab_lib.TextAndIdVocab(ws.spm_path, table.level_sizes)
+  inputs_length = inputs_length or default_inputs_length(ws, vocab, prompt_field)
+  name = t2t_tasks.task_name(TASK_DATASET, spec_name, prompt_field)
+  t2t_tasks.register_task(name, ws.ds_dir, os.path.join(ws.ds_dir, "ids", spec_name), ws.spm_path,
+                          prompt_field)
+  eval_examples = pipeline.get_eval_examples(name, eval_split, max_examples=eval_playlists or None)
+  # Targets: the longest ID + EOS.
+  lengths = {"inputs": int(inputs_length), "targets": int(table.lengths.max()) + 1}
+  return Task(name=name, table=table, vocab=vocab, feature_lengths=lengths,
+              eval_examples=eval_examples, data_root=ws.data_root)
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+  model_dir: str
+  config: Any  # the model config
+  seconds: float
+  examples_per_second: float | None
+  final_loss: float | None
+
+
+def train_gin(task: Task, *, model_dir: str, model: str = "tiny", train_steps: int = 1500,
+              batch_size: int = 128, learning_rate: float = 3e-3, warmup_steps: int | None = None,
+              seed: int = 0, progress: bool = False, model_overrides: dict | None = None,
+              tensorboard: bool = True, num_devices: int | None = None,
+              handle_sigterm: bool = True, beam_size: int = 20,
+              extra_bindings: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+  """(gin files, bindings) that train `task` with the CPU recipe: what `train_text2tracks` runs
+  and what `python -m t2t_jax.train` accepts as --gin_file / --gin. flags."""
+  files = [f"models/t5_1_1_{model}.gin", "runs/finetune.gin", RECIPE_GIN]
+  warmup = min(200, train_steps // 5) if warmup_steps is None else warmup_steps
+  bindings = [f"MODEL_DIR={model_dir!r}", f"MIXTURE_OR_TASK_NAME={task.name!r}",
+              f"TASK_FEATURE_LENGTHS={dict(task.feature_lengths)!r}",
+              f"DATA_DIR={os.path.abspath(task.data_root)!r}", f"TRAIN_STEPS={int(train_steps)}",
+              f"BATCH_SIZE={int(batch_size)}", f"LEARNING_RATE={float(learning_rate)!r}",
+              f"WARMUP_STEPS={int(max(warmup, 1))}", f"RANDOM_SEED={int(seed)}",
+              f"LOG_PERIOD={max(1, train_steps // 10)}",
+              f"trainer.Trainer.progress={bool(progress)}",
+              f"trainer.Trainer.tensorboard={bool(tensorboard)}",
+              f"trainer.Trainer.handle_sigterm={bool(handle_sigterm)}",
+              f"BEAM_SIZE={int(beam_size)}"]
+  bindings += [f"t5.T5Config.{k}={v!r}" for k, v in (model_overrides or {}).items()]
+  bindings += list(extra_bindings)
+  if num_devices is not None:
+    bindings.append(f"partitioning.PjitPartitioner.num_devices={int(num_devices)}")
+  return files, bindings
+
+
+def train_text2tracks(task: Task, *, model_dir: str, **kwargs) -> TrainOutcome:
+  """Trains a fresh model (replacing model_dir) on the task through the gin train entry.
+
+  kwargs: `train_gin`'s (model size, steps, batch size, learning rate, warm-up (default
+  min(200, steps // 5)), seed, progress, model_overrides, tensorboard, num_devices,
+  handle_sigterm, beam_size for the model dir's assets, extra_bindings).
+  """
+  from t2t_jax import train as train_script  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(model_dir, ignore_errors=True)
+  files, bindings = train_gin(task, model_dir=model_dir, **kwargs)
+  t = time.time()
+  result = train_script.run(files, bindings)
+  seconds = time.time() - t
+  loss = result.history[-1].get("loss") if result.history else None
+  return TrainOutcome(model_dir=model_dir, config=result.config, seconds=seconds,
+                      examples_per_second=result.examples_per_second,
+                      final_loss=None if loss is None else float(loss))
+
+
+def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: int = 10,
+                         batch_size: int = 32, ks: Sequence[int] = (1, 5, 10),
+                         progress: Callable | None = None) -> dict:
+  """Constrained beam search over the task's held-out prompts; metrics + prompts/s + index bytes.
+
+  Returns {"metrics": {...}, "rows_NxK": ..., "prompts_per_s", "decode_ms_per_batch",
+  "index_bytes", "index_build_seconds"}.  The decoder is compiled outside the timing.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from t2t_jax import checkpoints, evaluation  # pylint: disable=g-import-not-at-top
+  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
+  if beam_size < k:
+    raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
+  config, params = checkpoints.load_params(model_dir)
+  t = time.time()
+  index = index_lib.build_table_index(task.table, task.vocab.id_token_offset, task.vocab.vocab_size)
+  index_seconds = time.time() - t
+  fn = evaluation.constrained_topk_fn(config, index, beam_size=beam_size, k=k)
+  inputs = task.eval_inputs()
+  warm = (inputs[:batch_size] if len(inputs) >= batch_size
+          else np.resize(inputs, (batch_size, inputs.shape[1])))
+  jax.block_until_ready(fn(params, warm))
+  t = time.time()
+  rows_NxK, _ = evaluation.batched_topk(fn, params, inputs, batch_size=batch_size, progress=progress)
+  secs = time.time() - t
+  metrics = evaluation.evaluate_rankings(rows_NxK, task.relevant, ks=ks)
+  num_batches = -(-len(inputs) // batch_size)
+  return {"metrics": metrics, "rows_NxK": rows_NxK, "prompts_per_s": round(len(inputs) / secs, 1),
+          "decode_ms_per_batch": round(1000 * secs / num_batches, 1),
+          "index_bytes": int(index.nbytes), "index_build_seconds": round(index_seconds, 3)}
