@@ -125,7 +125,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
       "format": rt.FORMAT, "format_version": rt.FORMAT_VERSION,
       "function": rt.FUNCTION_FILE, "arrays": rt.ARRAYS_FILE, "tracks": rt.TRACKS_FILE,
       "inputs_length": rec.inputs_length, "top_k": k, "beam_size": beam,
-      "max_decode_len": int(index.max_depth), "max_prompt_chars": prompts_lib.DEFAULT_MAX_CHARS,
+      "max_decode_len": int(index.max_depth), "max_prompt_chars": rec.max_prompt_chars,
       "num_tracks": rec.id_table.num_tracks, "id_strategy": rec.id_table.strategy,
       "vocab": {"spm": rt.SPM_FILE, "text_vocab_size": rec.vocab.text_vocab_size,
                 "id_level_sizes": list(rec.vocab.id_level_sizes), "vocab_size": rec.vocab.vocab_size,

@@ -182,13 +182,18 @@ class Partitioner:
           f"num_microbatches ({num_microbatches})")
 
   def shard_batch(self, batch: dict[str, np.ndarray], global_batch_size: int | None = None):
-    """Assembles this process's numpy batch into global jax.Arrays sharded over the batch axes."""
+    """Assembles this process's numpy batch into global jax.Arrays sharded over the batch axes.
+
+    `global_batch_size` counts the features with the most rows (examples); a feature with fewer
+    rows (the prompts of a multi-target batch) scales with them.
+    """
     out = {}
+    most = max((np.shape(v)[0] for v in batch.values()), default=0)
     for k, v in batch.items():
       v = np.asarray(v)
       global_shape = None
       if global_batch_size is not None:
-        global_shape = (global_batch_size,) + v.shape[1:]
+        global_shape = (global_batch_size * v.shape[0] // most,) + v.shape[1:]
       out[k] = jax.make_array_from_process_local_data(self.data_sharding(v.ndim), v, global_shape)
     return out
 

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from t2t_jax import io_utils
+from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.errors import UserInputError
 
 ASSETS = "assets"
@@ -44,13 +45,15 @@ OUTPUT_VOCABS = ("text_and_ids", "ids_only")
 
 def write_assets(model_dir: str, *, spm_path: str | None, id_table, catalog_path: str,
                  inputs_length: int, beam_size: int, prompt_field: str,
-                 input_tokenizer: str | None = None, output_vocab: str = "text_and_ids") -> None:
+                 input_tokenizer: str | None = None, output_vocab: str = "text_and_ids",
+                 max_prompt_chars: int | None = None) -> None:
   """Copies what recommending needs into MODEL_DIR/assets (atomically, as one directory).
 
   input_tokenizer: a Hugging Face tokenizer (dir or tokenizer.json) for models whose encoder has its
   own WordPiece vocabulary (bert_t5); None: prompts use the SentencePiece model `spm_path`.
   output_vocab: "text_and_ids" (SentencePiece pieces + ID tokens, shared with the encoder for T5) or
   "ids_only" (PAD/EOS/UNK + ID tokens: a decoder with its own vocabulary).
+  max_prompt_chars: prompts are cut there as in training (None: prompts.DEFAULT_MAX_CHARS).
   """
   from t2t_jax.data import wordpiece  # pylint: disable=g-import-not-at-top
   if output_vocab not in OUTPUT_VOCABS:
@@ -60,6 +63,8 @@ def write_assets(model_dir: str, *, spm_path: str | None, id_table, catalog_path
   settings = {"inputs_length": int(inputs_length), "beam_size": int(beam_size),
               "prompt_field": prompt_field, "output_vocab": output_vocab,
               "input_vocab": {"kind": "sentencepiece", "file": SPM_FILE}}
+  if max_prompt_chars:
+    settings["max_prompt_chars"] = int(max_prompt_chars)
   inputs = [p for p in (spm_path, catalog_path, input_tokenizer) if p]
   with io_utils.atomic_dir(os.path.join(model_dir, ASSETS), kind="model_assets",
                            inputs=inputs) as tmp:
@@ -103,6 +108,7 @@ class Recommender:
     self.tracks, self.settings = tracks, settings
     self.inputs_length = int(settings["inputs_length"])
     self.beam_size = int(settings["beam_size"])
+    self.max_prompt_chars = int(settings.get("max_prompt_chars") or prompts_lib.DEFAULT_MAX_CHARS)
     self.index = index_lib.build_table_index(id_table, vocab.id_token_offset,
                                              vocab.vocab_size).to_device()
     self._fns = {}
@@ -162,7 +168,7 @@ class Recommender:
     toks = []
     for i, p in enumerate(prompts):
       try:
-        text = prompts_lib.normalize_prompt(p)
+        text = prompts_lib.normalize_prompt(p, max_chars=self.max_prompt_chars)
       except UserInputError as e:
         raise UserInputError(f"prompt #{i + 1}: {e}") from None
       # Plain text, as training prompts: user-typed "<id_l_c>" must not become ID tokens.

@@ -48,6 +48,12 @@ class DataConfig:
   data_dir: the data root whose t2t tasks are registered first (None: T2T_DATA_DIR).
   data_fn: replaces the task reader (`get_numpy_batches`' signature), e.g.
     `@train_script.copy_task_batches` for smoke runs without a dataset.
+  input_vocab: the tasks' input vocabulary (INPUT_VOCAB, set by model files: None = the dataset's
+    SentencePiece model; 'minilm' = the pretrained encoder's WordPiece, task names end '.minilm').
+  targets_per_prompt: TARGETS_PER_PROMPT > 1 trains on multi-target batches (a playlist's tracks in
+    groups of T share one encoding of its prompt; BATCH_SIZE still counts (prompt, track) examples).
+  indexing, indexing_share: INDEXING examples in the training split ('none', 'tracks', 'artists',
+    'tracks_and_artists'; see t2t_jax.data.examples.ExampleSource).
   """
   mixture_or_task_name: str
   task_feature_lengths: Mapping[str, int]
@@ -57,6 +63,10 @@ class DataConfig:
   use_cached: bool = False
   data_dir: str | None = None
   data_fn: Callable | None = None
+  input_vocab: str | None = None
+  targets_per_prompt: int = 1
+  indexing: str = "none"
+  indexing_share: float = 0.3
 
   def __post_init__(self):
     if not isinstance(self.mixture_or_task_name, str) or not self.mixture_or_task_name:
@@ -67,6 +77,9 @@ class DataConfig:
         or lengths[k] < 2 for k in ("inputs", "targets")):
       raise UserInputError("TASK_FEATURE_LENGTHS must give integer 'inputs' and 'targets' lengths "
                            f">= 2, got {lengths!r}")
+    t = self.targets_per_prompt
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+      raise UserInputError(f"TARGETS_PER_PROMPT must be an integer >= 1, got {t!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +133,8 @@ def copy_task_batches(mixture_or_task_name: str = "copy", *, split: str = "train
 
 
 def _numpy_batches(data: DataConfig, *, split: str, batch_size: int, shuffle: bool, seed: int,
-                   partitioner, num_epochs: int | None, pack: bool, pad_final: bool = False):
+                   partitioner, num_epochs: int | None, pack: bool, pad_final: bool = False,
+                   targets_per_prompt: int = 1):
   """This process's batches: `data.data_fn`, else the task's checkpointable index-ordered reader
   (tasks.pipeline.indexed_batches), else (mixtures, augmented tasks) `get_numpy_batches`."""
   shard_index, num_shards = partitioner.host_shard()
@@ -128,6 +142,8 @@ def _numpy_batches(data: DataConfig, *, split: str, batch_size: int, shuffle: bo
             batch_size=batch_size, shuffle=shuffle, seed=seed, shard_index=shard_index,
             num_shards=num_shards, pack=pack, num_epochs=num_epochs)
   if data.data_fn is not None:
+    if targets_per_prompt > 1:
+      raise UserInputError("TARGETS_PER_PROMPT > 1 needs a t2t task (not a data_fn)")
     try:
       return data.data_fn(data.mixture_or_task_name, use_cached=data.use_cached,
                           pad_final=pad_final, **kw)
@@ -135,9 +151,13 @@ def _numpy_batches(data: DataConfig, *, split: str, batch_size: int, shuffle: bo
       return data.data_fn(data.mixture_or_task_name, use_cached=data.use_cached, **kw)
   from tasks import pipeline  # pylint: disable=import-outside-toplevel
   if not data.use_cached:
-    it = pipeline.indexed_batches(data.mixture_or_task_name, pad_final=pad_final, **kw)
+    it = pipeline.indexed_batches(data.mixture_or_task_name, pad_final=pad_final,
+                                  targets_per_prompt=targets_per_prompt, **kw)
     if it is not None:
       return it
+  if targets_per_prompt > 1:
+    raise UserInputError(f"TARGETS_PER_PROMPT > 1 needs a single t2t task without augmentation or "
+                         f"cache; {data.mixture_or_task_name!r} is not one")
   return pipeline.get_numpy_batches(data.mixture_or_task_name, use_cached=data.use_cached, **kw)
 
 
@@ -146,15 +166,16 @@ def _register_data(data: DataConfig) -> None:
   if data.data_fn is not None:
     return
   from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
-  if data.data_dir:
-    t2t_tasks.register_tasks(data.data_dir)
+  if data.data_dir or data.input_vocab or data.indexing != "none":
+    t2t_tasks.register_tasks(data.data_dir, input_vocab=data.input_vocab, indexing=data.indexing,
+                             indexing_share=data.indexing_share)
 
 
-def _task_vocab_size(mixture_or_task_name: str) -> int:
-  """The targets vocabulary size of a SeqIO task (lazy `tasks` import: TensorFlow lives there)."""
+def _task_vocab_size(mixture_or_task_name: str, feature: str = "targets") -> int:
+  """A SeqIO task's vocabulary size for `feature` (lazy `tasks` import: TensorFlow lives there)."""
   from tasks import pipeline  # pylint: disable=import-outside-toplevel
   provider = pipeline._lookup(mixture_or_task_name)  # pylint: disable=protected-access
-  return int(provider.output_features["targets"].vocabulary.vocab_size)
+  return int(provider.output_features[feature].vocabulary.vocab_size)
 
 
 def _resolve_model(model, data: DataConfig):
@@ -166,7 +187,52 @@ def _resolve_model(model, data: DataConfig):
     if data.data_fn is not None:
       raise UserInputError("VOCAB_SIZE is None and there is no SeqIO task to take it from")
     model = model.replace(vocab_size=_round_up(_task_vocab_size(data.mixture_or_task_name), 128))
+  if data.data_fn is None and model.input_vocab_size != model.output_vocab_size:
+    inputs = _task_vocab_size(data.mixture_or_task_name, "inputs")
+    if inputs != model.input_vocab_size:
+      raise UserInputError(
+          f"task {data.mixture_or_task_name!r} tokenises its inputs with a vocabulary of {inputs} "
+          f"tokens but MODEL's {model.family} encoder reads {model.input_vocab_size}: use the task "
+          f"of the encoder's vocabulary (INPUT_VOCAB, e.g. a name ending '.minilm')")
   return model
+
+
+# 'retrieval': track vectors from metadata; 'retrieval_with_prompts': + their training prompts.
+ID_EMBEDDING_INITS = ("retrieval", "retrieval_with_prompts")
+
+
+def _init_id_embeddings(model, params, data: DataConfig, mode: str):
+  """ID_EMBEDDING_INIT='retrieval': warm-start parameters under which the model starts as the
+  zero-shot dense retriever of its pretrained encoder (`retrieval_init` of the family).
+
+  A track's vector is the encoder's sentence embedding of its metadata "artist - title (album)"
+  (with 'retrieval_with_prompts', plus those of the training prompts it is relevant to), normalised;
+  an ID token's vector is the mean of its tracks' (`ids.token_vectors`)."""
+  from t2t_jax import models  # pylint: disable=import-outside-toplevel
+  from t2t_jax.data import examples  # pylint: disable=import-outside-toplevel
+  from t2t_jax.ids import token_vectors  # pylint: disable=import-outside-toplevel
+  if mode not in ID_EMBEDDING_INITS:
+    raise UserInputError(f"ID_EMBEDDING_INIT must be None or one of {ID_EMBEDDING_INITS}, got {mode!r}")
+  mm = models.get_model(model)
+  if not hasattr(mm, "retrieval_init"):
+    raise UserInputError(f"ID_EMBEDDING_INIT={mode!r}: the {model.family} family has no pretrained "
+                         "encoder to initialise from")
+  if data.data_fn is not None:
+    raise UserInputError(f"ID_EMBEDDING_INIT={mode!r} needs a t2t task (its catalog and prompts)")
+  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
+  t2t_tasks.prepare(data.mixture_or_task_name)
+  source = t2t_tasks.task_source(data.mixture_or_task_name)
+  meta, prompt_tokens, prompt_rows = source.retrieval_texts()
+  track_NxH = mm.embed_texts(params, meta)
+  if mode == "retrieval_with_prompts":
+    for vec, rows in zip(mm.embed_texts(params, prompt_tokens), prompt_rows):
+      track_NxH[rows] += vec
+  vectors, mask = token_vectors.id_token_vectors(
+      examples.load_table(source.ids_dir), track_NxH, id_token_offset=source.vocab.id_token_offset,
+      vocab_size=model.output_vocab_size)
+  log.info("ID_EMBEDDING_INIT=%s: %d ID tokens from %d track and %d prompt embeddings", mode,
+           int(mask.sum()), len(meta), len(prompt_tokens))
+  return mm.retrieval_init(params, vectors, mask)
 
 
 def _check_model_dir(model_dir) -> str:
@@ -179,7 +245,8 @@ def _check_model_dir(model_dir) -> str:
 
 def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, loss=None,
           checkpoint=None, evaluation: EvalConfig | None = None, partitioner=None,
-          initial_checkpoint_path: str | None = None, beam_size: int = 20):
+          initial_checkpoint_path: str | None = None, beam_size: int = 20,
+          id_embedding_init: str | None = None):
   """Trains on a SeqIO task (runs/finetune.gin, runs/pretrain.gin bind every argument).
 
   model: a model config (MODEL); its vocab_size None means the task's vocabulary size rounded up
@@ -188,6 +255,9 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
   initial_checkpoint_path: warm start (INITIAL_CHECKPOINT_PATH, see `load_initial_params`), used
     only when MODEL_DIR has no checkpoint yet; required for a frozen encoder.
   beam_size: the decoding setting written to MODEL_DIR/assets (t2t recommend / export / serve).
+  id_embedding_init: ID_EMBEDDING_INIT 'retrieval' (model files of pretrained-encoder families):
+    the warm-started model starts as the zero-shot dense retriever of its encoder (see
+    `_init_id_embeddings`); None: fresh ID-token embeddings.
   Writes MODEL_DIR/config.gin and, for a t2t task, MODEL_DIR/assets before training.
   """
   import jax  # pylint: disable=import-outside-toplevel
@@ -202,9 +272,12 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
   config = dataclasses.replace(config, seed=trainer.resolve_seed(config.seed))
   train_iter = _numpy_batches(data, split=data.split, batch_size=config.batch_size,
                               shuffle=data.shuffle, seed=config.seed, partitioner=partitioner,
-                              num_epochs=None, pack=data.pack)
+                              num_epochs=None, pack=data.pack,
+                              targets_per_prompt=data.targets_per_prompt)
   init_params = (load_initial_params(initial_checkpoint_path, model, seed=config.seed)
                  if initial_checkpoint_path else None)
+  if id_embedding_init and init_params is not None and not _has_checkpoint(model_dir):
+    init_params = _init_id_embeddings(model, init_params, data, id_embedding_init)
   train_iter, spec = _model_inputs(model, train_iter, init_params, data, config, partitioner)
   eval_fn = _eval_fn(model, data, evaluation, config, partitioner)
   if jax.process_index() == 0:
@@ -231,7 +304,8 @@ def _model_inputs(model, train_iter, init_params, data: DataConfig, config, part
     train_iter = base.FrozenEncoderCache(mm, init_params).wrap(train_iter)
     enc_dim = _encoder_dim(mm, data.task_feature_lengths["inputs"])
   spec = train_state.batch_spec(data.task_feature_lengths, batch_size=per_host, pack=data.pack,
-                                encoder_outputs_dim=enc_dim)
+                                encoder_outputs_dim=enc_dim,
+                                targets_per_prompt=data.targets_per_prompt)
   return train_iter, spec
 
 

@@ -44,23 +44,44 @@ class TrainState:
 
 
 def batch_spec(task_feature_lengths: Mapping[str, int], *, batch_size: int, pack: bool = False,
-               encoder_outputs_dim: int | None = None) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """{feature: (shape, dtype)} of batches of `batch_size` rows (EncDecFeatureConverter keys).
+               encoder_outputs_dim: int | None = None,
+               targets_per_prompt: int = 1) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """{feature: (shape, dtype)} of batches of `batch_size` examples (EncDecFeatureConverter keys).
 
   `encoder_outputs_dim`: the batches also carry cached encoder outputs [B, inputs, E] (frozen
-  encoders, `models.base.FrozenEncoderCache`).
+  encoders, `models.base.FrozenEncoderCache`).  `targets_per_prompt` T > 1: multi-target batches,
+  `batch_size / T` prompts (encoder rows) with T target rows each (decoder rows, prompt-major).
   """
   lin, lt = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
-  spec = {"encoder_input_tokens": ((batch_size, lin), np.int32),
+  if targets_per_prompt < 1 or batch_size % targets_per_prompt:
+    raise UserInputError(f"BATCH_SIZE={batch_size} must be a multiple of TARGETS_PER_PROMPT="
+                         f"{targets_per_prompt}")
+  prompts = batch_size // targets_per_prompt
+  spec = {"encoder_input_tokens": ((prompts, lin), np.int32),
           "decoder_input_tokens": ((batch_size, lt), np.int32),
           "decoder_target_tokens": ((batch_size, lt), np.int32),
           "decoder_loss_weights": ((batch_size, lt), np.int32)}
   if pack:
+    if targets_per_prompt > 1:
+      raise UserInputError("PACK and TARGETS_PER_PROMPT > 1 do not combine (multi-target batches "
+                           "already share each prompt's encoding)")
     for k in PACKED_KEYS:
       spec[k] = ((batch_size, lin if k.startswith("encoder") else lt), np.int32)
   if encoder_outputs_dim:
-    spec["encoder_outputs"] = ((batch_size, lin, int(encoder_outputs_dim)), np.float32)
+    spec["encoder_outputs"] = ((prompts, lin, int(encoder_outputs_dim)), np.float32)
   return spec
+
+
+def targets_per_prompt_of(feature_shapes: Mapping[str, Any]) -> int:
+  """T of a (multi-target) batch spec or batch: decoder rows / encoder rows (1 for plain batches)."""
+  def rows(v):
+    return (v[0] if isinstance(v, tuple) else np.shape(v))[0]
+  return rows(feature_shapes["decoder_target_tokens"]) // rows(feature_shapes["encoder_input_tokens"])
+
+
+def global_rows(key: str, batch_size: int, targets_per_prompt: int) -> int:
+  """Global leading dim of feature `key` in a batch of `batch_size` examples."""
+  return batch_size // targets_per_prompt if key.startswith("encoder") else batch_size
 
 
 def spec_of(batch: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -71,17 +92,22 @@ def spec_of(batch: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
 
 def _split_microbatches(batch, num_microbatches, batch_axes):
   """[B, ...] -> [M, B/M, ...]; microbatch m takes rows m, m+M, ... so each stays spread over the
-  data-parallel devices (each device holds B/(D*M) rows of every microbatch)."""
+  data-parallel devices (each device holds B/(D*M) rows of every microbatch).  In multi-target
+  batches the unit is a prompt's group of T decoder rows, so every group stays with its prompt."""
+  t = targets_per_prompt_of(batch)
+  m = num_microbatches
 
-  def split(x):
+  def split(key, x):
+    group = 1 if key.startswith("encoder") else t
     b = x.shape[0]
-    y = x.reshape((b // num_microbatches, num_microbatches) + x.shape[1:]).swapaxes(0, 1)
+    y = x.reshape((b // (m * group), m, group) + x.shape[1:]).swapaxes(0, 1)
+    y = y.reshape((m, b // m) + x.shape[1:])
     spec = jax.sharding.PartitionSpec(None, batch_axes, *([None] * (x.ndim - 1)))
     if jax.sharding.get_abstract_mesh().empty:
       return y
     return jax.lax.with_sharding_constraint(y, spec)
 
-  return jax.tree.map(split, batch)
+  return {k: split(k, v) for k, v in batch.items()}
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation, schedule: Callable, *,
@@ -230,14 +256,15 @@ def _build(model_config, *, partitioner, batch_size, feature_shapes, optimizer, 
   if isinstance(num_microbatches, bool) or not isinstance(num_microbatches, int) \
       or num_microbatches < 1:
     raise UserInputError(f"num_microbatches must be an integer >= 1, got {num_microbatches!r}")
-  partitioner.check_batch_size(batch_size, num_microbatches)
+  t = targets_per_prompt_of(feature_shapes)
+  partitioner.check_batch_size(batch_size // t, num_microbatches)
   opt, sched = optimizers.from_config(optimizer, total_steps=total_steps)
   model = models.get_model(model_config)
   opt = optimizers.mask_frozen(opt, model.trainable_mask(nn.unbox(model.abstract_params())))
   abstract_state, state_shardings, param_shardings = _abstract_state(model, opt, partitioner)
 
   batch_shardings = {k: partitioner.data_sharding(len(s)) for k, (s, _) in feature_shapes.items()}
-  batch_abstract = {k: jax.ShapeDtypeStruct((batch_size,) + tuple(s[1:]), d,
+  batch_abstract = {k: jax.ShapeDtypeStruct((global_rows(k, batch_size, t),) + tuple(s[1:]), d,
                                             sharding=batch_shardings[k])
                     for k, (s, d) in feature_shapes.items()}
   step = make_train_step(model, opt, sched, loss=loss, num_microbatches=num_microbatches,

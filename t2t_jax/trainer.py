@@ -139,13 +139,16 @@ def validate_batch(batch, model_config, per_host_batch: int, spec: dict | None =
   missing = [k for k in need if k not in batch]
   if missing:
     raise UserInputError(f"training batch lacks {missing}; has {sorted(batch)}")
+  t = train_state.targets_per_prompt_of(spec or batch)
   for k in need:
     shape = np.shape(batch[k])
-    if shape[:1] != (per_host_batch,):
-      raise UserInputError(f"batch feature {k!r} has {shape[0] if shape else 0} rows; expected the "
-                           f"per-host batch {per_host_batch} (BATCH_SIZE / number of processes)")
+    rows = train_state.global_rows(k, per_host_batch, t)
+    if shape[:1] != (rows,):
+      raise UserInputError(f"batch feature {k!r} has {shape[0] if shape else 0} rows; expected "
+                           f"{rows} (the per-host batch {per_host_batch} = BATCH_SIZE / number of "
+                           f"processes{f', / TARGETS_PER_PROMPT {t}' if rows != per_host_batch else ''})")
     if spec and tuple(shape[1:]) != tuple(spec[k][0][1:]):
-      raise UserInputError(f"batch feature {k!r} has shape {shape}; expected [{per_host_batch}, "
+      raise UserInputError(f"batch feature {k!r} has shape {shape}; expected [{rows}, "
                            f"{', '.join(map(str, spec[k][0][1:]))}] (TASK_FEATURE_LENGTHS)")
   for k in train_state.REQUIRED_KEYS:
     side = "input" if k == "encoder_input_tokens" else "output"

@@ -15,6 +15,7 @@ import seqio
 
 from t2t_jax import recommend
 from t2t_jax.data import formats
+from t2t_jax.data import vocab as t2t_vocab
 from t2t_jax.ids.table import IdTable
 from tasks import pipeline, t2t_tasks
 
@@ -33,9 +34,12 @@ def write_model_assets(model_dir: str, mixture_or_task_name: str,
   if source is None:
     return False
   prompt_field = source.prompt_field if len(tasks) == 1 else "mixed"
+  ids_only = isinstance(source.vocab, t2t_vocab.IdOnlyVocab)
   recommend.write_assets(
       model_dir, spm_path=source.spm_path, id_table=IdTable.load(source.ids_dir),
       catalog_path=os.path.join(source.dataset_dir, formats.CATALOG_FILE),
       inputs_length=int(task_feature_lengths["inputs"]), beam_size=int(beam_size),
-      prompt_field=prompt_field)
+      prompt_field=prompt_field, input_tokenizer=source.input_tokenizer,
+      output_vocab="ids_only" if ids_only else "text_and_ids",
+      max_prompt_chars=source.max_prompt_chars)
   return True

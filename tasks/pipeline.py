@@ -22,6 +22,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from t2t_jax.data import examples as examples_lib
 from t2t_jax.data import resumable
 from t2t_jax.data.vocab import EOS_ID
 from t2t_jax.errors import UserInputError
@@ -151,7 +152,8 @@ def _padded(token_lists, length: int, add_eos: bool = True) -> np.ndarray:
 def indexed_batches(mixture_or_task_name: str, *, split: str, task_feature_lengths: Mapping[str, int],
                     batch_size: int, shuffle: bool = True, seed: int = 0, shard_index: int = 0,
                     num_shards: int = 1, pack: bool = False, num_epochs: int | None = None,
-                    pad_final: bool = False) -> resumable.IndexedBatches | None:
+                    pad_final: bool = False,
+                    targets_per_prompt: int = 1) -> resumable.IndexedBatches | None:
   """`get_numpy_batches`' features as a checkpointable, index-ordered iterator; None when the name
   is not a single t2t task with a fixed prompt per playlist (mixtures, `_aug` tasks): use
   `get_numpy_batches` then.
@@ -159,7 +161,9 @@ def indexed_batches(mixture_or_task_name: str, *, split: str, task_feature_lengt
   Examples are those of the task (train: one per (playlist, track); validation/test: one per
   playlist, its first track), trimmed like seqio's append_eos_after_trim.  The order is a seeded
   permutation per epoch (not seqio's shuffle buffer); `pad_final` completes the last batch of a
-  finite pass with zero-weight rows.
+  finite pass with zero-weight rows.  `targets_per_prompt` T > 1 (train split): multi-target
+  batches of `batch_size / T` prompts, each with T target rows (a playlist's tracks in chunks of
+  T; the last chunk padded with zero-weight rows): the encoder runs once per prompt.
   """
   missing = {"inputs", "targets"} - set(task_feature_lengths)
   if missing:
@@ -170,13 +174,17 @@ def indexed_batches(mixture_or_task_name: str, *, split: str, task_feature_lengt
     return None
   lin, lt = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
   eos_inputs = source.input_tokenizer is None
+  if split == "train" and targets_per_prompt > 1:
+    return _grouped_batches(source, lin, lt, eos_inputs, batch_size=batch_size, seed=seed,
+                            shuffle=shuffle, shard_index=shard_index, num_shards=num_shards,
+                            num_epochs=num_epochs, targets_per_prompt=targets_per_prompt)
   if split == "train":
     prompt_tokens, playlist_E, row_E, tokens_NxL = source.train_index()
     num = len(row_E)
 
     def examples_fn(ids):
       return (_padded([prompt_tokens[playlist_E[i]] for i in ids], lin, eos_inputs),
-              _padded([t2t_tasks._strip(tokens_NxL[row_E[i]]) for i in ids], lt))  # pylint: disable=protected-access
+              _padded([examples_lib.strip_padding(tokens_NxL[row_E[i]]) for i in ids], lt))
   else:
     examples = list(source.examples(split))
     num = len(examples)
@@ -193,6 +201,33 @@ def indexed_batches(mixture_or_task_name: str, *, split: str, task_feature_lengt
       num, examples_fn, features_fn, batch_size=batch_size, seed=seed, shuffle=shuffle,
       shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs, packed=pack,
       chunk_size=group * max(1, -(-2 * batch_size // group)), pad_final=pad_final)
+
+
+def _grouped_batches(source, lin: int, lt: int, eos_inputs: bool, *, batch_size: int, seed: int,
+                     shuffle: bool, shard_index: int, num_shards: int, num_epochs: int | None,
+                     targets_per_prompt: int) -> resumable.IndexedBatches:
+  """Multi-target training batches: each index is one (prompt, up to T tracks) group."""
+  t = int(targets_per_prompt)
+  if batch_size % t:
+    raise UserInputError(f"BATCH_SIZE={batch_size} must be a multiple of TARGETS_PER_PROMPT={t}")
+  prompt_tokens, playlist_E, row_E, tokens_NxL = source.train_index()
+  starts = np.flatnonzero(np.r_[True, playlist_E[1:] != playlist_E[:-1]])
+  ends = np.r_[starts[1:], len(playlist_E)]
+  groups = [(s, min(s + t, e)) for s, e in zip(starts, ends) for s in range(s, e, t)]
+  target_tokens = [examples_lib.strip_padding(tokens_NxL[r]) for r in row_E]
+
+  def examples_fn(ids):
+    inputs = _padded([prompt_tokens[playlist_E[groups[g][0]]] for g in ids], lin, eos_inputs)
+    targets = np.zeros((len(ids) * t, lt), np.int32)
+    for i, g in enumerate(ids):
+      a, b = groups[g]
+      targets[i * t:i * t + b - a] = _padded(target_tokens[a:b], lt)
+    return inputs, targets
+
+  return resumable.IndexedBatches(
+      len(groups), examples_fn, feature_converter_lib.unpacked_features, batch_size=batch_size // t,
+      seed=seed, shuffle=shuffle, shard_index=shard_index, num_shards=num_shards,
+      num_epochs=num_epochs)
 
 
 def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = None,

@@ -205,16 +205,31 @@ def _discover(root: str, spm_override: str | None = None) -> Iterator[tuple[str,
         yield name, ds_dir, spm_path, ids_dir
 
 
+def dataset_prompt_max_chars(dataset_dir: str) -> int:
+  """The prompt length limit a dataset dir asks for (meta.json `prompt_max_chars`), else the default."""
+  import json  # pylint: disable=import-outside-toplevel
+  try:
+    with open(os.path.join(dataset_dir, formats.META_FILE), encoding="utf-8") as f:
+      value = json.load(f).get("prompt_max_chars")
+  except (OSError, ValueError, AttributeError):
+    value = None
+  return int(value) if isinstance(value, int) and value > 0 else prompts.DEFAULT_MAX_CHARS
+
+
 def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str, *,
-                  max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
+                  max_prompt_chars: int | None = None,
                   shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE, missing_ids: str = "raise",
-                  augment: bool = False, input_vocab: str | None = None) -> seqio.Task:
+                  augment: bool = False, input_vocab: str | None = None, indexing: str = "none",
+                  indexing_share: float = 0.3) -> seqio.Task:
   """Registers (replacing) one task.
 
   The vocabulary is `spm_path`'s pieces plus the ID table's level sizes, for inputs and targets.
   With `input_vocab` (a pretrained encoder's tokenizer: an alias such as 'minilm' or a path) the
   inputs use that WordPiece vocabulary ([CLS] ... [SEP], no EOS) and the targets an ID-only
-  vocabulary (or SentencePiece + IDs for text-valued IDs).  Validation/test examples
+  vocabulary (or SentencePiece + IDs for text-valued IDs).  `indexing` / `indexing_share` add
+  indexing examples to the training split (see `t2t_jax.data.examples.ExampleSource`).
+  `max_prompt_chars` None: the dataset's meta.json `prompt_max_chars` (long conversational prompts,
+  e.g. CPCD's 2048), else `prompts.DEFAULT_MAX_CHARS`.  Validation/test examples
   are scored by `postprocessors.ranking_metric_fn` (Hits/Recall/MAP/NDCG@K, MRR) after
   `postprocessors.postprocess_rows` maps decoded outputs (one or top-K beams) to ID-table rows.
   """
@@ -224,8 +239,11 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
   table = _load_table(ids_dir)
   tokenizer = resolve_input_vocab(input_vocab)
   vocab = output_vocabulary(spm_path, table, tokenizer)
+  if max_prompt_chars is None:
+    max_prompt_chars = dataset_prompt_max_chars(dataset_dir)
   source = ExampleSource(dataset_dir, ids_dir, spm_path, prompt_field, max_prompt_chars,
-                         missing_ids=missing_ids, augment=augment, input_tokenizer=tokenizer)
+                         missing_ids=missing_ids, augment=augment, input_tokenizer=tokenizer,
+                         indexing=indexing, indexing_share=indexing_share)
   inputs_feature = (seqio.Feature(vocab, add_eos=True, dtype=tf.int32) if tokenizer is None else
                     seqio.Feature(get_wordpiece_vocabulary(tokenizer), add_eos=False, dtype=tf.int32))
   output_features = {
@@ -248,15 +266,17 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
 
 def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
                    prompt_fields: Sequence[str] = PROMPT_FIELDS,
-                   max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS,
+                   max_prompt_chars: int | None = None,
                    shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
                    spm_path: str | os.PathLike | None = None,
                    missing_ids: str = "raise", augment: bool = False,
-                   input_vocab: str | None = None) -> list[str]:
+                   input_vocab: str | None = None, indexing: str = "none",
+                   indexing_share: float = 0.3) -> list[str]:
   """Registers every (dataset, strategy, prompt field) task under the data root; returns names.
 
   `input_vocab` (e.g. 'minilm'): tasks for a pretrained encoder's vocabulary, named
-  `t2t.{dataset}.{strategy}.{field}.{input_vocab}` (see `register_task`).
+  `t2t.{dataset}.{strategy}.{field}.{input_vocab}`; `indexing`, `indexing_share` and
+  `max_prompt_chars` (None: each dataset's meta.json) as in `register_task`.
 
   Also registers one Mixture per (dataset, strategy), `t2t.{dataset}.{strategy}.all`, mixing the
   prompt fields in equal rates.  `spm_path` replaces every dataset's vocab/spm.model with a user's
@@ -276,7 +296,7 @@ def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
       name = task_name(dataset, strategy, field, input_vocab)
       register_task(name, ds_dir, ids_dir, spm, field, max_prompt_chars=max_prompt_chars,
                     shuffle_buffer_size=shuffle_buffer_size, missing_ids=missing_ids,
-                    input_vocab=input_vocab)
+                    input_vocab=input_vocab, indexing=indexing, indexing_share=indexing_share)
       field_names.append(name)
     names.extend(field_names)
     if augment:

@@ -163,3 +163,32 @@ def test_bert_t5_decoding_and_encoder_cache(tmp_path):
                              np.concatenate([np.asarray(ref)] * 2), atol=2e-5)
   cache_fn(batch)
   assert cache_fn.misses == 3 and cache_fn.hits == 6
+
+
+def test_retrieval_init_starts_as_the_dense_retriever():
+  """After retrieval_init the first decoding step scores every initialised ID token by the cosine of
+  its vector with the mean-pooled prompt, times sqrt(emb_dim): the zero-shot bi-encoder."""
+  config = bert_t5.BertT5Config(vocab_size=24, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
+                                num_decoder_layers=2, dropout_rate=0.0).with_encoder(TINY_BERT)
+  model = models.get_model(config)
+  params = nn.unbox(model.init_params(jax.random.PRNGKey(0), input_length=6, target_length=3))
+  rng = np.random.default_rng(2)
+  vectors = rng.normal(size=(24, 16)).astype(np.float32)
+  mask = np.zeros(24, bool)
+  mask[3:20] = True
+  params = model.retrieval_init(params, vectors, mask)
+  prompts = np.asarray(rng.integers(3, 50, (2, 6)), np.int32)
+  prompts[1, 3:] = 0
+  state = model.init_decode_state(params, jnp.asarray(prompts), beam_size=1, max_decode_len=2)
+  logits, _ = model.decode_step(params, jnp.zeros((2, 1), jnp.int32), state.cache, state.context)
+  encoded = np.asarray(model.encode(params, prompts))
+  valid = (prompts > 0)[..., None]
+  pooled = (encoded * valid).sum(1) / valid.sum(1)
+  pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+  unit = vectors[mask] / np.linalg.norm(vectors[mask], axis=1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(logits)[:, mask], 4.0 * pooled @ unit.T, rtol=1e-3, atol=1e-3)
+  # The sentence embeddings it starts from are sentence-transformers' (mean pooled, normalised).
+  emb = model.embed_texts(params, [list(p[p > 0]) for p in prompts])
+  np.testing.assert_allclose(emb, pooled, atol=1e-5)
+  with pytest.raises(UserInputError, match="needs emb_dim = num_heads \\* head_dim"):
+    models.get_model(config.replace(emb_dim=32, mlp_dim=32)).retrieval_init(params, vectors, mask)

@@ -9,6 +9,7 @@ tf = pytest.importorskip("tensorflow")
 seqio = pytest.importorskip("seqio")
 
 from t2t_jax.errors import UserInputError  # noqa: E402
+from t2t_jax.data import examples as examples_lib  # noqa: E402
 from tasks import pipeline, t2t_tasks  # noqa: E402
 
 LEN = {"inputs": 24, "targets": 4}
@@ -100,3 +101,33 @@ def test_indexed_batches_equal_the_seqio_task_in_file_order(root, pack):
                                       batch_size=64, shuffle=False, num_epochs=1, pad_final=True))
   n = len(pipeline.get_eval_examples("t2t.tiny_syn.sem.title", "validation"))
   assert len(val) == 1 and int((val[0]["decoder_loss_weights"].sum(1) > 0).sum()) == n < 64
+
+
+def test_multi_target_batches_group_each_playlists_tracks(root):
+  """TARGETS_PER_PROMPT: one encoder row per (playlist, up to T tracks) group, T decoder rows each;
+  over an epoch every (playlist, track) example appears exactly once."""
+  r, ds, _ = root
+  t = 4
+  it = pipeline.indexed_batches("t2t.tiny_syn.sem.title", split="train", task_feature_lengths=LEN,
+                                batch_size=8, shuffle=True, seed=1, num_epochs=1,
+                                targets_per_prompt=t)
+  source = t2t_tasks.task_source("t2t.tiny_syn.sem.title")
+  prompt_tokens, playlist_E, row_E, tokens_NxL = source.train_index()
+  want = {}
+  for p, rr in zip(playlist_E, row_E):
+    key = tuple(prompt_tokens[p].tolist()) + (1,)
+    want.setdefault(key, []).append(tuple(examples_lib.strip_padding(tokens_NxL[rr]).tolist()))
+  got = {}
+  for batch in it:
+    assert batch["encoder_input_tokens"].shape == (2, LEN["inputs"])
+    assert batch["decoder_target_tokens"].shape == (8, LEN["targets"])
+    for g in range(2):
+      enc = batch["encoder_input_tokens"][g]
+      key = tuple(enc[enc > 0].tolist())
+      for row in batch["decoder_target_tokens"][g * t:(g + 1) * t]:
+        if row.any():
+          got.setdefault(key, []).append(tuple(row[row > 1].tolist()))
+  assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in want.items()}
+  with pytest.raises(UserInputError, match="multiple of TARGETS_PER_PROMPT"):
+    pipeline.indexed_batches("t2t.tiny_syn.sem.title", split="train", task_feature_lengths=LEN,
+                             batch_size=6, targets_per_prompt=4)

@@ -113,3 +113,34 @@ def test_bad_train_config(kwargs, match):
   with pytest.raises(UserInputError, match=match):
     trainer.TrainConfig(**kwargs)
   assert trainer.TrainConfig(train_steps=1, batch_size=1, num_microbatches=None).num_microbatches == 1
+
+
+def test_multi_target_step_equals_repeating_each_prompt():
+  """A multi-target batch (G prompts x T targets) takes the same training step as the batch with
+  every prompt repeated T times, sharded over 8 devices and split into 2 microbatches."""
+  rng = np.random.default_rng(0)
+  g, t = 16, 2
+  enc = rng.integers(3, 128, (g, LENGTHS["inputs"])).astype(np.int32)
+  tgt = rng.integers(3, 128, (g * t, LENGTHS["targets"])).astype(np.int32)
+  tgt[::3, 2:] = 0  # some shorter targets
+  dec_in = np.zeros_like(tgt)
+  dec_in[:, 1:] = tgt[:, :-1]
+  grouped = {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in,
+             "decoder_target_tokens": tgt, "decoder_loss_weights": (tgt > 0).astype(np.int32)}
+  repeated = dict(grouped, encoder_input_tokens=np.repeat(enc, t, axis=0))
+  part = partitioning.Partitioner()
+  out = []
+  for batch in (grouped, repeated):
+    compiled = train_state.build(MICRO, partitioner=part, batch_size=g * t,
+                                 feature_shapes=train_state.spec_of(batch), num_microbatches=2)
+    state = compiled.init_fn(0)
+    state, metrics = compiled.step_fn(state, part.shard_batch(batch, g * t))
+    out.append((jax.device_get(state.params), float(metrics["loss"])))
+  np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(out[0][0]), jax.tree.leaves(out[1][0])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert train_state.targets_per_prompt_of(grouped) == 2
+  spec = train_state.batch_spec(LENGTHS, batch_size=16, targets_per_prompt=4)
+  assert spec["encoder_input_tokens"][0] == (4, 10) and spec["decoder_target_tokens"][0] == (16, 5)
+  with pytest.raises(UserInputError, match="multiple of TARGETS_PER_PROMPT"):
+    train_state.batch_spec(LENGTHS, batch_size=10, targets_per_prompt=4)

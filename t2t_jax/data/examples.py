@@ -40,6 +40,9 @@ class SourceStats:
   playlists_without_id: int = 0
 
 
+INDEXING = ("none", "tracks", "artists", "tracks_and_artists")
+
+
 class ExampleSource:
   """Loads a dataset dir + ID table once and yields raw examples (prompts as strings).
 
@@ -51,13 +54,24 @@ class ExampleSource:
   input_tokenizer: None (prompts are SentencePiece pieces of `spm_path`; the SeqIO feature appends
   EOS) or a pretrained encoder's Hugging Face tokenizer (WordPiece ids with [CLS] ... [SEP], no
   EOS); then the targets use an ID-only vocabulary unless the IDs are text.
+  indexing: DSI-style indexing examples added to the training split, so that every catalog track's
+  ID is learned, also for tracks in no training playlist: "tracks" (a track's metadata
+  "artist - title (album)" -> its ID), "artists" (an artist's name -> the IDs of all its tracks),
+  "tracks_and_artists", or "none".  `indexing_share` is the share of training examples they make
+  up per epoch, reached by repeating the real playlists (or the indexing examples) whole times.
   """
 
   def __init__(self, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str,
                max_prompt_chars: int = prompts.DEFAULT_MAX_CHARS, *, missing_ids: str = "raise",
-               augment: bool = False, input_tokenizer: str | None = None):
+               augment: bool = False, input_tokenizer: str | None = None,
+               indexing: str = "none", indexing_share: float = 0.3):
     if missing_ids not in MISSING_IDS:
       raise UserInputError(f"missing_ids must be one of {MISSING_IDS}, got {missing_ids!r}")
+    if indexing not in INDEXING:
+      raise UserInputError(f"indexing must be one of {INDEXING}, got {indexing!r}")
+    if not 0.0 < indexing_share < 1.0:
+      raise UserInputError(f"indexing_share must be in (0, 1), got {indexing_share!r}")
+    self.indexing, self.indexing_share = indexing, float(indexing_share)
     self.dataset_dir = dataset_dir
     self.ids_dir = ids_dir
     self.spm_path = spm_path
@@ -120,6 +134,50 @@ class ExampleSource:
       return np.asarray(self._input_vocab.encode(text), np.int32)
     return np.asarray(self._input_vocab.sp.EncodeAsIds(text), np.int32)
 
+  def indexing_examples(self) -> list[tuple[str, list[int]]]:
+    """(text, ID-table rows) of the indexing pseudo-playlists (`indexing`), in catalog order."""
+    if self.indexing == "none":
+      return []
+    dataset, row_of, _ = self._load()
+    out = []
+    if self.indexing in ("tracks", "tracks_and_artists"):
+      for t in dataset.tracks:
+        if t.track_id in row_of:
+          text = f"{t.artist} - {t.title}" + (f" ({t.album})" if t.album else "")
+          out.append((prompts.normalize_text(text), [row_of[t.track_id]]))
+    if self.indexing in ("artists", "tracks_and_artists"):
+      by_artist: dict[str, list[int]] = {}
+      for t in dataset.tracks:
+        name = prompts.normalize_text(t.artist)
+        if name and t.track_id in row_of:
+          by_artist.setdefault(name, []).append(row_of[t.track_id])
+      out.extend(by_artist.items())
+    return [(text, rows) for text, rows in out if text]
+
+  def retrieval_texts(self) -> tuple[list[np.ndarray], list[np.ndarray], list[list[int]]]:
+    """Texts describing each ID-table row, tokenised for the model's encoder: (metadata
+    "artist - title (album)" per row; training prompts; the rows of each training prompt)."""
+    dataset, row_of, tokens_NxL = self._load()
+    meta = [np.zeros(0, np.int32)] * len(tokens_NxL)
+    for t in dataset.tracks:
+      if t.track_id in row_of:
+        text = f"{t.artist} - {t.title}" + (f" ({t.album})" if t.album else "")
+        meta[row_of[t.track_id]] = self._tokens(prompts.normalize_text(text))
+    prompt_tokens, prompt_rows = [], []
+    for p in dataset.playlists("train"):
+      rows = self._rows(row_of, p)
+      if rows:
+        prompt_tokens.append(self._tokens(self._prompt(p)))
+        prompt_rows.append(rows)
+    return meta, prompt_tokens, prompt_rows
+
+  def _repeats(self, num_real: int, num_indexing: int) -> tuple[int, int]:
+    """Whole-number repetitions (real, indexing) that bring indexing close to `indexing_share`."""
+    if not num_indexing or not num_real:
+      return 1, 1
+    ratio = self.indexing_share / (1.0 - self.indexing_share) * num_real / num_indexing
+    return (1, max(1, round(ratio))) if ratio >= 1 else (max(1, round(1 / ratio)), 1)
+
   def train_playlists(self, seed: int | None = None) -> Iterator[dict]:
     """One element per train playlist: its prompt tokens and the ID tokens of all its tracks.
 
@@ -136,6 +194,9 @@ class ExampleSource:
       inputs = prompts.augment_prompt(prompt, rng) if self.augment else prompt
       yield {"inputs": self._tokens(inputs), "prompt": prompt, "playlist_id": p.playlist_id,
              "targets": tokens_NxL[rows]}
+    for i, (text, rows) in enumerate(self.indexing_examples()):
+      yield {"inputs": self._tokens(text), "prompt": text, "playlist_id": f"indexing:{i}",
+             "targets": tokens_NxL[rows]}
 
   def train_index(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Training examples addressable by index, for resumable readers (tasks.pipeline.indexed_batches).
@@ -147,13 +208,19 @@ class ExampleSource:
     assert not self.augment, "augmented prompts are drawn per pass; use the tf.data reader"
     if self._train_index is None:
       dataset, row_of, tokens_NxL = self._load()
-      prompt_tokens, playlist_E, row_E = [], [], []
+      real = []
       for p in dataset.playlists("train"):
         rows = self._rows(row_of, p)
         if rows:
-          playlist_E.extend([len(prompt_tokens)] * len(rows))
-          row_E.extend(rows)
-          prompt_tokens.append(self._tokens(self._prompt(p)))
+          real.append((self._tokens(self._prompt(p)), rows))
+      indexing = [(self._tokens(text), rows) for text, rows in self.indexing_examples()]
+      rep_real, rep_index = self._repeats(sum(len(r) for _, r in real),
+                                          sum(len(r) for _, r in indexing))
+      prompt_tokens, playlist_E, row_E = [], [], []
+      for tokens, rows in real * rep_real + indexing * rep_index:
+        playlist_E.extend([len(prompt_tokens)] * len(rows))
+        row_E.extend(rows)
+        prompt_tokens.append(tokens)
       self._train_index = (prompt_tokens, np.asarray(playlist_E, np.int64),
                            np.asarray(row_E, np.int64), tokens_NxL)
     return self._train_index

@@ -43,8 +43,6 @@ class MpdStats(formats.ReadStats):
   rows, duplicate rows dropped and distinct tracks."""
   files: int = 0
   rows_read: int = 0
-  duplicate_tracks_in_playlists: int = 0
-  empty_prompt_playlists: int = 0
   tracks: int = 0
 
   @property
@@ -61,8 +59,10 @@ class MpdStats(formats.ReadStats):
 
   def as_dict(self) -> dict[str, Any]:
     return {"files": self.files, "playlists_read": self.read, "playlists_skipped": self.skipped,
-            "rows_read": self.rows_read, "duplicate_rows": self.duplicate_rows,
-            "tracks": self.tracks, "messages": list(self.messages), "max_messages": self.max_messages}
+            "rows_read": self.rows_read,
+            "duplicate_tracks_in_playlists": self.duplicate_tracks_in_playlists,
+            "empty_prompt_playlists": self.empty_prompt_playlists, "tracks": self.tracks,
+            "messages": list(self.messages), "max_messages": self.max_messages}
 
 
 def slice_files(path: str | os.PathLike) -> list[str]:

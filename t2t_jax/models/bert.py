@@ -304,16 +304,24 @@ class SentenceEncoder:
 
   def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     """float32 [N, H]; batches are padded to `batch_size` rows and to powers of two in length."""
-    texts = list(texts)
-    out = np.zeros((len(texts), self.config.hidden_size), np.float32)
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch
-    for start in range(0, len(texts), batch_size):
-      idx = order[start:start + batch_size]
-      ids = [self.vocab.encode(texts[i], max_length=self.max_length) for i in idx]
-      length = max(8, 1 << (max(len(x) for x in ids) - 1).bit_length())
-      tokens = np.zeros((batch_size, min(length, self.max_length)), np.int32)
-      for r, x in enumerate(ids):
-        tokens[r, :len(x)] = x
-      tokens[len(ids):, 0] = tokens[0, 0] if len(ids) else 101  # keep padding rows non-empty
-      out[idx] = np.asarray(self._fn(self.params, tokens))[:len(ids)]
-    return out
+    ids = [self.vocab.encode(t, max_length=self.max_length) for t in texts]
+    return pooled_embeddings(lambda t: self._fn(self.params, t), ids, batch_size=batch_size,
+                             dim=self.config.hidden_size, max_length=self.max_length)
+
+
+def pooled_embeddings(fn, token_lists: Sequence[Sequence[int]], *, batch_size: int, dim: int,
+                      max_length: int) -> np.ndarray:
+  """`fn(tokens_BxS) -> [B, dim]` over variable-length token lists: rows sorted by length share a
+  batch, each batch cut to a power of two >= its longest row (few compiled shapes, little padding)."""
+  out = np.zeros((len(token_lists), dim), np.float32)
+  order = np.argsort([len(t) for t in token_lists], kind="stable")
+  for start in range(0, len(token_lists), batch_size):
+    idx = order[start:start + batch_size]
+    length = min(max(8, 1 << (max(len(token_lists[i]) for i in idx) - 1).bit_length()), max_length)
+    tokens = np.zeros((batch_size, length), np.int32)
+    for r, i in enumerate(idx):
+      row = list(token_lists[i])[:length]
+      tokens[r, :len(row)] = row
+    tokens[len(idx):, 0] = 101  # keep padding rows non-empty ([CLS])
+    out[idx] = np.asarray(fn(tokens))[:len(idx)]
+  return out

@@ -172,3 +172,56 @@ class BertT5Model(base.EncoderDecoderModel):
     params = dict(jax.device_get(params))
     params["encoder"] = enc_params
     return params
+
+  # ---- retrieval initialisation -----------------------------------------------------------------
+
+  def embed_texts(self, params, token_lists, *, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised mean-pooled encoder states (the sentence-transformers embedding of the
+    pretrained encoder) of WordPiece token lists: float32 [N, encoder_hidden_size]."""
+    enc = params["encoder"]
+    module = bert.BertEncoder(self.config.encoder_config())
+    fn = jax.jit(lambda t: bert.mean_pool(module.apply({"params": enc}, t), t))
+    return bert.pooled_embeddings(fn, token_lists, batch_size=batch_size,
+                                  dim=self.config.encoder_hidden_size,
+                                  max_length=self.config.encoder_max_position_embeddings)
+
+  def retrieval_init(self, params, token_vectors_VxH: np.ndarray, token_mask_V: np.ndarray) -> dict:
+    """Parameters under which the model starts as the zero-shot dense retriever of its encoder.
+
+    Layer 0's cross-attention averages the encoder states (query 0: uniform weights over the
+    prompt's tokens; value and output projections the identity), every other residual branch
+    starts at zero and the decoder start token embeds to 0, so the decoder's first state is the
+    mean-pooled prompt and the logit of an ID token is its (L2-normalised) vector in
+    `token_vectors_VxH` times that state, after the final RMSNorm: the cosine similarity of the
+    sentence embeddings, scaled by sqrt(emb_dim).  Tokens outside `token_mask_V` keep their random
+    init.  Training then improves on the zero-shot retriever instead of starting from chance
+    (measured on CPCD: docs/results/compare_cpcd).  Needs emb_dim = num_heads * head_dim =
+    encoder_hidden_size.
+    """
+    cfg = self.config
+    if not cfg.emb_dim == cfg.num_heads * cfg.head_dim == cfg.encoder_hidden_size:
+      raise UserInputError(f"ID_EMBEDDING_INIT='retrieval' needs emb_dim = num_heads * head_dim = "
+                           f"the encoder width {cfg.encoder_hidden_size}; got emb_dim {cfg.emb_dim}, "
+                           f"{cfg.num_heads} x {cfg.head_dim} heads")
+    if token_vectors_VxH.shape != (cfg.vocab_size, cfg.emb_dim):
+      raise ValueError(f"token vectors {token_vectors_VxH.shape}, expected {(cfg.vocab_size, cfg.emb_dim)}")
+    p = jax.tree.map(np.array, jax.device_get(nn.unbox(params)))
+    dec = p["decoder"]
+    eye = np.eye(cfg.emb_dim, dtype=np.float32)
+    for i in range(cfg.num_decoder_layers):
+      layer = dec[f"layers_{i}"]
+      layer["self_attention"]["out"]["kernel"][:] = 0
+      layer["mlp"]["wo"]["kernel"][:] = 0
+      cross = layer["encoder_decoder_attention"]
+      if i == 0:
+        cross["query"]["kernel"][:] = 0
+        cross["value"]["kernel"][:] = eye
+        cross["out"]["kernel"][:] = eye
+      else:
+        cross["out"]["kernel"][:] = 0
+    vec = np.asarray(token_vectors_VxH, np.float32)[token_mask_V]
+    vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    dec["logits_dense"]["kernel"][:, token_mask_V] = vec.T
+    p["token_embedder"]["embedding"][token_mask_V] = vec * np.sqrt(cfg.emb_dim)
+    p["token_embedder"]["embedding"][0] = 0.0  # the decoder start token (PAD)
+    return p

