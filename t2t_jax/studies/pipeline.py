@@ -2,6 +2,7 @@
 tools/scaling_study.py.
 
   prepare_synthetic     synthetic catalog + playlists, SentencePiece vocabulary     -> Workspace
+  open_dataset          an imported dataset dir (`t2t import`), one of its folds    -> Workspace
   cf_embeddings         CF track embeddings of the training playlists (JAX)
   build_table           one ID spec (`ids.specs.IdSpec`) -> IdTable saved under {dataset}/ids/{name}
   make_task             the SeqIO task of that table + its held-out examples        -> Task
@@ -82,6 +83,7 @@ class Workspace:
   rows_train: list[list[int]]  # catalog rows of each training playlist
   spm_path: str
   seconds: dict = dataclasses.field(default_factory=dict)
+  name: str = TASK_DATASET  # the dataset's name in task names: t2t.{name}.{strategy}.{field}
 
   @property
   def num_tracks(self) -> int:
@@ -139,6 +141,67 @@ def prepare_synthetic(work_dir: str, *, seed: int = 0, num_tracks: int = 3000,
   rows_train = [[ds.track_row[t] for t in p.track_ids] for p in train_pl]
   return Workspace(data_root=data_root, ds_dir=ds_dir, ds=ds, train_playlists=train_pl,
                    test_playlists=test_pl, rows_train=rows_train, spm_path=spm_path, seconds=seconds)
+
+
+def _load_workspace(ds_dir: str, name: str, stage: Stages, seconds: dict) -> Workspace:
+  from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
+  ds = formats.Dataset.load(ds_dir)
+  train_pl, test_pl = list(ds.playlists("train")), list(ds.playlists("test"))
+  if not train_pl or not test_pl:
+    raise UserInputError(f"dataset {ds_dir}: needs training and test playlists, has "
+                         f"{len(train_pl)} / {len(test_pl)} (splits.json)")
+  spm_path = os.path.join(ds_dir, formats.VOCAB_DIR, formats.SPM_FILE)
+  if not os.path.isfile(spm_path):
+    raise UserInputError(f"dataset {ds_dir}: missing {formats.VOCAB_DIR}/{formats.SPM_FILE} "
+                         "(import it with `t2t import`, which trains the vocabulary)")
+  if stage.verbose:
+    print(f"      {len(ds.tracks)} tracks, {len(train_pl)} train / {len(test_pl)} test playlists")
+  rows_train = [[ds.track_row[t] for t in p.track_ids] for p in train_pl]
+  return Workspace(data_root=os.path.dirname(ds_dir), ds_dir=ds_dir, ds=ds, train_playlists=train_pl,
+                   test_playlists=test_pl, rows_train=rows_train, spm_path=spm_path, seconds=seconds,
+                   name=name)
+
+
+def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
+                 name: str | None = None, stage: Stages | None = None) -> Workspace:
+  """A working copy of an imported dataset dir (`t2t import`) under {work_dir}/data/{name}.
+
+  The input dir is never written to: the IDs, tasks and caches of a study live in the copy
+  (catalog, playlists, splits, meta, vocabulary).  `fold`: the dataset's folds.json fold k as the
+  test split (`formats.materialize_fold`: validation from the other folds, vocabulary retrained on
+  that fold's training prompts); None keeps splits.json.
+  """
+  from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
+  stage = stage or Stages(verbose=False)
+  dataset_dir = os.path.abspath(os.fspath(dataset_dir))
+  if not os.path.isdir(dataset_dir):
+    raise UserInputError(f"--dataset_dir {dataset_dir}: not a directory (make one with `t2t import`)")
+  base = name or os.path.basename(os.path.normpath(dataset_dir))
+  name = base if fold is None else f"{base}_fold{fold}"
+  data_root = os.path.abspath(os.path.join(work_dir, "data"))
+  ds_dir = os.path.join(data_root, name)
+  if os.path.commonpath([ds_dir, dataset_dir]) in (ds_dir, dataset_dir):
+    raise UserInputError(f"--work_dir {work_dir} overlaps the dataset dir {dataset_dir}")
+  shutil.rmtree(ds_dir, ignore_errors=True)  # never start from stale state (the work dir is ours)
+  os.makedirs(data_root, exist_ok=True)
+  t = time.time()
+  with stage(f"dataset {name} from {dataset_dir}"):
+    if fold is not None:
+      formats.materialize_fold(dataset_dir, fold, ds_dir)
+    else:
+      formats.Dataset.load(dataset_dir)  # validate before copying
+      tmp = ds_dir + ".copy.tmp"
+      shutil.rmtree(tmp, ignore_errors=True)
+      os.makedirs(tmp)
+      for entry in (formats.CATALOG_FILE, formats.PLAYLISTS_FILE, formats.SPLITS_FILE, formats.META_FILE,
+                    formats.FOLDS_FILE, "track_aliases.json", formats.VOCAB_DIR):
+        src = os.path.join(dataset_dir, entry)
+        if os.path.isdir(src):
+          shutil.copytree(src, os.path.join(tmp, entry))
+        elif os.path.isfile(src):
+          shutil.copyfile(src, os.path.join(tmp, entry))
+      os.rename(tmp, ds_dir)
+    return _load_workspace(ds_dir, name, stage, {"open_dataset": time.time() - t})
 
 
 def cf_embeddings(ws: Workspace, *, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -216,12 +279,12 @@ def default_inputs_length(ws: Workspace, vocab, prompt_field: str) -> int:
 def make_task(ws: Workspace, table, spec_name: str, *, prompt_field: str = "title",
               inputs_length: int | None = None, eval_playlists: int | None = None,
               eval_split: str = "test") -> Task:
-  """Registers `t2t.synthetic.{spec_name}.{prompt_field}` for the table saved by `build_table`."""
+  """Registers `t2t.{ws.name}.{spec_name}.{prompt_field}` for the table saved by `build_table`."""
   from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from tasks import pipeline, t2t_tasks  # pylint: disable=g-import-not-at-top
   vocab = vocab_lib.TextAndIdVocab(ws.spm_path, table.level_sizes)
   inputs_length = inputs_length or default_inputs_length(ws, vocab, prompt_field)
-  name = t2t_tasks.task_name(TASK_DATASET, spec_name, prompt_field)
+  name = t2t_tasks.task_name(ws.name, spec_name, prompt_field)
   t2t_tasks.register_task(name, ws.ds_dir, os.path.join(ws.ds_dir, "ids", spec_name), ws.spm_path,
                           prompt_field)
   eval_examples = pipeline.get_eval_examples(name, eval_split, max_examples=eval_playlists or None)
