@@ -116,14 +116,16 @@ def distinct_artists(rows_NxK: np.ndarray, artist_of_N: Sequence[Hashable], k: i
 
 def ranking_row(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]], *, num_rows: int,
                 artist_of_N: Sequence[Hashable] | None = None, ks: Sequence[int] = KS) -> dict:
-  """Hits/MAP/NDCG@K (+ artist entropy and distinct artists @max K when artists are given) of ranked
-  table rows, invalid and repeated slots counted as misses at their rank."""
+  """Hits/MAP/NDCG@K for K in `ks` up to the list length K' and at K' (+ artist_entropy@K' and
+  distinct_artists@K' when artists are given) of ranked table rows, invalid and repeated slots
+  counted as misses at their rank."""
   from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
   rows_NxK = np.asarray(rows_NxK)
+  k = rows_NxK.shape[1]
+  ks = tuple(sorted({x for x in ks if x <= k} | {k}))  # always @K of the whole list
   m = evaluation.evaluate_rankings(slot_rows(rows_NxK, num_rows), relevant, ks)
   out = {key: v for key, v in m.items() if key != "per_query"}
   if artist_of_N is not None:
-    k = max(tuple(x for x in ks if x <= rows_NxK.shape[1]) or (rows_NxK.shape[1],))
     ent = artist_entropy(rows_NxK, artist_of_N, k)
     out[f"artist_entropy@{k}"] = None if math.isnan(ent) else ent
     out[f"distinct_artists@{k}"] = distinct_artists(rows_NxK, artist_of_N, k)
