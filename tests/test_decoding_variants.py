@@ -148,7 +148,9 @@ def test_tool_on_a_trained_model(tmp_path):
   model_dir = build_model_dir(root, train_steps=60)
   out, rows = _run_tool(root, model_dir, str(tmp_path / "res"), penalties="0,1,4")
   _check_rows(out, rows, (0.0, 1.0, 4.0))
-  print(json.dumps(rows, indent=1))
+  free = rows[1]
+  assert 0.0 < free["valid_id_share"] < 1.0 and free["top1_valid_share"] > 0.0  # 0.66 / 1.0 when written
+  assert free["artist_entropy@4"] is not None
 
 
 @pytest.mark.entry

@@ -210,9 +210,12 @@ def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size
   _check(beam_size, k, relevant, inputs)
   if num_groups < 1:
     raise UserInputError(f"num_groups must be >= 1, got {num_groups}")
-  bad = [p for p in penalties if not (isinstance(p, (int, float)) and math.isfinite(p) and p >= 0)]
-  if bad or not penalties:
-    raise UserInputError(f"diversity penalties must be finite and >= 0, got {list(penalties)}")
+  try:
+    penalties = [float(p) for p in penalties]
+  except (TypeError, ValueError):
+    raise UserInputError(f"diversity penalties must be numbers, got {list(penalties)}") from None
+  if not penalties or not all(math.isfinite(p) and p >= 0 for p in penalties):
+    raise UserInputError(f"diversity penalties must be finite and >= 0, got {penalties}")
   index = _index(table, vocab)
   beam = max(beam_size, k) * num_groups
   out = []
@@ -252,10 +255,13 @@ def plot_sweep(rows: Sequence[dict], path: str | os.PathLike, *, k: int = 10) ->
   ax2 = ax.twinx()
   ax2.plot(x, ent, "s--", color="tab:orange", label=f"artist entropy@{k} (bits)")
   ax2.set_ylabel(f"artist entropy of top {k} (bits)", color="tab:orange")
+  top = max([h for h in hits if h is not None] + [0.0])
+  ax.set_ylim(0.0, min(1.05, top * 1.3) if top > 0 else 1.0)  # from 0; entropy up to log2(k) bits
+  ax2.set_ylim(0.0, math.log2(max(k, 2)) * 1.05)
   groups = sorted({r.get("num_groups") for r in rows})
   ax.set_title(f"Grouped beam search ({', '.join(map(str, groups))} groups)", fontsize=10)
   lines = ax.get_lines() + ax2.get_lines()
-  ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="best")
+  ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="lower right")
   report.save_figure(fig, os.fspath(path))
 
 
