@@ -1,4 +1,4 @@
-"""`t2t quickstart`: Text2Tracks end to end on the built-in synthetic catalog or an imported dataset.
+"""`t2t quickstart`: Text2Tracks end to end on the synthetic catalog or an imported dataset.
 
 playlists -> CF track embeddings -> semantic IDs -> SeqIO task -> trained T5 -> constrained beam
 search -> ranked tracks -> metrics, next to BM25 and most-popular on the same held-out playlists.
@@ -6,8 +6,9 @@ The model trains through the gin entry (`t2t_jax.train.run`: gin/models/t5_1_1_{
 gin/runs/finetune.gin + gin/experiments/synthetic_cpu.gin + bindings from the flags), so the model
 dir holds config.gin (`python -m t2t_jax.train --gin_file=MODEL_DIR/config.gin` reruns it) and the
 assets `t2t recommend` reads.  `--dataset_dir DIR` (a `t2t import` output) replaces the synthetic
-catalog with a working copy of DIR under WORK_DIR/data (`studies.pipeline.open_dataset`; DIR itself is
-only read), its splits.json or `--fold K` of its folds.json.  This is an entry point (layer 3): it imports the studies lazily.
+catalog with a working copy of DIR under WORK_DIR/data (`studies.pipeline.open_dataset`; DIR itself
+is only read), split by its splits.json or, with `--fold K`, fold K of its folds.json.
+This is an entry point (layer 3): it imports the studies lazily.
 """
 
 import dataclasses
@@ -64,8 +65,8 @@ HELP = {
     "vocab_size": "SentencePiece text vocabulary size of the synthetic catalog (ignored with "
                   "--dataset_dir, which brings its own)",
     "embedding_dim": "CF embedding dimension",
-    "id_levels": "semantic ID codebook sizes per level, e.g. 64,64 (a disambiguation level is added "
-                 "only if IDs collide); auto: from the catalog size (64,64 for 3,000 tracks)",
+    "id_levels": "semantic ID codebook sizes per level, e.g. 64,64 (a disambiguation level is "
+                 "added only if IDs collide); auto: from the catalog size (64,64 for 3,000 tracks)",
     "model": "T5.1.1 size (gin/models/t5_1_1_{model}.gin)",
     "train_steps": "training steps (token accuracy plateaus by ~600 on the default catalog)",
     "batch_size": "global training batch size",
@@ -75,8 +76,9 @@ HELP = {
     "eval_playlists": "held-out playlists evaluated (0 = all)",
     "inputs_length": "prompt tokens the model reads (longer prompts are cut); default: the 99.9th "
                      "percentile of the training prompts' lengths",
-    "prompt_field": "prompt source: title, description or both; auto: title on the synthetic catalog, "
-                    "both with --dataset_dir (title | description, whichever are non-empty)",
+    "prompt_field": "prompt source: title, description or both; auto: title on the synthetic "
+                    "catalog, both with --dataset_dir (title | description, whichever are "
+                    "non-empty)",
 }
 
 
@@ -87,7 +89,7 @@ def auto_levels(num_tracks: int) -> tuple[int, int]:
   """Two codebooks for `num_tracks` tracks: c = the power of two >= sqrt(N) (at least 8) for both,
   the last doubled while c1 * c2 < 1.25 N, so balanced k-means leaves every prefix group room for
   unique last codes (no disambiguation token).  64,64 for 3,000 tracks; 32,64 for 1,010; 128,128
-  for 8,371 (CPCD)."""
+  for 8,175 (CPCD)."""
   c = 8
   while c * c < num_tracks:
     c *= 2
@@ -182,8 +184,9 @@ def run(cfg: QuickstartConfig) -> list[dict]:
     spec = specs.IdSpec(STRATEGY, STRATEGY, {"level_sizes": levels, **ID_OPTIONS})
     table, _ = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed,
                                     embedding_info=emb_info)
+    how = " from the catalog size" if cfg.id_levels == "auto" else ""
     print(f"      {table.num_tracks} IDs of {table.num_levels} tokens (levels "
-          f"{','.join(map(str, levels))}{' from the catalog size' if cfg.id_levels == 'auto' else ''}); "
+          f"{','.join(map(str, levels))}{how}); "
           f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")
 
   with stage(f"5/8 SeqIO task t2t.{ws.name}.{STRATEGY}.{cfg.prompt_field}"):
@@ -230,7 +233,8 @@ def run(cfg: QuickstartConfig) -> list[dict]:
                          "num_tracks": ws.num_tracks, "train_playlists": len(ws.train_playlists),
                          "test_playlists": len(ws.test_playlists),
                          "prompt_field": cfg.prompt_field},
-             "embedding_dim": dim, "cold_start": {"method": emb_info.get("cold_start_method"), **cold},
+             "embedding_dim": dim,
+             "cold_start": {"method": emb_info.get("cold_start_method"), **cold},
              "id_levels": list(table.level_sizes), "eval_playlists": len(prompts),
              "stage_seconds": stage.times, "devices": str(jax.devices())}
   io_utils.write_marker(cfg.out, kind=REPORT_KIND)

@@ -42,8 +42,8 @@ def route(tmp_path_factory):
   work, report = root / "work", root / "report"
   # Defaults on purpose (ID levels, prompt field, embedding dim): they must fit a 15-playlist split.
   assert cli.main(["quickstart", "--dataset_dir", str(dataset), "--work_dir", str(work), "--out", str(report),
-                   "--model", "micro", "--train_steps", "8", "--batch_size", "16", "--beam_size", "10",
-                   "--inputs_length", "64", "--no_progress"]) == 0
+                   "--model", "micro", "--train_steps", "4", "--batch_size", "16", "--beam_size", "10",
+                   "--inputs_length", "32", "--no_progress"]) == 0
   assert _tree_digest(dataset) == before, "quickstart wrote into --dataset_dir"
   return {"dataset": dataset, "work": work, "report": report, "model_dir": str(work / "model")}
 
@@ -81,7 +81,7 @@ def test_recommend_returns_catalog_tracks(route, capsys):
   assert all(t["track_id"] in catalog for t in got["tracks"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # export + serve add 5-12 s to the ~85 s quickstart fixture on 2 cores
 def test_export_and_serve_the_model_dir(route, tmp_path):
   catalog = {t.track_id for t in formats.Dataset.load(route["dataset"]).tracks}
   out = tmp_path / "export"
