@@ -55,6 +55,7 @@ def test_report_numbers_are_what_the_served_model_and_baselines_give(qs):
   (evaluation and serving search the same trie); most-popular equals a direct recomputation."""
   from t2t_jax import evaluation, recommend  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines import popularity  # pylint: disable=g-import-not-at-top
+  from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   cfg, rows = qs
   prompts, relevant, ds = _test_playlists(cfg)
   rec = recommend.Recommender.load(os.path.join(cfg.work_dir, "model"))
@@ -63,7 +64,8 @@ def test_report_numbers_are_what_the_served_model_and_baselines_give(qs):
   for key in ("hits@10", "map@10", "ndcg@10", "mrr"):
     assert rows[0][key] == pytest.approx(served[key]), key
   train_rows = [[ds.track_row[t] for t in p.track_ids] for p in ds.playlists("train")]
-  pop = popularity.MostPopular(len(ds.tracks)).fit(train_rows)
+  catalog = CatalogTexts.from_tracks(ds.tracks, lambda t: t.title)
+  pop = popularity.MostPopular().fit(catalog, [("", rows) for rows in train_rows])
   want = evaluation.evaluate_rankings(pop.recommend(prompts, 10), relevant, ks=(1, 5, 10))
   assert rows[2]["hits@10"] == pytest.approx(want["hits@10"])
 
@@ -75,7 +77,7 @@ def test_model_dir_went_through_the_gin_entry(qs):
   from t2t_jax import gin_utils  # pylint: disable=g-import-not-at-top
   cfg, _ = qs
   model_dir = os.path.join(cfg.work_dir, "model")
-  assert sorted(os.listdir(os.path.join(model_dir, "assets"))) == [
+  assert sorted(f for f in os.listdir(os.path.join(model_dir, "assets")) if not f.startswith(".")) == [
       "catalog.jsonl", "ids", "recommend.json", "spm.model"]
   text = open(os.path.join(model_dir, "config.gin"), encoding="utf-8").read()
   for line in ("TRAIN_STEPS = 40", "BATCH_SIZE = 32", "LR_SCHEDULE = 'linear_warmup_rsqrt'",

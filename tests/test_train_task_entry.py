@@ -46,10 +46,13 @@ def test_finetune_on_task_logs_hits_and_the_model_dir_is_servable(tmp_path, caps
 
   # The served model (assets written by the train entry) decodes the same IDs as the evaluation:
   # the step-4 Hits@10 / NDCG@10 recomputed through `Recommender` on the same 4 prompts are equal.
-  assert sorted(os.listdir(model_dir / "assets")) == ["catalog.jsonl", "ids", "recommend.json",
-                                                      "spm.model"]
+  assert sorted(f for f in os.listdir(model_dir / "assets") if not f.startswith(".")) == [
+      "catalog.jsonl", "ids", "recommend.json", "spm.model"]
   settings = json.loads((model_dir / "assets" / "recommend.json").read_text())
-  assert settings == {"inputs_length": 16, "beam_size": 10, "prompt_field": "title"}
+  settings.pop("max_prompt_chars", None)  # the dataset's cut, when its meta.json has one
+  assert settings == {"inputs_length": 16, "beam_size": 10, "prompt_field": "title",
+                      "input_vocab": {"kind": "sentencepiece", "file": "spm.model"},
+                      "output_vocab": "text_and_ids"}
   from tasks import pipeline, t2t_tasks  # pylint: disable=import-outside-toplevel
   t2t_tasks.register_tasks(root)
   examples = pipeline.get_eval_examples(TASK, "validation", max_examples=4)

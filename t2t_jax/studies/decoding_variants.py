@@ -1,0 +1,286 @@
+"""The paper's decoding variants as result rows (issue 13 part 6; Text2Tracks, "Model, training,
+decoding" and Figure 3).
+
+  constrained_row    trie-constrained beam search (what `t2t recommend` serves): the reference row
+  unconstrained_row  plain beam search over the whole output vocabulary; each generated sequence is
+                     mapped back to a catalog row when it spells a real ID, else it is invalid
+                     (`valid_id_share`, the paper's "about 80% of generated IDs were valid")
+  diversity_sweep    grouped (diverse) beam search, constrained, at several diversity penalties:
+                     Hits@10 and the artist entropy of the top 10 (the paper's Figure 3)
+  plot_sweep         that figure (Hits@10 and artist entropy vs penalty), written atomically
+
+Conventions shared by every row:
+  * Ranked lists keep their slots: an invalid output (-1), or a repeat of a row ranked higher for the
+    same prompt, is a miss at its rank (`slot_rows`), so an unconstrained list is scored exactly as a
+    user would see it.  For constrained rows (distinct, valid outputs) this is the same number as
+    `evaluation.evaluate_rankings`.
+  * Artist entropy is the Shannon entropy in bits (log base 2) of the artist distribution of the
+    distinct valid tracks in a prompt's top k, averaged over prompts with at least one valid track:
+    0 when all are by one artist, log2(10) = 3.32 for 10 tracks by 10 artists.
+  * The sweep's groups are each as wide as the reference beam (beam_size * num_groups beams in all),
+    so its penalty-0 row is the reference row: without a penalty every group follows the same paths
+    and duplicate finishes merge (tests/test_beam_search.py::test_grouped_beam_search_diversity).
+    Grouped beam search exists in constrained mode only (beam_search.beam_search), so the sweep is
+    constrained; the paper swept its unconstrained decoder.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+from typing import Hashable, Sequence
+
+import jax
+import numpy as np
+
+from t2t_jax.errors import UserInputError
+
+DEFAULT_PENALTIES = (0.0, 0.5, 1.0, 2.0, 4.0)
+KS = (1, 5, 10)
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Pure helpers (numpy).
+
+
+def slot_rows(rows_NxK: np.ndarray, num_rows: int) -> np.ndarray:
+  """Rows where every slot that is not a new catalog row (-1, or a repeat within the prompt's list)
+  becomes a distinct placeholder >= num_rows, so ranking metrics count it as a miss at its rank."""
+  rows_NxK = np.asarray(rows_NxK, np.int64)
+  out_NxK = rows_NxK.copy()
+  for i, r_K in enumerate(rows_NxK):
+    seen = set()
+    for j, r in enumerate(r_K.tolist()):
+      if r < 0 or r in seen:
+        out_NxK[i, j] = num_rows + j
+      else:
+        seen.add(r)
+  return out_NxK
+
+
+def valid_id_stats(rows_NxK: np.ndarray, scores_NxK: np.ndarray | None = None) -> dict:
+  """Validity of generated outputs: the beam search marks a sequence that is no catalog ID with row
+  -1; slots with score -inf were never produced (fewer than K sequences) and are not counted.
+
+  Returns valid_id_share (valid / produced outputs), top1_valid_share (prompts whose best output is
+  valid), duplicate_share (produced outputs repeating a row ranked higher for the same prompt),
+  num_outputs (produced).
+  """
+  rows_NxK = np.asarray(rows_NxK, np.int64)
+  produced_NxK = (np.ones(rows_NxK.shape, bool) if scores_NxK is None
+                  else np.isfinite(np.asarray(scores_NxK, np.float64)))
+  valid_NxK = produced_NxK & (rows_NxK >= 0)
+  dup = 0
+  for r_K, v_K in zip(rows_NxK, valid_NxK):
+    kept = r_K[v_K]
+    dup += len(kept) - len(set(kept.tolist()))
+  produced = int(produced_NxK.sum())
+  return {"valid_id_share": float(valid_NxK.sum() / max(produced, 1)),
+          "top1_valid_share": float(valid_NxK[:, 0].mean()) if len(rows_NxK) else 0.0,
+          "duplicate_share": float(dup / max(produced, 1)), "num_outputs": produced}
+
+
+def _artists_per_prompt(rows_NxK, artist_of_N: Sequence[Hashable], k: int | None):
+  for r_K in np.asarray(rows_NxK, np.int64):
+    seen, artists = set(), []
+    for r in r_K[:k].tolist():
+      if r >= 0 and r not in seen:
+        seen.add(r)
+        artists.append(artist_of_N[r])
+    yield artists
+
+
+def _entropy_bits(items: Sequence[Hashable]) -> float:
+  counts = np.asarray(list(collections.Counter(items).values()), np.float64)
+  p = counts / counts.sum()
+  return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no -0.0
+
+
+def artist_entropy(rows_NxK: np.ndarray, artist_of_N: Sequence[Hashable], k: int | None = None) -> float:
+  """Mean Shannon entropy in bits (log2) of the artist distribution of each prompt's top k.
+
+  Per prompt: the distinct valid rows (row >= 0, first occurrence) among the first k slots (all
+  slots when k is None); p(a) = share of them by artist a; H = -sum p(a) log2 p(a).  Averaged over
+  prompts with at least one valid row (nan when none has one).
+  """
+  per_prompt = [_entropy_bits(a) for a in _artists_per_prompt(rows_NxK, artist_of_N, k) if a]
+  return float(np.mean(per_prompt)) if per_prompt else math.nan
+
+
+def distinct_artists(rows_NxK: np.ndarray, artist_of_N: Sequence[Hashable], k: int | None = None) -> float:
+  """Mean number of distinct artists among each prompt's top k valid rows (prompts with none: 0)."""
+  counts = [len(set(a)) for a in _artists_per_prompt(rows_NxK, artist_of_N, k)]
+  return float(np.mean(counts)) if counts else 0.0
+
+
+def ranking_row(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]], *, num_rows: int,
+                artist_of_N: Sequence[Hashable] | None = None, ks: Sequence[int] = KS) -> dict:
+  """Hits/MAP/NDCG@K for K in `ks` up to the list length K' and at K' (+ artist_entropy@K' and
+  distinct_artists@K' when artists are given) of ranked table rows, invalid and repeated slots
+  counted as misses at their rank."""
+  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+  rows_NxK = np.asarray(rows_NxK)
+  k = rows_NxK.shape[1]
+  ks = tuple(sorted({x for x in ks if x <= k} | {k}))  # always @K of the whole list
+  m = evaluation.evaluate_rankings(slot_rows(rows_NxK, num_rows), relevant, ks)
+  out = {key: v for key, v in m.items() if key != "per_query"}
+  if artist_of_N is not None:
+    ent = artist_entropy(rows_NxK, artist_of_N, k)
+    out[f"artist_entropy@{k}"] = None if math.isnan(ent) else ent
+    out[f"distinct_artists@{k}"] = distinct_artists(rows_NxK, artist_of_N, k)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Decoding (JAX).
+
+
+def _index(table, vocab):
+  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
+  return index_lib.build_table_index(table, vocab.id_token_offset, vocab.vocab_size).to_device()
+
+
+def decode_rows(config, params, index, inputs_NxL: np.ndarray, *, beam_size: int, k: int,
+                constrained: bool = True, num_groups: int = 1, diversity_penalty: float = 0.0,
+                max_decode_len: int | None = None, batch_size: int = 32):
+  """(rows_NxK, scores_NxK) of beam search over all prompts (one jitted program, the index passed
+  as a jit argument as in `evaluation.constrained_topk_fn`)."""
+  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
+  fn = jax.jit(generate.make_recommend_fn(config, index, beam_size=beam_size, top_k=k,
+                                          max_decode_len=max_decode_len, constrained=constrained,
+                                          num_groups=num_groups,
+                                          diversity_penalty=float(diversity_penalty)))
+  inputs_NxL = np.asarray(inputs_NxL, np.int32)
+  return evaluation.batched_topk(lambda p, x: fn(p, x, index), params, inputs_NxL,
+                                 batch_size=max(1, min(batch_size, len(inputs_NxL))))
+
+
+def _check(beam_size: int, k: int, relevant, inputs) -> None:
+  if beam_size < 1 or k < 1:
+    raise UserInputError(f"beam_size ({beam_size}) and k ({k}) must be positive")
+  if len(relevant) != len(inputs) or not len(inputs):
+    raise UserInputError(f"{len(inputs)} prompts but {len(relevant)} relevant sets (need >= 1 each)")
+
+
+def constrained_row(config, params, table, vocab, inputs, relevant, beam_size: int, k: int, *,
+                    artist_of_N=None, batch_size: int = 32) -> dict:
+  """The reference row: trie-constrained beam search of width max(beam_size, k), as served."""
+  _check(beam_size, k, relevant, inputs)
+  beam = max(beam_size, k)
+  rows_NxK, scores_NxK = decode_rows(config, params, _index(table, vocab), inputs, beam_size=beam,
+                                     k=k, batch_size=batch_size)
+  return {"decoding": "constrained", "beam_size": beam, "num_groups": 1, "diversity_penalty": 0.0,
+          **valid_id_stats(rows_NxK, scores_NxK),
+          **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks, artist_of_N=artist_of_N)}
+
+
+def unconstrained_row(config, params, table, vocab, inputs, relevant, beam_size: int, k: int, *,
+                      artist_of_N=None, max_decode_len: int | None = None,
+                      batch_size: int = 32) -> dict:
+  """Plain beam search (any token at every step), the paper's default decoder.
+
+  A sequence ends at EOS or after `max_decode_len` tokens (default: the longest ID + EOS, the
+  training targets' length, so the model itself decides where an ID stops) and is mapped to the
+  table row whose ID it spells (-1: not an ID).  Reports `valid_id_stats` and the ranking metrics
+  with invalid and repeated outputs as misses at their rank.
+  """
+  _check(beam_size, k, relevant, inputs)
+  beam = max(beam_size, k)
+  max_len = int(max_decode_len or int(table.lengths.max()) + 1)
+  rows_NxK, scores_NxK = decode_rows(config, params, _index(table, vocab), inputs, beam_size=beam,
+                                     k=k, constrained=False, max_decode_len=max_len,
+                                     batch_size=batch_size)
+  return {"decoding": "unconstrained", "beam_size": beam, "num_groups": 1, "diversity_penalty": 0.0,
+          "max_decode_len": max_len, **valid_id_stats(rows_NxK, scores_NxK),
+          **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks, artist_of_N=artist_of_N)}
+
+
+def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size: int, k: int,
+                    artist_of_N, penalties: Sequence[float] = DEFAULT_PENALTIES,
+                    num_groups: int = 2, batch_size: int = 32) -> list[dict]:
+  """Grouped (diverse) constrained beam search, one row per diversity penalty.
+
+  `num_groups` groups of max(beam_size, k) beams each (so penalty 0 reproduces `constrained_row`);
+  a group's candidates lose `penalty` per earlier group's beam that chose the same token at that
+  step.  Rows: decoding, diversity_penalty, num_groups, beam_size (total), hits/map/ndcg@K,
+  artist_entropy@k, distinct_artists@k.
+  """
+  _check(beam_size, k, relevant, inputs)
+  if num_groups < 1:
+    raise UserInputError(f"num_groups must be >= 1, got {num_groups}")
+  try:
+    penalties = [float(p) for p in penalties]
+  except (TypeError, ValueError):
+    raise UserInputError(f"diversity penalties must be numbers, got {list(penalties)}") from None
+  if not penalties or not all(math.isfinite(p) and p >= 0 for p in penalties):
+    raise UserInputError(f"diversity penalties must be finite and >= 0, got {penalties}")
+  index = _index(table, vocab)
+  beam = max(beam_size, k) * num_groups
+  out = []
+  for penalty in penalties:
+    rows_NxK, scores_NxK = decode_rows(config, params, index, inputs, beam_size=beam, k=k,
+                                       num_groups=num_groups, diversity_penalty=float(penalty),
+                                       batch_size=batch_size)
+    out.append({"decoding": "grouped (diverse)", "beam_size": beam, "num_groups": num_groups,
+                "diversity_penalty": float(penalty), **valid_id_stats(rows_NxK, scores_NxK),
+                **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks,
+                              artist_of_N=artist_of_N)})
+  return out
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Figure 3.
+
+
+def plot_sweep(rows: Sequence[dict], path: str | os.PathLike, *, k: int = 10) -> None:
+  """Hits@k (left axis) and artist entropy of the top k (right axis) vs diversity penalty, like the
+  paper's Figure 3; PNG written atomically (temp file + rename)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from t2t_jax import report  # pylint: disable=g-import-not-at-top
+  rows = sorted(rows, key=lambda r: r["diversity_penalty"])
+  if not rows:
+    raise UserInputError("plot_sweep: no sweep rows")
+  x = [r["diversity_penalty"] for r in rows]
+  hits = [r.get(f"hits@{k}") for r in rows]
+  ent = [r.get(f"artist_entropy@{k}") for r in rows]
+  ent = [math.nan if e is None else e for e in ent]
+  fig, ax = plt.subplots(figsize=(5.2, 3.4))
+  ax.plot(x, hits, "o-", color="tab:blue", label=f"Hits@{k}")
+  ax.set_xlabel("diversity penalty")
+  ax.set_ylabel(f"Hits@{k}", color="tab:blue")
+  ax2 = ax.twinx()
+  ax2.plot(x, ent, "s--", color="tab:orange", label=f"artist entropy@{k} (bits)")
+  ax2.set_ylabel(f"artist entropy of top {k} (bits)", color="tab:orange")
+  top = max([h for h in hits if h is not None] + [0.0])
+  ax.set_ylim(0.0, min(1.05, top * 1.3) if top > 0 else 1.0)  # from 0; entropy up to log2(k) bits
+  ax2.set_ylim(0.0, math.log2(max(k, 2)) * 1.05)
+  groups = sorted({r.get("num_groups") for r in rows})
+  ax.set_title(f"Grouped beam search ({', '.join(map(str, groups))} groups)", fontsize=10)
+  lines = ax.get_lines() + ax2.get_lines()
+  ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="lower right")
+  report.save_figure(fig, os.fspath(path))
+
+
+def rows_of_sequences(index, seqs_NxL: np.ndarray) -> np.ndarray:
+  """int32 [N]: the table row each generated token sequence spells, -1 when it is no ID.
+
+  A sequence ends at its first EOS or PAD (0); the EOS is part of the ID only when the catalog's
+  rows are EOS-terminated (text IDs).  Walks the trie with the lookups free beam search uses
+  (`ConstraintIndex.child` / `row_of`), so it agrees with `beam_search(..., constrained=False)`;
+  for sequences generated elsewhere (e.g. a Hugging Face `generate`).
+  """
+  seqs_NxL = np.asarray(seqs_NxL, np.int32)
+  node_N = np.zeros(seqs_NxL.shape[0], np.int32)
+  open_N = np.ones(seqs_NxL.shape[0], bool)
+  for j in range(seqs_NxL.shape[1]):
+    tok_N = seqs_NxL[:, j]
+    stop_N = open_N & ((tok_N == index.eos_id) | (tok_N == 0))
+    step_N = open_N & ~stop_N | (stop_N & (tok_N == index.eos_id) & index.eos_terminated)
+    child_N = np.asarray(index.child(node_N, tok_N))
+    node_N = np.where(step_N, child_N, node_N)
+    open_N &= ~stop_N
+  return np.asarray(index.row_of(node_N), np.int32)
