@@ -81,7 +81,6 @@ def test_recommend_returns_catalog_tracks(route, capsys):
   assert all(t["track_id"] in catalog for t in got["tracks"])
 
 
-@pytest.mark.slow  # export + serve add 5-12 s to the ~85 s quickstart fixture on 2 cores
 def test_export_and_serve_the_model_dir(route, tmp_path):
   catalog = {t.track_id for t in formats.Dataset.load(route["dataset"]).tracks}
   out = tmp_path / "export"
