@@ -8,14 +8,26 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
+
+
+def _flag_type(field, value):
+  """The argparse type of a config field: its default's type, or for a None default the
+  non-None member of its `X | None` annotation."""
+  if value is not None:
+    return type(value)
+  args = [a for a in typing.get_args(field.type) if a is not type(None)]
+  assert len(args) == 1, f"field {field.name}: annotate a None default as `X | None`"
+  return args[0]
 
 
 def _quickstart_parser(sub) -> None:
   p = sub.add_parser(
       "quickstart",
-      help="run the whole pipeline on the built-in synthetic catalog",
+      help="run the whole pipeline on the built-in synthetic catalog or your imported dataset",
       description=(
-          "Runs Text2Tracks end to end on the built-in synthetic catalog: generate playlists -> "
+          "Runs Text2Tracks end to end on the built-in synthetic catalog (or, with --dataset_dir, on "
+          "a dataset dir written by `t2t import`, which is only read): generate playlists -> "
           "CF track embeddings -> semantic IDs (residual k-means) -> SeqIO task -> train a tiny T5 -> "
           "constrained beam search -> Hits/MAP/NDCG@10 next to BM25 and most-popular baselines. "
           "Prints a results table and example recommendations, and writes OUT/report.md and "
@@ -29,7 +41,9 @@ def _quickstart_parser(sub) -> None:
       continue
     value = getattr(defaults, field.name)
     kwargs = {"choices": quickstart.MODELS} if field.name == "model" else {}
-    p.add_argument(f"--{field.name}", type=type(value), default=value,
+    if field.name == "prompt_field":
+      kwargs = {"choices": ("auto", "title", "description", "both")}
+    p.add_argument(f"--{field.name}", type=_flag_type(field, value), default=value,
                    help=quickstart.HELP[field.name], **kwargs)
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
   p.add_argument("--overwrite", action="store_true",

@@ -1,11 +1,14 @@
-"""`t2t quickstart`: Text2Tracks end to end on the built-in synthetic catalog.
+"""`t2t quickstart`: Text2Tracks end to end on the synthetic catalog or an imported dataset.
 
 playlists -> CF track embeddings -> semantic IDs -> SeqIO task -> trained T5 -> constrained beam
 search -> ranked tracks -> metrics, next to BM25 and most-popular on the same held-out playlists.
 The model trains through the gin entry (`t2t_jax.train.run`: gin/models/t5_1_1_{model}.gin +
 gin/runs/finetune.gin + gin/experiments/synthetic_cpu.gin + bindings from the flags), so the model
 dir holds config.gin (`python -m t2t_jax.train --gin_file=MODEL_DIR/config.gin` reruns it) and the
-assets `t2t recommend` reads.  This is an entry point (layer 3): it imports the studies lazily.
+assets `t2t recommend` reads.  `--dataset_dir DIR` (a `t2t import` output) replaces the synthetic
+catalog with a working copy of DIR under WORK_DIR/data (`studies.pipeline.open_dataset`; DIR itself
+is only read), split by its splits.json or, with `--fold K`, fold K of its folds.json.
+This is an entry point (layer 3): it imports the studies lazily.
 """
 
 import dataclasses
@@ -29,12 +32,14 @@ class QuickstartConfig:
   (t2t_jax/cli.py), help texts from HELP."""
   out: str = "report"
   work_dir: str = "t2t_runs/quickstart"
+  dataset_dir: str | None = None  # None: the built-in synthetic catalog
+  fold: int | None = None  # with dataset_dir: folds.json fold K as the test split
   seed: int = 0
   num_tracks: int = 3000
   num_playlists: int = 5000
   vocab_size: int = 2000
   embedding_dim: int = 64
-  id_levels: str = "64,64"
+  id_levels: str = "auto"  # auto: `auto_levels(catalog size)`
   model: str = "tiny"
   train_steps: int = 800
   batch_size: int = 128
@@ -42,7 +47,7 @@ class QuickstartConfig:
   beam_size: int = 20
   k: int = 10
   eval_playlists: int = 400
-  prompt_field: str = "title"
+  prompt_field: str = "auto"  # auto: title (synthetic), both (dataset_dir)
   inputs_length: int | None = None  # None: the 99.9th percentile of training prompt lengths
   progress: bool = True
   overwrite: bool = False  # replace a non-empty --out / --work_dir that quickstart did not write
@@ -50,14 +55,18 @@ class QuickstartConfig:
 
 HELP = {
     "out": "report folder (report.md, report.json)",
-    "work_dir": "dataset, IDs and model dir go here",
+    "work_dir": "dataset (copy), IDs and model dir go here",
+    "dataset_dir": "an imported dataset dir (`t2t import ... --out DIR`) instead of the synthetic "
+                   "catalog; only read (quickstart works on a copy in WORK_DIR/data)",
+    "fold": "with --dataset_dir: test on fold K of its folds.json instead of its splits.json",
     "seed": "seed of the catalog, splits, k-means and training",
-    "num_tracks": "synthetic catalog size",
-    "num_playlists": "synthetic playlists",
-    "vocab_size": "SentencePiece text vocabulary size",
+    "num_tracks": "synthetic catalog size (ignored with --dataset_dir)",
+    "num_playlists": "synthetic playlists (ignored with --dataset_dir)",
+    "vocab_size": "SentencePiece text vocabulary size of the synthetic catalog (ignored with "
+                  "--dataset_dir, which brings its own)",
     "embedding_dim": "CF embedding dimension",
-    "id_levels": "semantic ID codebook sizes per level (a disambiguation level is added only if IDs "
-                 "collide)",
+    "id_levels": "semantic ID codebook sizes per level, e.g. 64,64 (a disambiguation level is "
+                 "added only if IDs collide); auto: from the catalog size (64,64 for 3,000 tracks)",
     "model": "T5.1.1 size (gin/models/t5_1_1_{model}.gin)",
     "train_steps": "training steps (token accuracy plateaus by ~600 on the default catalog)",
     "batch_size": "global training batch size",
@@ -65,11 +74,34 @@ HELP = {
     "beam_size": "constrained beam search width (>= k)",
     "k": "tracks recommended per prompt",
     "eval_playlists": "held-out playlists evaluated (0 = all)",
-    "prompt_field": "prompt source: title, description or both",
+    "inputs_length": "prompt tokens the model reads (longer prompts are cut); default: the 99.9th "
+                     "percentile of the training prompts' lengths",
+    "prompt_field": "prompt source: title, description or both; auto: title on the synthetic "
+                    "catalog, both with --dataset_dir (title | description, whichever are "
+                    "non-empty)",
 }
 
 
-def _levels(text: str) -> tuple:
+SYNTHETIC_ONLY = ("num_tracks", "num_playlists", "vocab_size")
+
+
+def auto_levels(num_tracks: int) -> tuple[int, int]:
+  """Two codebooks for `num_tracks` tracks: c = the power of two >= sqrt(N) (at least 8) for both,
+  the last doubled while c1 * c2 < 1.25 N, so balanced k-means leaves every prefix group room for
+  unique last codes (no disambiguation token).  64,64 for 3,000 tracks; 32,64 for 1,010; 128,128
+  for 8,175 (CPCD)."""
+  c = 8
+  while c * c < num_tracks:
+    c *= 2
+  last = c
+  while c * last < 1.25 * num_tracks:
+    last *= 2
+  return c, last
+
+
+def _levels(text: str, num_tracks: int | None = None) -> tuple:
+  if text == "auto":
+    return auto_levels(num_tracks) if num_tracks else ()
   try:
     levels = tuple(int(x) for x in text.split(","))
   except ValueError:
@@ -88,7 +120,12 @@ def _check(cfg: QuickstartConfig) -> None:
     raise UserInputError(f"--beam_size ({cfg.beam_size}) must be >= --k ({cfg.k})")
   if cfg.model not in MODELS:
     raise UserInputError(f"--model must be one of {MODELS}, got {cfg.model!r}")
+  if cfg.prompt_field not in ("auto", "title", "description", "both"):
+    raise UserInputError(f"--prompt_field must be auto, title, description or both, got "
+                         f"{cfg.prompt_field!r}")
   _levels(cfg.id_levels)
+  if cfg.dataset_dir is None and cfg.fold is not None:
+    raise UserInputError("--fold needs --dataset_dir (the synthetic catalog has no folds)")
 
 
 def run(cfg: QuickstartConfig) -> list[dict]:
@@ -101,27 +138,58 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   from t2t_jax.studies import baselines, pipeline  # pylint: disable=g-import-not-at-top
 
   _check(cfg)
+  if cfg.dataset_dir is not None:  # reads only: nothing is written when the dataset dir is bad
+    pipeline.check_dataset_dir(cfg.dataset_dir, fold=cfg.fold,
+                               outputs=(("--work_dir", cfg.work_dir), ("--out", cfg.out)))
   _check_outputs(cfg)
   stage = pipeline.Stages()
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
 
-  # Stages 1-2: synthetic data and the SentencePiece vocabulary (the work dir is rebuilt from scratch).
-  ws = pipeline.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
-                                  num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size,
-                                  stage=stage)
+  # Stages 1-2: the data and its SentencePiece vocabulary (the work dir's copy is rebuilt each run).
+  if cfg.dataset_dir is None:
+    ws = pipeline.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
+                                    num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size,
+                                    stage=stage)
+    title = "Text2Tracks quickstart (synthetic catalog)"
+  else:
+    defaults = QuickstartConfig()
+    ignored = [f"--{n}" for n in SYNTHETIC_ONLY if getattr(cfg, n) != getattr(defaults, n)]
+    if ignored:
+      print(f"t2t: note: {', '.join(ignored)} only apply to the synthetic catalog; ignored with "
+            "--dataset_dir", file=sys.stderr)
+    ws = pipeline.open_dataset(cfg.dataset_dir, cfg.work_dir, fold=cfg.fold, stage=stage)
+    title = f"Text2Tracks quickstart (dataset {ws.name}: {os.path.abspath(cfg.dataset_dir)})"
+  if cfg.prompt_field == "auto":
+    cfg.prompt_field = "title" if cfg.dataset_dir is None else "both"
   with stage("3/8 CF track embeddings (normalised co-occurrence SVD, JAX)"):
-    emb = pipeline.cf_embeddings(ws, dim=cfg.embedding_dim, seed=cfg.seed)
+    # The co-occurrence matrix has rank <= the training playlists (15 on the tests' CPCD slice).
+    num_warm = int((ws.popularity() > 0).sum())
+    dim = max(1, min(cfg.embedding_dim, len(ws.rows_train) - 1, num_warm - 1))
+    if dim < cfg.embedding_dim:
+      print(f"      embedding dim {dim} (--embedding_dim {cfg.embedding_dim} needs more than "
+            f"{cfg.embedding_dim} training playlists and tracks in them; "
+            f"{len(ws.rows_train)} / {num_warm} here)")
+    emb, emb_info = pipeline.catalog_cf_embeddings(ws, dim=dim, seed=cfg.seed)
+    cold = emb_info["cold_start"]
+    if cold["num_cold"]:
+      print(f"      {cold['num_cold']} of {ws.num_tracks} tracks are in no training playlist: "
+            f"{cold.get('by_artist', 0)} placed by their artist's tracks, "
+            f"{cold.get('fallback', 0)} near the centre of the warm ones")
 
   with stage("4/8 semantic IDs (residual k-means, JAX)"):
     # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token
     # when every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
-    spec = specs.IdSpec(STRATEGY, STRATEGY, {"level_sizes": _levels(cfg.id_levels), **ID_OPTIONS})
-    table, _ = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed)
-    print(f"      {table.num_tracks} IDs of {table.num_levels} tokens; "
+    levels = _levels(cfg.id_levels, ws.num_tracks)
+    spec = specs.IdSpec(STRATEGY, STRATEGY, {"level_sizes": levels, **ID_OPTIONS})
+    table, _ = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed,
+                                    embedding_info=emb_info)
+    how = " from the catalog size" if cfg.id_levels == "auto" else ""
+    print(f"      {table.num_tracks} IDs of {table.num_levels} tokens (levels "
+          f"{','.join(map(str, levels))}{how}); "
           f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")
 
-  with stage(f"5/8 SeqIO task t2t.{pipeline.TASK_DATASET}.{STRATEGY}.{cfg.prompt_field}"):
+  with stage(f"5/8 SeqIO task t2t.{ws.name}.{STRATEGY}.{cfg.prompt_field}"):
     task = pipeline.make_task(ws, table, STRATEGY, prompt_field=cfg.prompt_field,
                               inputs_length=cfg.inputs_length, eval_playlists=cfg.eval_playlists)
     if not cfg.inputs_length:
@@ -161,10 +229,16 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   seconds = time.time() - stage.t0
   details = {"task": task.name, "model_dir": model_dir, "model": trained.config.to_json(),
              "config_gin": os.path.join(model_dir, "config.gin"),
+             "dataset": {"name": ws.name, "dataset_dir": cfg.dataset_dir, "fold": cfg.fold,
+                         "num_tracks": ws.num_tracks, "train_playlists": len(ws.train_playlists),
+                         "test_playlists": len(ws.test_playlists),
+                         "prompt_field": cfg.prompt_field},
+             "embedding_dim": dim,
+             "cold_start": {"method": emb_info.get("cold_start_method"), **cold},
              "id_levels": list(table.level_sizes), "eval_playlists": len(prompts),
              "stage_seconds": stage.times, "devices": str(jax.devices())}
   io_utils.write_marker(cfg.out, kind=REPORT_KIND)
-  report_lib.write_report(cfg.out, title="Text2Tracks quickstart (synthetic catalog)", rows=rows,
+  report_lib.write_report(cfg.out, title=title, rows=rows,
                           examples=examples, seconds=seconds, details=details)
   print()
   print(report_lib.markdown_table(rows))

@@ -104,6 +104,19 @@ def test_playlist_matrix_bad_rows_and_save_load(tmp_path):
     E.fit_embeddings(m, 8)
 
 
+def test_fewer_playlists_than_dim_is_an_error_not_nans():
+  """15 playlists bound the co-occurrence rank: dim 16 was NaN (zero rows after normalising)."""
+  rng = np.random.default_rng(0)
+  playlists = [list(rng.choice(200, 20, replace=False)) for _ in range(15)]
+  m = E.PlaylistMatrix.from_playlists(playlists, 200)
+  with pytest.raises(UserInputError, match="dim=16 needs at least 17 playlists, got 15"):
+    E.fit_embeddings(m, 16)
+  emb, info = E.fit_embeddings(m, 8)  # the sketch (9 + 16 oversampling) is capped at 15
+  assert np.all(np.isfinite(info.singular_values))
+  warm = m.track_counts() > 0
+  np.testing.assert_allclose(np.linalg.norm(emb[warm], axis=1), 1.0, rtol=1e-5)
+
+
 def test_embedding_files(tmp_path):
   emb = np.arange(12, dtype=np.float32).reshape(4, 3)
   E.save_embeddings(tmp_path / "e", emb, ["a", "b", "c", "d"])

@@ -260,7 +260,12 @@ def fit_embeddings(matrix: PlaylistMatrix, dim: int = 64, *, seed: int = 0, over
   if rank > warm:
     raise UserInputError(
         f"embedding dim={dim} needs at least {dim + 1} tracks that occur in playlists, got {warm}")
-  r = min(rank + max(int(oversample), 0), n)
+  # The Gram operator has rank <= the playlists: a wider sketch is rank-deficient and the unshifted
+  # Cholesky-QR rounds turn it into NaNs (seen with 15 playlists, dim 8 + oversample 16).
+  if rank > matrix.num_playlists:
+    raise UserInputError(f"embedding dim={dim} needs at least {dim + 1} playlists, got "
+                         f"{matrix.num_playlists}; use a smaller dim")
+  r = min(rank + max(int(oversample), 0), n, matrix.num_playlists)
   key = jax.random.key(seed)
   q_NxR = _orthonormalize(jax.random.normal(key, (n, r), jnp.float32))
   passes = 0

@@ -82,12 +82,14 @@ def order_last_level_by_popularity(table: IdTable, counts_N: np.ndarray) -> IdTa
 def build_table(spec: IdSpec, *, track_ids: Sequence[str], artists: Sequence[str] | None = None,
                 titles: Sequence[str] | None = None,
                 encode_fn: Callable[[str], Sequence[int]] | None = None, embeddings_NxD=None,
-                popularity_N: np.ndarray | None = None, seed: int = 0) -> IdTable:
+                popularity_N: np.ndarray | None = None, seed: int = 0,
+                embedding_info: dict | None = None) -> IdTable:
   """`spec`'s IdTable over a catalog (rows in `track_ids` order).
 
   Every input goes to `strategies.build_ids`, which picks what its strategy needs; `seed` is the
   default seed of the seeded strategies.  `spec.kwargs["last_level_order"] == "popularity"`
-  re-numbers the last level by `popularity_N` (training counts per row).
+  re-numbers the last level by `popularity_N` (training counts per row).  `embedding_info`
+  (`ids.catalog.catalog_embeddings`' info) goes to the table's meta and stats.json.
   """
   kwargs = dict(spec.kwargs)
   last_level_order = kwargs.pop("last_level_order", None)
@@ -97,7 +99,8 @@ def build_table(spec: IdSpec, *, track_ids: Sequence[str], artists: Sequence[str
   if spec.strategy != "content":
     kwargs.setdefault("seed", seed)
   table = strategies.build_ids(spec.strategy, track_ids=list(track_ids), embeddings=embeddings_NxD,
-                               artists=artists, titles=titles, encode_fn=encode_fn, **kwargs)
+                               artists=artists, titles=titles, encode_fn=encode_fn,
+                               embedding_info=embedding_info, **kwargs)
   if last_level_order == "popularity":
     if popularity_N is None:
       raise UserInputError(f"ID spec {spec.name!r}: last_level_order='popularity' needs training "

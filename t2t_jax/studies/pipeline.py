@@ -3,7 +3,8 @@ tools/scaling_study.py.
 
   prepare_synthetic     synthetic catalog + playlists, SentencePiece vocabulary     -> Workspace
   open_dataset          an imported dataset dir (`t2t import`), one of its folds    -> Workspace
-  cf_embeddings         CF track embeddings of the training playlists (JAX)
+  check_dataset_dir     open_dataset's pre-flight (reads only): dataset dir, fold, output overlap
+  catalog_cf_embeddings CF track embeddings of the training playlists (JAX), cold tracks placed
   build_table           one ID spec (`ids.specs.IdSpec`) -> IdTable saved under {dataset}/ids/{name}
   make_task             the SeqIO task of that table + its held-out examples        -> Task
   train_text2tracks     training through the gin entry (`t2t_jax.train.run`)       -> TrainOutcome
@@ -162,6 +163,41 @@ def _load_workspace(ds_dir: str, name: str, stage: Stages, seconds: dict) -> Wor
                    name=name)
 
 
+def check_dataset_dir(dataset_dir: str, *, fold: int | None = None,
+                      outputs: Sequence[tuple[str, str]] = ()) -> None:
+  """Pre-flight of `open_dataset` that reads but writes nothing: `dataset_dir` is an imported dataset
+  dir (`t2t import`), `fold` one of its folds.json folds, and no output dir (flag, path) overlaps it.
+  Raises UserInputError naming the flag and the path."""
+  from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.fspath(dataset_dir))
+  if not os.path.isdir(path):
+    raise UserInputError(f"--dataset_dir {dataset_dir}: not a directory (make one with `t2t import`)")
+  missing = [f for f in (formats.CATALOG_FILE, formats.PLAYLISTS_FILE, formats.SPLITS_FILE)
+             if not os.path.isfile(os.path.join(path, f))]
+  if missing:
+    raise UserInputError(f"--dataset_dir {dataset_dir}: not a dataset dir (missing {', '.join(missing)}; "
+                         "make one with `t2t import`)")
+  if fold is None:
+    spm = os.path.join(formats.VOCAB_DIR, formats.SPM_FILE)
+    if not os.path.isfile(os.path.join(path, spm)):
+      raise UserInputError(f"--dataset_dir {dataset_dir}: missing {spm} (import it with `t2t import`, "
+                           "which trains the vocabulary)")
+  else:
+    folds_path = os.path.join(path, formats.FOLDS_FILE)
+    if not os.path.isfile(folds_path):
+      raise UserInputError(f"--fold {fold}: {dataset_dir} has no {formats.FOLDS_FILE} (`t2t import cpcd` "
+                           "writes one; other formats have splits.json only: drop --fold)")
+    try:
+      formats.fold_splits(folds_path, fold)
+    except UserInputError as e:
+      raise UserInputError(f"--fold {fold}: {e}") from None
+  for flag, out in outputs:
+    out = os.path.abspath(os.fspath(out))
+    if os.path.commonpath([out, path]) in (out, path):
+      raise UserInputError(f"{flag} {out} overlaps --dataset_dir {path}: the dataset dir is only read, "
+                           "use an output dir outside it")
+
+
 def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
                  name: str | None = None, stage: Stages | None = None) -> Workspace:
   """A working copy of an imported dataset dir (`t2t import`) under {work_dir}/data/{name}.
@@ -204,15 +240,27 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
     return _load_workspace(ds_dir, name, stage, {"open_dataset": time.time() - t})
 
 
+def catalog_cf_embeddings(ws: Workspace, *, dim: int = 64, seed: int = 0,
+                          cold_start: str = "auto") -> tuple[np.ndarray, dict]:
+  """(float32 [N, dim] CF embeddings of the training playlists (normalised co-occurrence SVD, JAX),
+  info) with the tracks in no training playlist placed by `ids.catalog.catalog_embeddings`
+  (cold_start "auto" without text vectors: their artist's warm tracks, else near the warm centre;
+  info["cold_start"] counts them; no downloaded model needed)."""
+  from t2t_jax.ids import catalog  # pylint: disable=g-import-not-at-top
+  return catalog.catalog_embeddings(tracks=ws.ds.tracks, rows_train=ws.rows_train, source="svd",
+                                    dim=dim, seed=seed, cold_start=cold_start)
+
+
 def cf_embeddings(ws: Workspace, *, dim: int = 64, seed: int = 0) -> np.ndarray:
-  """float32 [N, dim] CF embeddings (normalised co-occurrence SVD, JAX) of the training playlists."""
-  from t2t_jax.ids import embeddings  # pylint: disable=g-import-not-at-top
-  return embeddings.cooccurrence_embeddings(ws.rows_train, ws.num_tracks, dim=dim, seed=seed)
+  """float32 [N, dim]: `catalog_cf_embeddings` without its info."""
+  return catalog_cf_embeddings(ws, dim=dim, seed=seed)[0]
 
 
-def build_table(ws: Workspace, spec, *, embeddings_NxD: np.ndarray | None = None, seed: int = 0):
+def build_table(ws: Workspace, spec, *, embeddings_NxD: np.ndarray | None = None, seed: int = 0,
+                embedding_info: dict | None = None):
   """`spec`'s IdTable over the catalog (`ids.specs.build_table`), saved under
-  {dataset}/ids/{spec.name}.  Returns (table, seconds)."""
+  {dataset}/ids/{spec.name} (`embedding_info`, e.g. `catalog_cf_embeddings`' info, goes to its
+  meta and stats.json).  Returns (table, seconds)."""
   from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
   t = time.time()
@@ -220,7 +268,8 @@ def build_table(ws: Workspace, spec, *, embeddings_NxD: np.ndarray | None = None
   table = specs.build_table(
       spec, track_ids=ws.track_ids, artists=[x.artist for x in tracks],
       titles=[x.title for x in tracks], encode_fn=vocab_lib.TextAndIdVocab(ws.spm_path).sp.EncodeAsIds,
-      embeddings_NxD=embeddings_NxD, popularity_N=ws.popularity(), seed=seed)
+      embeddings_NxD=embeddings_NxD, popularity_N=ws.popularity(), seed=seed,
+      embedding_info=embedding_info)
   seconds = time.time() - t
   assert table.track_ids == ws.track_ids, "ID-table rows must be catalog rows"
   table.save(os.path.join(ws.ds_dir, "ids", spec.name))

@@ -1,0 +1,143 @@
+"""Entry test: the README's "Your own data" route on the CPCD slice (tests/data/cpcd):
+`t2t import cpcd` -> `t2t quickstart --dataset_dir` -> `t2t recommend` -> `t2t export` -> serve."""
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+
+from t2t_jax import cli, recommend, serve
+from t2t_jax.data import formats
+
+pytestmark = pytest.mark.entry
+
+CPCD_SLICE = os.path.join(os.path.dirname(__file__), "data", "cpcd")
+PROMPT = "upbeat pop songs for a road trip"
+
+
+def _tree_digest(path) -> str:
+  """One hash over every file's relative path and bytes: the dataset dir must stay as imported."""
+  h = hashlib.sha256()
+  for root, dirs, files in os.walk(path):
+    dirs.sort()
+    for name in sorted(files):
+      full = os.path.join(root, name)
+      h.update(os.path.relpath(full, path).encode())
+      with open(full, "rb") as f:
+        h.update(f.read())
+  return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def route(tmp_path_factory):
+  root = tmp_path_factory.mktemp("own")
+  src = root / "cpcd_raw"
+  shutil.copytree(CPCD_SLICE, src)
+  dataset = root / "data" / "cpcd"
+  assert cli.main(["import", "cpcd", str(src), "--out", str(dataset)]) == 0
+  before = _tree_digest(dataset)
+  work, report = root / "work", root / "report"
+  # Defaults on purpose (ID levels, prompt field, embedding dim): they must fit a 15-playlist split.
+  assert cli.main(["quickstart", "--dataset_dir", str(dataset), "--work_dir", str(work), "--out", str(report),
+                   "--model", "micro", "--train_steps", "4", "--batch_size", "16", "--beam_size", "10",
+                   "--inputs_length", "32", "--no_progress"]) == 0
+  assert _tree_digest(dataset) == before, "quickstart wrote into --dataset_dir"
+  return {"dataset": dataset, "work": work, "report": report, "model_dir": str(work / "model")}
+
+
+def test_report_rows_on_the_test_split(route):
+  ds = formats.Dataset.load(route["dataset"])
+  num_test = len(list(ds.playlists("test")))
+  with open(route["report"] / "report.json", encoding="utf-8") as f:
+    rows = json.load(f)
+  assert [r["method"] for r in rows] == ["Text2Tracks (semantic IDs)", "BM25 (bm25s)", "Most popular"]
+  for row in rows:
+    assert row["num_queries"] == num_test == 10
+    for key in ("hits@1", "hits@5", "hits@10", "map@10", "ndcg@10", "recall@10", "mrr"):
+      assert 0.0 <= row[key] <= 1.0, (row["method"], key)
+  md = (route["report"] / "report.md").read_text(encoding="utf-8")
+  assert md.startswith("# Text2Tracks quickstart (dataset cpcd:")
+  with open(route["report"] / "examples.json", encoding="utf-8") as f:
+    details = json.load(f)["details"]
+  # 1,010 tracks -> (32, 64) codebooks; 15 training playlists bound the CF dimension.
+  assert details["id_levels"] == [32, 64] and details["embedding_dim"] == 14
+  assert details["dataset"]["prompt_field"] == "both" and details["dataset"]["train_playlists"] == 15
+  cold = details["cold_start"]
+  assert cold["method"] == "artist" and cold["num_cold"] > 0
+  assert cold["num_cold"] == cold["by_artist"] + cold["by_text_knn"] + cold["fallback"]
+
+
+def test_recommend_returns_catalog_tracks(route, capsys):
+  catalog = {t.track_id for t in formats.Dataset.load(route["dataset"]).tracks}
+  capsys.readouterr()
+  assert cli.main(["recommend", "--model_dir", route["model_dir"], "-k", "5", "--json", PROMPT]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1
+  got = json.loads(lines[0])
+  assert got["prompt"] == PROMPT and len(got["tracks"]) == 5
+  assert all(t["track_id"] in catalog for t in got["tracks"])
+
+
+def test_export_and_serve_the_model_dir(route, tmp_path):
+  catalog = {t.track_id for t in formats.Dataset.load(route["dataset"]).tracks}
+  out = tmp_path / "export"
+  assert cli.main(["export", "--model_dir", route["model_dir"], "--out", str(out), "-k", "5",
+                   "--platforms", "cpu", "--no_hf"]) == 0
+  assert (out / "export_runtime.py").exists()
+  rec = recommend.Recommender.load(route["model_dir"])
+  cfg = serve.ServeConfig(port=0, default_k=5, max_k=10, max_batch=2, max_prompts=2, warmup=False,
+                          k_buckets=(10,))
+  with serve.BackgroundServer(rec, cfg) as s:
+    req = urllib.request.Request(s.url + "/recommend", data=json.dumps({"prompt": PROMPT}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+      body = json.loads(resp.read())
+  tracks = body["results"][0]["tracks"]
+  assert len(tracks) == 5 and all(t["track_id"] in catalog for t in tracks)
+
+
+@pytest.mark.parametrize("case", ["not_a_dataset", "missing_dir", "fold_without_folds", "work_inside",
+                                  "dataset_inside_work", "out_inside", "bad_fold", "fold_without_dataset"])
+def test_bad_dataset_flags_fail_before_writing(case, tmp_path, capsys):
+  dataset = tmp_path / "ds"
+  dataset.mkdir()
+  for name in (formats.CATALOG_FILE, formats.PLAYLISTS_FILE, formats.SPLITS_FILE):
+    (dataset / name).write_text("", encoding="utf-8")
+  (dataset / formats.VOCAB_DIR).mkdir()
+  (dataset / formats.VOCAB_DIR / formats.SPM_FILE).write_bytes(b"x")
+  work, out = tmp_path / "work", tmp_path / "report"
+  extra, needle = [], "--dataset_dir"
+  if case == "not_a_dataset":
+    (dataset / formats.SPLITS_FILE).unlink()
+    needle = "not a dataset dir (missing splits.json"
+  elif case == "missing_dir":
+    dataset = tmp_path / "nope"
+    needle = "not a directory"
+  elif case == "fold_without_folds":
+    extra, needle = ["--fold", "1"], "--fold 1: "
+  elif case == "bad_fold":
+    (dataset / formats.FOLDS_FILE).write_text(json.dumps({"num_folds": 2, "seed": 0, "folds": [["a"], ["b"]]}))
+    extra, needle = ["--fold", "5"], "--fold 5: fold must be an integer in [0, 2)"
+  elif case == "work_inside":
+    work, needle = dataset / "work", "--work_dir"
+  elif case == "dataset_inside_work":
+    work, needle = tmp_path, "--work_dir"
+  elif case == "out_inside":
+    out, needle = dataset / "report", "--out"
+  before = _tree_digest(dataset) if dataset.exists() else None
+  listing = sorted(os.listdir(tmp_path))
+  argv = ["quickstart", "--work_dir", str(work), "--out", str(out), *extra]
+  if case == "fold_without_dataset":
+    needle = "--fold needs --dataset_dir"
+    argv += ["--fold", "0"]
+  else:
+    argv += ["--dataset_dir", str(dataset)]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("t2t: error: ") and needle in err[0], err
+  assert sorted(os.listdir(tmp_path)) == listing  # no report / work dir created
+  if before is not None:
+    assert _tree_digest(dataset) == before
