@@ -130,11 +130,8 @@ def _check(cfg: QuickstartConfig) -> None:
 
 def run(cfg: QuickstartConfig) -> list[dict]:
   """Runs the whole pipeline; returns the result rows (also written to cfg.out)."""
-  import jax  # pylint: disable=g-import-not-at-top
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
-  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
-  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
   from t2t_jax.studies import baselines, pipeline  # pylint: disable=g-import-not-at-top
 
   _check(cfg)
@@ -146,49 +143,8 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
 
-  # Stages 1-2: the data and its SentencePiece vocabulary (the work dir's copy is rebuilt each run).
-  if cfg.dataset_dir is None:
-    ws = pipeline.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
-                                    num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size,
-                                    stage=stage)
-    title = "Text2Tracks quickstart (synthetic catalog)"
-  else:
-    defaults = QuickstartConfig()
-    ignored = [f"--{n}" for n in SYNTHETIC_ONLY if getattr(cfg, n) != getattr(defaults, n)]
-    if ignored:
-      print(f"t2t: note: {', '.join(ignored)} only apply to the synthetic catalog; ignored with "
-            "--dataset_dir", file=sys.stderr)
-    ws = pipeline.open_dataset(cfg.dataset_dir, cfg.work_dir, fold=cfg.fold, stage=stage)
-    title = f"Text2Tracks quickstart (dataset {ws.name}: {os.path.abspath(cfg.dataset_dir)})"
-  if cfg.prompt_field == "auto":
-    cfg.prompt_field = "title" if cfg.dataset_dir is None else "both"
-  with stage("3/8 CF track embeddings (normalised co-occurrence SVD, JAX)"):
-    # The co-occurrence matrix has rank <= the training playlists (15 on the tests' CPCD slice).
-    num_warm = int((ws.popularity() > 0).sum())
-    dim = max(1, min(cfg.embedding_dim, len(ws.rows_train) - 1, num_warm - 1))
-    if dim < cfg.embedding_dim:
-      print(f"      embedding dim {dim} (--embedding_dim {cfg.embedding_dim} needs more than "
-            f"{cfg.embedding_dim} training playlists and tracks in them; "
-            f"{len(ws.rows_train)} / {num_warm} here)")
-    emb, emb_info = pipeline.catalog_cf_embeddings(ws, dim=dim, seed=cfg.seed)
-    cold = emb_info["cold_start"]
-    if cold["num_cold"]:
-      print(f"      {cold['num_cold']} of {ws.num_tracks} tracks are in no training playlist: "
-            f"{cold.get('by_artist', 0)} placed by their artist's tracks, "
-            f"{cold.get('fallback', 0)} near the centre of the warm ones")
-
-  with stage("4/8 semantic IDs (residual k-means, JAX)"):
-    # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token
-    # when every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
-    levels = _levels(cfg.id_levels, ws.num_tracks)
-    spec = specs.IdSpec(STRATEGY, STRATEGY, {"level_sizes": levels, **ID_OPTIONS})
-    table, _ = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed,
-                                    embedding_info=emb_info)
-    how = " from the catalog size" if cfg.id_levels == "auto" else ""
-    print(f"      {table.num_tracks} IDs of {table.num_levels} tokens (levels "
-          f"{','.join(map(str, levels))}{how}); "
-          f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")
-
+  ws, title = _data(cfg, stage)  # stages 1-2
+  table, ids_info = _ids(cfg, ws, stage)  # stages 3-4
   with stage(f"5/8 SeqIO task t2t.{ws.name}.{STRATEGY}.{cfg.prompt_field}"):
     task = pipeline.make_task(ws, table, STRATEGY, prompt_field=cfg.prompt_field,
                               inputs_length=cfg.inputs_length, eval_playlists=cfg.eval_playlists)
@@ -217,26 +173,88 @@ def run(cfg: QuickstartConfig) -> list[dict]:
                                        which=("bm25", "most_popular"), seed=cfg.seed):
       rows.append({key: v for key, v in row.items()
                    if key not in ("id_strategy", "train_seconds", "prompts_per_s")})
-
-  # Example recommendations straight from the saved model dir (what `t2t recommend` does).
-  rec = recommend.Recommender.load(model_dir)
-  example_prompts = prompts[:5]
-  examples = []
-  for p, recs, rel in zip(example_prompts, rec.recommend(example_prompts, k=5), relevant[:5]):
-    rel_ids = {table.track_ids[int(r)] for r in rel}
-    examples.append({"prompt": p, "tracks": [f"{r.artist} - {r.title}" +
-                                             (" ✓" if r.track_id in rel_ids else "") for r in recs]})
-  seconds = time.time() - stage.t0
   details = {"task": task.name, "model_dir": model_dir, "model": trained.config.to_json(),
              "config_gin": os.path.join(model_dir, "config.gin"),
              "dataset": {"name": ws.name, "dataset_dir": cfg.dataset_dir, "fold": cfg.fold,
                          "num_tracks": ws.num_tracks, "train_playlists": len(ws.train_playlists),
                          "test_playlists": len(ws.test_playlists),
                          "prompt_field": cfg.prompt_field},
-             "embedding_dim": dim,
-             "cold_start": {"method": emb_info.get("cold_start_method"), **cold},
-             "id_levels": list(table.level_sizes), "eval_playlists": len(prompts),
-             "stage_seconds": stage.times, "devices": str(jax.devices())}
+             **ids_info, "id_levels": list(table.level_sizes), "eval_playlists": len(prompts)}
+  _write_report(cfg, title, rows, task, table, model_dir, stage, details)
+  return rows
+
+
+def _data(cfg: QuickstartConfig, stage):
+  """Stages 1-2: the data and its SentencePiece vocabulary (the work dir's copy is rebuilt each
+  run).  Returns (workspace, report title); resolves prompt_field 'auto'."""
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
+  if cfg.dataset_dir is None:
+    ws = pipeline.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
+                                    num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size,
+                                    stage=stage)
+    title = "Text2Tracks quickstart (synthetic catalog)"
+  else:
+    defaults = QuickstartConfig()
+    ignored = [f"--{n}" for n in SYNTHETIC_ONLY if getattr(cfg, n) != getattr(defaults, n)]
+    if ignored:
+      print(f"t2t: note: {', '.join(ignored)} only apply to the synthetic catalog; ignored with "
+            "--dataset_dir", file=sys.stderr)
+    ws = pipeline.open_dataset(cfg.dataset_dir, cfg.work_dir, fold=cfg.fold, stage=stage)
+    title = f"Text2Tracks quickstart (dataset {ws.name}: {os.path.abspath(cfg.dataset_dir)})"
+  if cfg.prompt_field == "auto":
+    cfg.prompt_field = "title" if cfg.dataset_dir is None else "both"
+  return ws, title
+
+
+def _ids(cfg: QuickstartConfig, ws, stage):
+  """Stages 3-4: CF embeddings (cold tracks placed by catalog_cf_embeddings) and semantic IDs.
+  Returns (table, details for the report)."""
+  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
+  with stage("3/8 CF track embeddings (normalised co-occurrence SVD, JAX)"):
+    # The co-occurrence matrix has rank <= the training playlists (15 on the tests' CPCD slice).
+    num_warm = int((ws.popularity() > 0).sum())
+    dim = max(1, min(cfg.embedding_dim, len(ws.rows_train) - 1, num_warm - 1))
+    if dim < cfg.embedding_dim:
+      print(f"      embedding dim {dim} (--embedding_dim {cfg.embedding_dim} needs more than "
+            f"{cfg.embedding_dim} training playlists and tracks in them; "
+            f"{len(ws.rows_train)} / {num_warm} here)")
+    emb, emb_info = pipeline.catalog_cf_embeddings(ws, dim=dim, seed=cfg.seed)
+    cold = emb_info["cold_start"]
+    if cold["num_cold"]:
+      print(f"      {cold['num_cold']} of {ws.num_tracks} tracks are in no training playlist: "
+            f"{cold.get('by_artist', 0)} placed by their artist's tracks, "
+            f"{cold.get('fallback', 0)} near the centre of the warm ones")
+
+  with stage("4/8 semantic IDs (residual k-means, JAX)"):
+    # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token
+    # when every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
+    levels = _levels(cfg.id_levels, ws.num_tracks)
+    spec = specs.IdSpec(STRATEGY, STRATEGY, {"level_sizes": levels, **ID_OPTIONS})
+    table, _ = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed,
+                                    embedding_info=emb_info)
+    how = " from the catalog size" if cfg.id_levels == "auto" else ""
+    print(f"      {table.num_tracks} IDs of {table.num_levels} tokens (levels "
+          f"{','.join(map(str, levels))}{how}); "
+          f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")
+  return table, {"embedding_dim": dim,
+                 "cold_start": {"method": emb_info.get("cold_start_method"), **cold}}
+
+
+def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, stage, details):
+  """Example recommendations straight from the saved model dir (what `t2t recommend` does), then
+  report.md / report.json in cfg.out and the table on stdout."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  rec = recommend.Recommender.load(model_dir)
+  example_prompts, relevant = task.prompts[:5], task.relevant[:5]
+  examples = []
+  for p, recs, rel in zip(example_prompts, rec.recommend(example_prompts, k=5), relevant):
+    rel_ids = {table.track_ids[int(r)] for r in rel}
+    examples.append({"prompt": p, "tracks": [f"{r.artist} - {r.title}" +
+                                             (" ✓" if r.track_id in rel_ids else "") for r in recs]})
+  seconds = time.time() - stage.t0
+  details = {**details, "stage_seconds": stage.times, "devices": str(jax.devices())}
   io_utils.write_marker(cfg.out, kind=REPORT_KIND)
   report_lib.write_report(cfg.out, title=title, rows=rows,
                           examples=examples, seconds=seconds, details=details)
@@ -246,7 +264,6 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   print(report_lib.examples_markdown(examples))
   print(f"Total {seconds:.1f} s. Report: {os.path.join(cfg.out, 'report.md')}; model dir: {model_dir}")
   print(f'Try: t2t recommend --model_dir {model_dir} "{example_prompts[0]}"')
-  return rows
 
 
 def _check_outputs(cfg: QuickstartConfig) -> None:
