@@ -91,7 +91,7 @@ def test_bad_batch_fails_with_a_clear_message(tmp_path):
   with pytest.raises(UserInputError, match="token id .* >= the model's input vocabulary size 50"):
     trainer.train(model_config=small, train_iter=_batches(), model_dir=str(tmp_path),
                   config=_config(train_steps=2, batch_size=8))
-  with pytest.raises(UserInputError, match="expected the per-host batch 16"):
+  with pytest.raises(UserInputError, match=r"expected 16 \(the per-host batch 16"):
     trainer.train(model_config=MICRO, train_iter=_batches(), model_dir=str(tmp_path),
                   config=_config(train_steps=2, batch_size=16))
   with pytest.raises(UserInputError, match="multiple of data-parallel devices"):
