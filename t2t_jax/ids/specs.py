@@ -20,6 +20,10 @@ from t2t_jax.ids import strategies
 from t2t_jax.ids.table import IdTable
 
 
+# Deterministic strategies (no `seed` argument).
+UNSEEDED = ("content", "artist_iid_track_seq")
+
+
 @dataclasses.dataclass(frozen=True)
 class IdSpec:
   """One ID strategy of a comparison: a name (table dir, task, row label), a `build_ids` strategy
@@ -85,8 +89,9 @@ def build_table(spec: IdSpec, *, track_ids: Sequence[str], artists: Sequence[str
                 popularity_N: np.ndarray | None = None, seed: int = 0) -> IdTable:
   """`spec`'s IdTable over a catalog (rows in `track_ids` order).
 
-  Every input goes to `strategies.build_ids`, which picks what its strategy needs; `seed` is the
-  default seed of the seeded strategies.  `spec.kwargs["last_level_order"] == "popularity"`
+  Every input goes to `strategies.build_ids`, which picks what its strategy needs (`popularity_N`
+  orders the artist strategies' artists and tracks); `seed` is the default seed of the seeded
+  strategies.  `spec.kwargs["last_level_order"] == "popularity"`
   re-numbers the last level by `popularity_N` (training counts per row).
   """
   kwargs = dict(spec.kwargs)
@@ -94,10 +99,11 @@ def build_table(spec: IdSpec, *, track_ids: Sequence[str], artists: Sequence[str
   if last_level_order not in (None, "default", "popularity"):
     raise UserInputError(f"ID spec {spec.name!r}: last_level_order must be 'default' or "
                          f"'popularity', got {last_level_order!r}")
-  if spec.strategy != "content":
+  if spec.strategy not in UNSEEDED:
     kwargs.setdefault("seed", seed)
   table = strategies.build_ids(spec.strategy, track_ids=list(track_ids), embeddings=embeddings_NxD,
-                               artists=artists, titles=titles, encode_fn=encode_fn, **kwargs)
+                               artists=artists, titles=titles, encode_fn=encode_fn,
+                               popularity=popularity_N, **kwargs)
   if last_level_order == "popularity":
     if popularity_N is None:
       raise UserInputError(f"ID spec {spec.name!r}: last_level_order='popularity' needs training "
