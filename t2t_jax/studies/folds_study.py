@@ -65,6 +65,7 @@ class ModelFamily:
   model     a T5.1.1 size (models/t5_1_1_{size}.gin) or a gin/models file stem ("bert_t5_minilm")
   bindings  extra gin bindings for this family's training (e.g. "TARGETS_PER_PROMPT=8")
   train_steps / batch_size / learning_rate  override the study's values for this family
+  id_specs  names of the ID specs this family trains (None: all of them)
   """
   name: str
   model: str
@@ -72,6 +73,7 @@ class ModelFamily:
   train_steps: int | None = None
   batch_size: int | None = None
   learning_rate: float | None = None
+  id_specs: tuple[str, ...] | None = None
 
   @property
   def model_gin(self) -> str | None:
@@ -90,10 +92,12 @@ def parse_model_families(families: Sequence) -> list[ModelFamily]:
       if not isinstance(f, (tuple, list)) or len(f) not in (2, 3):
         raise UserInputError(f"model family {f!r}: expected (name, model[, options])")
       opts = dict(f[2]) if len(f) == 3 else {}
-      unknown = set(opts) - {"bindings", "train_steps", "batch_size", "learning_rate"}
+      unknown = set(opts) - {"bindings", "train_steps", "batch_size", "learning_rate", "id_specs"}
       if unknown:
         raise UserInputError(f"model family {f[0]!r}: unknown options {sorted(unknown)}")
       opts["bindings"] = tuple(opts.get("bindings", ()))
+      if opts.get("id_specs") is not None:
+        opts["id_specs"] = tuple(opts["id_specs"])
       f = ModelFamily(str(f[0]), str(f[1]), **opts)
     if f.model not in T5_SIZES and not f.model.startswith("bert_t5"):
       raise UserInputError(f"model family {f.name!r}: model {f.model!r} is neither a T5.1.1 size "
@@ -248,6 +252,10 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
     raise UserInputError(f"unknown baselines {unknown}; choose from {baselines_lib.ALL_BASELINES}")
   specs = specs_lib.parse_id_specs(id_specs)
   families = parse_model_families(model_families)
+  for f in families:
+    missing = set(f.id_specs or ()) - {s.name for s in specs}
+    if missing:
+      raise UserInputError(f"model family {f.name!r}: id_specs {sorted(missing)} are not in compare_ids.id_specs")
   machine = report.machine_info()
   stage = pipeline.Stages(verbose=progress)
   t_start = time.time()
@@ -260,6 +268,7 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
                f"{f.name} = {f.model_gin or f'models/t5_1_1_{f.model}.gin'}, "
                f"{f.train_steps or train_steps} steps x batch {f.batch_size or batch_size}, "
                f"lr {f.learning_rate or learning_rate}" + (f", {' '.join(f.bindings)}" if f.bindings else "")
+               + (f", IDs {', '.join(f.id_specs)}" if f.id_specs is not None else "")
                for f in families) + f"; constrained beam search, beam {beam_size}.",
            PAPER_NOTE]
 
@@ -308,8 +317,12 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         with stage(f"{tag}: CF track embeddings"):
           emb = pipeline.cf_embeddings(ws, dim=embedding_dim, seed=seed)
       for spec in specs:
+        if all(f.id_specs is not None and spec.name not in f.id_specs for f in families):
+          continue
         table, build_s = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
         for fam in families:
+          if fam.id_specs is not None and spec.name not in fam.id_specs:
+            continue
           with stage(f"{tag}: Text2Tracks {fam.name} with {spec.name} IDs"):
             task = pipeline.make_task(ws, table, spec.name, prompt_field=prompt_field, input_vocab=fam.input_vocab)
             if [ex["prompt"] for ex in task.eval_examples] != prompts:
