@@ -114,10 +114,12 @@ def test_files_bootstrap_and_checks(result):
 
 
 def test_aggregate_and_bootstrap_on_rows():
-  rows = [{"prompts": "as_written", "fold": f, "method": m, "id_strategy": s, "family": fam, "num_queries": 3,
-           "hits@10": h, "map@10": h / 2, "artist_hits@10": h, "artist_map@10": h / 2}
-          for f, (h1, h2) in enumerate(((0.2, 0.5), (0.4, 0.7)))
-          for m, s, fam, h in (("BM25 (bm25s)", None, None, h1), ("Text2Tracks bert_t5 (x)", "x", "bert_t5", h2))]
+  rows = [{"prompts": "as_written", "fold": f, "method": m, "id_strategy": s, "family": fam, "model": model,
+           "num_queries": 3, "hits@10": h, "map@10": h / 2, "artist_hits@10": h, "artist_map@10": h / 2}
+          for f, (h1, h2, h3) in enumerate(((0.2, 0.5, 0.1), (0.4, 0.7, 0.1)))
+          for m, s, fam, model, h in (("BM25 (bm25s)", None, None, None, h1),
+                                      ("Text2Tracks bert_t5 (x)", "x", "bert_t5", "bert_t5_minilm", h2),
+                                      ("Text2Tracks scratch (x)", "x", "scratch", "micro", h3))]
   agg = folds_study.aggregate(rows)
   bm25 = next(r for r in agg if r["method"] == "BM25 (bm25s)")
   assert bm25["hits@10"] == pytest.approx(0.3) and bm25["hits@10_min"] == 0.2 and bm25["folds"] == 2
@@ -129,6 +131,8 @@ def test_aggregate_and_bootstrap_on_rows():
   assert bt["hits@10"]["mean_diff"] == pytest.approx(0.5) and bt["hits@10"]["num_queries"] == 6
   lines = folds_study.checks(agg, [bt])
   assert any("target T2T > baseline met" in line for line in lines)
+  assert any("target bert_t5 > scratch met" in line for line in lines)
+  assert any("paired bootstrap" in line and "Text2Tracks bert_t5 (x) - BM25" in line for line in lines)
 
 
 def test_model_families_parse_and_errors():

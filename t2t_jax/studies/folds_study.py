@@ -125,7 +125,7 @@ def aggregate(fold_rows: Sequence[dict]) -> list[dict]:
   for (variant, method), rs in groups.items():
     first = rs[0]
     row = {"prompts": variant, "fold": "all", "method": method, "family": first.get("family"),
-           "id_strategy": first.get("id_strategy"), "folds": len(rs),
+           "model": first.get("model"), "id_strategy": first.get("id_strategy"), "folds": len(rs),
            "fold_ids": [r["fold"] for r in rs], "num_queries": int(sum(r["num_queries"] for r in rs))}
     for key in SPREAD_KEYS:
       vals = [r[key] for r in rs if r.get(key) is not None]
@@ -194,15 +194,12 @@ def checks(agg_rows: Sequence[dict], boots: Sequence[dict]) -> list[str]:
         if b:
           lines.append(f"[{v}] best Text2Tracks ({t2t['method']}) Hits@10 {fmt(t2t)} vs. {b['method']} "
                        f"{fmt(b)}: target T2T > baseline {verdict(t2t['hits@10'] > b['hits@10'])}.")
-    fams = {}
-    for r in agg_rows:
-      if r["prompts"] == v and r.get("id_strategy"):
-        if r["family"] not in fams or r["hits@10"] > fams[r["family"]]["hits@10"]:
-          fams[r["family"]] = r
-    if "bert_t5" in fams and "scratch" in fams:
-      b, s = fams["bert_t5"], fams["scratch"]
-      lines.append(f"[{v}] best bert_t5 ({b['method']}) {fmt(b)} vs. best from-scratch ({s['method']}) "
-                   f"{fmt(s)}: target bert_t5 > scratch {verdict(b['hits@10'] > s['hits@10'])}.")
+    # Pretrained encoder (a gin/models file) vs. a T5.1.1 size trained from scratch.
+    b = _best(agg_rows, v, lambda r: bool(r.get("id_strategy")) and r.get("model") not in T5_SIZES)
+    s = _best(agg_rows, v, lambda r: bool(r.get("id_strategy")) and r.get("model") in T5_SIZES)
+    if b and s:
+      lines.append(f"[{v}] best pretrained-encoder row ({b['method']}) {fmt(b)} vs. best from-scratch "
+                   f"({s['method']}) {fmt(s)}: target bert_t5 > scratch {verdict(b['hits@10'] > s['hits@10'])}.")
   for bt in boots:
     h = bt["hits@10"]
     lines.append(f"[{bt['prompts']}] paired bootstrap (within folds {bt['folds']}, {h['num_queries']} queries, "
