@@ -69,8 +69,11 @@ def write_report(out_dir: str, *, title: str, rows: Sequence[dict], examples: Se
 
 
 def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str], title: str,
-                  machine: dict, config: dict, notes: Sequence[str] = ()) -> None:
-  """results.json (list of rows), results.csv (all keys), results.md (table + machine + config)."""
+                  machine: dict, config: dict, notes: Sequence[str] = (),
+                  table_rows: Sequence[dict] | None = None) -> None:
+  """results.json (list of rows), results.csv (all keys), results.md (table + machine + config).
+
+  `table_rows`: what results.md's table shows instead of `rows` (e.g. formatted aggregates)."""
   os.makedirs(out_dir, exist_ok=True)
   io_utils.write_json(os.path.join(out_dir, "results.json"), list(rows))
   keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -81,7 +84,7 @@ def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str],
     writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
   with io_utils.atomic_write(os.path.join(out_dir, "results.csv")) as f:
     f.write(buf.getvalue())
-  md = [f"# {title}", "", markdown_table(rows, columns), ""]
+  md = [f"# {title}", "", markdown_table(rows if table_rows is None else table_rows, columns), ""]
   md += [f"- {n}" for n in notes]
   md += ["", f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
          f"load {machine.get('load_avg_1_5_15')} at the start), "

@@ -1,8 +1,25 @@
 """The paper's comparison: Text2Tracks with every ID strategy vs. BM25, a dense dual encoder and
-most-popular, on the same synthetic split, scored by the same metric code.
+most-popular, on the same synthetic split, scored by the same metric code; or, with
+`compare_ids.dataset_dirs`, on the folds of imported datasets (CPCD) with model families and the
+pretrained bi-encoder baselines.
 
   python tools/compare_ids.py --gin_file gin/experiments/compare_ids.gin --out docs/results/compare_ids
   python tools/compare_ids.py --gin_file gin/experiments/compare_ids_tiny.gin --out /tmp/cmp   # seconds
+
+CPCD (issue 13): import both prompt variants first, then run the study (gin/experiments/compare_cpcd*.gin
+read data/cpcd and data/cpcd_artists_masked; rebind compare_ids.dataset_dirs for other places):
+  t2t import cpcd /path/cpcd --out data/cpcd
+  t2t import cpcd /path/cpcd --artists masked --out data/cpcd_artists_masked
+  python tools/compare_ids.py --gin_file gin/experiments/compare_cpcd.gin --out docs/results/compare_cpcd
+  python tools/compare_ids.py --gin_file gin/experiments/compare_cpcd_small.gin --out docs/results/compare_cpcd_small
+Every (prompts variant, fold) x (model family, ID strategy) and every baseline run on the same test
+conversations; rows per fold and aggregated over folds (mean, std, min, max) with a `prompts` field,
+track- and artist-level Hits/MAP@10, a paired bootstrap (within folds) of the best Text2Tracks row vs.
+the best baseline per variant, the paper's CPCD numbers as a reference column, and the study's
+targets checked in results.md (t2t_jax/studies/folds_study.py).  Outputs: results.json/.csv (per-fold
+rows `fold` = k and aggregated rows `fold` = "all"), results.md, per_query.json, summary.json.
+
+Synthetic mode (dataset_dirs None):
 
 Every ID strategy (content, integer sequential / random / tokenized, semantic RQ / hierarchical;
 `id_specs` in the gin file) trains the same T5 for the same number of steps and batch size, then
@@ -66,12 +83,33 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                 train_steps: int = 500, batch_size: int = 128, learning_rate: float = 3e-3,
                 beam_size: int = 20, k: int = 10, eval_playlists: int | None = 200, prompt_field: str = "title",
                 baselines=baselines_lib.BASELINES, dual_encoder_kwargs: dict | None = None,
-                num_devices: int | None = None, progress: bool = True) -> list[dict]:
+                num_devices: int | None = None, progress: bool = True, dataset_dirs: dict | None = None,
+                folds: list | None = None, model_families=None, bi_encoder_kwargs: dict | None = None,
+                bootstrap_samples: int = 10000) -> list[dict]:
   """Runs the comparison; writes results.{json,csv,md} and PNG charts into out_dir; returns the rows.
 
   `dual_encoder_kwargs` default to the Text2Tracks budget: the same T5 size's encoder, the same
   number of steps and batch size.
+
+  `dataset_dirs` ({prompts variant: imported dataset dir}; None = the synthetic benchmark) runs
+  `studies.folds_study` instead: `folds` (fold indices of each dir's folds.json; None = its
+  splits.json), `model_families` ((name, T5 size or gin/models stem[, options]); None = one family
+  ("scratch", `model`)), `bi_encoder_kwargs` for the "bi_encoder" / "bi_encoder_ft" baselines and
+  `bootstrap_samples`; the synthetic-only arguments are ignored.
   """
+  if dataset_dirs is not None:
+    from t2t_jax.studies import folds_study  # pylint: disable=g-import-not-at-top
+    if beam_size < k:
+      raise UserInputError(f"compare_ids.beam_size ({beam_size}) must be >= k ({k})")
+    work_dir = work_dir or os.path.join("t2t_runs", "compare_ids")
+    config = {k_: v for k_, v in locals().items() if k_ not in ("folds_study",)}
+    return folds_study.run(
+        out_dir=out_dir, work_dir=work_dir, dataset_dirs=dict(dataset_dirs), folds=folds, id_specs=id_specs,
+        model_families=model_families or [("scratch", model)], train_steps=train_steps, batch_size=batch_size,
+        learning_rate=learning_rate, beam_size=beam_size, k=k, prompt_field=prompt_field, baselines=baselines,
+        dual_encoder_kwargs=dual_encoder_kwargs, bi_encoder_kwargs=bi_encoder_kwargs,
+        embedding_dim=embedding_dim, seed=seed, num_devices=num_devices, bootstrap_samples=bootstrap_samples,
+        config=config, progress=progress)
   if beam_size < k:
     raise UserInputError(f"compare_ids.beam_size ({beam_size}) must be >= k ({k})")
   for name, v in (("train_steps", train_steps), ("batch_size", batch_size), ("num_tracks", num_tracks),

@@ -20,6 +20,10 @@ from t2t_jax.ids import strategies
 from t2t_jax.ids.table import IdTable
 
 
+# Deterministic strategies (no `seed` argument).
+UNSEEDED = ("content", "artist_iid_track_seq")
+
+
 @dataclasses.dataclass(frozen=True)
 class IdSpec:
   """One ID strategy of a comparison: a name (table dir, task, row label), a `build_ids` strategy
@@ -86,21 +90,22 @@ def build_table(spec: IdSpec, *, track_ids: Sequence[str], artists: Sequence[str
                 embedding_info: dict | None = None) -> IdTable:
   """`spec`'s IdTable over a catalog (rows in `track_ids` order).
 
-  Every input goes to `strategies.build_ids`, which picks what its strategy needs; `seed` is the
-  default seed of the seeded strategies.  `spec.kwargs["last_level_order"] == "popularity"`
-  re-numbers the last level by `popularity_N` (training counts per row).  `embedding_info`
-  (`ids.catalog.catalog_embeddings`' info) goes to the table's meta and stats.json.
+  Every input goes to `strategies.build_ids`, which picks what its strategy needs (`popularity_N`
+  orders the artist strategies' artists and tracks); `seed` is the default seed of the seeded
+  strategies.  `spec.kwargs["last_level_order"] == "popularity"` re-numbers the last level by
+  `popularity_N` (training counts per row).  `embedding_info` (`ids.catalog.catalog_embeddings`'
+  info) goes to the table's meta and stats.json.
   """
   kwargs = dict(spec.kwargs)
   last_level_order = kwargs.pop("last_level_order", None)
   if last_level_order not in (None, "default", "popularity"):
     raise UserInputError(f"ID spec {spec.name!r}: last_level_order must be 'default' or "
                          f"'popularity', got {last_level_order!r}")
-  if spec.strategy != "content":
+  if spec.strategy not in UNSEEDED:
     kwargs.setdefault("seed", seed)
   table = strategies.build_ids(spec.strategy, track_ids=list(track_ids), embeddings=embeddings_NxD,
                                artists=artists, titles=titles, encode_fn=encode_fn,
-                               embedding_info=embedding_info, **kwargs)
+                               embedding_info=embedding_info, popularity=popularity_N, **kwargs)
   if last_level_order == "popularity":
     if popularity_N is None:
       raise UserInputError(f"ID spec {spec.name!r}: last_level_order='popularity' needs training "

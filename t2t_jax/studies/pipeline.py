@@ -316,6 +316,18 @@ class Task:
                                  self.feature_lengths["inputs"])
 
 
+MAX_WORDPIECE_LENGTH = 512  # BERT-style encoders' absolute positions
+
+
+def wordpiece_inputs_length(ws: Workspace, source, prompt_field: str) -> int:
+  """`default_inputs_length` in a pretrained encoder's WordPiece tokens ([CLS] ... [SEP] included,
+  prompts cut at the task's max chars), capped at MAX_WORDPIECE_LENGTH."""
+  del prompt_field  # the source's own
+  source.vocab  # pylint: disable=pointless-statement  (loads the source's tokenizers)
+  lengths = [len(source._tokens(source._prompt(p))) for p in ws.train_playlists]  # pylint: disable=protected-access
+  return int(min(MAX_WORDPIECE_LENGTH, -(-np.percentile(lengths, 99.9) // 8) * 8))
+
+
 def default_inputs_length(ws: Workspace, vocab, prompt_field: str) -> int:
   """The 99.9th percentile of training prompt lengths (+EOS), rounded up to a multiple of 8:
   encoder FLOPs grow with the padded length."""
@@ -327,15 +339,26 @@ def default_inputs_length(ws: Workspace, vocab, prompt_field: str) -> int:
 
 def make_task(ws: Workspace, table, spec_name: str, *, prompt_field: str = "title",
               inputs_length: int | None = None, eval_playlists: int | None = None,
-              eval_split: str = "test") -> Task:
-  """Registers `t2t.{ws.name}.{spec_name}.{prompt_field}` for the table saved by `build_table`."""
+              eval_split: str = "test", input_vocab: str | None = None) -> Task:
+  """Registers `t2t.{ws.name}.{spec_name}.{prompt_field}` for the table saved by `build_table`.
+
+  `input_vocab` (e.g. 'minilm', for gin/models/bert_t5_minilm.gin): prompts in that pretrained
+  encoder's WordPiece vocabulary, the task name ends '.{input_vocab}', targets use the ID-only
+  vocabulary (`tasks.t2t_tasks.output_vocabulary`) and the default inputs length counts WordPiece
+  tokens (at most `MAX_WORDPIECE_LENGTH`, the encoder's positions).
+  """
   from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from tasks import pipeline, t2t_tasks  # pylint: disable=g-import-not-at-top
-  vocab = vocab_lib.TextAndIdVocab(ws.spm_path, table.level_sizes)
-  inputs_length = inputs_length or default_inputs_length(ws, vocab, prompt_field)
-  name = t2t_tasks.task_name(ws.name, spec_name, prompt_field)
+  name = t2t_tasks.task_name(ws.name, spec_name, prompt_field, input_vocab)
   t2t_tasks.register_task(name, ws.ds_dir, os.path.join(ws.ds_dir, "ids", spec_name), ws.spm_path,
-                          prompt_field)
+                          prompt_field, input_vocab=input_vocab)
+  if input_vocab is None:
+    vocab = vocab_lib.TextAndIdVocab(ws.spm_path, table.level_sizes)
+    inputs_length = inputs_length or default_inputs_length(ws, vocab, prompt_field)
+  else:
+    source = t2t_tasks.task_source(name)
+    vocab = source.vocab  # IdOnlyVocab, or SentencePiece + IDs for text IDs
+    inputs_length = inputs_length or wordpiece_inputs_length(ws, source, prompt_field)
   eval_examples = pipeline.get_eval_examples(name, eval_split, max_examples=eval_playlists or None)
   # Targets: the longest ID + EOS.
   lengths = {"inputs": int(inputs_length), "targets": int(table.lengths.max()) + 1}
@@ -357,10 +380,13 @@ def train_gin(task: Task, *, model_dir: str, model: str = "tiny", train_steps: i
               seed: int = 0, progress: bool = False, model_overrides: dict | None = None,
               tensorboard: bool = True, num_devices: int | None = None,
               handle_sigterm: bool = True, beam_size: int = 20,
-              extra_bindings: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+              extra_bindings: Sequence[str] = (),
+              model_gin: str | None = None) -> tuple[list[str], list[str]]:
   """(gin files, bindings) that train `task` with the CPU recipe: what `train_text2tracks` runs
-  and what `python -m t2t_jax.train` accepts as --gin_file / --gin. flags."""
-  files = [f"models/t5_1_1_{model}.gin", "runs/finetune.gin", RECIPE_GIN]
+  and what `python -m t2t_jax.train` accepts as --gin_file / --gin. flags.  `model_gin` replaces
+  the model file models/t5_1_1_{model}.gin (e.g. "models/bert_t5_minilm.gin": its task must have
+  been made with `make_task(..., input_vocab='minilm')`)."""
+  files = [model_gin or f"models/t5_1_1_{model}.gin", "runs/finetune.gin", RECIPE_GIN]
   warmup = min(200, train_steps // 5) if warmup_steps is None else warmup_steps
   bindings = [f"MODEL_DIR={model_dir!r}", f"MIXTURE_OR_TASK_NAME={task.name!r}",
               f"TASK_FEATURE_LENGTHS={dict(task.feature_lengths)!r}",
