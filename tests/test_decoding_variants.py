@@ -82,7 +82,7 @@ def model(tmp_path_factory):
 def _run_tool(root, model_dir, out, penalties="0,2"):
   rc = tool.main(["--model_dir", model_dir, "--dataset_dir", os.path.join(root, "data"),
                   "--split", "train", "--max_prompts", "8", "--penalties", penalties, "--k", "4",
-                  "--beam_size", "4", "--out", out])
+                  "--beam_size", "4", "--group_size", "4", "--out", out])
   assert rc == 0
   with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
     return out, json.load(f)

@@ -98,7 +98,8 @@ def run(args) -> list[dict]:
   from t2t_jax.studies import decoding_variants as dv  # pylint: disable=g-import-not-at-top
   penalties = parse_penalties(args.penalties)
   for flag, v in (("--k", args.k), ("--beam_size", args.beam_size), ("--num_groups", args.num_groups),
-                  ("--max_prompts", args.max_prompts), ("--batch_size", args.batch_size)):
+                  ("--max_prompts", args.max_prompts), ("--batch_size", args.batch_size),
+                  ("--group_size", args.group_size)):
     _positive(flag, v)
   inputs = [args.model_dir, args.dataset_dir]
   io_utils.check_output_dir(args.out, kind=OUTPUT_KIND, inputs=inputs)
@@ -122,8 +123,9 @@ def run(args) -> list[dict]:
     print(f"[decoding_variants] {name}: hits@{args.k} {rows[-1].get(f'hits@{args.k}', 0):.4f}, "
           f"valid {rows[-1]['valid_id_share']:.3f}", flush=True)
   t = time.time()
+  group_size = args.group_size or max(1, args.k // args.num_groups)
   sweep = dv.diversity_sweep(beam_size=beam, k=args.k, penalties=penalties,
-                             num_groups=args.num_groups, **common)
+                             num_groups=args.num_groups, group_size=group_size, **common)
   for r in sweep:
     r["seconds"] = round((time.time() - t) / len(sweep), 2)
   rows += sweep
@@ -138,8 +140,9 @@ def run(args) -> list[dict]:
       "produced outputs, top1_valid_share = prompts whose best output is a real ID.",
       f"artist_entropy@{args.k}: mean Shannon entropy (bits, log2) of the artists of each prompt's "
       f"distinct valid top {args.k}; log2({args.k}) = {math.log2(args.k):.2f} is the maximum.",
-      f"Grouped rows: {args.num_groups} groups of {max(beam, args.k)} beams (penalty 0 = the "
-      "constrained row); grouped beam search is constrained here (the paper swept unconstrained).",
+      f"Grouped rows: {args.num_groups} groups of {group_size} beams (penalty 0 = the constrained "
+      f"row only when the groups are as wide as its beam, {beam}); grouped beam search is "
+      "constrained here (the paper swept unconstrained).",
       f"{len(prompts)} prompts from split {args.split!r} ({skipped} playlists skipped: no prompt or "
       "no track in the ID table).",
   ]
@@ -159,6 +162,9 @@ def main(argv=None) -> int:
   p.add_argument("--split", default="test", choices=("train", "validation", "test"))
   p.add_argument("--penalties", default="0,0.5,1,2,4", help="diversity penalties, comma-separated")
   p.add_argument("--num_groups", type=int, default=2, help="beam groups of the sweep")
+  p.add_argument("--group_size", type=int, default=None,
+                 help="beams per group (default k // num_groups: k beams in all, as in the paper, so "
+                      "every group's results reach the top k; the beam size: penalty 0 = the constrained row)")
   p.add_argument("--k", type=int, default=10)
   p.add_argument("--beam_size", type=int, default=None, help="default: the model dir's")
   p.add_argument("--max_prompts", type=int, default=None)

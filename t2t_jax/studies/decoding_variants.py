@@ -199,10 +199,13 @@ def unconstrained_row(config, params, table, vocab, inputs, relevant, beam_size:
 
 def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size: int, k: int,
                     artist_of_N, penalties: Sequence[float] = DEFAULT_PENALTIES,
-                    num_groups: int = 2, batch_size: int = 32) -> list[dict]:
+                    num_groups: int = 2, batch_size: int = 32,
+                    group_size: int | None = None) -> list[dict]:
   """Grouped (diverse) constrained beam search, one row per diversity penalty.
 
-  `num_groups` groups of max(beam_size, k) beams each (so penalty 0 reproduces `constrained_row`);
+  `num_groups` groups of `group_size` beams each (None: max(beam_size, k), so penalty 0 reproduces
+  `constrained_row`; but then the first group alone can fill the top k and the penalty changes
+  little: the paper's setting is k beams in all, group_size = k // num_groups);
   a group's candidates lose `penalty` per earlier group's beam that chose the same token at that
   step.  Rows: decoding, diversity_penalty, num_groups, beam_size (total), hits/map/ndcg@K,
   artist_entropy@k, distinct_artists@k.
@@ -216,8 +219,10 @@ def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size
     raise UserInputError(f"diversity penalties must be numbers, got {list(penalties)}") from None
   if not penalties or not all(math.isfinite(p) and p >= 0 for p in penalties):
     raise UserInputError(f"diversity penalties must be finite and >= 0, got {penalties}")
+  if group_size is not None and group_size < 1:
+    raise UserInputError(f"group_size must be >= 1, got {group_size}")
   index = _index(table, vocab)
-  beam = max(beam_size, k) * num_groups
+  beam = (group_size or max(beam_size, k)) * num_groups
   out = []
   for penalty in penalties:
     rows_NxK, scores_NxK = decode_rows(config, params, index, inputs, beam_size=beam, k=k,
