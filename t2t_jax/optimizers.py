@@ -194,3 +194,15 @@ def mask_frozen(opt: optax.GradientTransformation, trainable_mask) -> optax.Grad
     return opt
   labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable_mask)
   return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
+
+
+def scale_learning_rates(opt: optax.GradientTransformation, scales) -> optax.GradientTransformation:
+  """`opt` with each parameter's update multiplied by `scales` (a pytree of floats like the params,
+  e.g. `EncoderDecoderModel.learning_rate_scales`): the same as a per-parameter learning rate for
+  optimizers whose update is proportional to it (Adafactor, AdamW).  None: `opt` unchanged."""
+  if scales is None:
+    return opt
+  labels = jax.tree.map(lambda s: repr(float(s)), scales)
+  transforms = {repr(float(s)): opt if float(s) == 1.0 else optax.chain(opt, optax.scale(float(s)))
+                for s in jax.tree.leaves(scales)}
+  return optax.multi_transform(transforms, labels)

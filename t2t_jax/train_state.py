@@ -260,7 +260,9 @@ def _build(model_config, *, partitioner, batch_size, feature_shapes, optimizer, 
   partitioner.check_batch_size(batch_size // t, num_microbatches)
   opt, sched = optimizers.from_config(optimizer, total_steps=total_steps)
   model = models.get_model(model_config)
-  opt = optimizers.mask_frozen(opt, model.trainable_mask(nn.unbox(model.abstract_params())))
+  abstract = nn.unbox(model.abstract_params())
+  opt = optimizers.mask_frozen(opt, model.trainable_mask(abstract))
+  opt = optimizers.scale_learning_rates(opt, model.learning_rate_scales(abstract))
   abstract_state, state_shardings, param_shardings = _abstract_state(model, opt, partitioner)
 
   batch_shardings = {k: partitioner.data_sharding(len(s)) for k, (s, _) in feature_shapes.items()}

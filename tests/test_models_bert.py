@@ -192,3 +192,20 @@ def test_retrieval_init_starts_as_the_dense_retriever():
   np.testing.assert_allclose(emb, pooled, atol=1e-5)
   with pytest.raises(UserInputError, match="needs emb_dim = num_heads \\* head_dim"):
     models.get_model(config.replace(emb_dim=32, mlp_dim=32)).retrieval_init(params, vectors, mask)
+
+
+def test_encoder_learning_rate_scale_labels_only_the_encoder():
+  from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  small = dict(vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,
+               encoder_vocab_size=64, encoder_hidden_size=32, encoder_num_layers=1, encoder_num_heads=2,
+               encoder_intermediate_size=64, encoder_max_position_embeddings=32)
+  frozen = bert_t5.BertT5Model(bert_t5.BertT5Config(**small, encoder_learning_rate_scale=0.01))
+  params = nn.unbox(frozen.abstract_params())
+  assert frozen.learning_rate_scales(params) is None  # a frozen encoder gets no updates at all
+  tuned = bert_t5.BertT5Model(bert_t5.BertT5Config(**small, freeze_encoder=False,
+                                                   encoder_learning_rate_scale=0.01))
+  scales = tuned.learning_rate_scales(params)
+  assert set(jax.tree.leaves(scales["encoder"])) == {0.01}
+  assert all(set(jax.tree.leaves(v)) == {1.0} for k, v in scales.items() if k != "encoder")
+  with pytest.raises(UserInputError, match="encoder_learning_rate_scale"):
+    bert_t5.BertT5Config(**small, encoder_learning_rate_scale=0)

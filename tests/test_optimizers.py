@@ -97,3 +97,17 @@ def test_from_config_and_frozen_mask():
   updates, _ = masked.update(grads, state, params)
   new = optax.apply_updates(params, updates)
   assert not np.allclose(new["a"], 1.0) and np.array_equal(new["b"], np.ones((2, 2)))
+
+
+def test_scale_learning_rates_scales_only_the_labelled_updates():
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from t2t_jax import optimizers as opt_lib  # pylint: disable=import-outside-toplevel
+  params = {"encoder": {"w": jnp.ones((3,))}, "decoder": {"w": jnp.ones((3,))}}
+  grads = {"encoder": {"w": jnp.full((3,), 0.5)}, "decoder": {"w": jnp.full((3,), 0.5)}}
+  sgd = optax.sgd(0.1)
+  scaled = opt_lib.scale_learning_rates(sgd, {"encoder": {"w": 0.01}, "decoder": {"w": 1.0}})
+  upd, _ = scaled.update(grads, scaled.init(params), params)
+  ref, _ = sgd.update(grads, sgd.init(params), params)
+  np.testing.assert_allclose(upd["decoder"]["w"], ref["decoder"]["w"])
+  np.testing.assert_allclose(upd["encoder"]["w"], 0.01 * ref["encoder"]["w"], rtol=1e-6)
+  assert opt_lib.scale_learning_rates(sgd, None) is sgd

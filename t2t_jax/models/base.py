@@ -15,6 +15,7 @@ family: they hold an `EncoderDecoderModel` (made by `t2t_jax.models.get_model(co
                                          keys/values computed ONCE per prompt, not per beam/step)
   decode_step(params, tokens_Mx1, cache, context) -> (logits_MxV, cache)
   trainable_mask(params)                 which parameters the optimizer updates (None: all)
+  learning_rate_scales(params)           per-parameter learning-rate multipliers (None: all 1)
 
 A family is a config dataclass (`ModelConfig`: JSON round trip with a "family" key) plus a subclass
 of `EncoderDecoderModel` that wraps a flax.linen module with `encode` and `decode` methods.  The
@@ -121,6 +122,11 @@ class EncoderDecoderModel(abc.ABC):
 
   def trainable_mask(self, params) -> Any | None:
     """Pytree of bools like `params` (True = trained), or None when every parameter trains."""
+    del params
+    return None
+
+  def learning_rate_scales(self, params) -> Any | None:
+    """Pytree of floats like `params` (each parameter's learning-rate multiplier), or None: all 1."""
     del params
     return None
 

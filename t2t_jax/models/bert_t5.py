@@ -46,6 +46,9 @@ class BertT5Config(base.ModelConfig):
   layer_norm_epsilon: float = 1e-6
   remat_policy: str = "none"
   freeze_encoder: bool = True
+  # With freeze_encoder=False: the encoder's learning rate is this times the decoder's (pretrained
+  # encoders usually fine-tune at a much lower rate than a fresh decoder trains).
+  encoder_learning_rate_scale: float = 1.0
   encoder_vocab_size: int = 30522
   encoder_hidden_size: int = 384
   encoder_num_layers: int = 6
@@ -58,6 +61,9 @@ class BertT5Config(base.ModelConfig):
 
   def __post_init__(self):
     assert self.remat_policy in ("none", "full", "minimal"), self.remat_policy
+    scale = self.encoder_learning_rate_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+      raise UserInputError(f"encoder_learning_rate_scale must be a number > 0, got {scale!r}")
 
   @property
   def input_vocab_size(self) -> int:
@@ -153,6 +159,13 @@ class BertT5Model(base.EncoderDecoderModel):
     if not self.config.freeze_encoder:
       return None
     return {name: jax.tree.map(lambda _: name != "encoder", sub) for name, sub in params.items()}
+
+  def learning_rate_scales(self, params):
+    scale = float(self.config.encoder_learning_rate_scale)
+    if self.config.freeze_encoder or scale == 1.0:
+      return None
+    return {name: jax.tree.map(lambda _: scale if name == "encoder" else 1.0, sub)
+            for name, sub in params.items()}
 
   def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
     """Unboxed params: the encoder from a sentence-transformers / HF BERT dir, the rest fresh
