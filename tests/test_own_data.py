@@ -164,3 +164,18 @@ def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
   catalog = {t.track_id for t in formats.Dataset.load(data).tracks}
   got = recommend.Recommender.load(str(work / "model")).recommend([PROMPT], k=5)[0]
   assert len(got) == 5 and all(r.track_id in catalog for r in got)
+
+
+def test_open_dataset_replaces_only_its_own_copy(route, tmp_path):
+  """A rerun replaces the working copy it made; a user's folder at that path is refused, untouched."""
+  from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  from t2t_jax.studies import pipeline  # pylint: disable=import-outside-toplevel
+  work = tmp_path / "work"
+  assert pipeline.open_dataset(str(route["dataset"]), str(work)).num_tracks == 1010
+  assert pipeline.open_dataset(str(route["dataset"]), str(work)).name == "cpcd"  # its own copy: replaced
+  mine = work / "data" / "mine"
+  mine.mkdir(parents=True)
+  (mine / "notes.txt").write_text("user data")
+  with pytest.raises(UserInputError, match="not a t2t output"):
+    pipeline.open_dataset(str(route["dataset"]), str(work), name="mine")
+  assert (mine / "notes.txt").read_text() == "user data"

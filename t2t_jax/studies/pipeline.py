@@ -218,7 +218,11 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
   ds_dir = os.path.join(data_root, name)
   if os.path.commonpath([ds_dir, dataset_dir]) in (ds_dir, dataset_dir):
     raise UserInputError(f"--work_dir {work_dir} overlaps the dataset dir {dataset_dir}")
-  shutil.rmtree(ds_dir, ignore_errors=True)  # never start from stale state (the work dir is ours)
+  # Never start from stale state, but only replace a copy this function made (its marker): a
+  # folder of the user's at that path is refused with one line.
+  from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
+  io_utils.check_output_dir(ds_dir, kind="dataset", inputs=(dataset_dir,))
+  shutil.rmtree(ds_dir, ignore_errors=True)
   os.makedirs(data_root, exist_ok=True)
   t = time.time()
   with stage(f"dataset {name} from {dataset_dir}"):
@@ -236,6 +240,7 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
           shutil.copytree(src, os.path.join(tmp, entry))
         elif os.path.isfile(src):
           shutil.copyfile(src, os.path.join(tmp, entry))
+      io_utils.write_marker(tmp, kind="dataset")
       os.rename(tmp, ds_dir)
     return _load_workspace(ds_dir, name, stage, {"open_dataset": time.time() - t})
 
