@@ -22,6 +22,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from t2t_jax.data import batches as batches_lib
 from t2t_jax.data import examples as examples_lib
 from t2t_jax.data import resumable
 from t2t_jax.data.vocab import EOS_ID
@@ -95,13 +96,8 @@ def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_len
   """
   if feature_converter not in ("numpy", "seqio"):
     raise UserInputError(f"feature_converter must be 'numpy' or 'seqio', got {feature_converter!r}")
-  if num_shards < 1 or not 0 <= shard_index < num_shards:
-    raise UserInputError(f"bad shard: shard_index={shard_index}, num_shards={num_shards}")
-  if batch_size < 1 or batch_size % num_shards:
-    raise UserInputError(f"batch_size={batch_size} must be a positive multiple of num_shards={num_shards}")
-  missing = {"inputs", "targets"} - set(task_feature_lengths)
-  if missing:
-    raise UserInputError(f"task_feature_lengths needs 'inputs' and 'targets', missing {sorted(missing)}")
+  batches_lib.check_batch_args(batch_size=batch_size, shard_index=shard_index, num_shards=num_shards,
+                               task_feature_lengths=task_feature_lengths)
   provider = _provider(mixture_or_task_name)
   if use_cached:
     if os.environ.get(ENV_CACHE_DIR):

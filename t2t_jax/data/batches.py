@@ -73,6 +73,19 @@ def _examples(source, split, seed, shard_index, num_shards, num_epochs, shuffle_
     yield from (it if seed is None else _shuffled(it, shuffle_buffer_size, rng))
 
 
+def check_batch_args(*, batch_size: int, shard_index: int, num_shards: int,
+                     task_feature_lengths) -> None:
+  """UserInputError for a bad shard, a batch that does not split over the shards, or feature lengths
+  without 'inputs' and 'targets' (shared by every batch reader: here and tasks/pipeline.py)."""
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise UserInputError(f"bad shard: shard_index={shard_index}, num_shards={num_shards}")
+  if batch_size < 1 or batch_size % num_shards:
+    raise UserInputError(f"batch_size={batch_size} must be a positive multiple of num_shards={num_shards}")
+  missing = {"inputs", "targets"} - set(task_feature_lengths)
+  if missing:
+    raise UserInputError(f"task_feature_lengths needs 'inputs' and 'targets', missing {sorted(missing)}")
+
+
 def numpy_batches(source: ExampleSource, *, split: str, task_feature_lengths: Mapping[str, int],
                   batch_size: int, seed: int | None = None, shard_index: int = 0, num_shards: int = 1,
                   num_epochs: int | None = None,
@@ -83,13 +96,8 @@ def numpy_batches(source: ExampleSource, *, split: str, task_feature_lengths: Ma
   `seed=None` reads the split in file order (= the SeqIO task with shuffle=False); `num_epochs=None`
   repeats forever.
   """
-  if num_shards < 1 or not 0 <= shard_index < num_shards:
-    raise UserInputError(f"bad shard: shard_index={shard_index}, num_shards={num_shards}")
-  if batch_size < 1 or batch_size % num_shards:
-    raise UserInputError(f"batch_size={batch_size} must be a positive multiple of num_shards={num_shards}")
-  missing = {"inputs", "targets"} - set(task_feature_lengths)
-  if missing:
-    raise UserInputError(f"task_feature_lengths needs 'inputs' and 'targets', missing {sorted(missing)}")
+  check_batch_args(batch_size=batch_size, shard_index=shard_index, num_shards=num_shards,
+                   task_feature_lengths=task_feature_lengths)
   lin, lt = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
   if lin < 2 or lt < 2:
     raise UserInputError(f"task_feature_lengths must be >= 2 (room for EOS), got {dict(task_feature_lengths)}")
