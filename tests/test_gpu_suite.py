@@ -78,6 +78,11 @@ def test_full_commands_have_the_target_shapes(tmp_path):
   cmds = gpu_suite.part_commands(str(tmp_path / "o"), str(tmp_path / "w"), tiny=False)
   flat = {k: " ".join(v) for k, v in cmds.items()}
   assert ("--size base --batch_size 256 --inputs_length 32 --targets_length 5 --dtype bfloat16" in flat["train"])
+  # Ours and the peers: the same configuration, in parts with budgets of their own.
+  assert "--no_hf" in cmds["train"] and "--peers_only" not in cmds["train"]
+  assert cmds["train_hf"][:cmds["train_hf"].index("--peers_only")] == [
+      a for a in cmds["train"] if a != "--no_hf"][:cmds["train_hf"].index("--peers_only")]
+  assert flat["train_hf"].count(f"--ours_json {tmp_path / 'o' / 'train.json'}") == 1
   assert "bench_decode.py --gpu" in flat["decode"]
   assert "--n 10000000 --d 64 --k 256 --iterations 20" in flat["kmeans"]
   assert "--num_tracks 1000000" in flat["scaling"] and "--prepare_only" in flat["prepare"]
@@ -88,8 +93,9 @@ def test_full_commands_have_the_target_shapes(tmp_path):
 
 def test_figures_and_targets():
   results = {
-      "train": {"ours_mfu": 0.45, "ours_over_hf_compiled": 3.0, "ours_examples_per_s": 100.0,
-                "sides": {"hf_compiled": {"status": "ok"}}},
+      "train": {"ours_mfu": 0.45, "ours_examples_per_s": 100.0, "sides": {"ours": {}}},
+      "train_hf": {"ours_over_hf_compiled": 3.0, "ours_examples_per_s": 100.0,
+                   "sides": {"hf_compiled": {"status": "ok"}, "hf_eager": {"status": "did not finish in 45 s"}}},
       "decode": {"catalogs": {"100000": {"speedup_constrained_vs_hf": 40.0},
                               "10000000": {"speedup_constrained_vs_hf": 30.0,
                                            "hf_constrained": {"status": "did not finish ..."}}},
@@ -97,6 +103,8 @@ def test_figures_and_targets():
                                             "10000000": {"masking_ms_per_decode": 0.7}}}},
   }
   figs = gpu_suite.figures(results)
+  assert figs["train_over_hf_compiled"] == 3.0 and figs["train_over_hf_eager"] is None
+  assert figs["train_hf_eager_status"] == "did not finish in 45 s" and figs["train_hf_compiled_status"] == "ok"
   assert figs["decode_over_hf_constrained"] == 30.0  # the worst catalog counts
   assert figs["decode_hf_status_by_catalog"]["10000000"] == "did not finish ..."
   t = gpu_suite.check_targets(figs, tiny=False)
@@ -105,6 +113,26 @@ def test_figures_and_targets():
   assert t["masking_ms_per_decode_1M"]["met"] and not t["masking_ms_per_decode_10M"]["met"]
   assert figs["kmeans_seconds_per_iteration"] is None  # a part that did not run
   assert all(v["met"] is None for v in gpu_suite.check_targets(figs, tiny=True).values())
+
+
+def test_peers_only_reads_ours_of_the_same_configuration(tmp_path):
+  import bench_train  # pylint: disable=g-import-not-at-top
+  conf = {"model": "t5_1_1_tiny", "batch_size": 8}
+  ours = tmp_path / "train.json"
+  ours.write_text(json.dumps({"configuration": conf, "ours_examples_per_s": 50.0, "ours_mfu": 0.1,
+                              "sides": {"ours": {"examples_per_s": {"median": 50.0}}}}))
+  args = bench_train.parse_args(["--peers_only", "--ours_json", str(ours)])
+  result = {"configuration": conf, "sides": {}}
+  bench_train._ours_from_json(args, result)  # pylint: disable=protected-access
+  assert result["ours_examples_per_s"] == 50.0 and result["sides"]["ours"]["from"] == str(ours)
+  other = {"configuration": {**conf, "batch_size": 16}, "sides": {}}
+  bench_train._ours_from_json(args, other)  # pylint: disable=protected-access
+  assert other["ours_examples_per_s"] is None and "another configuration" in other["ours_from"]
+  with pytest.raises(SystemExit):
+    bench_train.parse_args(["--ours_json", str(ours)])  # only with --peers_only
+  with pytest.raises(SystemExit):
+    bench_train.parse_args(["--peers_only", "--no_hf"])
+  assert "--ours_json" not in bench_train._passthrough(["--peers_only", "--ours_json", "x", "--size", "tiny"])  # pylint: disable=protected-access
 
 
 def test_tiny_kmeans_part(tmp_path):
@@ -130,8 +158,12 @@ def test_tiny_suite_runs_every_part_without_tensorflow(tmp_path):
   assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
   assert blocked == "", blocked
   suite = json.loads((out / "suite.json").read_text())
-  assert [suite["parts"][p]["status"] for p in gpu_suite.PARTS] == ["ok"] * 4
-  assert sorted(os.listdir(out)) == ["decode.json", "kmeans.json", "scaling.json", "suite.json", "train.json"]
+  assert [suite["parts"][p]["status"] for p in gpu_suite.PARTS] == ["ok"] * 5
+  assert sorted(os.listdir(out)) == ["decode.json", "kmeans.json", "scaling.json", "suite.json", "train.json",
+                                     "train_hf.json"]
+  train, train_hf = (json.loads((out / f).read_text()) for f in ("train.json", "train_hf.json"))
+  assert set(train["sides"]) == {"ours"} and train_hf["ours_from"].endswith("train.json")
+  assert train_hf["ours_examples_per_s"] == train["ours_examples_per_s"]
   figs = suite["figures"]
   assert figs["train_mfu"] > 0 and figs["train_over_hf_eager"] > 0
   # torch.compile of the tiny model on a CPU does not finish in the tiny mode's 30 s: reported.

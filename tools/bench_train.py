@@ -18,12 +18,17 @@ recorded; a run whose load exceeded the core count says so.
   python tools/bench_train.py --size base --batch_size 256 --inputs_length 32 --targets_length 5 \
       --dtype bfloat16 --json train.json                     # H100/H200 (tools/gpu_suite.py runs this)
 
+`--no_hf` measures ours only; `--peers_only --ours_json OURS.json` measures only the peers, in a run of
+their own (tools/gpu_suite.py's train and train_hf parts: on an H200 our first step compiles for ~140 s,
+which used to eat the peers' time), with the ratios against the figure in OURS.json (same configuration).
+
 Peak FLOP/s: --peak_tflops, else a table for known accelerators (dense bf16), else for CPUs cores x
 clock x FLOPs/cycle (fp32 FMA width from /proc/cpuinfo flags: AVX-512 64, AVX2 32): an estimate,
 stated in the output.
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -217,6 +222,10 @@ def parse_args(argv):
   p.add_argument("--num_microbatches", type=int, default=1)
   p.add_argument("--fsdp", action="store_true")
   p.add_argument("--no_hf", action="store_true", help="skip transformers entirely")
+  p.add_argument("--peers_only", action="store_true",
+                 help="measure only the transformers peers (their own process and budget: gpu_suite's "
+                      "train_hf part); ratios against --ours_json's figure when given")
+  p.add_argument("--ours_json", default=None, help="with --peers_only: a bench_train JSON holding ours")
   p.add_argument("--no_compile", action="store_true", help="skip torch.compile")
   p.add_argument("--eager_limit_s", type=float, default=900, help="time limit of the eager peer's process")
   p.add_argument("--compile_limit_s", type=float, default=600,
@@ -230,13 +239,17 @@ def parse_args(argv):
   p.add_argument("--peer", choices=PEERS, default=None, help=argparse.SUPPRESS)
   p.add_argument("--child_out", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.peers_only and args.no_hf:
+    p.error("--peers_only and --no_hf leave nothing to measure")
+  if args.ours_json and not args.peers_only:
+    p.error("--ours_json is read only with --peers_only")
   if args.windows < bench_common.MIN_WINDOWS and not args.peer:
     print(f"note: --windows {args.windows} < {bench_common.MIN_WINDOWS}: too few for a stable figure",
           flush=True)
   return args
 
 
-_PARENT_ONLY = ("--json", "--peer", "--child_out", "--time_budget_s")
+_PARENT_ONLY = ("--json", "--peer", "--child_out", "--time_budget_s", "--ours_json")
 
 
 def _passthrough(argv):
@@ -253,6 +266,28 @@ def _passthrough(argv):
       continue
     out.append(a)
   return out
+
+
+def _ours_from_json(args, result) -> None:
+  """--peers_only: ours' figure from an earlier run of the same configuration (gpu_suite's train part)."""
+  result["ours_examples_per_s"] = result["ours_mfu"] = None
+  if not args.ours_json:
+    return
+  try:
+    with open(args.ours_json, encoding="utf-8") as f:
+      ours = json.load(f)
+  except (OSError, ValueError) as e:
+    result["ours_from"] = f"{args.ours_json}: unreadable ({e}); no ratios"
+    print(f"note: {result['ours_from']}", flush=True)
+    return
+  if ours.get("configuration") != result["configuration"]:
+    result["ours_from"] = f"{args.ours_json}: another configuration; no ratios"
+    print(f"note: {result['ours_from']}", flush=True)
+    return
+  result["ours_from"] = args.ours_json
+  result["ours_examples_per_s"], result["ours_mfu"] = ours.get("ours_examples_per_s"), ours.get("ours_mfu")
+  if "ours" in ours.get("sides", {}):
+    result["sides"]["ours"] = {**ours["sides"]["ours"], "from": args.ours_json}
 
 
 def main(argv=None):
@@ -289,12 +324,15 @@ def main(argv=None):
           + (f"  MFU {mfu:.4f}" if mfu is not None else ""), flush=True)
     bench_common.write_json(args.json, result)
 
-  watch = bench_common.LoadWatch("ours")
-  windows, extra = bench_ours(cfg, args, batch_np)
-  record("ours", windows, extra, watch)
-  result["ours_mfu"] = result["sides"]["ours"]["mfu"]
-  if peak:
-    print(f"ours MFU     {result['ours_mfu']:.4f} (peak {peak / 1e12:.2f} TFLOP/s, {peak_note})", flush=True)
+  if args.peers_only:
+    _ours_from_json(args, result)
+  else:
+    watch = bench_common.LoadWatch("ours")
+    windows, extra = bench_ours(cfg, args, batch_np)
+    record("ours", windows, extra, watch)
+    result["ours_mfu"] = result["sides"]["ours"]["mfu"]
+    if peak:
+      print(f"ours MFU     {result['ours_mfu']:.4f} (peak {peak / 1e12:.2f} TFLOP/s, {peak_note})", flush=True)
 
   threads = None
   peers = [] if args.no_hf else ["hf_eager"] + ([] if args.no_compile else ["hf_compiled"])
@@ -320,9 +358,9 @@ def main(argv=None):
       result[f"{name}_examples_per_s"] = None
       print(f"{name:12s} {outcome}", flush=True)
       bench_common.write_json(args.json, result)
-  ours = result["ours_examples_per_s"]
+  ours = result.get("ours_examples_per_s")
   for name in peers:
-    if result.get(f"{name}_examples_per_s"):
+    if ours and result.get(f"{name}_examples_per_s"):
       result[f"ours_over_{name}"] = ours / result[f"{name}_examples_per_s"]
       print(f"ours / {name} = {result[f'ours_over_{name}']:.2f}x", flush=True)
   result["load"] = {"before_1_5_15": result["machine"]["load_avg_1_5_15"],
