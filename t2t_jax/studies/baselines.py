@@ -29,9 +29,12 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
                   k: int = 10, prompt_field: str = "title", which: Sequence[str] = ("bm25", "most_popular"),
                   dual_encoder_kwargs: dict | None = None, bi_encoder_kwargs: dict | None = None, seed: int = 0,
                   ks: Sequence[int] = (1, 5, 10), artist_of_row: Sequence | None = None,
-                  per_query: bool = False, progress: bool = False) -> list[dict]:
+                  per_query: bool = False, progress: bool = False,
+                  save_dirs: dict | None = None) -> list[dict]:
   """Rows (method, metrics, train_seconds, prompts_per_s) of the baselines on the same prompts.
 
+  `save_dirs` {baseline name: dir}: fitted bi-encoders whose encoder is saved there (sentence-
+  transformers format, `BiEncoderRetriever.save`), e.g. as a Text2Tracks encoder warm start.
   `artist_of_row` (each catalog row's artist) adds the artist-level metrics ('artist_hits@10', ...);
   `per_query` adds each row's per-query metric vectors under 'per_query' (for paired tests).
   """
@@ -41,6 +44,9 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
   unknown = [w for w in which if w not in ALL_BASELINES]
   if unknown:
     raise UserInputError(f"unknown baselines {unknown}; choose from {ALL_BASELINES}")
+  save_dirs = dict(save_dirs or {})
+  if set(save_dirs) - {"bi_encoder", "bi_encoder_ft"}:
+    raise UserInputError(f"save_dirs: only bi-encoders can be saved, got {sorted(save_dirs)}")
   from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   catalog = CatalogTexts.from_tracks(ws.ds.tracks, pipeline.track_text)
   from tasks import t2t_tasks  # pylint: disable=g-import-not-at-top
@@ -66,6 +72,8 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
       extra = {"track_text": kw["track_text"]}
       if name == "bi_encoder_ft":
         extra.update(epochs=kw["epochs"], final_loss=(model.stats.get("epoch_loss") or [None])[-1])
+      if name in save_dirs:
+        model.save(save_dirs[name])
     else:
       from t2t_jax.baselines import dual_encoder  # pylint: disable=g-import-not-at-top
       from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top

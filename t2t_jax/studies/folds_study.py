@@ -39,6 +39,8 @@ from t2t_jax.studies import baselines as baselines_lib
 from t2t_jax.studies import pipeline
 
 T5_SIZES = ("micro", "tiny", "small", "base", "large", "xl", "xxl")
+# ModelFamily.encoder: where a pretrained-encoder family's encoder comes from (None: its gin file).
+ENCODERS = (None, "bi_encoder_ft")
 # Input vocabularies of the pretrained-encoder model files (the suffix of their task names).
 MODEL_INPUT_VOCAB = {"bert_t5_minilm": "minilm"}
 SPREAD_KEYS = ("hits@10", "map@10", "artist_hits@10", "artist_map@10", "ndcg@10", "hits@1", "hits@5",
@@ -66,6 +68,11 @@ class ModelFamily:
   bindings  extra gin bindings for this family's training (e.g. "TARGETS_PER_PROMPT=8")
   train_steps / batch_size / learning_rate  override the study's values for this family
   id_specs  names of the ID specs this family trains (None: all of them)
+  encoder   None: the model file's pretrained encoder (INITIAL_CHECKPOINT_PATH of the gin file);
+            "bi_encoder_ft": the encoder of this fold's fine-tuned bi-encoder baseline (MNRL on the
+            fold's training prompts only), i.e. the pretrained encoder adapted in-domain first, then
+            the Text2Tracks decoder trained over it (bert_t5 families; needs "bi_encoder_ft" in
+            `baselines`, which saves its encoder for the purpose)
   """
   name: str
   model: str
@@ -74,6 +81,7 @@ class ModelFamily:
   batch_size: int | None = None
   learning_rate: float | None = None
   id_specs: tuple[str, ...] | None = None
+  encoder: str | None = None
 
   @property
   def model_gin(self) -> str | None:
@@ -92,7 +100,7 @@ def parse_model_families(families: Sequence) -> list[ModelFamily]:
       if not isinstance(f, (tuple, list)) or len(f) not in (2, 3):
         raise UserInputError(f"model family {f!r}: expected (name, model[, options])")
       opts = dict(f[2]) if len(f) == 3 else {}
-      unknown = set(opts) - {"bindings", "train_steps", "batch_size", "learning_rate", "id_specs"}
+      unknown = set(opts) - {"bindings", "train_steps", "batch_size", "learning_rate", "id_specs", "encoder"}
       if unknown:
         raise UserInputError(f"model family {f[0]!r}: unknown options {sorted(unknown)}")
       opts["bindings"] = tuple(opts.get("bindings", ()))
@@ -102,6 +110,11 @@ def parse_model_families(families: Sequence) -> list[ModelFamily]:
     if f.model not in T5_SIZES and not f.model.startswith("bert_t5"):
       raise UserInputError(f"model family {f.name!r}: model {f.model!r} is neither a T5.1.1 size "
                            f"{T5_SIZES} nor a bert_t5 model file (gin/models/bert_t5_*.gin)")
+    if f.encoder not in ENCODERS:
+      raise UserInputError(f"model family {f.name!r}: encoder {f.encoder!r} is not one of {ENCODERS}")
+    if f.encoder and not f.model.startswith("bert_t5"):
+      raise UserInputError(f"model family {f.name!r}: encoder={f.encoder!r} needs a pretrained-encoder "
+                           f"model (bert_t5_*), not {f.model!r}")
     out.append(f)
   names = [f.name for f in out]
   if not out or len(set(names)) != len(names):
@@ -253,6 +266,9 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
     missing = set(f.id_specs or ()) - {s.name for s in specs}
     if missing:
       raise UserInputError(f"model family {f.name!r}: id_specs {sorted(missing)} are not in compare_ids.id_specs")
+    if f.encoder and f.encoder not in baselines:
+      raise UserInputError(f"model family {f.name!r}: encoder={f.encoder!r} needs {f.encoder!r} in "
+                           f"compare_ids.baselines (its fine-tuned encoder is the warm start)")
   machine = report.machine_info()
   stage = pipeline.Stages(verbose=progress)
   t_start = time.time()
@@ -266,6 +282,7 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
                f"{f.train_steps or train_steps} steps x batch {f.batch_size or batch_size}, "
                f"lr {f.learning_rate or learning_rate}" + (f", {' '.join(f.bindings)}" if f.bindings else "")
                + (f", IDs {', '.join(f.id_specs)}" if f.id_specs is not None else "")
+               + (f", encoder from the fold's {f.encoder} baseline" if f.encoder else "")
                for f in families) + f"; constrained beam search, beam {beam_size}.",
            PAPER_NOTE]
 
@@ -294,6 +311,9 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
       artist_of_row = [t.artist for t in ws.ds.tracks]
       prompts, relevant = _queries(ws, prompt_field)
       base = {"prompts": variant, "fold": fold if fold is not None else "test"}
+      # Fitted baselines whose encoder a family warm-starts from (ModelFamily.encoder).
+      encoder_dirs = {f.encoder: os.path.join(work_dir, "models", ws.name, f"{f.encoder}_encoder")
+                      for f in families if f.encoder}
       if baselines:
         with stage(f"{tag}: baselines {', '.join(baselines)}"):
           for name in baselines:  # one at a time, so each row is written as it finishes
@@ -304,7 +324,8 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
             (row,) = baselines_lib.run_baselines(
                 ws, prompts, relevant, k=k, prompt_field=prompt_field, which=(name,),
                 dual_encoder_kwargs=de_kwargs, bi_encoder_kwargs=bi_encoder_kwargs, seed=seed,
-                artist_of_row=artist_of_row, per_query=True, progress=progress)
+                artist_of_row=artist_of_row, per_query=True, progress=progress,
+                save_dirs={n: d for n, d in encoder_dirs.items() if n == name})
             vectors = row.pop("per_query")
             add({**base, "family": None, **row}, vectors)
             print(f"      {tag} {row['method']}: hits@{k}={row[f'hits@{k}']:.4f} "
@@ -330,7 +351,9 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
                 task, model_dir=model_dir, model=fam.model, model_gin=fam.model_gin, train_steps=steps,
                 batch_size=fam.batch_size or batch_size, learning_rate=fam.learning_rate or learning_rate,
                 seed=seed, progress=progress, num_devices=num_devices, tensorboard=False,
-                handle_sigterm=False, beam_size=beam_size, extra_bindings=fam.bindings)
+                handle_sigterm=False, beam_size=beam_size,
+                extra_bindings=fam.bindings + ((f"INITIAL_CHECKPOINT_PATH={encoder_dirs[fam.encoder]!r}",)
+                                               if fam.encoder else ()))
             ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
             from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
             m = evaluation.evaluate_rankings(ev["rows_NxK"], relevant, ks=(1, 5, 10),
