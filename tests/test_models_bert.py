@@ -209,3 +209,39 @@ def test_encoder_learning_rate_scale_labels_only_the_encoder():
   assert all(set(jax.tree.leaves(v)) == {1.0} for k, v in scales.items() if k != "encoder")
   with pytest.raises(UserInputError, match="encoder_learning_rate_scale"):
     bert_t5.BertT5Config(**small, encoder_learning_rate_scale=0)
+
+
+def test_id_embedding_learning_rate_scale_freezes_or_scales_the_id_tables():
+  """ID_EMB_LR_SCALE: 0 keeps token_embedder and decoder/logits_dense at their initialisation (mask),
+  0 < s != 1 scales their updates; the rest of the decoder (and a tuned encoder) keep theirs."""
+  import optax  # pylint: disable=import-outside-toplevel
+  from t2t_jax import optimizers  # pylint: disable=import-outside-toplevel
+  from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  small = dict(vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,
+               encoder_vocab_size=64, encoder_hidden_size=32, encoder_num_layers=1, encoder_num_heads=2,
+               encoder_intermediate_size=64, encoder_max_position_embeddings=32)
+  fixed = bert_t5.BertT5Model(bert_t5.BertT5Config(**small, id_embedding_learning_rate_scale=0.0))
+  params = nn.unbox(fixed.abstract_params())
+  mask = fixed.trainable_mask(params)
+  assert not any(jax.tree.leaves(mask["encoder"])) and not any(jax.tree.leaves(mask["token_embedder"]))
+  assert not any(jax.tree.leaves(mask["decoder"]["logits_dense"]))
+  others = [v for k, v in mask["decoder"].items() if k != "logits_dense"]
+  assert others and all(all(jax.tree.leaves(v)) for v in others)
+  assert fixed.learning_rate_scales(params) is None
+  # One optimizer step as train_state builds it: frozen tables do not move, the decoder does.
+  concrete = jax.tree.map(lambda a: np.ones(a.shape, np.float32), params)
+  opt = optimizers.scale_learning_rates(optimizers.mask_frozen(optax.sgd(0.1), mask),
+                                        fixed.learning_rate_scales(params))
+  updates, _ = opt.update(jax.tree.map(np.ones_like, concrete), opt.init(concrete), concrete)
+  assert not np.any(updates["token_embedder"]["embedding"]) and not np.any(updates["decoder"]["logits_dense"]["kernel"])
+  assert np.all(updates["decoder"]["decoder_norm"]["scale"] == -0.1)
+  slow = bert_t5.BertT5Model(bert_t5.BertT5Config(**small, freeze_encoder=False, encoder_learning_rate_scale=0.01,
+                                                  id_embedding_learning_rate_scale=0.1))
+  assert slow.trainable_mask(params) is None
+  scales = slow.learning_rate_scales(params)
+  assert set(jax.tree.leaves(scales["encoder"])) == {0.01}
+  assert set(jax.tree.leaves(scales["token_embedder"])) == {0.1}
+  assert set(jax.tree.leaves(scales["decoder"]["logits_dense"])) == {0.1}
+  assert set(jax.tree.leaves(scales["decoder"]["decoder_norm"])) == {1.0}
+  with pytest.raises(UserInputError, match="id_embedding_learning_rate_scale"):
+    bert_t5.BertT5Config(**small, id_embedding_learning_rate_scale=-1)

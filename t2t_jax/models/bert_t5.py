@@ -49,6 +49,12 @@ class BertT5Config(base.ModelConfig):
   # With freeze_encoder=False: the encoder's learning rate is this times the decoder's (pretrained
   # encoders usually fine-tune at a much lower rate than a fresh decoder trains).
   encoder_learning_rate_scale: float = 1.0
+  # The ID-token tables (token_embedder/embedding, decoder/logits_dense) learn at this times the
+  # decoder's rate; 0 keeps them at their initialisation.  With ID_EMBEDDING_INIT='retrieval' that is
+  # each track's sentence embedding, so the decoder learns to map prompts into a fixed space of
+  # content-placed tracks, and tracks in no training prompt (a third of CPCD's catalog) keep their
+  # place instead of receiving only the softmax's push-down gradients.
+  id_embedding_learning_rate_scale: float = 1.0
   encoder_vocab_size: int = 30522
   encoder_hidden_size: int = 384
   encoder_num_layers: int = 6
@@ -64,6 +70,9 @@ class BertT5Config(base.ModelConfig):
     scale = self.encoder_learning_rate_scale
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
       raise UserInputError(f"encoder_learning_rate_scale must be a number > 0, got {scale!r}")
+    scale = self.id_embedding_learning_rate_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0:
+      raise UserInputError(f"id_embedding_learning_rate_scale must be a number >= 0, got {scale!r}")
 
   @property
   def input_vocab_size(self) -> int:
@@ -155,17 +164,34 @@ class BertT5Model(base.EncoderDecoderModel):
   def frozen_encoder(self) -> bool:
     return bool(self.config.freeze_encoder)
 
+  def _group_scales(self) -> dict:
+    """Learning-rate multiplier of each parameter group (0: frozen)."""
+    cfg = self.config
+    return {"encoder": 0.0 if cfg.freeze_encoder else float(cfg.encoder_learning_rate_scale),
+            "id_tables": float(cfg.id_embedding_learning_rate_scale), "decoder": 1.0}
+
+  def _per_param(self, params, fn):
+    """`fn(group scale)` for every parameter: token_embedder and decoder/logits_dense are the ID tables."""
+    g = self._group_scales()
+    out = {}
+    for name, sub in params.items():
+      if name == "decoder":
+        out[name] = {k: jax.tree.map(lambda _, k=k: fn(g["id_tables" if k == "logits_dense" else "decoder"]), v)
+                     for k, v in sub.items()}
+      else:
+        key = name if name == "encoder" else "id_tables" if name == "token_embedder" else "decoder"
+        out[name] = jax.tree.map(lambda _, key=key: fn(g[key]), sub)
+    return out
+
   def trainable_mask(self, params):
-    if not self.config.freeze_encoder:
+    if all(v > 0 for v in self._group_scales().values()):
       return None
-    return {name: jax.tree.map(lambda _: name != "encoder", sub) for name, sub in params.items()}
+    return self._per_param(params, lambda s: s > 0)
 
   def learning_rate_scales(self, params):
-    scale = float(self.config.encoder_learning_rate_scale)
-    if self.config.freeze_encoder or scale == 1.0:
+    if all(v in (0.0, 1.0) for v in self._group_scales().values()):
       return None
-    return {name: jax.tree.map(lambda _: scale if name == "encoder" else 1.0, sub)
-            for name, sub in params.items()}
+    return self._per_param(params, lambda s: s if s > 0 else 1.0)
 
   def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
     """Unboxed params: the encoder from a sentence-transformers / HF BERT dir, the rest fresh
