@@ -212,3 +212,144 @@ def test_grouped_beam_search_diversity():
     assert len({int(seqs[r, 0]) for r in one[0][b] if r >= 0}) == 1
   with pytest.raises(ValueError, match="must divide"):
     run(3, 2, num_groups=2)
+
+
+# ---- grouped (diverse) beam search, unconstrained --------------------------------------------- #
+
+# A fixed logits table: the next token's logits depend on the last token only (PAD 0, EOS 1, ID
+# tokens 2..4).  The catalog is every pair (a, b) of ID tokens (row 3 * (a - 2) + (b - 2)).
+_TABLE_VxV = np.array([[-30.0, -20.0, 3.0, 2.5, 0.0],   # after the start token: 2 > 3 > 4
+                       [0.0, 0.0, 0.0, 0.0, 0.0],       # after EOS (never fed)
+                       [-30.0, -20.0, 0.0, 1.0, 2.0],   # after 2: 4 > 3 > 2
+                       [-30.0, -20.0, 1.0, -3.0, 2.5],  # after 3: 4 > 2 > 3
+                       [-30.0, -20.0, 0.0, 0.5, 1.0]], np.float32)
+_PAIRS = np.array([(a, b) for a in (2, 3, 4) for b in (2, 3, 4)], np.int32)
+
+
+def _table_lp(path):
+  """Sum of log-probs of a token path under `_TABLE_VxV` (numpy reference)."""
+  lp_VxV = _TABLE_VxV - np.log(np.exp(_TABLE_VxV).sum(axis=1, keepdims=True))
+  prev, total = 0, 0.0
+  for t in path:
+    total, prev = total + float(lp_VxV[prev, t]), t
+  return total
+
+
+def _table_search(beam, k, **kw):
+  table = jnp.asarray(_TABLE_VxV)
+  t2l = lambda tok_Mx1, cache: (table[tok_Mx1[:, 0]], cache)
+  fn = jax.jit(functools.partial(beam_search, t2l, batch_size=1, beam_size=beam, top_k=k,
+                                 max_decode_len=2, constrained=False, **kw))
+  rows, scores = fn({"unused": jnp.zeros((beam,), jnp.int32)}, build_index(_PAIRS, 5))
+  return np.asarray(rows)[0].tolist(), np.asarray(scores)[0]
+
+
+def _pair_row(a, b):
+  return 3 * (a - 2) + (b - 2)
+
+
+def test_free_grouped_one_group_equals_plain_free_search():
+  rng = np.random.default_rng(9)
+  seqs = _catalog(rng, 60, 3, 8, True)
+  kw = dict(constrained=False, max_decode_len=4)
+  plain = _run(seqs, 8, [2, 7], beam=4, k=6, seed=3, **kw)
+  one = _run(seqs, 8, [2, 7], beam=4, k=6, seed=3, num_groups=1, diversity_penalty=3.0, **kw)
+  np.testing.assert_array_equal(one[0], plain[0])
+  np.testing.assert_array_equal(one[1], plain[1])
+
+
+def test_free_grouped_penalty_zero_is_each_group_greedy():
+  # Two groups of one beam, no penalty: each group is greedy (2 then 4) and finishes its k best
+  # last tokens; identical finishes merge, so the result is one greedy group's: (2,4) (2,3) (2,2).
+  rows, scores = _table_search(2, 3, num_groups=2, diversity_penalty=0.0)
+  want = [(2, 4), (2, 3), (2, 2)]
+  assert rows == [_pair_row(*p) for p in want]
+  np.testing.assert_allclose(scores, [_table_lp(p) for p in want], rtol=1e-6)
+  plain_rows, plain_scores = _table_search(1, 3)
+  assert rows == plain_rows
+  np.testing.assert_array_equal(scores, plain_scores)
+
+
+def test_free_grouped_large_penalty_second_group_starts_elsewhere():
+  # Group 2 may not repeat group 1's first token 2: it starts with 3; after 3 its best token 4 was
+  # group 1's choice, so it continues with 2 then 3.  Pool: (2,4) -0.91, (2,3) -1.91, (3,2) -2.71
+  # ((2,2) -2.91 is 4th).
+  rows, scores = _table_search(2, 3, num_groups=2, diversity_penalty=1e3)
+  want = [(2, 4), (2, 3), (3, 2)]
+  assert rows == [_pair_row(*p) for p in want]
+  np.testing.assert_allclose(scores, [_table_lp(p) for p in want], rtol=1e-6)
+  # Without groups the beam of two follows 2 and 3 too, and ends both with 4: (3,4) -1.21 is 2nd.
+  assert _table_search(2, 3)[0] == [_pair_row(2, 4), _pair_row(3, 4), _pair_row(2, 3)]
+
+
+def test_free_grouped_scores_are_unpenalised_log_probs():
+  # Penalty 1: group 2 still prefers 3 (2.5) over the penalised 2 (3 - 1) first, and then the
+  # penalised 4 (2.5 - 1) over 2 (1).  (3,4) is returned with its true log-prob -1.21, ahead of
+  # (2,3) -1.91; with the penalty counted it would be -2.21, behind (2,3).
+  rows, scores = _table_search(2, 2, num_groups=2, diversity_penalty=1.0)
+  assert rows == [_pair_row(2, 4), _pair_row(3, 4)]
+  np.testing.assert_allclose(scores, [_table_lp((2, 4)), _table_lp((3, 4))], rtol=1e-6)
+  assert _table_lp((3, 4)) - 1.0 < _table_lp((2, 3)) < _table_lp((3, 4))
+  # The constrained grouped search reports the same true log-probs for the same paths.
+  table = jnp.asarray(_TABLE_VxV)
+  c_rows, c_scores = jax.jit(functools.partial(
+      beam_search, lambda tok_Mx1, cache: (table[tok_Mx1[:, 0]], cache), batch_size=1,
+      beam_size=2, top_k=2, num_groups=2, diversity_penalty=1.0))(
+          {"unused": jnp.zeros((2,), jnp.int32)}, build_index(_PAIRS, 5))
+  assert np.asarray(c_rows)[0].tolist() == rows
+  np.testing.assert_allclose(np.asarray(c_scores)[0], scores, rtol=1e-6)
+
+
+def _grouped_free_reference(t2l, prompt, seqs, vocab, beam, k, groups, penalty, max_len, eos=1):
+  """Group beam search by enumeration (Hugging Face's semantics, true-log-prob scores): top-K
+  (row, score) of every finished sequence, one copy per catalog row, -1 for non-IDs."""
+  def log_probs(seq):
+    cache = _initial_cache([prompt], 1)
+    for t in (0,) + seq:
+      logits, cache = t2l(jnp.full((1, 1), t, jnp.int32), cache)
+    return np.asarray(jax.nn.log_softmax(logits))[0]
+
+  wg, finished = beam // groups, []
+  alive = [[((), 0.0, 0.0)] for _ in range(groups)]  # per group: (tokens, score, rank)
+  for step in range(max_len):
+    chosen = []
+    for g in range(groups):
+      cands = []
+      for seq, score, rank in alive[g]:
+        lp = log_probs(seq)
+        finished.append((seq, score + lp[eos]))  # EOS ends every live beam
+        cands += [(rank + lp[t] - penalty * chosen.count(t), seq + (t,), score + lp[t])
+                  for t in range(vocab) if t != eos]
+      picked = sorted(cands, key=lambda c: -c[0])[:max(wg, k)]
+      if step == max_len - 1:
+        finished += [(seq, score) for _, seq, score in picked]
+      alive[g] = [(seq, score, rank) for rank, seq, score in picked[:wg]]
+      chosen += [seq[-1] for _, seq, _ in picked[:wg]]
+  row_of = {tuple(r): i for i, r in enumerate(seqs.tolist())}
+  out, seen = [], set()
+  for seq, score in sorted(finished, key=lambda f: -f[1]):
+    row = row_of.get(seq, -1)
+    if row < 0 or row not in seen:
+      seen.add(row)
+      out.append((row, score))
+  return out[:k]
+
+
+@pytest.mark.parametrize("beam,groups,penalty", [(4, 2, 1.5), (6, 3, 1e4)])
+def test_free_grouped_matches_enumerated_group_beam_search(beam, groups, penalty):
+  # Vocabulary 16 > the per-beam candidates (max(W / G, K) + 1 + W - W / G): the two-stage top-k is
+  # exercised; a dense length-2 catalog makes many outputs real IDs.
+  rng = np.random.default_rng(11)
+  vocab, prompts = 16, [3, 8]
+  seqs = _catalog(rng, 120, 2, vocab, False)
+  rows, scores, ref = _run(seqs, vocab, prompts, beam=beam, k=4, seed=4, constrained=False,
+                           max_decode_len=2, num_groups=groups, diversity_penalty=penalty)
+  t2l = _toy_model(vocab, 4)
+  for b, p in enumerate(prompts):
+    want = _grouped_free_reference(t2l, p, seqs, vocab, beam, 4, groups, penalty, 2)
+    assert rows[b].tolist() == [r for r, _ in want]
+    np.testing.assert_allclose(scores[b], [s for _, s in want], rtol=1e-5, atol=1e-5)
+    valid = rows[b] >= 0
+    np.testing.assert_allclose(scores[b][valid], ref[b, rows[b][valid]], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="diversity_penalty"):
+    _run(seqs, vocab, prompts, beam=4, k=2, constrained=False, num_groups=2, diversity_penalty=-1.0)

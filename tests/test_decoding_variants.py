@@ -79,10 +79,10 @@ def model(tmp_path_factory):
   return root, build_model_dir(root, train_steps=0)  # initialised weights: code paths, not quality
 
 
-def _run_tool(root, model_dir, out, penalties="0,2"):
+def _run_tool(root, model_dir, out, penalties="0,2", extra=()):
   rc = tool.main(["--model_dir", model_dir, "--dataset_dir", os.path.join(root, "data"),
                   "--split", "train", "--max_prompts", "8", "--penalties", penalties, "--k", "4",
-                  "--beam_size", "4", "--group_size", "4", "--out", out])
+                  "--beam_size", "4", "--group_size", "4", "--out", out, *extra])
   assert rc == 0
   with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
     return out, json.load(f)
@@ -123,6 +123,80 @@ def _check_rows(out, rows, penalties=(0.0, 2.0)):
 @pytest.mark.entry
 def test_tool_rows_and_figure(tool_run):
   _check_rows(*tool_run)
+
+
+def _common(model):
+  """diversity_sweep / *_row keyword arguments for the tiny model dir's first 8 train playlists."""
+  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  root, model_dir = model
+  rec = recommend.Recommender.load(model_dir, beam_size=4)
+  prompts, relevant, _, ds = tool.load_prompts(rec, os.path.join(root, "data"), "train", 8)
+  return dict(config=rec.model, params=rec.params, table=rec.id_table, vocab=rec.vocab,
+              inputs=rec.encode(prompts), relevant=relevant,
+              artist_of_N=tool.artists_of_table(rec, ds))
+
+
+def test_unconstrained_sweep_with_one_group_is_the_unconstrained_row(model):
+  common = _common(model)
+  free = dv.unconstrained_row(beam_size=4, k=4, **common)
+  sweep = dv.diversity_sweep(beam_size=4, k=4, penalties=(0.0,), num_groups=1, constrained=False,
+                             **common)
+  assert len(sweep) == 1
+  row = sweep[0]
+  assert (row["decoding"], row["decoder"], row["beam_size"], row["max_decode_len"]) == (
+      "grouped (diverse) unconstrained", "unconstrained", 4, 4)  # 3-token IDs + EOS
+  assert free["decoder"] == "unconstrained"
+  # The valid-ID share fields of `unconstrained_row`, with its values (one group = plain search).
+  for key in ("valid_id_share", "top1_valid_share", "duplicate_share", "num_outputs", "hits@1",
+              "hits@4", "map@4", "ndcg@4", "mrr", "artist_entropy@4", "distinct_artists@4"):
+    assert row[key] == free[key], key
+  assert row["num_outputs"] == 8 * 4  # free search always finishes K sequences per prompt
+
+
+def test_plot_sweep_draws_both_decoders(tmp_path, monkeypatch):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from t2t_jax import report  # pylint: disable=g-import-not-at-top
+  rows = [{"decoder": dec, "num_groups": 2, "diversity_penalty": p, "hits@4": h,
+           "artist_entropy@4": e}
+          for dec, h0, e0 in (("constrained", 0.5, 1.0), ("unconstrained", 0.3, None))
+          for p, h, e in ((0.0, h0, e0), (1.0, h0 - 0.1, e0 and e0 + 0.5))]
+  figs = []
+  monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi=80: figs.append(fig))
+  dv.plot_sweep(rows, tmp_path / "both.png", k=4)
+  dv.plot_sweep(rows[:2], tmp_path / "constrained.png", k=4)  # the default: labels unchanged
+  both, only = figs
+  lines = both.axes[0].get_lines() + both.axes[1].get_lines()
+  assert [(l.get_label(), l.get_linestyle()) for l in lines] == [
+      ("Hits@4 (constrained)", "-"), ("Hits@4 (unconstrained)", ":"),
+      ("artist entropy@4 (bits) (constrained)", "--"),
+      ("artist entropy@4 (bits) (unconstrained)", ":")]
+  assert list(lines[1].get_ydata()) == [0.3, 0.3 - 0.1]
+  assert [l.get_label() for l in only.axes[0].get_lines() + only.axes[1].get_lines()] == [
+      "Hits@4", "artist entropy@4 (bits)"]
+  plt.close("all")
+
+
+@pytest.mark.entry
+def test_tool_unconstrained_sweep_flag(model, tmp_path):
+  root, model_dir = model
+  out, rows = _run_tool(root, model_dir, str(tmp_path / "res"), penalties="1",
+                        extra=("--unconstrained_sweep",))
+  assert [(r["decoding"], r["decoder"], r["diversity_penalty"]) for r in rows] == [
+      ("constrained", "constrained", 0.0), ("unconstrained", "unconstrained", 0.0),
+      ("grouped (diverse)", "constrained", 1.0),
+      ("grouped (diverse) unconstrained", "unconstrained", 1.0)]
+  free_sweep = rows[3]
+  assert (free_sweep["num_groups"], free_sweep["beam_size"]) == (2, 8)
+  assert free_sweep["max_decode_len"] == 4
+  assert 0.0 <= free_sweep["valid_id_share"] <= 1.0 and free_sweep["num_outputs"] == 8 * 4
+  assert (free_sweep["artist_entropy@4"] is None) == (free_sweep["valid_id_share"] == 0.0)
+  assert rows[2]["valid_id_share"] == 1.0
+  with open(os.path.join(out, "fig3.png"), "rb") as f:
+    assert f.read(8) == PNG_MAGIC
+  md = open(os.path.join(out, "results.md"), encoding="utf-8").read()
+  assert "| grouped (diverse) unconstrained |" in md and '"unconstrained_sweep": true' in md
 
 
 @pytest.mark.entry

@@ -3,15 +3,17 @@ its share of valid IDs, and the diversity-penalty sweep of grouped beam search (
 
   python tools/decoding_variants.py --model_dir M --dataset_dir D [--split test]
       [--penalties 0,0.5,1,2,4] [--num_groups 2] [--k 10] [--beam_size B] [--max_prompts N]
-      --out DIR
+      [--unconstrained_sweep] --out DIR
 
 M: anything `t2t recommend` accepts (its assets give the vocabulary, the ID table, the catalog, the
 input length and the prompt field).  D: a dataset dir (`t2t import`): the playlists of --split are
 the prompts, their tracks (those in the model's ID table) the relevant rows; playlists with no
 track in the table, or an empty prompt, are skipped (counted in results.md).
 
-DIR gets results.json (a list of rows: constrained, unconstrained, then one per penalty),
-results.csv, results.md and fig3.png, replaced as one folder (a DIR holding other data is refused).
+DIR gets results.json (a list of rows: constrained, unconstrained, then one per penalty of the
+constrained sweep and, with --unconstrained_sweep, one per penalty of the same sweep decoded freely,
+the paper's setting), results.csv, results.md and fig3.png (both sweeps, the unconstrained one
+dotted), replaced as one folder (a DIR holding other data is refused).
 See t2t_jax/studies/decoding_variants.py for the definitions (misses, artist entropy in bits).
 """
 
@@ -122,18 +124,24 @@ def run(args) -> list[dict]:
     rows.append({**fn(beam_size=beam, k=args.k, **common), "seconds": round(time.time() - t, 2)})
     print(f"[decoding_variants] {name}: hits@{args.k} {rows[-1].get(f'hits@{args.k}', 0):.4f}, "
           f"valid {rows[-1]['valid_id_share']:.3f}", flush=True)
-  t = time.time()
   group_size = args.group_size or max(1, args.k // args.num_groups)
-  sweep = dv.diversity_sweep(beam_size=beam, k=args.k, penalties=penalties,
-                             num_groups=args.num_groups, group_size=group_size, **common)
-  for r in sweep:
-    r["seconds"] = round((time.time() - t) / len(sweep), 2)
+  sweep = []
+  for constrained in (True, False) if args.unconstrained_sweep else (True,):
+    t = time.time()
+    part = dv.diversity_sweep(beam_size=beam, k=args.k, penalties=penalties,
+                              num_groups=args.num_groups, group_size=group_size,
+                              constrained=constrained, **common)
+    for r in part:
+      r["seconds"] = round((time.time() - t) / len(part), 2)
+    sweep += part
+    print(f"[decoding_variants] {part[0]['decoder']} sweep over {len(penalties)} penalties: "
+          f"{time.time() - t:.1f} s", flush=True)
   rows += sweep
-  print(f"[decoding_variants] sweep over {len(penalties)} penalties: {time.time() - t:.1f} s", flush=True)
   config = {"model_dir": os.path.abspath(args.model_dir), "dataset_dir": os.path.abspath(args.dataset_dir),
             "split": args.split, "num_prompts": len(prompts), "skipped_playlists": skipped,
             "prompt_field": rec.settings.get("prompt_field", "title"), "k": args.k, "beam_size": beam,
             "num_groups": args.num_groups, "penalties": list(penalties),
+            "unconstrained_sweep": bool(args.unconstrained_sweep),
             "seconds": round(time.time() - t0, 1)}
   notes = [
       "Invalid (-1) or repeated outputs count as misses at their rank; valid_id_share = valid / "
@@ -141,8 +149,11 @@ def run(args) -> list[dict]:
       f"artist_entropy@{args.k}: mean Shannon entropy (bits, log2) of the artists of each prompt's "
       f"distinct valid top {args.k}; log2({args.k}) = {math.log2(args.k):.2f} is the maximum.",
       f"Grouped rows: {args.num_groups} groups of {group_size} beams (penalty 0 = the constrained "
-      f"row only when the groups are as wide as its beam, {beam}); grouped beam search is "
-      "constrained here (the paper swept unconstrained).",
+      f"row only when the groups are as wide as its beam, {beam}); "
+      + ("the 'grouped (diverse) unconstrained' rows decode freely, as the paper's sweep did."
+         if args.unconstrained_sweep else
+         "grouped beam search is constrained here (the paper swept unconstrained: "
+         "--unconstrained_sweep)."),
       f"{len(prompts)} prompts from split {args.split!r} ({skipped} playlists skipped: no prompt or "
       "no track in the ID table).",
   ]
@@ -169,6 +180,9 @@ def main(argv=None) -> int:
   p.add_argument("--beam_size", type=int, default=None, help="default: the model dir's")
   p.add_argument("--max_prompts", type=int, default=None)
   p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--unconstrained_sweep", action="store_true",
+                 help="also sweep the penalties with unconstrained (free) grouped beam search, the "
+                      "paper's setting: more rows, and dotted lines in fig3.png")
   p.add_argument("--out", required=True)
   try:
     run(p.parse_args(argv))

@@ -78,6 +78,45 @@ def _merge_finished(fin_row_BxK, fin_score_BxK, row_BxC, score_BxC, dedup: bool 
   return jnp.take_along_axis(row, idx, axis=1), top_score
 
 
+def _select_by_group(rank_BxWxD, tok_BxWxD, num_groups: int, diversity_penalty: float,
+                     n_keep: int):
+  """The `n_keep` best candidates of each beam group, groups choosing in turn.
+
+  Group g (beams g * W / G .. (g + 1) * W / G - 1) ranks its candidates by `rank` minus
+  `diversity_penalty` per beam of groups < g that chose the same token at this step; the first
+  W / G picks of a group are the beams it keeps, so only their tokens penalise later groups.
+
+  Args:
+    rank_BxWxD: float32 selection score of candidate d of beam w (-inf: not a candidate).
+    tok_BxWxD: int32 the candidates' tokens.
+    num_groups, diversity_penalty: G and the per-repeat penalty.
+    n_keep: picks per group (>= W / G, at most W / G * D).
+
+  Returns:
+    rank_BxGxN (penalised ranks, best first within a group) and idx_BxGxN (int32 indices into the
+    [B, W * D] flattened candidates).
+  """
+  b, w, d = rank_BxWxD.shape
+  wg = w // num_groups
+  tok_BxC = tok_BxWxD.reshape(b, w * d)
+  ranks, idxs, chosen = [], [], []
+  for g in range(num_groups):
+    rank_BxC = rank_BxWxD[:, g * wg:(g + 1) * wg].reshape(b, wg * d)
+    if g > 0 and diversity_penalty:
+      tok_g_BxC = tok_BxWxD[:, g * wg:(g + 1) * wg].reshape(b, wg * d)
+      prev_BxP = jnp.concatenate(chosen, axis=1)
+      hits_BxC = (tok_g_BxC[:, :, None] == prev_BxP[:, None, :]).sum(axis=2)
+      rank_BxC = rank_BxC - diversity_penalty * hits_BxC
+    r_BxN, i_BxN = jax.lax.top_k(rank_BxC, n_keep)
+    i_BxN = i_BxN + g * wg * d  # index into the full [B, W * D] candidate list
+    ranks.append(r_BxN)
+    idxs.append(i_BxN)
+    # Tokens of the beams this group keeps (-1, never a token, for dead ones).
+    chosen.append(jnp.where(r_BxN[:, :wg] > NEG_INF,
+                            jnp.take_along_axis(tok_BxC, i_BxN[:, :wg], axis=1), -1))
+  return jnp.stack(ranks, axis=1), jnp.stack(idxs, axis=1)
+
+
 def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
                       width: int, batch_size: int, beam_size: int, num_groups: int = 1,
                       diversity_penalty: float = 0.0) -> _State:
@@ -115,23 +154,10 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
   # Candidates with children compete for the beam (per group).
   alive_BxWxD = (index.degree(node_BxWxD) > 0) & valid_BxWxD
   rank_BxWxD = jnp.where(alive_BxWxD, state.rank_BxW[..., None] + lp_BxWxD, NEG_INF)
-  wg = w // g_num
-  new_rank, new_idx, chosen = [], [], []
-  for g in range(g_num):
-    rank_BxC = rank_BxWxD[:, g * wg:(g + 1) * wg].reshape(b, wg * width)
-    if g > 0 and diversity_penalty:
-      tok_g_BxC = tok_BxWxD[:, g * wg:(g + 1) * wg].reshape(b, wg * width)
-      prev_BxP = jnp.concatenate(chosen, axis=1)
-      hits_BxC = (tok_g_BxC[:, :, None] == prev_BxP[:, None, :]).sum(axis=2)
-      rank_BxC = rank_BxC - diversity_penalty * hits_BxC
-    r_BxWg, i_BxWg = jax.lax.top_k(rank_BxC, wg)
-    i_BxWg = i_BxWg + g * wg * width  # index into the full [B, W * D] candidate list
-    new_rank.append(r_BxWg)
-    new_idx.append(i_BxWg)
-    # Tokens chosen by live beams of this group (-1 never matches a token).
-    chosen.append(jnp.where(r_BxWg > NEG_INF, jnp.take_along_axis(tok_BxC, i_BxWg, axis=1), -1))
-  rank_BxW = jnp.concatenate(new_rank, axis=1)
-  idx_BxW = jnp.concatenate(new_idx, axis=1)
+  rank_BxGxN, idx_BxGxN = _select_by_group(rank_BxWxD, tok_BxWxD, g_num, diversity_penalty,
+                                           w // g_num)
+  rank_BxW = rank_BxGxN.reshape(b, w)
+  idx_BxW = idx_BxGxN.reshape(b, w)
   parent_BxW = idx_BxW // width
   return _State(
       step=state.step + 1,
@@ -145,9 +171,16 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
 
 
 def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
-               max_steps: int, batch_size: int, beam_size: int) -> _State:
-  """One unconstrained step: any token; paths are followed in the trie only to name the row."""
-  b, w = batch_size, beam_size
+               max_steps: int, batch_size: int, beam_size: int, num_groups: int = 1,
+               diversity_penalty: float = 0.0) -> _State:
+  """One unconstrained step: any token; paths are followed in the trie only to name the row.
+
+  Groups (num_groups > 1) choose in turn with the diversity penalty of `_constrained_step`
+  (`_select_by_group`); EOS finishes every live beam with its true score, unpenalised, and is no
+  beam's choice.  Scores stay true log-probs.
+  """
+  b, w, g_num = batch_size, beam_size, num_groups
+  wg = w // g_num
   k = state.fin_score_BxK.shape[1]
   logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
   logits_BxWxV = logits_MxV.astype(jnp.float32).reshape(b, w, -1)
@@ -159,35 +192,45 @@ def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: Constrain
   eos_node_BxW = index.child(state.node_BxW, eos) if index.eos_terminated else state.node_BxW
   eos_row_BxW = index.row_of(eos_node_BxW)
 
-  # Other tokens: best max(W, K) continuations; the first W stay alive, all finish at the last step.
-  # Two-stage top-k: per beam the n + 1 best tokens (the n best non-EOS are among them), then the
-  # best n of the beam * (n + 1) candidates; never materialises a [B, W, V] score array.
-  n_keep = max(w, k)
-  n_keep_beam = min(n_keep + 1, logits_BxWxV.shape[-1])
-  n_keep = min(n_keep, w * n_keep_beam)
+  # Other tokens: each group's best max(W / G, K) continuations; its first W / G stay alive, all
+  # finish at the last step.  Two-stage top-k: per beam the n + 1 + P best tokens (the n best
+  # non-EOS are among them even after penalties: at most P = W - W / G tokens are penalised, and a
+  # penalty only lowers a rank), then each group's best n of its W / G * (n + 1 + P) candidates;
+  # never materialises a [B, W, V] score array.
+  n_keep = max(wg, k)
+  n_keep_beam = min(n_keep + 1 + (w - wg), logits_BxWxV.shape[-1])
+  n_keep = min(n_keep, wg * n_keep_beam)
   # On a 2-D operand: XLA:CPU turns a 3-D top_k inside the loop into a full sort (~60x slower).
   top_logit_MxN, top_tok_MxN = jax.lax.top_k(logits_BxWxV.reshape(b * w, -1), n_keep_beam)
   top_logit_BxWxN = top_logit_MxN.reshape(b, w, n_keep_beam)
-  top_tok_BxWxN = top_tok_MxN.reshape(b, w, n_keep_beam)
-  cand_BxWxN = state.score_BxW[..., None] + top_logit_BxWxN - lse_BxW[..., None]
-  cand_BxWxN = jnp.where(top_tok_BxWxN == eos, NEG_INF, cand_BxWxN)
-  top_score_BxN, idx_BxN = jax.lax.top_k(cand_BxWxN.reshape(b, w * n_keep_beam), n_keep)
+  top_tok_BxWxN = top_tok_MxN.reshape(b, w, n_keep_beam).astype(jnp.int32)
+  is_eos_BxWxN = top_tok_BxWxN == eos
+  score_BxWxN = jnp.where(is_eos_BxWxN, NEG_INF,
+                          state.score_BxW[..., None] + top_logit_BxWxN - lse_BxW[..., None])
+  rank_BxWxN = jnp.where(is_eos_BxWxN, NEG_INF,
+                         state.rank_BxW[..., None] + top_logit_BxWxN - lse_BxW[..., None])
+  rank_BxGxN, idx_BxGxN = _select_by_group(rank_BxWxN, top_tok_BxWxN, g_num, diversity_penalty,
+                                           n_keep)
+  idx_BxN = idx_BxGxN.reshape(b, g_num * n_keep)
+  rank_BxN = rank_BxGxN.reshape(b, g_num * n_keep)
+  score_BxN = jnp.where(rank_BxN > NEG_INF,
+                        jnp.take_along_axis(score_BxWxN.reshape(b, -1), idx_BxN, axis=1), NEG_INF)
   parent_BxN = idx_BxN // n_keep_beam
-  tok_BxN = jnp.take_along_axis(top_tok_BxWxN.reshape(b, w * n_keep_beam), idx_BxN,
-                                axis=1).astype(jnp.int32)
+  tok_BxN = jnp.take_along_axis(top_tok_BxWxN.reshape(b, -1), idx_BxN, axis=1)
   node_BxN = index.child(jnp.take_along_axis(state.node_BxW, parent_BxN, axis=1), tok_BxN)
   is_last = state.step + 1 >= max_steps
-  last_score_BxN = jnp.where(is_last, top_score_BxN, NEG_INF)
+  last_score_BxN = jnp.where(is_last, score_BxN, NEG_INF)
 
   fin_row, fin_score = _merge_finished(
       state.fin_row_BxK, state.fin_score_BxK,
       jnp.concatenate([eos_row_BxW, index.row_of(node_BxN)], axis=1),
-      jnp.concatenate([eos_score_BxW, last_score_BxN], axis=1))
+      jnp.concatenate([eos_score_BxW, last_score_BxN], axis=1), dedup=g_num > 1)
+  alive = lambda x_BxN: x_BxN.reshape(b, g_num, n_keep)[:, :, :wg].reshape(b, w)
   return _State(
       step=state.step + 1,
-      tok_BxW=tok_BxN[:, :w], node_BxW=node_BxN[:, :w], score_BxW=top_score_BxN[:, :w],
-      rank_BxW=top_score_BxN[:, :w],
-      cache=gather_beams(cache, parent_BxN[:, :w], b, w),
+      tok_BxW=alive(tok_BxN), node_BxW=alive(node_BxN), score_BxW=alive(score_BxN),
+      rank_BxW=alive(rank_BxN),
+      cache=gather_beams(cache, alive(parent_BxN), b, w),
       fin_row_BxK=fin_row, fin_score_BxK=fin_score)
 
 
@@ -213,10 +256,14 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
     decoder_start_id: first decoder input token (T5: PAD = 0).
     constrained: False decodes freely (any token), ends at EOS or `max_decode_len` and maps each
       sequence to its catalog row, -1 when it is not in the catalog (see `invalid_share`).
-    num_groups, diversity_penalty: diversified (grouped) beam search, constrained mode only: the
-      beam is split into `num_groups` groups (dividing beam_size); a group's candidates lose
-      `diversity_penalty` for each earlier group's beam that chose the same token at that step.
-      Returned scores are true log-probs; outputs stay distinct.
+    num_groups, diversity_penalty: diversified (grouped) beam search, constrained or free (Hugging
+      Face's `num_beam_groups` / `diversity_penalty`): the beam is split into `num_groups` groups
+      (dividing beam_size) that choose in turn at every step; a group's candidates lose
+      `diversity_penalty` (>= 0) for each earlier group's beam that chose the same token at that
+      step, for the same prompt.  Penalties steer selection only: returned scores are true
+      log-probs.  With several groups, outputs that are the same catalog row are merged (the best
+      copy kept); in free mode a sequence outside the catalog that several groups generate stays
+      repeated (row -1 each time).
 
   Returns:
     rows_BxK int32 (ID-table rows, best first; -1 where fewer than K were found or, in free mode,
@@ -226,8 +273,8 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
   assert w >= 1 and k >= 1, (w, k)
   if num_groups < 1 or w % num_groups:
     raise ValueError(f"num_groups={num_groups} must divide beam_size={w}")
-  if num_groups > 1 and not constrained:
-    raise ValueError("grouped (diverse) beam search is implemented for constrained decoding only")
+  if num_groups > 1 and not diversity_penalty >= 0:
+    raise ValueError(f"diversity_penalty={diversity_penalty} must be >= 0")
   max_steps = index.max_depth if max_decode_len is None else int(max_decode_len)
   if constrained:
     max_steps = min(max_steps, index.max_depth)
@@ -255,7 +302,8 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
     width = max(max(index.max_degree[1:max_steps], default=1), 1)
     body = lambda s: step(s, width=width)
   else:
-    body = lambda s: _free_step(s, tokens_to_logits, index, max_steps, b, w)
+    body = lambda s: _free_step(s, tokens_to_logits, index, max_steps, b, w, num_groups,
+                                diversity_penalty)
   if max_steps > 0:
     state = jax.lax.while_loop(lambda s: _not_done(s, max_steps), body, state)
   rows_BxK = jnp.where(state.fin_score_BxK > NEG_INF, state.fin_row_BxK, -1)

@@ -5,9 +5,11 @@ decoding" and Figure 3).
   unconstrained_row  plain beam search over the whole output vocabulary; each generated sequence is
                      mapped back to a catalog row when it spells a real ID, else it is invalid
                      (`valid_id_share`, the paper's "about 80% of generated IDs were valid")
-  diversity_sweep    grouped (diverse) beam search, constrained, at several diversity penalties:
-                     Hits@10 and the artist entropy of the top 10 (the paper's Figure 3)
-  plot_sweep         that figure (Hits@10 and artist entropy vs penalty), written atomically
+  diversity_sweep    grouped (diverse) beam search at several diversity penalties, constrained
+                     (default) or unconstrained as in the paper: Hits@10 and the artist entropy of
+                     the top 10 (the paper's Figure 3)
+  plot_sweep         that figure (Hits@10 and artist entropy vs penalty; constrained and
+                     unconstrained sweeps as solid and dotted lines), written atomically
 
 Conventions shared by every row:
   * Ranked lists keep their slots: an invalid output (-1), or a repeat of a row ranked higher for the
@@ -17,11 +19,12 @@ Conventions shared by every row:
   * Artist entropy is the Shannon entropy in bits (log base 2) of the artist distribution of the
     distinct valid tracks in a prompt's top k, averaged over prompts with at least one valid track:
     0 when all are by one artist, log2(10) = 3.32 for 10 tracks by 10 artists.
-  * The sweep's groups are each as wide as the reference beam (beam_size * num_groups beams in all),
-    so its penalty-0 row is the reference row: without a penalty every group follows the same paths
-    and duplicate finishes merge (tests/test_beam_search.py::test_grouped_beam_search_diversity).
-    Grouped beam search exists in constrained mode only (beam_search.beam_search), so the sweep is
-    constrained; the paper swept its unconstrained decoder.
+  * By default the sweep's groups are each as wide as the reference beam (beam_size * num_groups
+    beams in all), so its constrained penalty-0 row is the reference row: without a penalty every
+    group follows the same paths and duplicate finishes merge
+    (tests/test_beam_search.py::test_grouped_beam_search_diversity).  The unconstrained sweep (the
+    paper's setting) merges repeated catalog rows too, but a non-ID sequence that several groups
+    generate keeps one (missed) slot per copy, so its penalty-0 row is not `unconstrained_row`.
 """
 
 from __future__ import annotations
@@ -171,9 +174,14 @@ def constrained_row(config, params, table, vocab, inputs, relevant, beam_size: i
   beam = max(beam_size, k)
   rows_NxK, scores_NxK = decode_rows(config, params, _index(table, vocab), inputs, beam_size=beam,
                                      k=k, batch_size=batch_size)
-  return {"decoding": "constrained", "beam_size": beam, "num_groups": 1, "diversity_penalty": 0.0,
-          **valid_id_stats(rows_NxK, scores_NxK),
+  return {"decoding": "constrained", "decoder": "constrained", "beam_size": beam, "num_groups": 1,
+          "diversity_penalty": 0.0, **valid_id_stats(rows_NxK, scores_NxK),
           **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks, artist_of_N=artist_of_N)}
+
+
+def _free_max_len(table, max_decode_len: int | None) -> int:
+  """Unconstrained decoding's length limit: default the longest ID + EOS (the targets' length)."""
+  return int(max_decode_len or int(table.lengths.max()) + 1)
 
 
 def unconstrained_row(config, params, table, vocab, inputs, relevant, beam_size: int, k: int, *,
@@ -188,27 +196,38 @@ def unconstrained_row(config, params, table, vocab, inputs, relevant, beam_size:
   """
   _check(beam_size, k, relevant, inputs)
   beam = max(beam_size, k)
-  max_len = int(max_decode_len or int(table.lengths.max()) + 1)
+  max_len = _free_max_len(table, max_decode_len)
   rows_NxK, scores_NxK = decode_rows(config, params, _index(table, vocab), inputs, beam_size=beam,
                                      k=k, constrained=False, max_decode_len=max_len,
                                      batch_size=batch_size)
-  return {"decoding": "unconstrained", "beam_size": beam, "num_groups": 1, "diversity_penalty": 0.0,
-          "max_decode_len": max_len, **valid_id_stats(rows_NxK, scores_NxK),
+  return {"decoding": "unconstrained", "decoder": "unconstrained", "beam_size": beam,
+          "num_groups": 1, "diversity_penalty": 0.0, "max_decode_len": max_len,
+          **valid_id_stats(rows_NxK, scores_NxK),
           **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks, artist_of_N=artist_of_N)}
 
 
 def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size: int, k: int,
                     artist_of_N, penalties: Sequence[float] = DEFAULT_PENALTIES,
-                    num_groups: int = 2, batch_size: int = 32,
-                    group_size: int | None = None) -> list[dict]:
-  """Grouped (diverse) constrained beam search, one row per diversity penalty.
+                    num_groups: int = 2, batch_size: int = 32, group_size: int | None = None,
+                    constrained: bool = True, max_decode_len: int | None = None) -> list[dict]:
+  """Grouped (diverse) beam search, one row per diversity penalty.
 
-  `num_groups` groups of `group_size` beams each (None: max(beam_size, k), so penalty 0 reproduces
-  `constrained_row`; but then the first group alone can fill the top k and the penalty changes
-  little: the paper's setting is k beams in all, group_size = k // num_groups);
+  `num_groups` groups of `group_size` beams each (None: max(beam_size, k), so constrained penalty 0
+  reproduces `constrained_row`; but then the first group alone can fill the top k and the penalty
+  changes little: the paper's setting is k beams in all, group_size = k // num_groups);
   a group's candidates lose `penalty` per earlier group's beam that chose the same token at that
-  step.  Rows: decoding, diversity_penalty, num_groups, beam_size (total), hits/map/ndcg@K,
-  artist_entropy@k, distinct_artists@k.
+  step.
+
+  Args:
+    constrained: True searches the catalog trie (every output an ID); False decodes freely, the
+      paper's setting: sequences end at EOS or after `max_decode_len` tokens (default, as in
+      `unconstrained_row`: the longest ID + EOS) and those that spell no ID are misses.
+
+  Returns:
+    Rows: decoding ("grouped (diverse)", plus " unconstrained" for free decoding), decoder
+    ("constrained" / "unconstrained"), diversity_penalty, num_groups, beam_size (total),
+    `valid_id_stats` (valid_id_share is 1 when constrained), hits/map/ndcg@K, artist_entropy@k,
+    distinct_artists@k; unconstrained rows also max_decode_len.
   """
   _check(beam_size, k, relevant, inputs)
   if num_groups < 1:
@@ -223,13 +242,17 @@ def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size
     raise UserInputError(f"group_size must be >= 1, got {group_size}")
   index = _index(table, vocab)
   beam = (group_size or max(beam_size, k)) * num_groups
+  decoder = "constrained" if constrained else "unconstrained"
+  free = {} if constrained else {"max_decode_len": _free_max_len(table, max_decode_len)}
   out = []
   for penalty in penalties:
     rows_NxK, scores_NxK = decode_rows(config, params, index, inputs, beam_size=beam, k=k,
-                                       num_groups=num_groups, diversity_penalty=float(penalty),
-                                       batch_size=batch_size)
-    out.append({"decoding": "grouped (diverse)", "beam_size": beam, "num_groups": num_groups,
-                "diversity_penalty": float(penalty), **valid_id_stats(rows_NxK, scores_NxK),
+                                       constrained=constrained, num_groups=num_groups,
+                                       diversity_penalty=float(penalty), batch_size=batch_size,
+                                       **free)
+    out.append({"decoding": "grouped (diverse)" + ("" if constrained else " unconstrained"),
+                "decoder": decoder, "beam_size": beam, "num_groups": num_groups,
+                "diversity_penalty": float(penalty), **free, **valid_id_stats(rows_NxK, scores_NxK),
                 **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks,
                               artist_of_N=artist_of_N)})
   return out
@@ -241,7 +264,12 @@ def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size
 
 def plot_sweep(rows: Sequence[dict], path: str | os.PathLike, *, k: int = 10) -> None:
   """Hits@k (left axis) and artist entropy of the top k (right axis) vs diversity penalty, like the
-  paper's Figure 3; PNG written atomically (temp file + rename)."""
+  paper's Figure 3; PNG written atomically (temp file + rename).
+
+  Rows of both decoders (`diversity_sweep(constrained=...)`, key "decoder", constrained when
+  absent) are drawn as solid / dashed (constrained) and dotted (unconstrained) lines, the legend
+  naming the decoder when both are present.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -249,24 +277,33 @@ def plot_sweep(rows: Sequence[dict], path: str | os.PathLike, *, k: int = 10) ->
   rows = sorted(rows, key=lambda r: r["diversity_penalty"])
   if not rows:
     raise UserInputError("plot_sweep: no sweep rows")
-  x = [r["diversity_penalty"] for r in rows]
-  hits = [r.get(f"hits@{k}") for r in rows]
-  ent = [r.get(f"artist_entropy@{k}") for r in rows]
-  ent = [math.nan if e is None else e for e in ent]
+  decoder_of = lambda r: r.get("decoder", "constrained")
+  decoders = [d for d in ("constrained", "unconstrained") if any(decoder_of(r) == d for r in rows)]
+  styles = {"constrained": ("o-", "s--"), "unconstrained": ("^:", "v:")}
   fig, ax = plt.subplots(figsize=(5.2, 3.4))
-  ax.plot(x, hits, "o-", color="tab:blue", label=f"Hits@{k}")
+  ax2 = ax.twinx()
+  all_hits = []
+  for dec in decoders:
+    part = [r for r in rows if decoder_of(r) == dec]
+    suffix = f" ({dec})" if len(decoders) > 1 or dec != "constrained" else ""
+    x = [r["diversity_penalty"] for r in part]
+    hits = [r.get(f"hits@{k}") for r in part]
+    ent = [r.get(f"artist_entropy@{k}") for r in part]
+    ent = [math.nan if e is None else e for e in ent]
+    all_hits += hits
+    ax.plot(x, hits, styles[dec][0], color="tab:blue", label=f"Hits@{k}{suffix}")
+    ax2.plot(x, ent, styles[dec][1], color="tab:orange", label=f"artist entropy@{k} (bits){suffix}")
   ax.set_xlabel("diversity penalty")
   ax.set_ylabel(f"Hits@{k}", color="tab:blue")
-  ax2 = ax.twinx()
-  ax2.plot(x, ent, "s--", color="tab:orange", label=f"artist entropy@{k} (bits)")
   ax2.set_ylabel(f"artist entropy of top {k} (bits)", color="tab:orange")
-  top = max([h for h in hits if h is not None] + [0.0])
+  top = max([h for h in all_hits if h is not None] + [0.0])
   ax.set_ylim(0.0, min(1.05, top * 1.3) if top > 0 else 1.0)  # from 0; entropy up to log2(k) bits
   ax2.set_ylim(0.0, math.log2(max(k, 2)) * 1.05)
   groups = sorted({r.get("num_groups") for r in rows})
   ax.set_title(f"Grouped beam search ({', '.join(map(str, groups))} groups)", fontsize=10)
   lines = ax.get_lines() + ax2.get_lines()
-  ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="lower right")
+  ax.legend(lines, [l.get_label() for l in lines], fontsize=8 if len(decoders) == 1 else 7,
+            loc="lower right")
   report.save_figure(fig, os.fspath(path))
 
 
