@@ -40,6 +40,9 @@ def _quickstart_parser(sub) -> None:
     if field.name not in quickstart.HELP:
       continue
     value = getattr(defaults, field.name)
+    if isinstance(value, bool):  # a switch: --adapt_encoder
+      p.add_argument(f"--{field.name}", action="store_true", help=quickstart.HELP[field.name])
+      continue
     kwargs = {"choices": quickstart.MODELS} if field.name == "model" else {}
     if field.name == "prompt_field":
       kwargs = {"choices": ("auto", "title", "description", "both")}

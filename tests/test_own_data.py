@@ -101,7 +101,8 @@ def test_export_and_serve_the_model_dir(route, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["not_a_dataset", "missing_dir", "fold_without_folds", "work_inside",
-                                  "dataset_inside_work", "out_inside", "bad_fold", "fold_without_dataset"])
+                                  "dataset_inside_work", "out_inside", "bad_fold", "fold_without_dataset",
+                                  "adapt_without_pretrained"])
 def test_bad_dataset_flags_fail_before_writing(case, tmp_path, capsys):
   dataset = tmp_path / "ds"
   dataset.mkdir()
@@ -119,6 +120,8 @@ def test_bad_dataset_flags_fail_before_writing(case, tmp_path, capsys):
     needle = "not a directory"
   elif case == "fold_without_folds":
     extra, needle = ["--fold", "1"], "--fold 1: "
+  elif case == "adapt_without_pretrained":
+    extra, needle = ["--adapt_encoder", "--model", "micro"], "--adapt_encoder needs --model bert_t5_minilm"
   elif case == "bad_fold":
     (dataset / formats.FOLDS_FILE).write_text(json.dumps({"num_folds": 2, "seed": 0, "folds": [["a"], ["b"]]}))
     extra, needle = ["--fold", "5"], "--fold 5: fold must be an integer in [0, 2)"
@@ -164,6 +167,22 @@ def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
   catalog = {t.track_id for t in formats.Dataset.load(data).tracks}
   got = recommend.Recommender.load(str(work / "model")).recommend([PROMPT], k=5)[0]
   assert len(got) == 5 and all(r.track_id in catalog for r in got)
+  # --adapt_encoder: the encoder fine-tuned as a bi-encoder first (its row in the report), then the
+  # decoder over it with the ID tables fixed at its track embeddings.
+  pytest.importorskip("sentence_transformers")
+  work2, out2 = tmp_path / "work2", tmp_path / "report2"
+  assert cli.main(["quickstart", "--dataset_dir", str(data), "--model", "bert_t5_minilm", "--adapt_encoder",
+                   "--train_steps", "4", "--batch_size", "64", "--beam_size", "10", "--out", str(out2),
+                   "--work_dir", str(work2), "--no_progress"]) == 0
+  with open(out2 / "report.json", encoding="utf-8") as f:
+    rows = json.load(f)
+  assert [r["method"] for r in rows] == ["Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)",
+                                         "Bi-encoder fine-tuned (MiniLM-L6, MNRL)", "BM25 (bm25s)", "Most popular"]
+  assert rows[0]["num_queries"] == rows[1]["num_queries"] == 10
+  enc = work2 / "adapted_encoder"
+  assert (enc / "model.safetensors").is_file()
+  gin_text = (work2 / "model" / "config.gin").read_text()
+  assert f"INITIAL_CHECKPOINT_PATH = {str(enc)!r}" in gin_text and "ID_EMB_LR_SCALE = 0.0" in gin_text
 
 
 def test_open_dataset_replaces_only_its_own_copy(route, tmp_path):
