@@ -12,6 +12,7 @@ This is an entry point (layer 3): it imports the studies lazily.
 """
 
 import dataclasses
+import importlib.util
 import os
 import sys
 import time
@@ -144,6 +145,9 @@ def _check(cfg: QuickstartConfig) -> None:
   _levels(cfg.id_levels)
   if cfg.adapt_encoder and cfg.model != PRETRAINED:
     raise UserInputError(f"--adapt_encoder needs --model {PRETRAINED} (it adapts the pretrained encoder)")
+  if cfg.adapt_encoder and not all(importlib.util.find_spec(m) for m in ("sentence_transformers", "torch")):
+    raise UserInputError('--adapt_encoder fine-tunes the encoder with sentence-transformers and torch: '
+                         'pip install -e ".[baselines]"')
   if cfg.dataset_dir is None and cfg.fold is not None:
     raise UserInputError("--fold needs --dataset_dir (the synthetic catalog has no folds)")
 

@@ -200,3 +200,17 @@ def test_open_dataset_replaces_only_its_own_copy(route, tmp_path):
   with pytest.raises(UserInputError, match="not a t2t output"):
     pipeline.open_dataset(str(route["dataset"]), str(work), name="mine")
   assert (mine / "notes.txt").read_text() == "user data"
+
+
+def test_adapt_encoder_without_sentence_transformers_fails_first(tmp_path, capsys, monkeypatch):
+  """--adapt_encoder names the missing extra before anything is read or written."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a, **k: None if name == "sentence_transformers" else real(name, *a, **k))
+  work, out = tmp_path / "work", tmp_path / "report"
+  assert cli.main(["quickstart", "--model", "bert_t5_minilm", "--adapt_encoder", "--work_dir", str(work),
+                   "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'pip install -e ".[baselines]"' in err[0], err
+  assert not work.exists() and not out.exists()
