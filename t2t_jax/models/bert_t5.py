@@ -173,15 +173,13 @@ class BertT5Model(base.EncoderDecoderModel):
   def _per_param(self, params, fn):
     """`fn(group scale)` for every parameter: token_embedder and decoder/logits_dense are the ID tables."""
     g = self._group_scales()
-    out = {}
-    for name, sub in params.items():
-      if name == "decoder":
-        out[name] = {k: jax.tree.map(lambda _, k=k: fn(g["id_tables" if k == "logits_dense" else "decoder"]), v)
-                     for k, v in sub.items()}
-      else:
-        key = name if name == "encoder" else "id_tables" if name == "token_embedder" else "decoder"
-        out[name] = jax.tree.map(lambda _, key=key: fn(g[key]), sub)
-    return out
+
+    def group(path) -> str:
+      top, sub = (getattr(k, "key", None) for k in (tuple(path) + (None, None))[:2])
+      if top == "encoder":
+        return "encoder"
+      return "id_tables" if top == "token_embedder" or (top, sub) == ("decoder", "logits_dense") else "decoder"
+    return jax.tree_util.tree_map_with_path(lambda path, _: fn(g[group(path)]), params)
 
   def trainable_mask(self, params):
     if all(v > 0 for v in self._group_scales().values()):
