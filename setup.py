@@ -20,6 +20,7 @@ CORE = [
     "psutil>=5.9",
     "aiohttp>=3.9,<4",
     "tokenizers>=0.15",  # WordPiece inputs of pretrained BERT-family encoders (bert_t5)
+    "rapidfuzz>=3.1,<4",  # edit distances of CPCD's entity masking (data/cpcd.py EntityMasker)
 ]
 DATA = [
     # SeqIO tasks and TFDS builders (the `tasks` package).

@@ -132,8 +132,8 @@ def _import_common(p, splits: bool = True) -> None:
   p.add_argument("--on_error", default="raise", choices=["raise", "skip"],
                  help="bad records: stop with an error naming file:line, or skip and count them")
   if splits:
-    g = p.add_argument_group("split sizes (default: validation and test get max(10%%, 50) playlists "
-                             "each, or 10%% each when that would leave under 60%% for training)")
+    g = p.add_argument_group("split sizes (default: validation and test get max(10%, 50) playlists "
+                             "each, or 10% each when that would leave under 60% for training)")
     g.add_argument("--validation_fraction", type=float, default=None)
     g.add_argument("--test_fraction", type=float, default=None)
     g.add_argument("--validation_size", type=int, default=None, help="playlists")
@@ -175,8 +175,12 @@ def _import_parser(sub) -> None:
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   q.add_argument("cpcd_dir", help="folder with cpcd_v1.dialogs.dev.{train,val}.jsonl")
   q.add_argument("--prompt", default="all_user_turns", choices=["all_user_turns", "first_turn"])
-  q.add_argument("--artists", default="as_written", choices=["as_written", "masked"],
-                 help="masked: catalog artist names removed from the prompts (rule in meta.json)")
+  q.add_argument("--artists", default="as_written", choices=["as_written", "masked", "entities_masked"],
+                 help="masked: catalog artist names removed from the prompts, common-word names kept "
+                      "(rule in meta.json); entities_masked: also each conversation's own artists "
+                      "(common words too), goal and liked titles, misspellings and unambiguous first or "
+                      "last names, decided from the conversation's tracks (rule in meta.json; "
+                      "tools/check_masking.py measures what is left)")
   q.add_argument("--num_folds", type=int, default=5, help="k of the k-fold cross-validation folds")
   q.add_argument("--validation_fraction", type=float, default=0.1,
                  help="share of the canonical training conversations held out for validation (at least 20)")

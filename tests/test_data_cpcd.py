@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from t2t_jax.data import cpcd, english, formats, vocab
+from t2t_jax import cli
+from t2t_jax.data import cpcd, english, entity_check, formats, vocab
 from t2t_jax.errors import UserInputError
 
 CPCD_DIR = os.path.join(os.path.dirname(__file__), "data", "cpcd")
@@ -187,3 +188,83 @@ def test_bad_cpcd_input_names_file_and_line(tmp_path):
     cpcd.convert_cpcd(src, tmp_path / "o2", artists="hidden")
   counts = collections.Counter(json.loads(l)["id"] for l in lines)
   assert max(counts.values()) == 1
+
+
+# A hand-made catalog for EntityMasker: (title, artists, release).
+SONGS = [("Bohemian Rhapsody", ("Queen",), "A Night at the Opera"), ("Mask Off", ("Future",), "FUTURE"),
+         ("Basket Case", ("Green Day",), "Dookie"), ("Friday I'm in Love", ("The Cure",), "Wish"),
+         ("Shake It Off", ("Taylor Swift",), "1989"), ("Fire and Rain", ("James Taylor",), "Sweet Baby James"),
+         ("Lollipop", ("Lil Wayne", "Static Major"), "Tha Carter III"),
+         ("Tupac Back", ("Meek Mill", "Rick Ross"), "Dreams and Nightmares"),
+         ("Stronger", ("Kanye West",), "Graduation"),
+         ("Here Comes The Sun - Remastered 2009", ("The Beatles",), "Abbey Road"),
+         ("Uprising", ("Muse",), "The Resistance"), ("Llove (Dada Life Remix)", ("Kaskade",), "Llove"),
+         ("Love", ("Lana Del Rey",), "Lust for Life")]
+
+
+def test_entity_masker_conversation_artists_common_words_too():
+  m = cpcd.EntityMasker(SONGS)
+  text, removed = m.mask("I want Queen, some future hits, greenday and the cure tonight",
+                         ["Queen", "Future", "Green Day", "The Cure"], [])
+  assert text == "I want , some hits, and tonight" and removed == {"artist": 4}
+  # Not this conversation's artists: common-word catalog names stay (as with `masked`), others go.
+  text, removed = m.mask("songs for the future by queen, not Kanye West", ["Taylor Swift"], ["Shake It Off"])
+  assert text == "songs for the future by queen, not" and removed == {"catalog_artist": 1}
+
+
+def test_entity_masker_near_misses_titles_and_name_parts():
+  m = cpcd.EntityMasker(SONGS)
+  assert m.mask("more Tylor swift and lil wayn's songs please", ["Taylor Swift", "Lil Wayne"], []) == \
+      ("more and songs please", {"near_miss": 2})
+  assert m.mask("play Tupac Back and here comes the sun", ["Meek Mill", "Rick Ross", "The Beatles"],
+                ["Tupac Back", "Here Comes The Sun - Remastered 2009"]) == ("play and", {"title": 2})
+  # "Kanye" names one catalog artist; "Taylor" two (Taylor Swift, James Taylor): ambiguous, kept.
+  assert "taylor" in m.shared_words and "kanye" not in m.shared_words
+  assert m.mask("more Kanye and some Taylor", ["Kanye West", "Taylor Swift"], []) == \
+      ("more and some Taylor", {"name_part": 1})
+  # Kept: 'use' is not 'Muse' (first letter), 'love' is a word (not a misspelling of 'Llove'), and a
+  # title that is one common English word ('Love') is never masked.
+  assert m.mask("use it, I love this", ["Muse", "Kaskade", "Lana Del Rey"], ["Llove (Dada Life Remix)", "Love"]) == \
+      ("use it, I love this", {})
+  names = m.names(["The Cure", "Obie Trice feat. 50 Cent"],
+                  ["Here Comes The Sun - Remastered 2009", "The Way I Am", "Up"])
+  assert names == {"thecure": ("artist", 2), "cure": ("artist", 1), "obietricefeat50cent": ("artist", 5),
+                   "obietrice": ("artist", 2), "50cent": ("artist", 2), "obie": ("name_part", 1),
+                   "trice": ("name_part", 1), "cent": ("name_part", 1),
+                   "herecomesthesunremastered2009": ("title", 6), "herecomesthesun": ("title", 4),
+                   "thewayiam": ("title", 4), "wayiam": ("title", 3)}  # "Up": fewer than 3 letters
+
+
+@pytest.fixture(scope="module")
+def entities_masked(tmp_path_factory):
+  out = tmp_path_factory.mktemp("cpcd") / "em"
+  meta = cpcd.convert_cpcd(CPCD_DIR, out, artists="entities_masked", vocab_size=None)
+  return str(out), meta
+
+
+def test_entities_masked_import_leaves_no_goal_entities(converted, masked, entities_masked):
+  out, meta = entities_masked
+  m = meta["masking"]
+  assert m["rule"] == cpcd.ENTITY_MASK_RULE and m["catalog_rule"] == cpcd.MASK_RULE
+  assert sum(m["removed_by_kind"].values()) == m["replacements"] == meta["masked_replacements"]
+  assert all(m["removed_by_kind"][k] > 0 for k in ("catalog_artist", "artist", "title", "near_miss"))
+  assert not any(k.startswith("removed_") for k in meta)
+  before, after = _titles(converted[0]), _titles(out)
+  assert before.keys() == after.keys() and all(len(t) <= len(before[k]) for k, t in after.items())
+  test_ids = formats.read_splits(os.path.join(out, "splits.json"))["test"]
+  assert test_ids == sorted(c["id"] for c in RAW_VAL)
+  goals = entity_check.goal_entities(CPCD_DIR)
+  # The independent checker: most prompts name a goal artist or title as written, about half after
+  # `masked`, at most 2% of the test prompts after `entities_masked` (none on this slice).
+  reports = {name: entity_check.residue_report(_titles(d), goals, ids=test_ids)
+             for name, d in (("as_written", converted[0]), ("masked", masked[0]), ("entities_masked", out))}
+  assert reports["as_written"]["share"] >= 0.6 and reports["masked"]["share"] >= 0.3
+  assert reports["entities_masked"]["share"] <= 0.02
+  assert entity_check.residue_report(out, CPCD_DIR)["num_with_residue"] <= 1
+
+
+def test_import_help_lists_entities_masked(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["import", "cpcd", "--help"])
+  text = capsys.readouterr().out
+  assert "entities_masked: also each" in " ".join(text.split()) and "%%" not in text and "%(" not in text

@@ -2,7 +2,8 @@
 
 Used by `cpcd.ArtistMasker`: an artist name made only of these words ("Yes", "Heart", "Future",
 "Country Music", "The Cure") is not removed from prompts, because in a request it is far more often
-the word than the artist.  No packaged word-frequency list is a dependency of the core, and a short
+the word than the artist.  `cpcd.EntityMasker` and `entity_check` use it for their exceptions (a
+title that is one common word, a common word near a name is not a misspelling of it).  No packaged word-frequency list is a dependency of the core, and a short
 explicit list keeps the rule reviewable: function words, frequent verbs/nouns/adjectives, the
 words people use to describe music (moods, activities, genres, times), and contractions typed
 without an apostrophe ("ive", "im").
