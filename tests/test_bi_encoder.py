@@ -212,3 +212,63 @@ def test_real_minilm_zero_shot_picks_the_obvious_track(tmp_path_factory):
   rows = r.recommend(["songs by metallica", "miles davis trumpet", "enya orinoco flow",
                       "bob marley reggae", "daft punk please"], 2)
   np.testing.assert_array_equal(rows[:, 0], [0, 1, 2, 3, 4])
+
+
+def test_all_pairs_batches_cover_every_pair_once_without_same_prompt_collisions():
+  r = bi_encoder.BiEncoderRetriever(finetune=True, pairs="all", batch_size=4, positives_per_prompt=3)
+  train = [(f"p{i}", np.arange(i * 10, i * 10 + n)) for i, n in enumerate((1, 7, 3, 9, 2, 5))]
+  batches = r._batches(train, list(range(6)), np.random.default_rng(0))  # pylint: disable=protected-access
+  pairs = [(i, int(x)) for b in batches for i, rows in b for x in rows]
+  assert sorted(pairs) == sorted((i, int(x)) for i, (_, rows) in enumerate(train) for x in rows)
+  for b in batches:
+    assert len(b) <= 4 and len({i for i, _ in b}) == len(b)  # distinct prompts in a batch
+    assert all(1 <= len(rows) <= 3 for _, rows in b)
+  # one_per_prompt: each prompt once per epoch, one positive.
+  r1 = bi_encoder.BiEncoderRetriever(finetune=True, pairs="one_per_prompt", batch_size=4)
+  b1 = r1._batches(train, list(range(6)), np.random.default_rng(0))  # pylint: disable=protected-access
+  assert sorted(i for b in b1 for i, _ in b) == list(range(6)) and all(x is None for b in b1 for _, x in b)
+
+
+def test_grouped_mnrl_masks_the_prompts_other_goal_tracks():
+  e = lambda *v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+  q = torch.stack([e(1.0, 0.0), e(0.0, 1.0)])
+  d = torch.stack([e(1.0, 0.0), e(0.6, 0.8), e(0.0, 1.0)])
+  # prompt 0 has positives rows 10 and 11 (columns 0, 1); prompt 1 has row 12 (column 2) and also row 10
+  # in its goal set: column 0 is masked in prompt 1's softmax.
+  docs = [(0, 10), (0, 11), (1, 12)]
+  gold = [frozenset({10, 11}), frozenset({12, 10})]
+  loss = bi_encoder._grouped_mnrl(q, d, [0, 1], docs, gold, 1.0)  # pylint: disable=protected-access
+  s = (q @ d.T).numpy()
+  lse = lambda xs: np.log(np.sum(np.exp(xs)))  # noqa: E731
+  expected = np.mean([lse([s[0, 0], s[0, 2]]) - s[0, 0],   # column 1 (same prompt's other positive) masked
+                      lse([s[0, 1], s[0, 2]]) - s[0, 1],   # column 0 masked
+                      lse([s[1, 1], s[1, 2]]) - s[1, 2]])  # column 0: a goal track of prompt 1, masked
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_all_pairs_finetuning_keeps_the_best_validation_epoch(tiny_dir, toy):
+  catalog, train, test = toy
+  val = ([p for p, _ in test[:10]], [rows for _, rows in test[:10]])
+  tuned = bi_encoder.BiEncoderRetriever(tiny_dir, track_text="metadata", finetune=True, epochs=3, batch_size=8,
+                                        learning_rate=1e-3, pairs="all", positives_per_prompt=2, seed=0)
+  tuned.fit(catalog, train, validation=val)
+  by_epoch = tuned.stats["val_by_epoch"]
+  assert [e["epoch"] for e in by_epoch] == [1, 2, 3]
+  best = max(by_epoch, key=lambda e: (e["hits@10"], e["map@10"]))
+  assert tuned.stats["best_epoch"] == best["epoch"]
+  assert tuned.stats["pairs_per_epoch"] == sum(len(r) for _, r in train)
+  # The kept weights are the best epoch's: re-scoring validation gives its Hits@10.
+  m = evaluation.evaluate_rankings(tuned.recommend(val[0], 10), val[1], ks=(10,))
+  assert m["hits@10"] == pytest.approx(best["hits@10"], abs=1e-6)
+  # It learns the toy (genre words) well past chance (1 genre of 6).
+  assert best["hits@10"] >= 0.8
+
+
+def test_all_pairs_option_errors(tiny_dir, toy):
+  catalog, train, _ = toy
+  with pytest.raises(UserInputError, match="pairs="):
+    bi_encoder.BiEncoderRetriever(tiny_dir, finetune=True, pairs="some")
+  with pytest.raises(UserInputError, match="schedule_epochs"):
+    bi_encoder.BiEncoderRetriever(tiny_dir, finetune=True, epochs=3, schedule_epochs=2)
+  with pytest.raises(UserInputError, match="needs finetune=True"):
+    bi_encoder.BiEncoderRetriever(tiny_dir).fit(catalog, train, validation=(["jazz"], [[0]]))

@@ -85,7 +85,8 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                 baselines=baselines_lib.BASELINES, dual_encoder_kwargs: dict | None = None,
                 num_devices: int | None = None, progress: bool = True, dataset_dirs: dict | None = None,
                 folds: list | None = None, model_families=None, bi_encoder_kwargs: dict | None = None,
-                bootstrap_samples: int = 10000) -> list[dict]:
+                bootstrap_samples: int = 10000, protocol: str = "folds", seeds: list | None = None,
+                tune_grid: dict | None = None, hybrid_weights=None, hybrid_depth: int = 100) -> list[dict]:
   """Runs the comparison; writes results.{json,csv,md} and PNG charts into out_dir; returns the rows.
 
   `dual_encoder_kwargs` default to the Text2Tracks budget: the same T5 size's encoder, the same
@@ -96,7 +97,29 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
   splits.json), `model_families` ((name, T5 size or gin/models stem[, options]); None = one family
   ("scratch", `model`)), `bi_encoder_kwargs` for the "bi_encoder" / "bi_encoder_ft" baselines and
   `bootstrap_samples`; the synthetic-only arguments are ignored.
+
+  `protocol="nested"` (with `dataset_dirs`) runs `studies.fair_study`: every choice on each fold's
+  inner validation split, `seeds` (default [seed]) training seeds, the tuned bi-encoder (`tune_grid`,
+  `studies.tuning.DEFAULT_GRID`) and the hybrid (`hybrid_weights`, `hybrid_depth`), runs.jsonl.
   """
+  if protocol not in ("folds", "nested"):
+    raise UserInputError(f"compare_ids.protocol must be 'folds' or 'nested', got {protocol!r}")
+  if protocol == "nested":
+    from t2t_jax.studies import fair_study, tuning  # pylint: disable=g-import-not-at-top
+    if dataset_dirs is None:
+      raise UserInputError("compare_ids.protocol='nested' needs compare_ids.dataset_dirs (imported datasets)")
+    work_dir = work_dir or os.path.join("t2t_runs", "compare_ids")
+    config = {k_: v for k_, v in locals().items() if k_ not in ("fair_study", "tuning")}
+    return fair_study.run(
+        out_dir=out_dir, work_dir=work_dir, dataset_dirs=dict(dataset_dirs), folds=folds,
+        seeds=list(seeds) if seeds is not None else [seed], id_specs=id_specs,
+        model_families=model_families if model_families is not None else [("scratch", model)],
+        train_steps=train_steps, batch_size=batch_size,
+        learning_rate=learning_rate, beam_size=beam_size, prompt_field=prompt_field, baselines=baselines,
+        bi_encoder_kwargs=bi_encoder_kwargs, tune_grid=tune_grid,
+        hybrid_weights=tuple(hybrid_weights) if hybrid_weights is not None else tuning.HYBRID_WEIGHTS,
+        hybrid_depth=hybrid_depth, num_devices=num_devices, bootstrap_samples=bootstrap_samples, config=config,
+        progress=progress)
   if dataset_dirs is not None:
     from t2t_jax.studies import folds_study  # pylint: disable=g-import-not-at-top
     if beam_size < k:

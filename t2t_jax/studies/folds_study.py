@@ -40,7 +40,8 @@ from t2t_jax.studies import pipeline
 
 T5_SIZES = ("micro", "tiny", "small", "base", "large", "xl", "xxl")
 # ModelFamily.encoder: where a pretrained-encoder family's encoder comes from (None: its gin file).
-ENCODERS = (None, "bi_encoder_ft")
+# ("bi_encoder_tuned": the nested protocol of studies/fair_study.py only.)
+ENCODERS = (None, "bi_encoder_ft", "bi_encoder_tuned")
 # Input vocabularies of the pretrained-encoder model files (the suffix of their task names).
 MODEL_INPUT_VOCAB = {"bert_t5_minilm": "minilm"}
 SPREAD_KEYS = ("hits@10", "map@10", "artist_hits@10", "artist_map@10", "ndcg@10", "hits@1", "hits@5",

@@ -1,0 +1,421 @@
+"""compare_ids' nested protocol ("fair"): every choice on inner validation, each test fold run once per
+final configuration and seed, every test run logged.
+
+  run(dataset_dirs={"as_written": "data/cpcd", ...}, folds=[0, ..., 4], seeds=[0, 1, 2], ...)
+
+For each prompts variant and fold k (`pipeline.open_dataset(dir, fold=k)`: test = fold k; validation =
+a seeded 10% of the other folds' conversations, held out of training; train = the rest):
+- every method trains on the fold's train split only; every choice is made on its validation split:
+  * bi_encoder_tuned: MiniLM fine-tuned over all (prompt, goal track) pairs; learning rate, batch,
+    positives per prompt and epochs chosen by `tuning.tune_bi_encoder` with the first seed, the other
+    seeds retrain the chosen configuration (`tuning.refit_bi_encoder`); prompts as long as
+    Text2Tracks' (its task's inputs length in WordPiece tokens);
+  * hybrid: RRF of BM25 and that seed's tuned bi-encoder, the weight chosen on validation;
+  * Text2Tracks: with several model families, each is trained with the first seed and scored on
+    validation; the best one (Hits@10, then MAP@10) is the fold's "Text2Tracks (selected)" row and
+    is the only one trained with the other seeds and run on test.  A family with
+    encoder="bi_encoder_tuned" warm-starts from that seed's tuned bi-encoder (saved by it);
+  * most popular, BM25 (documents: track metadata + the training prompts of the track's
+    conversations) and the zero-shot bi-encoder have no trained parameters: one run per fold.
+- the test split is scored once per final configuration and seed; each such run is one line of
+  `runs.jsonl` in the results dir (appended, never rewritten: reuse of a test fold shows there),
+  with the validation conversations its choices saw, so that a test can check that no test
+  conversation of a fold is a validation query of any of that fold's choices.
+Rows: per (variant, fold, seed, method) in results.json; per (variant, fold, method) the seeds'
+mean; per (variant, method) the mean ± std over folds (folds_study.aggregate) and the mean std over
+seeds.  Paired bootstrap (within folds, per-query values averaged over seeds) of the best Text2Tracks
+row against the tuned bi-encoder and against the hybrid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import subprocess
+import time
+from typing import Sequence
+
+import numpy as np
+
+from t2t_jax import io_utils, report, stats
+from t2t_jax.errors import UserInputError
+from t2t_jax.studies import baselines as baselines_lib
+from t2t_jax.studies import folds_study, pipeline, tuning
+
+FAIR_BASELINES = ("most_popular", "bm25", "bi_encoder", "bi_encoder_mpnet", "bi_encoder_tuned", "hybrid")
+LABELS = {"bi_encoder_tuned": "Bi-encoder fine-tuned, tuned (MiniLM-L6, all pairs, MNRL)",
+          "hybrid": "Hybrid BM25 + tuned bi-encoder (RRF, weight tuned)",
+          "bm25": "BM25 (bm25s; docs: metadata + training prompts)",
+          "bi_encoder_mpnet": "Bi-encoder zero-shot (all-mpnet-base-v2)"}
+SELECTED = "Text2Tracks (selected on validation)"
+METRIC_KEYS = folds_study.SPREAD_KEYS
+RUNS_FILE = "runs.jsonl"
+# The adapted-encoder recipe (gin/experiments/compare_cpcd_fair.gin's first candidate): per-track IDs whose
+# vectors stay at the tuned bi-encoder's track embeddings, the decoder trained 300 steps x 64.
+ADAPTED_FAMILY = ("bert_t5_adapted", "bert_t5_minilm",
+                  {"bindings": ["TARGETS_PER_PROMPT=8", "INDEXING='artists'", "INDEXING_SHARE=0.3",
+                                "ID_EMBEDDING_INIT='retrieval'", "ID_EMB_LR_SCALE=0.0"],
+                   "id_specs": ["integer_atomic"], "encoder": "bi_encoder_tuned", "train_steps": 300})
+ADAPTED_SPEC = ("integer_atomic", "integer", {"order": "random", "base": None})
+ADAPTED_DEFAULTS = {"train_steps": 300, "batch_size": 64, "learning_rate": 3e-3, "beam_size": 20, "num_devices": None}
+
+
+def label(name: str) -> str:
+  return LABELS.get(name) or baselines_lib.BASELINE_LABELS[name]
+
+
+def _git_commit() -> str | None:
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+@dataclasses.dataclass
+class Fold:
+  """One (variant, fold): its workspace, queries and the texts every retriever is fitted on."""
+  variant: str
+  fold: int | None
+  ws: pipeline.Workspace
+  test: tuple[list[str], list[np.ndarray]]
+  val: tuple[list[str], list[np.ndarray]]
+  catalog: object
+  train: list
+  artist_of_row: list
+
+  @property
+  def test_ids(self) -> list[str]:
+    return [p.playlist_id for p in self.ws.test_playlists]
+
+  @property
+  def val_ids(self) -> list[str]:
+    return [p.playlist_id for p in self.ws.ds.playlists("validation")]
+
+
+def open_fold(variant: str, ddir: str, fold: int | None, work_dir: str, prompt_field: str,
+              stage: pipeline.Stages) -> Fold:
+  from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
+  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  from tasks import t2t_tasks  # pylint: disable=g-import-not-at-top
+  ws = pipeline.open_dataset(ddir, work_dir, fold=fold, name=variant, stage=stage)
+  max_chars = t2t_tasks.dataset_prompt_max_chars(ws.ds_dir)
+
+  def queries(playlists):
+    return ([prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars) for p in playlists],
+            [np.asarray([ws.ds.track_row[t] for t in p.track_ids], np.int32) for p in playlists])
+  val_pl = list(ws.ds.playlists("validation"))
+  if not val_pl:
+    raise UserInputError(f"{ddir} fold {fold}: no validation conversations to tune on")
+  test_ids = {p.playlist_id for p in ws.test_playlists}
+  leaked = test_ids & ({p.playlist_id for p in val_pl} | {p.playlist_id for p in ws.train_playlists})
+  assert not leaked, f"test conversations in train/validation: {sorted(leaked)[:5]}"
+  train_prompts, _ = queries(ws.train_playlists)
+  return Fold(variant=variant, fold=fold, ws=ws, test=queries(ws.test_playlists), val=queries(val_pl),
+              catalog=CatalogTexts.from_tracks(ws.ds.tracks, pipeline.track_text),
+              train=list(zip(train_prompts, ws.rows_train)), artist_of_row=[t.artist for t in ws.ds.tracks])
+
+
+class Log:
+  """Rows, per-query vectors and the test-run log of one study; written after every test run."""
+
+  def __init__(self, out_dir: str, *, config: dict, notes: list[str], bootstrap_samples: int, seed: int):
+    self.out_dir, self.config, self.notes = out_dir, config, notes
+    self.bootstrap_samples, self.seed = bootstrap_samples, seed
+    self.rows: list[dict] = []
+    self.per_query: dict[str, dict] = {}  # "{variant}|{method}" -> {fold: {seed: {metric: list}}}
+    self.machine = report.machine_info()
+    self.commit = _git_commit()
+    os.makedirs(out_dir, exist_ok=True)
+
+  def test_run(self, f: Fold, seed: int | None, method: str, ranked: np.ndarray, *, config: dict,
+               val_ids: Sequence[str], extra: dict | None = None) -> dict:
+    """Scores `ranked` on the fold's test queries, logs the run and rewrites the results."""
+    from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+    m = evaluation.evaluate_rankings(np.asarray(ranked), f.test[1], ks=(1, 5, 10), artist_of_row=f.artist_of_row,
+                                     per_query=True)
+    vectors = m.pop("per_query")
+    row = {"prompts": f.variant, "fold": f.fold, "seed": seed, "method": method, **m, **(extra or {})}
+    self.rows.append(row)
+    self.per_query.setdefault(f"{f.variant}|{method}", {}).setdefault(str(f.fold), {})[str(seed)] = {
+        key: [float(x) for x in vectors[key]] for key in folds_study.BOOTSTRAP_KEYS}
+    entry = {"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "commit": self.commit, "prompts": f.variant, "fold": f.fold, "seed": seed, "method": method,
+             "config": config, "hits@10": m["hits@10"], "map@10": m["map@10"], "num_queries": m["num_queries"],
+             "test_conversations": f.test_ids, "validation_conversations": sorted(val_ids)}
+    with open(os.path.join(self.out_dir, RUNS_FILE), "a", encoding="utf-8") as fh:
+      fh.write(json.dumps(entry) + "\n")
+    self.flush()
+    print(f"      {f.variant} fold {f.fold} seed {seed} {method}: hits@10={m['hits@10']:.4f} "
+          f"map@10={m['map@10']:.4f}", flush=True)
+    return row
+
+  def fold_means(self) -> list[dict]:
+    """Per (variant, fold, method): the mean over seeds of every metric (+ `seeds`)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in self.rows:
+      groups.setdefault((r["prompts"], r["fold"], r["method"]), []).append(r)
+    out = []
+    for (variant, fold, method), rs in groups.items():
+      row = {k: v for k, v in rs[0].items() if k not in METRIC_KEYS and k != "seed"}
+      row.update(prompts=variant, fold=fold, method=method, seeds=len(rs),
+                 num_queries=rs[0]["num_queries"])
+      for key in METRIC_KEYS:
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        if vals:
+          row[key] = float(np.mean(vals))
+          row[f"{key}_seed_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+      for key in ("train_seconds", "decode_steps_per_id", "id_vocab_size", "prompts_per_s"):
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        row[key] = round(float(np.mean(vals)), 2) if vals else None
+      out.append(row)
+    return out
+
+  def aggregate(self) -> list[dict]:
+    fold_rows = self.fold_means()
+    agg = folds_study.aggregate(fold_rows)
+    for row in agg:
+      rs = [r for r in fold_rows if r["prompts"] == row["prompts"] and r["method"] == row["method"]]
+      row["seeds"] = max(r["seeds"] for r in rs)
+      row["hits@10_seed_std"] = round(float(np.mean([r.get("hits@10_seed_std", 0.0) for r in rs])), 4)
+      row["id_vocab_size"] = rs[0].get("id_vocab_size")
+      row["paper_hits@10"] = None
+    return agg
+
+  def bootstraps(self, agg: Sequence[dict]) -> list[dict]:
+    """Best Text2Tracks row vs. the tuned bi-encoder and vs. the hybrid, per variant."""
+    out = []
+    for variant in dict.fromkeys(r["prompts"] for r in agg):
+      t2t = folds_study._best(agg, variant, lambda r: bool(r.get("id_strategy")))  # pylint: disable=protected-access
+      if not t2t:
+        continue
+      for name in ("bi_encoder_tuned", "hybrid"):
+        a, b = self.per_query.get(f"{variant}|{t2t['method']}", {}), self.per_query.get(f"{variant}|{label(name)}", {})
+        common = sorted(set(a) & set(b))
+        if not common:
+          continue
+
+        def seed_mean(d, fold, key):
+          return tuning.mean_over_seeds([v[key] for v in d[fold].values()])
+        groups = np.concatenate([np.full(len(seed_mean(a, f, "hits@10")), i) for i, f in enumerate(common)])
+        bt = {"prompts": variant, "text2tracks": t2t["method"], "baseline": label(name), "folds": common,
+              "resampling": "within folds, per-query values averaged over seeds"}
+        for key in folds_study.BOOTSTRAP_KEYS:
+          bt[key] = stats.paired_bootstrap(np.concatenate([seed_mean(a, f, key) for f in common]),
+                                           np.concatenate([seed_mean(b, f, key) for f in common]),
+                                           num_samples=self.bootstrap_samples, seed=self.seed, groups=groups)
+        out.append(bt)
+    return out
+
+  def flush(self, final_lines: Sequence[str] = ()) -> tuple[list[dict], list[dict], list[str]]:
+    agg = self.aggregate()
+    boots = self.bootstraps(agg)
+    lines = [f"[{b['prompts']}] paired bootstrap {b['text2tracks']} - {b['baseline']} ({b['hits@10']['num_queries']} "
+             f"queries, folds {b['folds']}): Hits@10 {b['hits@10']['mean_diff']:+.3f} "
+             f"[{b['hits@10']['low']:+.3f}, {b['hits@10']['high']:+.3f}] p={b['hits@10']['p_value']:.4f}; "
+             f"MAP@10 {b['map@10']['mean_diff']:+.3f} p={b['map@10']['p_value']:.4f}" for b in boots]
+    report.write_results(self.out_dir, self.rows + self.fold_means() + agg, columns=TABLE_COLUMNS,
+                         machine=self.machine, config=self.config,
+                         title="CPCD, nested protocol: tuned baselines, hybrid and Text2Tracks over folds and seeds",
+                         notes=self.notes + lines + list(final_lines), table_rows=folds_study.table_rows(agg))
+    io_utils.write_json(os.path.join(self.out_dir, "per_query.json"), self.per_query)
+    return agg, boots, lines
+
+
+TABLE_COLUMNS = ("prompts", "method", "hits@10", "map@10", "artist_hits@10", "hits@10_seed_std",
+                 "decode_steps_per_id", "id_vocab_size", "num_queries", "folds", "seeds", "train_seconds")
+
+
+def _fit_fixed_baselines(f: Fold, log: Log, which: Sequence[str], bi_kwargs: dict) -> dict:
+  """Most popular, BM25, zero-shot bi-encoders (MiniLM-L6, all-mpnet-base-v2 when its part packages are
+  installed: `models.pretrained.mpnet_dir`): no trained parameters, one test run per fold."""
+  from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
+  fitted = {}
+  names = ("most_popular", "bm25", "bi_encoder", "bi_encoder_mpnet")
+  for name in [n for n in names if n in which or (n == "bm25" and "hybrid" in which)]:
+    t = time.perf_counter()
+    if name == "most_popular":
+      model = popularity.MostPopular().fit(f.catalog, f.train)
+    elif name == "bm25":
+      model = bm25.BM25Retriever().fit(f.catalog, f.train)
+    else:
+      from t2t_jax.baselines import bi_encoder  # pylint: disable=g-import-not-at-top  (torch, optional)
+      kw = {k: v for k, v in bi_kwargs.items() if k not in ("epochs",)}
+      if name == "bi_encoder_mpnet":
+        from t2t_jax.models import pretrained  # pylint: disable=g-import-not-at-top
+        kw["model_dir"] = pretrained.mpnet_dir()
+      model = bi_encoder.BiEncoderRetriever(**kw).fit(f.catalog, f.train)
+    fitted[name] = model
+    if name in which:
+      log.test_run(f, None, label(name), model.recommend(f.test[0], 10), config={"baseline": name},
+                   val_ids=(), extra={"family": None, "id_strategy": None,
+                                      "train_seconds": round(time.perf_counter() - t, 1)})
+  return fitted
+
+
+def _tuned_baselines(f: Fold, log: Log, seed: int, first_seed: bool, state: dict, *, which, bi_kwargs: dict,
+                     tune_grid: dict | None, hybrid_weights, hybrid_depth: int, encoder_dir: str | None) -> None:
+  """This seed's tuned bi-encoder (grid with the first seed, the chosen config after) and hybrid."""
+  if "bi_encoder_tuned" not in which and "hybrid" not in which and encoder_dir is None:
+    return
+  t = time.perf_counter()
+  kw = {k: v for k, v in bi_kwargs.items() if k not in ("seed", "cache_dir")}
+  if first_seed:
+    dense, info = tuning.tune_bi_encoder(f.catalog, f.train, f.val[0], f.val[1], grid=tune_grid, seed=seed,
+                                         base_kwargs=kw)
+    state["bi_tuning"] = info
+  else:
+    dense = tuning.refit_bi_encoder(f.catalog, f.train, state["bi_tuning"]["chosen"], seed=seed, base_kwargs=kw)
+  train_s = round(time.perf_counter() - t, 1)
+  chosen = state["bi_tuning"]["chosen"]
+  if encoder_dir:
+    dense.save(os.path.join(encoder_dir, f"seed{seed}"))
+  if "bi_encoder_tuned" in which:
+    log.test_run(f, seed, label("bi_encoder_tuned"), dense.recommend(f.test[0], 10),
+                 config={"baseline": "bi_encoder_tuned", **chosen}, val_ids=f.val_ids,
+                 extra={"family": None, "id_strategy": None, "train_seconds": train_s, "tuned": chosen,
+                        "max_seq_length": kw.get("max_seq_length"),
+                        "tuning_trials": state["bi_tuning"]["trials"] if first_seed else None})
+  if "hybrid" in which:
+    hyb, info = tuning.tune_hybrid(state["fixed"]["bm25"], dense, f.val[0], f.val[1], weights=hybrid_weights,
+                                   depth=hybrid_depth)
+    log.test_run(f, seed, label("hybrid"), hyb.recommend(f.test[0], 10),
+                 config={"baseline": "hybrid", "weight": hyb.weight, "depth": hybrid_depth, "bi_encoder": chosen},
+                 val_ids=f.val_ids, extra={"family": None, "id_strategy": None, "train_seconds": train_s,
+                                           "tuned": info["chosen"], "tuning_trials": info["trials"]})
+
+
+def _train_family(f: Fold, fam, spec, table, task, *, seed: int, encoder_dir: str | None, work_dir: str,
+                  defaults: dict, progress: bool):
+  steps = fam.train_steps or defaults["train_steps"]
+  batch = fam.batch_size or defaults["batch_size"]
+  model_dir = os.path.join(work_dir, "models", f.ws.name, fam.name, spec.name, f"seed{seed}")
+  bindings = fam.bindings
+  if fam.encoder:
+    bindings += (f"INITIAL_CHECKPOINT_PATH={os.path.join(encoder_dir, f'seed{seed}')!r}",)
+  trained = pipeline.train_text2tracks(
+      task, model_dir=model_dir, model=fam.model, model_gin=fam.model_gin, train_steps=steps, batch_size=batch,
+      learning_rate=fam.learning_rate or defaults["learning_rate"], seed=seed, progress=progress,
+      num_devices=defaults["num_devices"], tensorboard=False, handle_sigterm=False,
+      beam_size=defaults["beam_size"], extra_bindings=bindings)
+  eps = trained.examples_per_second
+  return model_dir, {"train_seconds": round(steps * batch / eps if eps else trained.seconds, 1),
+                     "train_wall_seconds": round(trained.seconds, 1), "final_loss": trained.final_loss,
+                     "params": trained.config.num_params(), "train_steps": steps, "batch_size": batch}
+
+
+def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: list, *, encoder_dir: str | None,
+                 work_dir: str, defaults: dict, progress: bool) -> None:
+  """Candidates (family, spec, table, task) trained with the first seed and scored on validation; the
+  best one's test run for every seed."""
+  from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top
+  beam = defaults["beam_size"]
+  val_table, best = [], None
+  for fam, spec, table, task in cands:
+    model_dir, extra = _train_family(f, fam, spec, table, task, seed=seeds[0], encoder_dir=encoder_dir,
+                                     work_dir=work_dir, defaults=defaults, progress=progress)
+    val_task = dataclasses.replace(task, eval_examples=tasks_pipeline.get_eval_examples(task.name, "validation"))
+    ev = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10)
+    m = ev["metrics"]
+    val_table.append({"family": fam.name, "id_strategy": spec.name, "val_hits@10": round(m["hits@10"], 4),
+                      "val_map@10": round(m["map@10"], 4)})
+    if best is None or (m["hits@10"], m["map@10"]) > best[0]:
+      best = ((m["hits@10"], m["map@10"]), (fam, spec, table, task), model_dir, extra)
+  _, (fam, spec, table, task), model_dir, extra = best
+  method = f"{SELECTED}: {fam.name} ({spec.name})" if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
+  for i, seed in enumerate(seeds):
+    if i:
+      model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir,
+                                       work_dir=work_dir, defaults=defaults, progress=progress)
+    ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10)
+    log.test_run(f, seed, method, ev["rows_NxK"],
+                 config={"family": fam.name, "model": fam.model, "bindings": list(fam.bindings), "id_spec": spec.name,
+                         **{k: extra[k] for k in ("train_steps", "batch_size")}},
+                 val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
+                 extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name, **extra,
+                        **pipeline.decode_steps(table), "id_vocab_size": pipeline.decode_steps(table)["id_tokens_added"],
+                        "prompts_per_s": ev["prompts_per_s"], "validation_choice": val_table})
+
+
+def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int] | None, seeds: Sequence[int],
+        id_specs, model_families, train_steps: int, batch_size: int, learning_rate: float, beam_size: int,
+        prompt_field: str, baselines: Sequence[str], bi_encoder_kwargs: dict | None, tune_grid: dict | None,
+        hybrid_weights: Sequence[float], hybrid_depth: int, num_devices: int | None, bootstrap_samples: int,
+        config: dict, progress: bool = True) -> list[dict]:
+  """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, summary.json."""
+  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
+  unknown = [b for b in baselines if b not in FAIR_BASELINES]
+  if unknown:
+    raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
+  seeds = [int(s) for s in seeds]
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise UserInputError(f"compare_ids.seeds must be distinct integers, got {seeds}")
+  tuning.check_grid(tune_grid)
+  specs = {s.name: s for s in specs_lib.parse_id_specs(id_specs)}
+  families = folds_study.parse_model_families(model_families) if model_families else []  # [] = baselines only
+  for fam in families:
+    if fam.encoder not in (None, "bi_encoder_tuned"):
+      raise UserInputError(f"model family {fam.name!r}: the nested protocol warm-starts from 'bi_encoder_tuned', "
+                           f"not {fam.encoder!r}")
+  stage = pipeline.Stages(verbose=progress)
+  t_start = time.time()
+  log = Log(out_dir, config=config, bootstrap_samples=bootstrap_samples, seed=seeds[0], notes=[
+      f"Nested protocol (t2t_jax/studies/fair_study.py): variants {list(dataset_dirs)}, folds {folds}, seeds {seeds}; "
+      "every choice on the fold's inner validation split, test run once per final configuration and seed "
+      f"({RUNS_FILE} logs each); cells: mean over seeds, then mean ± std over folds."])
+  defaults = {"train_steps": train_steps, "batch_size": batch_size, "learning_rate": learning_rate,
+              "beam_size": beam_size, "num_devices": num_devices}
+  for variant, ddir in dataset_dirs.items():
+    for fold in (list(folds) if folds is not None else [None]):
+      tag = f"{variant} fold {fold}"
+      f = open_fold(variant, ddir, fold, work_dir, prompt_field, stage)
+      cands = []
+      for fam in families:
+        for name in (fam.id_specs or list(specs)):
+          table, _ = pipeline.build_table(f.ws, specs[name], seed=seeds[0])
+          task = pipeline.make_task(f.ws, table, name, prompt_field=prompt_field, input_vocab=fam.input_vocab)
+          if task.prompts != f.test[0]:
+            raise AssertionError(f"{task.name}: test prompts differ from the baselines' ({tag})")
+          cands.append((fam, specs[name], table, task))
+      # The bi-encoders read prompts as long as the pretrained-encoder Text2Tracks does (WordPiece).
+      inputs_length = max((t.feature_lengths["inputs"] for fam, _, _, t in cands if fam.input_vocab), default=256)
+      bi_kwargs = {**baselines_lib.BI_ENCODER_DEFAULTS, "max_seq_length": int(inputs_length),
+                   **(bi_encoder_kwargs or {})}
+      encoder_dir = (os.path.join(work_dir, "models", f.ws.name, "bi_encoder_tuned_encoder")
+                     if any(fam.encoder for fam in families) else None)
+      state = {}
+      with stage(f"{tag}: fixed baselines"):
+        state["fixed"] = _fit_fixed_baselines(f, log, baselines, bi_kwargs)
+      for i, seed in enumerate(seeds):
+        with stage(f"{tag} seed {seed}: tuned bi-encoder and hybrid"):
+          _tuned_baselines(f, log, seed, i == 0, state, which=baselines, bi_kwargs=bi_kwargs, tune_grid=tune_grid,
+                           hybrid_weights=hybrid_weights, hybrid_depth=hybrid_depth, encoder_dir=encoder_dir)
+      if cands:
+        with stage(f"{tag}: Text2Tracks ({len(cands)} candidates, {len(seeds)} seeds)"):
+          _text2tracks(f, log, seeds, cands, encoder_dir=encoder_dir, work_dir=work_dir, defaults=defaults,
+                       progress=progress)
+  agg, boots, lines = log.flush([f"Total wall time {time.time() - t_start:.0f} s."])
+  io_utils.write_json(os.path.join(out_dir, "summary.json"), {"checks": lines, "bootstrap": boots})
+  print(report.markdown_table(folds_study.table_rows(agg), TABLE_COLUMNS), flush=True)
+  return log.rows + agg
+
+
+def train_adapted(dataset_dir: str, work_dir: str, encoder, *, seed: int = 0, train_steps: int | None = None,
+                  progress: bool = False):
+  """`ADAPTED_FAMILY` on a dataset dir's own split (splits.json), warm-started from `encoder` (a fitted
+  BiEncoderRetriever, saved under work_dir): (model dir, row fields).  tools/cpcd_turns.py's
+  text2tracks_tuned."""
+  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
+  f = open_fold("canonical", dataset_dir, None, work_dir, "title", pipeline.Stages(verbose=progress))
+  name, model, opts = ADAPTED_FAMILY
+  (fam,) = folds_study.parse_model_families([(name, model, {**opts, "train_steps": train_steps or opts["train_steps"]})])
+  (spec,) = specs_lib.parse_id_specs([ADAPTED_SPEC])
+  table, _ = pipeline.build_table(f.ws, spec, seed=seed)
+  task = pipeline.make_task(f.ws, table, spec.name, prompt_field="title", input_vocab=fam.input_vocab)
+  encoder_dir = os.path.join(work_dir, "models", f.ws.name, "bi_encoder_tuned_encoder")
+  encoder.save(os.path.join(encoder_dir, f"seed{seed}"))
+  model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir, work_dir=work_dir,
+                                   defaults=ADAPTED_DEFAULTS, progress=progress)
+  return model_dir, {**extra, **pipeline.decode_steps(table), "id_vocab_size": pipeline.decode_steps(table)["id_tokens_added"]}

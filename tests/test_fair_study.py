@@ -1,0 +1,160 @@
+"""The nested protocol (compare_ids.protocol='nested', t2t_jax/studies/fair_study.py) on the tests/data/cpcd
+slice: seeds x folds rows, tuned baselines chosen on validation, Text2Tracks selected on validation,
+runs.jsonl (one line per test run, no test conversation among the validation queries of any choice of
+its fold), the seed-averaged bootstrap; and the tuning / hybrid helpers on hand-made rankings."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import compare_ids  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.baselines import hybrid  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import tuning  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FAIR_TINY_GIN = os.path.join(ROOT, "gin", "experiments", "compare_cpcd_fair_tiny.gin")
+
+
+def test_fuse_weighted_rrf():
+  sparse = np.array([[1, 2, 3, -1]])
+  dense = np.array([[3, 4, 1, 5]])
+  # weight 0 / 1: the dense / sparse ranking alone.
+  np.testing.assert_array_equal(hybrid.fuse(sparse, dense, 4, weight=0.0), [[3, 4, 1, 5]])
+  np.testing.assert_array_equal(hybrid.fuse(sparse, dense, 3, weight=1.0), [[1, 2, 3]])
+  # weight 0.5, k0 = 1: 1 -> 1/2 + 1/4, 3 -> 1/4 + 1/2 (tie: better dense rank first), 2 -> 1/3, 4 -> 1/3 (dense
+  # rank 2 before sparse-only 2), 5 -> 1/5.
+  np.testing.assert_array_equal(hybrid.fuse(sparse, dense, 5, weight=0.5, k0=1.0), [[3, 1, 4, 2, 5]])
+  with pytest.raises(UserInputError, match="weight"):
+    hybrid.fuse(sparse, dense, 2, weight=1.5)
+
+
+class _Fixed:
+  def __init__(self, rows):
+    self.rows = np.asarray(rows)
+
+  def recommend(self, prompts, k):
+    out = np.full((len(prompts), k), -1)
+    n = min(k, self.rows.shape[1])
+    out[:, :n] = self.rows[:len(prompts), :n]
+    return out
+
+
+def test_tune_hybrid_picks_the_validation_best_weight():
+  # Gold row 7 is BM25's 1st and the dense retriever's 30th: only a BM25-heavy fusion has it in the top 10.
+  sparse = _Fixed([[7] + list(range(100, 129))] * 2)
+  dense = _Fixed([list(range(200, 229)) + [7]] * 2)
+  model, info = tuning.tune_hybrid(sparse, dense, ["a", "b"], [[7], [7]], weights=[0.0, 0.5, 1.0], depth=30)
+  assert info["chosen"]["weight"] in (0.5, 1.0) and info["chosen"]["hits@10"] == 1.0
+  assert [t["hits@10"] for t in info["trials"]][0] == 0.0
+  assert model.recommend(["a"], 10)[0, 0] == 7
+  with pytest.raises(UserInputError, match="no validation"):
+    tuning.tune_hybrid(sparse, dense, [], [], weights=[0.5])
+
+
+def test_check_grid_errors():
+  assert tuning.check_grid({"epochs": 3})["learning_rate"] == tuning.DEFAULT_GRID["learning_rate"]
+  with pytest.raises(UserInputError, match="unknown keys"):
+    tuning.check_grid({"lr": [1e-5]})
+  with pytest.raises(UserInputError, match="epochs"):
+    tuning.check_grid({"epochs": 0})
+  with pytest.raises(UserInputError, match="learning_rate"):
+    tuning.check_grid({"learning_rate": []})
+
+
+@pytest.fixture(scope="module")
+def fair_result(tmp_path_factory):
+  pytest.importorskip("sentence_transformers")
+  import gin  # pylint: disable=g-import-not-at-top
+  from test_bi_encoder import _tiny_model_dir  # pylint: disable=g-import-not-at-top
+  from test_compare_cpcd import _import  # pylint: disable=g-import-not-at-top
+  tmp = str(tmp_path_factory.mktemp("fair"))
+  dirs = {"as_written": _import(tmp, "as_written")}
+  st_dir = _tiny_model_dir(os.path.join(tmp, "st"))
+  out = os.path.join(tmp, "out")
+  gin.clear_config()
+  try:
+    rc = compare_ids.main(["--gin_file", FAIR_TINY_GIN, "--out", out, "--work_dir", os.path.join(tmp, "work"),
+                           "--no_progress", "--gin_bindings", f"compare_ids.dataset_dirs = {dirs!r}",
+                           "--gin_bindings", f"compare_ids.bi_encoder_kwargs = {{'model_dir': {st_dir!r}, "
+                           "'track_text': 'metadata', 'threads': 1}"])
+  finally:
+    gin.clear_config()
+  assert rc == 0
+  with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+    rows = json.load(f)
+  with open(os.path.join(out, "runs.jsonl"), encoding="utf-8") as f:
+    runs = [json.loads(line) for line in f]
+  return dirs, out, rows, runs
+
+
+@pytest.mark.entry
+def test_nested_rows_and_runs_log(fair_result):
+  dirs, out, rows, runs = fair_result
+  per_seed = [r for r in rows if r.get("seeds") is None and r["fold"] != "all"]
+  methods = {r["method"] for r in per_seed}
+  t2t = [m for m in methods if m.startswith("Text2Tracks (selected on validation)")]
+  assert len(t2t) >= 1, methods
+  assert {"Most popular", "BM25 (bm25s; docs: metadata + training prompts)",
+          "Bi-encoder fine-tuned, tuned (MiniLM-L6, all pairs, MNRL)",
+          "Hybrid BM25 + tuned bi-encoder (RRF, weight tuned)"} <= methods
+  # Seeded methods: one test run per (fold, seed); fixed baselines: one per fold.  Nothing else ran on test.
+  expected = 2 * (2 + 2 + 2) + 2 * 2  # folds x (tuned bi-encoder, hybrid, Text2Tracks) x seeds + fixed x folds
+  assert len(runs) == len(per_seed) == expected
+  seen = {(r["fold"], r["seed"], r["method"]) for r in runs}
+  assert len(seen) == len(runs)  # each test fold once per configuration and seed
+  for r in runs:
+    assert not set(r["test_conversations"]) & set(r["validation_conversations"]), r["method"]
+  # Every choice of a fold saw only that fold's validation conversations, none of which is a test one.
+  with open(os.path.join(dirs["as_written"], "folds.json"), encoding="utf-8") as f:
+    folds = json.load(f)["folds"]
+  for r in runs:
+    assert set(r["test_conversations"]) == set(folds[r["fold"]])
+    if r["method"].startswith(("Bi-encoder fine-tuned", "Hybrid")):
+      assert len(r["validation_conversations"]) >= 1
+  # The tuned bi-encoder's configuration comes from its grid, chosen on validation; seed 1 reuses it.
+  bi = [r for r in per_seed if r["method"].startswith("Bi-encoder fine-tuned")]
+  for fold in (0, 1):
+    chosen = [r["tuned"] for r in bi if r["fold"] == fold]
+    assert len(chosen) == 2 and chosen[0] == chosen[1]
+    assert chosen[0]["learning_rate"] in (1e-3, 1e-4) and 1 <= chosen[0]["epochs"] <= 2
+  t2t_rows = [r for r in per_seed if r["method"] in t2t]
+  assert all(r["decode_steps_per_id"] and r["id_vocab_size"] for r in t2t_rows)
+  assert all(len(r["validation_choice"]) == 2 for r in t2t_rows)
+
+
+@pytest.mark.entry
+def test_nested_aggregates_and_bootstrap(fair_result):
+  _, out, rows, runs = fair_result
+  agg = [r for r in rows if r["fold"] == "all"]
+  for r in agg:
+    assert r["folds"] == 2
+    seeded = r["method"].startswith(("Text2Tracks", "Bi-encoder fine-tuned", "Hybrid"))
+    assert r["seeds"] == (2 if seeded else 1)
+    per_fold = [x for x in rows if x.get("seeds") is not None and x["fold"] != "all" and x["method"] == r["method"]]
+    assert r["hits@10"] == pytest.approx(np.mean([x["hits@10"] for x in per_fold]))
+  with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+    summary = json.load(f)
+  baselines = {b["baseline"] for b in summary["bootstrap"]}
+  assert baselines == {"Bi-encoder fine-tuned, tuned (MiniLM-L6, all pairs, MNRL)",
+                       "Hybrid BM25 + tuned bi-encoder (RRF, weight tuned)"}
+  # Running again appends to runs.jsonl: reuse of a test fold is visible.
+  assert os.path.getsize(os.path.join(out, "runs.jsonl")) > 0
+
+
+def test_nested_needs_dataset_dirs_and_known_baselines(tmp_path, capsys):
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  try:
+    rc = compare_ids.main(["--gin_file", FAIR_TINY_GIN, "--out", str(tmp_path / "o"), "--gin_bindings",
+                           "compare_ids.dataset_dirs = {'x': '/nonexistent'}", "--gin_bindings",
+                           "compare_ids.baselines = ('dual_encoder',)"])
+  finally:
+    gin.clear_config()
+  assert rc == 2
+  assert "the nested protocol runs" in capsys.readouterr().err
