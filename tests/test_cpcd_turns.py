@@ -1,0 +1,337 @@
+"""t2t_jax/studies/cpcd_turns.py (CPCD's turn-level protocol) on hand-made conversations, and
+tools/cpcd_turns.py on the CPCD slice in tests/data/cpcd."""
+
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from t2t_jax import cli, studies
+from t2t_jax.baselines import popularity
+from t2t_jax.data import cpcd, formats, prompts as prompts_lib
+from t2t_jax.errors import UserInputError
+from t2t_jax.studies import cpcd_turns as ct
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CPCD_SLICE = os.path.join(ROOT, "tests", "data", "cpcd")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import cpcd_turns as tool  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _track(title, artists):
+  return {"track_titles": title, "track_artists": artists, "track_release_titles": "LP"}
+
+
+def _conv(cid, turns, goal, tracks=None):
+  """turns: [(user query, liked ids)]; every id of `goal` gets metadata "Song <id>" by "Band <id>"."""
+  tracks = dict(tracks or {})
+  for v in goal:
+    tracks.setdefault(v, _track(f"Song {v}", [f"Band {v}"]))
+  return {"id": cid, "turns": [{"user_query": q, "search_results": [], "liked_results": liked,
+                                "disliked_results": []} for q, liked in turns],
+          "tracks": tracks, "goal_playlist": goal}
+
+
+def _write(path, convs):
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("".join(json.dumps(c) + "\n" for c in convs))
+  return str(path)
+
+
+def _q(cid, turn, gold, seeds=()):
+  return ct.TurnQuery(cid, turn, f"{cid} {turn}", frozenset(seeds), frozenset(gold))
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Metric definitions.
+
+
+def test_turn_metrics_exact_values():
+  m = ct.turn_metrics(["a", "x", "b", "y"], {"a", "b", "c"}, ks=(1, 2, 4))
+  assert m["hit@1"] == m["precision@1"] == m["mrr@1"] == m["map@1"] == 1.0
+  assert m["recall@1"] == pytest.approx(1 / 3)
+  assert m["precision@2"] == 0.5 and m["recall@2"] == pytest.approx(1 / 3)
+  assert m["map@2"] == pytest.approx(1 / 2)  # (1/1) / min(3, 2)
+  assert m["recall@4"] == pytest.approx(2 / 3) and m["precision@4"] == 0.5 and m["mrr@4"] == 1.0
+  assert m["map@4"] == pytest.approx((1 / 1 + 2 / 3) / 3)  # hits at ranks 1 and 3, / min(3, 4)
+
+  m = ct.turn_metrics(["x", "y", "a"], {"a"}, ks=(1, 2, 3))
+  assert (m["hit@1"], m["hit@2"], m["hit@3"]) == (0.0, 0.0, 1.0)
+  assert m["mrr@2"] == 0.0 and m["mrr@3"] == pytest.approx(1 / 3) and m["map@3"] == pytest.approx(1 / 3)
+  assert m["precision@3"] == pytest.approx(1 / 3) and m["recall@3"] == 1.0
+
+  # A ranking shorter than k: its empty places are misses for precision; AP divides by min(|G|, k).
+  m = ct.turn_metrics(["a"], {"a", "b"}, ks=(5,))
+  assert m == {"hit@5": 1.0, "recall@5": 0.5, "precision@5": 0.2, "mrr@5": 1.0, "map@5": 0.5}
+  m = ct.turn_metrics(["b", "a"], {"a", "b"}, ks=(10,))
+  assert m["map@10"] == 1.0 and m["precision@10"] == pytest.approx(0.2)
+  assert ct.turn_metrics([], {"a"}, ks=(1,)) == {"hit@1": 0.0, "recall@1": 0.0, "precision@1": 0.0,
+                                                "mrr@1": 0.0, "map@1": 0.0}
+
+
+def test_macro_and_micro_differ_with_unequal_turn_counts():
+  queries = [_q("A", 0, {"g"}), _q("B", 0, {"g"}), _q("B", 1, {"g"}), _q("B", 2, {"g"})]
+  ranked = [["g"], ["x"], ["x"], ["x"]]
+  out = ct.evaluate_turns(ranked, queries, ks=(1,))
+  assert out["micro"]["hit@1"] == 0.25  # 1 of 4 turns
+  assert out["macro"]["hit@1"] == 0.5  # A: 1.0, B: 0.0
+  assert (out["num_conversations"], out["num_turns"], out["turns_skipped"]) == (2, 4, 0)
+  assert out["per_turn"] == {"turn": [0, 1, 2], "num_turns": [2, 1, 1], "hit@1": [0.5, 0.0, 0.0]}
+  # B's turn 0 hits: macro = (1 + 1/3) / 2, micro = 2 / 4.
+  out = ct.evaluate_turns([["g"], ["g"], ["x"], ["x"]], queries, ks=(1,))
+  assert out["macro"]["hit@1"] == pytest.approx(2 / 3) and out["micro"]["hit@1"] == 0.5
+  with pytest.raises(UserInputError, match="3 rankings for 4 queries"):
+    ct.evaluate_turns(ranked[:3], queries)
+
+
+def test_seeds_leave_ranking_and_gold_and_duplicates_are_dropped():
+  q = _q("A", 1, {"s", "g1", "g2"}, seeds={"s"})
+  out = ct.evaluate_turns([["s", "x", "x", "g1"]], [q], ks=(1, 2))
+  # Ranking -> [x, g1]; gold -> {g1, g2}.
+  assert out["micro"]["hit@1"] == 0.0 and out["micro"]["hit@2"] == 1.0
+  assert out["micro"]["recall@2"] == 0.5 and out["micro"]["mrr@2"] == 0.5
+  assert out["micro"]["map@2"] == pytest.approx(0.5 / 2)
+
+
+def test_a_turn_without_gold_left_is_skipped():
+  queries = [_q("A", 0, {"g"}), _q("A", 1, {"g"}, seeds={"g"})]
+  out = ct.evaluate_turns([["x"], ["g"]], queries, ks=(1,))
+  assert (out["num_turns"], out["turns_skipped"], out["micro"]["hit@1"]) == (1, 1, 0.0)
+  with pytest.raises(UserInputError, match="no turn to score"):
+    ct.evaluate_turns([["g"]], queries[1:])
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Queries from raw conversations.
+
+
+def test_read_turn_queries_texts_seeds_gold_and_max_turns(tmp_path):
+  conv = _conv("c1", [("  Hi,\n I need\tsongs ", ["v1", "v2", "v3", "v4"]), ("", ["v5"]), ("more rock", []),
+                      ("and jazz", ["v6"])], ["v1", "v2", "v3", "v4", "v5", "v6", "v7"])
+  path = _write(tmp_path / "d.jsonl", [conv, _conv("empty", [("nothing", [])], [])])
+  qs = ct.read_turn_queries(path)
+  assert [(q.conversation_id, q.turn) for q in qs] == [("c1", t) for t in range(4)]  # no goal: no queries
+  assert [q.text for q in qs] == ["Hi, I need songs", "Hi, I need songs", "Hi, I need songs more rock",
+                                  "Hi, I need songs more rock and jazz"]
+  key = ct.TrackKeys.from_dialogs(ct.read_dialogs(path)).key
+  assert all(q.gold == {key(f"v{i}") for i in range(1, 8)} and len(q.gold) == 7 for q in qs)
+  # Seeds: the first 3 liked tracks of each EARLIER turn (v4 is the 4th; the current turn's are unknown).
+  assert [q.seeds for q in qs] == [frozenset(), {key("v1"), key("v2"), key("v3")},
+                                   {key(v) for v in ("v1", "v2", "v3", "v5")},
+                                   {key(v) for v in ("v1", "v2", "v3", "v5")}]
+  assert [q.turn for q in ct.read_turn_queries(path, max_turns=2)] == [0, 1]
+  assert len(ct.read_turn_queries(path, max_turns=None)) == 4
+  shout = ct.read_turn_queries(path, text_fn=lambda text, conv: f"{conv.conversation_id}: {text.upper()}")
+  assert shout[0].text == "c1: HI, I NEED SONGS"
+  assert [q.conversation_id for q in ct.read_turn_queries(path, conversation_ids=["empty"])] == []
+  with pytest.raises(UserInputError, match="not in the CPCD files read, e.g. 'nope'"):
+    ct.read_turn_queries(path, conversation_ids=["c1", "nope"])
+  # The seeds of a turn with every goal track liked before leave nothing: skipped at evaluation.
+  short = _write(tmp_path / "s.jsonl", [_conv("c2", [("a", ["v1", "v2"]), ("b", [])], ["v1", "v2"])])
+  qs = ct.read_turn_queries(short)
+  out = ct.evaluate_turns([[key("v1")], [key("v1")]], qs, ks=(1,))
+  assert (out["num_turns"], out["turns_skipped"], out["micro"]["hit@1"]) == (1, 1, 1.0)
+
+
+def test_cluster_keys_merge_video_ids_of_one_song(tmp_path):
+  tracks = {"v1": _track("Enter Sandman", ["Metallica"]),
+            "v2": _track("enter  sandman", ["METALLICA"]),  # same song key as v1
+            "v3": _track("Enter Sandman (Remastered)", ["Metallica"]),  # other title: only the cluster joins
+            "v4": _track("So What", ["Miles Davis"])}
+  conv = _conv("c", [("metal", ["v3"]), ("more", [])], ["v1", "v2", "v3", "v4", "v9"], tracks)
+  del conv["tracks"]["v9"]  # a goal id without metadata and cluster keeps its own id
+  path = _write(tmp_path / "d.jsonl", [conv])
+  clusters = _write(tmp_path / "clusters.jsonl", [{"track_id": "v3", "cluster_id": "c1", "canonical_id": "v3"},
+                                                  {"track_id": "v2", "cluster_id": "c1", "canonical_id": "v3"}])
+  plain = ct.read_turn_queries(path)
+  assert len(plain[0].gold) == 4  # v1 = v2 by title + artists; v3, v4, v9 apart
+  qs = ct.read_turn_queries(path, clusters_file=clusters)
+  assert qs[0].gold == {"cluster:c1", 'song:["so what", ["miles davis"]]', "id:v9"}
+  assert qs[1].seeds == {"cluster:c1"}
+  # Liking v3 at turn 0 removes v1, v2 and v3 (one cluster) from turn 1's gold.
+  out = ct.evaluate_turns([["cluster:c1"], ['song:["so what", ["miles davis"]]']], qs, ks=(1,))
+  assert out["per_turn"]["hit@1"] == [1.0, 1.0] and out["micro"]["recall@1"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+  # Aliases join ids that have neither metadata nor a cluster.
+  keys = ct.TrackKeys(metadata={"v1": ("A", ("B",))}, aliases={"x2": "x1", "v7": "v1"})
+  assert keys.key("x2") == keys.key("x1") == "id:x1" and keys.key("v7") == keys.key("v1")
+  assert keys.key("unseen") == "id:unseen" and "unseen" not in keys
+  bad = _write(tmp_path / "bad.jsonl", [{"track_id": "v1", "cluster_id": "c1"}, {"track_id": "v1", "cluster_id": "c2"}])
+  with pytest.raises(UserInputError, match=r"bad.jsonl:2: track 'v1' is in two clusters"):
+    ct.read_clusters(bad)
+  with pytest.raises(UserInputError, match=r"d.jsonl:1: .*goal_playlist"):
+    ct.read_dialogs(_write(tmp_path / "d.jsonl", [{**conv, "goal_playlist": "v1"}]))
+
+
+# ----------------------------------------------------------------------------------------------- #
+# Ranking catalog rows.
+
+
+def test_rank_turns_asks_for_enough_rows_and_dedups_by_key():
+  queries = [_q("A", 0, {"g"}), _q("A", 1, {"g", "h"}, seeds={"s1", "s2"})]
+  catalog_keys = ["s1", "x", "x", "s2", "g", "h", "y", "z"]  # rows 1 and 2 share a key
+  asked = []
+
+  def rank_fn(texts, n):
+    asked.append((list(texts), n))
+    return np.tile(np.arange(n, dtype=np.int32), (len(texts), 1))
+
+  out = ct.rank_turns(rank_fn, queries, catalog_keys, 2, ks=(1, 2))
+  assert ct.candidates_needed(queries, 2) == 4
+  # 4 rows -> keys [s1, x, s2]: turn 0 has its 2; turn 1 keeps [x] once its seeds go, so it alone is
+  # asked again, for twice as many rows.
+  assert asked == [(["A 0", "A 1"], 4), (["A 1"], 8)]
+  assert out["calls"] == 2 and out["candidates"] == 4
+  # Turn 0: [s1, x, s2, g, ...]: no gold in the top 2.  Turn 1: [x, g, h, ...]: g at rank 2.
+  assert out["per_turn"]["hit@2"] == [0.0, 1.0] and out["micro"]["mrr@2"] == 0.25
+  assert out["micro"]["recall@2"] == pytest.approx(0.25) and out["micro"]["precision@2"] == 0.25
+  with pytest.raises(UserInputError, match="catalog row 9"):
+    ct.rank_turns(lambda texts, n: np.full((len(texts), 1), 9), queries, catalog_keys, 2)
+  # Empty texts are not sent; -1 rows are "none".
+  empty = [ct.TurnQuery("B", 0, "", frozenset(), frozenset({"g"}))]
+  out = ct.rank_turns(lambda texts, n: np.full((len(texts), n), -1), queries[:1] + empty, catalog_keys, 1)
+  assert out["empty_queries"] == 1 and out["micro"]["hit@1"] == 0.0 and out["num_turns"] == 2
+
+
+# ----------------------------------------------------------------------------------------------- #
+# The tool on the CPCD slice.
+
+
+@pytest.fixture(scope="module")
+def slice_dataset(tmp_path_factory):
+  out = tmp_path_factory.mktemp("cpcd_turns") / "cpcd"
+  assert cli.main(["import", "cpcd", CPCD_SLICE, "--out", str(out), "--vocab_size", "600"]) == 0
+  return str(out)
+
+
+def test_catalog_keys_and_query_texts_match_the_import(slice_dataset):
+  ds = formats.Dataset.load(slice_dataset)
+  files = [os.path.join(CPCD_SLICE, f) for f in ("cpcd_v1.dialogs.dev.train.jsonl", "cpcd_v1.dialogs.dev.val.jsonl")]
+  dialogs = [d for f in files for d in ct.read_dialogs(f)]
+  keys = ct.TrackKeys.from_dialogs(dialogs, aliases=ct.read_aliases(slice_dataset))
+  cat = ct.catalog_keys(ds.tracks, keys)
+  assert len(cat) == len(set(cat)) == 1010  # one key per song
+  assert keys.key("3mwiO5st-us") == cat[ds.track_row["2ulp_AMut14"]]  # an alias has its song's key
+  queries = ct.turn_queries(dialogs, keys, max_turns=None, conversation_ids=ds.split_ids("test"))
+  last = {q.conversation_id: q for q in queries}
+  titles = {p.playlist_id: p.title for p in ds.playlists("test")}
+  assert len(titles) == 10 and {cid: q.text for cid, q in last.items()} == titles
+  # Every goal track of a test conversation is one catalog row's key.
+  for p in ds.playlists("test"):
+    assert last[p.playlist_id].gold == {cat[ds.track_row[t]] for t in p.track_ids}
+  with pytest.raises(UserInputError, match="in none of the CPCD conversations read"):
+    ct.catalog_keys(ds.tracks, ct.TrackKeys.from_dialogs(dialogs[:3]))
+
+
+@pytest.mark.parametrize("mode", [m for m in ("masked", "entities_masked") if m in cpcd.ARTISTS])
+def test_tool_query_texts_get_the_import_masking(mode, tmp_path):
+  out = tmp_path / mode
+  assert cli.main(["import", "cpcd", CPCD_SLICE, "--out", str(out), "--artists", mode, "--vocab_size", "600"]) == 0
+  ds = formats.Dataset.load(out)
+  files = [os.path.join(CPCD_SLICE, f) for f in (cpcd.TRAIN_FILE, cpcd.VAL_FILE)]
+  dialogs = [d for f in files for d in ct.read_dialogs(f)]
+  queries = ct.turn_queries(dialogs, ct.TrackKeys.from_dialogs(dialogs), max_turns=None,
+                            conversation_ids=ds.split_ids("test"), text_fn=tool._text_fn(ds, dialogs, 2048))
+  last = {q.conversation_id: q.text for q in queries}
+  prompts = {p.playlist_id: prompts_lib.make_prompt(p, "title", max_chars=2048) for p in ds.playlists("test")}
+  assert last == prompts and len(prompts) == 10
+  unmasked = {p.playlist_id: p.title for p in formats.Dataset.load(_plain_import(tmp_path)).playlists("test")}
+  assert sum(last[c] != unmasked[c] for c in last) >= 5  # the masking did something
+
+
+def _plain_import(tmp_path):
+  out = tmp_path / "plain"
+  assert cli.main(["import", "cpcd", CPCD_SLICE, "--out", str(out), "--vocab_size", "600"]) == 0
+  return out
+
+
+def test_tool_writes_results(slice_dataset, tmp_path, capsys):
+  out = tmp_path / "results" / "results.json"
+  assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "most_popular,bm25",
+                    "--json", str(out)]) == 0
+  doc = json.loads(out.read_text(encoding="utf-8"))
+  assert set(doc) == {"protocol", "data", "results", "reference", "machine"}
+  with open(os.path.join(CPCD_SLICE, "cpcd_v1.dialogs.dev.val.jsonl"), encoding="utf-8") as f:
+    raw = [json.loads(line) for line in f]
+  num_turns = sum(min(len(c["turns"]), 10) for c in raw if c["goal_playlist"])
+  assert (doc["data"]["test_conversations"], doc["data"]["turn_queries"]) == (10, num_turns) == (10, 57)
+  assert doc["data"]["goal_keys"] == doc["data"]["goal_keys_in_catalog"] == 172
+  rows = {r["name"]: r for r in doc["results"]}
+  assert list(rows) == ["most_popular", "bm25"]
+  names = {f"{m}@{k}" for m in ("hit", "recall", "precision", "mrr", "map") for k in (1, 5, 10)}
+  for row in rows.values():
+    assert set(row["macro"]) == set(row["micro"]) == names
+    assert (row["num_conversations"], row["num_turns"] + row["turns_skipped"]) == (10, 57)
+    assert row["train_seconds"] is not None and row["candidates"] >= 10
+  # Pinned: BM25 over metadata + training titles on this slice (15 training conversations).
+  assert rows["bm25"]["macro"]["hit@10"] == pytest.approx(0.305, abs=1e-4)
+  assert rows["bm25"]["micro"]["hit@10"] == pytest.approx(0.2632, abs=1e-4)
+  assert rows["most_popular"]["macro"]["hit@10"] == 0.0
+  ref = doc["reference"]
+  assert ref["label"].startswith("reference, not a comparison")
+  assert [r["macro"]["hit@10"] for r in ref["rows"]] == [0.2189, 0.2499, 0.2590]
+  assert "cpu_count" in doc["machine"]
+  assert "reference" in capsys.readouterr().out
+
+
+def test_tool_tuned_and_hybrid_go_through_the_tuning_module(slice_dataset, tmp_path, monkeypatch):
+  """The signatures of t2t_jax/studies/tuning.py, with fakes: what the tool passes and reports."""
+  calls = {}
+
+  def tune_bi_encoder(catalog, train, val_prompts, val_relevant, *, grid, seed, base_kwargs):
+    calls["bi"] = (catalog.num_tracks, len(train), len(val_prompts), val_relevant, grid, seed, base_kwargs)
+    return popularity.MostPopular().fit(catalog, train), {"best": {"epochs": 1}}
+
+  def tune_hybrid(bm25_retriever, dense_retriever, val_prompts, val_relevant, *, weights, depth):
+    calls["hybrid"] = (type(bm25_retriever).__name__, type(dense_retriever).__name__, len(val_prompts), weights, depth)
+    return dense_retriever, {"best_weight": 0.5}
+
+  fake = types.SimpleNamespace(tune_bi_encoder=tune_bi_encoder, tune_hybrid=tune_hybrid)
+  monkeypatch.setitem(sys.modules, "t2t_jax.studies.tuning", fake)
+  monkeypatch.setattr(studies, "tuning", fake, raising=False)
+  out = tmp_path / "r.json"
+  assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "hybrid,bi_encoder_tuned",
+                    "--tune_grid", '{"epochs": [1, 2]}', "--hybrid_weights", "0,0.5", "--hybrid_depth", "30",
+                    "--seed", "3", "--json", str(out)]) == 0
+  num_tracks, num_train, num_val, val_relevant, grid, seed, base = calls["bi"]
+  assert (num_tracks, num_train, num_val, grid, seed) == (1010, 15, 20, {"epochs": [1, 2]}, 3)
+  assert len(val_relevant) == 20 and all(rows and min(rows) >= 0 for rows in val_relevant)
+  assert base["track_text"] == "metadata" and "seed" not in base
+  assert calls["hybrid"] == ("BM25Retriever", "MostPopular", 20, [0.0, 0.5], 30)
+  rows = {r["name"]: r for r in json.loads(out.read_text(encoding="utf-8"))["results"]}
+  assert list(rows) == ["hybrid", "bi_encoder_tuned"]  # the order asked for; each fitted once
+  assert rows["bi_encoder_tuned"]["tuning"] == {"best": {"epochs": 1}}
+  assert rows["hybrid"]["tuning"] == {"best_weight": 0.5}
+  assert rows["hybrid"]["macro"] == rows["bi_encoder_tuned"]["macro"]  # the fake hybrid is the dense model
+
+
+def test_tool_errors_name_the_flag(slice_dataset, tmp_path, capsys):
+  assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "bm25,nope"]) == 2
+  assert "--methods: unknown ['nope']" in capsys.readouterr().err
+  assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "text2tracks"]) == 2
+  assert "needs --model_dir" in capsys.readouterr().err
+  assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", str(tmp_path), "--methods", "bm25"]) == 2
+  assert f"--cpcd_dir {tmp_path}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tool_tuned_bi_encoder_hybrid_and_text2tracks_over_it(slice_dataset, tmp_path):
+  """The real route (MiniLM fine-tuned over all pairs, epochs chosen on validation; the hybrid; Text2Tracks
+  warm-started from that encoder), tiny: 1 epoch, 8 decoder steps (needs sentence-transformers + MiniLM)."""
+  pytest.importorskip("sentence_transformers")
+  out = tmp_path / "r.json"
+  assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE,
+                    "--methods", "bm25,bi_encoder_tuned,hybrid,text2tracks_tuned", "--tune_grid", '{"epochs": 1}',
+                    "--work_dir", str(tmp_path / "work"), "--t2t_train_steps", "8", "--threads", "2",
+                    "--json", str(out)]) == 0
+  rows = {r["name"]: r for r in json.loads(out.read_text(encoding="utf-8"))["results"]}
+  assert rows["bi_encoder_tuned"]["tuning"]["chosen"]["epochs"] == 1
+  assert 0.0 <= rows["hybrid"]["tuning"]["chosen"]["weight"] <= 1.0
+  t2t = rows["text2tracks_tuned"]
+  assert t2t["decode_steps_per_id"] == 1 and t2t["id_vocab_size"] == 1010 and t2t["train_steps"] == 8
+  assert os.path.isfile(os.path.join(t2t["model_dir"], "config.gin"))
+  for row in rows.values():
+    assert row["conversation"]["num_queries"] == 10 and 0.0 <= row["conversation"]["hits@10"] <= 1.0
