@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -150,7 +151,7 @@ class CheckpointManager:
                                        state=ocp.args.StandardRestore(abstract_state),
                                        meta=ocp.args.JsonRestore()))
       except Exception as e:  # pylint: disable=broad-except
-        msg = f"checkpoint {self.directory}/{s} is unreadable ({type(e).__name__}: {e})"
+        msg = f"checkpoint {self.directory}/{s} is unreadable ({_first_line(e, f'{self.directory}/{s}')})"
         if step is not None:
           raise UserInputError(msg) from e
         log.warning("%s; falling back to an earlier checkpoint", msg)
@@ -197,7 +198,7 @@ class CheckpointManager:
         restored = self._manager.restore(
             s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
       except Exception as e:  # pylint: disable=broad-except
-        reason = f"checkpoint {self.directory}/{s} is unreadable ({_first_line(e)})"
+        reason = f"checkpoint {self.directory}/{s} is unreadable ({_first_line(e, f'{self.directory}/{s}')})"
         if step is not None:
           raise UserInputError(reason) from None
         errors.append(reason)
@@ -211,8 +212,24 @@ class CheckpointManager:
     return None
 
 
-def _first_line(e: Exception, limit: int = 300) -> str:
-  text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+# Tails that say nothing to a user: orbax's "... See full TensorStore details: <bound method ...spec
+# of TensorStore({" (a method's repr, cut by the first line) and tensorstore's " [tensorstore_spec...".
+_REPR_TAIL = re.compile(r"\s*(?:See full TensorStore details:\s*)?<bound method .*$|\s*\[tensorstore_spec.*$")
+
+
+def _first_line(e: BaseException, step_dir: str = "", limit: int = 400) -> str:
+  """One line for a failed restore of `step_dir`: the innermost cause (orbax wraps tensorstore's
+  error, which names the array and the file, in one that names only an array index and ends in a
+  repr), its first line, repr tails cut and paths inside `step_dir` made relative to it."""
+  seen = {id(e)}
+  while e.__cause__ is not None and id(e.__cause__) not in seen and str(e.__cause__).strip():
+    e = e.__cause__
+    seen.add(id(e))
+  lines = str(e).strip().splitlines()
+  text = _REPR_TAIL.sub("", lines[0] if lines else "").rstrip(" .:")
+  if step_dir:
+    text = text.replace(step_dir.rstrip(os.sep) + os.sep, "")
+  text = f"{type(e).__name__}: {text}" if text else type(e).__name__
   return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -222,10 +239,14 @@ def _drop_closed_loop_callbacks(unraisable) -> None:
   When a restore fails, orbax returns (closing its event loop) while tensorstore reads of the same
   restore are still finishing; each then reports `RuntimeError: Event loop is closed` from a
   tensorstore thread as an unraisable exception, a traceback per array, possibly after the CLI's
-  error line.  Those reads' results are unwanted anyway; anything else goes to the previous hook.
+  error line; a read coroutine of the same restore that failed too (a damaged chunk) is collected
+  later with its error ("Encountered error while reading array index ... <bound method ...").
+  Those reads' results are unwanted anyway; anything else goes to the previous hook.
   """
   exc = unraisable.exc_value
   if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+    return
+  if str(exc).startswith("Encountered error while reading array index"):
     return
   _PREVIOUS_UNRAISABLEHOOK[0](unraisable)
 

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -164,6 +165,8 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
       manifest["hf"] = {"dir": HF_DIR, "files": sorted(os.listdir(os.path.join(tmp, HF_DIR))),
                         "loadable_by": "transformers.T5ForConditionalGeneration.from_pretrained"}
     files = sorted(os.path.relpath(os.path.join(d, n), tmp) for d, _, names in os.walk(tmp) for n in names)
+    for f in files:  # one mode for every file (safetensors writes 0600, open() the umask's 0644)
+      os.chmod(os.path.join(tmp, f), io_utils.file_mode())
     manifest["file_bytes"] = {f: os.path.getsize(os.path.join(tmp, f)) for f in files}
     manifest["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in files}  # checked at load
     io_utils.write_json(os.path.join(tmp, rt.MANIFEST_FILE), manifest)
@@ -185,5 +188,10 @@ def run_from_args(args) -> None:
   total = sum(manifest["file_bytes"].values())
   print(f"exported {args.model_dir} -> {args.out} ({total / 1e6:.2f} MB; top_k={manifest['top_k']}, "
         f"beam={manifest['beam_size']}, platforms={','.join(manifest['platforms'])}, batch: symbolic)")
-  print(f"try: python {os.path.join(args.out, 'export_runtime.py')} {args.out} \"old classics for slow dancing\"")
+  print(f"try: {try_command(args.out)}")
   sys.stdout.flush()
+
+
+def try_command(out_dir: str, prompt: str = "old classics for slow dancing") -> str:
+  """The shell command that runs an export dir's runtime on `prompt`, quoted for copy and paste."""
+  return shlex.join(["python", os.path.join(out_dir, "export_runtime.py"), out_dir, prompt])

@@ -62,6 +62,7 @@ EOS_ID = 1
 # ---- prompt normalisation and tokenisation (same rules as t2t_jax.data.prompts / vocab) -----------
 
 _WS = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normalize_text(text: str) -> str:
@@ -77,6 +78,10 @@ def normalize_prompt(text: str, max_chars: int = 512) -> str:
   """A user's prompt as the model saw prompts in training; long prompts are cut at a word boundary."""
   if not isinstance(text, str):
     raise UserInputError(f"prompt must be a string, got {type(text).__name__}")
+  bad = _SURROGATE.search(text)
+  if bad:
+    raise UserInputError(f"prompt is not valid text: lone surrogate {bad.group()!r} at position {bad.start()} "
+                         "(not Unicode: a bad JSON escape, or bytes that are not UTF-8)")
   norm = normalize_text(text)
   if not norm:
     raise UserInputError("empty prompt")

@@ -50,6 +50,11 @@ def _umask() -> int:
   return mask
 
 
+def file_mode() -> int:
+  """The permissions a plain open() gives a new file (0o666 less the umask)."""
+  return 0o666 & ~_umask()
+
+
 def _host() -> str:
   return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
 
@@ -303,7 +308,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     with open(tmp, mode, **kwargs) as f:
       yield f
     # mkstemp creates 0600; give the result the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, file_mode())
     with _swapping():
       os.replace(tmp, path)
   except BaseException:
@@ -333,7 +338,7 @@ def _swap_in(tmp: str, path: str) -> None:
       _register(old)  # a signal pending since the swap removes it too
   if moved:
     try:
-      shutil.rmtree(old, ignore_errors=True)
+      _remove(old)  # a dir, or a symbolic link to one (its target is not ours to delete)
     finally:
       _unregister(old)
 

@@ -14,6 +14,7 @@ This is an entry point (layer 3): it imports the studies lazily.
 import dataclasses
 import importlib.util
 import os
+import shlex
 import sys
 import time
 
@@ -118,16 +119,42 @@ def auto_levels(num_tracks: int) -> tuple[int, int]:
   return c, last
 
 
-def _levels(text: str, num_tracks: int | None = None) -> tuple:
+def _levels(text, num_tracks: int | None = None) -> tuple:
+  """--id_levels ("64,64", "auto", or from Python a sequence of ints such as (64, 64)) -> sizes."""
   if text == "auto":
     return auto_levels(num_tracks) if num_tracks else ()
   try:
-    levels = tuple(int(x) for x in text.split(","))
-  except ValueError:
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    if any(isinstance(x, (bool, float)) for x in parts):
+      raise ValueError(text)
+    levels = tuple(int(x) for x in parts)
+  except (TypeError, ValueError):
     raise UserInputError(f"--id_levels must be comma-separated integers, got {text!r}") from None
   if not levels or any(l < 2 for l in levels):
     raise UserInputError(f"--id_levels entries must be >= 2, got {text!r}")
   return levels
+
+
+class NumberedStages:
+  """`pipeline.Stages` that numbers each stage "i/N" as it starts, so every path (synthetic or
+  imported data, semantic or per-track IDs, an adapted encoder) counts 1..N, the data stages that
+  `pipeline` names itself included."""
+
+  def __init__(self, stages, total: int):
+    self._stages, self.total, self.done = stages, total, 0
+    self.verbose, self.t0, self.times = stages.verbose, stages.t0, stages.times
+
+  def __call__(self, name: str):
+    self.done += 1
+    return self._stages(f"{self.done}/{self.total} {name}")
+
+
+def num_stages(cfg: QuickstartConfig) -> int:
+  """The stages `run` goes through for `cfg`: data (synthetic: catalog + vocabulary; imported: the
+  copy), IDs (CF embeddings + semantic IDs, or one per-track ID stage), task, [encoder adaptation],
+  training, evaluation, baselines."""
+  return ((2 if cfg.dataset_dir is None else 1) + (1 if cfg.model == PRETRAINED else 2) + 1
+          + int(cfg.adapt_encoder) + 3)
 
 
 def _check(cfg: QuickstartConfig) -> None:
@@ -163,7 +190,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
     pipeline.check_dataset_dir(cfg.dataset_dir, fold=cfg.fold,
                                outputs=(("--work_dir", cfg.work_dir), ("--out", cfg.out)))
   _check_outputs(cfg)
-  stage = pipeline.Stages()
+  stage = NumberedStages(pipeline.Stages(), num_stages(cfg))
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
 
@@ -171,10 +198,10 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   if pretrained:
     from t2t_jax.models import pretrained as pretrained_lib  # pylint: disable=g-import-not-at-top
     pretrained_lib.minilm_dir()  # fails now, with the pip command, if the weights are not installed
-  ws, title = _data(cfg, stage)  # stages 1-2
-  table, ids_info = _pretrained_ids(ws, stage) if pretrained else _ids(cfg, ws, stage)  # stages 3-4
+  ws, title = _data(cfg, stage)
+  table, ids_info = _pretrained_ids(ws, stage) if pretrained else _ids(cfg, ws, stage)
   strategy = table.strategy if pretrained else STRATEGY
-  with stage(f"5/8 SeqIO task t2t.{ws.name}.{strategy}.{cfg.prompt_field}"):
+  with stage(f"SeqIO task t2t.{ws.name}.{strategy}.{cfg.prompt_field}"):
     task = pipeline.make_task(ws, table, PRETRAINED_SPEC[0] if pretrained else STRATEGY,
                               prompt_field=cfg.prompt_field, inputs_length=cfg.inputs_length,
                               eval_playlists=cfg.eval_playlists,
@@ -186,7 +213,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   adapted_rows = []
   extra = dict(model_gin="models/bert_t5_minilm.gin", extra_bindings=PRETRAINED_BINDINGS) if pretrained else {}
   if cfg.adapt_encoder:
-    with stage("5b/8 adapt the MiniLM encoder in-domain (bi-encoder fine-tuning, MNRL, 1 epoch)"):
+    with stage("adapt the MiniLM encoder in-domain (bi-encoder fine-tuning, MNRL, 1 epoch)"):
       enc_dir = os.path.join(cfg.work_dir, "adapted_encoder")
       adapted_rows = baselines.run_baselines(
           ws, task.prompts, task.relevant, k=cfg.k, prompt_field=cfg.prompt_field, which=("bi_encoder_ft",),
@@ -195,7 +222,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
                                  + (f"INITIAL_CHECKPOINT_PATH={os.path.abspath(enc_dir)!r}",))
   name = ("adapted MiniLM encoder + T5 decoder" if cfg.adapt_encoder
           else "MiniLM encoder + T5 decoder" if pretrained else f"T5.1.1-{cfg.model}")
-  with stage(f"6/8 train {name} ({cfg.train_steps} steps, gin entry)"):
+  with stage(f"train {name} ({cfg.train_steps} steps, gin entry)"):
     trained = pipeline.train_text2tracks(
         task, model_dir=model_dir, model=cfg.model, train_steps=cfg.train_steps,
         batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed,
@@ -205,7 +232,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
 
   relevant, prompts = task.relevant, task.prompts
   rows = []
-  with stage(f"7/8 constrained beam search on {len(prompts)} held-out playlists"):
+  with stage(f"constrained beam search on {len(prompts)} held-out playlists"):
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
                                        progress=lambda it: bar(it, desc="decode", unit="batch"))
     label = ("Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)" if cfg.adapt_encoder else
@@ -213,7 +240,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
     rows.append({"method": label, **ev["metrics"],
                  "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"]})
 
-  with stage("8/8 baselines: BM25 and most-popular"):
+  with stage("baselines: BM25 and most-popular"):
     for row in adapted_rows + baselines.run_baselines(ws, prompts, relevant, k=cfg.k, prompt_field=cfg.prompt_field,
                                                       which=("bm25", "most_popular"), seed=cfg.seed):
       rows.append({key: v for key, v in row.items()
@@ -230,7 +257,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
 
 
 def _data(cfg: QuickstartConfig, stage):
-  """Stages 1-2: the data and its SentencePiece vocabulary (the work dir's copy is rebuilt each
+  """The data stages: the data and its SentencePiece vocabulary (the work dir's copy is rebuilt each
   run).  Returns (workspace, report title); resolves prompt_field 'auto'."""
   from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
   if cfg.dataset_dir is None:
@@ -252,11 +279,11 @@ def _data(cfg: QuickstartConfig, stage):
 
 
 def _ids(cfg: QuickstartConfig, ws, stage):
-  """Stages 3-4: CF embeddings (cold tracks placed by catalog_cf_embeddings) and semantic IDs.
+  """The ID stages: CF embeddings (cold tracks placed by catalog_cf_embeddings) and semantic IDs.
   Returns (table, details for the report)."""
   from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
   from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
-  with stage("3/8 CF track embeddings (normalised co-occurrence SVD, JAX)"):
+  with stage("CF track embeddings (normalised co-occurrence SVD, JAX)"):
     # The co-occurrence matrix has rank <= the training playlists (15 on the tests' CPCD slice).
     num_warm = int((ws.popularity() > 0).sum())
     dim = max(1, min(cfg.embedding_dim, len(ws.rows_train) - 1, num_warm - 1))
@@ -271,7 +298,7 @@ def _ids(cfg: QuickstartConfig, ws, stage):
             f"{cold.get('by_artist', 0)} placed by their artist's tracks, "
             f"{cold.get('fallback', 0)} near the centre of the warm ones")
 
-  with stage("4/8 semantic IDs (residual k-means, JAX)"):
+  with stage("semantic IDs (residual k-means, JAX)"):
     # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token
     # when every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
     levels = _levels(cfg.id_levels, ws.num_tracks)
@@ -287,11 +314,11 @@ def _ids(cfg: QuickstartConfig, ws, stage):
 
 
 def _pretrained_ids(ws, stage):
-  """Stages 3-4 for the pretrained encoder: one ID token per track (no CF embeddings needed; the
+  """The ID stage of the pretrained encoder: one ID token per track (no CF embeddings needed; the
   decoder's ID vectors start from MiniLM embeddings of the tracks' metadata)."""
   from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
   from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
-  with stage("3-4/8 per-track IDs (one token per track)"):
+  with stage("per-track IDs (one token per track)"):
     table, _ = pipeline.build_table(ws, specs.IdSpec(*PRETRAINED_SPEC), seed=0)
     print(f"      {table.num_tracks} IDs of 1 token")
   return table, {"id_strategy": PRETRAINED_SPEC[0]}
@@ -319,7 +346,12 @@ def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, st
   print()
   print(report_lib.examples_markdown(examples))
   print(f"Total {seconds:.1f} s. Report: {os.path.join(cfg.out, 'report.md')}; model dir: {model_dir}")
-  print(f'Try: t2t recommend --model_dir {model_dir} "{example_prompts[0]}"')
+  print(f"Try: {try_command(model_dir, example_prompts[0])}")
+
+
+def try_command(model_dir: str, prompt: str) -> str:
+  """The `t2t recommend` command for `prompt` on `model_dir`, quoted for copy and paste."""
+  return shlex.join(["t2t", "recommend", "--model_dir", model_dir, prompt])
 
 
 def _check_outputs(cfg: QuickstartConfig) -> None:

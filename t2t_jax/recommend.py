@@ -210,17 +210,39 @@ class Recommender:
     return out
 
 
-def run_from_args(args) -> None:
-  """`t2t recommend` entry."""
-  prompts = list(args.prompts)
+def read_prompts(args) -> list[str]:
+  """The prompts of `t2t recommend` (arguments, then --input lines), normalised: what the model reads
+  and what is echoed (no control characters or escape sequences reach the terminal raw).  Blank
+  --input lines are skipped and counted on stderr; any other bad prompt is an error naming its
+  argument number or file:line."""
+  items = [(f"prompt #{i}", p) for i, p in enumerate(args.prompts, 1)]
   if args.input:
+    blank = 0
     try:
       with open(args.input, encoding="utf-8") as f:
-        prompts += [line.rstrip("\n") for line in f if line.strip()]
+        for lineno, line in enumerate(f, 1):
+          if line.strip():
+            items.append((f"{args.input}:{lineno}", line.rstrip("\n")))
+          else:
+            blank += 1
     except (OSError, UnicodeDecodeError) as e:
       raise UserInputError(f"--input {args.input}: {e}") from None
-  if not prompts:
+    if blank:
+      print(f"t2t recommend: skipped {blank} blank line(s) of {args.input}", file=sys.stderr)
+  if not items:
     raise UserInputError("no prompts: pass them as arguments or with --input FILE")
+  prompts = []
+  for where, text in items:
+    try:
+      prompts.append(prompts_lib.normalize_prompt(text, max_chars=sys.maxsize))  # cut later, as trained
+    except UserInputError as e:
+      raise UserInputError(f"{where}: {e}") from None
+  return prompts
+
+
+def run_from_args(args) -> None:
+  """`t2t recommend` entry."""
+  prompts = read_prompts(args)
   rec = Recommender.load(args.model_dir)
   results = rec.recommend(prompts, k=args.k)
   for prompt, recs in zip(prompts, results):

@@ -8,8 +8,9 @@
             an empty prompt, k out of range, too many prompts, an oversized body or unknown fields;
      401 (API key set, missing or wrong), 408 (body not received within --body_timeout_s),
      500 {"error": "internal error ..."} (the traceback goes to the server log, never to the client),
-     503 at the connection limit when every connection is computing.  (Bytes that are not HTTP at all
-     get aiohttp's own plain-text 400 before any handler runs.)
+     503 at the connection limit when every connection is computing.  Requests aiohttp rejects
+     before any handler runs (a bad method, a garbage request line, oversized headers) get a JSON
+     400 too (`_JsonErrorProtocol`).
   GET /health      {"status": "ok", "num_tracks", "k_buckets", "compiled", "warmup_s", "connections",
                     "batches", "prompts", "requests", ...}
 
@@ -70,11 +71,11 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from t2t_jax.errors import UserInputError
 from t2t_jax.serve_limits import (API_KEY_ENV, FD_RESERVE, ConnectionGate, RateLimitFilter, fd_connection_limit,
-                                  is_loopback, load_api_key)
+                                  is_loopback, load_api_key, reserve_address)
 
 ALLOWED_FIELDS = ("prompt", "prompts", "k")
 LINGER_S = 2.0        # after an error reply, unread body bytes are drained (then closed) this long
@@ -107,7 +108,8 @@ class ServeConfig:
     for name in ("default_k", "max_k", "max_batch", "max_prompts", "max_body_bytes", "max_connections",
                  "log_max_lines"):
       if getattr(self, name) < 1:
-        raise UserInputError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        flag = "-k/--k" if name == "default_k" else f"--{name}"  # `t2t serve`'s flag for the field
+        raise UserInputError(f"{flag} must be >= 1, got {getattr(self, name)}")
     if self.max_prompts > self.max_batch:
       raise UserInputError(f"--max_prompts ({self.max_prompts}) must be <= --max_batch ({self.max_batch})")
     if self.max_wait_ms < 0:
@@ -314,6 +316,34 @@ class MicroBatcher:
 
 def _error(status: int, message: str, **kwargs) -> web.Response:
   return web.json_response({"error": message}, status=status, **kwargs)
+
+
+class _JsonErrorProtocol(web_protocol.RequestHandler):
+  """aiohttp's connection protocol, answering the requests it rejects itself with JSON.
+
+  A request aiohttp cannot parse (a bad method, a garbage request line, headers over its limits)
+  never reaches the app or its middleware: `RequestHandler.handle_error` answers it with a text/plain
+  400, and aiohttp has no setting for that (aio-libs/aiohttp#3287, #9882).  This override keeps its
+  logging and closing of the connection and answers {"error": ...} like every other error.
+  """
+  __slots__ = ()
+
+  def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                   message: str | None = None) -> web.StreamResponse:
+    super().handle_error(request, status, exc, message)  # logs; raises if a response was already sent
+    lines = (message or "").strip().splitlines()  # aiohttp's first line says what; the rest quotes bytes
+    detail = f": {lines[0].rstrip(' :')[:200]}" if lines else ""
+    resp = _error(status, "internal error (details are in the server log)" if status >= 500
+                  else f"bad HTTP request ({status}{detail})")
+    resp.force_close()
+    return resp
+
+
+def _json_errors(protocol: web_protocol.RequestHandler) -> web_protocol.RequestHandler:
+  """`protocol` (made by aiohttp's server factory, which takes no protocol class) as a
+  `_JsonErrorProtocol`: the subclass adds no state, so switching the class is safe."""
+  protocol.__class__ = _JsonErrorProtocol
+  return protocol
 
 
 def _gone(request) -> bool:
@@ -569,7 +599,8 @@ class Server:
     self._runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=2 * self.config.idle_timeout_s,
                                  lingering_time=min(LINGER_S, self.config.body_timeout_s))
     await self._runner.setup()
-    self._gate = ConnectionGate(self._runner.server, limit=self.max_connections,
+    server = self._runner.server
+    self._gate = ConnectionGate(lambda: _json_errors(server()), limit=self.max_connections,
                                 idle_timeout_s=self.config.idle_timeout_s, log=self._log)
     loop = asyncio.get_running_loop()
     try:
@@ -673,19 +704,24 @@ def run_from_args(args) -> None:
   from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
   cfg = config_from_args(args)
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s t2t serve %(levelname)s %(name)s: %(message)s")
-  rec = recommend.Recommender.load(args.model_dir)
-  server = Server(rec, cfg, model_dir=os.path.abspath(args.model_dir))
-  if server.max_connections < cfg.max_connections:
-    print(f"t2t serve: --max_connections lowered to {server.max_connections} (open-file limit "
-          f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]} minus {FD_RESERVE})", flush=True)
-  if not is_loopback(cfg.host) and not cfg.api_key:
-    print(f"t2t serve: warning: --host {cfg.host} without an API key: anyone who can reach the port can "
-          f"use it (set --api_key_file or ${API_KEY_ENV}; put a TLS reverse proxy in front)", flush=True)
-  if cfg.warmup:
-    shapes = sum(len(v) for v in server.plan.as_dict().values())
-    print(f"t2t serve: compiling {shapes} shapes, k bucket: padded batch sizes {server.plan.as_dict()} ...",
-          flush=True)
-    print(f"t2t serve: warm in {server.warmup():.1f} s", flush=True)
+  held = reserve_address(cfg.host, cfg.port)  # a port in use fails now, not after loading and warm-up
+  try:
+    rec = recommend.Recommender.load(args.model_dir)
+    server = Server(rec, cfg, model_dir=os.path.abspath(args.model_dir))
+    if server.max_connections < cfg.max_connections:
+      print(f"t2t serve: --max_connections lowered to {server.max_connections} (open-file limit "
+            f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]} minus {FD_RESERVE})", flush=True)
+    if not is_loopback(cfg.host) and not cfg.api_key:
+      print(f"t2t serve: warning: --host {cfg.host} without an API key: anyone who can reach the port can "
+            f"use it (set --api_key_file or ${API_KEY_ENV}; put a TLS reverse proxy in front)", flush=True)
+    if cfg.warmup:
+      shapes = sum(len(v) for v in server.plan.as_dict().values())
+      print(f"t2t serve: compiling {shapes} shapes, k bucket: padded batch sizes {server.plan.as_dict()} ...",
+            flush=True)
+      print(f"t2t serve: warm in {server.warmup():.1f} s", flush=True)
+  finally:
+    for sock in held:
+      sock.close()
   try:
     asyncio.run(_serve_forever(server))
   except OSError as e:  # port in use, address not available

@@ -8,10 +8,12 @@ never sends a request, so `ConnectionGate` keeps them around aiohttp's public pr
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
 import resource
+import socket
 import threading
 import time
 from typing import Callable
@@ -223,3 +225,35 @@ def fd_connection_limit(requested: int) -> int:
   if soft == resource.RLIM_INFINITY:
     return requested
   return max(1, min(requested, soft - FD_RESERVE))
+
+
+def reserve_address(host: str, port: int) -> list:
+  """Binds, without listening, every address `host`:`port` resolves to, as asyncio's create_server
+  will (SO_REUSEADDR, IPv6 only on IPv6 sockets), so a port in use fails at once with one line, not
+  after the warm-up.  Returns the bound sockets: close them just before the server binds the port.
+  Port 0 (any free port) reserves nothing."""
+  if port == 0:
+    return []
+  try:
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+  except socket.gaierror as e:
+    raise UserInputError(f"--host {host}: {e.strerror or e}") from None
+  held = []
+  try:
+    for family, kind, proto, _, address in infos:
+      sock = socket.socket(family, kind, proto)
+      held.append(sock)
+      sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+      try:
+        sock.bind(address)
+      except OSError as e:
+        if family == socket.AF_INET6 and e.errno == errno.EADDRNOTAVAIL:
+          continue  # IPv6 switched off: asyncio skips such an address too
+        raise
+  except OSError as e:
+    for sock in held:
+      sock.close()
+    raise UserInputError(f"--host {host} --port {port}: {e.strerror or e}") from None
+  return held

@@ -91,3 +91,12 @@ def test_import_help_lists_formats(capsys):
   out = capsys.readouterr().out
   for flag in ("--validation_size", "--test_fraction", "--vocab_size", "--spm", "--on_error", "--overwrite"):
     assert flag in out
+
+
+def test_import_help_prints_percent_signs_once(capsys):
+  """Issue 23: the split-size group printed `max(10%%, 50)` and `60%%` (argparse formats only help=)."""
+  with pytest.raises(SystemExit):
+    cli.main(["import", "jsonl", "--help"])
+  out = " ".join(capsys.readouterr().out.split())
+  assert "max(10%, 50) playlists each, or 10% each when that would leave under 60% for training" in out
+  assert "%%" not in out

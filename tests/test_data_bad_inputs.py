@@ -16,6 +16,7 @@ from t2t_jax.errors import UserInputError
 
 HERE = os.path.dirname(__file__)
 BAD = os.path.join(HERE, "data", "bad")
+CPCD = os.path.join(HERE, "data", "cpcd")
 GOOD = os.path.join(HERE, "data", "good")
 with open(os.path.join(BAD, "manifest.json"), encoding="utf-8") as f:
   MANIFEST = json.load(f)
@@ -136,6 +137,36 @@ def test_cli_folder_symlink_loop_and_missing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], (args, err)
     assert not out.exists()
+
+
+def _cpcd_copy(folder, line, user_queries):
+  """tests/data/cpcd copied into `folder`, the train file's conversation at `line` given these user turns."""
+  folder.mkdir()
+  for name in (n for n in os.listdir(CPCD) if n.endswith(".jsonl")):
+    with open(os.path.join(CPCD, name), encoding="utf-8") as f:
+      rows = [json.loads(l) for l in f]
+    if name.endswith(".train.jsonl"):
+      for turn, query in zip(rows[line - 1]["turns"], user_queries):
+        turn["user_query"] = query
+      cid = rows[line - 1]["id"]
+    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+  return cid
+
+
+@pytest.mark.parametrize("queries, needle", [
+    (["x " * 15000], r"cpcd_v1\.dialogs\.dev\.train\.jsonl:3: field 'turns\[0\]\.user_query' is 30000 characters "
+                     r"long \(limit 20000\)$"),
+    ([("word " * 1000).strip()] * 5, r"playlist '{cid}': field 'title' is 24999 characters long \(limit 20000\)$"),
+], ids=["one_huge_turn", "turns_too_long_together"])
+def test_cli_cpcd_overlong_prompt_names_the_conversation(tmp_path, capsys, queries, needle):
+  """Issue 23: a 5 MB user turn was reported at a line of the deleted temporary playlists.jsonl."""
+  cid = _cpcd_copy(tmp_path / "cpcd", 3, queries)
+  out = tmp_path / "out"
+  assert cli.main(["import", "cpcd", str(tmp_path / "cpcd"), "--out", str(out), "--vocab_size", "0",
+                   "--num_folds", "2"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and re.search(needle.format(cid=cid), err[0]) and ".t2t-tmp" not in err[0], err
+  assert sorted(os.listdir(tmp_path)) == ["cpcd"]
 
 
 def test_cli_refuses_to_replace_what_it_did_not_write(tmp_path, capsys):

@@ -38,6 +38,14 @@ def test_empty_prompt_names_playlist():
     prompts.normalize_prompt("\n\t")
 
 
+def test_lone_surrogate_is_not_valid_text():
+  """Issue 23: a prompt of a lone surrogate (a "\\ud800" JSON escape) was called "empty prompt"."""
+  with pytest.raises(UserInputError, match=r"^prompt is not valid text: lone surrogate '\\ud800' at position 0"):
+    prompts.normalize_prompt("\ud800")
+  with pytest.raises(UserInputError, match=r"lone surrogate '\\udce9' at position 5"):
+    prompts.normalize_prompt("rock \udce9 roll")
+
+
 def test_overlong():
   long = " ".join(["word"] * 300)  # 1499 chars
   out = prompts.make_prompt(_pl(long), "title", max_chars=100)

@@ -4,7 +4,9 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import cli, export, export_runtime, recommend
+from t2t_jax import cli, export, export_runtime, io_utils, recommend
 from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.errors import UserInputError
 
@@ -64,6 +66,15 @@ def test_layout_and_manifest(dirs, rec):
   tracks = [json.loads(l) for l in open(os.path.join(out, "tracks.jsonl"), encoding="utf-8")]
   assert [t["track_id"] for t in tracks] == rec.id_table.track_ids
   assert not [n for n in os.listdir(os.path.dirname(out)) if n.endswith(".tmp")]
+  # One mode for every file (safetensors wrote arrays.safetensors 0600 among 0644 files).
+  modes = {stat.S_IMODE(os.stat(os.path.join(d, n)).st_mode) for d, _, ns in os.walk(out) for n in ns}
+  assert modes == {io_utils.file_mode()}
+
+
+def test_try_hint_is_shell_quoted():
+  out = "/tmp/my exports/it's"
+  assert shlex.split(export.try_command(out)) == ["python", f"{out}/export_runtime.py", out,
+                                                  "old classics for slow dancing"]
 
 
 def test_runtime_matches_in_process_recommender(dirs, rec, want):
@@ -120,6 +131,15 @@ def test_runtime_normalisation_and_tokens_match_the_package(dirs, rec):
   for bad in ("", " \u200b\t", None):
     with pytest.raises(UserInputError):
       export_runtime.normalize_prompt(bad)
+
+
+def test_runtime_refuses_a_lone_surrogate_like_the_package():
+  """Issue 23: a prompt that is a lone surrogate (a "\\ud800" JSON escape) said "empty prompt"."""
+  for normalize in (export_runtime.normalize_prompt, prompts_lib.normalize_prompt):
+    with pytest.raises(UserInputError, match=r"prompt is not valid text: lone surrogate '\\ud800' at position 0"):
+      normalize("\ud800")
+    with pytest.raises(UserInputError, match="at position 5"):
+      normalize("rock \udce9")
 
 
 def test_safetensors_files(dirs, rec):

@@ -64,6 +64,21 @@ def test_atomic_dir_all_or_nothing(tmp_path):
   assert marker["kind"] == "thing" and marker["tool"].startswith("t2t_jax ") and marker["created"]
 
 
+def test_replacing_a_symbolic_link_leaves_no_parked_temp(tmp_path):
+  """Issue 23: `t2t export --out LINK --overwrite` replaced the link but left it parked beside the
+  output as `.LINK.t2t-old.<pid>.tmp` (rmtree refuses links).  The link goes; its target stays."""
+  real = tmp_path / "real"
+  with io_utils.atomic_dir(real, kind="k") as tmp:
+    open(os.path.join(tmp, "v1"), "w").close()
+  link = tmp_path / "link"
+  link.symlink_to(real)
+  with io_utils.atomic_dir(link, kind="k", overwrite=True) as tmp:
+    open(os.path.join(tmp, "v2"), "w").close()
+  assert sorted(os.listdir(tmp_path)) == ["link", "real"]
+  assert not link.is_symlink() and sorted(os.listdir(link)) == [io_utils.MARKER_FILE, "v2"]
+  assert sorted(os.listdir(real)) == [io_utils.MARKER_FILE, "v1"]
+
+
 def test_failed_swap_puts_the_old_dir_back(tmp_path, monkeypatch):
   target = tmp_path / "d"
   with io_utils.atomic_dir(target, kind="thing") as tmp:
@@ -220,7 +235,11 @@ def test_handler_is_installed_only_while_writing_and_never_over_someone_elses(tm
 
 
 WRITER = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
+    # The writer's own dispositions, whatever the test run inherited (nohup or a background job
+    # start it with SIGINT ignored, which Python then leaves ignored): the defaults of a shell command.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.path.insert(0, {repo!r})
     from t2t_jax import io_utils
     target, how = sys.argv[1], sys.argv[2]

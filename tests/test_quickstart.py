@@ -1,12 +1,15 @@
 """Entry test: `t2t quickstart` end to end on a tiny catalog, then `t2t recommend` on its model dir."""
 
+import contextlib
 import json
 import os
+import shlex
 
 import numpy as np
 import pytest
 
 from t2t_jax import cli, quickstart
+from t2t_jax.errors import UserInputError
 
 pytestmark = pytest.mark.entry
 
@@ -40,6 +43,10 @@ def test_report_rows_and_files(qs):
   assert "| Text2Tracks (semantic IDs) |" in md and "Example prompts" in md
   # No temp files left behind by the atomic writers.
   assert not [f for f in os.listdir(cfg.out) if f.endswith(".tmp")]
+  # Stages are numbered 1..N in the order they ran (issue 23: the counter started at 3/8).
+  with open(os.path.join(cfg.out, "examples.json"), encoding="utf-8") as f:
+    stages = list(json.load(f)["details"]["stage_seconds"])
+  assert [s.split(" ", 1)[0] for s in stages] == [f"{i}/8" for i in range(1, 9)], stages
 
 
 def _test_playlists(cfg):
@@ -129,3 +136,47 @@ def test_cli_recommend_bad_input(qs, capsys, tmp_path):
   assert "empty prompt" in err and len(err.strip().splitlines()) == 1
   assert cli.main(["recommend", "--model_dir", model_dir, "-k", "0", "x"]) == 2
   assert "k must be" in capsys.readouterr().err
+
+
+# ---- fast checks (no training) --------------------------------------------------------------------
+
+def test_id_levels_from_text_or_a_sequence():
+  """Issue 23: tools/bench_serve.py passed id_levels=(8, 8) and died in `.split`."""
+  levels = quickstart._levels  # pylint: disable=protected-access
+  assert levels("8,8") == levels((8, 8)) == levels([8, 8]) == (8, 8)
+  assert levels("auto", 3000) == (64, 64)
+  for bad in ((8, "x"), (8.5, 8), (1, 8), (), "8,x"):
+    with pytest.raises(UserInputError, match="--id_levels"):
+      levels(bad)
+
+
+class _Stages:
+  verbose, t0 = False, 0.0
+
+  def __init__(self):
+    self.times, self.names = {}, []
+
+  def __call__(self, name):
+    self.names.append(name)
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("kw, total", [
+    ({}, 8), ({"dataset_dir": "d"}, 7), ({"model": quickstart.PRETRAINED}, 7),
+    ({"model": quickstart.PRETRAINED, "dataset_dir": "d"}, 6),
+    ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8)])
+def test_stages_are_numbered_from_one_on_every_path(kw, total):
+  cfg = quickstart.QuickstartConfig(**kw)
+  inner = _Stages()
+  stage = quickstart.NumberedStages(inner, quickstart.num_stages(cfg))
+  assert stage.total == total
+  for _ in range(total):
+    with stage("a stage"):
+      pass
+  assert [n.split(" ", 1)[0] for n in inner.names] == [f"{i}/{total}" for i in range(1, total + 1)]
+  assert stage.times is inner.times
+
+
+def test_try_hint_is_shell_quoted():
+  cmd = quickstart.try_command("runs/my model", "rock 'n' roll")
+  assert shlex.split(cmd) == ["t2t", "recommend", "--model_dir", "runs/my model", "rock 'n' roll"]

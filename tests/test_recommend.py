@@ -182,6 +182,39 @@ def test_cli_input_file_and_json(model_dir, rec, tmp_path, capsys, monkeypatch):
   assert "missing.txt" in err and len(err.splitlines()) == 1
 
 
+class _Echo:
+  """Stands in for a loaded model dir (no compiling): keeps the prompts it is asked about."""
+
+  def __init__(self):
+    self.seen = []
+
+  def recommend(self, prompts, k):  # pylint: disable=unused-argument
+    self.seen += list(prompts)
+    return [[recommend.Recommendation(1, "t1", "Artist", "Title", 0.5)] for _ in prompts]
+
+
+def test_cli_prompts_are_cleaned_before_the_echo_and_the_model(tmp_path, capsys, monkeypatch):
+  """Issue 23: escape sequences went raw to the terminal, blank --input lines vanished silently, and
+  a lone surrogate was reported as an "empty prompt"."""
+  fake = _Echo()
+  monkeypatch.setattr(recommend.Recommender, "load", classmethod(lambda cls, d, **kw: fake))
+  path = tmp_path / "prompts.txt"
+  path.write_text("\x1b[31mred\x1b[0m alert\n\n \t\nbell\x07 \x9b2J\n", encoding="utf-8")
+  assert cli.main(["recommend", "--model_dir", "m", "--input", str(path), "jazz\x1b]0;title\x07"]) == 0
+  out, err = capsys.readouterr()
+  assert fake.seen == ["jazz]0;title", "[31mred[0m alert", "bell 2J"]
+  assert [l for l in out.splitlines() if l.startswith("# ")] == [f"# {p}" for p in fake.seen]
+  assert not any(c in out for c in "\x1b\x07\x9b")
+  assert err.strip().splitlines() == [f"t2t recommend: skipped 2 blank line(s) of {path}"]
+  assert cli.main(["recommend", "--model_dir", "m", "\ud800"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["t2t: error: prompt #1: prompt is not valid text: lone surrogate '\\ud800' at position 0 "
+                 "(not Unicode: a bad JSON escape, or bytes that are not UTF-8)"], err
+  path.write_text("fine\n\x07\x1b\n", encoding="utf-8")
+  assert cli.main(["recommend", "--model_dir", "m", "--input", str(path)]) == 2
+  assert capsys.readouterr().err.strip().splitlines() == [f"t2t: error: {path}:2: empty prompt"]
+
+
 def test_user_typed_id_markup_stays_text(rec):
   """A prompt that spells an ID token ("<id_0_1>") is tokenised as plain text, like training prompts."""
   toks = rec.encode(["play <id_0_1> now"])[0]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 
@@ -511,7 +512,49 @@ def test_internal_errors_are_json_500_without_details(rec, server, caplog):  # p
     (["--k_buckets", "0,100"], "--k_buckets must be positive integers, got [0, 100]"),
     (["--body_timeout_s", "0"], "--body_timeout_s must be > 0, got 0.0"),
     (["--max_connections", "0"], "--max_connections must be >= 1, got 0"),
+    (["-k", "0"], "-k/--k must be >= 1, got 0"),  # issue 23: named the field (--default_k), not the flag
 ])
 def test_cli_serve_rejects_bad_limits(tmp_path, capsys, flags, message):
   assert cli.main(["serve", "--model_dir", str(tmp_path)] + flags) == 2
   assert f"t2t: error: {message}" in capsys.readouterr().err
+
+
+# ---- issue 23: requests aiohttp rejects itself, a busy port --------------------------------------
+
+class _NoModel:
+  """A recommender without a model, for requests that never reach it."""
+  id_table = types.SimpleNamespace(num_tracks=3)
+  beam_size = 1
+
+  def recommend(self, prompts, k):  # pylint: disable=unused-argument
+    return [[] for _ in prompts]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"BREW /recommend HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01 not http at all\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+], ids=["bad_method", "garbage_request_line", "200kb_header"])
+def test_requests_aiohttp_rejects_itself_get_a_json_400(request_bytes):
+  with serve.BackgroundServer(_NoModel(), serve.ServeConfig(port=0, warmup=False)) as s:
+    sock = socket.create_connection(("127.0.0.1", _port(s.url)), timeout=10)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it may answer before reading all
+      sock.sendall(request_bytes)
+    reply = _read_all(sock, timeout=10)
+    sock.close()
+  head, _, body = reply.partition(b"\r\n\r\n")
+  assert head.split()[1] == b"400" and b"Content-Type: application/json" in head, reply[:300]
+  assert json.loads(body)["error"].startswith("bad HTTP request (400"), body
+
+
+def test_cli_serve_names_a_busy_port_before_loading_anything(tmp_path, capsys):
+  busy = socket.socket()
+  busy.bind(("127.0.0.1", 0))
+  busy.listen()
+  port = busy.getsockname()[1]
+  try:  # the model dir does not exist: the port is checked first, not after the model's warm-up
+    assert cli.main(["serve", "--model_dir", str(tmp_path / "nope"), "--port", str(port)]) == 2
+  finally:
+    busy.close()
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"t2t: error: --host 127.0.0.1 --port {port}: Address already in use"], err

@@ -5,6 +5,7 @@ running server are in test_serve.py."""
 import json
 import logging
 import resource
+import socket
 
 import pytest
 
@@ -154,3 +155,23 @@ def test_bind_address_and_file_descriptor_checks():
   assert serve_limits.fd_connection_limit(10) == 10
   if soft != resource.RLIM_INFINITY:
     assert serve_limits.fd_connection_limit(10 ** 9) == soft - serve_limits.FD_RESERVE
+
+
+def test_reserve_address_fails_at_once_on_a_busy_port():
+  """Issue 23: a busy --port was reported only after the warm-up; it is now bound first."""
+  assert serve_limits.reserve_address("127.0.0.1", 0) == []  # any free port: nothing to reserve
+  busy = socket.socket()
+  busy.bind(("127.0.0.1", 0))
+  busy.listen()
+  port = busy.getsockname()[1]
+  try:
+    with pytest.raises(UserInputError, match=f"^--host 127.0.0.1 --port {port}: Address already in use$"):
+      serve_limits.reserve_address("127.0.0.1", port)
+  finally:
+    busy.close()
+  held = serve_limits.reserve_address("127.0.0.1", port)  # free now: bound, not listening
+  try:
+    assert [s.getsockname() for s in held] == [("127.0.0.1", port)]
+  finally:
+    for s in held:
+      s.close()

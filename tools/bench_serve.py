@@ -60,7 +60,7 @@ def build_quickstart_model(work_dir: str) -> str:
   from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top
   cfg = quickstart.QuickstartConfig(
       out=os.path.join(work_dir, "report"), work_dir=os.path.join(work_dir, "work"), num_tracks=300,
-      num_playlists=400, vocab_size=600, embedding_dim=16, id_levels=(8, 8), train_steps=40,
+      num_playlists=400, vocab_size=600, embedding_dim=16, id_levels="8,8", train_steps=40,
       batch_size=32, beam_size=12, k=10, eval_playlists=16, inputs_length=24, progress=False)
   quickstart.run(cfg)
   return os.path.join(cfg.work_dir, "model")

@@ -229,14 +229,15 @@ def _str_field(rec: dict, key: str, *, required: bool = True, nonempty: bool = F
     raise _BadRecord(f"field {key!r} must be a string, got {type(value).__name__} {_short(value)}")
   if nonempty and not value.strip():
     raise _BadRecord(f"field {key!r} is empty")
-  if len(value) > max_chars:
-    raise _BadRecord(f"field {key!r} is {len(value)} characters long (limit {max_chars})")
-  check_text(value, key)
+  check_text(value, key, max_chars)
   return value
 
 
-def check_text(value: str, key: str) -> None:
-  """Raises _BadRecord when a text field holds a lone surrogate (a "\\ud800" JSON escape)."""
+def check_text(value: str, key: str, max_chars: int = MAX_TEXT_CHARS) -> None:
+  """Raises _BadRecord when a text field is longer than `max_chars` (a corrupted record, not a
+  prompt) or holds a lone surrogate (a "\\ud800" JSON escape)."""
+  if len(value) > max_chars:
+    raise _BadRecord(f"field {key!r} is {len(value)} characters long (limit {max_chars})")
   m = _SURROGATE.search(value)
   if m:
     raise _BadRecord(f"field {key!r} contains a lone surrogate {m.group()!r} at position {m.start()} "
@@ -398,9 +399,23 @@ def write_catalog(path: str | os.PathLike, tracks: Iterable[Track]) -> int:
   return _write_jsonl(path, tracks)
 
 
+def _checked(playlists: Iterable[Playlist]) -> Iterator[Playlist]:
+  """The playlists, their text checked as `read_playlists` will check it: a value it would refuse
+  (e.g. a prompt an importer built from a 5 MB conversation) is named here by its playlist id, not
+  later by a line of the temporary file being written."""
+  for p in playlists:
+    if isinstance(p, Playlist):
+      try:
+        check_text(p.title, "title")
+        check_text(p.description or "", "description")
+      except _BadRecord as e:
+        raise UserInputError(f"playlist {p.playlist_id!r}: {e}") from None
+    yield p
+
+
 def write_playlists(path: str | os.PathLike, playlists: Iterable[Playlist]) -> int:
   """Writes playlists (streamed) to playlists JSONL atomically; returns the count."""
-  return _write_jsonl(path, playlists)
+  return _write_jsonl(path, _checked(playlists))
 
 
 def write_splits(path: str | os.PathLike, splits: dict[str, list[str]]) -> None:

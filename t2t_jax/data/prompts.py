@@ -13,7 +13,7 @@ removed (`<` then a letter or `/`, up to `>`), so "<3" stays.
 Normalisation (`normalize_text`): Unicode NFKC, control characters removed, whitespace runs collapsed
 to one space, trimmed.  Case, punctuation, emoji and non-Latin scripts are kept: they carry intent.
 Serving (`normalize_prompt`) normalises but does not clean: a user's request is plain text, and the
-exported runtime applies the same rules.
+exported runtime applies the same rules; a prompt holding a lone surrogate is not text and is refused.
 An empty prompt raises `UserInputError` naming the playlist.  A prompt longer than `max_chars` is
 cut at the last word boundary (`on_overlong="truncate"`, the default) or rejected (`"raise"`).
 
@@ -40,6 +40,7 @@ _SEPARATOR = " | "
 MISSING_VALUES = frozenset({"<missing>"})
 _BREAK_TAG = re.compile(r"</?\s*(?:br|p|div|li|ul|ol|tr|td|h[1-6])\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate: a "\ud800" JSON escape, undecodable argv bytes
 
 PROMPT_TEMPLATES = (
     "{prompt}",
@@ -126,6 +127,10 @@ def normalize_prompt(text: str, *, max_chars: int = DEFAULT_MAX_CHARS, on_overlo
   """Normalises a user's free-text prompt at serving time (same rules as training prompts)."""
   if not isinstance(text, str):
     raise UserInputError(f"prompt must be a string, got {type(text).__name__}")
+  bad = _SURROGATE.search(text)
+  if bad:
+    raise UserInputError(f"prompt is not valid text: lone surrogate {bad.group()!r} at position {bad.start()} "
+                         "(not Unicode: a bad JSON escape, or bytes that are not UTF-8)")
   norm = normalize_text(text)
   if not norm:
     raise UserInputError("empty prompt")
