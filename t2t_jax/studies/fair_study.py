@@ -287,6 +287,12 @@ def _tuned_baselines(f: Fold, log: Log, seed: int, first_seed: bool, state: dict
                                            "tuned": info["chosen"], "tuning_trials": info["trials"]})
 
 
+def _id_cost(table) -> dict:
+  """Decoding steps per ID (`pipeline.decode_steps`) and the decoder's ID vocabulary size."""
+  steps = pipeline.decode_steps(table)
+  return {**steps, "id_vocab_size": steps["id_tokens_added"]}
+
+
 def _train_family(f: Fold, fam, spec, table, task, *, seed: int, encoder_dir: str | None, work_dir: str,
                   defaults: dict, progress: bool):
   steps = fam.train_steps or defaults["train_steps"]
@@ -335,7 +341,7 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: list, *, encode
                          **{k: extra[k] for k in ("train_steps", "batch_size")}},
                  val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
                  extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name, **extra,
-                        **pipeline.decode_steps(table), "id_vocab_size": pipeline.decode_steps(table)["id_tokens_added"],
+                        **_id_cost(table),
                         "prompts_per_s": ev["prompts_per_s"], "validation_choice": val_table})
 
 
@@ -418,4 +424,4 @@ def train_adapted(dataset_dir: str, work_dir: str, encoder, *, seed: int = 0, tr
   encoder.save(os.path.join(encoder_dir, f"seed{seed}"))
   model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir, work_dir=work_dir,
                                    defaults=ADAPTED_DEFAULTS, progress=progress)
-  return model_dir, {**extra, **pipeline.decode_steps(table), "id_vocab_size": pipeline.decode_steps(table)["id_tokens_added"]}
+  return model_dir, {**extra, **_id_cost(table)}
