@@ -13,9 +13,21 @@ step is restored instead; once an older step restores, the unreadable newer ones
 MODEL_DIR/checkpoints.corrupt/<step>.<time>, so the retrained steps are saved again (not skipped as
 "already saved") and later loads find them.  When no step restores (e.g. a changed model config),
 nothing is moved and the error names every step.
+
+Integrity: once a step is committed, MODEL_DIR/checkpoints/<step>/t2t_manifest.json records each of
+its files' sha256 and size (written atomically by process 0 before the next save starts, and at the
+end).  Orbax detects truncated or missing files but not a flipped byte inside a data file, which would
+restore as a silently wrong weight; with the manifest, a step that fails verification is treated
+like an unreadable one when training resumes (moved aside, the previous good step used) and is
+refused with exit 2 (the file named) when a model dir is loaded for recommend / export / serve.
+Steps written before manifests existed (or by a run killed between commit and manifest) load with a
+warning and get their manifest when training resumes from them.  Opt out on trusted storage with
+`T2T_VERIFY_CHECKPOINTS=0` (or `verify=False`, `--no_verify` on the CLI).
 """
 
+import concurrent.futures
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +49,99 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SUBDIR = "checkpoints"
 CORRUPT_SUFFIX = ".corrupt"  # MODEL_DIR/checkpoints.corrupt/<step>.<time>: unreadable steps moved aside
 MODEL_CONFIG_FILE = "model_config.json"
+MANIFEST_FILE = "t2t_manifest.json"  # in each committed step dir: {relative path: sha256, size}
+VERIFY_ENV = "T2T_VERIFY_CHECKPOINTS"
+
+
+class CheckpointIntegrityError(UserInputError):
+  """A checkpoint file differs from the manifest written when its step was committed."""
+
+
+# ----------------------------------------------------------------------------- step manifests
+
+
+def verify_enabled(verify: bool | None = None) -> bool:
+  """`verify`, or $T2T_VERIFY_CHECKPOINTS (default on; 0/false/no/off turns it off)."""
+  if verify is not None:
+    return bool(verify)
+  raw = os.environ.get(VERIFY_ENV, "1").strip().lower()
+  if raw in ("1", "true", "yes", "on", ""):
+    return True
+  if raw in ("0", "false", "no", "off"):
+    return False
+  raise UserInputError(f"{VERIFY_ENV}={raw!r}: use 1 or 0")
+
+
+def _step_files(step_dir: str) -> list[str]:
+  """Relative paths of a step's files (the manifest and atomic-write temps excluded), sorted."""
+  out = []
+  for root, dirs, files in os.walk(step_dir):
+    dirs.sort()
+    for name in files:
+      if name == MANIFEST_FILE or io_utils.is_temp_name(name):
+        continue
+      out.append(os.path.relpath(os.path.join(root, name), step_dir))
+  return sorted(out)
+
+
+def _digest(path: str) -> tuple[str, int]:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest(), os.fstat(f.fileno()).st_size
+
+
+def _digests(step_dir: str, rels: list[str]) -> dict[str, tuple[str, int] | None]:
+  """{rel: (sha256, bytes)} hashed on a few threads (hashlib releases the GIL); None = missing."""
+  def one(rel):
+    try:
+      return _digest(os.path.join(step_dir, rel))
+    except FileNotFoundError:
+      return None
+  workers = max(1, min(8, os.cpu_count() or 1, len(rels)))
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return dict(zip(rels, pool.map(one, rels)))
+
+
+def write_step_manifest(step_dir: str) -> dict:
+  """Hashes a committed step's files into STEP/t2t_manifest.json (atomically); returns it."""
+  rels = _step_files(step_dir)
+  files = {rel: {"sha256": d[0], "bytes": d[1]} for rel, d in _digests(step_dir, rels).items()
+           if d is not None}
+  manifest = {"format": 1, "algorithm": "sha256", "files": files}
+  io_utils.write_json(os.path.join(step_dir, MANIFEST_FILE), manifest, indent=None)
+  return manifest
+
+
+def verify_step(step_dir: str, items: tuple[str, ...] | None = None) -> bool:
+  """Checks a step's files against its manifest: True when verified, False when it has none.
+
+  items: only files under these item dirs (e.g. ("params",) for inference loads) and the step's
+  top-level files.  Raises CheckpointIntegrityError naming the first file that is missing, changed
+  in size or in content, or an unreadable manifest.
+  """
+  path = os.path.join(step_dir, MANIFEST_FILE)
+  if not os.path.exists(path):
+    return False
+  try:
+    with open(path, encoding="utf-8") as f:
+      files = json.load(f)["files"]
+    assert isinstance(files, dict)
+  except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+    raise CheckpointIntegrityError(f"checkpoint {step_dir} is damaged: unreadable {MANIFEST_FILE} ({e})"
+                                   ) from None
+  rels = sorted(rel for rel in files
+                if items is None or os.sep not in rel or rel.split(os.sep, 1)[0] in items)
+  for rel, got in _digests(step_dir, rels).items():
+    want = files[rel]
+    if got is None:
+      reason = f"{rel} is missing (listed in {MANIFEST_FILE})"
+    elif got[1] != want.get("bytes"):
+      reason = f"{rel} is {got[1]} bytes, {want.get('bytes')} when written"
+    elif got[0] != want.get("sha256"):
+      reason = f"{rel} changed since it was written (sha256 mismatch)"
+    else:
+      continue
+    raise CheckpointIntegrityError(f"checkpoint {step_dir} is damaged: {reason}")
+  return True
 
 
 # --------------------------------------------------------------------------------- model config
@@ -84,15 +189,20 @@ class CheckpointManager:
     best_mode: 'max' or 'min' for best_metric.
     async_save: write in a background thread while training continues.
     read_only: only restore (orbax's read-only manager: no directory created, nothing deleted).
+    verify: check each step against its manifest before restoring it (None: $T2T_VERIFY_CHECKPOINTS,
+      default on); saved steps get their manifest either way.
   """
 
   def __init__(self, model_dir: str, *, keep: int | None = 3, best_metric: str | None = None,
                best_mode: str = "max", keep_best: int = 1, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, verify: bool | None = None):
     if best_mode not in ("max", "min"):
       raise UserInputError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     self.directory = os.path.abspath(os.path.join(model_dir, CHECKPOINT_SUBDIR))
     self.best_metric = best_metric
+    self.verify = verify_enabled(verify)
+    self.read_only = read_only
+    self._unsealed: list[int] = []  # steps saved by this manager whose manifest is not written yet
     if read_only:
       self._manager = ocp.CheckpointManager(
           self.directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
@@ -121,6 +231,7 @@ class CheckpointManager:
     """Starts saving `step` (returns before the write ends when async)."""
     if step in self._manager.all_steps():
       return
+    self._seal()  # the previous save is committed by now (orbax waits for it before a new one)
     metrics = {k: float(v) for k, v in (metrics or {}).items()} or None
     self._manager.save(
         step,
@@ -128,13 +239,45 @@ class CheckpointManager:
                                 state=ocp.args.StandardSave(state),
                                 meta=ocp.args.JsonSave(meta)),
         metrics=metrics, force=True)
+    self._unsealed.append(step)
+
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def _seal(self) -> None:
+    """Writes the manifest of every step this manager saved, once orbax has committed it (process
+    0; the files of every host are in the shared step dir by then).  A step already deleted by the
+    keep policy is skipped."""
+    if not self._unsealed:
+      return
+    self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      for s in self._unsealed:
+        if os.path.isdir(self._step_dir(s)) and s in self._manager.all_steps():
+          write_step_manifest(self._step_dir(s))
+    self._unsealed = []
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+    self._seal()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    self._seal()
     self._manager.close()
+
+  def _verify(self, step: int, items: tuple[str, ...] | None = None) -> bool:
+    """True when `step` matches its manifest, False when it has none (or verification is off);
+    raises CheckpointIntegrityError otherwise."""
+    if not self.verify:
+      return False
+    if verify_step(self._step_dir(step), items):
+      return True
+    if self._step_dir(step) not in _WARNED_UNSEALED:
+      _WARNED_UNSEALED.add(self._step_dir(step))
+      log.warning("checkpoint %s has no integrity manifest (written before manifests existed, or the "
+                  "run stopped before writing it): restored without verification", self._step_dir(step))
+    return False
 
   def restore(self, abstract_params, abstract_state, step: int | None = None):
     """Restores (step, params, state, meta) from `step` or the newest readable step.
@@ -146,10 +289,18 @@ class CheckpointManager:
     errors = []
     for s in steps:
       try:
+        verified = self._verify(s)
         restored = self._manager.restore(
             s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params),
                                        state=ocp.args.StandardRestore(abstract_state),
                                        meta=ocp.args.JsonRestore()))
+      except CheckpointIntegrityError as e:
+        msg = str(e)
+        if step is not None:
+          raise
+        log.warning("%s; falling back to an earlier checkpoint", msg)
+        errors.append(msg)
+        continue
       except Exception as e:  # pylint: disable=broad-except
         msg = f"checkpoint {self.directory}/{s} is unreadable ({_first_line(e, f'{self.directory}/{s}')})"
         if step is not None:
@@ -163,6 +314,8 @@ class CheckpointManager:
         # An older step restored with the same targets, so the newer ones are damaged, not
         # mismatched: move them aside so the steps retrained from here are saved again.
         self._move_aside([bad for bad in steps if bad > s])
+      if not verified and not self.read_only and jax.process_index() == 0:
+        write_step_manifest(self._step_dir(s))  # training goes on from it: later loads verify it
       return s, restored["params"], restored["state"], restored["meta"]
     if errors:
       raise UserInputError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
@@ -194,6 +347,7 @@ class CheckpointManager:
     steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
     errors = []
     for s in steps:
+      self._verify(s, ("params",))  # a damaged step is refused, not skipped: exit 2 naming the file
       try:
         restored = self._manager.restore(
             s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
@@ -252,6 +406,7 @@ def _drop_closed_loop_callbacks(unraisable) -> None:
 
 
 _PREVIOUS_UNRAISABLEHOOK = []
+_WARNED_UNSEALED: set = set()  # unverifiable steps already warned about in this process
 
 
 @contextlib.contextmanager
@@ -285,11 +440,13 @@ def abstract_params(config, sharding_fn=None):
   return _abstract(unboxed, shardings)
 
 
-def load_params(model_dir: str, *, step: int | None = None, partitioner=None
-                ) -> tuple[Any, Any]:
+def load_params(model_dir: str, *, step: int | None = None, partitioner=None,
+                verify: bool | None = None) -> tuple[Any, Any]:
   """Loads (model config, params) from MODEL_DIR: the given step or the newest readable one.
 
-  Params are placed on the first device, or sharded by `partitioner` when given.
+  Params are placed on the first device, or sharded by `partitioner` when given.  The step's
+  parameter files are checked against its manifest first (`verify`, default $T2T_VERIFY_CHECKPOINTS
+  or on): a mismatch raises CheckpointIntegrityError naming the file.
   """
   config = load_model_config(model_dir)
   directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
@@ -297,7 +454,7 @@ def load_params(model_dir: str, *, step: int | None = None, partitioner=None
     raise UserInputError(f"no checkpoints in {directory}")
   target = abstract_params(config, partitioner.shardings_of if partitioner else None)
   with _quiet_orbax():
-    manager = CheckpointManager(model_dir, read_only=True)
+    manager = CheckpointManager(model_dir, read_only=True, verify=verify)
     try:
       if step is not None and step not in manager.all_steps():
         raise UserInputError(f"no checkpoint step {step} in {directory}; have {manager.all_steps()}")

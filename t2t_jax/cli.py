@@ -1,12 +1,12 @@
-"""The `t2t` command: import, quickstart, recommend, export, serve.
+"""The `t2t` command: import, quickstart, recommend, export, serve, plot.
 
 Thin: each subcommand parses flags and calls a module.  Errors a user can cause end with one line
 `t2t: error: ...` naming the bad file/flag/value (exit 2), never a traceback from inside JAX.
+The libraries' logs are quiet unless `--verbose` (before or after the subcommand; t2t_jax.console).
 """
 
 import argparse
 import dataclasses
-import os
 import sys
 import typing
 
@@ -53,6 +53,12 @@ def _quickstart_parser(sub) -> None:
                  help="use --out / --work_dir even if they are non-empty dirs that quickstart did not write")
 
 
+def _no_verify_flag(p) -> None:
+  p.add_argument("--no_verify", action="store_true",
+                 help="skip checking the checkpoint's files against their sha256 manifest (trusted "
+                      "storage only; same as T2T_VERIFY_CHECKPOINTS=0)")
+
+
 def _recommend_parser(sub) -> None:
   p = sub.add_parser("recommend", help="recommend tracks for prompts from a trained model dir",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -61,6 +67,7 @@ def _recommend_parser(sub) -> None:
   p.add_argument("--input", help="a text file with one prompt per line")
   p.add_argument("-k", "--k", type=int, default=10, help="tracks per prompt")
   p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+  _no_verify_flag(p)
 
 
 def _export_parser(sub) -> None:
@@ -82,6 +89,7 @@ def _export_parser(sub) -> None:
   p.add_argument("--no_hf", action="store_true", help="skip the Hugging Face safetensors copy of the weights")
   p.add_argument("--overwrite", action="store_true",
                  help="replace --out even if it is a non-empty dir that is not a previous export")
+  _no_verify_flag(p)
 
 
 def _serve_parser(sub) -> None:
@@ -118,6 +126,7 @@ def _serve_parser(sub) -> None:
                       "default: $T2T_API_KEY if set, else no key. The key itself is never a flag.")
   p.add_argument("--max_uptime_s", type=float, default=0.0,
                  help="stop by itself after this many seconds (0: run until SIGINT/SIGTERM)")
+  _no_verify_flag(p)
 
 
 def _import_common(p, splits: bool = True) -> None:
@@ -187,6 +196,38 @@ def _import_parser(sub) -> None:
   _import_common(q, splits=False)
 
 
+def _plot_parser(sub) -> None:
+  p = sub.add_parser(
+      "plot", help="training curves of a model dir as a PNG (loss, token accuracy, learning rate, examples/s)",
+      description=(
+          "Draws MODEL_DIR/metrics.jsonl (written by training beside the TensorBoard events) as one PNG: "
+          "loss, token accuracy, learning rate and examples/s against the step, with the eval loss and "
+          "accuracy when they were logged. Training draws the same figure when it finishes."))
+  p.add_argument("model_dir", help="a model dir written by training / quickstart")
+  p.add_argument("--out", default=None,
+                 help="PNG to write (atomically); default: MODEL_DIR/training_curves.png")
+
+
+def run_plot(args) -> str:
+  """Runs `t2t plot MODEL_DIR`; prints the path written (and the series not logged)."""
+  from t2t_jax import plots  # pylint: disable=g-import-not-at-top
+  path, notes = plots.training_curves(args.model_dir, args.out)
+  print(f"Training curves: {path}" + (f" ({'; '.join(notes)})" if notes else ""))
+  return path
+
+
+def _add_verbose(parser, top: bool = True) -> None:
+  """`--verbose` on the top-level parser and every (nested) subcommand, so it goes before or after
+  the subcommand; a subcommand's flag defaults to unset so it never resets the top-level one."""
+  parser.add_argument("--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+                      help="show the logs of TensorFlow, JAX, orbax and the other libraries "
+                           "(quiet by default)")
+  for action in parser._actions:  # pylint: disable=protected-access  (argparse has no public walk)
+    if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+      for child in action.choices.values():
+        _add_verbose(child, top=False)
+
+
 def _summary(meta: dict, out: str) -> str:
   sizes = meta.get("split_sizes", {})
   rs = meta.get("read_stats", {})
@@ -245,8 +286,11 @@ def main(argv=None) -> int:
   _recommend_parser(sub)
   _export_parser(sub)
   _serve_parser(sub)
+  _plot_parser(sub)
+  _add_verbose(parser)
   args = parser.parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from t2t_jax import console  # pylint: disable=g-import-not-at-top
+  console.configure(args.verbose)  # before anything imports TensorFlow
   from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
   try:
     if args.command == "import":
@@ -263,6 +307,8 @@ def main(argv=None) -> int:
     elif args.command == "serve":
       from t2t_jax import serve  # pylint: disable=g-import-not-at-top
       serve.run_from_args(args)
+    elif args.command == "plot":
+      run_plot(args)
   except UserInputError as e:
     print(f"t2t: error: {e}", file=sys.stderr)
     return 2

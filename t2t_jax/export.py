@@ -80,7 +80,8 @@ def _sha256(path: str) -> str:
 
 
 def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | None = None,
-                 platforms=DEFAULT_PLATFORMS, hf_weights: bool = True, overwrite: bool = False) -> dict:
+                 platforms=DEFAULT_PLATFORMS, hf_weights: bool = True, overwrite: bool = False,
+                 verify: bool | None = None) -> dict:
   """Exports MODEL_DIR's recommender to OUT_DIR (atomically); returns the manifest.
 
   Args:
@@ -92,13 +93,15 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
     platforms: lowering targets, e.g. ("cpu", "cuda"); lowering needs no such device.
     hf_weights: also write hf/model.safetensors + hf/config.json.
     overwrite: replace a non-empty OUT_DIR that is not a previous export.
+    verify: refuse a checkpoint whose files fail its integrity manifest (None: $T2T_VERIFY_CHECKPOINTS,
+      default on), so an export never seals damaged weights with fresh sha256 values.
   """
   io_utils.check_output_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite)  # before any work
   from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
   from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
   plats = _platforms(platforms)
-  rec = recommend.Recommender.load(model_dir, beam_size=beam_size)
+  rec = recommend.Recommender.load(model_dir, beam_size=beam_size, verify=verify)
   if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= rec.id_table.num_tracks:
     raise UserInputError(f"-k must be in [1, {rec.id_table.num_tracks}], got {k!r}")
   beam = max(rec.beam_size, k)
@@ -184,7 +187,8 @@ def _input_vocab_entry(rec) -> dict:
 def run_from_args(args) -> None:
   """`t2t export` entry."""
   manifest = export_model(args.model_dir, args.out, k=args.k, beam_size=args.beam_size,
-                          platforms=args.platforms, hf_weights=not args.no_hf, overwrite=args.overwrite)
+                          platforms=args.platforms, hf_weights=not args.no_hf, overwrite=args.overwrite,
+                          verify=False if getattr(args, "no_verify", False) else None)
   total = sum(manifest["file_bytes"].values())
   print(f"exported {args.model_dir} -> {args.out} ({total / 1e6:.2f} MB; top_k={manifest['top_k']}, "
         f"beam={manifest['beam_size']}, platforms={','.join(manifest['platforms'])}, batch: symbolic)")

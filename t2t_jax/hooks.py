@@ -6,12 +6,14 @@ every hook, and `hook.close()` in any case.  A hook may set `ctx.stop_reason` to
 the current step.  Hooks with `needs_metrics` make the loop read the step's metrics from the device
 first; the others keep dispatch asynchronous (metrics are read one step late).
 
-  SummaryHook     averaged train metrics every `every` steps -> TensorBoard + metrics.jsonl
+  SummaryHook     averaged train metrics (+ the window's examples/s) every `every` steps ->
+                  TensorBoard + metrics.jsonl
   ThroughputHook  steady-state examples/s (compilation and time inside other hooks excluded)
   ProgressHook    a tqdm bar with loss and examples/s
   PreemptionHook  SIGTERM -> save and stop; multi-host: the hosts agree through a collective
   EvalHook        eval_fn(params, step) every `every` steps and at the end
   CheckpointHook  orbax checkpoint every `every` steps, at the end and when stopped (best-by-metric)
+  CurvesHook      at the end, MODEL_DIR/training_curves.png from metrics.jsonl (t2t_jax.plots)
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+
+from t2t_jax import plots
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,17 @@ class SummaryHook(Hook):
   def __init__(self, every: int):
     self.every = every
     self._written = 0  # rows of ctx.history already summarised
+    self._mark = None  # (step, time, ctx.hook_seconds) at the previous write
+
+  def _examples_per_second(self, ctx, step: int) -> float | None:
+    """Throughput over the window since the previous write, time inside hooks excluded; the first
+    window (compilation) gets ThroughputHook's steady-state rate, None without one."""
+    now = time.perf_counter()
+    mark, self._mark = self._mark, (step, now, ctx.hook_seconds)
+    if mark is None:
+      return ctx.examples_per_second
+    elapsed = (now - mark[1]) - (ctx.hook_seconds - mark[2])
+    return (step - mark[0]) * ctx.batch_size / elapsed if step > mark[0] and elapsed > 0 else None
 
   def __call__(self, ctx):
     rows = ctx.history[self._written:]
@@ -93,6 +108,9 @@ class SummaryHook(Hook):
       return
     keys = [k for k in rows[0] if k != "step"]
     avg = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    rate = self._examples_per_second(ctx, rows[-1]["step"])
+    if rate:
+      avg["examples_per_second"] = float(rate)
     if ctx.writer is not None:
       ctx.writer.write_scalars(rows[-1]["step"], avg, "train")
     self._written = len(ctx.history)
@@ -253,3 +271,23 @@ class CheckpointHook(Hook):
       self(ctx)
     if ctx.stop_reason == "preempted":
       log.warning("stopped by SIGTERM at step %d; checkpoint saved", ctx.step)
+
+
+class CurvesHook(Hook):
+  """After a completed run, process 0 draws MODEL_DIR/training_curves.png (loss, token accuracy,
+  learning rate, examples/s) from the metrics the SummaryHook and EvalHook logged, beside the
+  TensorBoard events; `t2t plot MODEL_DIR` redraws it.  Run it after those hooks and the
+  CheckpointHook: a figure that cannot be drawn is a warning, never a lost run."""
+
+  def finish(self, ctx):
+    if not ctx.is_chief or ctx.writer is None or not ctx.writer.enabled:
+      return
+    if ctx.stop_reason is not None or ctx.step <= ctx.start_step:
+      return
+    ctx.writer.flush()
+    try:
+      path, notes = plots.training_curves(ctx.writer.model_dir)
+    except Exception as e:  # pylint: disable=broad-except  (matplotlib, the file system, ...)
+      log.warning("training curves not drawn: %s", e)
+      return
+    log.info("training curves: %s%s", path, f" ({'; '.join(notes)})" if notes else "")

@@ -44,6 +44,11 @@ _TMP_RE = re.compile(r"^\.(?P<base>.+)\.t2t-(?P<what>tmp|old)\.(?P<host>[A-Za-z0
                      r"(?P<rand>[A-Za-z0-9_]+)\.tmp$")
 
 
+def is_temp_name(name: str) -> bool:
+  """Whether a file name is one of our atomic-write temporaries (live or left by a killed run)."""
+  return _TMP_RE.match(name) is not None
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)

@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, plots
 from t2t_jax import report as report_lib
 from t2t_jax.errors import UserInputError
 
@@ -339,14 +339,28 @@ def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, st
   seconds = time.time() - stage.t0
   details = {**details, "stage_seconds": stage.times, "devices": str(jax.devices())}
   io_utils.write_marker(cfg.out, kind=REPORT_KIND)
-  report_lib.write_report(cfg.out, title=title, rows=rows,
-                          examples=examples, seconds=seconds, details=details)
+  report_lib.write_report(cfg.out, title=title, rows=rows, examples=examples, seconds=seconds,
+                          details=details, figures=_figures(cfg.out, rows, model_dir))
   print()
   print(report_lib.markdown_table(rows))
   print()
   print(report_lib.examples_markdown(examples))
   print(f"Total {seconds:.1f} s. Report: {os.path.join(cfg.out, 'report.md')}; model dir: {model_dir}")
   print(f"Try: {try_command(model_dir, example_prompts[0])}")
+
+
+def _figures(out: str, rows, model_dir: str) -> list[tuple[str, str]]:
+  """Draws the report's figures into `out`: the metrics per method and the training curves (as
+  `t2t plot` draws them); returns their (caption, file name) for report.md."""
+  figures = plots.chart_figures(out, rows, caption="Hits@10, MAP@10 and NDCG@10 per method",
+                                title="held-out playlists, all their tracks relevant")
+  try:
+    plots.training_curves(model_dir, os.path.join(out, plots.CURVES_FILE))
+    figures.append(("Training curves: loss, token accuracy, learning rate, examples/s",
+                    plots.CURVES_FILE))
+  except UserInputError as e:  # no metrics logged: the report says so instead of failing
+    print(f"t2t: note: no training curves in the report: {e}", file=sys.stderr)
+  return figures
 
 
 def try_command(model_dir: str, prompt: str) -> str:

@@ -114,8 +114,13 @@ class Recommender:
     self._fns = {}
 
   @classmethod
-  def load(cls, model_dir: str, *, beam_size: int | None = None) -> "Recommender":
-    """Loads config, checkpoint, vocabulary, ID table and catalog from a model dir."""
+  def load(cls, model_dir: str, *, beam_size: int | None = None, verify: bool | None = None
+           ) -> "Recommender":
+    """Loads config, checkpoint, vocabulary, ID table and catalog from a model dir.
+
+    verify: check the checkpoint's parameter files against their manifest first (None:
+    $T2T_VERIFY_CHECKPOINTS, default on); a damaged file raises CheckpointIntegrityError naming it.
+    """
     from t2t_jax import trainer  # pylint: disable=g-import-not-at-top
     from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
     from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
@@ -146,7 +151,7 @@ class Recommender:
     id_table = IdTable.load(os.path.join(assets, IDS_DIR))
     input_vocab, vocab = load_vocabs(assets, settings, id_table)
     tracks = {t.track_id: t for t in formats.read_catalog(os.path.join(assets, CATALOG_FILE))}
-    config, params = trainer.load_params(model_dir)
+    config, params = trainer.load_params(model_dir, verify=verify)
     if vocab.vocab_size > config.output_vocab_size:
       raise UserInputError(f"--model_dir {model_dir}: its ID table needs {vocab.vocab_size} output "
                            f"tokens but the model has {config.output_vocab_size}")
@@ -243,7 +248,7 @@ def read_prompts(args) -> list[str]:
 def run_from_args(args) -> None:
   """`t2t recommend` entry."""
   prompts = read_prompts(args)
-  rec = Recommender.load(args.model_dir)
+  rec = Recommender.load(args.model_dir, verify=False if getattr(args, "no_verify", False) else None)
   results = rec.recommend(prompts, k=args.k)
   for prompt, recs in zip(prompts, results):
     if args.json:

@@ -3,6 +3,7 @@
   markdown_table   the one GitHub-markdown table of result rows (quickstart, studies, benchmarks)
   write_report     quickstart report folder: report.md + report.json + examples.json
   write_results    study results: results.json + results.csv + results.md (table, machine, config)
+  figures_markdown PNGs embedded in a report (drawn by t2t_jax.plots)
   save_figure      a matplotlib figure as PNG
   machine_info     where a figure was measured (CPU, cores, load, JAX backend and devices, date)
 """
@@ -47,15 +48,27 @@ def examples_markdown(examples: Sequence[dict]) -> str:
   return "\n".join(out)
 
 
+def figures_markdown(figures: Sequence[tuple[str, str]]) -> list[str]:
+  """Markdown lines embedding `figures`: (caption, PNG path relative to the markdown file)."""
+  out = []
+  for caption, path in figures:
+    out += [f"![{caption}]({path})", ""]
+  return out
+
+
 def write_report(out_dir: str, *, title: str, rows: Sequence[dict], examples: Sequence[dict],
-                 seconds: float, details: dict | None = None) -> None:
+                 seconds: float, details: dict | None = None,
+                 figures: Sequence[tuple[str, str]] = ()) -> None:
   """Writes report.md, report.json and examples.json into out_dir (each atomically).
+
+  `figures`: (caption, file name) of PNGs already in out_dir, embedded under the table.
 
   report.json is a list of rows (one per method) with the metric keys, and each row also carries
   the run's total wall time as `seconds`, so the file is a plain table that tools can load.
   """
   os.makedirs(out_dir, exist_ok=True)
   md = [f"# {title}", "", markdown_table(rows), "", f"Total time: {seconds:.1f} s", ""]
+  md += figures_markdown(figures)
   if details:
     md += ["## Details", "", "```json", json.dumps(details, indent=2, ensure_ascii=False,
                                                    default=str), "```", ""]
@@ -70,10 +83,12 @@ def write_report(out_dir: str, *, title: str, rows: Sequence[dict], examples: Se
 
 def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str], title: str,
                   machine: dict, config: dict, notes: Sequence[str] = (),
-                  table_rows: Sequence[dict] | None = None) -> None:
+                  table_rows: Sequence[dict] | None = None,
+                  figures: Sequence[tuple[str, str]] = ()) -> None:
   """results.json (list of rows), results.csv (all keys), results.md (table + machine + config).
 
-  `table_rows`: what results.md's table shows instead of `rows` (e.g. formatted aggregates)."""
+  `table_rows`: what results.md's table shows instead of `rows` (e.g. formatted aggregates).
+  `figures`: (caption, file name) of PNGs already in out_dir, embedded under the table."""
   os.makedirs(out_dir, exist_ok=True)
   io_utils.write_json(os.path.join(out_dir, "results.json"), list(rows))
   keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -85,6 +100,7 @@ def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str],
   with io_utils.atomic_write(os.path.join(out_dir, "results.csv")) as f:
     f.write(buf.getvalue())
   md = [f"# {title}", "", markdown_table(rows if table_rows is None else table_rows, columns), ""]
+  md += figures_markdown(figures)
   md += [f"- {n}" for n in notes]
   md += ["", f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
          f"load {machine.get('load_avg_1_5_15')} at the start), "

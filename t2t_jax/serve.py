@@ -706,7 +706,8 @@ def run_from_args(args) -> None:
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s t2t serve %(levelname)s %(name)s: %(message)s")
   held = reserve_address(cfg.host, cfg.port)  # a port in use fails now, not after loading and warm-up
   try:
-    rec = recommend.Recommender.load(args.model_dir)
+    rec = recommend.Recommender.load(args.model_dir,
+                                     verify=False if getattr(args, "no_verify", False) else None)
     server = Server(rec, cfg, model_dir=os.path.abspath(args.model_dir))
     if server.max_connections < cfg.max_connections:
       print(f"t2t serve: --max_connections lowered to {server.max_connections} (open-file limit "

@@ -31,7 +31,7 @@ import shutil
 import sys
 from typing import Callable, Mapping, Sequence
 
-from t2t_jax import gin_utils
+from t2t_jax import console, gin_utils, model_dir_lock
 from t2t_jax.errors import UserInputError
 
 log = logging.getLogger("t2t_jax.train")
@@ -469,7 +469,10 @@ def parse_args(argv):
   parser.add_argument("--process_id", type=int, default=None)
   parser.add_argument("--multihost", action="store_true",
                       help="jax.distributed.initialize() with cluster auto-detection")
-  parser.add_argument("--log_level", default="INFO")
+  parser.add_argument("--log_level", default="INFO", help="level of t2t_jax's own logs")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the logs of TensorFlow, JAX, orbax and the other libraries "
+                           "(quiet by default)")
   args = parser.parse_args(rest)
   args.gin_bindings = list(args.gin_bindings) + gin_bindings
   args.gin_search_paths = [p for p in args.gin_search_paths.split(",") if p]
@@ -505,26 +508,31 @@ def run(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *,
   gin_utils.parse_gin(gin_files, gin_bindings, gin_search_paths)
   name, fn = _configured_run()
   model_dir = _macro("MODEL_DIR", None)
-  created = (name == "train" and isinstance(model_dir, str) and model_dir.strip() != "" and
-             not os.path.exists(model_dir))
+  # None: no MODEL_DIR to write (not a training run, or a bad value train() reports itself).
+  created = (not os.path.exists(model_dir) if name == "train" and isinstance(model_dir, str)
+             and model_dir.strip() != "" else None)
   if before_run is not None:
     before_run()
+  lock = None
+  if name == "train" and created is not None:
+    # One writer per MODEL_DIR, held from before config.gin is written until the last checkpoint.
+    lock = model_dir_lock.acquire_for_job(_check_model_dir(model_dir))
   try:
     return gin_utils.call_configured(fn)
   except UserInputError:
     if created and os.path.isdir(model_dir) and not _has_checkpoint(model_dir):
-      shutil.rmtree(model_dir, ignore_errors=True)  # leave no half-made MODEL_DIR behind
+      shutil.rmtree(model_dir, ignore_errors=True)  # leave no half-made MODEL_DIR behind (lock held)
     raise
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   try:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src.xla_bridge"):
-      logging.getLogger(noisy).setLevel(logging.WARNING)
+    console.configure(args.verbose, level=args.log_level.upper())  # before TensorFlow is imported
     result = run(args.gin_file, args.gin_bindings, gin_search_paths=args.gin_search_paths,
                  before_run=lambda: maybe_initialize_distributed(args))
   except UserInputError as e:

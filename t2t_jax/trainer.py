@@ -35,7 +35,7 @@ import numpy as np
 
 from t2t_jax import checkpoints as ckpt_lib
 from t2t_jax import hooks as hooks_lib
-from t2t_jax import partitioning, summaries, train_state
+from t2t_jax import model_dir_lock, partitioning, summaries, train_state
 from t2t_jax.errors import UserInputError
 from t2t_jax.hooks import TrainingDivergedError  # noqa: F401  (re-exported)
 from t2t_jax.losses import LossConfig
@@ -264,54 +264,59 @@ def train(*, model_config, train_iter: Iterator[dict], model_dir: str, config: T
   if config.batch_size % nproc:
     raise UserInputError(f"BATCH_SIZE={config.batch_size} must be a multiple of the {nproc} processes")
   per_host = config.batch_size // nproc
-  train_iter = iter(train_iter)
-  if feature_spec is None:
-    feature_spec, train_iter, first = _peek_spec(train_iter)
-    validate_batch(first, model_config, per_host)
-  compiled = train_state.build(model_config, partitioner=partitioner, batch_size=config.batch_size,
-                               feature_shapes=feature_spec, optimizer=optimizer, loss=loss,
-                               num_microbatches=config.num_microbatches,
-                               total_steps=config.train_steps)
-  log.info("%s; %d parameters", partitioner.describe(), model_config.num_params())
-  os.makedirs(model_dir, exist_ok=True)
-  ckpt_lib.save_model_config(model_dir, model_config)
-  manager = ckpt_lib.CheckpointManager(model_dir, keep=checkpoint.keep,
-                                       best_metric=checkpoint.best_metric,
-                                       best_mode=checkpoint.best_mode,
-                                       async_save=checkpoint.async_save)
-  seed = resolve_seed(config.seed)
-  state = _restore_or_init(compiled, manager, checkpoint.restore, train_iter, init_params, seed)
-  start = int(jax.device_get(state.step))
-  ctx = hooks_lib.LoopContext(start_step=start, end_step=config.train_steps,
-                              batch_size=config.batch_size, is_chief=jax.process_index() == 0)
-  ctx.writer = summaries.MetricsWriter(model_dir, enabled=ctx.is_chief, start_step=start,
-                                       tensorboard=config.tensorboard)
-  ctx.last_checkpoint_step = manager.latest_step()
-
-  def meta_fn(step):
-    meta = {"step": int(step), "seed": seed, "batches_consumed": int(step),
-            "batch_size": config.batch_size}
-    if hasattr(train_iter, "get_state"):
-      meta["data_iterator_state"] = train_iter.get_state()
-    return meta
-
-  hooks = _default_hooks(config, checkpoint, ctx, manager, meta_fn, eval_fn) + list(extra_hooks)
-  batches = _validated(train_iter, model_config, per_host, feature_spec)
-  keys = list(compiled.batch_shardings)
-
-  def shard(batch):
-    return partitioner.shard_batch({k: batch[k] for k in keys}, config.batch_size)
-
+  lock = model_dir_lock.acquire_for_job(model_dir)  # one writer per MODEL_DIR (re-entrant)
   try:
-    state = run_loop(state, batches, compiled.step_fn, hooks, ctx, shard)
+    train_iter = iter(train_iter)
+    if feature_spec is None:
+      feature_spec, train_iter, first = _peek_spec(train_iter)
+      validate_batch(first, model_config, per_host)
+    compiled = train_state.build(model_config, partitioner=partitioner, batch_size=config.batch_size,
+                                 feature_shapes=feature_spec, optimizer=optimizer, loss=loss,
+                                 num_microbatches=config.num_microbatches,
+                                 total_steps=config.train_steps)
+    log.info("%s; %d parameters", partitioner.describe(), model_config.num_params())
+    os.makedirs(model_dir, exist_ok=True)
+    ckpt_lib.save_model_config(model_dir, model_config)
+    manager = ckpt_lib.CheckpointManager(model_dir, keep=checkpoint.keep,
+                                         best_metric=checkpoint.best_metric,
+                                         best_mode=checkpoint.best_mode,
+                                         async_save=checkpoint.async_save)
+    seed = resolve_seed(config.seed)
+    state = _restore_or_init(compiled, manager, checkpoint.restore, train_iter, init_params, seed)
+    start = int(jax.device_get(state.step))
+    ctx = hooks_lib.LoopContext(start_step=start, end_step=config.train_steps,
+                                batch_size=config.batch_size, is_chief=jax.process_index() == 0)
+    ctx.writer = summaries.MetricsWriter(model_dir, enabled=ctx.is_chief, start_step=start,
+                                         tensorboard=config.tensorboard)
+    ctx.last_checkpoint_step = manager.latest_step()
+
+    def meta_fn(step):
+      meta = {"step": int(step), "seed": seed, "batches_consumed": int(step),
+              "batch_size": config.batch_size}
+      if hasattr(train_iter, "get_state"):
+        meta["data_iterator_state"] = train_iter.get_state()
+      return meta
+
+    hooks = _default_hooks(config, checkpoint, ctx, manager, meta_fn, eval_fn) + list(extra_hooks)
+    batches = _validated(train_iter, model_config, per_host, feature_spec)
+    keys = list(compiled.batch_shardings)
+
+    def shard(batch):
+      return partitioner.shard_batch({k: batch[k] for k in keys}, config.batch_size)
+
+    try:
+      state = run_loop(state, batches, compiled.step_fn, hooks, ctx, shard)
+    finally:
+      for h in hooks:
+        h.close()
+      manager.close()
+      ctx.writer.close()
+    return TrainResult(params=state.params, history=ctx.history, eval_history=ctx.eval_history,
+                       step=ctx.step, stopped=ctx.stop_reason or "completed", config=model_config,
+                       examples_per_second=ctx.examples_per_second)
   finally:
-    for h in hooks:
-      h.close()
-    manager.close()
-    ctx.writer.close()
-  return TrainResult(params=state.params, history=ctx.history, eval_history=ctx.eval_history,
-                     step=ctx.step, stopped=ctx.stop_reason or "completed", config=model_config,
-                     examples_per_second=ctx.examples_per_second)
+    if lock is not None:
+      lock.release()
 
 
 def _default_hooks(config, checkpoint, ctx, manager, meta_fn, eval_fn) -> list:
@@ -326,6 +331,8 @@ def _default_hooks(config, checkpoint, ctx, manager, meta_fn, eval_fn) -> list:
     hooks.append(hooks_lib.EvalHook(eval_fn, config.eval_period))
   hooks.append(hooks_lib.CheckpointHook(manager, every=checkpoint.period, meta_fn=meta_fn,
                                         best_metric=checkpoint.best_metric))
+  if config.tensorboard and ctx.is_chief:  # the PNG beside the TensorBoard events, process 0 only
+    hooks.append(hooks_lib.CurvesHook())
   return hooks
 
 

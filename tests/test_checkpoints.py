@@ -1,5 +1,6 @@
 """Checkpoint tests: exact resume after SIGTERM and SIGKILL, corrupt-latest fallback, keep policy."""
 
+import json
 import logging
 import os
 import signal
@@ -143,13 +144,13 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
       with open(os.path.join(root, f), "r+b") as fh:
         fh.truncate(3)
   m = checkpoints.CheckpointManager(str(tmp_path), keep=3)
-  with pytest.raises(UserInputError, match="checkpoints/3 is unreadable"):
+  with pytest.raises(UserInputError, match="checkpoints/3 is damaged: params/.* bytes, .* when written"):
     m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}), step=3)
   with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
     step, params, state, meta = m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}))
   assert step == 2 and meta == {"step": 2}
   np.testing.assert_array_equal(params["a"], np.full((4, 3), 2, np.float32))
-  assert any("checkpoints/3 is unreadable" in r.message for r in caplog.records)
+  assert any("checkpoints/3 is damaged" in r.message for r in caplog.records)
   # The damaged step is moved aside (kept for inspection), so saving step 3 again is not skipped.
   assert m.all_steps() == [1, 2]
   [aside] = os.listdir(tmp_path / "checkpoints.corrupt")
@@ -176,7 +177,8 @@ def test_truncated_array_file_is_named_without_reprs(tmp_path):
   chunk = max(files, key=os.path.getsize)  # the data of "a"
   with open(chunk, "r+b") as fh:
     fh.truncate(os.path.getsize(chunk) // 2)
-  m = checkpoints.CheckpointManager(str(tmp_path), read_only=True)
+  # verify=False: orbax's own error (the manifest check names the file first; tested below).
+  m = checkpoints.CheckpointManager(str(tmp_path), read_only=True, verify=False)
   params = _abstract(jax.tree.map(np.zeros_like, tree))
   for restore in (lambda: m.restore_params(params, 1),
                   lambda: m.restore(params, _abstract({"step": np.int32(0)}), step=1)):
@@ -233,3 +235,121 @@ def test_load_params_errors_name_the_path(tmp_path):
   with pytest.raises(UserInputError, match="no checkpoints in"):
     checkpoints.load_params(str(tmp_path))
   assert checkpoints.load_model_config(str(tmp_path)) == CFG
+
+
+# ---- integrity manifests (issue 23, item 2) ----------------------------------------------------
+
+
+def _big_tree(s):
+  return {"a": np.random.default_rng(s).random((128, 128), np.float32), "b": {"c": np.arange(5, dtype=np.int32) + s}}
+
+
+def _step_files(step_dir):
+  return sorted(os.path.relpath(os.path.join(r, f), step_dir) for r, _, fs in os.walk(step_dir) for f in fs
+                if f != checkpoints.MANIFEST_FILE)
+
+
+def _flip_a_byte_of_the_largest_params_file(step_dir):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, "params")) for f in fs]
+  path = max(files, key=os.path.getsize)
+  with open(path, "r+b") as fh:
+    fh.seek(os.path.getsize(path) // 2)
+    byte = fh.read(1)
+    fh.seek(-1, os.SEEK_CUR)
+    fh.write(bytes([byte[0] ^ 0x80]))
+  return os.path.relpath(path, step_dir)
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_every_committed_step_has_a_manifest_of_its_files(tmp_path, async_save):
+  import hashlib  # pylint: disable=g-import-not-at-top
+  m = checkpoints.CheckpointManager(str(tmp_path), keep=2, async_save=async_save)
+  for s in (1, 2, 3):
+    m.save(s, _big_tree(s), {"step": np.int32(s)}, {"step": s})
+  m.close()
+  assert m.all_steps() == [2, 3]
+  for s in (2, 3):
+    step_dir = tmp_path / "checkpoints" / str(s)
+    manifest = json.loads((step_dir / checkpoints.MANIFEST_FILE).read_text())
+    assert sorted(manifest["files"]) == _step_files(step_dir)  # every file, nothing else
+    assert any(rel.startswith("params/") for rel in manifest["files"]) and any(
+        rel.startswith("state/") for rel in manifest["files"])
+    for rel, entry in manifest["files"].items():
+      data = (step_dir / rel).read_bytes()
+      assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert checkpoints.verify_step(str(step_dir)) is True
+  assert not [f for f in os.listdir(tmp_path / "checkpoints" / "3") if ".t2t-tmp." in f]
+
+
+def test_flipped_byte_in_a_params_file_is_caught(tmp_path, caplog, monkeypatch):
+  """Issue 23: one flipped byte in a parameter data file restored as a silently wrong weight."""
+  m = checkpoints.CheckpointManager(str(tmp_path), keep=3, async_save=False)
+  for s in (1, 2):
+    m.save(s, _big_tree(s), {"step": np.int32(s)}, {"step": s})
+  m.close()
+  rel = _flip_a_byte_of_the_largest_params_file(str(tmp_path / "checkpoints" / "2"))
+  target = _abstract(jax.tree.map(np.zeros_like, _big_tree(0)))
+  # What orbax alone does: it restores step 2 and the weights differ from what was saved.
+  unverified = checkpoints.CheckpointManager(str(tmp_path), read_only=True, verify=False)
+  step, params = unverified.restore_params(target)
+  unverified.close()
+  assert step == 2 and not np.array_equal(np.asarray(params["a"]), _big_tree(2)["a"])
+  # Loads for recommend / export / serve refuse it, naming the file.
+  m = checkpoints.CheckpointManager(str(tmp_path), read_only=True)
+  with pytest.raises(checkpoints.CheckpointIntegrityError) as e:
+    m.restore_params(target)
+  m.close()
+  assert str(e.value) == (f"checkpoint {tmp_path}/checkpoints/2 is damaged: {rel} changed since it was "
+                          "written (sha256 mismatch)")
+  # The opt-out for trusted storage restores it as orbax would.
+  monkeypatch.setenv(checkpoints.VERIFY_ENV, "0")
+  m = checkpoints.CheckpointManager(str(tmp_path), read_only=True)
+  assert m.restore_params(target)[0] == 2
+  m.close()
+  monkeypatch.delenv(checkpoints.VERIFY_ENV)
+  # Training resumes from the previous good step and moves the damaged one aside.
+  m = checkpoints.CheckpointManager(str(tmp_path), keep=3)
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+    step, params, _, meta = m.restore(target, _abstract({"step": np.int32(0)}))
+  m.close()
+  assert step == 1 and meta == {"step": 1}
+  np.testing.assert_array_equal(np.asarray(params["a"]), _big_tree(1)["a"])
+  assert any("checkpoints/2 is damaged" in r.message for r in caplog.records)
+  assert m.all_steps() == [1] and [n.split(".")[0] for n in os.listdir(tmp_path / "checkpoints.corrupt")] == ["2"]
+
+
+def test_a_step_without_manifest_loads_with_a_warning_and_is_sealed_on_resume(tmp_path, caplog):
+  m = checkpoints.CheckpointManager(str(tmp_path), async_save=False)
+  m.save(1, _big_tree(1), {"step": np.int32(1)}, {"step": 1})
+  m.close()
+  manifest = tmp_path / "checkpoints" / "1" / checkpoints.MANIFEST_FILE
+  manifest.unlink()  # as written before manifests existed, or killed between commit and manifest
+  target = _abstract(jax.tree.map(np.zeros_like, _big_tree(0)))
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+    m = checkpoints.CheckpointManager(str(tmp_path), read_only=True)
+    assert m.restore_params(target)[0] == 1
+    m.close()
+  assert any("has no integrity manifest" in r.message for r in caplog.records) and not manifest.exists()
+  m = checkpoints.CheckpointManager(str(tmp_path))
+  assert m.restore(target, _abstract({"step": np.int32(0)}))[0] == 1
+  m.close()
+  assert manifest.exists() and checkpoints.verify_step(str(manifest.parent)) is True
+
+
+def test_manifest_damage_is_reported_not_ignored(tmp_path, monkeypatch):
+  m = checkpoints.CheckpointManager(str(tmp_path), async_save=False)
+  m.save(1, _big_tree(1), {"step": np.int32(1)}, {"step": 1})
+  m.close()
+  step_dir = tmp_path / "checkpoints" / "1"
+  (step_dir / checkpoints.MANIFEST_FILE).write_text("{not json")
+  with pytest.raises(checkpoints.CheckpointIntegrityError, match=f"checkpoint {step_dir} is damaged: unreadable"):
+    checkpoints.verify_step(str(step_dir))
+  checkpoints.write_step_manifest(str(step_dir))
+  victim = sorted(p for p in _step_files(str(step_dir)) if p.startswith("state/"))[0]
+  os.unlink(step_dir / victim)
+  with pytest.raises(checkpoints.CheckpointIntegrityError, match=f"{victim} is missing"):
+    checkpoints.verify_step(str(step_dir))
+  assert checkpoints.verify_step(str(step_dir), ("params",)) is True  # inference loads read params only
+  monkeypatch.setenv(checkpoints.VERIFY_ENV, "maybe")
+  with pytest.raises(UserInputError, match="T2T_VERIFY_CHECKPOINTS='maybe': use 1 or 0"):
+    checkpoints.CheckpointManager(str(tmp_path), read_only=True)

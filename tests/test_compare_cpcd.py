@@ -100,7 +100,7 @@ def test_rows_per_fold_and_aggregated(result, dirs):
 @pytest.mark.entry
 def test_files_bootstrap_and_checks(result):
   out, _ = result
-  for name in ("results.json", "results.csv", "results.md", "per_query.json", "summary.json"):
+  for name in ("results.json", "results.csv", "results.md", "per_query.json", "summary.json", "metrics.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0
   with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
     summary = json.load(f)
@@ -111,9 +111,10 @@ def test_files_bootstrap_and_checks(result):
     assert b["hits@10"]["num_samples"] == 200 and 0 < b["hits@10"]["p_value"] <= 1
   md = open(os.path.join(out, "results.md"), encoding="utf-8").read()
   assert "± " in md and "paired bootstrap" in md and "2x BM25" in md and "paper_hits@10" in md
+  assert "](metrics.png)" in md  # the metrics figure, embedded
 
 
-def test_aggregate_and_bootstrap_on_rows():
+def test_aggregate_and_bootstrap_on_rows(tmp_path):
   rows = [{"prompts": "as_written", "fold": f, "method": m, "id_strategy": s, "family": fam, "model": model,
            "num_queries": 3, "hits@10": h, "map@10": h / 2, "artist_hits@10": h, "artist_map@10": h / 2}
           for f, (h1, h2, h3) in enumerate(((0.2, 0.5, 0.1), (0.4, 0.7, 0.1)))
@@ -129,6 +130,9 @@ def test_aggregate_and_bootstrap_on_rows():
         "as_written|Text2Tracks bert_t5 (x)": {"0": vec(1, 1, 1), "1": vec(1, 1, 0)}}
   bt = folds_study.bootstrap_best(agg, pq, "as_written", num_samples=100)
   assert bt["hits@10"]["mean_diff"] == pytest.approx(0.5) and bt["hits@10"]["num_queries"] == 6
+  assert folds_study.metrics_figure(str(tmp_path), agg) == [
+      ("Hits@10 and MAP@10, mean ± std over folds", "metrics.png")]
+  assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
   lines = folds_study.checks(agg, [bt])
   assert any("target T2T > baseline met" in line for line in lines)
   assert any("target bert_t5 > scratch met" in line for line in lines)

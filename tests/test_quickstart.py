@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shlex
 
 import numpy as np
@@ -47,6 +48,21 @@ def test_report_rows_and_files(qs):
   with open(os.path.join(cfg.out, "examples.json"), encoding="utf-8") as f:
     stages = list(json.load(f)["details"]["stage_seconds"])
   assert [s.split(" ", 1)[0] for s in stages] == [f"{i}/8" for i in range(1, 9)], stages
+
+
+def test_report_embeds_figures_and_the_model_dir_has_its_curves(qs):
+  """Issue 23: report.md embeds a metrics figure and the training curves, PNG files beside it; the
+  model dir holds the curves PNG that training drew (beside its TensorBoard events)."""
+  cfg, _ = qs
+  md = open(os.path.join(cfg.out, "report.md"), encoding="utf-8").read()
+  images = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", md)
+  assert images == ["metrics.png", "training_curves.png"], images
+  model_dir = os.path.join(cfg.work_dir, "model")
+  for path in [os.path.join(cfg.out, p) for p in images] + [os.path.join(model_dir, "training_curves.png")]:
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
+    assert os.path.getsize(path) > 5000, path
+  assert os.path.isdir(os.path.join(model_dir, "train"))
 
 
 def _test_playlists(cfg):

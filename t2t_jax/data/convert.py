@@ -20,7 +20,7 @@ import csv
 import os
 from typing import Any, Iterator
 
-from t2t_jax import io_utils
+from t2t_jax import console, io_utils
 from t2t_jax.data import finish, formats, prompts
 from t2t_jax.errors import UserInputError, where
 
@@ -200,7 +200,8 @@ def import_dataset(catalog_path: str | os.PathLike, playlists_path: str | os.Pat
   with io_utils.atomic_dir(out_dir, kind="dataset", inputs=inputs, overwrite=overwrite) as tmp:
 
     def tracks():
-      for t in read_any_catalog(catalog_path, on_error=on_error, stats=cat_stats, fmt=catalog_format):
+      read = read_any_catalog(catalog_path, on_error=on_error, stats=cat_stats, fmt=catalog_format)
+      for t in console.progress(read, "catalog", unit="tracks"):
         known.add(t.track_id)
         yield t
 
@@ -209,8 +210,9 @@ def import_dataset(catalog_path: str | os.PathLike, playlists_path: str | os.Pat
       raise UserInputError(f"{catalog_path}: the catalog is empty (no valid tracks; {cat_stats.skipped} skipped)")
 
     def playlists():
-      for p in formats.read_playlists(playlists_path, known, on_error=on_error, stats=pl_stats,
-                                      skip_empty_prompts=True):
+      read = formats.read_playlists(playlists_path, known, on_error=on_error, stats=pl_stats,
+                                    skip_empty_prompts=True)
+      for p in console.progress(read, "playlists", unit="playlists"):
         pids.append(p.playlist_id)
         yield p
 

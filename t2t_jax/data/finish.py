@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from t2t_jax import io_utils
+from t2t_jax import console, io_utils
 from t2t_jax.data import formats, prompts
 from t2t_jax.errors import UserInputError
 
@@ -138,14 +138,16 @@ def _playlists(tmp_dir: str) -> Iterator[formats.Playlist]:
   return formats.read_playlists(os.path.join(tmp_dir, formats.PLAYLISTS_FILE))
 
 
-def prompt_stats(tmp_dir: str, *, max_chars: int, spm_file: str | None) -> dict[str, Any]:
-  """Prompt lengths (field "both", before the cut) in characters and, with a vocabulary, tokens."""
+def prompt_stats(tmp_dir: str, *, max_chars: int, spm_file: str | None,
+                 total: int | None = None) -> dict[str, Any]:
+  """Prompt lengths (field "both", before the cut) in characters and, with a vocabulary, tokens.
+  `total`: the playlists, for the progress bar."""
   sp = None
   if spm_file:
     from t2t_jax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
     sp = vocab_lib.load_sentencepiece(spm_file)
   chars, tokens = [], []
-  for p in _playlists(tmp_dir):
+  for p in console.progress(_playlists(tmp_dir), "prompt lengths", total=total, unit="playlists"):
     text = _prompt(p, formats.MAX_TEXT_CHARS * 2)
     chars.append(len(text))
     if sp is not None:
@@ -160,7 +162,8 @@ def finish_dataset(tmp_dir: str, *, meta: dict[str, Any], splits: dict[str, list
                    prompt_max_chars: int = prompts.DEFAULT_MAX_CHARS) -> dict[str, Any]:
   """Completes the dataset dir being written in `tmp_dir` (catalog.jsonl and playlists.jsonl are
   there): splits.json, vocab/spm.model and meta.json.  Returns the meta written."""
-  ids = [p.playlist_id for p in _playlists(tmp_dir)]
+  ids = [p.playlist_id
+         for p in console.progress(_playlists(tmp_dir), "check playlists", unit="playlists")]
   if not ids:
     raise UserInputError("no valid playlists to write")
   warnings = list(meta.get("warnings", []))
@@ -172,8 +175,9 @@ def finish_dataset(tmp_dir: str, *, meta: dict[str, Any], splits: dict[str, list
   formats.write_splits(os.path.join(tmp_dir, formats.SPLITS_FILE), splits)
   train = set(splits.get("train", []))
   catalog = os.path.join(tmp_dir, formats.CATALOG_FILE)
+  read = console.progress(_playlists(tmp_dir), "vocabulary texts", total=len(ids), unit="playlists")
   vocab_meta = write_vocab(
-      tmp_dir, train_prompts=(_prompt(p, prompt_max_chars) for p in _playlists(tmp_dir) if p.playlist_id in train),
+      tmp_dir, train_prompts=(_prompt(p, prompt_max_chars) for p in read if p.playlist_id in train),
       tracks=formats.read_catalog(catalog), vocab_size=vocab_size, spm_path=spm_path)
   spm_file = os.path.join(tmp_dir, formats.VOCAB_DIR, formats.SPM_FILE) if vocab_meta else None
   num_tracks = sum(1 for _ in formats.read_catalog(catalog))
@@ -182,7 +186,7 @@ def finish_dataset(tmp_dir: str, *, meta: dict[str, Any], splits: dict[str, list
       "num_tracks": num_tracks, "num_playlists": len(ids), "seed": split_spec.seed,
       "split_sizes": {k: len(v) for k, v in splits.items()}, "split_rule": rule,
       "vocab": vocab_meta, "prompt_max_chars": int(prompt_max_chars),
-      "prompt_stats": prompt_stats(tmp_dir, max_chars=prompt_max_chars, spm_file=spm_file),
+      "prompt_stats": prompt_stats(tmp_dir, max_chars=prompt_max_chars, spm_file=spm_file, total=len(ids)),
       "warnings": warnings})
   io_utils.write_json(os.path.join(tmp_dir, formats.META_FILE), out)
   return out

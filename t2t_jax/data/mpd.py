@@ -28,7 +28,7 @@ import os
 import re
 from typing import Any, Iterator
 
-from t2t_jax import io_utils
+from t2t_jax import console, io_utils
 from t2t_jax.data import finish, formats
 from t2t_jax.data.prompts import DEFAULT_MAX_CHARS, clean_text, normalize_text
 from t2t_jax.errors import UserInputError, where
@@ -174,7 +174,8 @@ def read_mpd(path: str | os.PathLike, *, on_error: str = "raise",
     raise UserInputError(f"on_error must be one of {formats.ON_ERROR}, got {on_error!r}")
   stats = stats if stats is not None else MpdStats()
   seen_pids: set[str] = set()
-  for file in slice_files(path):
+  files = slice_files(path)
+  for file in console.progress(files, "MPD slices", total=len(files), unit="files"):
     playlists = _load_slice(file)
     stats.files += 1
     for index, rec in enumerate(playlists):

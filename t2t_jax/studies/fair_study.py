@@ -219,7 +219,8 @@ class Log:
     report.write_results(self.out_dir, self.rows + self.fold_means() + agg, columns=TABLE_COLUMNS,
                          machine=self.machine, config=self.config,
                          title="CPCD, nested protocol: tuned baselines, hybrid and Text2Tracks over folds and seeds",
-                         notes=self.notes + lines + list(final_lines), table_rows=folds_study.table_rows(agg))
+                         notes=self.notes + lines + list(final_lines), table_rows=folds_study.table_rows(agg),
+                         figures=folds_study.metrics_figure(self.out_dir, agg))
     io_utils.write_json(os.path.join(self.out_dir, "per_query.json"), self.per_query)
     return agg, boots, lines
 

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from t2t_jax import io_utils, report, stats
+from t2t_jax import io_utils, plots, report, stats
 from t2t_jax.errors import UserInputError
 from t2t_jax.studies import baselines as baselines_lib
 from t2t_jax.studies import pipeline
@@ -225,6 +225,13 @@ def checks(agg_rows: Sequence[dict], boots: Sequence[dict]) -> list[str]:
   return lines
 
 
+def metrics_figure(out_dir: str, agg_rows: Sequence[dict]) -> list[tuple[str, str]]:
+  """OUT/metrics.png: Hits@10 and MAP@10 per (prompts, method), mean over folds with the std as
+  error bars; [(caption, file)] for results.md."""
+  return plots.chart_figures(out_dir, agg_rows, caption="Hits@10 and MAP@10, mean ± std over folds",
+                             metrics=("hits@10", "map@10"), label_keys=("prompts", "method"))
+
+
 def table_rows(agg_rows: Sequence[dict]) -> list[dict]:
   """The aggregated rows with 'mean ± std' strings in the metric cells (results.md)."""
   out = []
@@ -295,7 +302,8 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
     report.write_results(out_dir, fold_rows + agg, columns=TABLE_COLUMNS, machine=machine, config=config,
                          title="Text2Tracks on " + ", ".join(dataset_dirs) + ": ID strategies x model "
                          "families vs. retrieval baselines, over folds",
-                         notes=notes + lines + list(final_lines), table_rows=table_rows(agg))
+                         notes=notes + lines + list(final_lines), table_rows=table_rows(agg),
+                         figures=metrics_figure(out_dir, agg))
     io_utils.write_json(os.path.join(out_dir, "per_query.json"), per_query)
     return agg, boots, lines
 
