@@ -1,6 +1,42 @@
 """t2t_jax: Text2Tracks (prompt -> track IDs by generative retrieval) in JAX.
 
 The core package imports without TensorFlow; SeqIO/TFDS code lives in the top-level `tasks` package.
+
+Subpackages:
+  data            dataset dirs without TensorFlow: formats, importers, prompts, vocabularies, batches
+  ids             track embeddings, track-ID strategies (ID tables) and the JAX k-means
+  models          model families behind one interface: T5.1.1 and bert_t5 (pretrained BERT encoder)
+  decoding        the catalog trie index and constrained beam search, inside jit
+  baselines       retrieval baselines: BM25, most popular, dual encoder, bi-encoder, hybrid
+  studies         the pipeline as reusable steps: quickstart, compare_ids, CPCD folds and turns
+Modules:
+  train           the gin train entry (`python -m t2t_jax.train`): train, evaluate, infer, export
+  trainer         the training loop around the compiled train step and its hooks
+  train_state     the train state and the jitted train step, compiled ahead of time for a mesh
+  partitioning    device mesh and logical-axis partitioning (T5X rules)
+  optimizers      Adafactor / AdamW and T5X's learning-rate schedules
+  losses          T5X-style cross-entropy with z-loss, label smoothing and its normaliser
+  hooks           training-loop hooks: summaries, throughput, progress, preemption, evaluation, checkpoints, curves
+  summaries       TensorBoard event files and metrics.jsonl
+  checkpoints     orbax checkpoints in MODEL_DIR: async save, keep-N + best, verified restore
+  model_dir_lock  one writer per MODEL_DIR (an exclusive, heartbeated lock)
+  gin_utils       gin plumbing for the entry points (T5X conventions)
+  hf_convert      Hugging Face T5 v1.1 / flan-T5 safetensors <-> t2t_jax parameters
+  evaluation      constrained beam search over held-out prompts -> ranking metrics
+  metrics         Hits@K, Recall@K, MAP@K, NDCG@K and MRR (one code for every method)
+  stats           paired bootstrap and mean / spread over folds or seeds
+  recommend       prompts -> ranked tracks from a model dir (TF-free)
+  export          `t2t export`: a model dir -> a portable jax.export dir
+  export_runtime  runs an export with only numpy, jax and sentencepiece
+  serve           `t2t serve`: HTTP JSON endpoint (aiohttp) with micro-batching
+  serve_limits    connection cap, timeouts, rate-limited logs, API key and bind checks for serve
+  quickstart      `t2t quickstart`: end to end on the synthetic catalog or an imported dataset
+  cli             the `t2t` command: import, quickstart, recommend, export, serve, plot
+  console         terminal output: dependencies' logs quiet by default, progress bars
+  plots           training curves and result charts (matplotlib, headless)
+  report          results tables, report folders and results files
+  io_utils        atomic writes that never destroy what a user did not ask to replace
+  errors          UserInputError: errors a user can cause, reported in one line
 """
 
 __version__ = "0.1.0"

@@ -63,7 +63,7 @@ def test_missing_files_are_one_line_errors(foreign_cwd):
 
 
 def test_build_ids_from_another_directory(tmp_path):
-  """README's `tools/build_ids.py --gin_file gin/ids/...` works outside the repo, without gin's
+  """docs/ids.md's `tools/build_ids.py --gin_file gin/ids/...` works outside the repo, without gin's
   misleading "ERROR:root:Path not found" log."""
   cwd = tmp_path / "elsewhere"
   (cwd / "runs").mkdir(parents=True)

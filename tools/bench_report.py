@@ -1,10 +1,13 @@
-"""The README's Performance table, rendered from the benchmark JSON files (so no figure is typed by hand).
+"""The Performance tables of docs/performance.md, rendered from the benchmark JSON files (so no figure is
+typed by hand). Prints the table; it writes no file.
 
-  python tools/bench_report.py docs/results/bench          # train/decode/kmeans/data/serve.json
-  python tools/bench_report.py docs/results/bench/gpu      # a tools/gpu_suite.py --out dir
+  python tools/bench_report.py docs/results/bench --links_relative_to docs       # train/decode/kmeans/data/serve.json
+  python tools/bench_report.py docs/results/bench/gpu --links_relative_to docs   # a tools/gpu_suite.py --out dir
 
-Every row names its JSON file; the machine, date and load average before/after come from the file.
-A file whose run was overloaded (load above the core count) is marked so in its row.
+Every row names its JSON file, linked by its path as given (DIR/NAME.json) or, with
+--links_relative_to docs, relative to docs/ so the links resolve inside docs/performance.md. The
+machine, date and load average before/after come from the file. A file whose run was overloaded
+(load above the core count) is marked so in its row.
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ RENDERERS = {"train.json": rows_train, "decode.json": rows_decode, "kmeans.json"
              "data.json": rows_data, "serve.json": rows_serve, "scaling.json": rows_scaling}
 
 
-def render(directory: str) -> str:
+def render(directory: str, links_relative_to: str | None = None) -> str:
+  """The markdown table; each row links its JSON file, relative to `links_relative_to` when given."""
   rows = []
   for name, fn in RENDERERS.items():
     r = _load(directory, name)
@@ -134,18 +138,22 @@ def render(directory: str) -> str:
   lines = ["| benchmark | configuration | ours | peer (best configuration here) | ratio | where, when, load | JSON |",
            "|---|---|---|---|---|---|---|"]
   for tool, path, cfg, ours, peer, ratio, where in rows:
-    lines.append(f"| `{tool}` | {cfg} | {ours} | {peer} | {ratio} | {where} | [{os.path.basename(path)}]({path}) |")
+    link = path if links_relative_to is None else os.path.relpath(path, links_relative_to)
+    lines.append(f"| `{tool}` | {cfg} | {ours} | {peer} | {ratio} | {where} | [{os.path.basename(path)}]({link}) |")
   return "\n".join(lines)
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("directory")
+  p.add_argument("directory", help="a dir of benchmark JSON files (train.json, decode.json, ...)")
+  p.add_argument("--links_relative_to", default=None, metavar="DIR",
+                 help="write each row's JSON link relative to DIR (docs, for docs/performance.md); "
+                      "default: the path as given")
   args = p.parse_args(argv)
   if not os.path.isdir(args.directory):
     print(f"error: {args.directory} is not a directory", file=sys.stderr)
     return 2
-  print(render(args.directory))
+  print(render(args.directory, links_relative_to=args.links_relative_to))
   return 0
 
 

