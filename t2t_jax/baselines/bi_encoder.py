@@ -40,7 +40,7 @@ validation prompts after every epoch and keeps the weights of the best epoch (`s
 torch / sentence-transformers are imported inside the methods: the core imports without them.
 `threads` sets torch's intra-op threads while fitting and recommending (restored afterwards; None
 leaves torch's default).  Default 1: on the shared 2-core machine (load ~12) one thread was 1.5-2.5x
-faster than two, both for encoding and for fine-tuning (tools/cpcd_baselines.py, see README).
+faster than two, both for encoding and for fine-tuning (tools/cpcd_baselines.py, see docs/own_data.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 `permutation(seed, epoch)[p % N]` of epoch `p // N` (the identity order when shuffle=False), so the
 order is already a uniform shuffle and needs no shuffle buffer.  `get_state()` is a small JSON dict
 and `set_state(state)` jumps there at once, whatever the step: a resumed run costs the same at step
-10,000 as at step 100 (tools/: see the README's resume figures).
+10,000 as at step 100 (tools/: see docs/performance.md's resume figures).
 
 Unpacked: global batch b is stream positions [b * B, (b + 1) * B); process `shard_index` takes its
 `B / num_shards` rows of it.  Packed (`features_fn` packs): the stream is cut into chunks of

@@ -11,7 +11,7 @@ tools/scaling_study.py.
   evaluate_text2tracks  constrained beam search over the held-out prompts, metrics, prompts/s
 
 Training composes gin/models/t5_1_1_{size}.gin + gin/runs/finetune.gin + RECIPE_GIN (the CPU recipe
-of every README figure) + bindings, exactly what a pod user passes to `python -m t2t_jax.train`;
+of every README and docs/ figure) + bindings, exactly what a pod user passes to `python -m t2t_jax.train`;
 each model dir holds the resulting config.gin and its assets.
 """
 
