@@ -2,9 +2,12 @@
 connections, with answers checked.
 
   python tools/bench_serve.py [--model_dir DIR] [--json PATH]
+  python tools/bench_serve.py --tiny --json PATH     # the same steps at toy sizes (a smoke run, tests)
 
 Without --model_dir a small quickstart model is built into a temp dir first (synthetic catalog,
-a few training steps).  Then:
+a few training steps; with --tiny a smaller one: TINY_MODEL).  --tiny also lowers every request
+count and the server's --max_k / --max_batch (TINY_DEFAULTS; flags given explicitly still win), so
+fewer shapes are compiled; its numbers mean nothing.  Then:
   1. reference answers: the in-process `Recommender` ranks every benchmark prompt once, at the top-K
      bucket the server uses for each k (the server's `plan_buckets`), sliced to k;
   2. `t2t serve --port 0` starts as a subprocess on 127.0.0.1 (warmed: every (k bucket, padded batch)
@@ -55,13 +58,22 @@ PROMPTS = [
 ]
 
 
-def build_quickstart_model(work_dir: str) -> str:
-  """A small quickstart run (the test_quickstart sizes); returns its model dir."""
+# The quickstart model built without --model_dir (the test_quickstart sizes), and what --tiny changes.
+SMALL_MODEL = dict(num_tracks=300, num_playlists=400, vocab_size=600, embedding_dim=16, id_levels="8,8",
+                   train_steps=40, batch_size=32, beam_size=12, k=10, eval_playlists=16, inputs_length=24)
+TINY_MODEL = dict(SMALL_MODEL, num_tracks=150, num_playlists=200, embedding_dim=8, model="micro",
+                  train_steps=5, batch_size=16, eval_playlists=4)
+# --tiny: the defaults of these flags (a few requests per phase; 3 k buckets of at most 2 prompts).
+TINY_DEFAULTS = dict(max_k=48, max_batch=2, latency_requests=5, clients=2, requests_per_client=2,
+                     mixed_clients=2, mixed_small_requests=2, slow_clients=10, slow_valid_requests=2)
+
+
+def build_quickstart_model(work_dir: str, *, tiny: bool = False) -> str:
+  """A small (or, with `tiny`, a toy) quickstart run; returns its model dir."""
   from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top
   cfg = quickstart.QuickstartConfig(
-      out=os.path.join(work_dir, "report"), work_dir=os.path.join(work_dir, "work"), num_tracks=300,
-      num_playlists=400, vocab_size=600, embedding_dim=16, id_levels="8,8", train_steps=40,
-      batch_size=32, beam_size=12, k=10, eval_playlists=16, inputs_length=24, progress=False)
+      out=os.path.join(work_dir, "report"), work_dir=os.path.join(work_dir, "work"), progress=False,
+      **(TINY_MODEL if tiny else SMALL_MODEL))
   quickstart.run(cfg)
   return os.path.join(cfg.work_dir, "model")
 
@@ -241,6 +253,11 @@ def main(argv=None) -> int:
   p.add_argument("--slow_valid_requests", type=int, default=10)
   p.add_argument("--start_timeout_s", type=float, default=900)
   p.add_argument("--max_uptime_s", type=float, default=2400, help="server safety net")
+  p.add_argument("--tiny", action="store_true",
+                 help="toy sizes, for a smoke run: a micro model when one is built and these defaults: "
+                      + ", ".join(f"--{k} {v}" for k, v in TINY_DEFAULTS.items()))
+  if p.parse_known_args(argv)[0].tiny:
+    p.set_defaults(**TINY_DEFAULTS)
   args = p.parse_args(argv)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   watch = bench_common.LoadWatch("bench_serve")
@@ -250,8 +267,8 @@ def main(argv=None) -> int:
   model_dir = args.model_dir
   if not model_dir:
     tmp = tempfile.TemporaryDirectory(prefix="bench_serve_")
-    print("[bench] building a small quickstart model ...", flush=True)
-    model_dir = build_quickstart_model(tmp.name)
+    print(f"[bench] building a {'tiny' if args.tiny else 'small'} quickstart model ...", flush=True)
+    model_dir = build_quickstart_model(tmp.name, tiny=args.tiny)
   large_ks = sorted({min(40 + i, args.max_k) for i in range(args.mixed_clients)})
   large_ks = [large_ks[i % len(large_ks)] for i in range(args.mixed_clients)]
   print("[bench] reference answers (in-process Recommender) ...", flush=True)
@@ -329,7 +346,8 @@ def main(argv=None) -> int:
                  "exit_code": rc},
       "config": {"k": args.k, "max_k": args.max_k, "k_buckets": args.k_buckets, "max_batch": args.max_batch,
                  "max_wait_ms": args.max_wait_ms, "max_connections": args.max_connections,
-                 "model_dir": args.model_dir or "(built: small quickstart)"},
+                 "model_dir": args.model_dir or f"(built: {'tiny' if args.tiny else 'small'} quickstart)",
+                 "tiny": args.tiny},
       "total_seconds": round(time.time() - t_all, 1),
   }
   print(json.dumps(result, indent=2, ensure_ascii=False))

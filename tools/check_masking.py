@@ -1,7 +1,7 @@
 """How many prompts of an imported CPCD dataset still name a goal artist or a goal title.
 
   t2t import cpcd /path/cpcd --artists entities_masked --out data/cpcd_em
-  PYTHONPATH=. python tools/check_masking.py --dataset_dir data/cpcd_em --cpcd_dir /path/cpcd [--json out.json]
+  python tools/check_masking.py --dataset_dir data/cpcd_em --cpcd_dir /path/cpcd [--json out.json]
 
 Runs the independent checker (t2t_jax/data/entity_check.py: its own normalisation, exact token runs
 and difflib fuzzy windows; nothing of the masker's code) on every prompt of --dataset_dir, with the
@@ -16,9 +16,11 @@ import argparse
 import os
 import sys
 
-from t2t_jax import io_utils
-from t2t_jax.data import entity_check, formats
-from t2t_jax.errors import UserInputError
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from t2t_jax import io_utils  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax.data import entity_check, formats  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
 
 SPLITS = ("train", "validation", "test")
 

@@ -1,6 +1,6 @@
 """The paper's retrieval baselines on CPCD (Conversational Playlist Curation Dataset), measured once.
 
-  PYTHONPATH=. python tools/cpcd_baselines.py /path/to/cpcd [--out results.json] [--finetune_epochs 1]
+  python tools/cpcd_baselines.py /path/to/cpcd [--out results.json] [--finetune_epochs 1]
 
 Reads the two files of the CPCD development set directly (no dataset conversion):
 - prompt   = the conversation's user turns, concatenated with spaces;
@@ -34,9 +34,11 @@ import time
 
 import numpy as np
 
-from t2t_jax import io_utils, metrics, stats
-from t2t_jax.baselines.catalog import CatalogTexts
-from t2t_jax.errors import UserInputError
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from t2t_jax import io_utils, metrics, stats  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax.baselines.catalog import CatalogTexts  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
 
 KS = (1, 5, 10)
 

@@ -1,6 +1,6 @@
 """CPCD's own turn-level evaluation of Text2Tracks and the baselines on an imported CPCD dataset dir.
 
-  PYTHONPATH=. python tools/cpcd_turns.py --dataset_dir D --cpcd_dir RAW
+  python tools/cpcd_turns.py --dataset_dir D --cpcd_dir RAW
       [--clusters RAW/cpcd_v1.dev.val.track_clusters.jsonl] [--methods most_popular,bm25,...]
       [--model_dir M [--beam_size B]] [--json docs/results/cpcd_turns/results.json]
 

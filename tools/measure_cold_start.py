@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.ids import catalog, cold_start, embeddings as emb_lib, strategies, text_embeddings  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -92,12 +93,13 @@ def evaluate(codes_N, full_codes_N, emb, cold_rows, intent_N):
 def synthetic_catalog(seed: int, num_tracks: int, num_playlists: int):
   """(tracks, training playlists as rows, intent id per playlist) of a synthetic catalog."""
   from t2t_jax.data import formats, synthetic  # pylint: disable=g-import-not-at-top
-  tmp = tempfile.mkdtemp(prefix="cold_start_")
-  synthetic.generate(synthetic.SyntheticConfig(seed=seed, num_tracks=num_tracks, num_playlists=num_playlists,
-                                               num_artists=max(10, num_tracks // 10)), os.path.join(tmp, "ds"))
-  ds = formats.Dataset.load(os.path.join(tmp, "ds"))
-  pls = list(ds.playlists("train"))
-  return list(ds.tracks), [[ds.track_row[t] for t in p.track_ids] for p in pls], [p.intent["intent_id"] for p in pls]
+  with tempfile.TemporaryDirectory(prefix="cold_start_") as tmp:  # removed once the playlists are read
+    synthetic.generate(synthetic.SyntheticConfig(seed=seed, num_tracks=num_tracks, num_playlists=num_playlists,
+                                                 num_artists=max(10, num_tracks // 10)), os.path.join(tmp, "ds"))
+    ds = formats.Dataset.load(os.path.join(tmp, "ds"))
+    pls = list(ds.playlists("train"))
+    tracks = list(ds.tracks)
+  return tracks, [[ds.track_row[t] for t in p.track_ids] for p in pls], [p.intent["intent_id"] for p in pls]
 
 
 def run(tracks, rows_full, playlist_intents, *, seed: int, holdout: float, level_sizes, encoder, dim: int = 64,
@@ -169,15 +171,19 @@ def main(argv=None) -> int:
     encoder = _STEncoder(args.st_model_dir)
   elif args.encoder == "minilm":
     encoder = text_embeddings.load_default_encoder()
-  if args.cpcd_dir:
-    import measure_ids_catalogs  # pylint: disable=g-import-not-at-top
-    tracks, rows = measure_ids_catalogs.load_cpcd(args.cpcd_dir)
-    labels = list(range(len(rows)))
-  else:
-    tracks, rows, labels = synthetic_catalog(args.seed, args.num_tracks, args.num_playlists)
-  res = run(tracks, rows, labels, seed=args.seed, holdout=args.holdout,
-            level_sizes=tuple(int(x) for x in args.level_sizes.split(",")), encoder=encoder,
-            text_cache=args.text_cache)
+  try:
+    if args.cpcd_dir:
+      import measure_ids_catalogs  # pylint: disable=g-import-not-at-top
+      tracks, rows = measure_ids_catalogs.load_cpcd(args.cpcd_dir)
+      labels = list(range(len(rows)))
+    else:
+      tracks, rows, labels = synthetic_catalog(args.seed, args.num_tracks, args.num_playlists)
+    res = run(tracks, rows, labels, seed=args.seed, holdout=args.holdout,
+              level_sizes=tuple(int(x) for x in args.level_sizes.split(",")), encoder=encoder,
+              text_cache=args.text_cache)
+  except UserInputError as e:
+    print(f"measure_cold_start: error: {e}", file=sys.stderr)
+    return 2
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
   io_utils.write_json(args.out, res)
   return 0

@@ -7,6 +7,7 @@ level (gin/ids/semantic_rq_unique.gin: balanced RQ, unique_last_level, disambigu
 possible (prod(level_sizes) >= N), the largest prefix group before the last level.
 
   python tools/measure_ids_catalogs.py --cpcd_dir /path/to/cpcd --mpd_like --out /tmp/catalogs.json
+  python tools/measure_ids_catalogs.py --cpcd_dir DIR --mpd_like --tiny --out OUT   # toy sizes (tests)
 
 CPCD (Conversational Playlist Curation Dataset, the development files cpcd_v1.dialogs.dev.*.jsonl):
 catalog = every track of every conversation (title, artists joined by ", ", release title);
@@ -14,6 +15,10 @@ training playlists = the goal playlists of the train file.  MPD-like: t2t_jax.da
 steep Zipf popularity (1.3), 30,000 tracks, 3,000 playlists of 10-120 tracks: ~16% of tracks in no
 training playlist, ~21% in exactly one (so whole playlists' tails share one CF vector), as in the
 Million Playlist Dataset's long tail.
+
+--tiny: the same measurement at toy sizes (TINY: 16-d embeddings, codebooks of 16 and 8, and the
+MPD-like catalog shrunk to 600 tracks), e.g. on a CPCD slice too small for 64-d embeddings; its
+numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -30,10 +35,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from t2t_jax.data.formats import Track  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.ids import catalog, semantic, strategies  # noqa: E402  pylint: disable=wrong-import-position
 
 MPD_LIKE = dict(num_artists=3000, num_tracks=30000, num_playlists=3000, num_intents=400, min_playlist_len=10,
                 max_playlist_len=120, zipf_exponent=1.3, random_noise=0.02, popular_noise=0.1)
+# The sizes of a run: CF embedding dim, the fixed codebook sizes tried, the MPD-like catalog.
+FULL = dict(dim=64, level_sizes=((64, 64, 64), (64, 64)), mpd_like=MPD_LIKE)
+TINY = dict(dim=16, level_sizes=((16, 16, 16), (8, 8)),
+            mpd_like=dict(MPD_LIKE, num_artists=60, num_tracks=600, num_playlists=120, num_intents=20,
+                          min_playlist_len=5, max_playlist_len=40))
 
 
 def load_cpcd(directory: str) -> tuple[list[Track], list[list[int]]]:
@@ -53,15 +64,21 @@ def load_cpcd(directory: str) -> tuple[list[Track], list[list[int]]]:
   return tracks, [[row[t] for t in p if t in row] for p in train]
 
 
-def load_mpd_like(seed: int = 0) -> tuple[list[Track], list[list[int]]]:
+def load_mpd_like(seed: int = 0, config: dict | None = None) -> tuple[list[Track], list[list[int]]]:
+  """(tracks, training playlists as rows) of the MPD-like catalog (`config`: its SyntheticConfig fields,
+  default MPD_LIKE), generated in a temporary dir that is removed afterwards."""
   from t2t_jax.data import formats, synthetic  # pylint: disable=g-import-not-at-top
-  d = os.path.join(tempfile.mkdtemp(prefix="mpd_like_"), "ds")
-  synthetic.generate(synthetic.SyntheticConfig(seed=seed, **MPD_LIKE), d)
-  ds = formats.Dataset.load(d)
-  return list(ds.tracks), [[ds.track_row[t] for t in p.track_ids] for p in ds.playlists("train")]
+  with tempfile.TemporaryDirectory(prefix="mpd_like_") as tmp:
+    d = os.path.join(tmp, "ds")
+    synthetic.generate(synthetic.SyntheticConfig(seed=seed, **(config or MPD_LIKE)), d)
+    ds = formats.Dataset.load(d)
+    return list(ds.tracks), [[ds.track_row[t] for t in p.track_ids] for p in ds.playlists("train")]
 
 
-def measure(name: str, tracks, rows, *, seed: int = 0) -> list[dict]:
+def measure(name: str, tracks, rows, *, seed: int = 0, dim: int = FULL["dim"],
+            level_sizes=FULL["level_sizes"]) -> list[dict]:
+  """One row per (cold-start placement, codebook sizes): `level_sizes[0]`, the suggested two levels
+  for the catalog size, then the rest of `level_sizes`."""
   n = len(tracks)
   pop = catalog.training_popularity(rows, n)
   ids = [t.track_id for t in tracks]
@@ -69,10 +86,10 @@ def measure(name: str, tracks, rows, *, seed: int = 0) -> list[dict]:
   print(f"{name}: {n} tracks, {len(rows)} training playlists, {int((pop == 0).sum())} cold, "
         f"{int((pop == 1).sum())} in one playlist", flush=True)
   for cold in ("random", "artist"):
-    emb, info = catalog.catalog_embeddings(tracks=tracks, rows_train=rows, source="svd", dim=64, seed=seed,
+    emb, info = catalog.catalog_embeddings(tracks=tracks, rows_train=rows, source="svd", dim=dim, seed=seed,
                                            cold_start=cold)
     distinct = np.unique(np.round(emb, 5), axis=0).shape[0]
-    for sizes in ((64, 64, 64), semantic.suggest_level_sizes(n, 2), (64, 64)):
+    for sizes in (level_sizes[0], semantic.suggest_level_sizes(n, 2), *level_sizes[1:]):
       t0 = time.perf_counter()
       table = strategies.build_ids("semantic_rq", track_ids=ids, embeddings=emb, level_sizes=sizes, seed=seed,
                                    balanced=True, unique_last_level=True, disambiguation="auto")
@@ -95,12 +112,22 @@ def main(argv=None) -> int:
   p.add_argument("--cpcd_dir", default=None, help="dir with cpcd_v1.dialogs.dev.{train,val}.jsonl")
   p.add_argument("--mpd_like", action="store_true", help="measure the MPD-like synthetic catalog")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--tiny", action="store_true", help="toy sizes (16-d embeddings, codebooks of 16 and 8, a 600-track "
+                 "MPD-like catalog): a smoke run, e.g. on a small CPCD slice")
   args = p.parse_args(argv)
+  if not args.cpcd_dir and not args.mpd_like:
+    p.error("nothing to measure: give --cpcd_dir DIR and/or --mpd_like")
+  sizes = TINY if args.tiny else FULL
+  kw = dict(seed=args.seed, dim=sizes["dim"], level_sizes=sizes["level_sizes"])
   rows = []
-  if args.cpcd_dir:
-    rows += measure("cpcd", *load_cpcd(args.cpcd_dir), seed=args.seed)
-  if args.mpd_like:
-    rows += measure("mpd_like", *load_mpd_like(args.seed), seed=args.seed)
+  try:
+    if args.cpcd_dir:
+      rows += measure("cpcd", *load_cpcd(args.cpcd_dir), **kw)
+    if args.mpd_like:
+      rows += measure("mpd_like", *load_mpd_like(args.seed, sizes["mpd_like"]), **kw)
+  except UserInputError as e:
+    print(f"measure_ids_catalogs: error: {e}", file=sys.stderr)
+    return 2
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
   io_utils.write_json(args.out, rows)
   return 0
