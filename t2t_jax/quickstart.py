@@ -335,7 +335,7 @@ def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, st
   for p, recs, rel in zip(example_prompts, rec.recommend(example_prompts, k=5), relevant):
     rel_ids = {table.track_ids[int(r)] for r in rel}
     examples.append({"prompt": p, "tracks": [f"{r.artist} - {r.title}" +
-                                             (" ✓" if r.track_id in rel_ids else "") for r in recs]})
+                                             (report_lib.RELEVANT_MARK if r.track_id in rel_ids else "") for r in recs]})
   seconds = time.time() - stage.t0
   details = {**details, "stage_seconds": stage.times, "devices": str(jax.devices())}
   io_utils.write_marker(cfg.out, kind=REPORT_KIND)

@@ -37,9 +37,14 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS)
   return "\n".join(lines)
 
 
+RELEVANT_MARK = " ✓"  # appended to an example track that is relevant (explained above the examples)
+
+
 def examples_markdown(examples: Sequence[dict]) -> str:
   """examples: [{"prompt": str, "tracks": ["artist - title", ...], "relevant_hits": int}]."""
   out = []
+  if any(str(t).endswith(RELEVANT_MARK) for ex in examples for t in ex["tracks"]):
+    out += [f"({RELEVANT_MARK.strip()} = a track of the held-out playlist the prompt came from, i.e. a hit)", ""]
   for ex in examples:
     out.append(f"**{ex['prompt']}**")
     for i, t in enumerate(ex["tracks"], 1):

@@ -196,3 +196,11 @@ def test_stages_are_numbered_from_one_on_every_path(kw, total):
 def test_try_hint_is_shell_quoted():
   cmd = quickstart.try_command("runs/my model", "rock 'n' roll")
   assert shlex.split(cmd) == ["t2t", "recommend", "--model_dir", "runs/my model", "rock 'n' roll"]
+
+
+def test_example_check_marks_are_explained():
+  """Issue 23: the report's check marks were unexplained."""
+  from t2t_jax import report  # pylint: disable=g-import-not-at-top
+  md = report.examples_markdown([{"prompt": "jazz", "tracks": ["A - x" + report.RELEVANT_MARK, "B - y"]}])
+  assert md.splitlines()[0] == "(✓ = a track of the held-out playlist the prompt came from, i.e. a hit)"
+  assert "✓ =" not in report.examples_markdown([{"prompt": "jazz", "tracks": ["B - y"]}])
