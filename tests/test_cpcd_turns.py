@@ -3,6 +3,7 @@ tools/cpcd_turns.py on the CPCD slice in tests/data/cpcd."""
 
 import json
 import os
+import subprocess
 import sys
 import types
 
@@ -335,3 +336,36 @@ def test_tool_tuned_bi_encoder_hybrid_and_text2tracks_over_it(slice_dataset, tmp
   assert os.path.isfile(os.path.join(t2t["model_dir"], "config.gin"))
   for row in rows.values():
     assert row["conversation"]["num_queries"] == 10 and 0.0 <= row["conversation"]["hits@10"] <= 1.0
+
+
+def _run_result(seed, hit, convs=50, turns=283):
+  row = lambda name, h: {"name": name, "method": name.upper(), "conversation": {"hits@10": h + 0.2},
+                         **{level: {"hit@10": h, "recall@10": h / 4, "mrr@10": h / 2, "map@10": h / 3}
+                            for level in ("macro", "micro")}}
+  return {"seed": seed, "data": {"test_conversations": convs, "turn_queries": turns},
+          "results": [row("bm25", 0.3), row("t2t", hit)]}
+
+
+def test_aggregate_runs_mean_and_sample_std_over_seeds(tmp_path):
+  runs = [(f"s{i}", _run_result(i, h)) for i, h in enumerate((0.5, 0.6, 0.7))]
+  out = ct.aggregate_runs(runs)
+  assert out["runs"] == ["s0", "s1", "s2"] and out["num_runs"] == 3 and out["turn_queries"] == 283
+  t2t = {m["name"]: m for m in out["methods"]}["t2t"]
+  assert t2t["macro"]["hit@10"] == {"mean": 0.6, "std": 0.1, "min": 0.5, "max": 0.7, "values": [0.5, 0.6, 0.7]}
+  assert t2t["conversation_hits@10"]["mean"] == 0.8
+  assert {m["name"]: m for m in out["methods"]}["bm25"]["micro"]["hit@10"]["std"] == 0.0
+  with pytest.raises(UserInputError, match="different test sets"):
+    ct.aggregate_runs([("a", _run_result(0, 0.5)), ("b", _run_result(1, 0.5, convs=40))])
+  # the tool's --aggregate writes the same summary, labelled by file and seed
+  paths = []
+  for label, result in runs:
+    paths.append(str(tmp_path / f"{label}.json"))
+    with open(paths[-1], "w", encoding="utf-8") as f:
+      json.dump(result, f)
+  res = subprocess.run([sys.executable, "tools/cpcd_turns.py", "--aggregate", *paths, "--json",
+                        str(tmp_path / "summary.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert res.returncode == 0, res.stderr
+  with open(tmp_path / "summary.json", encoding="utf-8") as f:
+    summary = json.load(f)
+  assert summary["seeds"] == [0, 1, 2] and summary["methods"][1]["macro"]["hit@10"]["mean"] == 0.6
+  assert "t2t" in res.stdout and "0.600 +- 0.100 over 3 runs" in res.stdout

@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from typing import Sequence
 
 import numpy as np
 
@@ -282,10 +283,34 @@ def _floats(text: str) -> list[float]:
     raise UserInputError(f"--hybrid_weights: expected comma-separated numbers, got {text!r}") from None
 
 
+def aggregate(paths: Sequence[str], out: str | None) -> dict:
+  """`--aggregate`: mean / spread over the runs in `paths` (one results file per training seed)."""
+  runs = []
+  for path in paths:
+    try:
+      with open(path, encoding="utf-8") as f:
+        runs.append((path, json.load(f)))
+    except (OSError, json.JSONDecodeError) as e:
+      raise UserInputError(f"--aggregate {path}: not a readable results file ({e})") from None
+  summary = cpcd_turns.aggregate_runs(runs)
+  summary["seeds"] = [r.get("seed") for _, r in runs]
+  summary["command"] = " ".join(["python", "tools/cpcd_turns.py", "--aggregate", *paths] + (["--json", out] if out else []))
+  for m in summary["methods"]:
+    h = m["macro"]["hit@10"]
+    print(f"{m['name']:18s} macro hit@10 {h['mean']:.3f} +- {h['std']:.3f} over {summary['num_runs']} runs "
+          f"({', '.join(f'{v:.3f}' for v in h['values'])})")
+  if out:
+    io_utils.write_json(out, summary)
+  return summary
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--dataset_dir", required=True, help="a dataset dir made by `t2t import cpcd`")
-  p.add_argument("--cpcd_dir", required=True, help="the raw CPCD folder it was imported from")
+  p.add_argument("--aggregate", nargs="+", metavar="RESULTS_JSON",
+                 help="instead of running: mean and spread over these results files (one per training seed) "
+                      "into --json")
+  p.add_argument("--dataset_dir", help="a dataset dir made by `t2t import cpcd`")
+  p.add_argument("--cpcd_dir", help="the raw CPCD folder it was imported from")
   p.add_argument("--clusters", default="", help=f"track clusters JSONL (default: CPCD_DIR/{cpcd_turns.CLUSTERS_FILE} "
                  "if present; 'none': title + artists keys only)")
   p.add_argument("--methods", default="most_popular,bm25", help=f"comma-separated, from {', '.join(METHODS)}")
@@ -307,6 +332,11 @@ def main(argv=None) -> int:
   p.add_argument("--json", help="results file, written atomically (e.g. docs/results/cpcd_turns/results.json)")
   args = p.parse_args(argv)
   try:
+    if args.aggregate:
+      aggregate(args.aggregate, args.json)
+      return 0
+    if not args.dataset_dir or not args.cpcd_dir:
+      raise UserInputError("--dataset_dir and --cpcd_dir are required (unless --aggregate)")
     try:
       grid = json.loads(args.tune_grid)
     except json.JSONDecodeError as e:
@@ -325,6 +355,8 @@ def main(argv=None) -> int:
     print(f"cpcd_turns: error: {e}", file=sys.stderr)
     return 2
   from t2t_jax import report  # pylint: disable=g-import-not-at-top  (JAX, for the device list)
+  out["seed"] = args.seed
+  out["command"] = " ".join(["python", "tools/cpcd_turns.py"] + (sys.argv[1:] if argv is None else list(argv)))
   out["machine"] = report.machine_info()
   for ref in out["reference"]["rows"]:
     print(f"{'reference':18s} macro hit@10 {ref['macro']['hit@10']:.3f}  {ref['method']}")

@@ -46,6 +46,7 @@ import dataclasses
 import json
 import os
 import re
+import statistics
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -449,3 +450,40 @@ def gold_coverage(queries: Sequence[TurnQuery], catalog_keys: Sequence[str]) -> 
   gold = {(q.conversation_id, g) for q in queries for g in q.gold}
   known = set(catalog_keys)
   return {"goal_keys": len(gold), "goal_keys_in_catalog": sum(g in known for _, g in gold)}
+
+
+def aggregate_runs(runs: Sequence[tuple[str, dict]], metrics: Sequence[str] = ("hit@10", "recall@10", "mrr@10",
+                                                                               "map@10")) -> dict:
+  """Mean and spread over runs (e.g. training seeds) of `tools/cpcd_turns.py --json` results.
+
+  runs: (label, results dict) pairs with the same protocol and test queries.  Per method present in
+  every run: macro and micro metrics and the conversation-level Hits@10 as {"mean", "std" (sample,
+  n-1), "min", "max", "values"}, with the run labels in order.  Raises UserInputError when the runs
+  were scored on different queries.
+  """
+  if not runs:
+    raise UserInputError("no runs to aggregate")
+  shapes = {(r["data"].get("test_conversations"), r["data"].get("turn_queries")) for _, r in runs}
+  if len(shapes) != 1:
+    raise UserInputError(f"runs were scored on different test sets: {sorted(shapes, key=str)}")
+
+  def spread(values):
+    values = [float(v) for v in values]
+    return {"mean": round(statistics.fmean(values), 4),
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "values": values}
+
+  by_name = [{row["name"]: row for row in r["results"]} for _, r in runs]
+  names = [n for n in by_name[0] if all(n in rows for rows in by_name)]
+  methods = []
+  for name in names:
+    rows = [rows[name] for rows in by_name]
+    entry = {"name": name, "method": rows[0]["method"],
+             "macro": {m: spread(row["macro"][m] for row in rows) for m in metrics},
+             "micro": {m: spread(row["micro"][m] for row in rows) for m in metrics}}
+    if all("conversation" in row for row in rows):
+      entry["conversation_hits@10"] = spread(row["conversation"]["hits@10"] for row in rows)
+    methods.append(entry)
+  return {"runs": [label for label, _ in runs], "num_runs": len(runs),
+          "test_conversations": runs[0][1]["data"].get("test_conversations"),
+          "turn_queries": runs[0][1]["data"].get("turn_queries"), "methods": methods}
