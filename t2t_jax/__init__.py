@@ -21,7 +21,7 @@ Modules:
   checkpoints     orbax checkpoints in MODEL_DIR: async save, keep-N + best, verified restore
   model_dir_lock  one writer per MODEL_DIR (an exclusive, heartbeated lock)
   gin_utils       gin plumbing for the entry points (T5X conventions)
-  hf_convert      Hugging Face T5 v1.1 / flan-T5 safetensors <-> t2t_jax parameters
+  hf_convert      alias of models/hf_convert.py (kept for tools and user code)
   evaluation      constrained beam search over held-out prompts -> ranking metrics
   metrics         Hits@K, Recall@K, MAP@K, NDCG@K and MRR (one code for every method)
   stats           paired bootstrap and mean / spread over folds or seeds

@@ -37,12 +37,10 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, models
 from t2t_jax.errors import UserInputError
-from t2t_jax import models
 
 log = logging.getLogger(__name__)
 
@@ -464,8 +462,3 @@ def load_params(model_dir: str, *, step: int | None = None, partitioner=None,
   if got is None:
     raise UserInputError(f"no readable checkpoint in {directory}")
   return config, got[1]
-
-
-def to_numpy(tree):
-  """Fully-addressable jax arrays -> numpy (for tests/export)."""
-  return jax.tree.map(np.asarray, tree)

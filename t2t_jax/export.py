@@ -10,7 +10,7 @@ and the arrays stay readable by other tools.
 
 The export dir is read by `t2t_jax.export_runtime` (numpy + jax + sentencepiece only), which is copied
 into it; see that module for the layout.  The weights are also written in Hugging Face T5 naming
-(`hf/model.safetensors` + `hf/config.json`, by `t2t_jax.hf_convert.export_hf_t5`; loadable by
+(`hf/model.safetensors` + `hf/config.json`, by `t2t_jax.models.hf_convert.export_hf_t5`; loadable by
 `transformers.T5ForConditionalGeneration`).
 The output dir is written atomically; the manifest records every file's size and sha256, which the
 runtime checks before it uses a byte.
@@ -162,7 +162,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
                             "title": t.title if t else ""}, ensure_ascii=False) + "\n")
     shutil.copyfile(rt.__file__, os.path.join(tmp, "export_runtime.py"))
     if hf_weights and config.family == "t5_1_1":  # Hugging Face T5 naming, via the converter
-      from t2t_jax import hf_convert  # pylint: disable=g-import-not-at-top
+      from t2t_jax.models import hf_convert  # pylint: disable=g-import-not-at-top
       hf_convert.export_hf_t5(_unflatten(params_flat), config, os.path.join(tmp, HF_DIR),
                               dtype="float16" if config.param_dtype == "float16" else "float32")
       manifest["hf"] = {"dir": HF_DIR, "files": sorted(os.listdir(os.path.join(tmp, HF_DIR))),

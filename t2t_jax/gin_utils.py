@@ -55,11 +55,6 @@ def bundled_gin_dirs() -> list[str]:
   return [p for p in (REPO_GIN_DIR, PACKAGE_GIN_DIR) if os.path.isdir(p)]
 
 
-def default_search_paths() -> list[str]:
-  """Bundled gin dirs, then the working directory (the order `resolve_gin_file` uses)."""
-  return bundled_gin_dirs() + [os.getcwd()]
-
-
 def resolve_gin_file(path: str, search_paths: Sequence[str] = ()) -> str | None:
   """The file a gin path names (see the module docstring for the order), or None."""
   path = os.fspath(path)

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from t2t_jax import plots
+from t2t_jax.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,6 @@ class CheckpointHook(Hook):
     metrics = None
     if self.best_metric and (ctx.last_eval or {}).get("step") == ctx.step:
       if self.best_metric not in ctx.last_eval:
-        from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
         raise UserInputError(f"BEST_METRIC {self.best_metric!r} is not an eval metric; eval gives "
                              f"{sorted(k for k in ctx.last_eval if k != 'step')}")
       metrics = {self.best_metric: ctx.last_eval[self.best_metric]}

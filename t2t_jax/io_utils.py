@@ -35,6 +35,7 @@ import tempfile
 import threading
 from typing import Any, Iterator, Sequence
 
+from t2t_jax import __version__
 from t2t_jax.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,6 @@ def read_marker(path: str | os.PathLike) -> dict | None:
 
 
 def _marker(kind: str) -> dict:
-  from t2t_jax import __version__  # pylint: disable=import-outside-toplevel
   return {"kind": kind, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "tool": f"t2t_jax {__version__}"}
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t2t_jax import models
 from t2t_jax.errors import UserInputError
 
 NORMALIZERS = ("NUM_REAL_TARGET_TOKENS", "NUM_TOTAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE")
@@ -138,7 +139,6 @@ def make_loss_fn(model, config: LossConfig = LossConfig()):
   `model` is an `EncoderDecoderModel` (or its config); aux holds `AUX_KEYS` sums with the batch's
   own loss weights (per-token metrics), the objective uses the normaliser's weighting.
   """
-  from t2t_jax import models  # pylint: disable=import-outside-toplevel
   model = models.get_model(model)
 
   def loss_fn(params, batch, dropout_rng, normalizer, enable_dropout):

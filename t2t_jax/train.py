@@ -25,14 +25,26 @@ Exit status: 0 done (or preempted by SIGTERM after saving), 2 user error (one li
 import argparse
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import shutil
 import sys
 from typing import Callable, Mapping, Sequence
 
-from t2t_jax import console, gin_utils, model_dir_lock
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+
+from t2t_jax import checkpoints, console, gin_utils, io_utils, losses, model_dir_lock, models
+from t2t_jax import optimizers, partitioning, recommend, train_state, trainer
+from t2t_jax import evaluation as evaluation_lib
+from t2t_jax.data import batches as batches_lib
+from t2t_jax.data import examples, resumable
 from t2t_jax.errors import UserInputError
+from t2t_jax.ids import token_vectors
+from t2t_jax.models import base, hf_convert, pretrained
 
 log = logging.getLogger("t2t_jax.train")
 
@@ -112,9 +124,6 @@ def copy_task_batches(mixture_or_task_name: str = "copy", *, split: str = "train
   replay).  For smoke runs, benchmarks and tests; not a SeqIO task.
   """
   del mixture_or_task_name, pack, use_cached
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from t2t_jax.data import resumable  # pylint: disable=import-outside-toplevel
-  from tasks import feature_converter  # pylint: disable=import-outside-toplevel
   in_len, tgt_len = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
   rng = np.random.default_rng([seed, {"train": 0, "validation": 1, "test": 2}.get(split, 3)])
   lengths = rng.integers(2, in_len, size=num_examples)
@@ -127,7 +136,7 @@ def copy_task_batches(mixture_or_task_name: str = "copy", *, split: str = "train
     targets[i, :len(body)] = body
     targets[i, len(body)] = 1
   return resumable.IndexedBatches(
-      num_examples, lambda ids: (inputs[ids], targets[ids]), feature_converter.unpacked_features,
+      num_examples, lambda ids: (inputs[ids], targets[ids]), batches_lib.unpacked_features,
       batch_size=batch_size, seed=seed, shuffle=shuffle, shard_index=shard_index,
       num_shards=num_shards, num_epochs=num_epochs, pad_final=pad_final)
 
@@ -174,13 +183,11 @@ def _register_data(data: DataConfig) -> None:
 def _task_vocab_size(mixture_or_task_name: str, feature: str = "targets") -> int:
   """A SeqIO task's vocabulary size for `feature` (lazy `tasks` import: TensorFlow lives there)."""
   from tasks import pipeline  # pylint: disable=import-outside-toplevel
-  provider = pipeline._lookup(mixture_or_task_name)  # pylint: disable=protected-access
-  return int(provider.output_features[feature].vocabulary.vocab_size)
+  return pipeline.vocab_size(mixture_or_task_name, feature)
 
 
 def _resolve_model(model, data: DataConfig):
   """The model config with VOCAB_SIZE None replaced by the task's, rounded up to 128."""
-  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
   if not isinstance(model, base.ModelConfig):
     raise UserInputError(f"MODEL must be a model config (e.g. @t5.T5Config()), got {model!r}")
   if getattr(model, "vocab_size", 0) is None:
@@ -208,9 +215,6 @@ def _init_id_embeddings(model, params, data: DataConfig, mode: str):
   A track's vector is the encoder's sentence embedding of its metadata "artist - title (album)"
   (with 'retrieval_with_prompts', plus those of the training prompts it is relevant to), normalised;
   an ID token's vector is the mean of its tracks' (`ids.token_vectors`)."""
-  from t2t_jax import models  # pylint: disable=import-outside-toplevel
-  from t2t_jax.data import examples  # pylint: disable=import-outside-toplevel
-  from t2t_jax.ids import token_vectors  # pylint: disable=import-outside-toplevel
   if mode not in ID_EMBEDDING_INITS:
     raise UserInputError(f"ID_EMBEDDING_INIT must be None or one of {ID_EMBEDDING_INITS}, got {mode!r}")
   mm = models.get_model(model)
@@ -260,8 +264,6 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
     `_init_id_embeddings`); None: fresh ID-token embeddings.
   Writes MODEL_DIR/config.gin and, for a t2t task, MODEL_DIR/assets before training.
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import losses, optimizers, partitioning, trainer  # pylint: disable=import-outside-toplevel
   _check_model_dir(model_dir)
   optimizer = optimizer or optimizers.OptimizerConfig()
   loss = loss or losses.LossConfig()
@@ -292,8 +294,6 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
 
 def _model_inputs(model, train_iter, init_params, data: DataConfig, config, partitioner):
   """(batches, per-host feature spec); a frozen encoder's outputs are cached and fed as a feature."""
-  from t2t_jax import models, train_state  # pylint: disable=import-outside-toplevel
-  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
   per_host = config.batch_size // partitioner.host_shard()[1]
   mm = models.get_model(model)
   enc_dim = None
@@ -310,9 +310,6 @@ def _model_inputs(model, train_iter, init_params, data: DataConfig, config, part
 
 
 def _encoder_dim(model, inputs_length: int) -> int:
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   params = nn.unbox(model.abstract_params())
   out = jax.eval_shape(lambda p, t: model.encode(p, t), params,
                        jax.ShapeDtypeStruct((1, inputs_length), np.int32))
@@ -321,7 +318,6 @@ def _encoder_dim(model, inputs_length: int) -> int:
 
 def _eval_fn(model, data: DataConfig, evaluation: EvalConfig | None, config, partitioner):
   """The periodic evaluation: EvalConfig.fn_factory's, else the teacher-forced loss on its split."""
-  from t2t_jax import evaluation as evaluation_lib  # pylint: disable=import-outside-toplevel
   if evaluation is None or not config.eval_period:
     return None
   if evaluation.fn_factory is not None:
@@ -359,8 +355,6 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths:
   """Evaluates a MODEL_DIR checkpoint (runs/eval.gin): teacher-forced loss/accuracy on `split`
   (all of it, or `eval_steps` batches; the last batch may be partial) plus eval_fn_factory's
   metrics (e.g. Hits@K); writes {output_dir or MODEL_DIR/eval_results}/{split}_step{N}.json."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import checkpoints, evaluation, io_utils, partitioning  # pylint: disable=import-outside-toplevel
   partitioner = partitioner or partitioning.Partitioner()
   data = DataConfig(mixture_or_task_name, dict(task_feature_lengths), split=split, data_dir=data_dir,
                     data_fn=data_fn)
@@ -370,7 +364,7 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths:
   step = checkpoint_step if checkpoint_step is not None else checkpoints.CheckpointManager(
       model_dir).latest_step()
   batches = _eval_batches(data, split, eval_steps, batch_size, partitioner)
-  metrics = evaluation.make_eval_loss_fn(config, partitioner, batches, batch_size)(params, step)
+  metrics = evaluation_lib.make_eval_loss_fn(config, partitioner, batches, batch_size)(params, step)
   if eval_fn_factory is not None:
     fn = eval_fn_factory(model_config=config, mixture_or_task_name=mixture_or_task_name,
                          task_feature_lengths=task_feature_lengths, partitioner=partitioner)
@@ -387,8 +381,6 @@ def infer(*, model_dir: str, input_file: str, output_file: str, k: int = 10,
           beam_size: int | None = None, batch_size: int = 64) -> int:
   """Recommends for each prompt of `input_file` (one a line) into JSONL `output_file`
   (runs/infer.gin): constrained beam search via `t2t_jax.recommend.Recommender`."""
-  import json  # pylint: disable=import-outside-toplevel
-  from t2t_jax import io_utils, recommend  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(input_file):
     raise UserInputError(f"INFER_INPUT_FILE {input_file!r} does not exist")
   with open(input_file, encoding="utf-8") as f:
@@ -407,7 +399,6 @@ def infer(*, model_dir: str, input_file: str, output_file: str, k: int = 10,
 def export(*, model_dir: str, export_dir: str, checkpoint_step: int | None = None,
            dtype: str = "float32") -> str:
   """Writes a MODEL_DIR checkpoint as a Hugging Face T5 directory (runs/export.gin)."""
-  from t2t_jax import checkpoints, hf_convert  # pylint: disable=import-outside-toplevel
   config, params = checkpoints.load_params(model_dir, step=checkpoint_step)
   return hf_convert.export_hf_t5(params, config, export_dir, dtype=dtype, inputs=[model_dir])
 
@@ -420,15 +411,29 @@ PRETRAINED_ALIASES = {"pretrained:all-MiniLM-L6-v2": lambda p: p.minilm_dir()}
 
 
 def load_initial_params(path: str, model_config, *, seed: int = 0):
-  """Warm-start parameters (INITIAL_CHECKPOINT_PATH): the model family decides what it reads
-  (`EncoderDecoderModel.init_from_pretrained`)."""
-  from t2t_jax import models  # pylint: disable=import-outside-toplevel
+  """Warm-start parameters (INITIAL_CHECKPOINT_PATH): the model family's pretrained format
+  (`EncoderDecoderModel.init_from_pretrained`, e.g. a Hugging Face dir), else the latest checkpoint
+  of a t2t_jax MODEL_DIR of the same config (dropout, dtypes, remat and freezing may differ)."""
   if path in PRETRAINED_ALIASES:
-    from t2t_jax.models import pretrained  # pylint: disable=import-outside-toplevel
     path = PRETRAINED_ALIASES[path](pretrained)
   if not os.path.exists(path):
     raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path!r} does not exist")
-  return models.get_model(model_config).init_from_pretrained(path, seed=seed)
+  model = models.get_model(model_config)
+  params = model.init_from_pretrained(path, seed=seed)
+  if params is not None:
+    return params
+  want = model.config
+  if not os.path.exists(os.path.join(path, checkpoints.MODEL_CONFIG_FILE)):
+    raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: not a t2t_jax MODEL_DIR (no "
+                         f"{checkpoints.MODEL_CONFIG_FILE}) and no {want.family} "
+                         "pretrained format found there")
+  config, params = checkpoints.load_params(path)
+  ignore = {f: getattr(want, f) for f in ("dropout_rate", "dtype", "param_dtype", "remat_policy",
+                                          "freeze_encoder") if hasattr(want, f)}
+  if type(config) is not type(want) or config.replace(**ignore) != want:
+    raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: its model config {config} does not "
+                         f"match this run's {want}")
+  return params
 
 
 # ------------------------------------------------------------------------------ distributed
@@ -436,7 +441,6 @@ def load_initial_params(path: str, model_config, *, seed: int = 0):
 
 def maybe_initialize_distributed(args) -> None:
   """jax.distributed.initialize from flags, JAX_* environment, or cluster auto-detection."""
-  import jax  # pylint: disable=import-outside-toplevel
   addr = args.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   nproc = args.num_processes or os.environ.get("JAX_NUM_PROCESSES")
   pid = args.process_id if args.process_id is not None else os.environ.get("JAX_PROCESS_ID")
@@ -482,7 +486,6 @@ def parse_args(argv):
 
 
 def _has_checkpoint(model_dir: str) -> bool:
-  from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
   path = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
   return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
 
@@ -552,7 +555,6 @@ def main(argv=None) -> int:
 
 
 def _macro(name: str, default):
-  import gin  # pylint: disable=import-outside-toplevel
   try:
     return gin.query_parameter(f"{name}/macro.value")
   except ValueError:

@@ -80,6 +80,11 @@ def _lookup(name: str):
     raise UserInputError(f"unknown task or mixture {name!r}; registered: {known}") from None
 
 
+def vocab_size(mixture_or_task_name: str, feature: str = "targets") -> int:
+  """The vocabulary size of a task's (or mixture's) output feature `feature`."""
+  return int(_lookup(mixture_or_task_name).output_features[feature].vocabulary.vocab_size)
+
+
 def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_lengths: Mapping[str, int],
                       batch_size: int, shuffle: bool = True, seed: int = 0, shard_index: int = 0,
                       num_shards: int = 1, pack: bool = False, num_epochs: int | None = None,

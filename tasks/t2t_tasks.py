@@ -62,11 +62,6 @@ def task_name(dataset: str, strategy: str, prompt_field: str, input_vocab: str |
   return ".".join(_INVALID.sub("_", x) for x in parts)
 
 
-def mixture_name(dataset: str, strategy: str) -> str:
-  """Mixture of all prompt fields of one (dataset, strategy)."""
-  return task_name(dataset, strategy, "all")
-
-
 def data_root(root: str | os.PathLike | None = None) -> str:
   root = root if root is not None else os.environ.get(ENV_DATA_DIR)
   if not root:
@@ -205,15 +200,8 @@ def _discover(root: str, spm_override: str | None = None) -> Iterator[tuple[str,
         yield name, ds_dir, spm_path, ids_dir
 
 
-def dataset_prompt_max_chars(dataset_dir: str) -> int:
-  """The prompt length limit a dataset dir asks for (meta.json `prompt_max_chars`), else the default."""
-  import json  # pylint: disable=import-outside-toplevel
-  try:
-    with open(os.path.join(dataset_dir, formats.META_FILE), encoding="utf-8") as f:
-      value = json.load(f).get("prompt_max_chars")
-  except (OSError, ValueError, AttributeError):
-    value = None
-  return int(value) if isinstance(value, int) and value > 0 else prompts.DEFAULT_MAX_CHARS
+# Moved to t2t_jax.data.formats (the TensorFlow-free studies need it too); the name stays here.
+dataset_prompt_max_chars = formats.dataset_prompt_max_chars
 
 
 def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prompt_field: str, *,

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from t2t_jax import cli
-from t2t_jax.data import cpcd, english, entity_check, formats, vocab
+from t2t_jax.data import cpcd, english, entity_check, finish, formats, vocab
 from t2t_jax.errors import UserInputError
 
 CPCD_DIR = os.path.join(os.path.dirname(__file__), "data", "cpcd")
@@ -155,7 +155,7 @@ def test_first_turn_prompt(tmp_path):
 
 def test_materialize_fold(converted, tmp_path):
   out, _ = converted
-  meta = formats.materialize_fold(out, 2, tmp_path / "fold2")
+  meta = finish.materialize_fold(out, 2, tmp_path / "fold2")
   fold_dir = tmp_path / "fold2"
   ds = formats.Dataset.load(fold_dir)
   assert ds.split_ids("test") == formats.read_folds(os.path.join(out, "folds.json"))["folds"][2]
@@ -166,7 +166,7 @@ def test_materialize_fold(converted, tmp_path):
   assert meta["vocab"]["trained_on"]["train_prompts"] == len(ds.split_ids("train"))
   assert meta["fold"] == 2 and meta["source"] == "cpcd" and meta["prompt_max_chars"] == 2048
   with pytest.raises(UserInputError, match="overlaps the input"):
-    formats.materialize_fold(out, 0, os.path.join(out, "inner"))
+    finish.materialize_fold(out, 0, os.path.join(out, "inner"))
 
 
 def test_bad_cpcd_input_names_file_and_line(tmp_path):

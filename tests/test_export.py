@@ -166,7 +166,7 @@ def test_safetensors_files(dirs, rec):
   n_hf = sum(a.size for a in hf.values())
   assert n_hf == sum(a.size for a in flat.values())  # every weight exactly once
   # ... and it reads back into the same tree.
-  from t2t_jax import hf_convert  # pylint: disable=g-import-not-at-top
+  from t2t_jax.models import hf_convert  # pylint: disable=g-import-not-at-top
   back = export.flatten_params(hf_convert.load_hf_t5(os.path.join(out, "hf"), rec.model.config))
   assert sorted(back) == sorted(flat)
   for name, a in flat.items():

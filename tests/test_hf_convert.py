@@ -6,9 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import hf_convert
 from t2t_jax.errors import UserInputError
-from t2t_jax.models import t5
+from t2t_jax.models import hf_convert, t5
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

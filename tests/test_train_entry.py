@@ -7,11 +7,15 @@ import re
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import numpy as np
 import pytest
 
-from t2t_jax import gin_utils
+from t2t_jax import checkpoints, gin_utils
 from t2t_jax import train as train_script
 from t2t_jax.errors import UserInputError
+from t2t_jax.models import t5
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = ["--gin_file=models/t5_1_1_micro.gin", "--gin_file=runs/finetune.gin",
@@ -222,3 +226,22 @@ def test_frozen_encoder_trains_from_cached_encoder_outputs(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                  zip(jax.tree.leaves(result.params["decoder"]), jax.tree.leaves(init["decoder"])))
+
+
+def test_warm_start_from_a_model_dir(tmp_path):
+  """INITIAL_CHECKPOINT_PATH as a t2t_jax MODEL_DIR: its latest params when the architecture matches
+  (dropout may differ); a different architecture, or a dir that is neither format, is one line."""
+  config = t5.T5Config.micro(num_encoder_layers=1, num_decoder_layers=1)
+  params = jax.device_get(nn.unbox(t5.init_params(config, jax.random.PRNGKey(1))))
+  model_dir = str(tmp_path / "model")
+  checkpoints.save_model_config(model_dir, config)
+  manager = checkpoints.CheckpointManager(model_dir, async_save=False)
+  manager.save(7, params, {"step": 7}, {"step": 7})
+  manager.close()
+  got = train_script.load_initial_params(model_dir, config.replace(dropout_rate=0.1))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  with pytest.raises(UserInputError, match="does not match this run's"):
+    train_script.load_initial_params(model_dir, config.replace(emb_dim=16))
+  with pytest.raises(UserInputError, match="not a t2t_jax MODEL_DIR .* no t5_1_1 pretrained format"):
+    train_script.load_initial_params(str(tmp_path), config)

@@ -2,7 +2,7 @@
 
 formats       dataset dir (catalog.jsonl, playlists.jsonl, splits.json, meta.json, folds.json): validated
               streaming readers, the shared id rule (`id_problem`), atomic writers, `Dataset`,
-              `make_splits`, k-fold `fold_splits` / `materialize_fold`
+              `make_splits`, k-fold `fold_splits`
 finish        the last step of every importer: splits (default sizes), SentencePiece vocab, meta.json
 convert       catalogs as CSV/Parquet; `import_dataset` for user files (`t2t import jsonl|csv|parquet`)
 mpd           Spotify Million Playlist Dataset slices -> dataset dir (`t2t import mpd`)

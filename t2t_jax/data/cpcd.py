@@ -28,7 +28,7 @@ tracks is skipped and counted.
 Splits: splits.json is the canonical one: test = the 50 val-file conversations; validation = a
 seeded `validation_fraction` (at least `min_validation`) of the train file's; train = the rest.
 folds.json: seeded `num_folds`-fold partition of all conversations kept (`formats.fold_splits` /
-`formats.materialize_fold` turn a fold into splits or a dataset dir).  Prompts are long (several
+`finish.materialize_fold` turn a fold into splits or a dataset dir).  Prompts are long (several
 turns): meta.json's prompt_max_chars is 2048 for tasks to cut at, and prompt_stats gives lengths.
 """
 

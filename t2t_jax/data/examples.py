@@ -26,6 +26,7 @@ import numpy as np
 
 from t2t_jax.data import formats, prompts
 from t2t_jax.data import vocab as t2t_vocab
+from t2t_jax.data import wordpiece
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids.table import IdTable
 
@@ -288,7 +289,6 @@ def text_and_id_vocab(spm_path: str, id_level_sizes: Sequence[int] = ()) -> t2t_
 
 @functools.lru_cache(maxsize=8)
 def wordpiece_vocab(tokenizer: str):
-  from t2t_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
   return wordpiece.WordPieceVocab(tokenizer)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from t2t_jax import console, io_utils
 from t2t_jax.data import formats, prompts
+from t2t_jax.data import vocab as vocab_lib
 from t2t_jax.errors import UserInputError
 
 DEFAULT_VOCAB_SIZE = 8000
@@ -108,7 +109,6 @@ def _percentiles(values: list[int]) -> dict[str, float]:
 def write_vocab(tmp_dir: str, *, train_prompts: Iterable[str], tracks: Iterable[formats.Track],
                 vocab_size: int | None, spm_path: str | os.PathLike | None) -> dict[str, Any] | None:
   """Writes tmp_dir/vocab/spm.model (trained, or the user's copied); returns its meta entry."""
-  from t2t_jax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
   out = os.path.join(tmp_dir, formats.VOCAB_DIR, formats.SPM_FILE)
   if spm_path is not None:
     vocab_lib.load_sentencepiece(spm_path)  # checks the T5 special ids
@@ -144,7 +144,6 @@ def prompt_stats(tmp_dir: str, *, max_chars: int, spm_file: str | None,
   `total`: the playlists, for the progress bar."""
   sp = None
   if spm_file:
-    from t2t_jax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
     sp = vocab_lib.load_sentencepiece(spm_file)
   chars, tokens = [], []
   for p in console.progress(_playlists(tmp_dir), "prompt lengths", total=total, unit="playlists"):
@@ -195,7 +194,10 @@ def finish_dataset(tmp_dir: str, *, meta: dict[str, Any], splits: dict[str, list
 def materialize_fold(dataset_dir: str | os.PathLike, fold: int, out_dir: str | os.PathLike, *,
                      overwrite: bool = False, validation_fraction: float = 0.1,
                      min_validation: int = 20) -> dict[str, Any]:
-  """See `formats.materialize_fold`."""
+  """Writes a complete dataset dir for one fold of `dataset_dir`'s folds.json: the same catalog,
+  playlists (and track_aliases.json when present), that fold's splits.json, and a vocabulary
+  retrained on that fold's training prompts (or the user's model copied, as at import); returns meta.
+  """
   dataset_dir = os.fspath(dataset_dir)
   folds = formats.read_folds(os.path.join(dataset_dir, formats.FOLDS_FILE))
   splits = formats.fold_splits(folds, fold, validation_fraction=validation_fraction,

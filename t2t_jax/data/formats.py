@@ -25,8 +25,8 @@ line/paragraph separators U+2028/U+2029, or lone surrogates.  Those are exactly 
 `str.splitlines` splits on or UTF-8 cannot encode, so an id that passes survives every one-id-a-line
 file.  Text fields (title, artist, ...) may hold anything but lone surrogates.
 
-`fold_splits` / `materialize_fold` turn a `folds.json` (k-fold cross-validation, e.g. CPCD's) into
-the splits of one fold, or into a complete dataset dir for that fold.
+`fold_splits` turns a `folds.json` (k-fold cross-validation, e.g. CPCD's) into the splits of one
+fold (`finish.materialize_fold`: into a complete dataset dir for that fold).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Collection, Iterable, Iterator
 import numpy as np
 
 from t2t_jax import io_utils
-from t2t_jax.data.prompts import clean_text, normalize_text
+from t2t_jax.data.prompts import DEFAULT_MAX_CHARS, clean_text, normalize_text
 from t2t_jax.errors import UserInputError, where
 
 CATALOG_FILE = "catalog.jsonl"
@@ -476,6 +476,17 @@ def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
     raise UserInputError(f"{path}: JSON nested too deeply") from None
 
 
+def dataset_prompt_max_chars(dataset_dir: str | os.PathLike) -> int:
+  """The prompt length limit a dataset dir asks for (meta.json `prompt_max_chars`, e.g. CPCD's
+  2048), else `prompts.DEFAULT_MAX_CHARS`: where tasks and baselines cut held-out prompts."""
+  try:
+    with open(os.path.join(dataset_dir, META_FILE), encoding="utf-8") as f:
+      value = json.load(f).get("prompt_max_chars")
+  except (OSError, ValueError, AttributeError):
+    value = None
+  return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_CHARS
+
+
 def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
   """Reads and validates splits.json: known split names, lists of ids, no id in two splits."""
   path = os.fspath(path)
@@ -563,18 +574,6 @@ def fold_splits(dataset_dir_or_folds: str | os.PathLike | dict, fold: int, *,
   held = set(validation)
   return {"train": sorted(i for i in rest if i not in held), "validation": validation,
           "test": sorted(folds[fold])}
-
-
-def materialize_fold(dataset_dir: str | os.PathLike, fold: int, out_dir: str | os.PathLike, *,
-                     overwrite: bool = False, validation_fraction: float = 0.1,
-                     min_validation: int = 20) -> dict[str, Any]:
-  """Writes a complete dataset dir for one fold of `dataset_dir`'s folds.json: the same catalog,
-  playlists (and track_aliases.json when present), that fold's splits.json, and a vocabulary
-  retrained on that fold's training prompts (or the user's model copied, as at import); returns meta.
-  """
-  from t2t_jax.data import finish  # pylint: disable=import-outside-toplevel  (finish imports formats)
-  return finish.materialize_fold(dataset_dir, fold, out_dir, overwrite=overwrite,
-                                 validation_fraction=validation_fraction, min_validation=min_validation)
 
 
 class Dataset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from t2t_jax.decoding.beam_search import beam_search
 from t2t_jax.decoding.index import ConstraintIndex
+from t2t_jax.models import get_model
 
 
 def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: int,
@@ -30,7 +31,6 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
     decoder_start_id: T5's decoder start token (PAD = 0).
     num_groups, diversity_penalty: grouped (diverse) beam search, see `beam_search`.
   """
-  from t2t_jax.models import get_model  # pylint: disable=import-outside-toplevel
   model = get_model(model)
   captured = index
   max_len = int(max_decode_len or index.max_depth)
@@ -55,6 +55,5 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
 def score_rows(model, params, encoder_input_tokens_BxL, token_seqs_BxRxL, *,
                decoder_start_id: int = 0):
   """Teacher-forced sum of log-probs of R candidate sequences per prompt ([B, R] float32)."""
-  from t2t_jax.models import get_model  # pylint: disable=import-outside-toplevel
   return get_model(model).score_sequences(params, encoder_input_tokens_BxL, token_seqs_BxRxL,
                                           decoder_start_id=decoder_start_id)

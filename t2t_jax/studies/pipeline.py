@@ -204,10 +204,10 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
 
   The input dir is never written to: the IDs, tasks and caches of a study live in the copy
   (catalog, playlists, splits, meta, vocabulary).  `fold`: the dataset's folds.json fold k as the
-  test split (`formats.materialize_fold`: validation from the other folds, vocabulary retrained on
+  test split (`finish.materialize_fold`: validation from the other folds, vocabulary retrained on
   that fold's training prompts); None keeps splits.json.
   """
-  from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
+  from t2t_jax.data import finish, formats  # pylint: disable=g-import-not-at-top
   stage = stage or Stages(verbose=False)
   dataset_dir = os.path.abspath(os.fspath(dataset_dir))
   if not os.path.isdir(dataset_dir):
@@ -227,7 +227,7 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
   t = time.time()
   with stage(f"dataset {name} from {dataset_dir}"):
     if fold is not None:
-      formats.materialize_fold(dataset_dir, fold, ds_dir)
+      finish.materialize_fold(dataset_dir, fold, ds_dir)
     else:
       formats.Dataset.load(dataset_dir)  # validate before copying
       tmp = ds_dir + ".copy.tmp"
