@@ -5,6 +5,7 @@ its fold), the seed-averaged bootstrap; and the tuning / hybrid helpers on hand-
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -158,3 +159,38 @@ def test_nested_needs_dataset_dirs_and_known_baselines(tmp_path, capsys):
     gin.clear_config()
   assert rc == 2
   assert "the nested protocol runs" in capsys.readouterr().err
+
+
+@pytest.mark.entry
+def test_merge_of_fold_split_runs_reproduces_the_single_run(fair_result, tmp_path):
+  """Folds run in separate sessions merge into the study one run over every fold would have written."""
+  _, out, rows, runs = fair_result
+  with open(os.path.join(out, "per_query.json"), encoding="utf-8") as f:
+    per_query = json.load(f)
+  parts = []
+  for fold in (0, 1):
+    d = tmp_path / f"fold{fold}"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps([r for r in rows if r["fold"] == fold]))
+    (d / "per_query.json").write_text(json.dumps(
+        {m: {k: v for k, v in by_fold.items() if k == str(fold)} for m, by_fold in per_query.items()}))
+    (d / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs if r["fold"] == fold))
+    shutil.copy(os.path.join(out, "summary.json"), d / "summary.json")  # the runs' bootstrap size
+    parts.append(str(d))
+  merged = str(tmp_path / "merged")
+  assert compare_ids.main(["--merge", *parts, "--out", merged]) == 0
+  with open(os.path.join(merged, "results.json"), encoding="utf-8") as f:
+    got = {(r["method"]): r for r in json.load(f) if r["fold"] == "all"}
+  want = {r["method"]: r for r in rows if r["fold"] == "all"}
+  assert sorted(got) == sorted(want)
+  for method, r in want.items():
+    for key in ("hits@10", "map@10", "hits@10_std", "folds", "seeds", "num_queries"):
+      assert got[method].get(key) == pytest.approx(r.get(key)), (method, key)
+  with open(os.path.join(merged, "summary.json"), encoding="utf-8") as f, \
+       open(os.path.join(out, "summary.json"), encoding="utf-8") as g:
+    assert json.load(f)["bootstrap"] == json.load(g)["bootstrap"]
+  with open(os.path.join(merged, "runs.jsonl"), encoding="utf-8") as f:
+    assert len(f.readlines()) == len(runs)
+  # the same fold twice, or a dir that is not a result dir, is refused with one line
+  assert compare_ids.main(["--merge", parts[0], parts[0], "--out", str(tmp_path / "twice")]) == 2
+  assert compare_ids.main(["--merge", str(tmp_path), "--out", str(tmp_path / "x")]) == 2

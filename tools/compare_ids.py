@@ -301,8 +301,17 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=None, help="results dir (overrides compare_ids.out_dir)")
   p.add_argument("--work_dir", default=None, help="dataset, ID tables and models (default t2t_runs/compare_ids)")
   p.add_argument("--no_progress", action="store_true")
+  p.add_argument("--merge", nargs="+", metavar="RESULT_DIR",
+                 help="instead of running: join nested-protocol result dirs of the same config on disjoint folds "
+                      "into --out (fold means, aggregates and bootstraps recomputed)")
   args = p.parse_args(argv)
   try:
+    if args.merge:
+      if not args.out:
+        raise UserInputError("--merge needs --out")
+      from t2t_jax.studies import fair_study  # pylint: disable=g-import-not-at-top
+      fair_study.merge(args.out, args.merge)
+      return 0
     gin_utils.parse_gin(args.gin_file, args.gin_bindings, finalize=False)
     compare_ids(**pipeline.cli_overrides(args))
   except UserInputError as e:

@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from t2t_jax import io_utils, report, stats
+from t2t_jax.data import formats
 from t2t_jax.errors import UserInputError
 from t2t_jax.studies import baselines as baselines_lib
 from t2t_jax.studies import folds_study, pipeline, tuning
@@ -99,9 +100,8 @@ def open_fold(variant: str, ddir: str, fold: int | None, work_dir: str, prompt_f
               stage: pipeline.Stages) -> Fold:
   from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
-  from tasks import t2t_tasks  # pylint: disable=g-import-not-at-top
   ws = pipeline.open_dataset(ddir, work_dir, fold=fold, name=variant, stage=stage)
-  max_chars = t2t_tasks.dataset_prompt_max_chars(ws.ds_dir)
+  max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)
 
   def queries(playlists):
     return ([prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars) for p in playlists],
@@ -426,3 +426,63 @@ def train_adapted(dataset_dir: str, work_dir: str, encoder, *, seed: int = 0, tr
   model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir, work_dir=work_dir,
                                    defaults=ADAPTED_DEFAULTS, progress=progress)
   return model_dir, {**extra, **_id_cost(table)}
+
+
+def merge(out_dir: str, in_dirs: Sequence[str], *, bootstrap_samples: int | None = None) -> list[dict]:
+  """One study from runs of the same config on disjoint folds (e.g. one fold per session).
+
+  Each fold's protocol is self-contained (its own inner validation, tuning and test runs), so the test
+  runs of several result dirs combine exactly as if one run had done every fold: their seed-level rows,
+  per-query vectors and runs.jsonl lines are joined and the fold means, aggregates and bootstraps are
+  recomputed with the runs' own bootstrap size (from their summary.json, unless `bootstrap_samples`)
+  and seed (their first training seed).  A (variant, fold, seed, method) present in two dirs is refused.
+  """
+  rows, per_query, runs, seen = [], {}, [], {}
+  for d in in_dirs:
+    paths = {name: os.path.join(d, name) for name in ("results.json", "per_query.json", RUNS_FILE)}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+      raise UserInputError(f"--merge {d}: not a nested-study result dir (missing {missing[0]})")
+    with open(paths["results.json"], encoding="utf-8") as fh:
+      results = json.load(fh)
+    for r in results:
+      if "seeds" in r or r.get("fold") == "all":
+        continue  # fold means and aggregates: recomputed below
+      key = (r["prompts"], r["fold"], r.get("seed"), r["method"])
+      if key in seen:
+        raise UserInputError(f"--merge: {key} is in both {seen[key]} and {d}")
+      seen[key] = d
+      rows.append(r)
+    with open(paths["per_query.json"], encoding="utf-8") as fh:
+      for method, by_fold in json.load(fh).items():
+        for fold, by_seed in by_fold.items():
+          per_query.setdefault(method, {}).setdefault(fold, {}).update(by_seed)
+    with open(paths[RUNS_FILE], encoding="utf-8") as fh:
+      runs += [line for line in fh if line.strip()]
+  if not rows:
+    raise UserInputError(f"--merge {list(in_dirs)}: no test runs to merge")
+  if any(os.path.abspath(out_dir) == os.path.abspath(d) for d in in_dirs):
+    raise UserInputError(f"--out {out_dir} is one of the merged dirs: write the merge elsewhere")
+  folds = sorted({r["fold"] for r in rows}, key=str)
+  if bootstrap_samples is None:
+    sizes = set()
+    for d in in_dirs:
+      try:
+        with open(os.path.join(d, "summary.json"), encoding="utf-8") as fh:
+          sizes |= {b["hits@10"]["num_samples"] for b in json.load(fh).get("bootstrap", [])}
+      except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if len(sizes) > 1:
+      raise UserInputError(f"--merge: the runs used different bootstrap sizes {sorted(sizes)}")
+    bootstrap_samples = sizes.pop() if sizes else 10000
+  seed = min((r["seed"] for r in rows if r.get("seed") is not None), default=0)
+  log = Log(out_dir, config={"merged_from": list(in_dirs)}, bootstrap_samples=bootstrap_samples, seed=seed,
+            notes=[f"Nested protocol (t2t_jax/studies/fair_study.py), merged from {list(in_dirs)} (runs of the same "
+                   f"config on disjoint folds; their results.md hold the configs): folds {folds}; cells: mean over "
+                   "seeds, then mean ± std over folds."])
+  log.rows, log.per_query = rows, per_query
+  with io_utils.atomic_write(os.path.join(out_dir, RUNS_FILE)) as fh:
+    fh.write("".join(line if line.endswith("\n") else line + "\n" for line in runs))
+  agg, boots, lines = log.flush()
+  io_utils.write_json(os.path.join(out_dir, "summary.json"), {"checks": lines, "bootstrap": boots})
+  return rows + agg
