@@ -28,7 +28,6 @@ warning and get their manifest when training resumes from them.  Opt out on trus
 import concurrent.futures
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from t2t_jax import io_utils, models
+from t2t_jax.data import formats
 from t2t_jax.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,9 @@ def verify_step(step_dir: str, items: tuple[str, ...] | None = None) -> bool:
   if not os.path.exists(path):
     return False
   try:
-    with open(path, encoding="utf-8") as f:
-      files = json.load(f)["files"]
+    files = formats.read_json_file(path, MANIFEST_FILE)["files"]
     assert isinstance(files, dict)
-  except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+  except (UserInputError, OSError, KeyError, TypeError, AssertionError) as e:
     raise CheckpointIntegrityError(f"checkpoint {step_dir} is damaged: unreadable {MANIFEST_FILE} ({e})"
                                    ) from None
   rels = sorted(rel for rel in files
@@ -156,14 +155,7 @@ def load_model_config(model_dir: str):
   path = os.path.join(model_dir, MODEL_CONFIG_FILE)
   if not os.path.exists(path):
     raise UserInputError(f"no model config at {path}: is {model_dir!r} a t2t_jax MODEL_DIR?")
-  try:
-    with open(path, encoding="utf-8") as f:
-      fields = json.load(f)
-  except json.JSONDecodeError as e:
-    raise UserInputError(f"{path}:{e.lineno}: bad JSON ({e.msg})") from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise UserInputError(f"{path}: unreadable ({e})") from None
-  return models.config_from_json(fields, source=path)
+  return models.config_from_json(formats.read_json_file(path, "model config"), source=path)
 
 
 # ---------------------------------------------------------------------------------- the manager

@@ -17,7 +17,6 @@ runtime checks before it uses a byte.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import shlex
@@ -31,6 +30,7 @@ import numpy as np
 
 from t2t_jax import export_runtime as rt
 from t2t_jax import io_utils
+from t2t_jax import recommend
 from t2t_jax.errors import UserInputError
 
 DEFAULT_PLATFORMS = ("cpu", "cuda")
@@ -71,14 +71,6 @@ def _platforms(text) -> tuple:
   return plats
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | None = None,
                  platforms=DEFAULT_PLATFORMS, hf_weights: bool = True, overwrite: bool = False,
                  verify: bool | None = None) -> dict:
@@ -97,14 +89,41 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
       default on), so an export never seals damaged weights with fresh sha256 values.
   """
   io_utils.check_output_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite)  # before any work
-  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
-  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
-  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
   plats = _platforms(platforms)
   rec = recommend.Recommender.load(model_dir, beam_size=beam_size, verify=verify)
   if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= rec.id_table.num_tracks:
     raise UserInputError(f"-k must be in [1, {rec.id_table.num_tracks}], got {k!r}")
   beam = max(rec.beam_size, k)
+  params_flat = flatten_params(rec.params)
+  index_arrays = {"child_start": np.asarray(rec.index.child_start), "token": np.asarray(rec.index.token),
+                  "terminal_row": np.asarray(rec.index.terminal_row)}
+  t0 = time.time()
+  exported = _lower(rec, params_flat, index_arrays, beam=beam, k=k, platforms=plats)
+  serialized = exported.serialize()
+  manifest = _manifest(rec, exported, k=k, beam=beam, model_dir=model_dir, lower_s=time.time() - t0)
+  with io_utils.atomic_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite) as tmp:
+    with open(os.path.join(tmp, rt.FUNCTION_FILE), "wb") as f:
+      f.write(serialized)
+    arrays = {rt.PARAMS_PREFIX + n: a for n, a in params_flat.items()}
+    arrays.update({rt.INDEX_PREFIX + n: a for n, a in index_arrays.items()})
+    _write_safetensors(os.path.join(tmp, rt.ARRAYS_FILE), arrays, {"format": rt.FORMAT})
+    _write_vocab_and_catalog(rec, model_dir, tmp, manifest)
+    shutil.copyfile(rt.__file__, os.path.join(tmp, "export_runtime.py"))
+    config = rec.model.config
+    if hf_weights and config.family == "t5_1_1":  # Hugging Face T5 naming, via the converter
+      from t2t_jax.models import hf_convert  # pylint: disable=g-import-not-at-top
+      hf_convert.export_hf_t5(_unflatten(params_flat), config, os.path.join(tmp, HF_DIR),
+                              dtype="float16" if config.param_dtype == "float16" else "float32")
+      manifest["hf"] = {"dir": HF_DIR, "files": sorted(os.listdir(os.path.join(tmp, HF_DIR))),
+                        "loadable_by": "transformers.T5ForConditionalGeneration.from_pretrained"}
+    _seal(tmp, manifest)
+  return manifest
+
+
+def _lower(rec, params_flat: dict, index_arrays: dict, *, beam: int, k: int, platforms: tuple):
+  """`jax.export` of the recommend function (flat params, trie arrays, tokens[b, L]) -> (rows, scores),
+  batch dimension b symbolic."""
+  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
   index = rec.index
   fn = generate.make_recommend_fn(rec.model, index, beam_size=beam, top_k=k)
 
@@ -113,23 +132,19 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
     ix = dataclasses.replace(index, **index_arrays)
     return fn(params, tokens_BxL, index=ix)
 
-  params_flat = flatten_params(rec.params)
-  index_arrays = {"child_start": np.asarray(index.child_start), "token": np.asarray(index.token),
-                  "terminal_row": np.asarray(index.terminal_row)}
   spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)
   tokens_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {rec.inputs_length}"), jnp.int32)
-  t0 = time.time()
-  exported = jax.export.export(jax.jit(recommend_fn), platforms=plats)(
+  return jax.export.export(jax.jit(recommend_fn), platforms=platforms)(
       jax.tree.map(spec, params_flat), jax.tree.map(spec, index_arrays), tokens_spec)
-  serialized = exported.serialize()
-  lower_s = time.time() - t0
 
-  config = rec.model.config
-  manifest = {
+
+def _manifest(rec, exported, *, k: int, beam: int, model_dir: str, lower_s: float) -> dict:
+  """The manifest's fields known before any file is written (file sizes and hashes come last)."""
+  return {
       "format": rt.FORMAT, "format_version": rt.FORMAT_VERSION,
       "function": rt.FUNCTION_FILE, "arrays": rt.ARRAYS_FILE, "tracks": rt.TRACKS_FILE,
       "inputs_length": rec.inputs_length, "top_k": k, "beam_size": beam,
-      "max_decode_len": int(index.max_depth), "max_prompt_chars": rec.max_prompt_chars,
+      "max_decode_len": int(rec.index.max_depth), "max_prompt_chars": rec.max_prompt_chars,
       "num_tracks": rec.id_table.num_tracks, "id_strategy": rec.id_table.strategy,
       "vocab": {"spm": rt.SPM_FILE, "text_vocab_size": rec.vocab.text_vocab_size,
                 "id_level_sizes": list(rec.vocab.id_level_sizes), "vocab_size": rec.vocab.vocab_size,
@@ -139,41 +154,36 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
       "platforms": list(exported.platforms),
       "calling_convention_version": exported.calling_convention_version,
       "input_vocab": _input_vocab_entry(rec),
-      "jax_version": jax.__version__, "model_config": config.to_json(),
+      "jax_version": jax.__version__, "model_config": rec.model.config.to_json(),
       "source_model_dir": os.path.abspath(model_dir), "lowering_seconds": round(lower_s, 2),
   }
-  with io_utils.atomic_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite) as tmp:
-    with open(os.path.join(tmp, rt.FUNCTION_FILE), "wb") as f:
-      f.write(serialized)
-    arrays = {rt.PARAMS_PREFIX + n: a for n, a in params_flat.items()}
-    arrays.update({rt.INDEX_PREFIX + n: a for n, a in index_arrays.items()})
-    _write_safetensors(os.path.join(tmp, rt.ARRAYS_FILE), arrays, {"format": rt.FORMAT})
-    assets = os.path.join(model_dir, recommend.ASSETS)
-    if os.path.exists(os.path.join(assets, recommend.SPM_FILE)):
-      shutil.copyfile(os.path.join(assets, recommend.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
-    if manifest["input_vocab"]["kind"] == "wordpiece":
-      shutil.copyfile(rec.input_vocab.path, os.path.join(tmp, rt.TOKENIZER_FILE))
-    rec.id_table.save(os.path.join(tmp, recommend.IDS_DIR))
-    manifest["ids_dir"] = recommend.IDS_DIR
-    with open(os.path.join(tmp, rt.TRACKS_FILE), "w", encoding="utf-8") as f:
-      for tid in rec.id_table.track_ids:
-        t = rec.tracks.get(tid)
-        f.write(json.dumps({"track_id": tid, "artist": t.artist if t else "",
-                            "title": t.title if t else ""}, ensure_ascii=False) + "\n")
-    shutil.copyfile(rt.__file__, os.path.join(tmp, "export_runtime.py"))
-    if hf_weights and config.family == "t5_1_1":  # Hugging Face T5 naming, via the converter
-      from t2t_jax.models import hf_convert  # pylint: disable=g-import-not-at-top
-      hf_convert.export_hf_t5(_unflatten(params_flat), config, os.path.join(tmp, HF_DIR),
-                              dtype="float16" if config.param_dtype == "float16" else "float32")
-      manifest["hf"] = {"dir": HF_DIR, "files": sorted(os.listdir(os.path.join(tmp, HF_DIR))),
-                        "loadable_by": "transformers.T5ForConditionalGeneration.from_pretrained"}
-    files = sorted(os.path.relpath(os.path.join(d, n), tmp) for d, _, names in os.walk(tmp) for n in names)
-    for f in files:  # one mode for every file (safetensors writes 0600, open() the umask's 0644)
-      os.chmod(os.path.join(tmp, f), io_utils.file_mode())
-    manifest["file_bytes"] = {f: os.path.getsize(os.path.join(tmp, f)) for f in files}
-    manifest["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in files}  # checked at load
-    io_utils.write_json(os.path.join(tmp, rt.MANIFEST_FILE), manifest)
-  return manifest
+
+
+def _write_vocab_and_catalog(rec, model_dir: str, tmp: str, manifest: dict) -> None:
+  """The prompt tokenizer, the ID table and tracks.jsonl (one line per ID-table row) into `tmp`."""
+  assets = os.path.join(model_dir, recommend.ASSETS)
+  if os.path.exists(os.path.join(assets, recommend.SPM_FILE)):
+    shutil.copyfile(os.path.join(assets, recommend.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
+  if manifest["input_vocab"]["kind"] == "wordpiece":
+    shutil.copyfile(rec.input_vocab.path, os.path.join(tmp, rt.TOKENIZER_FILE))
+  rec.id_table.save(os.path.join(tmp, recommend.IDS_DIR))
+  manifest["ids_dir"] = recommend.IDS_DIR
+  with open(os.path.join(tmp, rt.TRACKS_FILE), "w", encoding="utf-8") as f:
+    for tid in rec.id_table.track_ids:
+      t = rec.tracks.get(tid)
+      f.write(json.dumps({"track_id": tid, "artist": t.artist if t else "",
+                          "title": t.title if t else ""}, ensure_ascii=False) + "\n")
+
+
+def _seal(tmp: str, manifest: dict) -> None:
+  """One file mode for every file, their sizes and sha256 in the manifest (checked at load), and the
+  manifest written last."""
+  files = sorted(os.path.relpath(os.path.join(d, n), tmp) for d, _, names in os.walk(tmp) for n in names)
+  for f in files:  # one mode for every file (safetensors writes 0600, open() the umask's 0644)
+    os.chmod(os.path.join(tmp, f), io_utils.file_mode())
+  manifest["file_bytes"] = {f: os.path.getsize(os.path.join(tmp, f)) for f in files}
+  manifest["sha256"] = {f: rt.file_sha256(os.path.join(tmp, f)) for f in files}  # checked at load
+  io_utils.write_json(os.path.join(tmp, rt.MANIFEST_FILE), manifest)
 
 
 def _input_vocab_entry(rec) -> dict:

@@ -25,7 +25,11 @@ Export dir layout (format_version 2):
   hf/                   the weights in Hugging Face T5 naming (model.safetensors + config.json)
   export_runtime.py     this file
 
-Prompt normalisation and tokenisation repeat `t2t_jax.data.prompts.normalize_prompt` and
+This file is also the package's single home of what both sides need (it imports only the standard
+library, numpy, jax, sentencepiece and t2t_jax.errors, so the lowest import layer may use it): prompt
+normalisation (`t2t_jax.data.prompts` imports `normalize_text`, `truncate` and `normalize_prompt` from
+here), file hashing (`t2t export` writes the manifest's sha256 with `file_sha256`) and the trie check
+(`t2t_jax.decoding.index` validates with `validate_index_arrays`).  Tokenisation repeats
 `t2t_jax.data.vocab.TextAndIdVocab.encode` exactly (tests/test_export.py checks they agree).
 """
 
@@ -37,9 +41,10 @@ import sys
 import unicodedata
 from typing import Sequence
 
-import jax
 import numpy as np
-import sentencepiece as spm
+
+# jax and sentencepiece are imported where they are used: the package's prompt normalisation, trie
+# check and hashing come from this module (their one home), and `t2t import` must not load JAX.
 
 try:  # Inside t2t_jax, errors are the package's own (the CLI prints them as one line).
   from t2t_jax.errors import UserInputError
@@ -59,10 +64,11 @@ PARAMS_PREFIX = "params/"
 INDEX_PREFIX = "index/"
 EOS_ID = 1
 
-# ---- prompt normalisation and tokenisation (same rules as t2t_jax.data.prompts / vocab) -----------
+# ---- prompt normalisation (t2t_jax.data.prompts imports it from here) ---------------------------
 
+DEFAULT_MAX_CHARS = 512
 _WS = re.compile(r"\s+")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate: a "\ud800" JSON escape, undecodable argv bytes
 
 
 def normalize_text(text: str) -> str:
@@ -74,8 +80,20 @@ def normalize_text(text: str) -> str:
   return _WS.sub(" ", text).strip()
 
 
-def normalize_prompt(text: str, max_chars: int = 512) -> str:
-  """A user's prompt as the model saw prompts in training; long prompts are cut at a word boundary."""
+def truncate(text: str, max_chars: int) -> str:
+  """Cuts `text` to at most `max_chars`, at the last space when there is one in the second half."""
+  if len(text) <= max_chars:
+    return text
+  cut = text[:max_chars]
+  space = cut.rfind(" ")
+  if space >= max_chars // 2:
+    cut = cut[:space]
+  return cut.rstrip()
+
+
+def normalize_prompt(text: str, max_chars: int = DEFAULT_MAX_CHARS, *, on_overlong: str = "truncate") -> str:
+  """A user's prompt as the model saw prompts in training (same rules): long prompts are cut at a
+  word boundary (`on_overlong="truncate"`) or refused (`"raise"`)."""
   if not isinstance(text, str):
     raise UserInputError(f"prompt must be a string, got {type(text).__name__}")
   bad = _SURROGATE.search(text)
@@ -86,11 +104,9 @@ def normalize_prompt(text: str, max_chars: int = 512) -> str:
   if not norm:
     raise UserInputError("empty prompt")
   if len(norm) > max_chars:
-    cut = norm[:max_chars]
-    space = cut.rfind(" ")
-    if space >= max_chars // 2:
-      cut = cut[:space]
-    norm = cut.rstrip()
+    if on_overlong == "raise":
+      raise UserInputError(f"prompt is {len(norm)} characters (max_chars={max_chars})")
+    norm = truncate(norm, max_chars)
   return norm
 
 
@@ -103,7 +119,9 @@ def read_safetensors(path: str) -> dict:
   """
   dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
             "I32": np.int32, "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32,
-            "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_, "BF16": jax.numpy.bfloat16}
+            "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_}
+  import ml_dtypes  # pylint: disable=import-outside-toplevel  (ships with jax; numpy's bfloat16)
+  dtypes["BF16"] = ml_dtypes.bfloat16
   with open(path, "rb") as f:
     data = f.read()
   n = int.from_bytes(data[:8], "little")
@@ -125,7 +143,8 @@ def read_safetensors(path: str) -> dict:
 # ---- integrity: file hashes, argument shapes, trie structure ------------------------------------
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+  """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -149,15 +168,21 @@ def verify_files(export_dir: str, manifest: dict) -> None:
     if name in sizes and os.path.getsize(path) != sizes[name]:
       raise UserInputError(f"{path}: {os.path.getsize(path)} bytes, the manifest says {sizes[name]} "
                            "(truncated or modified; re-export)")
-    if _sha256(path) != digest:
+    if file_sha256(path) != digest:
       raise UserInputError(f"{path}: sha256 differs from the manifest (corrupted or modified; re-export)")
 
 
 def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vocab_size: int,
-                          eos_id: int = 1, max_depth=None) -> None:
-  """The trie checks of `t2t_jax.decoding.index.validate_index_arrays`, repeated here (numpy only).
+                          eos_id: int = 1, max_depth: int | None = None) -> None:
+  """Checks a trie's arrays (`t2t_jax.decoding.index.ConstraintIndex` layout); raises UserInputError
+  naming the first fault.  The package's one trie check: decoding/index.py imports it from here.
 
-  tests/test_export.py checks that both accept and reject the same arrays.
+  Checked: 1-D integer arrays; child_start starts at 1, never decreases, ends at num_nodes and puts
+  every node's children after it (so each node but the root has exactly one parent, in level
+  order); edge tokens in [1, vocab_size) (the root's is PAD, 0), strictly increasing among siblings;
+  terminal rows in [-1, num_rows), every row ending at one node at most (rows without their own ID,
+  under a collision policy, at none), every leaf ending a row, and only EOS nodes both ending a row
+  and having children; depth <= max_depth when given.
   """
   for name, a in (("child_start", child_start), ("token", token), ("terminal_row", terminal_row)):
     a = np.asarray(a)
@@ -181,7 +206,7 @@ def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vo
   if tok[0] != 0 or bad_tok.any():
     bad = 0 if tok[0] != 0 else 1 + int(np.flatnonzero(bad_tok)[0])
     raise UserInputError(f"trie: node {bad} has token {tok[bad]} (vocabulary [1, {vocab_size}))")
-  parent = np.repeat(np.arange(num_internal), deg)
+  parent = np.repeat(np.arange(num_internal), deg)  # parent of nodes 1 .. num_nodes-1
   unsorted = (parent[1:] == parent[:-1]) & (tok[2:] <= tok[1:-1])
   if unsorted.any():
     raise UserInputError(f"trie: children of node {int(parent[1:][unsorted][0])} are not in "
@@ -209,7 +234,7 @@ def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vo
     raise UserInputError(f"trie: node {int(np.flatnonzero(inner)[0])} ends a row and has children "
                          "but is not EOS (IDs must be prefix-free)")
   if max_depth is not None:
-    depth, lo, hi = 0, 0, 1
+    depth, lo, hi = 0, 0, 1  # nodes of one depth are the contiguous range [lo, hi)
     while lo < hi:
       lo, hi = int(cs[min(lo, num_internal)]), int(cs[min(hi, num_internal)])
       depth += lo < hi
@@ -219,6 +244,7 @@ def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vo
 
 def _check_arguments(path: str, exported, params: dict, index: dict, inputs_length: int) -> None:
   """The arrays match the exported function's argument tree, shapes and dtypes."""
+  import jax  # pylint: disable=import-outside-toplevel  (see the imports)
   tokens = jax.ShapeDtypeStruct((1, inputs_length), np.int32)
   leaves, tree = jax.tree_util.tree_flatten(((params, index, tokens), {}))
   if tree != exported.in_tree:
@@ -258,6 +284,7 @@ class ExportedRecommender:
   """
 
   def __init__(self, export_dir: str, *, verify: bool = True):
+    import jax  # pylint: disable=import-outside-toplevel  (see the imports)
     self.export_dir = export_dir
     self.manifest = m = _read_manifest(export_dir)
     manifest_path = os.path.join(export_dir, MANIFEST_FILE)
@@ -315,6 +342,7 @@ class ExportedRecommender:
       self.wordpiece.no_padding()
       self.wordpiece.no_truncation()
     else:
+      import sentencepiece as spm  # pylint: disable=import-outside-toplevel  (see the imports)
       self.sp = spm.SentencePieceProcessor()
       path = os.path.join(export_dir, SPM_FILE)
       try:
@@ -369,6 +397,7 @@ class ExportedRecommender:
     padded = 1 << (b - 1).bit_length()  # a few compiled shapes serve every batch size
     if padded > b:
       inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
+    import jax  # pylint: disable=import-outside-toplevel  (see the imports)
     rows, scores = jax.device_get(self._call(self.params, self.index, inputs))
     return np.asarray(rows)[:b, :k], np.asarray(scores)[:b, :k]
 

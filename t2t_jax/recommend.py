@@ -131,11 +131,7 @@ class Recommender:
     if not os.path.isfile(os.path.join(assets, SETTINGS_FILE)):
       raise UserInputError(f"--model_dir {model_dir}: missing {ASSETS}/{SETTINGS_FILE} (not a t2t model dir)")
     settings_path = os.path.join(assets, SETTINGS_FILE)
-    with open(settings_path, encoding="utf-8") as f:
-      try:
-        settings = json.load(f)
-      except json.JSONDecodeError as e:
-        raise UserInputError(f"{settings_path}:{e.lineno}: bad JSON ({e.msg})") from None
+    settings = formats.read_json_file(settings_path, "settings file")
     if not isinstance(settings, dict):
       raise UserInputError(f"{settings_path}: expected a JSON object")
     missing = [key for key in ("inputs_length", "beam_size") if key not in settings]

@@ -19,19 +19,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+# Unpacked features have one home, the TensorFlow-free data path (re-exported: `unpacked_features`).
+from t2t_jax.data.batches import unpacked_features
+
 ENC, DEC = "inputs", "targets"
-
-
-def unpacked_features(inputs_BxL: np.ndarray, targets_BxT: np.ndarray) -> dict[str, np.ndarray]:
-  """EncDecFeatureConverter(pack=False) features of a padded batch."""
-  dec_in = np.zeros_like(targets_BxT)
-  dec_in[:, 1:] = targets_BxT[:, :-1]
-  return {
-      "encoder_input_tokens": inputs_BxL.astype(np.int32, copy=False),
-      "decoder_target_tokens": targets_BxT.astype(np.int32, copy=False),
-      "decoder_input_tokens": dec_in.astype(np.int32, copy=False),
-      "decoder_loss_weights": (targets_BxT != 0).astype(np.int32),
-  }
 
 
 def _pack_rows(inputs_CxL: np.ndarray, targets_CxT: np.ndarray, lin: int, lt: int) -> list[list[int]]:

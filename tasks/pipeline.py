@@ -25,7 +25,6 @@ import tensorflow as tf
 from t2t_jax.data import batches as batches_lib
 from t2t_jax.data import examples as examples_lib
 from t2t_jax.data import resumable
-from t2t_jax.data.vocab import EOS_ID
 from t2t_jax.errors import UserInputError
 from tasks import feature_converter as feature_converter_lib
 from tasks import t2t_tasks
@@ -135,17 +134,12 @@ def get_numpy_batches(mixture_or_task_name: str, *, split: str, task_feature_len
   yield from feature_converter_lib.batches(_numpy_iter(ds), per_host, pack)
 
 
-def _trim_eos(tokens, length: int) -> np.ndarray:
-  """seqio append_eos_after_trim: the first length - 1 tokens, then EOS."""
-  return np.concatenate([np.asarray(tokens, np.int32)[:length - 1], [EOS_ID]]).astype(np.int32)
-
-
 def _padded(token_lists, length: int, add_eos: bool = True) -> np.ndarray:
   """0-padded [N, length]; with add_eos seqio's append_eos_after_trim, else a plain cut (WordPiece
   inputs carry their own [CLS] ... [SEP], like the task's add_eos=False feature)."""
   out = np.zeros((len(token_lists), length), np.int32)
   for i, toks in enumerate(token_lists):
-    t = _trim_eos(toks, length) if add_eos else np.asarray(toks, np.int32)[:length]
+    t = batches_lib.trim_eos(toks, length) if add_eos else np.asarray(toks, np.int32)[:length]
     out[i, :t.size] = t
   return out
 

@@ -20,9 +20,12 @@ PACKAGES = ("t2t_jax", "tasks")
 # belongs to the layer of its longest matching name.
 LAYERS = (
     # Utilities that know nothing of the domain: errors, files, logs, gin, metrics, reports, plots.
+    # t2t_jax.export_runtime: copied verbatim into every export dir, so it imports only the standard
+    # library, numpy, jax, sentencepiece and t2t_jax.errors; it is the one home of prompt
+    # normalisation, file hashing and the trie check, which data/ and decoding/ import from it.
     ("base", ("t2t_jax", "t2t_jax.errors", "t2t_jax.io_utils", "t2t_jax.console", "t2t_jax.gin_utils",
               "t2t_jax.model_dir_lock", "t2t_jax.stats", "t2t_jax.metrics", "t2t_jax.report",
-              "t2t_jax.summaries", "t2t_jax.plots")),
+              "t2t_jax.summaries", "t2t_jax.plots", "t2t_jax.export_runtime")),
     # Dataset dirs: formats and readers, importers, prompts, tokenizers (SentencePiece, WordPiece).
     ("data", ("t2t_jax.data",)),
     # Model families behind `models.base.EncoderDecoderModel`, their pretrained formats.
@@ -35,8 +38,9 @@ LAYERS = (
     ("examples", ("t2t_jax.data.examples", "t2t_jax.data.batches")),
     ("training", ("t2t_jax.losses", "t2t_jax.optimizers", "t2t_jax.partitioning", "t2t_jax.train_state",
                   "t2t_jax.checkpoints", "t2t_jax.hooks", "t2t_jax.trainer", "t2t_jax.evaluation")),
-    ("serving", ("t2t_jax.recommend", "t2t_jax.serve_limits", "t2t_jax.serve", "t2t_jax.export",
-                 "t2t_jax.export_runtime")),
+    # t2t_jax.retriever: the Retriever / TrackRecommender Protocols (baselines implement Retriever).
+    ("serving", ("t2t_jax.retriever", "t2t_jax.recommend", "t2t_jax.serve_limits", "t2t_jax.serve",
+                 "t2t_jax.export")),
     ("baselines", ("t2t_jax.baselines",)),
     # SeqIO tasks, vocabularies and TFDS builders: TensorFlow lives here (TASKS_USERS import it lazily).
     ("tasks", ("tasks",)),
@@ -226,3 +230,13 @@ def test_core_imports_without_tensorflow():
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                         check=False, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_import_route_does_not_load_jax():
+  """`t2t import` (data readers, prompt normalisation from export_runtime) starts without JAX."""
+  code = ("import sys, t2t_jax.data.formats, t2t_jax.data.convert, t2t_jax.data.cpcd, t2t_jax.data.mpd, "
+          "t2t_jax.data.prompts, t2t_jax.export_runtime; print(sorted(m for m in ('jax', 'flax', 'orbax') "
+          "if m in sys.modules))")
+  res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+  assert res.returncode == 0 and res.stdout.strip() == "[]", (res.stdout, res.stderr[-2000:])

@@ -153,7 +153,7 @@ def test_bad_inputs_raise_user_errors(model_dir, rec, tmp_path):
   bad = tmp_path / "bad" / recommend.ASSETS
   bad.mkdir(parents=True)
   (bad / recommend.SETTINGS_FILE).write_text('{"inputs_length": 16,\n "beam_size": }', encoding="utf-8")
-  with pytest.raises(UserInputError, match=r"recommend.json:2: bad JSON"):
+  with pytest.raises(UserInputError, match=r"recommend.json:2: malformed JSON"):
     recommend.Recommender.load(str(tmp_path / "bad"))
   (bad / recommend.SETTINGS_FILE).write_text('{"inputs_length": 16}', encoding="utf-8")
   with pytest.raises(UserInputError, match=r"missing \['beam_size'\]"):

@@ -29,9 +29,9 @@ from t2t_jax.errors import UserInputError
 SHUFFLE_BUFFER_SIZE = 10_000
 
 
-def _trim_eos(tokens: np.ndarray, length: int) -> np.ndarray:
-  """seqio append_eos_after_trim: the first length - 1 tokens, then EOS."""
-  return np.concatenate([tokens[:length - 1], [EOS_ID]]).astype(np.int32)
+def trim_eos(tokens, length: int) -> np.ndarray:
+  """seqio append_eos_after_trim: the first length - 1 tokens (an array or a list), then EOS; int32."""
+  return np.concatenate([np.asarray(tokens[:length - 1], np.int32), [EOS_ID]]).astype(np.int32)
 
 
 def iter_examples(source: ExampleSource, split: str, *, seed: int | None = None,
@@ -102,13 +102,13 @@ def numpy_batches(source: ExampleSource, *, split: str, task_feature_lengths: Ma
   if lin < 2 or lt < 2:
     raise UserInputError(f"task_feature_lengths must be >= 2 (room for EOS), got {dict(task_feature_lengths)}")
   per_host = batch_size // num_shards
-  cut_inputs = _trim_eos if source.input_tokenizer is None else (lambda t, n: t[:n].astype(np.int32))
+  cut_inputs = trim_eos if source.input_tokenizer is None else (lambda t, n: t[:n].astype(np.int32))
   enc_BxL = np.zeros((per_host, lin), np.int32)
   tgt_BxT = np.zeros((per_host, lt), np.int32)
   n = 0
   for inputs, targets in _examples(source, split, seed, shard_index, num_shards, num_epochs,
                                    shuffle_buffer_size):
-    x, y = cut_inputs(inputs, lin), _trim_eos(targets, lt)
+    x, y = cut_inputs(inputs, lin), trim_eos(targets, lt)
     enc_BxL[n, :x.size] = x
     tgt_BxT[n, :y.size] = y
     n += 1
@@ -120,7 +120,8 @@ def numpy_batches(source: ExampleSource, *, split: str, task_feature_lengths: Ma
 
 
 def unpacked_features(inputs_BxL: np.ndarray, targets_BxT: np.ndarray) -> dict[str, np.ndarray]:
-  """EncDecFeatureConverter(pack=False) features of a 0-padded batch."""
+  """EncDecFeatureConverter(pack=False) features of a 0-padded batch (tasks/feature_converter.py
+  uses this one too)."""
   dec_in_BxT = np.zeros_like(targets_BxT)
   dec_in_BxT[:, 1:] = targets_BxT[:, :-1]
   return {"encoder_input_tokens": inputs_BxL.astype(np.int32, copy=False),

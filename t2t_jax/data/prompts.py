@@ -13,7 +13,9 @@ removed (`<` then a letter or `/`, up to `>`), so "<3" stays.
 Normalisation (`normalize_text`): Unicode NFKC, control characters removed, whitespace runs collapsed
 to one space, trimmed.  Case, punctuation, emoji and non-Latin scripts are kept: they carry intent.
 Serving (`normalize_prompt`) normalises but does not clean: a user's request is plain text, and the
-exported runtime applies the same rules; a prompt holding a lone surrogate is not text and is refused.
+exported runtime applies the same rules (`normalize_text`, `truncate` and `normalize_prompt` live
+there, in t2t_jax/export_runtime.py, and are imported here); a prompt holding a lone surrogate is not
+text and is refused.
 An empty prompt raises `UserInputError` naming the playlist.  A prompt longer than `max_chars` is
 cut at the last word boundary (`on_overlong="truncate"`, the default) or rejected (`"raise"`).
 
@@ -25,22 +27,21 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from typing import Sequence
 
 import numpy as np
 
 from t2t_jax.errors import UserInputError
+# Normalisation has one home, the export runtime (numpy + jax + sentencepiece only, copied into every
+# export dir), so that an exported model's prompts are normalised exactly as training prompts were.
+from t2t_jax.export_runtime import DEFAULT_MAX_CHARS, normalize_prompt, normalize_text, truncate
 
 FIELDS = ("title", "description", "both")
-DEFAULT_MAX_CHARS = 512
-_WS = re.compile(r"\s+")
 _SEPARATOR = " | "
 # Placeholders some exports write for a missing title/description (compared case-insensitively).
 MISSING_VALUES = frozenset({"<missing>"})
 _BREAK_TAG = re.compile(r"</?\s*(?:br|p|div|li|ul|ol|tr|td|h[1-6])\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
-_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate: a "\ud800" JSON escape, undecodable argv bytes
 
 PROMPT_TEMPLATES = (
     "{prompt}",
@@ -52,15 +53,6 @@ PROMPT_TEMPLATES = (
     "any suggestions for {prompt}?",
     "{prompt} please",
 )
-
-
-def normalize_text(text: str) -> str:
-  """NFKC, drop control/format characters (keeps ZWJ for emoji sequences), collapse whitespace."""
-  text = unicodedata.normalize("NFKC", text)
-  text = "".join(
-      ch for ch in text
-      if ch in "\t\n\r " or ch == "\u200d" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
-  return _WS.sub(" ", text).strip()
 
 
 def clean_text(text: str) -> str:
@@ -77,17 +69,6 @@ def clean_text(text: str) -> str:
   if text.strip().lower() in MISSING_VALUES:
     return ""
   return text
-
-
-def truncate(text: str, max_chars: int) -> str:
-  """Cuts `text` to at most `max_chars`, at the last space when there is one in the second half."""
-  if len(text) <= max_chars:
-    return text
-  cut = text[:max_chars]
-  space = cut.rfind(" ")
-  if space >= max_chars // 2:
-    cut = cut[:space]
-  return cut.rstrip()
 
 
 def prompt_text(title: str, description: str, field: str = "title") -> str:
@@ -121,24 +102,6 @@ def make_prompt(playlist, field: str = "title", *, max_chars: int = DEFAULT_MAX_
       raise UserInputError(f"playlist {pid!r}: prompt is {len(text)} characters (max_chars={max_chars})")
     text = truncate(text, max_chars)
   return text
-
-
-def normalize_prompt(text: str, *, max_chars: int = DEFAULT_MAX_CHARS, on_overlong: str = "truncate") -> str:
-  """Normalises a user's free-text prompt at serving time (same rules as training prompts)."""
-  if not isinstance(text, str):
-    raise UserInputError(f"prompt must be a string, got {type(text).__name__}")
-  bad = _SURROGATE.search(text)
-  if bad:
-    raise UserInputError(f"prompt is not valid text: lone surrogate {bad.group()!r} at position {bad.start()} "
-                         "(not Unicode: a bad JSON escape, or bytes that are not UTF-8)")
-  norm = normalize_text(text)
-  if not norm:
-    raise UserInputError("empty prompt")
-  if len(norm) > max_chars:
-    if on_overlong == "raise":
-      raise UserInputError(f"prompt is {len(norm)} characters (max_chars={max_chars})")
-    norm = truncate(norm, max_chars)
-  return norm
 
 
 def augment_prompt(prompt: str, rng: np.random.Generator,

@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2t_jax.errors import UserInputError
+# The trie check has one home: the export runtime, which also checks an export's trie at load.
+from t2t_jax.export_runtime import validate_index_arrays
 
 PAD_ID = 0
 
@@ -194,9 +196,48 @@ def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> Constrai
 
   # Sorted order of the rows and a reader of sorted column c (PAD=0 sorts a prefix first).
   order_N, sorted_col = _sort_rows(seqs_NxL[:, :width])
+  tokens, parents, num_at_depth, term_N, eos_terminated = _levels(
+      seqs_NxL, order_N, sorted_col, width, tok_dtype, eos_id)
+  num_nodes = sum(num_at_depth)
+  max_depth = width
 
-  # Level d (1..width) nodes: one per distinct length-d prefix; row i (sorted) opens a new node at
-  # depth d iff it has a token there and differs from row i-1 in some column < d.
+  degree_S = np.bincount(np.concatenate(parents), minlength=num_nodes)
+  _check_prefix_free(seqs_NxL, order_N, term_N, degree_S, eos_id)
+  num_internal = int(np.flatnonzero(degree_S)[-1]) + 1
+  child_start = np.empty(num_internal + 1, np.int32)
+  child_start[0] = 1
+  np.cumsum(degree_S[:num_internal], out=child_start[1:])
+  child_start[1:] += 1
+
+  row_base = int(term_N.min())
+  terminal_row = np.full(num_nodes - row_base, -1, np.int32)
+  terminal_row[term_N - row_base] = order_N
+
+  depth_start = np.cumsum([0] + num_at_depth)
+  max_degree = []
+  for d in range(max_depth):
+    lo, hi = depth_start[d], min(depth_start[d + 1], num_internal)
+    max_degree.append(int(degree_S[lo:hi].max()) if hi > lo else 0)
+
+  return ConstraintIndex(
+      child_start=child_start, token=np.concatenate(tokens),
+      terminal_row=terminal_row, num_nodes=int(num_nodes), num_rows=int(n),
+      vocab_size=int(vocab_size), eos_id=int(eos_id), max_depth=int(max_depth), row_base=row_base,
+      max_degree=tuple(max_degree), eos_terminated=eos_terminated)
+
+
+def _levels(seqs_NxL, order_N, sorted_col, width: int, tok_dtype, eos_id: int):
+  """The trie's nodes, level by level, from the sorted rows.
+
+  Level d (1..width) has one node per distinct length-d prefix; row i (sorted) opens a new node at
+  depth d iff it has a token there and differs from row i-1 in some column < d.
+
+  Returns (tokens, parents, num_at_depth, term_N, eos_terminated): per level (the root first) the
+  nodes' edge tokens, per level below the root their parents' node ids, the node count per level,
+  the node each sorted row ends at, and whether every row ends with eos_id.  Raises UserInputError
+  when two rows are the same sequence.
+  """
+  n = seqs_NxL.shape[0]
   tokens = [np.zeros(1, tok_dtype)]
   parents = []
   num_at_depth = [1]
@@ -229,32 +270,7 @@ def build_index(token_seqs_NxL, vocab_size: int, *, eos_id: int = 1) -> Constrai
         f"duplicate ID sequences: rows {min(order_N[i - 1], order_N[i])} and "
         f"{max(order_N[i - 1], order_N[i])} are both {seqs_NxL[order_N[i]].tolist()}; the ID table "
         "must give each track a distinct sequence")
-  num_nodes = start
-  max_depth = width
-
-  degree_S = np.bincount(np.concatenate(parents), minlength=num_nodes)
-  _check_prefix_free(seqs_NxL, order_N, term_N, degree_S, eos_id)
-  num_internal = int(np.flatnonzero(degree_S)[-1]) + 1
-  child_start = np.empty(num_internal + 1, np.int32)
-  child_start[0] = 1
-  np.cumsum(degree_S[:num_internal], out=child_start[1:])
-  child_start[1:] += 1
-
-  row_base = int(term_N.min())
-  terminal_row = np.full(num_nodes - row_base, -1, np.int32)
-  terminal_row[term_N - row_base] = order_N
-
-  depth_start = np.cumsum([0] + num_at_depth)
-  max_degree = []
-  for d in range(max_depth):
-    lo, hi = depth_start[d], min(depth_start[d + 1], num_internal)
-    max_degree.append(int(degree_S[lo:hi].max()) if hi > lo else 0)
-
-  return ConstraintIndex(
-      child_start=child_start, token=np.concatenate(tokens),
-      terminal_row=terminal_row, num_nodes=int(num_nodes), num_rows=int(n),
-      vocab_size=int(vocab_size), eos_id=int(eos_id), max_depth=int(max_depth), row_base=row_base,
-      max_degree=tuple(max_degree), eos_terminated=eos_terminated)
+  return tokens, parents, num_at_depth, term_N, eos_terminated
 
 
 def _check_prefix_free(seqs_NxL, order_N, term_N, degree_S, eos_id: int) -> None:
@@ -277,75 +293,6 @@ def _check_prefix_free(seqs_NxL, order_N, term_N, degree_S, eos_id: int) -> None
         f"ID row {short} {seqs_NxL[short, :length_N[i]].tolist()} is a prefix of row {long} "
         f"{seqs_NxL[long][seqs_NxL[long] != PAD_ID].tolist()} and does not end with EOS ({eos_id}): "
         "IDs must be prefix-free (fixed length, or EOS-terminated)")
-
-
-def validate_index_arrays(child_start, token, terminal_row, *, num_rows: int, vocab_size: int,
-                          eos_id: int = 1, max_depth: int | None = None) -> None:
-  """Checks a trie's arrays (ConstraintIndex layout); raises UserInputError naming the first fault.
-
-  Checked: 1-D integer arrays; child_start starts at 1, never decreases, ends at num_nodes and puts
-  every node's children after it (so each node but the root has exactly one parent, in level
-  order); edge tokens in [1, vocab_size) (the root's is PAD), strictly increasing among siblings;
-  terminal rows in [-1, num_rows), every row ending at one node at most (rows without their own ID, under a collision policy, at none), every leaf ending a row,
-  and only EOS nodes both ending a row and having children; depth <= max_depth when given.
-  `t2t_jax/export_runtime.py` repeats this function (numpy only); tests/test_export.py checks both
-  agree.
-  """
-  arrays = {"child_start": child_start, "token": token, "terminal_row": terminal_row}
-  for name, a in arrays.items():
-    a = np.asarray(a)
-    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-      raise UserInputError(f"trie: {name} must be a 1-D integer array, got {a.dtype}{list(a.shape)}")
-  cs = np.asarray(child_start).astype(np.int64)
-  tok = np.asarray(token).astype(np.int64)
-  term = np.asarray(terminal_row).astype(np.int64)
-  num_nodes, num_internal = tok.shape[0], cs.shape[0] - 1
-  if num_nodes < 2 or num_internal < 1 or num_internal > num_nodes:
-    raise UserInputError(f"trie: {num_nodes} nodes and {num_internal} internal nodes")
-  if cs[0] != 1 or cs[-1] != num_nodes:
-    raise UserInputError(f"trie: child_start must run from 1 to {num_nodes}, got {cs[0]} .. {cs[-1]}")
-  deg = np.diff(cs)
-  if (deg < 0).any():
-    raise UserInputError(f"trie: child_start decreases after node {int(np.flatnonzero(deg < 0)[0])}")
-  early = (cs[:-1] <= np.arange(num_internal)) & (deg > 0)
-  if early.any():
-    raise UserInputError(f"trie: node {int(np.flatnonzero(early)[0])} has a child before it")
-  if tok[0] != PAD_ID or ((tok[1:] < 1) | (tok[1:] >= vocab_size)).any():
-    bad = 0 if tok[0] != PAD_ID else 1 + int(np.flatnonzero((tok[1:] < 1) | (tok[1:] >= vocab_size))[0])
-    raise UserInputError(f"trie: node {bad} has token {tok[bad]} (vocabulary [1, {vocab_size}))")
-  parent = np.repeat(np.arange(num_internal), deg)  # parent of nodes 1 .. num_nodes-1
-  unsorted = (parent[1:] == parent[:-1]) & (tok[2:] <= tok[1:-1])
-  if unsorted.any():
-    raise UserInputError(f"trie: children of node {int(parent[1:][unsorted][0])} are not in "
-                         "strictly increasing token order")
-  row_base = num_nodes - term.shape[0]
-  if not 1 <= row_base <= num_nodes:
-    raise UserInputError(f"trie: terminal_row has {term.shape[0]} entries for {num_nodes} nodes")
-  if ((term < -1) | (term >= num_rows)).any():
-    bad = int(np.flatnonzero((term < -1) | (term >= num_rows))[0])
-    raise UserInputError(f"trie: node {row_base + bad} ends row {term[bad]} (rows [0, {num_rows}))")
-  counts = np.bincount(term[term >= 0], minlength=num_rows)
-  if (counts > 1).any():  # rows may be absent: under a collision policy only IDs' owners decode
-    r = int(np.flatnonzero(counts > 1)[0])
-    raise UserInputError(f"trie: row {r} ends at {counts[r]} nodes (must be at most 1)")
-  full_deg = np.zeros(num_nodes, np.int64)
-  full_deg[:num_internal] = deg
-  ends = np.zeros(num_nodes, bool)
-  ends[row_base:] = term >= 0
-  dead = (full_deg == 0) & ~ends
-  if dead.any():
-    raise UserInputError(f"trie: leaf node {int(np.flatnonzero(dead)[0])} ends no row")
-  inner = ends & (full_deg > 0) & (tok != eos_id)
-  if inner.any():
-    raise UserInputError(f"trie: node {int(np.flatnonzero(inner)[0])} ends a row and has children "
-                         "but is not EOS (IDs must be prefix-free)")
-  if max_depth is not None:
-    depth, lo, hi = 0, 0, 1  # nodes of one depth are the contiguous range [lo, hi)
-    while lo < hi:
-      lo, hi = int(cs[min(lo, num_internal)]), int(cs[min(hi, num_internal)])
-      depth += lo < hi
-    if depth > max_depth:
-      raise UserInputError(f"trie: depth {depth} exceeds the decode length {max_depth}")
 
 
 def _sort_rows(seqs_NxL: np.ndarray):

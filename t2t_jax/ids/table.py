@@ -23,7 +23,6 @@ the owners.  Without that policy duplicates are a bug of the builder: `decodable
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any, Sequence
@@ -32,7 +31,7 @@ import numpy as np
 
 from t2t_jax import io_utils
 from t2t_jax.data import formats
-from t2t_jax.errors import UserInputError, where
+from t2t_jax.errors import UserInputError
 
 CODES_FILE = "codes.npy"
 TRACK_IDS_FILE = "track_ids.txt"
@@ -238,13 +237,7 @@ class IdTable:
       if not os.path.exists(os.path.join(directory, name)):
         raise UserInputError(f"ID table dir {directory}: missing {name}")
     meta_path = os.path.join(directory, META_FILE)
-    try:
-      with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
-    except json.JSONDecodeError as e:
-      raise UserInputError(f"{where(meta_path, e.lineno)}: bad JSON: {e.msg}") from None
-    except (OSError, UnicodeDecodeError) as e:
-      raise UserInputError(f"{meta_path}: unreadable ({e})") from None
+    meta = formats.read_json_file(meta_path, "ID table meta file")
     if not isinstance(meta, dict):
       raise UserInputError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     ids_path = os.path.join(directory, TRACK_IDS_FILE)

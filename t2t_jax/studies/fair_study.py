@@ -443,8 +443,7 @@ def merge(out_dir: str, in_dirs: Sequence[str], *, bootstrap_samples: int | None
     missing = [p for p in paths.values() if not os.path.isfile(p)]
     if missing:
       raise UserInputError(f"--merge {d}: not a nested-study result dir (missing {missing[0]})")
-    with open(paths["results.json"], encoding="utf-8") as fh:
-      results = json.load(fh)
+    results = formats.read_json_file(paths["results.json"], "results file")
     for r in results:
       if "seeds" in r or r.get("fold") == "all":
         continue  # fold means and aggregates: recomputed below
@@ -453,10 +452,9 @@ def merge(out_dir: str, in_dirs: Sequence[str], *, bootstrap_samples: int | None
         raise UserInputError(f"--merge: {key} is in both {seen[key]} and {d}")
       seen[key] = d
       rows.append(r)
-    with open(paths["per_query.json"], encoding="utf-8") as fh:
-      for method, by_fold in json.load(fh).items():
-        for fold, by_seed in by_fold.items():
-          per_query.setdefault(method, {}).setdefault(fold, {}).update(by_seed)
+    for method, by_fold in formats.read_json_file(paths["per_query.json"], "per-query file").items():
+      for fold, by_seed in by_fold.items():
+        per_query.setdefault(method, {}).setdefault(fold, {}).update(by_seed)
     with open(paths[RUNS_FILE], encoding="utf-8") as fh:
       runs += [line for line in fh if line.strip()]
   if not rows:
