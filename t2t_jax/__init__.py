@@ -25,6 +25,7 @@ Modules:
   evaluation      constrained beam search over held-out prompts -> ranking metrics
   metrics         Hits@K, Recall@K, MAP@K, NDCG@K and MRR (one code for every method)
   stats           paired bootstrap and mean / spread over folds or seeds
+  retriever       the retriever seams as Protocols: Retriever (baselines), TrackRecommender (models)
   recommend       prompts -> ranked tracks from a model dir (TF-free)
   export          `t2t export`: a model dir -> a portable jax.export dir
   export_runtime  runs an export with only numpy, jax and sentencepiece

@@ -283,20 +283,8 @@ def train(*, model_config, train_iter: Iterator[dict], model_dir: str, config: T
                                          async_save=checkpoint.async_save)
     seed = resolve_seed(config.seed)
     state = _restore_or_init(compiled, manager, checkpoint.restore, train_iter, init_params, seed)
-    start = int(jax.device_get(state.step))
-    ctx = hooks_lib.LoopContext(start_step=start, end_step=config.train_steps,
-                                batch_size=config.batch_size, is_chief=jax.process_index() == 0)
-    ctx.writer = summaries.MetricsWriter(model_dir, enabled=ctx.is_chief, start_step=start,
-                                         tensorboard=config.tensorboard)
-    ctx.last_checkpoint_step = manager.latest_step()
-
-    def meta_fn(step):
-      meta = {"step": int(step), "seed": seed, "batches_consumed": int(step),
-              "batch_size": config.batch_size}
-      if hasattr(train_iter, "get_state"):
-        meta["data_iterator_state"] = train_iter.get_state()
-      return meta
-
+    ctx = _loop_context(config, model_dir, int(jax.device_get(state.step)), manager)
+    meta_fn = _checkpoint_meta_fn(train_iter, seed, config.batch_size)
     hooks = _default_hooks(config, checkpoint, ctx, manager, meta_fn, eval_fn) + list(extra_hooks)
     batches = _validated(train_iter, model_config, per_host, feature_spec)
     keys = list(compiled.batch_shardings)
@@ -304,19 +292,46 @@ def train(*, model_config, train_iter: Iterator[dict], model_dir: str, config: T
     def shard(batch):
       return partitioner.shard_batch({k: batch[k] for k in keys}, config.batch_size)
 
-    try:
-      state = run_loop(state, batches, compiled.step_fn, hooks, ctx, shard)
-    finally:
-      for h in hooks:
-        h.close()
-      manager.close()
-      ctx.writer.close()
+    state = _run_then_close(state, batches, compiled.step_fn, hooks, ctx, shard, manager)
     return TrainResult(params=state.params, history=ctx.history, eval_history=ctx.eval_history,
                        step=ctx.step, stopped=ctx.stop_reason or "completed", config=model_config,
                        examples_per_second=ctx.examples_per_second)
   finally:
     if lock is not None:
       lock.release()
+
+
+def _loop_context(config, model_dir: str, start: int, manager) -> hooks_lib.LoopContext:
+  """The loop's shared state from step `start`, with its metrics writer (process 0 writes)."""
+  ctx = hooks_lib.LoopContext(start_step=start, end_step=config.train_steps,
+                              batch_size=config.batch_size, is_chief=jax.process_index() == 0)
+  ctx.writer = summaries.MetricsWriter(model_dir, enabled=ctx.is_chief, start_step=start,
+                                       tensorboard=config.tensorboard)
+  ctx.last_checkpoint_step = manager.latest_step()
+  return ctx
+
+
+def _checkpoint_meta_fn(train_iter, seed: int, batch_size: int) -> Callable[[int], dict]:
+  """meta_fn(step): what a checkpoint records beside the state, the data position among it."""
+
+  def meta_fn(step):
+    meta = {"step": int(step), "seed": seed, "batches_consumed": int(step), "batch_size": batch_size}
+    if hasattr(train_iter, "get_state"):
+      meta["data_iterator_state"] = train_iter.get_state()
+    return meta
+
+  return meta_fn
+
+
+def _run_then_close(state, batches, step_fn, hooks, ctx, shard, manager):
+  """`run_loop`, then the hooks, the checkpoint manager and the writer closed however it ended."""
+  try:
+    return run_loop(state, batches, step_fn, hooks, ctx, shard)
+  finally:
+    for h in hooks:
+      h.close()
+    manager.close()
+    ctx.writer.close()
 
 
 def _default_hooks(config, checkpoint, ctx, manager, meta_fn, eval_fn) -> list:

@@ -1,5 +1,6 @@
 """Tests for the BERT encoder port (t2t_jax.models.bert) and the bert_t5 family."""
 
+import dataclasses
 import json
 import os
 
@@ -136,6 +137,41 @@ def test_bert_t5_family_json_warm_start_and_frozen_mask(tmp_path):
   assert config.num_params() == want
 
 
+# model_config.json of a bert_t5 MODEL_DIR as written before the encoder was a nested BertConfig.
+OLD_FLAT_MODEL_CONFIG = {
+    "family": "bert_t5", "vocab_size": 24, "emb_dim": 16, "num_heads": 2, "head_dim": 8, "mlp_dim": 32,
+    "num_decoder_layers": 2, "dropout_rate": 0.0, "dtype": "float32", "param_dtype": "float32",
+    "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+    "layer_norm_epsilon": 1e-06, "remat_policy": "none", "freeze_encoder": True,
+    "encoder_learning_rate_scale": 1.0, "id_embedding_learning_rate_scale": 1.0,
+    "encoder_vocab_size": 50, "encoder_hidden_size": 16, "encoder_num_layers": 2, "encoder_num_heads": 2,
+    "encoder_intermediate_size": 32, "encoder_max_position_embeddings": 16, "encoder_type_vocab_size": 2,
+    "encoder_layer_norm_eps": 1e-12, "encoder_dropout_rate": 0.05}
+
+
+def test_bert_t5_config_composes_the_bert_config_and_reads_old_flat_json(tmp_path):
+  from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  want = _tiny_bert_t5().replace(encoder=dataclasses.replace(TINY_BERT, dropout_rate=0.05))
+  assert want.encoder == bert.BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
+                                         intermediate_size=32, max_position_embeddings=16,
+                                         dropout_rate=0.05)
+  assert models.config_from_json(dict(OLD_FLAT_MODEL_CONFIG)) == want
+  (tmp_path / checkpoints.MODEL_CONFIG_FILE).write_text(json.dumps(OLD_FLAT_MODEL_CONFIG))
+  assert checkpoints.load_model_config(str(tmp_path)) == want
+  assert want.num_params() == 13680  # as the flat config counted
+  new = json.loads(json.dumps(want.to_json()))
+  assert new["encoder"]["hidden_size"] == 16 and "encoder_hidden_size" not in new
+  assert models.config_from_json(new) == want
+  # The encoder's dtypes follow the config's.
+  assert want.replace(dtype="bfloat16").encoder.dtype == "bfloat16"
+  with pytest.raises(UserInputError, match="both an 'encoder' object and the flat fields"):
+    models.config_from_json({**new, "encoder_num_layers": 3})
+  with pytest.raises(UserInputError, match="unknown BertConfig fields \\['colour'\\]"):
+    models.config_from_json({**new, "encoder": {"colour": 1}})
+  with pytest.raises(UserInputError, match="BertConfig field num_layers=True"):
+    models.config_from_json({**OLD_FLAT_MODEL_CONFIG, "encoder_num_layers": True})
+
+
 def test_bert_t5_decoding_and_encoder_cache(tmp_path):
   config = _tiny_bert_t5()
   model = models.get_model(config)
@@ -197,8 +233,8 @@ def test_retrieval_init_starts_as_the_dense_retriever():
 def test_encoder_learning_rate_scale_labels_only_the_encoder():
   from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
   small = dict(vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,
-               encoder_vocab_size=64, encoder_hidden_size=32, encoder_num_layers=1, encoder_num_heads=2,
-               encoder_intermediate_size=64, encoder_max_position_embeddings=32)
+               encoder=bert.BertConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=2,
+                                       intermediate_size=64, max_position_embeddings=32))
   frozen = bert_t5.BertT5Model(bert_t5.BertT5Config(**small, encoder_learning_rate_scale=0.01))
   params = nn.unbox(frozen.abstract_params())
   assert frozen.learning_rate_scales(params) is None  # a frozen encoder gets no updates at all
@@ -218,8 +254,8 @@ def test_id_embedding_learning_rate_scale_freezes_or_scales_the_id_tables():
   from t2t_jax import optimizers  # pylint: disable=import-outside-toplevel
   from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
   small = dict(vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,
-               encoder_vocab_size=64, encoder_hidden_size=32, encoder_num_layers=1, encoder_num_heads=2,
-               encoder_intermediate_size=64, encoder_max_position_embeddings=32)
+               encoder=bert.BertConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=2,
+                                       intermediate_size=64, max_position_embeddings=32))
   fixed = bert_t5.BertT5Model(bert_t5.BertT5Config(**small, id_embedding_learning_rate_scale=0.0))
   params = nn.unbox(fixed.abstract_params())
   mask = fixed.trainable_mask(params)

@@ -204,11 +204,12 @@ def test_frozen_encoder_trains_from_cached_encoder_outputs(tmp_path):
   import jax
   import numpy as np
   from t2t_jax import models, partitioning, trainer
-  from t2t_jax.models import bert_t5
+  from t2t_jax.models import bert, bert_t5
   config = bert_t5.BertT5Config(
       vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,
-      dropout_rate=0.0, encoder_vocab_size=128, encoder_hidden_size=32, encoder_num_layers=1,
-      encoder_num_heads=2, encoder_intermediate_size=64, encoder_max_position_embeddings=32)
+      dropout_rate=0.0, encoder=bert.BertConfig(vocab_size=128, hidden_size=32, num_layers=1,
+                                                num_heads=2, intermediate_size=64,
+                                                max_position_embeddings=32))
   model = models.get_model(config)
   init = jax.device_get(nn.unbox(model.init_params(jax.random.PRNGKey(0))))
   data = train_script.DataConfig("copy", {"inputs": 10, "targets": 5},

@@ -1,6 +1,7 @@
 """What every retrieval baseline is fitted on, and the track texts built from it.
 
-One signature for all retrievers (BM25, most popular, dual encoder, bi-encoder):
+One signature for all retrievers (BM25, most popular, dual encoder, bi-encoder; in code:
+`t2t_jax.baselines.base.Baseline`):
 
   retriever.fit(catalog: CatalogTexts, train: Sequence[tuple[str, Sequence[int]]]) -> retriever
   retriever.recommend(prompts: Sequence[str], k: int) -> np.ndarray int32 [len(prompts), k] catalog rows

@@ -494,6 +494,37 @@ def resolve_collisions(codes_NxL: np.ndarray, order_key_N: np.ndarray, sizes: tu
   return codes_out, out_sizes, stats, meta
 
 
+def _quantize(embeddings, track_ids, sizes, *, method, seed, iterations, balanced, balance_slack,
+              normalize, on_zero_norm, unique_last_level, kmeans_kwargs, stream, scratch_dir, progress):
+  """`build_semantic_ids`' k-means levels over the prepared embeddings: (track ids, fixes,
+  N, codes [N, L], squared quantization error [N], per-level details).  Streamed input is prepared
+  into a scratch file under `scratch_dir`, removed however this ends."""
+  # Streamed k-means (k-means|| init) for levels over all N points; hierarchical nodes below the root
+  # hold ~N / level_sizes[0] points and run in memory.
+  node_kw = {"iterations": iterations, **(kmeans_kwargs or {}), "stream": False}
+  kw = {"iterations": iterations, **({"stream": True, "init": "k-means||"} if stream else {}),
+        **(kmeans_kwargs or {})}
+  run = _residual_kmeans if method == "rq" else _hierarchical_kmeans
+  scratch = None
+  try:
+    work = None
+    if stream:
+      scratch = tempfile.mkdtemp(prefix="semantic_ids_", dir=scratch_dir)
+      kmeans_lib.check_points(embeddings, check_finite=False)
+      work = kmeans_lib.RowFile.create(os.path.join(scratch, "work.f32"), embeddings.shape)
+    emb, ids, fixes = prepare_embeddings(embeddings, track_ids, on_zero_norm=on_zero_norm,
+                                         normalize=normalize, seed=seed, out=work)
+    extra = {"node_kmeans_kwargs": node_kw} if method == "hkmeans" else {"unique_last_level": unique_last_level}
+    codes, err_N, levels = run(emb, sizes, seed=seed, balanced=balanced, balance_slack=balance_slack,
+                               kmeans_kwargs=kw, progress=progress, **extra)
+    return ids, fixes, emb.shape[0], codes, err_N, levels
+  finally:
+    if scratch is not None:
+      if work is not None:
+        work.close()
+      shutil.rmtree(scratch, ignore_errors=True)
+
+
 def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Sequence[int] = (64, 64, 64),
                        method: str = "rq", seed: int = 0, iterations: int = 20, balanced: bool = False,
                        balance_slack: float = 0.0, normalize: bool = False, on_zero_norm: str = "error",
@@ -532,30 +563,11 @@ def build_semantic_ids(embeddings, track_ids: Sequence[str], *, level_sizes: Seq
   if unique_last_level and method != "rq":
     raise UserInputError("unique_last_level applies to method='rq' (hierarchical k-means balances inside "
                          "each node instead: balanced=True)")
-  # Streamed k-means (k-means|| init) for levels over all N points; hierarchical nodes below the root
-  # hold ~N / level_sizes[0] points and run in memory.
-  node_kw = {"iterations": iterations, **(kmeans_kwargs or {}), "stream": False}
-  kw = {"iterations": iterations, **({"stream": True, "init": "k-means||"} if stream else {}),
-        **(kmeans_kwargs or {})}
-  run = _residual_kmeans if method == "rq" else _hierarchical_kmeans
-  scratch = None
-  try:
-    work = None
-    if stream:
-      scratch = tempfile.mkdtemp(prefix="semantic_ids_", dir=scratch_dir)
-      kmeans_lib.check_points(embeddings, check_finite=False)
-      work = kmeans_lib.RowFile.create(os.path.join(scratch, "work.f32"), embeddings.shape)
-    emb, ids, fixes = prepare_embeddings(embeddings, track_ids, on_zero_norm=on_zero_norm,
-                                         normalize=normalize, seed=seed, out=work)
-    n = emb.shape[0]
-    extra = {"node_kmeans_kwargs": node_kw} if method == "hkmeans" else {"unique_last_level": unique_last_level}
-    codes, err_N, levels = run(emb, sizes, seed=seed, balanced=balanced, balance_slack=balance_slack,
-                               kmeans_kwargs=kw, progress=progress, **extra)
-  finally:
-    if scratch is not None:
-      if work is not None:
-        work.close()
-      shutil.rmtree(scratch, ignore_errors=True)
+  ids, fixes, n, codes, err_N, levels = _quantize(
+      embeddings, track_ids, sizes, method=method, seed=seed, iterations=iterations, balanced=balanced,
+      balance_slack=balance_slack, normalize=normalize, on_zero_norm=on_zero_norm,
+      unique_last_level=unique_last_level, kmeans_kwargs=kmeans_kwargs, stream=stream,
+      scratch_dir=scratch_dir, progress=progress)
   codes_out, out_sizes, coll_stats, coll_meta = resolve_collisions(
       codes, err_N, sizes, collisions=collisions, disambiguation=disambiguation,
       max_disambiguation=max_disambiguation, popularity=popularity)

@@ -1,4 +1,5 @@
-"""Track-ID strategies behind one interface: `build_ids(strategy, ...) -> IdTable`.
+"""Track-ID strategies behind one interface: `build_ids(strategy, ...) -> IdTable`, which calls the
+strategy's builder (`BUILDERS[strategy]`, an `IdStrategy`).
 
 Strategies (the paper's three families, Text2Tracks Sec. 3):
   "content"            artist + title as text tokens of the shared SentencePiece vocabulary
@@ -41,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -275,14 +276,17 @@ def build_artist_int_track_seq_ids(track_ids: Sequence[str], artists: Sequence[s
 def build_ids(strategy: str, *, track_ids: Sequence[str], embeddings=None, artists: Sequence[str] | None = None,
               titles: Sequence[str] | None = None, encode_fn: Callable[[str], Sequence[int]] | None = None,
               popularity=None, embedding_info: dict | None = None, **kwargs: Any) -> IdTable:
-  """One entry point for every strategy; kwargs go to the strategy's builder.
+  """One entry point for every strategy; kwargs go to the strategy's builder (`BUILDERS`, each an
+  `IdStrategy`).
 
   popularity: training counts per track (artist strategies; semantic collisions="most_popular").
   embedding_info: how the embeddings were made (e.g. `catalog.catalog_embeddings`' info); stored in
   meta["embedding"], its "cold_start" counts also in stats.json.
   """
-  table = _build(strategy, track_ids=track_ids, embeddings=embeddings, artists=artists, titles=titles,
-                 encode_fn=encode_fn, popularity=popularity, **kwargs)
+  if strategy not in BUILDERS:
+    raise UserInputError(f"unknown ID strategy {strategy!r}; choose one of {STRATEGIES}")
+  table = BUILDERS[strategy](track_ids=track_ids, embeddings=embeddings, artists=artists,
+                             titles=titles, encode_fn=encode_fn, popularity=popularity, **kwargs)
   if embedding_info:
     table.meta["embedding"] = dict(embedding_info)
     if "cold_start" in embedding_info:
@@ -290,27 +294,65 @@ def build_ids(strategy: str, *, track_ids: Sequence[str], embeddings=None, artis
   return table
 
 
-def _build(strategy, *, track_ids, embeddings, artists, titles, encode_fn, popularity, **kwargs) -> IdTable:
-  if strategy == "content":
-    if encode_fn is None or artists is None or titles is None:
-      raise UserInputError("strategy 'content' needs artists, titles and encode_fn")
-    return build_content_ids(track_ids, artists, titles, encode_fn, **kwargs)
-  if strategy == "integer":
-    return build_integer_ids(track_ids, encode_fn=encode_fn, **kwargs)
-  if strategy == "artist_iid_track_seq":
-    return build_artist_iid_track_seq_ids(track_ids, artists, popularity=popularity, **kwargs)
-  if strategy == "artist_int_track_seq":
-    if encode_fn is None:
-      raise UserInputError("strategy 'artist_int_track_seq' needs encode_fn (the text vocabulary)")
-    return build_artist_int_track_seq_ids(track_ids, artists, encode_fn, popularity=popularity, **kwargs)
-  if strategy in ("semantic_rq", "semantic_hkmeans", "semantic_dict"):
+@runtime_checkable
+class IdStrategy(Protocol):
+  """An ID strategy: its builder as `build_ids` calls it (the values of `BUILDERS`).  Every catalog
+  input comes by keyword, None when the caller has none; the strategy uses the ones it needs (a
+  UserInputError when one is missing) and `kwargs` are its own options."""
+
+  def __call__(self, *, track_ids: Sequence[str], embeddings: Any, artists: Sequence[str] | None,
+               titles: Sequence[str] | None, encode_fn: Callable[[str], Sequence[int]] | None,
+               popularity: Any, **kwargs: Any) -> IdTable:
+    ...
+
+
+def _content(*, track_ids, embeddings, artists, titles, encode_fn, popularity, **kwargs) -> IdTable:
+  del embeddings, popularity
+  if encode_fn is None or artists is None or titles is None:
+    raise UserInputError("strategy 'content' needs artists, titles and encode_fn")
+  return build_content_ids(track_ids, artists, titles, encode_fn, **kwargs)
+
+
+def _integer(*, track_ids, embeddings, artists, titles, encode_fn, popularity, **kwargs) -> IdTable:
+  del embeddings, artists, titles, popularity
+  return build_integer_ids(track_ids, encode_fn=encode_fn, **kwargs)
+
+
+def _artist_iid_track_seq(*, track_ids, embeddings, artists, titles, encode_fn, popularity,
+                          **kwargs) -> IdTable:
+  del embeddings, titles, encode_fn
+  return build_artist_iid_track_seq_ids(track_ids, artists, popularity=popularity, **kwargs)
+
+
+def _artist_int_track_seq(*, track_ids, embeddings, artists, titles, encode_fn, popularity,
+                          **kwargs) -> IdTable:
+  del embeddings, titles
+  if encode_fn is None:
+    raise UserInputError("strategy 'artist_int_track_seq' needs encode_fn (the text vocabulary)")
+  return build_artist_int_track_seq_ids(track_ids, artists, encode_fn, popularity=popularity, **kwargs)
+
+
+def _semantic(strategy: str) -> IdStrategy:
+  """The builder of a semantic strategy: k-means codes (semantic.py) or a dictionary's (dictionary.py)."""
+
+  def build(*, track_ids, embeddings, artists, titles, encode_fn, popularity, **kwargs) -> IdTable:
+    del artists, titles, encode_fn
     if embeddings is None:
       raise UserInputError(f"strategy {strategy!r} needs embeddings")
     if strategy == "semantic_dict":
       return dictionary.build_dictionary_ids(embeddings, track_ids, popularity=popularity, **kwargs)
     method = "rq" if strategy == "semantic_rq" else "hkmeans"
     return semantic.build_semantic_ids(embeddings, track_ids, method=method, popularity=popularity, **kwargs)
-  raise UserInputError(f"unknown ID strategy {strategy!r}; choose one of {STRATEGIES}")
+
+  return build
+
+
+# Strategy name -> its builder (`IdStrategy`), in `STRATEGIES` order.
+BUILDERS: dict[str, IdStrategy] = {
+    "content": _content, "integer": _integer, "artist_iid_track_seq": _artist_iid_track_seq,
+    "artist_int_track_seq": _artist_int_track_seq, "semantic_rq": _semantic("semantic_rq"),
+    "semantic_hkmeans": _semantic("semantic_hkmeans"), "semantic_dict": _semantic("semantic_dict")}
+assert tuple(BUILDERS) == STRATEGIES
 
 
 def id_token_names(table: IdTable) -> list[str]:

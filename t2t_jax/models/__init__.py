@@ -1,7 +1,8 @@
 """t2t_jax.models: model families behind one interface (`base.EncoderDecoderModel`).
 
 Modules:
-  base.py        the model interface every other part of t2t_jax talks to (EncoderDecoderModel, ModelConfig)
+  base.py        the model interface every other part of t2t_jax talks to (EncoderDecoderModel, ModelConfig;
+                 a family's flax module: the FamilyModule Protocol, EncoderDecoderModule)
   t5_config.py   T5Config and PRESETS (the T5.1.1 sizes), shared by t5.py and hf_convert.py
   t5.py          T5.1.1 encoder-decoder in flax.linen (Transformer, T5Model; re-exports T5Config, PRESETS)
   hf_convert.py  Hugging Face T5 / flan-T5 checkpoints <-> t2t_jax T5 parameters (warm start, export)

@@ -18,7 +18,9 @@ family: they hold an `EncoderDecoderModel` (made by `t2t_jax.models.get_model(co
   learning_rate_scales(params)           per-parameter learning-rate multipliers (None: all 1)
 
 A family is a config dataclass (`ModelConfig`: JSON round trip with a "family" key) plus a subclass
-of `EncoderDecoderModel` that wraps a flax.linen module with `encode` and `decode` methods.  The
+of `EncoderDecoderModel` naming its `config_class` and `module_class`: a flax.linen module that
+satisfies `FamilyModule` (`encode`, `decode`, `__call__`; `EncoderDecoderModule` implements `decode`
+and `__call__` over the module's `decoder` stack, so a family writes `setup` and `encode`).  The
 module's decode path follows one convention, so this base class implements decoding for every
 family:
   decode(encoded, encoder_tokens, decoder_tokens, decoder_target_tokens=None, enable_dropout=...,
@@ -37,7 +39,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
@@ -62,25 +64,7 @@ class ModelConfig:
 
   @classmethod
   def from_json(cls, fields: dict, *, source: str = "model config") -> "ModelConfig":
-    fields = {k: v for k, v in fields.items() if k != "family"}
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - set(known))
-    if unknown:
-      raise UserInputError(f"{source}: unknown {cls.__name__} fields {unknown}")
-    for name, value in fields.items():  # JSON types must match the fields' (no bool for int, ...)
-      default = known[name].default
-      want = type(default) if default is not None and default is not dataclasses.MISSING else None
-      if want is None:
-        continue
-      ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else
-            isinstance(value, want) and (want is bool or not isinstance(value, bool)))
-      if not ok or (want is int and value <= 0 and default > 0):
-        raise UserInputError(f"{source}: {cls.__name__} field {name}={value!r} is not a valid "
-                             f"{want.__name__}")
-    try:
-      return cls(**fields)
-    except (TypeError, ValueError, AssertionError) as e:
-      raise UserInputError(f"{source}: bad {cls.__name__} ({e})") from None
+    return dataclass_from_json(cls, {k: v for k, v in fields.items() if k != "family"}, source=source)
 
   def num_params(self) -> int:
     raise NotImplementedError
@@ -96,14 +80,91 @@ class ModelConfig:
     return int(getattr(self, "vocab_size"))
 
 
+def dataclass_from_json(cls, fields: dict, *, source: str = "model config"):
+  """`cls(**fields)` for a config dataclass, its JSON values checked against the fields' defaults'
+  types (no bool for an int, no 0 for a positive int); UserInputError naming `source` otherwise."""
+  known = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(fields) - set(known))
+  if unknown:
+    raise UserInputError(f"{source}: unknown {cls.__name__} fields {unknown}")
+  for name, value in fields.items():  # JSON types must match the fields' (no bool for int, ...)
+    default = known[name].default
+    want = type(default) if default is not None and default is not dataclasses.MISSING else None
+    if want is None:
+      continue
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else
+          isinstance(value, want) and (want is bool or not isinstance(value, bool)))
+    if not ok or (want is int and value <= 0 and default > 0):
+      raise UserInputError(f"{source}: {cls.__name__} field {name}={value!r} is not a valid "
+                           f"{want.__name__}")
+  try:
+    return cls(**fields)
+  except (TypeError, ValueError, AssertionError) as e:
+    raise UserInputError(f"{source}: bad {cls.__name__} ({e})") from None
+
+
 class DecodeState(NamedTuple):
   """What beam search carries: `cache` (gathered by beam) and `context` (fixed per prompt)."""
   cache: Any
   context: Any
 
 
+@runtime_checkable
+class FamilyModule(Protocol):
+  """The flax module of a model family (`EncoderDecoderModel.module`): the decode convention of the
+  module docstring.  Logits are float32 [B, L, V] whatever the compute dtype."""
+
+  def encode(self, encoder_input_tokens, enable_dropout=True, encoder_segment_ids=None):
+    """Encoder output [B, S, E] of tokens [B, S] (0 = padding)."""
+
+  def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+             enable_dropout=True, decode=False, max_decode_length=None, encoder_segment_ids=None,
+             decoder_segment_ids=None):
+    """Decoder logits [B, L, V] (decode=True: one step of [M, 1] tokens, the caches mutable)."""
+
+  def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+               enable_dropout=True, decode=False, encoder_segment_ids=None, decoder_segment_ids=None):
+    """`decode(encode(...), ...)`: what `init` traces."""
+
+
+class EncoderDecoderModule(nn.Module):
+  """`FamilyModule`'s `decode` and `__call__` for a family whose `setup` makes a `decoder` stack
+  (`t2t_jax.models.t5.Decoder`); the family module defines `setup` and `encode`."""
+
+  def encode(self, encoder_input_tokens, enable_dropout=True, encoder_segment_ids=None):
+    raise NotImplementedError
+
+  def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+             enable_dropout=True, decode=False, max_decode_length=None, encoder_segment_ids=None,
+             decoder_segment_ids=None):
+    """Returns `logits_BxLxV` (float32).
+
+    decode=True: `decoder_input_tokens` is [M, 1], M = B * beams; the self-attention cache
+    (mutable 'cache') fixes the maximum decode length and the cross-attention keys/values come from
+    'cross_cache' (see `EncoderDecoderModel.init_decode_state`); `max_decode_length` is accepted for
+    API compatibility only.
+    """
+    del max_decode_length  # with decode=True the cache shapes fix the length.
+    return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                        encoder_segment_ids, decoder_segment_ids, enable_dropout, decode)
+
+  def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+               enable_dropout=True, decode=False, encoder_segment_ids=None,
+               decoder_segment_ids=None):
+    encoded = self.encode(encoder_input_tokens, enable_dropout, encoder_segment_ids)
+    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                       enable_dropout, decode, encoder_segment_ids=encoder_segment_ids,
+                       decoder_segment_ids=decoder_segment_ids)
+
+
 class EncoderDecoderModel(abc.ABC):
-  """A family's model: a config and its flax module, seen through the interface above."""
+  """A family's model: a config and its flax module, seen through the interface above.
+
+  A family sets `config_class` (its `ModelConfig`) and `module_class` (its `FamilyModule`, called
+  with the config).
+  """
+  config_class: ClassVar[type]
+  module_class: ClassVar[Callable[[Any], FamilyModule]]
 
   def __init__(self, config: ModelConfig):
     self.config = config
@@ -111,9 +172,12 @@ class EncoderDecoderModel(abc.ABC):
 
   # ---- family hooks -----------------------------------------------------------------------------
 
-  @abc.abstractmethod
-  def make_module(self, config: ModelConfig) -> nn.Module:
-    """The flax module (with `encode` and `decode` methods, see the module docstring)."""
+  def make_module(self, config: ModelConfig) -> FamilyModule:
+    """The flax module `module_class(config)` (`FamilyModule`); TypeError for another family's config."""
+    if not isinstance(config, self.config_class):
+      raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                      f"got {type(config).__name__}")
+    return self.module_class(config)
 
   @property
   def frozen_encoder(self) -> bool:

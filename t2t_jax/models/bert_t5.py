@@ -29,9 +29,17 @@ from t2t_jax.errors import UserInputError
 from t2t_jax.models import base, bert, t5
 
 
+# The encoder fields of model_config.json files written before the encoder was a nested BertConfig:
+# flat `encoder_{BertConfig field}` keys, read by `BertT5Config.from_json`.
+FLAT_ENCODER_FIELDS = {f"encoder_{name}": name for name in (
+    "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "dropout_rate")}
+
+
 @dataclasses.dataclass(frozen=True)
 class BertT5Config(base.ModelConfig):
-  """Decoder fields as T5Config's (vocab_size = the OUTPUT vocabulary), encoder fields prefixed."""
+  """Decoder fields as T5Config's (vocab_size = the OUTPUT vocabulary) and the encoder's
+  `bert.BertConfig` (`encoder`; its dtype and param_dtype always follow this config's)."""
   family = "bert_t5"
   vocab_size: int = 512
   emb_dim: int = 384
@@ -56,15 +64,7 @@ class BertT5Config(base.ModelConfig):
   # content-placed tracks, and tracks in no training prompt (a third of CPCD's catalog) keep their
   # place instead of receiving only the softmax's push-down gradients.
   id_embedding_learning_rate_scale: float = 1.0
-  encoder_vocab_size: int = 30522
-  encoder_hidden_size: int = 384
-  encoder_num_layers: int = 6
-  encoder_num_heads: int = 12
-  encoder_intermediate_size: int = 1536
-  encoder_max_position_embeddings: int = 512
-  encoder_type_vocab_size: int = 2
-  encoder_layer_norm_eps: float = 1e-12
-  encoder_dropout_rate: float = 0.1
+  encoder: bert.BertConfig = bert.BertConfig()  # all-MiniLM-L6-v2's shape
 
   def __post_init__(self):
     assert self.remat_policy in ("none", "full", "minimal"), self.remat_policy
@@ -74,19 +74,30 @@ class BertT5Config(base.ModelConfig):
     scale = self.id_embedding_learning_rate_scale
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0:
       raise UserInputError(f"id_embedding_learning_rate_scale must be a number >= 0, got {scale!r}")
+    if not isinstance(self.encoder, bert.BertConfig):
+      raise UserInputError(f"BertT5Config.encoder must be a bert.BertConfig, got {self.encoder!r}")
+    if (self.encoder.dtype, self.encoder.param_dtype) != (self.dtype, self.param_dtype):
+      object.__setattr__(self, "encoder", dataclasses.replace(self.encoder, dtype=self.dtype,
+                                                              param_dtype=self.param_dtype))
+
+  @classmethod
+  def from_json(cls, fields: dict, *, source: str = "model config") -> "BertT5Config":
+    """The JSON form (`to_json`: "encoder" a nested object), or the flat form of older model dirs
+    (`FLAT_ENCODER_FIELDS`)."""
+    fields = dict(fields)
+    flat = {FLAT_ENCODER_FIELDS[k]: fields.pop(k) for k in list(fields) if k in FLAT_ENCODER_FIELDS}
+    encoder = fields.get("encoder", {})
+    if flat and "encoder" in fields:
+      raise UserInputError(f"{source}: both an 'encoder' object and the flat fields "
+                           f"{sorted('encoder_' + k for k in flat)}")
+    if not isinstance(encoder, dict):
+      raise UserInputError(f"{source}: BertT5Config field encoder={encoder!r} is not a JSON object")
+    fields["encoder"] = base.dataclass_from_json(bert.BertConfig, {**encoder, **flat}, source=source)
+    return super().from_json(fields, source=source)
 
   @property
   def input_vocab_size(self) -> int:
-    return int(self.encoder_vocab_size)
-
-  def encoder_config(self) -> bert.BertConfig:
-    return bert.BertConfig(
-        vocab_size=self.encoder_vocab_size, hidden_size=self.encoder_hidden_size,
-        num_layers=self.encoder_num_layers, num_heads=self.encoder_num_heads,
-        intermediate_size=self.encoder_intermediate_size,
-        max_position_embeddings=self.encoder_max_position_embeddings,
-        type_vocab_size=self.encoder_type_vocab_size, layer_norm_eps=self.encoder_layer_norm_eps,
-        dropout_rate=self.encoder_dropout_rate, dtype=self.dtype, param_dtype=self.param_dtype)
+    return int(self.encoder.vocab_size)
 
   def decoder_config(self) -> t5.T5Config:
     return t5.T5Config(
@@ -99,18 +110,13 @@ class BertT5Config(base.ModelConfig):
         layer_norm_epsilon=self.layer_norm_epsilon, remat_policy=self.remat_policy)
 
   def with_encoder(self, enc: bert.BertConfig) -> "BertT5Config":
-    """This config with the encoder fields of a pretrained encoder's config."""
-    return self.replace(
-        encoder_vocab_size=enc.vocab_size, encoder_hidden_size=enc.hidden_size,
-        encoder_num_layers=enc.num_layers, encoder_num_heads=enc.num_heads,
-        encoder_intermediate_size=enc.intermediate_size,
-        encoder_max_position_embeddings=enc.max_position_embeddings,
-        encoder_type_vocab_size=enc.type_vocab_size, encoder_layer_norm_eps=enc.layer_norm_eps)
+    """This config with the shape of a pretrained encoder's config (this config's encoder dropout)."""
+    return self.replace(encoder=dataclasses.replace(enc, dropout_rate=self.encoder.dropout_rate))
 
   def num_params(self) -> int:
-    h, f, v = self.encoder_hidden_size, self.encoder_intermediate_size, self.encoder_vocab_size
-    enc = (v + self.encoder_max_position_embeddings + self.encoder_type_vocab_size + 2) * h
-    enc += self.encoder_num_layers * (4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h)
+    h, f, v = self.encoder.hidden_size, self.encoder.intermediate_size, self.encoder.vocab_size
+    enc = (v + self.encoder.max_position_embeddings + self.encoder.type_vocab_size + 2) * h
+    enc += self.encoder.num_layers * (4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h)
     e, hd, fd = self.emb_dim, self.num_heads * self.head_dim, self.mlp_dim
     # self-attention q,k,v,o + cross-attention q,o: 6 e hd; cross k,v read the encoder width h.
     dec = self.num_decoder_layers * (6 * e * hd + 2 * h * hd + 3 * e * fd + 3 * e)
@@ -118,13 +124,14 @@ class BertT5Config(base.ModelConfig):
     return enc + dec + 2 * self.vocab_size * e
 
 
-class BertT5(nn.Module):
-  """flax module: `encode(tokens)` (BERT) and `decode(...)` (T5.1.1 decoder, own embedding)."""
+class BertT5(base.EncoderDecoderModule):
+  """flax module (a `base.FamilyModule`): `encode(tokens)` (BERT) and `decode(...)` (T5.1.1 decoder,
+  own embedding; `decode` and `__call__` from `base.EncoderDecoderModule`)."""
   config: BertT5Config
 
   def setup(self):
     cfg = self.config
-    self.encoder = bert.BertEncoder(cfg.encoder_config())
+    self.encoder = bert.BertEncoder(cfg.encoder)
     self.token_embedder = nn.Embed(
         num_embeddings=cfg.vocab_size, features=cfg.emb_dim, dtype=np.dtype(cfg.dtype),
         param_dtype=np.dtype(cfg.param_dtype),
@@ -137,29 +144,12 @@ class BertT5(nn.Module):
       raise ValueError("packed inputs are not supported by the BERT encoder (set PACK = False)")
     return self.encoder(encoder_input_tokens, enable_dropout)
 
-  def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-             enable_dropout=True, decode=False, max_decode_length=None, encoder_segment_ids=None,
-             decoder_segment_ids=None):
-    del max_decode_length
-    return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-                        encoder_segment_ids, decoder_segment_ids, enable_dropout, decode)
-
-  def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-               enable_dropout=True, decode=False, encoder_segment_ids=None,
-               decoder_segment_ids=None):
-    encoded = self.encode(encoder_input_tokens, enable_dropout, encoder_segment_ids)
-    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-                       enable_dropout, decode, encoder_segment_ids=encoder_segment_ids,
-                       decoder_segment_ids=decoder_segment_ids)
-
 
 class BertT5Model(base.EncoderDecoderModel):
   """The bert_t5 family behind the model interface."""
 
-  def make_module(self, config: BertT5Config) -> nn.Module:
-    if not isinstance(config, BertT5Config):
-      raise TypeError(f"BertT5Model needs a BertT5Config, got {type(config).__name__}")
-    return BertT5(config)
+  config_class = BertT5Config
+  module_class = BertT5
 
   @property
   def frozen_encoder(self) -> bool:
@@ -198,7 +188,7 @@ class BertT5Model(base.EncoderDecoderModel):
     if not os.path.exists(os.path.join(path, "config.json")):
       return super().init_from_pretrained(path, seed=seed)
     enc_cfg = bert.BertConfig.from_hf(path)
-    want = self.config.encoder_config()
+    want = self.config.encoder
     if (enc_cfg.vocab_size, enc_cfg.hidden_size, enc_cfg.num_layers, enc_cfg.num_heads,
         enc_cfg.intermediate_size) != (want.vocab_size, want.hidden_size, want.num_layers,
                                        want.num_heads, want.intermediate_size):
@@ -214,13 +204,13 @@ class BertT5Model(base.EncoderDecoderModel):
 
   def embed_texts(self, params, token_lists, *, batch_size: int = 64) -> np.ndarray:
     """L2-normalised mean-pooled encoder states (the sentence-transformers embedding of the
-    pretrained encoder) of WordPiece token lists: float32 [N, encoder_hidden_size]."""
+    pretrained encoder) of WordPiece token lists: float32 [N, encoder.hidden_size]."""
     enc = params["encoder"]
-    module = bert.BertEncoder(self.config.encoder_config())
+    module = bert.BertEncoder(self.config.encoder)
     fn = jax.jit(lambda t: bert.mean_pool(module.apply({"params": enc}, t), t))
     return bert.pooled_embeddings(fn, token_lists, batch_size=batch_size,
-                                  dim=self.config.encoder_hidden_size,
-                                  max_length=self.config.encoder_max_position_embeddings)
+                                  dim=self.config.encoder.hidden_size,
+                                  max_length=self.config.encoder.max_position_embeddings)
 
   def retrieval_init(self, params, token_vectors_VxH: np.ndarray, token_mask_V: np.ndarray) -> dict:
     """Parameters under which the model starts as the zero-shot dense retriever of its encoder.
@@ -233,12 +223,12 @@ class BertT5Model(base.EncoderDecoderModel):
     sentence embeddings, scaled by sqrt(emb_dim).  Tokens outside `token_mask_V` keep their random
     init.  Training then improves on the zero-shot retriever instead of starting from chance
     (measured on CPCD: docs/results/compare_cpcd).  Needs emb_dim = num_heads * head_dim =
-    encoder_hidden_size.
+    encoder.hidden_size.
     """
     cfg = self.config
-    if not cfg.emb_dim == cfg.num_heads * cfg.head_dim == cfg.encoder_hidden_size:
+    if not cfg.emb_dim == cfg.num_heads * cfg.head_dim == cfg.encoder.hidden_size:
       raise UserInputError(f"ID_EMBEDDING_INIT='retrieval' needs emb_dim = num_heads * head_dim = "
-                           f"the encoder width {cfg.encoder_hidden_size}; got emb_dim {cfg.emb_dim}, "
+                           f"the encoder width {cfg.encoder.hidden_size}; got emb_dim {cfg.emb_dim}, "
                            f"{cfg.num_heads} x {cfg.head_dim} heads")
     if token_vectors_VxH.shape != (cfg.vocab_size, cfg.emb_dim):
       raise ValueError(f"token vectors {token_vectors_VxH.shape}, expected {(cfg.vocab_size, cfg.emb_dim)}")

@@ -382,8 +382,9 @@ class Decoder(nn.Module):
     return logits_BxLxV.astype(jnp.float32)
 
 
-class Transformer(nn.Module):
-  """T5.1.1 encoder-decoder (the CONTRACTS.md model API).
+class Transformer(base.EncoderDecoderModule):
+  """T5.1.1 encoder-decoder (a `base.FamilyModule`; `decode` and `__call__` from
+  `base.EncoderDecoderModule`).
 
   Dropout needs the 'dropout' RNG stream when `enable_dropout=True` and `dropout_rate > 0`.
   Logits are returned in float32 whatever the compute dtype.
@@ -404,36 +405,12 @@ class Transformer(nn.Module):
     """Returns `encoded_BxLxE` for `encoder_input_tokens` [B, L] (0 = padding)."""
     return self.encoder(encoder_input_tokens, encoder_segment_ids, enable_dropout)
 
-  def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-             enable_dropout=True, decode=False, max_decode_length=None, encoder_segment_ids=None,
-             decoder_segment_ids=None):
-    """Returns `logits_BxLxV` (float32).
-
-    decode=True: `decoder_input_tokens` is [M, 1], M = B * beams; the self-attention cache
-    (mutable 'cache') fixes the maximum decode length and the cross-attention keys/values come from
-    'cross_cache' (see `base.EncoderDecoderModel.init_decode_state`); `max_decode_length` is
-    accepted for API compatibility only.
-    """
-    del max_decode_length  # with decode=True the cache shapes fix the length.
-    return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-                        encoder_segment_ids, decoder_segment_ids, enable_dropout, decode)
-
-  def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-               enable_dropout=True, decode=False, encoder_segment_ids=None,
-               decoder_segment_ids=None):
-    encoded = self.encode(encoder_input_tokens, enable_dropout, encoder_segment_ids)
-    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-                       enable_dropout, decode, encoder_segment_ids=encoder_segment_ids,
-                       decoder_segment_ids=decoder_segment_ids)
-
 
 class T5Model(base.EncoderDecoderModel):
   """T5.1.1 behind the model interface (`t2t_jax.models.base.EncoderDecoderModel`)."""
 
-  def make_module(self, config: T5Config) -> nn.Module:
-    if not isinstance(config, T5Config):
-      raise TypeError(f"T5Model needs a T5Config, got {type(config).__name__}")
-    return Transformer(config)
+  config_class = T5Config
+  module_class = Transformer
 
   def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict | None:
     """A Hugging Face T5 v1.1 / flan-T5 dir (config.json + safetensors; vocabulary extended for

@@ -255,12 +255,8 @@ def _queries(ws: pipeline.Workspace, prompt_field: str):
   return prompts, relevant
 
 
-def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int] | None, id_specs,
-        model_families, train_steps: int, batch_size: int, learning_rate: float, beam_size: int, k: int,
-        prompt_field: str, baselines: Sequence[str], dual_encoder_kwargs: dict | None,
-        bi_encoder_kwargs: dict | None, embedding_dim: int, seed: int, num_devices: int | None,
-        bootstrap_samples: int, config: dict, progress: bool = True) -> list[dict]:
-  """The study (module docstring); writes results.{json,csv,md}, per_query.json, summary.json."""
+def _check_inputs(dataset_dirs, baselines, id_specs, model_families):
+  """(ID specs, model families) of the study's arguments; UserInputError naming a bad one."""
   from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
   if not isinstance(dataset_dirs, dict) or not dataset_dirs:
     raise UserInputError(f"compare_ids.dataset_dirs must be a dict prompts variant -> dataset dir, got "
@@ -277,108 +273,168 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
     if f.encoder and f.encoder not in baselines:
       raise UserInputError(f"model family {f.name!r}: encoder={f.encoder!r} needs {f.encoder!r} in "
                            f"compare_ids.baselines (its fine-tuned encoder is the warm start)")
-  machine = report.machine_info()
-  stage = pipeline.Stages(verbose=progress)
-  t_start = time.time()
-  fold_rows: list[dict] = []
-  per_query: dict[str, dict] = {}  # "{variant}|{method}" -> {fold: {metric: list}}
-  notes = [f"Prompts variants {list(dataset_dirs)}; folds {folds if folds is not None else 'splits.json'}; "
-           f"every method scored on the same test conversations of each fold (Hits/MAP@{k} at track and "
-           "artist level, t2t_jax.metrics); cells: mean ± std over folds (min/max in results.json).",
-           "Text2Tracks families: " + "; ".join(
-               f"{f.name} = {f.model_gin or f'models/t5_1_1_{f.model}.gin'}, "
-               f"{f.train_steps or train_steps} steps x batch {f.batch_size or batch_size}, "
-               f"lr {f.learning_rate or learning_rate}" + (f", {' '.join(f.bindings)}" if f.bindings else "")
-               + (f", IDs {', '.join(f.id_specs)}" if f.id_specs is not None else "")
-               + (f", encoder from the fold's {f.encoder} baseline" if f.encoder else "")
-               for f in families) + f"; constrained beam search, beam {beam_size}.",
-           PAPER_NOTE]
+  return specs, families
 
-  def flush(final_lines=()):
-    agg = aggregate(fold_rows)
-    boots = [b for b in (bootstrap_best(agg, per_query, v, num_samples=bootstrap_samples, seed=seed)
-                         for v in dataset_dirs) if b]
+
+def _notes(dataset_dirs, folds, families, *, k, train_steps, batch_size, learning_rate, beam_size) -> list[str]:
+  """The report's notes on what was compared and how."""
+  return [f"Prompts variants {list(dataset_dirs)}; folds {folds if folds is not None else 'splits.json'}; "
+          f"every method scored on the same test conversations of each fold (Hits/MAP@{k} at track and "
+          "artist level, t2t_jax.metrics); cells: mean ± std over folds (min/max in results.json).",
+          "Text2Tracks families: " + "; ".join(
+              f"{f.name} = {f.model_gin or f'models/t5_1_1_{f.model}.gin'}, "
+              f"{f.train_steps or train_steps} steps x batch {f.batch_size or batch_size}, "
+              f"lr {f.learning_rate or learning_rate}" + (f", {' '.join(f.bindings)}" if f.bindings else "")
+              + (f", IDs {', '.join(f.id_specs)}" if f.id_specs is not None else "")
+              + (f", encoder from the fold's {f.encoder} baseline" if f.encoder else "")
+              for f in families) + f"; constrained beam search, beam {beam_size}.",
+          PAPER_NOTE]
+
+
+class _Results:
+  """The study's rows so far, rewritten with their aggregates after every method (results.*,
+  per_query.json), so an interrupted run keeps what it finished."""
+
+  def __init__(self, out_dir: str, dataset_dirs: dict, *, notes: list[str], config: dict,
+               bootstrap_samples: int, seed: int):
+    self.out_dir, self.dataset_dirs, self.notes, self.config = out_dir, dataset_dirs, notes, config
+    self.bootstrap_samples, self.seed = bootstrap_samples, seed
+    self.machine = report.machine_info()
+    self.fold_rows: list[dict] = []
+    self.per_query: dict[str, dict] = {}  # "{variant}|{method}" -> {fold: {metric: list}}
+
+  def flush(self, final_lines=()):
+    agg = aggregate(self.fold_rows)
+    boots = [b for b in (bootstrap_best(agg, self.per_query, v, num_samples=self.bootstrap_samples,
+                                        seed=self.seed) for v in self.dataset_dirs) if b]
     lines = checks(agg, boots)
-    report.write_results(out_dir, fold_rows + agg, columns=TABLE_COLUMNS, machine=machine, config=config,
-                         title="Text2Tracks on " + ", ".join(dataset_dirs) + ": ID strategies x model "
+    report.write_results(self.out_dir, self.fold_rows + agg, columns=TABLE_COLUMNS, machine=self.machine,
+                         config=self.config,
+                         title="Text2Tracks on " + ", ".join(self.dataset_dirs) + ": ID strategies x model "
                          "families vs. retrieval baselines, over folds",
-                         notes=notes + lines + list(final_lines), table_rows=table_rows(agg),
-                         figures=metrics_figure(out_dir, agg))
-    io_utils.write_json(os.path.join(out_dir, "per_query.json"), per_query)
+                         notes=self.notes + lines + list(final_lines), table_rows=table_rows(agg),
+                         figures=metrics_figure(self.out_dir, agg))
+    io_utils.write_json(os.path.join(self.out_dir, "per_query.json"), self.per_query)
     return agg, boots, lines
 
-  def add(row, vectors):
-    fold_rows.append(row)
-    per_query.setdefault(f"{row['prompts']}|{row['method']}", {})[str(row["fold"])] = {
+  def add(self, row, vectors):
+    self.fold_rows.append(row)
+    self.per_query.setdefault(f"{row['prompts']}|{row['method']}", {})[str(row["fold"])] = {
         key: [float(x) for x in vectors[key]] for key in BOOTSTRAP_KEYS}
-    flush()
+    self.flush()
 
+
+@dataclasses.dataclass
+class _Fold:
+  """One prompts variant's fold: its workspace, test queries and what its rows share."""
+  ws: pipeline.Workspace
+  tag: str  # "{variant} fold {fold}", for logs
+  base: dict  # the row fields "prompts" and "fold"
+  prompts: list
+  relevant: list
+  artist_of_row: list
+  encoder_dirs: dict  # ModelFamily.encoder -> where that fitted baseline saves its encoder
+
+
+def _fold_baselines(results: _Results, fold: _Fold, stage, baselines, *, k, prompt_field, train_steps,
+                    batch_size, dual_encoder_kwargs, bi_encoder_kwargs, seed, progress) -> None:
+  """Fits and scores every baseline on the fold, one at a time, so each row is written as it finishes."""
+  with stage(f"{fold.tag}: baselines {', '.join(baselines)}"):
+    for name in baselines:
+      de_kwargs = dict(dual_encoder_kwargs or {})
+      if name == "dual_encoder":
+        de_kwargs.setdefault("train_steps", train_steps)
+        de_kwargs.setdefault("batch_size", batch_size)
+      (row,) = baselines_lib.run_baselines(
+          fold.ws, fold.prompts, fold.relevant, k=k, prompt_field=prompt_field, which=(name,),
+          dual_encoder_kwargs=de_kwargs, bi_encoder_kwargs=bi_encoder_kwargs, seed=seed,
+          artist_of_row=fold.artist_of_row, per_query=True, progress=progress,
+          save_dirs={n: d for n, d in fold.encoder_dirs.items() if n == name})
+      vectors = row.pop("per_query")
+      results.add({**fold.base, "family": None, **row}, vectors)
+      print(f"      {fold.tag} {row['method']}: hits@{k}={row[f'hits@{k}']:.4f} "
+            f"artist_hits@{k}={row[f'artist_hits@{k}']:.4f}", flush=True)
+
+
+def _fold_text2tracks(results: _Results, fold: _Fold, stage, specs, families, *, work_dir, k,
+                      prompt_field, train_steps, batch_size, learning_rate, beam_size, embedding_dim,
+                      seed, num_devices, progress) -> None:
+  """Trains and scores every (model family, ID spec) pair the families ask for on the fold."""
+  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+  ws, tag = fold.ws, fold.tag
+  emb = None
+  if any(s.strategy.startswith("semantic") for s in specs):
+    with stage(f"{tag}: CF track embeddings"):
+      emb = pipeline.cf_embeddings(ws, dim=embedding_dim, seed=seed)
+  for spec in specs:
+    if all(f.id_specs is not None and spec.name not in f.id_specs for f in families):
+      continue
+    table, build_s = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
+    for fam in families:
+      if fam.id_specs is not None and spec.name not in fam.id_specs:
+        continue
+      with stage(f"{tag}: Text2Tracks {fam.name} with {spec.name} IDs"):
+        task = pipeline.make_task(ws, table, spec.name, prompt_field=prompt_field, input_vocab=fam.input_vocab)
+        if [ex["prompt"] for ex in task.eval_examples] != fold.prompts:
+          raise AssertionError(f"{task.name}: test prompts differ from the baselines' ({tag})")
+        steps = fam.train_steps or train_steps
+        model_dir = os.path.join(work_dir, "models", ws.name, fam.name, spec.name)
+        trained = pipeline.train_text2tracks(
+            task, model_dir=model_dir, model=fam.model, model_gin=fam.model_gin, train_steps=steps,
+            batch_size=fam.batch_size or batch_size, learning_rate=fam.learning_rate or learning_rate,
+            seed=seed, progress=progress, num_devices=num_devices, tensorboard=False,
+            handle_sigterm=False, beam_size=beam_size,
+            extra_bindings=fam.bindings + ((f"INITIAL_CHECKPOINT_PATH={fold.encoder_dirs[fam.encoder]!r}",)
+                                           if fam.encoder else ()))
+        ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
+        m = evaluation.evaluate_rankings(ev["rows_NxK"], fold.relevant, ks=(1, 5, 10),
+                                         artist_of_row=fold.artist_of_row, per_query=True)
+        vectors = m.pop("per_query")
+        eps = trained.examples_per_second
+        row = {**fold.base, "method": f"Text2Tracks {fam.name} ({spec.name})", "family": fam.name,
+               "model": fam.model, "id_strategy": spec.name, **m, **pipeline.decode_steps(table),
+               "id_build_seconds": round(build_s, 2),
+               "train_seconds": round(steps * (fam.batch_size or batch_size) / eps if eps else trained.seconds, 1),
+               "train_wall_seconds": round(trained.seconds, 1), "final_loss": trained.final_loss,
+               "prompts_per_s": ev["prompts_per_s"], "params": trained.config.num_params()}
+        results.add(row, vectors)
+        print(f"      {tag} {row['method']}: hits@{k}={m[f'hits@{k}']:.4f} "
+              f"artist_hits@{k}={m[f'artist_hits@{k}']:.4f} loss={trained.final_loss}", flush=True)
+
+
+def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int] | None, id_specs,
+        model_families, train_steps: int, batch_size: int, learning_rate: float, beam_size: int, k: int,
+        prompt_field: str, baselines: Sequence[str], dual_encoder_kwargs: dict | None,
+        bi_encoder_kwargs: dict | None, embedding_dim: int, seed: int, num_devices: int | None,
+        bootstrap_samples: int, config: dict, progress: bool = True) -> list[dict]:
+  """The study (module docstring); writes results.{json,csv,md}, per_query.json, summary.json."""
+  specs, families = _check_inputs(dataset_dirs, baselines, id_specs, model_families)
+  notes = _notes(dataset_dirs, folds, families, k=k, train_steps=train_steps, batch_size=batch_size,
+                 learning_rate=learning_rate, beam_size=beam_size)
+  results = _Results(out_dir, dataset_dirs, notes=notes, config=config,
+                     bootstrap_samples=bootstrap_samples, seed=seed)
+  stage = pipeline.Stages(verbose=progress)
+  t_start = time.time()
   for variant, ddir in dataset_dirs.items():
-    for fold in (list(folds) if folds is not None else [None]):
-      tag = f"{variant} fold {fold}"
-      ws = pipeline.open_dataset(ddir, work_dir, fold=fold, name=variant, stage=stage)
-      artist_of_row = [t.artist for t in ws.ds.tracks]
+    for fold_k in (list(folds) if folds is not None else [None]):
+      ws = pipeline.open_dataset(ddir, work_dir, fold=fold_k, name=variant, stage=stage)
       prompts, relevant = _queries(ws, prompt_field)
-      base = {"prompts": variant, "fold": fold if fold is not None else "test"}
-      # Fitted baselines whose encoder a family warm-starts from (ModelFamily.encoder).
-      encoder_dirs = {f.encoder: os.path.join(work_dir, "models", ws.name, f"{f.encoder}_encoder")
-                      for f in families if f.encoder}
+      fold = _Fold(ws=ws, tag=f"{variant} fold {fold_k}", prompts=prompts, relevant=relevant,
+                   base={"prompts": variant, "fold": fold_k if fold_k is not None else "test"},
+                   artist_of_row=[t.artist for t in ws.ds.tracks],
+                   # Fitted baselines whose encoder a family warm-starts from (ModelFamily.encoder).
+                   encoder_dirs={f.encoder: os.path.join(work_dir, "models", ws.name, f"{f.encoder}_encoder")
+                                 for f in families if f.encoder})
       if baselines:
-        with stage(f"{tag}: baselines {', '.join(baselines)}"):
-          for name in baselines:  # one at a time, so each row is written as it finishes
-            de_kwargs = dict(dual_encoder_kwargs or {})
-            if name == "dual_encoder":
-              de_kwargs.setdefault("train_steps", train_steps)
-              de_kwargs.setdefault("batch_size", batch_size)
-            (row,) = baselines_lib.run_baselines(
-                ws, prompts, relevant, k=k, prompt_field=prompt_field, which=(name,),
-                dual_encoder_kwargs=de_kwargs, bi_encoder_kwargs=bi_encoder_kwargs, seed=seed,
-                artist_of_row=artist_of_row, per_query=True, progress=progress,
-                save_dirs={n: d for n, d in encoder_dirs.items() if n == name})
-            vectors = row.pop("per_query")
-            add({**base, "family": None, **row}, vectors)
-            print(f"      {tag} {row['method']}: hits@{k}={row[f'hits@{k}']:.4f} "
-                  f"artist_hits@{k}={row[f'artist_hits@{k}']:.4f}", flush=True)
-      emb = None
-      if any(s.strategy.startswith("semantic") for s in specs):
-        with stage(f"{tag}: CF track embeddings"):
-          emb = pipeline.cf_embeddings(ws, dim=embedding_dim, seed=seed)
-      for spec in specs:
-        if all(f.id_specs is not None and spec.name not in f.id_specs for f in families):
-          continue
-        table, build_s = pipeline.build_table(ws, spec, embeddings_NxD=emb, seed=seed)
-        for fam in families:
-          if fam.id_specs is not None and spec.name not in fam.id_specs:
-            continue
-          with stage(f"{tag}: Text2Tracks {fam.name} with {spec.name} IDs"):
-            task = pipeline.make_task(ws, table, spec.name, prompt_field=prompt_field, input_vocab=fam.input_vocab)
-            if [ex["prompt"] for ex in task.eval_examples] != prompts:
-              raise AssertionError(f"{task.name}: test prompts differ from the baselines' ({tag})")
-            steps = fam.train_steps or train_steps
-            model_dir = os.path.join(work_dir, "models", ws.name, fam.name, spec.name)
-            trained = pipeline.train_text2tracks(
-                task, model_dir=model_dir, model=fam.model, model_gin=fam.model_gin, train_steps=steps,
-                batch_size=fam.batch_size or batch_size, learning_rate=fam.learning_rate or learning_rate,
-                seed=seed, progress=progress, num_devices=num_devices, tensorboard=False,
-                handle_sigterm=False, beam_size=beam_size,
-                extra_bindings=fam.bindings + ((f"INITIAL_CHECKPOINT_PATH={encoder_dirs[fam.encoder]!r}",)
-                                               if fam.encoder else ()))
-            ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam_size, k=k)
-            from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
-            m = evaluation.evaluate_rankings(ev["rows_NxK"], relevant, ks=(1, 5, 10),
-                                             artist_of_row=artist_of_row, per_query=True)
-            vectors = m.pop("per_query")
-            eps = trained.examples_per_second
-            row = {**base, "method": f"Text2Tracks {fam.name} ({spec.name})", "family": fam.name,
-                   "model": fam.model, "id_strategy": spec.name, **m, **pipeline.decode_steps(table),
-                   "id_build_seconds": round(build_s, 2),
-                   "train_seconds": round(steps * (fam.batch_size or batch_size) / eps if eps else trained.seconds, 1),
-                   "train_wall_seconds": round(trained.seconds, 1), "final_loss": trained.final_loss,
-                   "prompts_per_s": ev["prompts_per_s"], "params": trained.config.num_params()}
-            add(row, vectors)
-            print(f"      {tag} {row['method']}: hits@{k}={m[f'hits@{k}']:.4f} "
-                  f"artist_hits@{k}={m[f'artist_hits@{k}']:.4f} loss={trained.final_loss}", flush=True)
-  agg, boots, lines = flush([f"Total wall time {time.time() - t_start:.0f} s."])
+        _fold_baselines(results, fold, stage, baselines, k=k, prompt_field=prompt_field,
+                        train_steps=train_steps, batch_size=batch_size,
+                        dual_encoder_kwargs=dual_encoder_kwargs, bi_encoder_kwargs=bi_encoder_kwargs,
+                        seed=seed, progress=progress)
+      _fold_text2tracks(results, fold, stage, specs, families, work_dir=work_dir, k=k,
+                        prompt_field=prompt_field, train_steps=train_steps, batch_size=batch_size,
+                        learning_rate=learning_rate, beam_size=beam_size, embedding_dim=embedding_dim,
+                        seed=seed, num_devices=num_devices, progress=progress)
+  agg, boots, lines = results.flush([f"Total wall time {time.time() - t_start:.0f} s."])
   io_utils.write_json(os.path.join(out_dir, "summary.json"), {"checks": lines, "bootstrap": boots})
   print(report.markdown_table(table_rows(agg), TABLE_COLUMNS), flush=True)
-  return fold_rows + agg
+  return results.fold_rows + agg
