@@ -7,6 +7,8 @@
                       (NOISE) dropped from stderr while it is imported.  Verbose: all of it shown.
   progress(it, desc)  a tqdm bar on stderr that appears only once a stage has run PROGRESS_DELAY_S,
                       so quick runs (and tests) print nothing.
+  run_main(body, prog)  the error boundary of the tools/ scripts' main(): a UserInputError becomes one
+                      line on stderr ("prog: error: ...") and exit code 2.
 
 TensorFlow >= 2.19 writes its start-up lines ("Could not find cuda drivers", the oneDNN banner)
 through absl before absl's logging is initialised, which TF_CPP_MIN_LOG_LEVEL does not reach
@@ -23,9 +25,11 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
+
+from t2t_jax.errors import UserInputError
 
 # Substrings of the stderr lines dropped while TensorFlow is imported (quiet mode only).
 NOISE = (
@@ -154,3 +158,16 @@ def progress(iterable: Iterable, desc: str, *, total: int | None = None, unit: s
   shown once the stage has run PROGRESS_DELAY_S; `unit` is plural."""
   return tqdm(iterable, desc=desc, total=total, unit=f" {unit}", unit_scale=True, delay=PROGRESS_DELAY_S,
               mininterval=0.5, dynamic_ncols=True, leave=False, disable=not enabled)
+
+
+def run_main(body: Callable[[], int | None], prog: str | None = None) -> int:
+  """Calls `body()` and returns its exit code (None: 0).  A UserInputError it raises is printed as one
+  line on stderr, "PROG: error: MESSAGE" ("error: MESSAGE" without `prog`), and gives exit code 2: the
+  one error tail of the tools/ scripts' main()."""
+  try:
+    rc = body()
+  except UserInputError as e:
+    print(f"{prog}: error: {e}" if prog else f"error: {e}", file=sys.stderr)
+    return 2
+  assert rc is None or isinstance(rc, int), f"run_main: body returned {type(rc).__name__}, not an exit code"
+  return 0 if rc is None else rc

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import compare_ids  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import compare_ids as study  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 pytestmark = pytest.mark.entry
 TINY_GIN = os.path.join(ROOT, "gin", "experiments", "compare_ids_tiny.gin")
@@ -144,7 +145,7 @@ def test_summarize_checks_the_papers_claims_on_rows():
           row("", 0.70, None, "BM25 (bm25s)"), row("", 0.65, None, "Dual encoder (T5 enc)")]
   for r in rows[-2:]:
     r["id_strategy"] = None
-  out = compare_ids.summarize(rows)
+  out = study.summarize(rows)
   assert out["best_semantic"] == "semantic_hkmeans" and out["best_integer"] == "integer_random"
   assert out["semantic_vs_integer_rel_hits"] == pytest.approx(0.5)
   assert out["semantic_minus_bm25_hits"] == pytest.approx(0.2)
@@ -183,7 +184,7 @@ def test_all_strategies_tiny(tmp_path):
   assert by["integer_tokenized"]["decode_steps_per_id"] == 3.0  # 300 tracks: 3 decimal digits
   assert by["content"]["decode_steps_per_id"] > 3.0  # artist - title in text pieces, + EOS
   assert len(rows) == 9 and all(np.isfinite(r["hits@10"]) for r in rows)
-  summary = compare_ids.summarize(rows)
+  summary = study.summarize(rows)
   best_int = max(by[s]["hits@10"] for s in ("integer_sequential", "integer_random", "integer_tokenized"))
   best_sem = max(by[s]["hits@10"] for s in ("semantic_rq", "semantic_hkmeans"))
   sem_row = by[summary["best_semantic"]]

@@ -10,6 +10,7 @@ import pytest
 
 from t2t_jax import console
 from t2t_jax.data import convert
+from t2t_jax.errors import UserInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOOD = os.path.join(REPO, "tests", "data", "good")
@@ -84,3 +85,15 @@ def test_filtered_stderr_keeps_unknown_lines(capfd):
     os.write(2, b"I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine\n")
     os.write(2, b"a real error\n")
   assert capfd.readouterr().err == "a real error\n"
+
+
+def test_run_main_prints_one_line_and_returns_2_on_user_errors(capsys):
+  def bad():
+    raise UserInputError("--flag x: no such file")
+  assert console.run_main(bad, "tool") == 2
+  assert capsys.readouterr().err == "tool: error: --flag x: no such file\n"
+  assert console.run_main(bad) == 2
+  assert capsys.readouterr().err == "error: --flag x: no such file\n"
+  assert console.run_main(lambda: None) == 0 and console.run_main(lambda: 1) == 1
+  with pytest.raises(KeyError):  # anything else is not the user's: a traceback
+    console.run_main(lambda: {}["x"])

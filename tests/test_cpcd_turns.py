@@ -1,5 +1,5 @@
 """t2t_jax/studies/cpcd_turns.py (CPCD's turn-level protocol) on hand-made conversations, and
-tools/cpcd_turns.py on the CPCD slice in tests/data/cpcd."""
+tools/cpcd_turns.py (t2t_jax/studies/turns_study.py) on the CPCD slice in tests/data/cpcd."""
 
 import json
 import os
@@ -10,11 +10,12 @@ import types
 import numpy as np
 import pytest
 
-from t2t_jax import cli, studies
+from t2t_jax import cli
 from t2t_jax.baselines import popularity
 from t2t_jax.data import cpcd, formats, prompts as prompts_lib
 from t2t_jax.errors import UserInputError
 from t2t_jax.studies import cpcd_turns as ct
+from t2t_jax.studies import turns_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPCD_SLICE = os.path.join(ROOT, "tests", "data", "cpcd")
@@ -235,7 +236,8 @@ def test_tool_query_texts_get_the_import_masking(mode, tmp_path):
   files = [os.path.join(CPCD_SLICE, f) for f in (cpcd.TRAIN_FILE, cpcd.VAL_FILE)]
   dialogs = [d for f in files for d in ct.read_dialogs(f)]
   queries = ct.turn_queries(dialogs, ct.TrackKeys.from_dialogs(dialogs), max_turns=None,
-                            conversation_ids=ds.split_ids("test"), text_fn=tool._text_fn(ds, dialogs, 2048))
+                            conversation_ids=ds.split_ids("test"),
+                            text_fn=turns_study.query_text_fn(ds, dialogs, 2048))
   last = {q.conversation_id: q.text for q in queries}
   prompts = {p.playlist_id: prompts_lib.make_prompt(p, "title", max_chars=2048) for p in ds.playlists("test")}
   assert last == prompts and len(prompts) == 10
@@ -254,7 +256,8 @@ def test_tool_writes_results(slice_dataset, tmp_path, capsys):
   assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "most_popular,bm25",
                     "--json", str(out)]) == 0
   doc = json.loads(out.read_text(encoding="utf-8"))
-  assert set(doc) == {"protocol", "data", "results", "reference", "machine"}
+  assert set(doc) == {"protocol", "data", "results", "reference", "machine", "seed", "command"}
+  assert doc["seed"] == 0 and doc["command"].startswith("python tools/cpcd_turns.py --dataset_dir ")
   with open(os.path.join(CPCD_SLICE, "cpcd_v1.dialogs.dev.val.jsonl"), encoding="utf-8") as f:
     raw = [json.loads(line) for line in f]
   num_turns = sum(min(len(c["turns"]), 10) for c in raw if c["goal_playlist"])
@@ -291,8 +294,7 @@ def test_tool_tuned_and_hybrid_go_through_the_tuning_module(slice_dataset, tmp_p
     return dense_retriever, {"best_weight": 0.5}
 
   fake = types.SimpleNamespace(tune_bi_encoder=tune_bi_encoder, tune_hybrid=tune_hybrid)
-  monkeypatch.setitem(sys.modules, "t2t_jax.studies.tuning", fake)
-  monkeypatch.setattr(studies, "tuning", fake, raising=False)
+  monkeypatch.setattr(turns_study, "tuning", fake)
   out = tmp_path / "r.json"
   assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "hybrid,bi_encoder_tuned",
                     "--tune_grid", '{"epochs": [1, 2]}', "--hybrid_weights", "0,0.5", "--hybrid_depth", "30",

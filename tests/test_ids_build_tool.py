@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import build_ids  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import gin  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
+from t2t_jax.ids import compare  # noqa: E402
 from t2t_jax.ids import embeddings as emb_lib  # noqa: E402
 from t2t_jax.ids.table import IdTable  # noqa: E402
 
@@ -146,7 +147,7 @@ def test_errors_are_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_compare_strategies_rows(dataset):
-  rows = build_ids.compare_strategies(dataset, embedding_dim=8, level_sizes=(16, 32), dict_size=16)
+  rows = compare.compare_strategies(dataset, embedding_dim=8, level_sizes=(16, 32), dict_size=16)
   labels = [r["strategy"] for r in rows]
   assert labels == ["content", "integer order=sequential", "integer order=random base=64",
                     "integer text_digits=True (track-int)", "artist_iid_track_seq", "artist_int_track_seq",

@@ -169,13 +169,13 @@ def main(argv=None) -> int:
     args.preset, args.runs = "micro", 1
   if args.runs < 1:
     p.error(f"--runs must be >= 1, got {args.runs}")
-  from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
-  try:
-    result = run(preset=args.preset, optimizer=args.optimizer, runs=args.runs, scratch=args.scratch,
-                 cold=args.cold)
-  except UserInputError as e:
-    print(f"bench_checkpoint_integrity: error: {e}", file=sys.stderr)
-    return 2
+  from t2t_jax import console  # pylint: disable=import-outside-toplevel
+  return console.run_main(lambda: _run(args), "bench_checkpoint_integrity")
+
+
+def _run(args) -> None:
+  result = run(preset=args.preset, optimizer=args.optimizer, runs=args.runs, scratch=args.scratch,
+               cold=args.cold)
   s, r = result["seconds"], result["ratios"]
   print(f"{args.preset}: {result['model']['params'] / 1e6:.0f}M params, step dir "
         f"{result['model']['step_dir_bytes'] / 1e9:.2f} GB; median s: save {s['save']['median']:.2f}, "
@@ -183,7 +183,6 @@ def main(argv=None) -> int:
         f"{s['verify_full']['median']:.2f} ({r['verify_full_over_restore_full']}x restore), verify_params "
         f"{s['verify_params']['median']:.2f} ({r['verify_params_over_restore_params']}x restore_params)")
   bench_common.write_json(args.json, result)
-  return 0
 
 
 if __name__ == "__main__":

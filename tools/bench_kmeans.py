@@ -357,8 +357,7 @@ def main(argv=None):
   p.add_argument("--scratch", default=None, help="scale mode: where the memmap and residuals go")
   args = p.parse_args(argv)
   args.argv = list(sys.argv[1:] if argv is None else argv)
-  from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
-  from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  from t2t_jax import console  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids import kmeans as km  # pylint: disable=g-import-not-at-top
   if args.chunk is None:
     args.chunk = km.DEFAULT_CHUNK
@@ -367,16 +366,16 @@ def main(argv=None):
   elif args.block != "auto":
     args.block = int(args.block)
   watch = bench_common.LoadWatch("bench_kmeans")
-  try:
-    out = cf_scale(args) if args.cf_scale else scale(args) if args.scale else bench(args)
-    out.setdefault("load", watch.report())
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  return console.run_main(lambda: _run(args, watch))
+
+
+def _run(args, watch) -> None:
+  from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
+  out = cf_scale(args) if args.cf_scale else scale(args) if args.scale else bench(args)
+  out.setdefault("load", watch.report())
   print(json.dumps({k: v for k, v in out.items() if isinstance(v, (int, float, str, type(None)))}, indent=1))
   if args.json:
     io_utils.write_json(args.json, out)
-  return 0
 
 
 if __name__ == "__main__":

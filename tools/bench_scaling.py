@@ -243,14 +243,13 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-  from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  from t2t_jax import console  # pylint: disable=import-outside-toplevel
   args = parse_args(list(sys.argv[1:] if argv is None else argv))
-  try:
-    run(args)
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return console.run_main(lambda: _run(args))
+
+
+def _run(args) -> None:
+  run(args)  # its results go to --json; the exit code is 0
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ def pct(xs, q) -> float:
   return round(float(np.percentile(np.asarray(xs), q)), 2)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model_dir", help="model dir to serve (default: build a small quickstart model)")
   p.add_argument("--json", help="write the results here")
@@ -256,6 +256,100 @@ def main(argv=None) -> int:
   p.add_argument("--tiny", action="store_true",
                  help="toy sizes, for a smoke run: a micro model when one is built and these defaults: "
                       + ", ".join(f"--{k} {v}" for k, v in TINY_DEFAULTS.items()))
+  return p
+
+
+def mixed_k_phase(url: str, args, large_ks: list, want: dict) -> dict:
+  """Step 5: clients at large k while one client at -k is timed; nothing may compile on request."""
+  print(f"[bench] mixed k: {args.mixed_clients} clients at k {large_ks[0]}..{large_ks[-1]} and one at "
+        f"k={args.k} ...", flush=True)
+  small, large = asyncio.run(run_mixed(url, PROMPTS, large_ks=large_ks, small_k=args.k,
+                                       small_requests=args.mixed_small_requests, want=want))
+  after = asyncio.run(health(url))
+  return {
+      "small_k_p50_ms": pct(small["latency_ms"], 50), "small_k_max_ms": round(max(small["latency_ms"]), 1),
+      "large_k_requests": len(large["latency_ms"]), "large_k_p50_ms": pct(large["latency_ms"], 50),
+      "large_k_requests_per_s": round(len(large["latency_ms"]) / large["seconds"], 1),
+      "errors": small["errors"] + large["errors"],
+      "wrong_answers": small["wrong_answers"] + large["wrong_answers"],
+      "compiled_on_request": after["compiled_on_request"]}
+
+
+def slow_clients_phase(server: ServerProcess, url: str, args, want: dict) -> dict:
+  """Step 6: slow connections held open while valid requests are timed; the server's fds and counters."""
+  n = min(args.slow_clients, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
+  fds_before, lines_before = server.open_fds(), len(server.lines)
+  print(f"[bench] {n} slow connections, then {args.slow_valid_requests} valid requests ...", flush=True)
+  socks = slow_clients(url, n)
+  try:
+    valid = asyncio.run(run_load(url, PROMPTS, clients=1, per_client=args.slow_valid_requests, k=args.k,
+                                 want=want))
+    fds_during = server.open_fds()
+    conns = asyncio.run(health(url))["connections"]
+  finally:
+    for sock in socks:
+      sock.close()
+  time.sleep(1.0)
+  return {
+      "connections_opened": n, "valid_max_ms": round(max(valid["latency_ms"]), 1),
+      "valid_p50_ms": pct(valid["latency_ms"], 50), "errors": valid["errors"],
+      "wrong_answers": valid["wrong_answers"], "server_fds_before": fds_before,
+      "server_fds_during": fds_during, "server": conns,
+      "server_log_lines": len(server.lines) - lines_before}
+
+
+def run_phases(server: ServerProcess, args, large_ks: list, want: dict) -> dict:
+  """Steps 3-6 against the running server: {"latency", "load", "before", "server_stats", "phases"}."""
+  url = server.url
+  phases = {}
+  asyncio.run(run_load(url, PROMPTS[:4], clients=1, per_client=4, k=args.k, want=want))  # connection warm-up
+  print(f"[bench] latency: {args.latency_requests} sequential single-prompt requests ...", flush=True)
+  lat = asyncio.run(run_load(url, PROMPTS, clients=1, per_client=args.latency_requests, k=args.k, want=want))
+  before = asyncio.run(health(url))
+  print(f"[bench] load: {args.clients} clients x {args.requests_per_client} requests ...", flush=True)
+  load = asyncio.run(run_load(url, PROMPTS, clients=args.clients, per_client=args.requests_per_client,
+                              k=args.k, want=want))
+  server_stats = asyncio.run(health(url))
+  if args.mixed_clients:
+    phases["mixed_k"] = mixed_k_phase(url, args, large_ks, want)
+  if args.slow_clients:
+    phases["slow_clients"] = slow_clients_phase(server, url, args, want)
+  return {"latency": lat, "load": load, "before": before, "server_stats": server_stats, "phases": phases}
+
+
+def results(m: dict, args, argv, *, mach: dict, watch, rc: int, seconds: float) -> dict:
+  """The results document of the measurements `m` (run_phases)."""
+  lat, load, before, server_stats, phases = m["latency"], m["load"], m["before"], m["server_stats"], m["phases"]
+  n_load = len(load["latency_ms"])
+  errors = lat["errors"] + load["errors"] + sum(r.get("errors", 0) for r in phases.values())
+  wrong = lat["wrong_answers"] + load["wrong_answers"] + sum(r.get("wrong_answers", 0) for r in phases.values())
+  return {
+      "p50_ms": pct(lat["latency_ms"], 50), "p99_ms": pct(lat["latency_ms"], 99),
+      "requests_per_s": round(n_load / load["seconds"], 1),
+      "errors": errors, "wrong_answers": wrong,
+      "benchmark": "bench_serve", "command": "python tools/bench_serve.py " + " ".join(sys.argv[1:] if argv is None else argv),
+      "machine": mach, "load": watch.report(),
+      "latency_requests": len(lat["latency_ms"]), "load_requests": n_load, "clients": args.clients,
+      "load_p50_ms": pct(load["latency_ms"], 50), "load_p99_ms": pct(load["latency_ms"], 99),
+      "single_client_requests_per_s": round(len(lat["latency_ms"]) / lat["seconds"], 1),
+      **phases,
+      "server": {"batches": server_stats["batches"], "prompts": server_stats["prompts"],
+                 "largest_batch": server_stats["largest_batch"],
+                 "load_batches": server_stats["batches"] - before["batches"],
+                 "load_mean_batch": round((server_stats["prompts"] - before["prompts"])
+                                          / max(server_stats["batches"] - before["batches"], 1), 2),
+                 "k_buckets": server_stats["k_buckets"], "warmup_s": server_stats["warmup_s"],
+                 "exit_code": rc},
+      "config": {"k": args.k, "max_k": args.max_k, "k_buckets": args.k_buckets, "max_batch": args.max_batch,
+                 "max_wait_ms": args.max_wait_ms, "max_connections": args.max_connections,
+                 "model_dir": args.model_dir or f"(built: {'tiny' if args.tiny else 'small'} quickstart)",
+                 "tiny": args.tiny},
+      "total_seconds": seconds,
+  }
+
+
+def main(argv=None) -> int:
+  p = _parser()
   if p.parse_known_args(argv)[0].tiny:
     p.set_defaults(**TINY_DEFAULTS)
   args = p.parse_args(argv)
@@ -275,87 +369,19 @@ def main(argv=None) -> int:
   want = reference_answers(model_dir, PROMPTS, sorted({args.k, *large_ks}), args)
   print("[bench] starting t2t serve ...", flush=True)
   server = ServerProcess(model_dir, args)
-  url = server.url
-  print(f"[bench] {url} ({[l for l in server.lines if 'warm in' in l]})", flush=True)
-  result = {}
+  print(f"[bench] {server.url} ({[l for l in server.lines if 'warm in' in l]})", flush=True)
   try:
-    asyncio.run(run_load(url, PROMPTS[:4], clients=1, per_client=4, k=args.k, want=want))  # connection warm-up
-    print(f"[bench] latency: {args.latency_requests} sequential single-prompt requests ...", flush=True)
-    lat = asyncio.run(run_load(url, PROMPTS, clients=1, per_client=args.latency_requests, k=args.k, want=want))
-    before = asyncio.run(health(url))
-    print(f"[bench] load: {args.clients} clients x {args.requests_per_client} requests ...", flush=True)
-    load = asyncio.run(run_load(url, PROMPTS, clients=args.clients, per_client=args.requests_per_client,
-                                k=args.k, want=want))
-    server_stats = asyncio.run(health(url))
-    if args.mixed_clients:
-      print(f"[bench] mixed k: {args.mixed_clients} clients at k {large_ks[0]}..{large_ks[-1]} and one at "
-            f"k={args.k} ...", flush=True)
-      small, large = asyncio.run(run_mixed(url, PROMPTS, large_ks=large_ks, small_k=args.k,
-                                           small_requests=args.mixed_small_requests, want=want))
-      after = asyncio.run(health(url))
-      result["mixed_k"] = {
-          "small_k_p50_ms": pct(small["latency_ms"], 50), "small_k_max_ms": round(max(small["latency_ms"]), 1),
-          "large_k_requests": len(large["latency_ms"]), "large_k_p50_ms": pct(large["latency_ms"], 50),
-          "large_k_requests_per_s": round(len(large["latency_ms"]) / large["seconds"], 1),
-          "errors": small["errors"] + large["errors"],
-          "wrong_answers": small["wrong_answers"] + large["wrong_answers"],
-          "compiled_on_request": after["compiled_on_request"]}
-    if args.slow_clients:
-      n = min(args.slow_clients, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
-      fds_before, lines_before = server.open_fds(), len(server.lines)
-      print(f"[bench] {n} slow connections, then {args.slow_valid_requests} valid requests ...", flush=True)
-      socks = slow_clients(url, n)
-      try:
-        valid = asyncio.run(run_load(url, PROMPTS, clients=1, per_client=args.slow_valid_requests, k=args.k,
-                                     want=want))
-        fds_during = server.open_fds()
-        conns = asyncio.run(health(url))["connections"]
-      finally:
-        for sock in socks:
-          sock.close()
-      time.sleep(1.0)
-      result["slow_clients"] = {
-          "connections_opened": n, "valid_max_ms": round(max(valid["latency_ms"]), 1),
-          "valid_p50_ms": pct(valid["latency_ms"], 50), "errors": valid["errors"],
-          "wrong_answers": valid["wrong_answers"], "server_fds_before": fds_before,
-          "server_fds_during": fds_during, "server": conns,
-          "server_log_lines": len(server.lines) - lines_before}
+    measured = run_phases(server, args, large_ks, want)
   finally:
     rc = server.stop()
     if tmp is not None:
       tmp.cleanup()
-  n_load = len(load["latency_ms"])
-  errors = lat["errors"] + load["errors"] + sum(r.get("errors", 0) for r in result.values())
-  wrong = lat["wrong_answers"] + load["wrong_answers"] + sum(r.get("wrong_answers", 0) for r in result.values())
-  result = {
-      "p50_ms": pct(lat["latency_ms"], 50), "p99_ms": pct(lat["latency_ms"], 99),
-      "requests_per_s": round(n_load / load["seconds"], 1),
-      "errors": errors, "wrong_answers": wrong,
-      "benchmark": "bench_serve", "command": "python tools/bench_serve.py " + " ".join(sys.argv[1:] if argv is None else argv),
-      "machine": mach, "load": watch.report(),
-      "latency_requests": len(lat["latency_ms"]), "load_requests": n_load, "clients": args.clients,
-      "load_p50_ms": pct(load["latency_ms"], 50), "load_p99_ms": pct(load["latency_ms"], 99),
-      "single_client_requests_per_s": round(len(lat["latency_ms"]) / lat["seconds"], 1),
-      **result,
-      "server": {"batches": server_stats["batches"], "prompts": server_stats["prompts"],
-                 "largest_batch": server_stats["largest_batch"],
-                 "load_batches": server_stats["batches"] - before["batches"],
-                 "load_mean_batch": round((server_stats["prompts"] - before["prompts"])
-                                          / max(server_stats["batches"] - before["batches"], 1), 2),
-                 "k_buckets": server_stats["k_buckets"], "warmup_s": server_stats["warmup_s"],
-                 "exit_code": rc},
-      "config": {"k": args.k, "max_k": args.max_k, "k_buckets": args.k_buckets, "max_batch": args.max_batch,
-                 "max_wait_ms": args.max_wait_ms, "max_connections": args.max_connections,
-                 "model_dir": args.model_dir or f"(built: {'tiny' if args.tiny else 'small'} quickstart)",
-                 "tiny": args.tiny},
-      "total_seconds": round(time.time() - t_all, 1),
-  }
+  result = results(measured, args, argv, mach=mach, watch=watch, rc=rc, seconds=round(time.time() - t_all, 1))
   print(json.dumps(result, indent=2, ensure_ascii=False))
   if args.json:
     from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
     io_utils.write_json(args.json, result)
   return 0 if result["errors"] == 0 and result["wrong_answers"] == 0 else 1
-
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -28,7 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from t2t_jax import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.ids import compare  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.ids import embeddings as emb_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.ids import strategies  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.ids.table import IdTable, id_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -194,101 +196,6 @@ def build_id_table(*, strategy: str = gin.REQUIRED, out_dir: str = gin.REQUIRED,
   return table
 
 
-def compare_strategies(dataset_dir: str, spm_model: str | None = None, *, embedding_dim: int = 64,
-                       level_sizes=(64, 64, 64), dict_size: int = 256, seed: int = 0) -> list[dict]:
-  """Builds every strategy on one dataset; returns one row of ID properties per strategy.
-
-  Semantic rows use CF embeddings (SVD, or word2vec where named) with cold tracks placed by their
-  artist (catalog.catalog_embeddings).  "tokens_per_id" counts decoding steps (+1 EOS for text IDs);
-  "duplicate_ids" counts IDs shared without a policy (0 for every valid table); "unreachable_tracks"
-  the tracks a collisions="most_popular" table cannot return.
-
-  "prefix purity": tracks are labelled with their dominant intent (the intent of most train playlists
-  holding them; synthetic datasets record it); purity = share of tracks whose first-token group's
-  majority intent is their own (how much the first decoding step already narrows the intent); read it
-  with "tracks_per_first_token" (atomic integer IDs are trivially pure: every group is one track).
-  """
-  import collections  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
-  from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  ds = _dataset(dataset_dir)
-  track_ids = [t.track_id for t in ds.tracks]
-  playlists = list(ds.playlists("train"))
-  votes = collections.defaultdict(collections.Counter)
-  for p in playlists:
-    key = tuple(sorted((p.intent or {}).items()))
-    for t in p.track_ids:
-      votes[ds.track_row[t]][key] += 1
-  dominant = np.array([hash(votes[r].most_common(1)[0][0]) if votes[r] else -r - 1 for r in range(len(track_ids))])
-
-  def purity(table):
-    first = table.codes[:, 0]
-    agree = 0
-    for code in np.unique(first):
-      members = dominant[first == code]
-      agree += collections.Counter(members.tolist()).most_common(1)[0][1]
-    return agree / len(first)
-
-  t0 = time.perf_counter()
-  rows = [[ds.track_row[t] for t in p.track_ids] for p in playlists]
-  from t2t_jax.ids import catalog  # pylint: disable=g-import-not-at-top
-  emb, _ = catalog.catalog_embeddings(tracks=ds.tracks, rows_train=rows, source="svd", dim=embedding_dim,
-                                      seed=seed, cold_start="artist")
-  emb_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  w2v, _ = catalog.catalog_embeddings(tracks=ds.tracks, rows_train=rows, source="word2vec", dim=embedding_dim,
-                                      seed=seed, cold_start="artist")
-  w2v_s = time.perf_counter() - t0
-  popularity = catalog.training_popularity(rows, len(track_ids))
-  if spm_model is None:
-    spm_model = vocab_lib.train_sentencepiece((f"{t.artist} - {t.title}" for t in ds.tracks),
-                                              os.path.join(tempfile.mkdtemp(), "spm.model"), vocab_size=2000)
-  vocab = vocab_lib.TextAndIdVocab(spm_model)
-  artists = [t.artist for t in ds.tracks]
-  rq = dict(level_sizes=level_sizes, seed=seed)
-  uniq = dict(rq, balanced=True, unique_last_level=True, disambiguation="auto")
-  specs = [  # (row label, strategy, build_ids kwargs, embedding seconds)
-      ("content", "content", dict(artists=artists, titles=[t.title for t in ds.tracks], encode_fn=vocab.encode), 0),
-      ("integer order=sequential", "integer", dict(order="sequential"), 0),
-      ("integer order=random base=64", "integer", dict(order="random", base=64, seed=seed), 0),
-      ("integer text_digits=True (track-int)", "integer",
-       dict(order="random", text_digits=True, encode_fn=vocab.encode, seed=seed), 0),
-      ("artist_iid_track_seq", "artist_iid_track_seq", dict(artists=artists, popularity=popularity), 0),
-      ("artist_int_track_seq", "artist_int_track_seq",
-       dict(artists=artists, popularity=popularity, encode_fn=vocab.encode, seed=seed), 0),
-      ("semantic_rq", "semantic_rq", dict(rq, embeddings=emb), emb_s),
-      ("semantic_rq balanced=True", "semantic_rq", dict(rq, embeddings=emb, balanced=True), emb_s),
-      ("semantic_rq balanced=True unique_last_level=True", "semantic_rq", dict(uniq, embeddings=emb), emb_s),
-      ("semantic_rq balanced=True collisions=most_popular", "semantic_rq",
-       dict(rq, embeddings=emb, balanced=True, collisions="most_popular", popularity=popularity), emb_s),
-      ("semantic_rq word2vec balanced=True unique_last_level=True", "semantic_rq", dict(uniq, embeddings=w2v), w2v_s),
-      ("semantic_hkmeans", "semantic_hkmeans", dict(rq, embeddings=emb), emb_s),
-      ("semantic_hkmeans balanced=True", "semantic_hkmeans", dict(rq, embeddings=emb, balanced=True), emb_s),
-      ("semantic_dict", "semantic_dict", dict(embeddings=emb, dict_size=dict_size, num_nonzero=len(level_sizes),
-                                              seed=seed), emb_s),
-      ("semantic_dict collisions=most_popular", "semantic_dict",
-       dict(embeddings=emb, dict_size=dict_size, num_nonzero=len(level_sizes), seed=seed,
-            collisions="most_popular", popularity=popularity), emb_s),
-  ]
-  out = []
-  for label, name, kw, extra_s in specs:
-    t = time.perf_counter()
-    table = strategies.build_ids(name, track_ids=track_ids, **kw)
-    secs = time.perf_counter() - t
-    lengths = table.lengths
-    stats = table.meta.get("stats", {})
-    out.append({"strategy": label, "tokens_per_id_mean": float(lengths.mean()) + (1.0 if table.is_text else 0.0),
-                "tokens_per_id_max": int(lengths.max()) + (1 if table.is_text else 0),
-                "new_vocab_tokens": table.num_id_tokens, "disambiguated_tracks": int(table.meta.get("num_disambiguated", 0)),
-                "disambiguation_size": int(table.level_sizes[-1]) if table.meta.get("disambiguation") else 0,
-                "unreachable_tracks": len(table.meta.get("unreachable_rows", [])),
-                "tracks_per_first_token": float(len(track_ids) / np.unique(table.codes[:, 0]).size),
-                "prefix_purity": purity(table), "build_seconds": secs + extra_s,
-                "duplicate_ids": table.num_duplicate_ids() - len(table.meta.get("unreachable_rows", [])),
-                "collision_rate": float(stats.get("collision_rate", 0.0))})
-  return out
-
-
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--gin_file", action="append", default=[],
@@ -305,39 +212,42 @@ def main(argv=None) -> int:
   p.add_argument("--no_plots", action="store_true")
   p.add_argument("--no_progress", action="store_true")
   args = p.parse_args(argv)
-  try:
-    if args.compare:
-      if not args.dataset_dir:
-        raise UserInputError("--compare needs --dataset_dir")
-      rows = compare_strategies(args.dataset_dir, args.spm_model)
-      from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
-      io_utils.write_json(args.out, rows)
-      cols = list(rows[0])
-      print("| " + " | ".join(cols) + " |")
-      print("|" + "---|" * len(cols))
-      for r in rows:
-        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
-      return 0
-    # gin_utils resolves gin/ids/... (or ids/...) from any working directory, without gin's
-    # package-path fallback (its misleading "ERROR:root:Path not found" log).
-    from t2t_jax import gin_utils  # pylint: disable=g-import-not-at-top
-    gin_utils.parse_gin(args.gin_file, args.gin_bindings)
-    overrides = {"out_dir": args.out, "plots": not args.no_plots, "progress": not args.no_progress}
-    if args.strategy:
-      overrides["strategy"] = args.strategy
-    for key, value in (("embeddings_path", args.embeddings), ("dataset_dir", args.dataset_dir),
-                       ("spm_model", args.spm_model)):
-      if value:
-        overrides[key] = value
-    table = build_id_table(**overrides)
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  return console.run_main(lambda: _run(args))
+
+
+def _print_table(rows: list[dict]) -> None:
+  cols = list(rows[0])
+  print("| " + " | ".join(cols) + " |")
+  print("|" + "---|" * len(cols))
+  for r in rows:
+    print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+
+
+def _run(args) -> None:
+  if args.compare:
+    if not args.dataset_dir:
+      raise UserInputError("--compare needs --dataset_dir")
+    rows = compare.compare_strategies(args.dataset_dir, args.spm_model)
+    from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
+    io_utils.write_json(args.out, rows)
+    _print_table(rows)
+    return
+  # gin_utils resolves gin/ids/... (or ids/...) from any working directory, without gin's
+  # package-path fallback (its misleading "ERROR:root:Path not found" log).
+  from t2t_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings)
+  overrides = {"out_dir": args.out, "plots": not args.no_plots, "progress": not args.no_progress}
+  if args.strategy:
+    overrides["strategy"] = args.strategy
+  for key, value in (("embeddings_path", args.embeddings), ("dataset_dir", args.dataset_dir),
+                     ("spm_model", args.spm_model)):
+    if value:
+      overrides[key] = value
+  table = build_id_table(**overrides)
   stats = id_stats(table)
   print(f"wrote {args.out}: {table.num_tracks} tracks, {table.num_levels} levels {table.level_sizes}, "
         f"{table.meta.get('num_disambiguated', 0)} disambiguated, duplicate IDs {stats['duplicate_ids']} "
         f"({stats.get('num_unreachable_tracks', 0)} unreachable, collision policy {table.collision_policy})")
-  return 0
 
 
 if __name__ == "__main__":

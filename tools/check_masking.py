@@ -18,9 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from t2t_jax import io_utils  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax import console, io_utils  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.data import entity_check, formats  # noqa: E402  pylint: disable=wrong-import-position
-from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
 
 SPLITS = ("train", "validation", "test")
 
@@ -44,11 +43,11 @@ def main(argv=None) -> int:
   p.add_argument("--json", help="write the report here (atomically)")
   p.add_argument("--max_examples", type=int, default=10, help="examples kept per split")
   args = p.parse_args(argv)
-  try:
-    out = check(args.dataset_dir, args.cpcd_dir, max_examples=args.max_examples)
-  except UserInputError as e:
-    print(f"check_masking: error: {e}", file=sys.stderr)
-    return 2
+  return console.run_main(lambda: _run(args), "check_masking")
+
+
+def _run(args) -> None:
+  out = check(args.dataset_dir, args.cpcd_dir, max_examples=args.max_examples)
   print(f"{out['dataset_dir']} (--artists {out['artists']}): prompts naming a goal artist or title")
   for name, r in out["splits"].items():
     print(f"  {name:10s} {r['num_with_residue']:4d} / {r['num_prompts']:4d}  {r['share']:6.1%}  "
@@ -57,7 +56,6 @@ def main(argv=None) -> int:
     print(f"    {e['id']}  {e['kind']:6s}  {e['entity']!r}  found {e['text']!r}{'' if e['exact'] else ' (fuzzy)'}")
   if args.json:
     io_utils.write_json(args.json, out)
-  return 0
 
 
 if __name__ == "__main__":

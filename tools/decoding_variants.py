@@ -27,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from t2t_jax import console  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
 
 OUTPUT_KIND = "decoding_variants"
@@ -184,12 +185,11 @@ def main(argv=None) -> int:
                  help="also sweep the penalties with unconstrained (free) grouped beam search, the "
                       "paper's setting: more rows, and dotted lines in fig3.png")
   p.add_argument("--out", required=True)
-  try:
-    run(p.parse_args(argv))
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return console.run_main(lambda: _run(p, argv))
+
+
+def _run(p: argparse.ArgumentParser, argv) -> None:
+  run(p.parse_args(argv))  # _Parser's errors are UserInputErrors: parsed inside run_main
 
 
 if __name__ == "__main__":

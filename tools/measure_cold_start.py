@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax import console  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.ids import catalog, cold_start, embeddings as emb_lib, strategies, text_embeddings  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -171,22 +171,21 @@ def main(argv=None) -> int:
     encoder = _STEncoder(args.st_model_dir)
   elif args.encoder == "minilm":
     encoder = text_embeddings.load_default_encoder()
-  try:
-    if args.cpcd_dir:
-      import measure_ids_catalogs  # pylint: disable=g-import-not-at-top
-      tracks, rows = measure_ids_catalogs.load_cpcd(args.cpcd_dir)
-      labels = list(range(len(rows)))
-    else:
-      tracks, rows, labels = synthetic_catalog(args.seed, args.num_tracks, args.num_playlists)
-    res = run(tracks, rows, labels, seed=args.seed, holdout=args.holdout,
-              level_sizes=tuple(int(x) for x in args.level_sizes.split(",")), encoder=encoder,
-              text_cache=args.text_cache)
-  except UserInputError as e:
-    print(f"measure_cold_start: error: {e}", file=sys.stderr)
-    return 2
+  return console.run_main(lambda: _run(args, encoder), "measure_cold_start")
+
+
+def _run(args, encoder) -> None:
+  if args.cpcd_dir:
+    import measure_ids_catalogs  # pylint: disable=g-import-not-at-top
+    tracks, rows = measure_ids_catalogs.load_cpcd(args.cpcd_dir)
+    labels = list(range(len(rows)))
+  else:
+    tracks, rows, labels = synthetic_catalog(args.seed, args.num_tracks, args.num_playlists)
+  res = run(tracks, rows, labels, seed=args.seed, holdout=args.holdout,
+            level_sizes=tuple(int(x) for x in args.level_sizes.split(",")), encoder=encoder,
+            text_cache=args.text_cache)
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
   io_utils.write_json(args.out, res)
-  return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from t2t_jax.data.formats import Track  # noqa: E402  pylint: disable=wrong-import-position
-from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-import-position
+from t2t_jax import console  # noqa: E402  pylint: disable=wrong-import-position
 from t2t_jax.ids import catalog, semantic, strategies  # noqa: E402  pylint: disable=wrong-import-position
 
 MPD_LIKE = dict(num_artists=3000, num_tracks=30000, num_playlists=3000, num_intents=400, min_playlist_len=10,
@@ -118,19 +118,18 @@ def main(argv=None) -> int:
   if not args.cpcd_dir and not args.mpd_like:
     p.error("nothing to measure: give --cpcd_dir DIR and/or --mpd_like")
   sizes = TINY if args.tiny else FULL
+  return console.run_main(lambda: _run(args, sizes), "measure_ids_catalogs")
+
+
+def _run(args, sizes: dict) -> None:
   kw = dict(seed=args.seed, dim=sizes["dim"], level_sizes=sizes["level_sizes"])
   rows = []
-  try:
-    if args.cpcd_dir:
-      rows += measure("cpcd", *load_cpcd(args.cpcd_dir), **kw)
-    if args.mpd_like:
-      rows += measure("mpd_like", *load_mpd_like(args.seed, sizes["mpd_like"]), **kw)
-  except UserInputError as e:
-    print(f"measure_ids_catalogs: error: {e}", file=sys.stderr)
-    return 2
+  if args.cpcd_dir:
+    rows += measure("cpcd", *load_cpcd(args.cpcd_dir), **kw)
+  if args.mpd_like:
+    rows += measure("mpd_like", *load_mpd_like(args.seed, sizes["mpd_like"]), **kw)
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
   io_utils.write_json(args.out, rows)
-  return 0
 
 
 if __name__ == "__main__":

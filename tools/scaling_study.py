@@ -28,10 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from t2t_jax import gin_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax import console, gin_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from t2t_jax.studies import baselines as baselines_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -159,20 +158,19 @@ def main(argv=None) -> int:
   p.add_argument("--work_dir", default=None, help="dataset, ID tables and models (default t2t_runs/scaling_study)")
   p.add_argument("--no_progress", action="store_true")
   args = p.parse_args(argv)
-  try:
-    gin_utils.parse_gin(args.gin_file, args.gin_bindings, finalize=False)
-    overrides = {}
-    if args.sizes:
-      try:
-        overrides["catalog_sizes"] = tuple(int(float(x)) for x in args.sizes.split(","))
-      except ValueError:
-        raise UserInputError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-    overrides.update(pipeline.cli_overrides(args))
-    scaling_study(**overrides)
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return console.run_main(lambda: _run(args))
+
+
+def _run(args) -> None:
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings, finalize=False)
+  overrides = {}
+  if args.sizes:
+    try:
+      overrides["catalog_sizes"] = tuple(int(float(x)) for x in args.sizes.split(","))
+    except ValueError:
+      raise UserInputError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+  overrides.update(pipeline.cli_overrides(args))
+  scaling_study(**overrides)
 
 
 if __name__ == "__main__":

@@ -10,5 +10,6 @@
   dictionary.py       semantic IDs by sparse coding over a learned dictionary (scikit-learn)
   strategies.py       build_ids(strategy, ...): content, integer, artist_{iid,int}_track_seq, semantic_{rq,hkmeans,dict}
   specs.py            IdSpec: named strategy specs (the rows of a comparison) and build_table from one
+  compare.py          compare_strategies: every strategy on one dataset, one row of ID properties each
   token_vectors.py    vectors of ID tokens from the vectors of the tracks they name (semantic init)
 """

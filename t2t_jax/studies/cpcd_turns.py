@@ -4,7 +4,7 @@ description; the dataset's script is google-research-datasets/cpcd eval.py + met
 For each conversation (with goal tracks) and each turn t < `max_turns` (default 10):
   query  the user turns 0..t joined with " " (each turn whitespace-collapsed, empty turns dropped:
          the importer's "all_user_turns" prompt cut after turn t), optionally rewritten by `text_fn`
-         (tools/cpcd_turns.py: the masking and normalisation the dataset dir's prompts got)
+         (studies/turns_study.py: the masking and normalisation the dataset dir's prompts got)
   seeds  the keys of the first 3 liked tracks of every EARLIER turn (< t): tracks the system has
          already been told about.  The current turn's liked tracks are not known when it is asked.
   gold   the whole goal playlist's keys.  Seeds are removed from both the ranking and the gold set;
@@ -36,7 +36,8 @@ Ranking: `rank_turns(rank_fn, queries, catalog_keys, k)` asks a method for catal
 duplicate keys are dropped before the cut at k, it asks for `candidates_needed(queries, k)` rows (k +
 the most seed keys of any query) and again with twice as many for queries still short of k keys.
 
-numpy only (the core); the retrievers live in t2t_jax.baselines, the command in tools/cpcd_turns.py.
+numpy only (the core); the retrievers live in t2t_jax.baselines, the study that runs them in
+studies/turns_study.py, the command in tools/cpcd_turns.py.
 """
 
 from __future__ import annotations
@@ -158,11 +159,7 @@ def read_aliases(dataset_dir: str | os.PathLike) -> dict[str, str]:
   path = os.path.join(os.fspath(dataset_dir), cpcd.ALIASES_FILE)
   if not os.path.exists(path):
     return {}
-  try:
-    with open(path, encoding="utf-8") as f:
-      aliases = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise UserInputError(f"{path}: not a readable JSON file ({e})") from None
+  aliases = formats.read_json_file(path, "track aliases file")
   if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
     raise UserInputError(f"{path}: expected a JSON object of video id -> track id strings")
   return aliases
