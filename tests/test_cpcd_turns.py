@@ -86,6 +86,10 @@ def test_macro_and_micro_differ_with_unequal_turn_counts():
   # B's turn 0 hits: macro = (1 + 1/3) / 2, micro = 2 / 4.
   out = ct.evaluate_turns([["g"], ["g"], ["x"], ["x"]], queries, ks=(1,))
   assert out["macro"]["hit@1"] == pytest.approx(2 / 3) and out["micro"]["hit@1"] == 0.5
+  # per conversation (what a paired test resamples): A 1.0, B 1/3; their mean is the macro value
+  per = out["per_conversation"]
+  assert per["conversation_id"] == ["A", "B"] and per["hit@1"] == [1.0, round(1 / 3, 6)]
+  assert per["mrr@1"] == per["hit@1"] and len(per["recall@1"]) == len(per["map@1"]) == 2
   with pytest.raises(UserInputError, match="3 rankings for 4 queries"):
     ct.evaluate_turns(ranked[:3], queries)
 
@@ -270,6 +274,8 @@ def test_tool_writes_results(slice_dataset, tmp_path, capsys):
     assert set(row["macro"]) == set(row["micro"]) == names
     assert (row["num_conversations"], row["num_turns"] + row["turns_skipped"]) == (10, 57)
     assert row["train_seconds"] is not None and row["candidates"] >= 10
+    per = row["per_conversation"]  # the macro value is the mean of the per-conversation values
+    assert len(per["conversation_id"]) == 10 and np.mean(per["hit@10"]) == pytest.approx(row["macro"]["hit@10"], abs=1e-4)
   # Pinned: BM25 over metadata + training titles on this slice (15 training conversations).
   assert rows["bm25"]["macro"]["hit@10"] == pytest.approx(0.305, abs=1e-4)
   assert rows["bm25"]["micro"]["hit@10"] == pytest.approx(0.2632, abs=1e-4)

@@ -342,7 +342,9 @@ def evaluate_turns(ranked_keys_per_query: Sequence[Sequence[str]], queries: Sequ
   Each ranking is deduplicated (first occurrence kept) and stripped of the query's seeds before the cut
   at k; seeds leave the gold set too; a query with no gold left is skipped.  Returns {"macro": {...},
   "micro": {...}, "num_conversations", "num_turns", "turns_skipped", "per_turn": {turn, num_turns,
-  hit@max(ks)}}.  Raises UserInputError when no turn is left to score.
+  hit@max(ks)}, "per_conversation": {conversation_id, hit/recall/mrr/map@max(ks)}} (the macro values
+  per conversation, in first-query order: what a paired test between methods resamples).  Raises
+  UserInputError when no turn is left to score.
   """
   ks = _check_ks(ks)
   if len(ranked_keys_per_query) != len(queries):
@@ -367,10 +369,14 @@ def evaluate_turns(ranked_keys_per_query: Sequence[Sequence[str]], queries: Sequ
   macro = {n: float(np.mean([np.mean([m[n] for m in ms]) for ms in by_conv.values()])) for n in names}
   top = f"hit@{max(ks)}"
   order = sorted(by_turn)
+  per_conv = {"conversation_id": list(by_conv)}
+  for name in (f"{metric}@{max(ks)}" for metric in ("hit", "recall", "mrr", "map")):
+    per_conv[name] = [round(float(np.mean([m[name] for m in ms])), 6) for ms in by_conv.values()]
   return {"macro": macro, "micro": micro, "num_conversations": len(by_conv), "num_turns": len(turns),
           "turns_skipped": skipped,
           "per_turn": {"turn": order, "num_turns": [len(by_turn[t]) for t in order],
-                       top: [float(np.mean([m[top] for m in by_turn[t]])) for t in order]}}
+                       top: [float(np.mean([m[top] for m in by_turn[t]])) for t in order]},
+          "per_conversation": per_conv}
 
 
 # ----------------------------------------------------------------------------------------------- #

@@ -100,6 +100,7 @@ def _row(name: str, result: dict, train_seconds: float | None, **extra) -> dict:
                                    "candidates", "rank_seconds")},
          "per_turn": {k: [round(x, ROUND) for x in v] if k.startswith("hit@") else v
                       for k, v in result["per_turn"].items()},
+         "per_conversation": result["per_conversation"],  # for paired tests between methods and seeds
          "train_seconds": None if train_seconds is None else round(train_seconds, 1), **extra}
   print(f"{name:18s} macro hit@10 {row['macro'].get('hit@10', float('nan')):.3f}  "
         f"micro hit@10 {row['micro'].get('hit@10', float('nan')):.3f}  "
