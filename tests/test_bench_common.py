@@ -1,5 +1,5 @@
-"""Tests of tools/bench_common.py (timing windows, load report, peer processes under a time limit)
-and a smoke run of tools/bench_train.py."""
+"""Tests of tools/bench_common.py (timing windows, load report, peer processes under a time limit,
+a step measured in its own process) and a smoke run of tools/bench_train.py."""
 
 import json
 import os
@@ -55,6 +55,24 @@ def test_run_child_ok_timeout_and_failure(tmp_path):
   res, status = bench_common.run_child([sys.executable, "-c", "raise SystemExit('boom')"], timeout_s=60,
                                        out_path=out, echo=False)
   assert res is None and status.startswith("failed (rc=1): boom")
+
+
+def test_run_measured_reads_the_childs_own_peak_rss(tmp_path):
+  """ru_maxrss from wait4 is that process's peak (300 MB held here), not this test process's; a time
+  or RSS limit stops the process group and says which."""
+  log = str(tmp_path / "log.txt")
+  hold = "import numpy as np, time; a = np.ones(300_000_000 // 8); print('held'); time.sleep(1.0)"
+  m = bench_common.run_measured([sys.executable, "-c", hold], log_path=log, timeout_s=60)
+  assert m["status"] == "ok" and m["returncode"] == 0 and m["wall_s"] >= 1.0 and m["cpu_s"] > 0
+  assert 0.3e9 < m["peak_rss_bytes"] < 0.6e9 and 0 < m["polled_peak_rss_bytes"] <= m["peak_rss_bytes"] * 1.1
+  assert open(log, encoding="utf-8").read().strip() == "held"
+  m = bench_common.run_measured([sys.executable, "-c", hold.replace("1.0", "60")], log_path=log, timeout_s=60,
+                                rss_limit_bytes=100_000_000, poll_s=0.1)
+  assert m["status"].startswith("stopped at 0.") and m["status"].endswith("(limit 0.1 GiB)") and m["returncode"] < 0
+  m = bench_common.run_measured([sys.executable, "-c", "import time; time.sleep(60)"], log_path=log, timeout_s=1)
+  assert m["status"] == "did not finish in 1 s" and m["wall_s"] < 30
+  m = bench_common.run_measured([sys.executable, "-c", "raise SystemExit(3)"], log_path=log, timeout_s=60)
+  assert m["status"] == "failed (rc=3)"
 
 
 def test_machine_info_records_versions_and_date():

@@ -193,7 +193,12 @@ def test_open_dataset_replaces_only_its_own_copy(route, tmp_path):
   from t2t_jax.studies import pipeline  # pylint: disable=import-outside-toplevel
   work = tmp_path / "work"
   assert pipeline.open_dataset(str(route["dataset"]), str(work)).num_tracks == 1010
-  assert pipeline.open_dataset(str(route["dataset"]), str(work)).name == "cpcd"  # its own copy: replaced
+  ws = pipeline.open_dataset(str(route["dataset"]), str(work))
+  assert ws.name == "cpcd"  # its own copy: replaced
+  again = pipeline.load_workspace(ws.ds_dir)  # a later process reopens the copy as it is
+  assert (again.name, again.ds_dir, again.num_tracks, again.rows_train) == (ws.name, ws.ds_dir, 1010, ws.rows_train)
+  with pytest.raises(UserInputError, match="not a directory"):
+    pipeline.load_workspace(str(work / "data" / "missing"))
   mine = work / "data" / "mine"
   mine.mkdir(parents=True)
   (mine / "notes.txt").write_text("user data")

@@ -35,6 +35,7 @@ COVERAGE = {
     "bench_data.py": "tests/test_tools_defaults.py::test_bench_data",  # 9 s
     "bench_decode.py": "tests/test_decoding_bench.py::test_bench_decode_quick_writes_json",  # --quick; slow, 21 s
     "bench_kmeans.py": "tests/test_kmeans_bench.py::test_bench_json",  # 3 s
+    "bench_mpd_scale.py": "tests/test_bench_mpd_scale.py::test_tiny_rehearsal",  # --tiny; slow: 62 s (load ~1), 85 s at load ~3
     "bench_report.py": "tests/test_tools_defaults.py::test_bench_report",  # the committed JSON dirs; 0.2 s
     "bench_resume.py": "tests/test_tools_defaults.py::test_bench_resume",  # 0.4 s
     "bench_scaling.py": "tests/test_tools_defaults.py::test_bench_scaling",  # 17 s

@@ -10,6 +10,8 @@ One definition each of:
     the peer's own work, the fastest kept; on a shared CPU torch's default often spin-waits badly)
     and `run_child` (a peer in its own process under a time limit: torch.compile that does not
     finish is reported as "did not finish in N s", and its compile workers are stopped with it);
+  * what one step of a pipeline costs in a process of its own: `run_measured` (wall and CPU seconds
+    and the peak RSS of that process, read from wait4, under a time and an RSS limit);
   * the model and training calls every benchmark makes: `make_model`, `init_params`, `model_logits`,
     `build_train_step`, `train_model` (one place to change when the model interface or the
     trainer's API changes).
@@ -245,6 +247,68 @@ def run_child(cmd: Sequence[str], *, timeout_s: float, out_path: str, env: dict 
     with open(out_path, encoding="utf-8") as f:
       result = json.load(f)
   return result, status
+
+
+def run_measured(cmd: Sequence[str], *, log_path: str, timeout_s: float, env: dict | None = None,
+                 rss_limit_bytes: int | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+  """Runs `cmd` in a session of its own (stdout and stderr appended to `log_path`) and measures it.
+
+  Returns {"status", "returncode", "wall_s", "cpu_s", "peak_rss_bytes", "polled_peak_rss_bytes"}:
+  cpu_s and peak_rss_bytes come from the rusage wait4 returns for that process (user + system time,
+  ru_maxrss: its own peak and its waited-for children's), so one step's peak is not mixed with
+  another's; polled_peak_rss_bytes is the largest RSS of the process and its descendants seen every
+  `poll_s` (a lower bound, but it also sees children that are never waited for).  status: "ok",
+  "failed (rc=R)", "killed by signal N" (SIGKILL from outside is usually the kernel's OOM killer),
+  "did not finish in N s" or "stopped at N GiB RSS (limit L GiB)": past either limit the process group
+  gets SIGTERM, then SIGKILL.
+  """
+  import threading  # pylint: disable=import-outside-toplevel
+  import psutil  # pylint: disable=import-outside-toplevel
+  child_env = dict(os.environ if env is None else env)
+  child_env["PYTHONPATH"] = REPO + os.pathsep + child_env.get("PYTHONPATH", "")
+  with open(log_path, "ab") as log:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=child_env,
+                            start_new_session=True)
+  done = threading.Event()
+  waited: dict[str, Any] = {}
+
+  def reap():  # a blocking wait4 in a thread: the end time is exact, the rusage is that process's own
+    _, wstatus, usage = os.wait4(proc.pid, 0)
+    waited.update(end=time.perf_counter(), wstatus=wstatus, usage=usage)
+    done.set()
+
+  threading.Thread(target=reap, daemon=True).start()
+  status, polled = None, 0
+  while not done.wait(poll_s):
+    try:
+      root = psutil.Process(proc.pid)
+      rss = sum(p.memory_info().rss for p in [root] + root.children(recursive=True))
+    except psutil.Error:  # exited between the checks
+      continue
+    polled = max(polled, rss)
+    if rss_limit_bytes and rss > rss_limit_bytes:
+      status = f"stopped at {rss / 2**30:.1f} GiB RSS (limit {rss_limit_bytes / 2**30:.1f} GiB)"
+    elif time.perf_counter() - t0 > timeout_s:
+      status = f"did not finish in {timeout_s:.0f} s"
+    if status:
+      for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 60)):
+        try:
+          os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+          break
+        if done.wait(grace):
+          break
+      break
+  done.wait()
+  code = os.waitstatus_to_exitcode(waited["wstatus"])
+  proc.returncode = code  # reaped here: Popen must not wait for it again
+  if status is None:
+    status = "ok" if code == 0 else (f"killed by signal {-code}" if code < 0 else f"failed (rc={code})")
+  usage = waited["usage"]
+  return {"status": status, "returncode": code, "wall_s": waited["end"] - t0,
+          "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_bytes": usage.ru_maxrss * 1024,
+          "polled_peak_rss_bytes": polled}
 
 
 def stop_group(proc: subprocess.Popen) -> None:

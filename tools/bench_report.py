@@ -124,8 +124,23 @@ def rows_scaling(r, name):
            f"{row['model']}, {row['train_steps']} steps", ours, "-", "-", _where(r))]
 
 
+def rows_mpd_scale(r, name):
+  """One row per size: the route's wall time and its largest per-stage peak RSS, or where it stopped."""
+  out = []
+  for n, s in r.get("sizes", {}).items():
+    stopped = [f"{x['stage']} {x['status']}" for x in s["stages"] if x.get("status") not in ("ok", None)
+               and not x["status"].startswith("skipped")]
+    ours = (f"route {s['route_wall_s'] / 60:,.1f} min, peak RSS {s['peak_rss_gb']:.2f} GB ({s['peak_rss_stage']})"
+            + (f"; {'; '.join(stopped)}" if stopped else ""))
+    cfg = (f"{int(n):,} MPD-like playlists, {s.get('rows') or 0:,} rows, {s.get('tracks') or 0:,} tracks: "
+           f"import -> export, {r['settings']['train_steps']} steps")
+    out.append(("bench_mpd_scale.py", name, cfg, ours, "-", "-", _where(r)))
+  return out
+
+
 RENDERERS = {"train.json": rows_train, "decode.json": rows_decode, "kmeans.json": rows_kmeans,
-             "data.json": rows_data, "serve.json": rows_serve, "scaling.json": rows_scaling}
+             "data.json": rows_data, "serve.json": rows_serve, "scaling.json": rows_scaling,
+             "mpd_scale.json": rows_mpd_scale}
 
 
 def render(directory: str, links_relative_to: str | None = None) -> str:

@@ -3,6 +3,7 @@ tools/scaling_study.py.
 
   prepare_synthetic     synthetic catalog + playlists, SentencePiece vocabulary     -> Workspace
   open_dataset          an imported dataset dir (`t2t import`), one of its folds    -> Workspace
+  load_workspace        a dataset dir already in place (an open_dataset copy, reopened) -> Workspace
   check_dataset_dir     open_dataset's pre-flight (reads only): dataset dir, fold, output overlap
   catalog_cf_embeddings CF track embeddings of the training playlists (JAX), cold tracks placed
   build_table           one ID spec (`ids.specs.IdSpec`) -> IdTable saved under {dataset}/ids/{name}
@@ -243,6 +244,19 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
       io_utils.write_marker(tmp, kind="dataset")
       os.rename(tmp, ds_dir)
     return _load_workspace(ds_dir, name, stage, {"open_dataset": time.time() - t})
+
+
+def load_workspace(ds_dir: str, *, name: str | None = None, stage: Stages | None = None) -> Workspace:
+  """The Workspace of a dataset dir already in place, e.g. an `open_dataset` copy reopened by a later
+  process (its ids/ stay): loaded and checked as `open_dataset` loads its copy, nothing written."""
+  ds_dir = os.path.abspath(os.fspath(ds_dir))
+  if not os.path.isdir(ds_dir):
+    raise UserInputError(f"{ds_dir}: not a directory (make one with `t2t import` or `open_dataset`)")
+  seconds: dict = {}
+  t = time.time()
+  ws = _load_workspace(ds_dir, name or os.path.basename(ds_dir), stage or Stages(verbose=False), seconds)
+  seconds["load_workspace"] = time.time() - t
+  return ws
 
 
 def catalog_cf_embeddings(ws: Workspace, *, dim: int = 64, seed: int = 0,
