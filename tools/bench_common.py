@@ -260,7 +260,9 @@ def run_measured(cmd: Sequence[str], *, log_path: str, timeout_s: float, env: di
   `poll_s` (a lower bound, but it also sees children that are never waited for).  status: "ok",
   "failed (rc=R)", "killed by signal N" (SIGKILL from outside is usually the kernel's OOM killer),
   "did not finish in N s" or "stopped at N GiB RSS (limit L GiB)": past either limit the process group
-  gets SIGTERM, then SIGKILL.
+  gets SIGTERM, then SIGKILL.  On Linux ru_maxrss also counts the RSS of the calling process at the
+  fork (the kernel keeps the high-water mark across exec): call this from a small orchestrator, or
+  read peak_rss_bytes as an upper bound that includes the caller's RSS.
   """
   import threading  # pylint: disable=import-outside-toplevel
   import psutil  # pylint: disable=import-outside-toplevel
