@@ -7,6 +7,7 @@ Subpackages:
   ids             track embeddings, track-ID strategies (ID tables) and the JAX k-means
   models          model families behind one interface: T5.1.1 and bert_t5 (pretrained BERT encoder)
   decoding        the catalog trie index and constrained beam search, inside jit
+  serving         the trained retriever (GenerativeRetriever), model-dir assets, recommend, export, serve
   baselines       retrieval baselines: BM25, most popular, dual encoder, bi-encoder, hybrid
   studies         the pipeline as reusable steps: quickstart, compare_ids, CPCD folds and turns
 Modules:
@@ -25,12 +26,8 @@ Modules:
   evaluation      constrained beam search over held-out prompts -> ranking metrics
   metrics         Hits@K, Recall@K, MAP@K, NDCG@K and MRR (one code for every method)
   stats           paired bootstrap and mean / spread over folds or seeds
-  retriever       the retriever seams as Protocols: Retriever (baselines), TrackRecommender (models)
-  recommend       prompts -> ranked tracks from a model dir (TF-free)
-  export          `t2t export`: a model dir -> a portable jax.export dir
-  export_runtime  runs an export with only numpy, jax and sentencepiece
-  serve           `t2t serve`: HTTP JSON endpoint (aiohttp) with micro-batching
-  serve_limits    connection cap, timeouts, rate-limited logs, API key and bind checks for serve
+  export_runtime  runs an export with only numpy, jax and sentencepiece (copied into every export dir;
+                  the one home of prompt normalisation, file hashing and the trie check)
   quickstart      `t2t quickstart`: end to end on the synthetic catalog or an imported dataset
   cli             the `t2t` command: import, quickstart, recommend, export, serve, plot
   console         terminal output: dependencies' logs quiet by default, progress bars

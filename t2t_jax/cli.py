@@ -299,13 +299,13 @@ def main(argv=None) -> int:
       from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top
       quickstart.run_from_args(args)
     elif args.command == "recommend":
-      from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+      from t2t_jax.serving import recommend  # pylint: disable=g-import-not-at-top
       recommend.run_from_args(args)
     elif args.command == "export":
-      from t2t_jax import export  # pylint: disable=g-import-not-at-top
+      from t2t_jax.serving import export  # pylint: disable=g-import-not-at-top
       export.run_from_args(args)
     elif args.command == "serve":
-      from t2t_jax import serve  # pylint: disable=g-import-not-at-top
+      from t2t_jax.serving import serve  # pylint: disable=g-import-not-at-top
       serve.run_from_args(args)
     elif args.command == "plot":
       run_plot(args)

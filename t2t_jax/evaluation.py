@@ -1,7 +1,9 @@
-"""Generative-retrieval evaluation: constrained beam search over held-out prompts -> ranking metrics.
+"""Evaluation: ranking metrics of held-out prompts, and the trainer's periodic evaluations.
 
 The same `ranking_metrics` scores Text2Tracks and every baseline on the same held-out playlists.
-Batches are padded to one fixed shape so the jitted decoder compiles once.
+Decoding itself is the trained retriever's (`t2t_jax.serving.retriever.GenerativeRetriever`); here
+are its batching (`batched_topk`: batches padded to one fixed shape, so the jitted decoder compiles
+once), the Hits@K eval fn over a retriever and the teacher-forced loss eval fn.
 """
 
 from typing import Callable, Sequence
@@ -54,35 +56,22 @@ def evaluate_rankings(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]],
                                      artist_of_row=artist_of_row, per_query=per_query)
 
 
-def constrained_topk_fn(model, index, *, beam_size: int, k: int) -> Callable:
-  """Jitted `fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)`: constrained beam search over `index`.
-
-  The one "index as a jit argument" wrapper (evaluation, recommend, serve): the index goes to the
-  device once and is passed to the jitted function, not folded into the program as a constant, so
-  large catalogs do not bloat compilation.  `model`: an EncoderDecoderModel or its config.
-  """
-  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
-  index = index.to_device()
-  fn = jax.jit(generate.make_recommend_fn(model, index, beam_size=beam_size, top_k=k))
-  return lambda params, inputs_BxL: fn(params, inputs_BxL, index)
-
-
-def make_generative_eval_fn(model_config, index, inputs_QxL: np.ndarray,
-                            relevant: Sequence[Sequence[int]], *, beam_size: int = 20, k: int = 10,
-                            batch_size: int = 32, ks: Sequence[int] = (1, 5, 10)) -> Callable:
+def make_generative_eval_fn(retriever, inputs_QxL: np.ndarray, relevant: Sequence[Sequence[int]], *,
+                            beam_size: int = 20, k: int = 10, batch_size: int = 32,
+                            ks: Sequence[int] = (1, 5, 10)) -> Callable:
   """`eval_fn(params, step) -> metrics`: Hits/MAP/NDCG@K of constrained beam search on Q prompts.
 
-  `index`: the catalog trie (`decoding.index.build_table_index`).  Plugs into the trainer's
-  EvalHook for periodic evaluation; the decoder is compiled once.
+  `retriever`: a `t2t_jax.serving.retriever.GenerativeRetriever` of the model being trained (its
+  parameters come with each call).  Plugs into the trainer's EvalHook for periodic evaluation; the
+  decoder is compiled once.
   """
   if beam_size < k:
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
-  fn = constrained_topk_fn(model_config, index, beam_size=beam_size, k=k)
-  batch_size = min(batch_size, len(inputs_QxL))
 
   def eval_fn(params, step):
     del step
-    rows, _ = batched_topk(fn, params, inputs_QxL, batch_size=batch_size)
+    rows, _ = retriever.rank_inputs(inputs_QxL, k, beam_size=beam_size, params=params,
+                                    batch_size=batch_size)
     m = evaluate_rankings(rows, relevant, ks)
     return {f"gen_{key}": v for key, v in m.items() if key != "num_queries"}
 

@@ -328,8 +328,8 @@ def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, st
   """Example recommendations straight from the saved model dir (what `t2t recommend` does), then
   report.md / report.json in cfg.out and the table on stdout."""
   import jax  # pylint: disable=g-import-not-at-top
-  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
-  rec = recommend.Recommender.load(model_dir)
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir)
   example_prompts, relevant = task.prompts[:5], task.relevant[:5]
   examples = []
   for p, recs, rel in zip(example_prompts, rec.recommend(example_prompts, k=5), relevant):

@@ -38,7 +38,8 @@ import jax
 import numpy as np
 
 from t2t_jax import checkpoints, console, gin_utils, io_utils, losses, model_dir_lock, models
-from t2t_jax import optimizers, partitioning, recommend, train_state, trainer
+from t2t_jax import optimizers, partitioning, train_state, trainer
+from t2t_jax.serving import retriever
 from t2t_jax import evaluation as evaluation_lib
 from t2t_jax.data import batches as batches_lib
 from t2t_jax.data import examples, resumable
@@ -99,7 +100,7 @@ class EvalConfig:
   """Evaluation during training (gin: EVAL_SPLIT, EVAL_STEPS; EVAL_PERIOD is in TrainConfig).
 
   steps: batches of `split` for the teacher-forced loss (None: all; the last may be partial).
-  fn_factory(model_config=, mixture_or_task_name=, task_feature_lengths=, partitioner=) ->
+  fn_factory(model=, mixture_or_task_name=, task_feature_lengths=, partitioner=) ->
     eval_fn(params, step): replaces that loss, e.g. `@eval_hooks.hits_eval_fn_factory` (Hits@K).
   """
   split: str = "validation"
@@ -208,7 +209,7 @@ def _resolve_model(model, data: DataConfig):
 ID_EMBEDDING_INITS = ("retrieval", "retrieval_with_prompts")
 
 
-def _init_id_embeddings(model, params, data: DataConfig, mode: str):
+def _init_id_embeddings(mm, params, data: DataConfig, mode: str):
   """ID_EMBEDDING_INIT='retrieval': warm-start parameters under which the model starts as the
   zero-shot dense retriever of its pretrained encoder (`retrieval_init` of the family).
 
@@ -217,9 +218,8 @@ def _init_id_embeddings(model, params, data: DataConfig, mode: str):
   an ID token's vector is the mean of its tracks' (`ids.token_vectors`)."""
   if mode not in ID_EMBEDDING_INITS:
     raise UserInputError(f"ID_EMBEDDING_INIT must be None or one of {ID_EMBEDDING_INITS}, got {mode!r}")
-  mm = models.get_model(model)
   if not hasattr(mm, "retrieval_init"):
-    raise UserInputError(f"ID_EMBEDDING_INIT={mode!r}: the {model.family} family has no pretrained "
+    raise UserInputError(f"ID_EMBEDDING_INIT={mode!r}: the {mm.config.family} family has no pretrained "
                          "encoder to initialise from")
   if data.data_fn is not None:
     raise UserInputError(f"ID_EMBEDDING_INIT={mode!r} needs a t2t task (its catalog and prompts)")
@@ -233,7 +233,7 @@ def _init_id_embeddings(model, params, data: DataConfig, mode: str):
       track_NxH[rows] += vec
   vectors, mask = token_vectors.id_token_vectors(
       examples.load_table(source.ids_dir), track_NxH, id_token_offset=source.vocab.id_token_offset,
-      vocab_size=model.output_vocab_size)
+      vocab_size=mm.config.output_vocab_size)
   log.info("ID_EMBEDDING_INIT=%s: %d ID tokens from %d track and %d prompt embeddings", mode,
            int(mask.sum()), len(meta), len(prompt_tokens))
   return mm.retrieval_init(params, vectors, mask)
@@ -270,7 +270,7 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
   checkpoint = checkpoint or trainer.CheckpointConfig()
   partitioner = partitioner or partitioning.Partitioner()
   _register_data(data)
-  model = _resolve_model(model, data)
+  model = models.get_model(_resolve_model(model, data))  # the run's one model object
   config = dataclasses.replace(config, seed=trainer.resolve_seed(config.seed))
   train_iter = _numpy_batches(data, split=data.split, batch_size=config.batch_size,
                               shuffle=data.shuffle, seed=config.seed, partitioner=partitioner,
@@ -286,20 +286,19 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
     os.makedirs(model_dir, exist_ok=True)
     gin_utils.write_config(model_dir)
     _write_assets(model_dir, data, beam_size)
-  return trainer.train(model_config=model, train_iter=train_iter, model_dir=model_dir,
+  return trainer.train(model_config=model.config, train_iter=train_iter, model_dir=model_dir,
                        config=config, optimizer=optimizer, loss=loss, checkpoint=checkpoint,
                        partitioner=partitioner, eval_fn=eval_fn, init_params=init_params,
                        feature_spec=spec)
 
 
-def _model_inputs(model, train_iter, init_params, data: DataConfig, config, partitioner):
+def _model_inputs(mm, train_iter, init_params, data: DataConfig, config, partitioner):
   """(batches, per-host feature spec); a frozen encoder's outputs are cached and fed as a feature."""
   per_host = config.batch_size // partitioner.host_shard()[1]
-  mm = models.get_model(model)
   enc_dim = None
   if mm.frozen_encoder:
     if init_params is None:
-      raise UserInputError(f"{model.family} with a frozen encoder needs INITIAL_CHECKPOINT_PATH "
+      raise UserInputError(f"{mm.config.family} with a frozen encoder needs INITIAL_CHECKPOINT_PATH "
                            "(the pretrained encoder whose outputs are cached)")
     train_iter = base.FrozenEncoderCache(mm, init_params).wrap(train_iter)
     enc_dim = _encoder_dim(mm, data.task_feature_lengths["inputs"])
@@ -321,7 +320,7 @@ def _eval_fn(model, data: DataConfig, evaluation: EvalConfig | None, config, par
   if evaluation is None or not config.eval_period:
     return None
   if evaluation.fn_factory is not None:
-    return evaluation.fn_factory(model_config=model, mixture_or_task_name=data.mixture_or_task_name,
+    return evaluation.fn_factory(model=model, mixture_or_task_name=data.mixture_or_task_name,
                                  task_feature_lengths=data.task_feature_lengths,
                                  partitioner=partitioner)
   batches = _eval_batches(data, evaluation.split, evaluation.steps, config.batch_size, partitioner)
@@ -361,12 +360,13 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths:
   _register_data(data)
   config, params = checkpoints.load_params(model_dir, step=checkpoint_step,
                                            partitioner=partitioner)
+  model = models.get_model(config)
   step = checkpoint_step if checkpoint_step is not None else checkpoints.CheckpointManager(
       model_dir).latest_step()
   batches = _eval_batches(data, split, eval_steps, batch_size, partitioner)
-  metrics = evaluation_lib.make_eval_loss_fn(config, partitioner, batches, batch_size)(params, step)
+  metrics = evaluation_lib.make_eval_loss_fn(model, partitioner, batches, batch_size)(params, step)
   if eval_fn_factory is not None:
-    fn = eval_fn_factory(model_config=config, mixture_or_task_name=mixture_or_task_name,
+    fn = eval_fn_factory(model=model, mixture_or_task_name=mixture_or_task_name,
                          task_feature_lengths=task_feature_lengths, partitioner=partitioner)
     metrics.update({k: float(v) for k, v in fn(params, step).items()})
   result = {"step": step, "split": split, "mixture_or_task_name": mixture_or_task_name, **metrics}
@@ -380,14 +380,14 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths:
 def infer(*, model_dir: str, input_file: str, output_file: str, k: int = 10,
           beam_size: int | None = None, batch_size: int = 64) -> int:
   """Recommends for each prompt of `input_file` (one a line) into JSONL `output_file`
-  (runs/infer.gin): constrained beam search via `t2t_jax.recommend.Recommender`."""
+  (runs/infer.gin): constrained beam search via `t2t_jax.serving.retriever.GenerativeRetriever`."""
   if not os.path.isfile(input_file):
     raise UserInputError(f"INFER_INPUT_FILE {input_file!r} does not exist")
   with open(input_file, encoding="utf-8") as f:
     prompts = [line.strip() for line in f if line.strip()]
   if not prompts:
     raise UserInputError(f"INFER_INPUT_FILE {input_file!r} has no prompts")
-  rec = recommend.Recommender.load(model_dir, beam_size=beam_size)
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=beam_size)
   with io_utils.atomic_write(output_file) as f:
     for start in range(0, len(prompts), batch_size):
       chunk = prompts[start:start + batch_size]

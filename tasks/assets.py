@@ -1,5 +1,5 @@
 """MODEL_DIR/assets from a t2t SeqIO task: what `t2t recommend / export / serve` need next to the
-checkpoints (SentencePiece model, ID table, catalog, decoding settings; `t2t_jax.recommend`).
+checkpoints (SentencePiece model, ID table, catalog, decoding settings; `t2t_jax.serving.recommend`).
 
 The gin train entry calls `write_model_assets` for every t2t task, so any MODEL_DIR trained with
 `python -m t2t_jax.train` (and so `t2t quickstart` and the studies, which train through it) is
@@ -13,7 +13,7 @@ from typing import Mapping
 
 import seqio
 
-from t2t_jax import recommend
+from t2t_jax.serving import assets as assets_lib
 from t2t_jax.data import formats
 from t2t_jax.data import vocab as t2t_vocab
 from t2t_jax.ids.table import IdTable
@@ -35,7 +35,7 @@ def write_model_assets(model_dir: str, mixture_or_task_name: str,
     return False
   prompt_field = source.prompt_field if len(tasks) == 1 else "mixed"
   ids_only = isinstance(source.vocab, t2t_vocab.IdOnlyVocab)
-  recommend.write_assets(
+  assets_lib.write_assets(
       model_dir, spm_path=source.spm_path, id_table=IdTable.load(source.ids_dir),
       catalog_path=os.path.join(source.dataset_dir, formats.CATALOG_FILE),
       inputs_length=int(task_feature_lengths["inputs"]), beam_size=int(beam_size),

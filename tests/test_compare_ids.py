@@ -66,7 +66,7 @@ def test_rows_and_columns(result):
 def test_methods_scored_on_the_same_split(result):
   """The Text2Tracks, BM25 and most-popular rows equal a direct recomputation on the task's test
   prompts (Text2Tracks through its trained model dir, as `t2t recommend` serves it)."""
-  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
@@ -82,7 +82,7 @@ def test_methods_scored_on_the_same_split(result):
   catalog = CatalogTexts.from_tracks(ds.tracks, pipeline.track_text)
   train_prompts = [(prompts_lib.make_prompt(p, "title"), r) for p, r in zip(train, train_rows)]
   bm = bm25.BM25Retriever().fit(catalog, train_prompts)
-  rec = recommend.Recommender.load(os.path.join(out, "work", "models", "semantic_rq"))
+  rec = retriever.GenerativeRetriever.from_model_dir(os.path.join(out, "work", "models", "semantic_rq"))
   assert rec.beam_size == 10  # compare_ids_tiny.gin's beam, written to the model dir's assets
   t2t = evaluation.evaluate_rankings(rec.recommend_rows(prompts, 10)[0], relevant, ks=(1, 5, 10))
   for key in ("hits@10", "map@10", "ndcg@10", "mrr"):

@@ -127,12 +127,11 @@ def test_tool_rows_and_figure(tool_run):
 
 def _common(model):
   """diversity_sweep / *_row keyword arguments for the tiny model dir's first 8 train playlists."""
-  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   root, model_dir = model
-  rec = recommend.Recommender.load(model_dir, beam_size=4)
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=4)
   prompts, relevant, _, ds = tool.load_prompts(rec, os.path.join(root, "data"), "train", 8)
-  return dict(config=rec.model, params=rec.params, table=rec.id_table, vocab=rec.vocab,
-              inputs=rec.encode(prompts), relevant=relevant,
+  return dict(retriever=rec, inputs=rec.encode(prompts), relevant=relevant,
               artist_of_N=tool.artists_of_table(rec, ds))
 
 
@@ -202,9 +201,10 @@ def test_tool_unconstrained_sweep_flag(model, tmp_path):
 @pytest.mark.entry
 def test_reference_row_is_what_recommend_serves(tool_run, model):
   """The constrained row's numbers equal `t2t recommend`'s decoder on the same prompts."""
-  from t2t_jax import evaluation, recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   root, model_dir = model
-  rec = recommend.Recommender.load(model_dir, beam_size=4)
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=4)
   prompts, relevant, _, _ = tool.load_prompts(rec, os.path.join(root, "data"), "train", 8)
   served, _ = rec.recommend_rows(prompts, k=4)
   want = evaluation.evaluate_rankings(served, relevant, (1, 4))

@@ -7,10 +7,12 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import evaluation, models, partitioning, recommend
-from t2t_jax.decoding import index as index_lib
+from t2t_jax import evaluation, models, partitioning
+from t2t_jax.decoding import generate, index as index_lib
+from t2t_jax.errors import UserInputError
 from t2t_jax.ids.table import IdTable
 from t2t_jax.models import t5
+from t2t_jax.serving import retriever
 
 VOCAB = 64
 
@@ -38,18 +40,29 @@ def test_evaluation_and_recommend_decode_the_same_content_ids():
   config = t5.T5Config.micro(vocab_size=VOCAB)
   params = models.get_model(config).init_params(jax.random.PRNGKey(0))
   inputs = np.array([[7, 8, 9, 1, 0, 0], [20, 21, 1, 0, 0, 0], [30, 1, 0, 0, 0, 0]], np.int32)
-  # The evaluation path (studies, tasks/eval_hooks.py): the table's trie + constrained_topk_fn.
-  eval_fn = evaluation.constrained_topk_fn(
-      config, index_lib.build_table_index(table, 0, VOCAB), beam_size=5, k=5)
-  eval_rows, eval_scores = jax.device_get(eval_fn(params, inputs))
-  # The served path (t2t recommend / export / serve): a Recommender over the same table.
+  model = models.get_model(config)
+  # The primitive: constrained beam search over the table's trie.
+  index = index_lib.build_table_index(table, 0, VOCAB)
+  ref_rows, ref_scores = jax.device_get(jax.jit(generate.make_recommend_fn(
+      model, index, beam_size=5, top_k=5))(params, inputs))
+  # The trained retriever, as the eval hook holds it (parameters per call) and as served (its own).
   vocab = types.SimpleNamespace(id_token_offset=0, vocab_size=VOCAB)
-  rec = recommend.Recommender(model=models.get_model(config), params=params, vocab=vocab,
-                              id_table=table, tracks={}, settings={"inputs_length": 6,
-                                                                   "beam_size": 5})
-  rec_rows, rec_scores = jax.device_get(rec._fn(5)(params, inputs))  # pylint: disable=protected-access
-  np.testing.assert_array_equal(eval_rows, rec_rows)
-  np.testing.assert_allclose(eval_scores, rec_scores, rtol=1e-6)
+  hook = retriever.GenerativeRetriever(model=model, params=None, vocab=vocab, id_table=table,
+                                       inputs_length=6, beam_size=5)
+  eval_rows, eval_scores = hook.rank_inputs(inputs, 5, params=params, batch_size=2)
+  with pytest.raises(UserInputError, match="no parameters"):
+    hook.rank_inputs(inputs, 5)
+  rec = retriever.GenerativeRetriever(model=model, params=params, vocab=vocab, id_table=table,
+                                      inputs_length=6, beam_size=5)
+  rec_rows, rec_scores = jax.device_get(rec.topk_fn(5)(params, inputs))
+  np.testing.assert_array_equal(eval_rows, ref_rows)
+  np.testing.assert_array_equal(rec_rows, ref_rows)
+  np.testing.assert_allclose(eval_scores, ref_scores, rtol=1e-6)
+  np.testing.assert_allclose(rec_scores, ref_scores, rtol=1e-6)
+  # score(): the teacher-forced log-probability of each returned row is its beam score.
+  np.testing.assert_allclose(rec.score(inputs, rec_rows), rec_scores, rtol=1e-4, atol=1e-4)
+  with pytest.raises(UserInputError, match="ID-table rows"):
+    rec.score(inputs, np.full((3, 1), table.num_tracks))
   # All 5 IDs are reachable, both [5, 6] and its extension [5, 6, 7].
   assert sorted(eval_rows[0].tolist()) == [0, 1, 2, 3, 4]
 

@@ -1,4 +1,4 @@
-"""`t2t export` (t2t_jax/export.py) and its standalone runtime (t2t_jax/export_runtime.py)."""
+"""`t2t export` (t2t_jax/serving/export.py) and its standalone runtime (t2t_jax/export_runtime.py)."""
 
 import hashlib
 import json
@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import cli, export, export_runtime, io_utils, recommend
+from t2t_jax import cli, export_runtime, io_utils
+from t2t_jax.serving import export, retriever
 from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.errors import UserInputError
 
@@ -22,7 +23,7 @@ from test_recommend import PROMPTS, build_model_dir  # pylint: disable=g-bad-imp
 
 K = 5
 FORBIDDEN = ("flax", "optax", "orbax", "tensorflow", "seqio", "t2t_jax.models", "t2t_jax.decoding",
-             "t2t_jax.data", "t2t_jax.recommend", "t2t_jax.trainer")
+             "t2t_jax.data", "t2t_jax.serving.recommend", "t2t_jax.trainer")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rec(dirs):
-  return recommend.Recommender.load(dirs[0])
+  return retriever.GenerativeRetriever.from_model_dir(dirs[0])
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,9 @@ LAYERS = (
     ("examples", ("t2t_jax.data.examples", "t2t_jax.data.batches")),
     ("training", ("t2t_jax.losses", "t2t_jax.optimizers", "t2t_jax.partitioning", "t2t_jax.train_state",
                   "t2t_jax.checkpoints", "t2t_jax.hooks", "t2t_jax.trainer", "t2t_jax.evaluation")),
-    # t2t_jax.retriever: the Retriever / TrackRecommender Protocols (baselines implement Retriever).
-    ("serving", ("t2t_jax.retriever", "t2t_jax.recommend", "t2t_jax.serve_limits", "t2t_jax.serve",
-                 "t2t_jax.export")),
+    # The trained retriever and what serves it: assets, recommend, export, serve; and the
+    # Retriever / TrackRecommender Protocols (serving/protocols.py, which baselines implement).
+    ("serving", ("t2t_jax.serving",)),
     ("baselines", ("t2t_jax.baselines",)),
     # SeqIO tasks, vocabularies and TFDS builders: TensorFlow lives here (TASKS_USERS import it lazily).
     ("tasks", ("tasks",)),

@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-from t2t_jax import cli, recommend, serve
+from t2t_jax import cli
+from t2t_jax.serving import serve, retriever
 from t2t_jax.data import formats
 from t2t_jax.models import pretrained
 
@@ -88,7 +89,7 @@ def test_export_and_serve_the_model_dir(route, tmp_path):
   assert cli.main(["export", "--model_dir", route["model_dir"], "--out", str(out), "-k", "5",
                    "--platforms", "cpu", "--no_hf"]) == 0
   assert (out / "export_runtime.py").exists()
-  rec = recommend.Recommender.load(route["model_dir"])
+  rec = retriever.GenerativeRetriever.from_model_dir(route["model_dir"])
   cfg = serve.ServeConfig(port=0, default_k=5, max_k=10, max_batch=2, max_prompts=2, warmup=False,
                           k_buckets=(10,))
   with serve.BackgroundServer(rec, cfg) as s:
@@ -165,7 +166,7 @@ def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
   assert rows[0]["method"] == "Text2Tracks (per-track IDs, pretrained MiniLM encoder)"
   assert rows[0]["decode_steps_per_id"] == 1 and rows[0]["num_queries"] == 10
   catalog = {t.track_id for t in formats.Dataset.load(data).tracks}
-  got = recommend.Recommender.load(str(work / "model")).recommend([PROMPT], k=5)[0]
+  got = retriever.GenerativeRetriever.from_model_dir(str(work / "model")).recommend([PROMPT], k=5)[0]
   assert len(got) == 5 and all(r.track_id in catalog for r in got)
   # --adapt_encoder: the encoder fine-tuned as a bi-encoder first (its row in the report), then the
   # decoder over it with the ID tables fixed at its track embeddings.

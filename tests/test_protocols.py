@@ -6,7 +6,8 @@ import inspect
 
 import pytest
 
-from t2t_jax import export_runtime, models, recommend, retriever
+from t2t_jax import export_runtime, models
+from t2t_jax.serving import protocols, retriever
 from t2t_jax.baselines import base as baselines_base
 from t2t_jax.baselines import bi_encoder, bm25, dual_encoder, hybrid, popularity
 from t2t_jax.ids import strategies
@@ -87,27 +88,27 @@ def test_id_strategies_satisfy_the_id_strategy_seam(strategy):
   assert inspect.signature(builder).return_annotation in (strategies.IdTable, "IdTable")
 
 
-# ---- retriever (retriever.py) and baseline (baselines/base.py) -----------------------------------
+# ---- retriever (serving/protocols.py) and baseline (baselines/base.py) -----------------------------------
 
 
 @pytest.mark.parametrize("cls", [bm25.BM25Retriever, popularity.MostPopular, dual_encoder.DualEncoderRetriever,
                                  bi_encoder.BiEncoderRetriever])
 def test_baselines_satisfy_the_baseline_seam(cls):
   assert_implements(cls, baselines_base.Baseline)
-  assert_implements(cls, retriever.Retriever)
+  assert_implements(cls, protocols.Retriever)
 
 
 def test_hybrid_is_a_retriever_not_a_baseline():
-  assert_implements(hybrid.HybridRetriever, retriever.Retriever)
+  assert_implements(hybrid.HybridRetriever, protocols.Retriever)
   assert not issubclass(hybrid.HybridRetriever, baselines_base.Baseline)
   fitted = popularity.MostPopular()
-  assert isinstance(fitted, baselines_base.Baseline) and isinstance(fitted, retriever.Retriever)
-  assert isinstance(hybrid.HybridRetriever(fitted, fitted), retriever.Retriever)
+  assert isinstance(fitted, baselines_base.Baseline) and isinstance(fitted, protocols.Retriever)
+  assert isinstance(hybrid.HybridRetriever(fitted, fitted), protocols.Retriever)
 
 
-@pytest.mark.parametrize("cls", [recommend.Recommender, export_runtime.ExportedRecommender])
+@pytest.mark.parametrize("cls", [retriever.GenerativeRetriever, export_runtime.ExportedRecommender])
 def test_trained_model_recommenders_satisfy_the_track_recommender_seam(cls):
-  assert_implements(cls, retriever.TrackRecommender)
+  assert_implements(cls, protocols.TrackRecommender)
 
 
 def test_the_signature_check_catches_a_mismatch():
@@ -120,6 +121,6 @@ def test_the_signature_check_catches_a_mismatch():
       return None
 
   for cls in (Renamed, Extra):
-    assert issubclass(cls, retriever.Retriever)  # names only: what isinstance can see
+    assert issubclass(cls, protocols.Retriever)  # names only: what isinstance can see
     with pytest.raises(AssertionError):
-      assert_implements(cls, retriever.Retriever)
+      assert_implements(cls, protocols.Retriever)

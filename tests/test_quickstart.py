@@ -76,12 +76,13 @@ def _test_playlists(cfg):
 def test_report_numbers_are_what_the_served_model_and_baselines_give(qs):
   """The Text2Tracks row equals `t2t recommend`'s model dir decoding the same held-out prompts
   (evaluation and serving search the same trie); most-popular equals a direct recomputation."""
-  from t2t_jax import evaluation, recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines import popularity  # pylint: disable=g-import-not-at-top
   from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   cfg, rows = qs
   prompts, relevant, ds = _test_playlists(cfg)
-  rec = recommend.Recommender.load(os.path.join(cfg.work_dir, "model"))
+  rec = retriever.GenerativeRetriever.from_model_dir(os.path.join(cfg.work_dir, "model"))
   got, _ = rec.recommend_rows(prompts, k=10)
   served = evaluation.evaluate_rankings(got, relevant, ks=(1, 5, 10))
   for key in ("hits@10", "map@10", "ndcg@10", "mrr"):
@@ -115,9 +116,9 @@ def test_model_dir_went_through_the_gin_entry(qs):
 
 
 def test_recommender_returns_distinct_catalog_tracks(qs):
-  from t2t_jax import recommend
+  from t2t_jax.serving import retriever
   cfg, _ = qs
-  rec = recommend.Recommender.load(os.path.join(cfg.work_dir, "model"))
+  rec = retriever.GenerativeRetriever.from_model_dir(os.path.join(cfg.work_dir, "model"))
   prompts = ["chill evening jazz 🎷", "GYM WORKOUT", "música para bailar"]
   rows, scores = rec.recommend_rows(prompts, k=10)
   assert rows.shape == (3, 10)

@@ -1,4 +1,4 @@
-"""Recommender (t2t_jax/recommend.py) on a tiny model dir; `build_model_dir` is shared with the
+"""Recommender (t2t_jax/serving/recommend.py) on a tiny model dir; `build_model_dir` is shared with the
 export and serve tests (a trained-for-a-few-steps T5 on a synthetic catalog, no SeqIO/TensorFlow, so
 a test module builds it in seconds rather than running the whole quickstart)."""
 
@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from t2t_jax import cli, recommend
+from t2t_jax import cli
+from t2t_jax.serving import assets as assets_lib, retriever
 from t2t_jax.errors import UserInputError
 
 PROMPTS = ["chill evening jazz 🎷", "GYM WORKOUT", "música para bailar", "old classics for slow dancing",
@@ -72,7 +73,7 @@ def build_model_dir(root: str, *, seed: int = 0, num_tracks: int = 96, train_ste
     manager = checkpoints.CheckpointManager(model_dir, async_save=False)
     manager.save(0, params, {"step": np.zeros((), np.int32)}, {"step": 0})
     manager.close()
-  recommend.write_assets(model_dir, spm_path=spm_path, id_table=table,
+  assets_lib.write_assets(model_dir, spm_path=spm_path, id_table=table,
                          catalog_path=os.path.join(ds_dir, "catalog.jsonl"), inputs_length=16,
                          beam_size=6, prompt_field="title")
   return model_dir
@@ -85,7 +86,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rec(model_dir):
-  return recommend.Recommender.load(model_dir)
+  return retriever.GenerativeRetriever.from_model_dir(model_dir)
 
 
 # Compiles are the cost on a loaded CPU: the tests share the (k, padded batch) shapes (5, 1), (5, 4),
@@ -147,24 +148,24 @@ def test_bad_inputs_raise_user_errors(model_dir, rec, tmp_path):
   with pytest.raises(UserInputError, match="prompt must be a string"):
     rec.recommend(["fine", 7], k=3)
   with pytest.raises(UserInputError, match="no such directory"):
-    recommend.Recommender.load(str(tmp_path / "nope"))
+    retriever.GenerativeRetriever.from_model_dir(str(tmp_path / "nope"))
   with pytest.raises(UserInputError, match="not a t2t model dir"):
-    recommend.Recommender.load(str(tmp_path))
-  bad = tmp_path / "bad" / recommend.ASSETS
+    retriever.GenerativeRetriever.from_model_dir(str(tmp_path))
+  bad = tmp_path / "bad" / assets_lib.ASSETS
   bad.mkdir(parents=True)
-  (bad / recommend.SETTINGS_FILE).write_text('{"inputs_length": 16,\n "beam_size": }', encoding="utf-8")
+  (bad / assets_lib.SETTINGS_FILE).write_text('{"inputs_length": 16,\n "beam_size": }', encoding="utf-8")
   with pytest.raises(UserInputError, match=r"recommend.json:2: malformed JSON"):
-    recommend.Recommender.load(str(tmp_path / "bad"))
-  (bad / recommend.SETTINGS_FILE).write_text('{"inputs_length": 16}', encoding="utf-8")
+    retriever.GenerativeRetriever.from_model_dir(str(tmp_path / "bad"))
+  (bad / assets_lib.SETTINGS_FILE).write_text('{"inputs_length": 16}', encoding="utf-8")
   with pytest.raises(UserInputError, match=r"missing \['beam_size'\]"):
-    recommend.Recommender.load(str(tmp_path / "bad"))
+    retriever.GenerativeRetriever.from_model_dir(str(tmp_path / "bad"))
   with pytest.raises(UserInputError, match="beam_size must be a positive integer"):
-    recommend.Recommender.load(model_dir, beam_size=0)
+    retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=0)
 
 
 def test_cli_input_file_and_json(model_dir, rec, tmp_path, capsys, monkeypatch):
   loaded = []
-  monkeypatch.setattr(recommend.Recommender, "load",
+  monkeypatch.setattr(retriever.GenerativeRetriever, "from_model_dir",
                       classmethod(lambda cls, d, **kw: loaded.append(d) or rec))  # reuse compiles
   path = tmp_path / "prompts.txt"
   path.write_text("late night drive\n\n  \nGYM WORKOUT\r\n", encoding="utf-8")
@@ -190,14 +191,14 @@ class _Echo:
 
   def recommend(self, prompts, k):  # pylint: disable=unused-argument
     self.seen += list(prompts)
-    return [[recommend.Recommendation(1, "t1", "Artist", "Title", 0.5)] for _ in prompts]
+    return [[retriever.Recommendation(1, "t1", "Artist", "Title", 0.5)] for _ in prompts]
 
 
 def test_cli_prompts_are_cleaned_before_the_echo_and_the_model(tmp_path, capsys, monkeypatch):
   """Issue 23: escape sequences went raw to the terminal, blank --input lines vanished silently, and
   a lone surrogate was reported as an "empty prompt"."""
   fake = _Echo()
-  monkeypatch.setattr(recommend.Recommender, "load", classmethod(lambda cls, d, **kw: fake))
+  monkeypatch.setattr(retriever.GenerativeRetriever, "from_model_dir", classmethod(lambda cls, d, **kw: fake))
   path = tmp_path / "prompts.txt"
   path.write_text("\x1b[31mred\x1b[0m alert\n\n \t\nbell\x07 \x9b2J\n", encoding="utf-8")
   assert cli.main(["recommend", "--model_dir", "m", "--input", str(path), "jazz\x1b]0;title\x07"]) == 0

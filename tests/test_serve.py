@@ -1,4 +1,4 @@
-"""`t2t serve` (t2t_jax/serve.py): a real HTTP server on 127.0.0.1, real HTTP clients (urllib,
+"""`t2t serve` (t2t_jax/serving/serve.py): a real HTTP server on 127.0.0.1, real HTTP clients (urllib,
 aiohttp, raw sockets for slow and stuck clients)."""
 
 import asyncio
@@ -21,7 +21,8 @@ import aiohttp
 import jax
 import pytest
 
-from t2t_jax import cli, recommend, serve
+from t2t_jax import cli
+from t2t_jax.serving import serve, retriever
 from t2t_jax.errors import UserInputError
 
 from test_recommend import PROMPTS, build_model_dir  # pylint: disable=g-bad-import-order
@@ -41,7 +42,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rec(model_dir):
-  return recommend.Recommender.load(model_dir)
+  return retriever.GenerativeRetriever.from_model_dir(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -447,12 +448,12 @@ def test_a_flood_of_slow_connections_does_not_lock_out_valid_clients(rec, server
 
 
 def test_client_errors_are_logged_at_a_limited_rate(rec, server, caplog):  # pylint: disable=unused-argument
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.serve"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.serving.serve"):
     with small_server(rec, log_max_lines=3, log_interval_s=600) as s:
       for i in range(20):
         assert post(s.url, {"prompt": "x", "k": 100 + i})[0] == 400
       assert s.server.log_filter.flush() == 17
-  lines = [r.getMessage() for r in caplog.records if r.name == "t2t_jax.serve"]
+  lines = [r.getMessage() for r in caplog.records if r.name == "t2t_jax.serving.serve"]
   assert len(lines) == 4, lines
   assert all(l.startswith("400 POST /recommend from 127.0.0.1:") for l in lines[:3])
   assert '"k\\" must be an integer in [1, 20], got 100' in lines[0]
@@ -493,7 +494,7 @@ class _Broken:
 
 
 def test_internal_errors_are_json_500_without_details(rec, server, caplog):  # pylint: disable=unused-argument
-  with caplog.at_level(logging.ERROR, logger="t2t_jax.serve"):
+  with caplog.at_level(logging.ERROR, logger="t2t_jax.serving.serve"):
     with small_server(_Broken(rec)) as s:
       status, body = post(s.url, {"prompt": PROMPTS[0]})
       assert status == 500 and body == {"error": "internal error (details are in the server log)"}

@@ -1,4 +1,4 @@
-"""t2t_jax/serve_limits.py without a server: the connection gate (cap, eviction, idle sweep, 503),
+"""t2t_jax/serving/serve_limits.py without a server: the connection gate (cap, eviction, idle sweep, 503),
 the log rate limit, the API key and the file-descriptor cap.  Real sockets and HTTP clients against a
 running server are in test_serve.py."""
 
@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from t2t_jax import serve_limits
+from t2t_jax.serving import serve_limits
 from t2t_jax.errors import UserInputError
 
 
@@ -126,7 +126,7 @@ def test_rate_limit_filter_counts_and_reports_suppressed_records(caplog):
   now[0] = 10.0  # a new window
   assert [f.filter(r) for r in records[5:]] == [True, True, True]
   assert not f.allow()  # the server's own lines share the budget
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.serve"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.serving.serve"):
     assert f.flush() == 3 and f.flush() == 0
   assert [r.getMessage() for r in caplog.records] == ["suppressed 3 log message(s) (limit: 3 per 10 s)"]
 

@@ -27,7 +27,8 @@ def _run(args, data_root, timeout=420):
 
 
 def test_finetune_on_task_logs_hits_and_the_model_dir_is_servable(tmp_path, capsys):
-  from t2t_jax import cli, evaluation, recommend  # pylint: disable=import-outside-toplevel
+  from t2t_jax import cli, evaluation  # pylint: disable=import-outside-toplevel
+  from t2t_jax.serving import retriever  # pylint: disable=import-outside-toplevel
   root = tmp_path / "root"
   _build_root(root)
   model_dir = tmp_path / "m"
@@ -56,7 +57,7 @@ def test_finetune_on_task_logs_hits_and_the_model_dir_is_servable(tmp_path, caps
   from tasks import pipeline, t2t_tasks  # pylint: disable=import-outside-toplevel
   t2t_tasks.register_tasks(root)
   examples = pipeline.get_eval_examples(TASK, "validation", max_examples=4)
-  rec = recommend.Recommender.load(str(model_dir))
+  rec = retriever.GenerativeRetriever.from_model_dir(str(model_dir))
   np.testing.assert_array_equal(rec.encode([ex["prompt"] for ex in examples]),
                                 evaluation.pad_inputs([ex["inputs"] for ex in examples], 16))
   rows_NxK, _ = rec.recommend_rows([ex["prompt"] for ex in examples], k=10)

@@ -8,7 +8,7 @@ Without --model_dir a small quickstart model is built into a temp dir first (syn
 a few training steps; with --tiny a smaller one: TINY_MODEL).  --tiny also lowers every request
 count and the server's --max_k / --max_batch (TINY_DEFAULTS; flags given explicitly still win), so
 fewer shapes are compiled; its numbers mean nothing.  Then:
-  1. reference answers: the in-process `Recommender` ranks every benchmark prompt once, at the top-K
+  1. reference answers: the in-process `GenerativeRetriever` ranks every benchmark prompt once, at the top-K
      bucket the server uses for each k (the server's `plan_buckets`), sliced to k;
   2. `t2t serve --port 0` starts as a subprocess on 127.0.0.1 (warmed: every (k bucket, padded batch)
      shape is compiled before it listens) with --max_uptime_s as a safety net; its output is drained
@@ -80,8 +80,8 @@ def build_quickstart_model(work_dir: str, *, tiny: bool = False) -> str:
 
 def reference_answers(model_dir: str, prompts: list, ks: list, args) -> dict:
   """{(prompt, k): (track ids, scores)}: the server's answer computed in-process (top-K bucket, sliced)."""
-  from t2t_jax import recommend, serve  # pylint: disable=g-import-not-at-top
-  rec = recommend.Recommender.load(model_dir)
+  from t2t_jax.serving import serve, retriever  # pylint: disable=g-import-not-at-top
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir)
   max_k = min(args.max_k, rec.id_table.num_tracks)
   plan = serve.plan_buckets(beam_size=rec.beam_size, default_k=min(args.k, max_k), max_k=max_k,
                             max_batch=args.max_batch, k_buckets=serve.parse_k_buckets(args.k_buckets))
@@ -365,7 +365,7 @@ def main(argv=None) -> int:
     model_dir = build_quickstart_model(tmp.name, tiny=args.tiny)
   large_ks = sorted({min(40 + i, args.max_k) for i in range(args.mixed_clients)})
   large_ks = [large_ks[i % len(large_ks)] for i in range(args.mixed_clients)]
-  print("[bench] reference answers (in-process Recommender) ...", flush=True)
+  print("[bench] reference answers (in-process GenerativeRetriever) ...", flush=True)
   want = reference_answers(model_dir, PROMPTS, sorted({args.k, *large_ks}), args)
   print("[bench] starting t2t serve ...", flush=True)
   server = ServerProcess(model_dir, args)

@@ -97,7 +97,8 @@ def artists_of_table(rec, ds) -> list[str]:
 
 
 def run(args) -> list[dict]:
-  from t2t_jax import io_utils, recommend, report  # pylint: disable=g-import-not-at-top
+  from t2t_jax import io_utils, report  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   from t2t_jax.studies import decoding_variants as dv  # pylint: disable=g-import-not-at-top
   penalties = parse_penalties(args.penalties)
   for flag, v in (("--k", args.k), ("--beam_size", args.beam_size), ("--num_groups", args.num_groups),
@@ -107,15 +108,14 @@ def run(args) -> list[dict]:
   inputs = [args.model_dir, args.dataset_dir]
   io_utils.check_output_dir(args.out, kind=OUTPUT_KIND, inputs=inputs)
   t0 = time.time()
-  rec = recommend.Recommender.load(args.model_dir)
+  rec = retriever.GenerativeRetriever.from_model_dir(args.model_dir)
   if args.k > rec.id_table.num_tracks:
     raise UserInputError(f"--k {args.k}: the ID table has only {rec.id_table.num_tracks} tracks")
   beam = args.beam_size or rec.beam_size
   prompts, relevant, skipped, ds = load_prompts(rec, args.dataset_dir, args.split, args.max_prompts)
   artist_of_N = artists_of_table(rec, ds)
   inputs_NxL = rec.encode(prompts)
-  common = dict(config=rec.model, params=rec.params, table=rec.id_table, vocab=rec.vocab,
-                inputs=inputs_NxL, relevant=relevant, artist_of_N=artist_of_N,
+  common = dict(retriever=rec, inputs=inputs_NxL, relevant=relevant, artist_of_N=artist_of_N,
                 batch_size=args.batch_size)
   print(f"[decoding_variants] {len(prompts)} prompts ({skipped} skipped), beam {beam}, k {args.k}",
         flush=True)

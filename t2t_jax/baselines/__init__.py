@@ -1,6 +1,6 @@
 """Retrieval baselines scored by the same metric code as Text2Tracks (t2t_jax.metrics).
 
-  base.py          Baseline: the seam (a t2t_jax.retriever.Retriever with fit(catalog, train))
+  base.py          Baseline: the seam (a t2t_jax.serving.protocols.Retriever with fit(catalog, train))
   catalog.py       what every retriever is fitted on (CatalogTexts, training pairs) and the track texts
   bm25.py          BM25Retriever (bm25s) over track documents
   popularity.py    MostPopular: the tracks in most training playlists

@@ -34,7 +34,6 @@ import math
 import os
 from typing import Hashable, Sequence
 
-import jax
 import numpy as np
 
 from t2t_jax.errors import UserInputError
@@ -136,28 +135,7 @@ def ranking_row(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]], *, num_
 
 
 # ----------------------------------------------------------------------------------------------- #
-# Decoding (JAX).
-
-
-def _index(table, vocab):
-  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
-  return index_lib.build_table_index(table, vocab.id_token_offset, vocab.vocab_size).to_device()
-
-
-def decode_rows(config, params, index, inputs_NxL: np.ndarray, *, beam_size: int, k: int,
-                constrained: bool = True, num_groups: int = 1, diversity_penalty: float = 0.0,
-                max_decode_len: int | None = None, batch_size: int = 32):
-  """(rows_NxK, scores_NxK) of beam search over all prompts (one jitted program, the index passed
-  as a jit argument as in `evaluation.constrained_topk_fn`)."""
-  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
-  fn = jax.jit(generate.make_recommend_fn(config, index, beam_size=beam_size, top_k=k,
-                                          max_decode_len=max_decode_len, constrained=constrained,
-                                          num_groups=num_groups,
-                                          diversity_penalty=float(diversity_penalty)))
-  inputs_NxL = np.asarray(inputs_NxL, np.int32)
-  return evaluation.batched_topk(lambda p, x: fn(p, x, index), params, inputs_NxL,
-                                 batch_size=max(1, min(batch_size, len(inputs_NxL))))
+# Decoding rows (through the trained retriever, `GenerativeRetriever.rank_inputs`).
 
 
 def _check(beam_size: int, k: int, relevant, inputs) -> None:
@@ -167,13 +145,15 @@ def _check(beam_size: int, k: int, relevant, inputs) -> None:
     raise UserInputError(f"{len(inputs)} prompts but {len(relevant)} relevant sets (need >= 1 each)")
 
 
-def constrained_row(config, params, table, vocab, inputs, relevant, beam_size: int, k: int, *,
-                    artist_of_N=None, batch_size: int = 32) -> dict:
-  """The reference row: trie-constrained beam search of width max(beam_size, k), as served."""
+def constrained_row(retriever, inputs, relevant, beam_size: int, k: int, *, artist_of_N=None,
+                    batch_size: int = 32) -> dict:
+  """The reference row: trie-constrained beam search of width max(beam_size, k), as served.
+
+  `retriever`: the trained model's `GenerativeRetriever` (its decoder, trie and ID table)."""
   _check(beam_size, k, relevant, inputs)
   beam = max(beam_size, k)
-  rows_NxK, scores_NxK = decode_rows(config, params, _index(table, vocab), inputs, beam_size=beam,
-                                     k=k, batch_size=batch_size)
+  table = retriever.id_table
+  rows_NxK, scores_NxK = retriever.rank_inputs(inputs, k, beam_size=beam, batch_size=batch_size)
   return {"decoding": "constrained", "decoder": "constrained", "beam_size": beam, "num_groups": 1,
           "diversity_penalty": 0.0, **valid_id_stats(rows_NxK, scores_NxK),
           **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks, artist_of_N=artist_of_N)}
@@ -184,9 +164,8 @@ def _free_max_len(table, max_decode_len: int | None) -> int:
   return int(max_decode_len or int(table.lengths.max()) + 1)
 
 
-def unconstrained_row(config, params, table, vocab, inputs, relevant, beam_size: int, k: int, *,
-                      artist_of_N=None, max_decode_len: int | None = None,
-                      batch_size: int = 32) -> dict:
+def unconstrained_row(retriever, inputs, relevant, beam_size: int, k: int, *, artist_of_N=None,
+                      max_decode_len: int | None = None, batch_size: int = 32) -> dict:
   """Plain beam search (any token at every step), the paper's default decoder.
 
   A sequence ends at EOS or after `max_decode_len` tokens (default: the longest ID + EOS, the
@@ -196,18 +175,17 @@ def unconstrained_row(config, params, table, vocab, inputs, relevant, beam_size:
   """
   _check(beam_size, k, relevant, inputs)
   beam = max(beam_size, k)
+  table = retriever.id_table
   max_len = _free_max_len(table, max_decode_len)
-  rows_NxK, scores_NxK = decode_rows(config, params, _index(table, vocab), inputs, beam_size=beam,
-                                     k=k, constrained=False, max_decode_len=max_len,
-                                     batch_size=batch_size)
+  rows_NxK, scores_NxK = retriever.rank_inputs(inputs, k, beam_size=beam, constrained=False,
+                                               max_decode_len=max_len, batch_size=batch_size)
   return {"decoding": "unconstrained", "decoder": "unconstrained", "beam_size": beam,
           "num_groups": 1, "diversity_penalty": 0.0, "max_decode_len": max_len,
           **valid_id_stats(rows_NxK, scores_NxK),
           **ranking_row(rows_NxK, relevant, num_rows=table.num_tracks, artist_of_N=artist_of_N)}
 
 
-def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size: int, k: int,
-                    artist_of_N, penalties: Sequence[float] = DEFAULT_PENALTIES,
+def diversity_sweep(retriever, inputs, relevant, *, beam_size: int, k: int, artist_of_N, penalties: Sequence[float] = DEFAULT_PENALTIES,
                     num_groups: int = 2, batch_size: int = 32, group_size: int | None = None,
                     constrained: bool = True, max_decode_len: int | None = None) -> list[dict]:
   """Grouped (diverse) beam search, one row per diversity penalty.
@@ -240,16 +218,16 @@ def diversity_sweep(config, params, table, vocab, inputs, relevant, *, beam_size
     raise UserInputError(f"diversity penalties must be finite and >= 0, got {penalties}")
   if group_size is not None and group_size < 1:
     raise UserInputError(f"group_size must be >= 1, got {group_size}")
-  index = _index(table, vocab)
+  table = retriever.id_table
   beam = (group_size or max(beam_size, k)) * num_groups
   decoder = "constrained" if constrained else "unconstrained"
   free = {} if constrained else {"max_decode_len": _free_max_len(table, max_decode_len)}
   out = []
   for penalty in penalties:
-    rows_NxK, scores_NxK = decode_rows(config, params, index, inputs, beam_size=beam, k=k,
-                                       constrained=constrained, num_groups=num_groups,
-                                       diversity_penalty=float(penalty), batch_size=batch_size,
-                                       **free)
+    rows_NxK, scores_NxK = retriever.rank_inputs(inputs, k, beam_size=beam, constrained=constrained,
+                                                 num_groups=num_groups,
+                                                 diversity_penalty=float(penalty),
+                                                 batch_size=batch_size, **free)
     out.append({"decoding": "grouped (diverse)" + ("" if constrained else " unconstrained"),
                 "decoder": decoder, "beam_size": beam, "num_groups": num_groups,
                 "diversity_penalty": float(penalty), **free, **valid_id_stats(rows_NxK, scores_NxK),

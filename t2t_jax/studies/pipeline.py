@@ -452,24 +452,24 @@ def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: 
   "index_bytes", "index_build_seconds"}.  The decoder is compiled outside the timing.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from t2t_jax import checkpoints, evaluation  # pylint: disable=g-import-not-at-top
-  from t2t_jax.decoding import index as index_lib  # pylint: disable=g-import-not-at-top
+  from t2t_jax import checkpoints, evaluation, models  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever as retriever_lib  # pylint: disable=g-import-not-at-top
   if beam_size < k:
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
   config, params = checkpoints.load_params(model_dir)
-  t = time.time()
-  index = index_lib.build_table_index(task.table, task.vocab.id_token_offset, task.vocab.vocab_size)
-  index_seconds = time.time() - t
-  fn = evaluation.constrained_topk_fn(config, index, beam_size=beam_size, k=k)
+  retriever = retriever_lib.GenerativeRetriever(
+      model=models.get_model(config), params=params, id_table=task.table, vocab=task.vocab,
+      inputs_length=task.feature_lengths["inputs"], beam_size=beam_size)
   inputs = task.eval_inputs()
-  warm = (inputs[:batch_size] if len(inputs) >= batch_size
-          else np.resize(inputs, (batch_size, inputs.shape[1])))
-  jax.block_until_ready(fn(params, warm))
+  batch_size = max(1, min(batch_size, len(inputs)))  # rank_inputs' batch: compile it untimed
+  jax.block_until_ready(retriever.topk_fn(k, beam_size=beam_size)(params, inputs[:batch_size]))
   t = time.time()
-  rows_NxK, _ = evaluation.batched_topk(fn, params, inputs, batch_size=batch_size, progress=progress)
+  rows_NxK, _ = retriever.rank_inputs(inputs, k, beam_size=beam_size, batch_size=batch_size,
+                                      progress=progress)
   secs = time.time() - t
   metrics = evaluation.evaluate_rankings(rows_NxK, task.relevant, ks=ks)
   num_batches = -(-len(inputs) // batch_size)
   return {"metrics": metrics, "rows_NxK": rows_NxK, "prompts_per_s": round(len(inputs) / secs, 1),
           "decode_ms_per_batch": round(1000 * secs / num_batches, 1),
-          "index_bytes": int(index.nbytes), "index_build_seconds": round(index_seconds, 3)}
+          "index_bytes": int(retriever.index.nbytes),
+          "index_build_seconds": round(retriever.index_build_seconds, 3)}

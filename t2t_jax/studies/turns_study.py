@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from t2t_jax import evaluation, recommend
+from t2t_jax import evaluation
+from t2t_jax.serving import retriever
 from t2t_jax.baselines import bi_encoder, bm25, popularity
 from t2t_jax.baselines.catalog import CatalogTexts
 from t2t_jax.data import cpcd, formats, prompts as prompts_lib
@@ -78,7 +79,7 @@ def query_text_fn(ds: formats.Dataset, dialogs: list[cpcd_turns.Dialog], max_cha
 
 def _text2tracks_rank_fn(model_dir: str, beam_size: int | None, track_ids: list[str], batch_size: int):
   """rank_fn over a Text2Tracks model dir whose ID table rows are the dataset's catalog rows."""
-  rec = recommend.Recommender.load(model_dir, beam_size=beam_size)
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=beam_size)
   table_ids = list(rec.id_table.track_ids)
   if table_ids != track_ids:
     diff = next((i for i, (a, b) in enumerate(zip(table_ids, track_ids)) if a != b),

@@ -30,7 +30,7 @@ import numpy as np
 
 from t2t_jax import export_runtime as rt
 from t2t_jax import io_utils
-from t2t_jax import recommend
+from t2t_jax.serving import retriever, assets as assets_lib
 from t2t_jax.errors import UserInputError
 
 DEFAULT_PLATFORMS = ("cpu", "cuda")
@@ -77,7 +77,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
   """Exports MODEL_DIR's recommender to OUT_DIR (atomically); returns the manifest.
 
   Args:
-    model_dir: a model dir (checkpoint + assets/, see t2t_jax.recommend).
+    model_dir: a model dir (checkpoint + assets/, see t2t_jax.serving.recommend).
     out_dir: the export dir to write; a previous export there is replaced, anything else only with
       `overwrite` (and never the model dir, a dir holding it or one inside it).
     k: tracks returned per prompt by the exported function (the runtime may ask for fewer).
@@ -90,7 +90,7 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
   """
   io_utils.check_output_dir(out_dir, kind="export", inputs=[model_dir], overwrite=overwrite)  # before any work
   plats = _platforms(platforms)
-  rec = recommend.Recommender.load(model_dir, beam_size=beam_size, verify=verify)
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=beam_size, verify=verify)
   if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= rec.id_table.num_tracks:
     raise UserInputError(f"-k must be in [1, {rec.id_table.num_tracks}], got {k!r}")
   beam = max(rec.beam_size, k)
@@ -123,9 +123,8 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
 def _lower(rec, params_flat: dict, index_arrays: dict, *, beam: int, k: int, platforms: tuple):
   """`jax.export` of the recommend function (flat params, trie arrays, tokens[b, L]) -> (rows, scores),
   batch dimension b symbolic."""
-  from t2t_jax.decoding import generate  # pylint: disable=g-import-not-at-top
   index = rec.index
-  fn = generate.make_recommend_fn(rec.model, index, beam_size=beam, top_k=k)
+  fn = rec.decode_fn(k, beam_size=beam)
 
   def recommend_fn(params_flat, index_arrays, tokens_BxL):
     params = _unflatten(params_flat)
@@ -161,13 +160,13 @@ def _manifest(rec, exported, *, k: int, beam: int, model_dir: str, lower_s: floa
 
 def _write_vocab_and_catalog(rec, model_dir: str, tmp: str, manifest: dict) -> None:
   """The prompt tokenizer, the ID table and tracks.jsonl (one line per ID-table row) into `tmp`."""
-  assets = os.path.join(model_dir, recommend.ASSETS)
-  if os.path.exists(os.path.join(assets, recommend.SPM_FILE)):
-    shutil.copyfile(os.path.join(assets, recommend.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
+  assets = os.path.join(model_dir, assets_lib.ASSETS)
+  if os.path.exists(os.path.join(assets, assets_lib.SPM_FILE)):
+    shutil.copyfile(os.path.join(assets, assets_lib.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
   if manifest["input_vocab"]["kind"] == "wordpiece":
     shutil.copyfile(rec.input_vocab.path, os.path.join(tmp, rt.TOKENIZER_FILE))
-  rec.id_table.save(os.path.join(tmp, recommend.IDS_DIR))
-  manifest["ids_dir"] = recommend.IDS_DIR
+  rec.id_table.save(os.path.join(tmp, assets_lib.IDS_DIR))
+  manifest["ids_dir"] = assets_lib.IDS_DIR
   with open(os.path.join(tmp, rt.TRACKS_FILE), "w", encoding="utf-8") as f:
     for tid in rec.id_table.track_ids:
       t = rec.tracks.get(tid)

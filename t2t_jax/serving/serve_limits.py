@@ -23,7 +23,7 @@ from t2t_jax.errors import UserInputError
 API_KEY_ENV = "T2T_API_KEY"
 FD_RESERVE = 64  # file descriptors kept free for model files, threads, logs
 
-logger = logging.getLogger("t2t_jax.serve")
+logger = logging.getLogger("t2t_jax.serving.serve")
 
 
 class RateLimitFilter(logging.Filter):

@@ -6,7 +6,7 @@
                     fitted Retrievers); the studies score them with `t2t_jax.metrics`.
   TrackRecommender  a trained Text2Tracks model: encode(prompts), recommend_rows(prompts, k) ->
                     (ID-table rows [Q, k], scores [Q, k]) and recommend(prompts, k) -> ranked tracks
-                    per prompt; `t2t_jax.recommend.Recommender` (a MODEL_DIR, what `t2t serve` serves)
+                    per prompt; `t2t_jax.serving.retriever.GenerativeRetriever` (a MODEL_DIR, what `t2t serve` serves)
                     and `t2t_jax.export_runtime.ExportedRecommender` (an export dir).
 Rows index the catalog (the ID table's rows for a TrackRecommender), best first.  A single string
 is not a sequence of prompts for a Retriever; a TrackRecommender reads it as one prompt.

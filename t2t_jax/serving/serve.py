@@ -18,7 +18,7 @@ No request compiles.  A request for k is computed as top-K for K = the smallest 
 "k buckets" >= k (`k_ladder`: the model's beam size, then doubling up to --max_k) and sliced to k;
 batches are padded to powers of two.  Every (K, padded batch) pair is compiled before the server
 listens (`warmup`).  Beam search keeps beam = max(beam_size, K), so for k up to
-the beam size the answer is exactly `Recommender.recommend(k)`'s (the beam is the same and the top-k
+the beam size the answer is exactly `GenerativeRetriever.recommend(k)`'s (the beam is the same and the top-k
 of a top-K pool is the top-k); above it the search is wider than recommend's max(beam_size, k).
 Larger K buckets get smaller batches (batch x beam stays within max_batch x the first bucket's
 beam), so a request with many prompts at a large k is split into several device calls.  Measured
@@ -74,7 +74,7 @@ from typing import Callable, Sequence
 from aiohttp import web, web_protocol
 
 from t2t_jax.errors import UserInputError
-from t2t_jax.serve_limits import (API_KEY_ENV, FD_RESERVE, ConnectionGate, RateLimitFilter, fd_connection_limit,
+from t2t_jax.serving.serve_limits import (API_KEY_ENV, FD_RESERVE, ConnectionGate, RateLimitFilter, fd_connection_limit,
                                   is_loopback, load_api_key, reserve_address)
 
 ALLOWED_FIELDS = ("prompt", "prompts", "k")
@@ -167,7 +167,7 @@ def plan_buckets(*, beam_size: int, default_k: int, max_k: int, max_batch: int,
   """The k buckets (`k_ladder` from max(beam_size, default_k) unless given) and their batch caps.
 
   The first bucket takes `max_batch` prompts per call; a bucket whose beam (max(beam_size, K), the
-  Recommender's rule) is wider takes max_batch x first beam / its beam, rounded down to a power of
+  GenerativeRetriever's rule) is wider takes max_batch x first beam / its beam, rounded down to a power of
   two (at least 1): a device call never holds more beams than the first bucket's full batch.
   Measured (quickstart model, 2-core CPU): per prompt, K=48 costs 16 ms at batch 1 and 24 ms at
   batches 8 and 32, so larger batches at a large K buy nothing there.
@@ -360,7 +360,7 @@ def _short(value, n: int = 40) -> str:
 
 
 class Server:
-  """The aiohttp app around a `Recommender` (anything with `recommend(prompts, k)` and `id_table`)."""
+  """The aiohttp app around a `GenerativeRetriever` (anything with `recommend(prompts, k)` and `id_table`)."""
 
   def __init__(self, recommender, config: ServeConfig, *, model_dir: str | None = None):
     config.validate()
@@ -701,12 +701,12 @@ def config_from_args(args) -> ServeConfig:
 
 def run_from_args(args) -> None:
   """`t2t serve` entry."""
-  from t2t_jax import recommend  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   cfg = config_from_args(args)
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s t2t serve %(levelname)s %(name)s: %(message)s")
   held = reserve_address(cfg.host, cfg.port)  # a port in use fails now, not after loading and warm-up
   try:
-    rec = recommend.Recommender.load(args.model_dir,
+    rec = retriever.GenerativeRetriever.from_model_dir(args.model_dir,
                                      verify=False if getattr(args, "no_verify", False) else None)
     server = Server(rec, cfg, model_dir=os.path.abspath(args.model_dir))
     if server.max_connections < cfg.max_connections:

@@ -1,0 +1,107 @@
+"""MODEL_DIR/assets: what recommending needs besides the checkpoint (TF-free).
+
+The train entry writes them (`write_assets`) before training, so a model dir alone is servable:
+the SentencePiece model (and a pretrained encoder's tokenizer.json), the ID table, the catalog
+metadata and `recommend.json` (input length, default beam size, prompt field, vocabularies).
+`GenerativeRetriever.from_model_dir` reads them back (`read_settings`, `load_vocabs`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from t2t_jax import io_utils
+from t2t_jax.data import formats, vocab as vocab_lib, wordpiece
+from t2t_jax.errors import UserInputError
+
+ASSETS = "assets"
+SPM_FILE = "spm.model"
+IDS_DIR = "ids"
+CATALOG_FILE = "catalog.jsonl"
+SETTINGS_FILE = "recommend.json"
+TOKENIZER_FILE = "tokenizer.json"
+OUTPUT_VOCABS = ("text_and_ids", "ids_only")
+
+
+def write_assets(model_dir: str, *, spm_path: str | None, id_table, catalog_path: str,
+                 inputs_length: int, beam_size: int, prompt_field: str,
+                 input_tokenizer: str | None = None, output_vocab: str = "text_and_ids",
+                 max_prompt_chars: int | None = None) -> None:
+  """Copies what recommending needs into MODEL_DIR/assets (atomically, as one directory).
+
+  input_tokenizer: a Hugging Face tokenizer (dir or tokenizer.json) for models whose encoder has its
+  own WordPiece vocabulary (bert_t5); None: prompts use the SentencePiece model `spm_path`.
+  output_vocab: "text_and_ids" (SentencePiece pieces + ID tokens, shared with the encoder for T5) or
+  "ids_only" (PAD/EOS/UNK + ID tokens: a decoder with its own vocabulary).
+  max_prompt_chars: prompts are cut there as in training (None: prompts.DEFAULT_MAX_CHARS).
+  """
+  if output_vocab not in OUTPUT_VOCABS:
+    raise UserInputError(f"output_vocab must be one of {OUTPUT_VOCABS}, got {output_vocab!r}")
+  if spm_path is None and (input_tokenizer is None or output_vocab != "ids_only" or id_table.is_text):
+    raise UserInputError("write_assets: a SentencePiece model is needed for text prompts or text IDs")
+  settings = {"inputs_length": int(inputs_length), "beam_size": int(beam_size),
+              "prompt_field": prompt_field, "output_vocab": output_vocab,
+              "input_vocab": {"kind": "sentencepiece", "file": SPM_FILE}}
+  if max_prompt_chars:
+    settings["max_prompt_chars"] = int(max_prompt_chars)
+  inputs = [p for p in (spm_path, catalog_path, input_tokenizer) if p]
+  with io_utils.atomic_dir(os.path.join(model_dir, ASSETS), kind="model_assets",
+                           inputs=inputs) as tmp:
+    if spm_path is not None:
+      shutil.copyfile(spm_path, os.path.join(tmp, SPM_FILE))
+    if input_tokenizer is not None:
+      shutil.copyfile(wordpiece.WordPieceVocab(input_tokenizer).path, os.path.join(tmp, TOKENIZER_FILE))
+      settings["input_vocab"] = {"kind": "wordpiece", "file": TOKENIZER_FILE}
+    id_table.save(os.path.join(tmp, IDS_DIR))
+    shutil.copyfile(catalog_path, os.path.join(tmp, CATALOG_FILE))
+    io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), settings)
+
+
+def _check_positive_int(value, what: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise UserInputError(f"{what} must be a positive integer, got {value!r}")
+
+
+def read_settings(model_dir: str, *, beam_size: int | None = None) -> dict:
+  """MODEL_DIR/assets/recommend.json, checked; `beam_size` (when given) replaces the stored one."""
+  if not os.path.isdir(model_dir):
+    raise UserInputError(f"--model_dir {model_dir}: no such directory")
+  path = os.path.join(model_dir, ASSETS, SETTINGS_FILE)
+  if not os.path.isfile(path):
+    raise UserInputError(f"--model_dir {model_dir}: missing {ASSETS}/{SETTINGS_FILE} (not a t2t model dir)")
+  settings = formats.read_json_file(path, "settings file")
+  if not isinstance(settings, dict):
+    raise UserInputError(f"{path}: expected a JSON object")
+  missing = [key for key in ("inputs_length", "beam_size") if key not in settings]
+  if missing:
+    raise UserInputError(f"{path}: missing {missing}")
+  for key in ("inputs_length", "beam_size"):
+    _check_positive_int(settings[key], f"{path}: {key}")
+  if beam_size is not None:
+    _check_positive_int(beam_size, "beam_size")
+    settings["beam_size"] = beam_size
+  return settings
+
+
+def load_vocabs(assets_dir: str, settings: dict, id_table):
+  """(input vocab with `encode_prompt`, output vocab with `id_token_offset` / `vocab_size`)."""
+  spm_path = os.path.join(assets_dir, SPM_FILE)
+  if settings.get("output_vocab", "text_and_ids") == "ids_only" and not id_table.is_text:
+    output = vocab_lib.IdOnlyVocab(id_table.level_sizes)
+  else:
+    output = vocab_lib.TextAndIdVocab(spm_path, id_table.level_sizes)
+  spec = settings.get("input_vocab") or {"kind": "sentencepiece"}
+  if spec.get("kind") == "wordpiece":
+    inputs = wordpiece.WordPieceVocab(os.path.join(assets_dir, spec.get("file", TOKENIZER_FILE)))
+  elif spec.get("kind") == "sentencepiece":
+    inputs = output if isinstance(output, vocab_lib.TextAndIdVocab) and not isinstance(
+        output, vocab_lib.IdOnlyVocab) else vocab_lib.TextAndIdVocab(spm_path)
+  else:
+    raise UserInputError(f"{assets_dir}/{SETTINGS_FILE}: unknown input_vocab kind {spec.get('kind')!r}")
+  return inputs, output
+
+
+def read_catalog(model_dir: str) -> dict:
+  """track_id -> catalog Track of MODEL_DIR/assets/catalog.jsonl."""
+  return {t.track_id: t for t in formats.read_catalog(os.path.join(model_dir, ASSETS, CATALOG_FILE))}

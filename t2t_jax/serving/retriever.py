@@ -1,0 +1,221 @@
+"""The trained retriever: what a user holds once Text2Tracks has trained (TF-free).
+
+`GenerativeRetriever` = model + parameters + vocabularies + ID table + the catalog trie on device +
+jitted constrained top-k functions, built once:
+
+  GenerativeRetriever.from_model_dir(DIR)   a model dir (checkpoint + assets/): `t2t recommend`,
+                                            `t2t export`, `t2t serve`, the infer run, the studies
+  GenerativeRetriever(model=, params=, ...) a training run's or a study's model, parameters (None:
+                                            passed per call, as the trainer's eval hook does), ID
+                                            table and vocabulary
+
+and then
+
+  encode(prompts)                 prompts as the model reads them, int32 [B, inputs_length]
+  recommend(prompts, k)           ranked `Recommendation`s per prompt
+  recommend_rows(prompts, k)      ID-table rows [B, k] and scores [B, k]
+  rank_inputs(inputs_NxL, k, ...) the same over already tokenised prompts in fixed-shape batches
+                                  (evaluation, studies, decoding variants, the eval hook)
+  score(prompts, rows_BxR)        teacher-forced log-probability of given table rows (re-ranking)
+  topk_fn(k, ...)                 the jitted `fn(params, inputs_BxL) -> (rows, scores)` behind them
+  decode_fn(k, ...)               its pure, un-jitted form (`t2t export` lowers it)
+
+Every decode goes through one place (`decode_fn`): trie-constrained beam search by default, free
+or grouped (diverse) beam search as options.  The trie is passed to the jitted function as an
+argument, not folded into the program as a constant, so large catalogs do not bloat compilation.
+`GenerativeRetriever` satisfies the `protocols.TrackRecommender` Protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from t2t_jax import evaluation, models
+from t2t_jax.data import prompts as prompts_lib
+from t2t_jax.decoding import generate, index as index_lib
+from t2t_jax.errors import UserInputError
+from t2t_jax.ids.table import IdTable
+from t2t_jax.serving import assets as assets_lib
+from t2t_jax import checkpoints
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+  rank: int
+  track_id: str
+  artist: str
+  title: str
+  score: float
+
+  def as_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How `decode_fn` searches: its compiled functions are cached per distinct options."""
+  k: int
+  beam_size: int
+  constrained: bool = True
+  num_groups: int = 1
+  diversity_penalty: float = 0.0
+  max_decode_len: int | None = None
+
+
+class GenerativeRetriever:
+  """Prompt -> ranked catalog tracks by constrained generative retrieval with a trained model."""
+
+  def __init__(self, *, model, params, id_table, vocab, inputs_length: int, beam_size: int,
+               input_vocab=None, tracks: dict | None = None, settings: dict | None = None,
+               max_prompt_chars: int | None = None):
+    """model: an `EncoderDecoderModel` (a config is built once here); params: its parameters, or
+    None when every call passes them; vocab: the output vocabulary (`id_token_offset`,
+    `vocab_size`); input_vocab: the prompts' (`encode_prompt`; default `vocab`); tracks: track_id ->
+    catalog Track (artist and title of recommendations)."""
+    self.model = models.get_model(model)
+    self.params, self.vocab, self.id_table = params, vocab, id_table
+    self.input_vocab = input_vocab if input_vocab is not None else vocab
+    self.tracks = tracks or {}
+    self.settings = dict(settings or {"inputs_length": inputs_length, "beam_size": beam_size})
+    self.inputs_length, self.beam_size = int(inputs_length), int(beam_size)
+    self.max_prompt_chars = int(max_prompt_chars or self.settings.get("max_prompt_chars")
+                                or prompts_lib.DEFAULT_MAX_CHARS)
+    t = time.perf_counter()
+    self.index = index_lib.build_table_index(id_table, vocab.id_token_offset,
+                                             vocab.vocab_size).to_device()
+    self.index_build_seconds = time.perf_counter() - t
+    self._fns: dict = {}
+
+  @classmethod
+  def from_model_dir(cls, model_dir: str, *, beam_size: int | None = None, verify: bool | None = None
+                     ) -> "GenerativeRetriever":
+    """Loads config, checkpoint, vocabularies, ID table and catalog from a model dir.
+
+    beam_size: replaces the model dir's default beam.  verify: check the checkpoint's parameter
+    files against their manifest first (None: $T2T_VERIFY_CHECKPOINTS, default on); a damaged file
+    raises CheckpointIntegrityError naming it.
+    """
+    settings = assets_lib.read_settings(model_dir, beam_size=beam_size)
+    assets = os.path.join(model_dir, assets_lib.ASSETS)
+    id_table = IdTable.load(os.path.join(assets, assets_lib.IDS_DIR))
+    input_vocab, vocab = assets_lib.load_vocabs(assets, settings, id_table)
+    config, params = checkpoints.load_params(model_dir, verify=verify)
+    if vocab.vocab_size > config.output_vocab_size:
+      raise UserInputError(f"--model_dir {model_dir}: its ID table needs {vocab.vocab_size} output "
+                           f"tokens but the model has {config.output_vocab_size}")
+    return cls(model=models.get_model(config), params=params, vocab=vocab, id_table=id_table,
+               input_vocab=input_vocab, tracks=assets_lib.read_catalog(model_dir), settings=settings,
+               inputs_length=settings["inputs_length"], beam_size=settings["beam_size"])
+
+  # ------------------------------------------------------------------------------ decoding
+
+  def options(self, k: int, *, beam_size: int | None = None, **kwargs) -> DecodeOptions:
+    """Decode options with the default beam, max(this retriever's beam, k), unless given."""
+    return DecodeOptions(k=int(k), beam_size=int(beam_size or max(self.beam_size, k)), **kwargs)
+
+  def decode_fn(self, k: int, **kwargs) -> Callable:
+    """Pure `fn(params, inputs_BxL, index=None) -> (rows_BxK, scores_BxK)` (see `options`)."""
+    o = self.options(k, **kwargs)
+    return generate.make_recommend_fn(self.model, self.index, beam_size=o.beam_size, top_k=o.k,
+                                      max_decode_len=o.max_decode_len, constrained=o.constrained,
+                                      num_groups=o.num_groups,
+                                      diversity_penalty=float(o.diversity_penalty))
+
+  def topk_fn(self, k: int, **kwargs) -> Callable:
+    """Jitted `fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)`, compiled once per options (and
+    padded batch size); the trie is a jit argument."""
+    o = self.options(k, **kwargs)
+    if o not in self._fns:
+      jitted = jax.jit(self.decode_fn(**dataclasses.asdict(o)))
+      index = self.index
+      self._fns[o] = lambda params, inputs_BxL: jitted(params, inputs_BxL, index)
+    return self._fns[o]
+
+  def _params(self, params):
+    params = self.params if params is None else params
+    if params is None:
+      raise UserInputError("this retriever holds no parameters: pass params=")
+    return params
+
+  def rank_inputs(self, inputs_NxL: np.ndarray, k: int, *, params=None, batch_size: int = 32,
+                  progress: Callable | None = None, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """(rows [N, k], scores [N, k]) of tokenised prompts in batches of one fixed shape (the last
+    one padded with copies of a real row), so the decoder compiles once."""
+    inputs_NxL = np.asarray(inputs_NxL, np.int32)
+    if not len(inputs_NxL):
+      raise UserInputError("no prompts to rank")
+    return evaluation.batched_topk(self.topk_fn(k, **kwargs), self._params(params), inputs_NxL,
+                                   batch_size=max(1, min(batch_size, len(inputs_NxL))),
+                                   progress=progress)
+
+  # ------------------------------------------------------------------------------ prompts
+
+  def encode(self, prompts: Sequence[str]) -> np.ndarray:
+    """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32."""
+    toks = []
+    for i, p in enumerate(prompts):
+      try:
+        text = prompts_lib.normalize_prompt(p, max_chars=self.max_prompt_chars)
+      except UserInputError as e:
+        raise UserInputError(f"prompt #{i + 1}: {e}") from None
+      # Plain text, as training prompts: user-typed "<id_l_c>" must not become ID tokens.
+      toks.append(self.input_vocab.encode_prompt(text))
+    return evaluation.pad_inputs(toks, self.inputs_length)
+
+  def _check_k(self, k) -> int:
+    if (isinstance(k, bool) or not isinstance(k, (int, np.integer))
+        or not 1 <= k <= self.id_table.num_tracks):
+      raise UserInputError(f"k must be an integer in [1, {self.id_table.num_tracks}], got {k!r}")
+    return int(k)
+
+  def recommend_rows(self, prompts: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k ID-table rows and scores, [B, k] each (row -1 if fewer than k valid IDs).
+
+    `prompts` is a sequence of strings (a single string is one prompt).
+    """
+    if isinstance(prompts, str):
+      prompts = [prompts]
+    k = self._check_k(k)
+    if not prompts:
+      raise UserInputError("no prompts given")
+    inputs = self.encode(prompts)
+    # Pad the batch to a power of two so a few compiled shapes serve every batch size.
+    b = len(prompts)
+    padded = 1 << (b - 1).bit_length()
+    if padded > b:
+      inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
+    rows, scores = jax.device_get(self.topk_fn(k)(self._params(None), inputs))
+    return np.asarray(rows)[:b], np.asarray(scores)[:b]
+
+  def recommend(self, prompts: Sequence[str], k: int = 10) -> list[list[Recommendation]]:
+    """Ranked recommendations per prompt (a single string is one prompt)."""
+    rows, scores = self.recommend_rows(prompts, k)
+    out = []
+    for r_K, s_K in zip(rows, scores):
+      recs = []
+      for rank, (r, s) in enumerate(((r, s) for r, s in zip(r_K, s_K) if r >= 0), 1):
+        tid = self.id_table.track_ids[int(r)]
+        t = self.tracks.get(tid)
+        recs.append(Recommendation(rank, tid, t.artist if t else "", t.title if t else "", float(s)))
+      out.append(recs)
+    return out
+
+  def score(self, prompts, rows_BxR, *, params=None) -> np.ndarray:
+    """Teacher-forced log-probability (sum over the ID's tokens) of R table rows per prompt, float32
+    [B, R]: what beam search scores them (prompts: strings, or int32 [B, L] already encoded)."""
+    inputs = (np.asarray(prompts, np.int32) if isinstance(prompts, np.ndarray)
+              else self.encode([prompts] if isinstance(prompts, str) else prompts))
+    rows_BxR = np.asarray(rows_BxR, np.int64)
+    if rows_BxR.ndim != 2 or len(rows_BxR) != len(inputs):
+      raise UserInputError(f"rows must be [{len(inputs)}, R], got shape {rows_BxR.shape}")
+    if rows_BxR.size and not (0 <= rows_BxR.min() and rows_BxR.max() < self.id_table.num_tracks):
+      raise UserInputError(f"rows must be ID-table rows in [0, {self.id_table.num_tracks})")
+    seqs_NxL = index_lib.token_seqs_for_table(self.id_table, self.vocab.id_token_offset)
+    out = generate.score_rows(self.model, self._params(params), inputs, seqs_NxL[rows_BxR])
+    return np.asarray(jax.device_get(out))
