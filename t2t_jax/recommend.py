@@ -121,7 +121,7 @@ class Recommender:
     verify: check the checkpoint's parameter files against their manifest first (None:
     $T2T_VERIFY_CHECKPOINTS, default on); a damaged file raises CheckpointIntegrityError naming it.
     """
-    from t2t_jax import trainer  # pylint: disable=g-import-not-at-top
+    from t2t_jax.training import trainer  # pylint: disable=g-import-not-at-top
     from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
     from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
     from t2t_jax import models  # pylint: disable=g-import-not-at-top

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import evaluation, models, partitioning, recommend
+from t2t_jax import evaluation, models, recommend
+from t2t_jax.training import partitioning
 from t2t_jax.decoding import index as index_lib
 from t2t_jax.ids.table import IdTable
 from t2t_jax.models import t5
