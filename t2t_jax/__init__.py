@@ -7,22 +7,13 @@ Subpackages:
   ids             track embeddings, track-ID strategies (ID tables) and the JAX k-means
   models          model families behind one interface: T5.1.1 and bert_t5 (pretrained BERT encoder)
   decoding        the catalog trie index and constrained beam search, inside jit
+  training        the training loop, train step, partitioning, optimizers, losses, hooks, checkpoints
   serving         the trained retriever (GenerativeRetriever), model-dir assets, recommend, export, serve
   baselines       retrieval baselines: BM25, most popular, dual encoder, bi-encoder, hybrid
   studies         the pipeline as reusable steps: quickstart, compare_ids, CPCD folds and turns
 Modules:
   train           the gin train entry (`python -m t2t_jax.train`): train, evaluate, infer, export
-  trainer         the training loop around the compiled train step and its hooks
-  train_state     the train state and the jitted train step, compiled ahead of time for a mesh
-  partitioning    device mesh and logical-axis partitioning (T5X rules)
-  optimizers      Adafactor / AdamW and T5X's learning-rate schedules
-  losses          T5X-style cross-entropy with z-loss, label smoothing and its normaliser
-  hooks           training-loop hooks: summaries, throughput, progress, preemption, evaluation, checkpoints, curves
-  summaries       TensorBoard event files and metrics.jsonl
-  checkpoints     orbax checkpoints in MODEL_DIR: async save, keep-N + best, verified restore
-  model_dir_lock  one writer per MODEL_DIR (an exclusive, heartbeated lock)
   gin_utils       gin plumbing for the entry points (T5X conventions)
-  hf_convert      alias of models/hf_convert.py (kept for tools and user code)
   evaluation      constrained beam search over held-out prompts -> ranking metrics
   metrics         Hits@K, Recall@K, MAP@K, NDCG@K and MRR (one code for every method)
   stats           paired bootstrap and mean / spread over folds or seeds

@@ -21,6 +21,7 @@ unset %gin.REQUIRED, syntax error) raises `UserInputError` naming it, before any
 
 import contextlib
 import difflib
+import io
 import os
 import re
 from typing import Iterator, Sequence
@@ -83,6 +84,18 @@ def _resolve(path: str, search_paths: Sequence[str]) -> str:
   return found
 
 
+# Modules that moved into t2t_jax/training/ (2026-12-05).  A MODEL_DIR/config.gin written before
+# imports them by their old names; it still parses (its import lines are read as the new ones).
+MOVED_TO_TRAINING = ("checkpoints", "hooks", "losses", "model_dir_lock", "optimizers", "partitioning",
+                     "summaries", "train_state", "trainer")
+_OLD_IMPORT_RE = re.compile(r"^from t2t_jax import (%s)\b" % "|".join(MOVED_TO_TRAINING), re.M)
+
+
+def upgrade_imports(text: str) -> str:
+  """A gin file's text with `from t2t_jax import <moved module>` lines naming its new package."""
+  return _OLD_IMPORT_RE.sub(r"from t2t_jax.training import \1", text)
+
+
 @contextlib.contextmanager
 def gin_file_resolution(search_paths: Sequence[str] = ()) -> Iterator[None]:
   """While active, gin opens files (and includes) through `resolve_gin_file` only."""
@@ -93,7 +106,8 @@ def gin_file_resolution(search_paths: Sequence[str] = ()) -> Iterator[None]:
     return resolve_gin_file(path, search_paths) is not None
 
   def reader(path):
-    return open(resolve_gin_file(path, search_paths), encoding="utf-8")  # pylint: disable=consider-using-with
+    with open(resolve_gin_file(path, search_paths), encoding="utf-8") as f:
+      return io.StringIO(upgrade_imports(f.read()))
 
   cfg._FILE_READERS[:] = [(reader, exists)]  # pylint: disable=protected-access
   cfg._LOCATION_PREFIXES[:] = [""]  # pylint: disable=protected-access

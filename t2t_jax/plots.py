@@ -18,12 +18,13 @@ import math
 import os
 from typing import Sequence
 
-from t2t_jax import report, summaries
+from t2t_jax import report
+from t2t_jax.training import summaries
 from t2t_jax.errors import UserInputError
 
 CURVES_FILE = "training_curves.png"
 METRICS_FILE = "metrics.png"
-# (metrics.jsonl key, panel title): the train metrics of t2t_jax.train_state and the throughput
+# (metrics.jsonl key, panel title): the train metrics of t2t_jax.training.train_state and the throughput
 # logged by hooks.SummaryHook.
 PANELS = (("loss", "loss (per target token)"), ("accuracy", "token accuracy"),
           ("learning_rate", "learning rate"), ("examples_per_second", "examples/s"))

@@ -37,15 +37,16 @@ import gin
 import jax
 import numpy as np
 
-from t2t_jax import checkpoints, console, gin_utils, io_utils, losses, model_dir_lock, models
-from t2t_jax import optimizers, partitioning, train_state, trainer
-from t2t_jax.serving import retriever
+from t2t_jax import console, gin_utils, io_utils, models
 from t2t_jax import evaluation as evaluation_lib
 from t2t_jax.data import batches as batches_lib
 from t2t_jax.data import examples, resumable
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids import token_vectors
 from t2t_jax.models import base, hf_convert, pretrained
+from t2t_jax.serving import retriever
+from t2t_jax.training import checkpoints, losses, model_dir_lock, optimizers, partitioning
+from t2t_jax.training import train_state, trainer
 
 log = logging.getLogger("t2t_jax.train")
 

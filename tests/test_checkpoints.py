@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import checkpoints, trainer
+from t2t_jax.training import checkpoints, trainer
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
-from t2t_jax.optimizers import OptimizerConfig
+from t2t_jax.training.optimizers import OptimizerConfig
 from t2t_jax.train import copy_task_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ def test_sigterm_saves_and_resume_is_exact(tmp_path, uninterrupted, resumable):
 WORKER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {repo!r})
-    from t2t_jax import trainer
+    from t2t_jax.training import trainer
     from tests.test_checkpoints import KW, _batches
     kill_at = int(sys.argv[2])
     def maybe_kill(i):
@@ -146,7 +146,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
   m = checkpoints.CheckpointManager(str(tmp_path), keep=3)
   with pytest.raises(UserInputError, match="checkpoints/3 is damaged: params/.* bytes, .* when written"):
     m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}), step=3)
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.checkpoints"):
     step, params, state, meta = m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}))
   assert step == 2 and meta == {"step": 2}
   np.testing.assert_array_equal(params["a"], np.full((4, 3), 2, np.float32))
@@ -158,7 +158,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
   m.save(3, _tree(33), {"step": np.int32(3)}, {"step": 3})
   m.close()
   caplog.clear()
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.checkpoints"):
     m = checkpoints.CheckpointManager(str(tmp_path))
     step, params, _, _ = m.restore(_abstract(_tree(0)), _abstract({"step": np.int32(0)}))
     m.close()
@@ -309,7 +309,7 @@ def test_flipped_byte_in_a_params_file_is_caught(tmp_path, caplog, monkeypatch):
   monkeypatch.delenv(checkpoints.VERIFY_ENV)
   # Training resumes from the previous good step and moves the damaged one aside.
   m = checkpoints.CheckpointManager(str(tmp_path), keep=3)
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.checkpoints"):
     step, params, _, meta = m.restore(target, _abstract({"step": np.int32(0)}))
   m.close()
   assert step == 1 and meta == {"step": 1}
@@ -325,7 +325,7 @@ def test_a_step_without_manifest_loads_with_a_warning_and_is_sealed_on_resume(tm
   manifest = tmp_path / "checkpoints" / "1" / checkpoints.MANIFEST_FILE
   manifest.unlink()  # as written before manifests existed, or killed between commit and manifest
   target = _abstract(jax.tree.map(np.zeros_like, _big_tree(0)))
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.checkpoints"):
     m = checkpoints.CheckpointManager(str(tmp_path), read_only=True)
     assert m.restore_params(target)[0] == 1
     m.close()

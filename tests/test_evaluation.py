@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import evaluation, models, partitioning
+from t2t_jax import evaluation, models
 from t2t_jax.decoding import generate, index as index_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.training import partitioning
 from t2t_jax.ids.table import IdTable
 from t2t_jax.models import t5
 from t2t_jax.serving import retriever

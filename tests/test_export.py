@@ -23,7 +23,7 @@ from test_recommend import PROMPTS, build_model_dir  # pylint: disable=g-bad-imp
 
 K = 5
 FORBIDDEN = ("flax", "optax", "orbax", "tensorflow", "seqio", "t2t_jax.models", "t2t_jax.decoding",
-             "t2t_jax.data", "t2t_jax.serving.recommend", "t2t_jax.trainer")
+             "t2t_jax.data", "t2t_jax.serving.recommend", "t2t_jax.training.trainer")
 
 
 @pytest.fixture(scope="module")

@@ -162,7 +162,7 @@ def test_2_sigkill_mid_import_then_the_next_run_sweeps_the_temp(tmp_path):
 @pytest.mark.slow
 def test_3_corrupt_latest_checkpoint_is_retrained_and_saved_again(tmp_path, caplog):
   import jax  # pylint: disable=g-import-not-at-top
-  from t2t_jax import checkpoints, trainer  # pylint: disable=g-import-not-at-top
+  from t2t_jax.training import checkpoints, trainer  # pylint: disable=g-import-not-at-top
   from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
   from t2t_jax.train import copy_task_batches  # pylint: disable=g-import-not-at-top
   kw = dict(model_config=t5.T5Config.preset("tiny", vocab_size=128), train_steps=40, batch_size=8,
@@ -179,7 +179,7 @@ def test_3_corrupt_latest_checkpoint_is_retrained_and_saved_again(tmp_path, capl
   rerun = trainer.train(train_iter=batches(), model_dir=model_dir, **kw)
   assert rerun.stopped == "completed" and [h["step"] for h in rerun.history] == list(range(36, 41))
   caplog.clear()
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.checkpoints"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.checkpoints"):
     _, loaded = checkpoints.load_params(model_dir)
   assert not caplog.records  # the later load does not fall back (was: every load fell back to 35)
   for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(loaded)):

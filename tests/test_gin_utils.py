@@ -80,3 +80,21 @@ def test_build_ids_from_another_directory(tmp_path):
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "Path not found" not in proc.stderr and "wrote ids: 5 tracks" in proc.stdout
+
+
+def test_a_config_gin_written_before_the_training_package_still_parses(tmp_path):
+  """MODEL_DIR/config.gin of a run trained before t2t_jax/training/ existed imports the moved modules
+  by their old names; it parses as the same config."""
+  old = tmp_path / "config.gin"
+  text = open(os.path.join(gin_utils.REPO_GIN_DIR, "runs", "finetune.gin"), encoding="utf-8").read()
+  legacy = text.replace("from t2t_jax.training import ", "from t2t_jax import ")
+  assert legacy.count("from t2t_jax import ") >= 4  # losses, optimizers, partitioning, trainer, train
+  old.write_text("include 'models/t5_1_1_tiny.gin'\n" + legacy, encoding="utf-8")
+  try:
+    gin_utils.parse_gin([str(old)], ["MODEL_DIR='m'", "MIXTURE_OR_TASK_NAME='t'"])
+    assert gin.query_parameter("trainer.Trainer.num_microbatches") is not None
+  finally:
+    gin.clear_config()
+  assert gin_utils.upgrade_imports("from t2t_jax import train as train_script\n") == (
+      "from t2t_jax import train as train_script\n")  # train.py did not move
+  assert gin_utils.upgrade_imports("from t2t_jax import trainer\n") == "from t2t_jax.training import trainer\n"

@@ -1,4 +1,4 @@
-"""Tests for t2t_jax.hooks and the trainer's loop (`trainer.run_loop`) with a fake train step."""
+"""Tests for t2t_jax.training.hooks and the trainer's loop (`trainer.run_loop`) with a fake train step."""
 
 import os
 import signal
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from t2t_jax import hooks, trainer
+from t2t_jax.training import hooks, trainer
 
 
 def _step(state, batch):

@@ -23,21 +23,23 @@ LAYERS = (
     # t2t_jax.export_runtime: copied verbatim into every export dir, so it imports only the standard
     # library, numpy, jax, sentencepiece and t2t_jax.errors; it is the one home of prompt
     # normalisation, file hashing and the trie check, which data/ and decoding/ import from it.
+    # t2t_jax.training.summaries (TensorBoard events, metrics.jsonl): below the rest of training/
+    # because plots reads metrics.jsonl through it.
     ("base", ("t2t_jax", "t2t_jax.errors", "t2t_jax.io_utils", "t2t_jax.console", "t2t_jax.gin_utils",
-              "t2t_jax.model_dir_lock", "t2t_jax.stats", "t2t_jax.metrics", "t2t_jax.report",
-              "t2t_jax.summaries", "t2t_jax.plots", "t2t_jax.export_runtime")),
+              "t2t_jax.stats", "t2t_jax.metrics", "t2t_jax.report", "t2t_jax.training.summaries",
+              "t2t_jax.plots", "t2t_jax.export_runtime")),
     # Dataset dirs: formats and readers, importers, prompts, tokenizers (SentencePiece, WordPiece).
     ("data", ("t2t_jax.data",)),
     # Model families behind `models.base.EncoderDecoderModel`, their pretrained formats.
-    # t2t_jax.hf_convert: the old name of t2t_jax.models.hf_convert (tools/ import it).
-    ("models", ("t2t_jax.models", "t2t_jax.hf_convert")),
+    ("models", ("t2t_jax.models",)),
     ("decoding", ("t2t_jax.decoding",)),
     # ID tables and the strategies that build them (text embeddings use a model's sentence encoder).
     ("ids", ("t2t_jax.ids",)),
     # Training examples: a dataset joined with an ID table (the part of t2t_jax.data above ids).
     ("examples", ("t2t_jax.data.examples", "t2t_jax.data.batches")),
-    ("training", ("t2t_jax.losses", "t2t_jax.optimizers", "t2t_jax.partitioning", "t2t_jax.train_state",
-                  "t2t_jax.checkpoints", "t2t_jax.hooks", "t2t_jax.trainer", "t2t_jax.evaluation")),
+    # t2t_jax.training: the loop, train step, partitioning, optimizers, losses, hooks, checkpoints and
+    # the MODEL_DIR lock (all of training/ but summaries).
+    ("training", ("t2t_jax.training", "t2t_jax.evaluation")),
     # The trained retriever and what serves it: assets, recommend, export, serve; and the
     # Retriever / TrackRecommender Protocols (serving/protocols.py, which baselines implement).
     ("serving", ("t2t_jax.serving",)),

@@ -1,9 +1,9 @@
-"""Tests for t2t_jax.losses: T5X cross entropy (label smoothing, z-loss) and the loss normalisers."""
+"""Tests for t2t_jax.training.losses: T5X cross entropy (label smoothing, z-loss) and the loss normalisers."""
 
 import numpy as np
 import pytest
 
-from t2t_jax import losses
+from t2t_jax.training import losses
 from t2t_jax.errors import UserInputError
 
 

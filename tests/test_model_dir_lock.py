@@ -14,15 +14,15 @@ import time
 import numpy as np
 import pytest
 
-from t2t_jax import model_dir_lock
-from t2t_jax.model_dir_lock import LOCK_FILE, ModelDirBusyError
+from t2t_jax.training import model_dir_lock
+from t2t_jax.training.model_dir_lock import LOCK_FILE, ModelDirBusyError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from t2t_jax import model_dir_lock
+    from t2t_jax.training import model_dir_lock
     lock = model_dir_lock.acquire(sys.argv[1], what="testing")
     print("HELD", flush=True)
     time.sleep(600)
@@ -106,7 +106,7 @@ def test_stale_locks_are_taken_over_with_a_warning(tmp_path, caplog):
   dead.wait()
   d = str(tmp_path / "dead_pid")
   _write_record(d, pid=dead.pid)
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.model_dir_lock"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.model_dir_lock"):
     model_dir_lock.acquire(d).release()
   assert any(f"taking over the stale lock of MODEL_DIR {d} held by pid {dead.pid}" in r.message
              and "has exited" in r.message for r in caplog.records)
@@ -118,7 +118,7 @@ def test_stale_locks_are_taken_over_with_a_warning(tmp_path, caplog):
   old = time.time() - 120
   os.utime(os.path.join(d, LOCK_FILE), (old, old))
   caplog.clear()
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.model_dir_lock"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.model_dir_lock"):
     lock = model_dir_lock.acquire(d, lease_seconds=60)
   assert any("heartbeat is 120 s old, past the 60 s lease" in r.message for r in caplog.records)
   lock.release()

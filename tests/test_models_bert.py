@@ -150,7 +150,7 @@ OLD_FLAT_MODEL_CONFIG = {
 
 
 def test_bert_t5_config_composes_the_bert_config_and_reads_old_flat_json(tmp_path):
-  from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import checkpoints  # pylint: disable=import-outside-toplevel
   want = _tiny_bert_t5().replace(encoder=dataclasses.replace(TINY_BERT, dropout_rate=0.05))
   assert want.encoder == bert.BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
                                          intermediate_size=32, max_position_embeddings=16,
@@ -251,7 +251,7 @@ def test_id_embedding_learning_rate_scale_freezes_or_scales_the_id_tables():
   """ID_EMB_LR_SCALE: 0 keeps token_embedder and decoder/logits_dense at their initialisation (mask),
   0 < s != 1 scales their updates; the rest of the decoder (and a tuned encoder) keep theirs."""
   import optax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import optimizers  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import optimizers  # pylint: disable=import-outside-toplevel
   from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
   small = dict(vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,
                encoder=bert.BertConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=2,

@@ -1,4 +1,4 @@
-"""Tests for t2t_jax.optimizers: T5X's learning-rate schedules exactly, optimizers, frozen masks."""
+"""Tests for t2t_jax.training.optimizers: T5X's learning-rate schedules exactly, optimizers, frozen masks."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from t2t_jax import optimizers
+from t2t_jax.training import optimizers
 from t2t_jax.errors import UserInputError
 
 
@@ -101,7 +101,7 @@ def test_from_config_and_frozen_mask():
 
 def test_scale_learning_rates_scales_only_the_labelled_updates():
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from t2t_jax import optimizers as opt_lib  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import optimizers as opt_lib  # pylint: disable=import-outside-toplevel
   params = {"encoder": {"w": jnp.ones((3,))}, "decoder": {"w": jnp.ones((3,))}}
   grads = {"encoder": {"w": jnp.full((3,), 0.5)}, "decoder": {"w": jnp.full((3,), 0.5)}}
   sgd = optax.sgd(0.1)

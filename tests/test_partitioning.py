@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from t2t_jax import losses, partitioning, train_state, trainer
-from t2t_jax.optimizers import OptimizerConfig
+from t2t_jax.training import losses, partitioning, train_state, trainer
+from t2t_jax.training.optimizers import OptimizerConfig
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
 from t2t_jax.train import copy_task_batches
@@ -147,11 +147,11 @@ def test_mesh_fallback_on_accelerators_warns_with_the_reason(caplog):
   import logging
   import types
   fake = [types.SimpleNamespace(platform="gpu", id=i, process_index=0) for i in range(4)]
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.partitioning"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.partitioning"):
     grid = partitioning._topology_grid(fake, 2, 2)  # pylint: disable=protected-access
   assert grid.shape == (2, 2) and [d.id for d in grid.ravel()] == [0, 1, 2, 3]
   assert "ignores the physical topology" in caplog.text and "create_device_mesh failed" in caplog.text
   caplog.clear()
-  with caplog.at_level(logging.WARNING, logger="t2t_jax.partitioning"):
+  with caplog.at_level(logging.WARNING, logger="t2t_jax.training.partitioning"):
     partitioning._topology_grid(jax.devices()[:4], 2, 2)  # pylint: disable=protected-access
   assert caplog.text == ""

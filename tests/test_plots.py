@@ -7,7 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from t2t_jax import cli, hooks, plots, report, summaries, trainer
+from t2t_jax import cli, plots, report
+from t2t_jax.training import hooks, summaries, trainer
 from t2t_jax.models import t5
 from t2t_jax.train import copy_task_batches
 

@@ -22,7 +22,7 @@ def build_model_dir(root: str, *, seed: int = 0, num_tracks: int = 96, train_ste
 
   train_steps=0 saves the initialised weights (the tests compare code paths, not quality).
   """
-  from t2t_jax import checkpoints, trainer  # pylint: disable=g-import-not-at-top
+  from t2t_jax.training import checkpoints, trainer  # pylint: disable=g-import-not-at-top
   from t2t_jax.data import formats, prompts as prompts_lib, synthetic, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from t2t_jax.evaluation import pad_inputs  # pylint: disable=g-import-not-at-top
   from t2t_jax.ids.table import IdTable  # pylint: disable=g-import-not-at-top
@@ -57,7 +57,7 @@ def build_model_dir(root: str, *, seed: int = 0, num_tracks: int = 96, train_ste
         yield {"encoder_input_tokens": inputs_NxL[sel], "decoder_target_tokens": tgt,
                "decoder_input_tokens": np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], 1),
                "decoder_loss_weights": (tgt > 0).astype(np.float32)}
-    from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=g-import-not-at-top
+    from t2t_jax.training.optimizers import OptimizerConfig  # pylint: disable=g-import-not-at-top
     trainer.train(model_config=cfg, train_iter=batches(), model_dir=model_dir,
                   config=trainer.TrainConfig(train_steps=train_steps, batch_size=16, seed=seed,
                                              log_period=train_steps, progress=False,

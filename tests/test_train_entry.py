@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import checkpoints, gin_utils
+from t2t_jax import gin_utils
+from t2t_jax.training import checkpoints
 from t2t_jax import train as train_script
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
@@ -203,7 +204,8 @@ def test_frozen_encoder_trains_from_cached_encoder_outputs(tmp_path):
   import flax.linen as nn
   import jax
   import numpy as np
-  from t2t_jax import models, partitioning, trainer
+  from t2t_jax import models
+  from t2t_jax.training import partitioning, trainer
   from t2t_jax.models import bert, bert_t5
   config = bert_t5.BertT5Config(
       vocab_size=128, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_decoder_layers=1,

@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import checkpoints, summaries, trainer
+from t2t_jax.training import checkpoints, summaries, trainer
 from t2t_jax.models import t5
-from t2t_jax.optimizers import OptimizerConfig
+from t2t_jax.training.optimizers import OptimizerConfig
 from t2t_jax.train import copy_task_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

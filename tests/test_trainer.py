@@ -1,4 +1,4 @@
-"""Tests for t2t_jax.trainer: training the copy task, checkpoints, resume without replay, bad batches."""
+"""Tests for t2t_jax.training.trainer: training the copy task, checkpoints, resume without replay, bad batches."""
 
 import os
 
@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import partitioning, summaries, train_state, trainer
+from t2t_jax.training import partitioning, summaries, train_state, trainer
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
-from t2t_jax.optimizers import OptimizerConfig
+from t2t_jax.training.optimizers import OptimizerConfig
 from t2t_jax.train import copy_task_batches
 
 MICRO = t5.T5Config.micro()

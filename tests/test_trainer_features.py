@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2t_jax import evaluation, partitioning, summaries, train_state, trainer
-from t2t_jax.losses import LossConfig
+from t2t_jax import evaluation
+from t2t_jax.training import partitioning, summaries, train_state, trainer
+from t2t_jax.training.losses import LossConfig
 from t2t_jax.models import t5
-from t2t_jax.optimizers import OptimizerConfig
+from t2t_jax.training.optimizers import OptimizerConfig
 from t2t_jax.train import copy_task_batches
 
 TINY = t5.T5Config.micro()

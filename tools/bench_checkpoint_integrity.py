@@ -38,7 +38,7 @@ def _state(preset: str, optimizer: str, seed: int):
   """(params, state) host trees of the preset's model and the optimizer's state."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from t2t_jax import optimizers  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import optimizers  # pylint: disable=import-outside-toplevel
   from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
   config = t5.T5Config.preset(preset)
   params = bench_common.init_params(config, seed=seed)
@@ -82,7 +82,7 @@ def _timed(fn) -> float:
 def run(*, preset: str, optimizer: str, runs: int, scratch: str | None, cold: bool) -> dict:
   """Times every stage `runs` times; returns the result dict."""
   import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import checkpoints  # pylint: disable=import-outside-toplevel
   watch = bench_common.LoadWatch("bench_checkpoint_integrity")
   config, params, state = _state(preset, optimizer, seed=0)
   target_params, target_state = _abstract(params), _abstract(state)

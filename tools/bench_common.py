@@ -355,9 +355,9 @@ def model_logits(config, params, encoder_input_tokens_BxS, decoder_input_tokens_
 def build_train_step(config, *, batch_size: int, feature_shapes: dict, num_partitions: int = 1,
                      fsdp: bool = False, num_microbatches: int = 1, learning_rate: float = 1e-3):
   """(CompiledTrainer, Partitioner): our Adafactor train step compiled for these shapes."""
-  from t2t_jax import partitioning, train_state  # pylint: disable=import-outside-toplevel
-  from t2t_jax.losses import LossConfig  # pylint: disable=import-outside-toplevel
-  from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import partitioning, train_state  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training.losses import LossConfig  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
   part = partitioning.Partitioner(num_partitions=num_partitions, fsdp=fsdp)
   tr = train_state.build(config, partitioner=part, batch_size=batch_size, feature_shapes=feature_shapes,
                          optimizer=OptimizerConfig(learning_rate=learning_rate),
@@ -368,8 +368,8 @@ def build_train_step(config, *, batch_size: int, feature_shapes: dict, num_parti
 def train_model(config, *, train_iter, model_dir: str, train_steps: int, batch_size: int,
                 learning_rate: float, seed: int = 0, progress: bool = False):
   """Our training loop (linear-warmup rsqrt, no TensorBoard, no SIGTERM hook); returns TrainResult."""
-  from t2t_jax import trainer  # pylint: disable=import-outside-toplevel
-  from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
   return trainer.train(
       model_config=config, train_iter=train_iter, model_dir=model_dir,
       config=trainer.TrainConfig(train_steps=train_steps, batch_size=batch_size, seed=seed,

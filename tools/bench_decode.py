@@ -7,7 +7,7 @@
 
 What is compared (one process, same inputs):
   * model: ours (`bench_common.make_model`) and transformers' `T5ForConditionalGeneration` with the
-    same config AND the same random weights (ours converted by `t2t_jax.hf_convert`), so the two
+    same config AND the same random weights (ours converted by `t2t_jax.models.hf_convert`), so the two
     constrained searches return the same IDs (reported as top-1 / top-K agreement);
   * the same prompts (random text tokens), batch, beam, K (= beam, HF's limit), ID length and
     catalogs: semantic-style IDs, 3 levels of 256 codes + a disambiguation level, tokens after a
@@ -153,7 +153,7 @@ class Peer:
   def __init__(self, config, params, prompts_BxL, *, beam, k, id_len, threads, out):
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
-    from t2t_jax import hf_convert  # pylint: disable=import-outside-toplevel
+    from t2t_jax.models import hf_convert  # pylint: disable=import-outside-toplevel
     self.torch = torch
     if threads:
       torch.set_num_threads(threads)

@@ -134,7 +134,7 @@ def run_peer(args) -> dict:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   from transformers.optimization import Adafactor  # pylint: disable=import-outside-toplevel
-  from t2t_jax import hf_convert  # pylint: disable=import-outside-toplevel
+  from t2t_jax.models import hf_convert  # pylint: disable=import-outside-toplevel
   compiled = args.peer == "hf_compiled"
   cfg = model_config(args)
   batch_np = make_batch(np, cfg, args.batch_size, args.inputs_length, args.targets_length)

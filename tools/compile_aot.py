@@ -54,8 +54,9 @@ def main(argv=None) -> int:
 def _compile(args) -> int | None:
   """Compiles the train step for the mesh (after main() has set XLA_FLAGS) and prints its cost."""
   import jax  # pylint: disable=import-outside-toplevel
-  from t2t_jax import io_utils, partitioning, train_state  # pylint: disable=import-outside-toplevel
-  from t2t_jax.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
+  from t2t_jax import io_utils  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training import partitioning, train_state  # pylint: disable=import-outside-toplevel
+  from t2t_jax.training.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
   from t2t_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
   from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
 

@@ -5,7 +5,7 @@ relative position buckets shared by all layers of a stack (bidirectional in the 
 decoder), an input embedding shared by encoder and decoder, an untied LM head, dropout.
 
 Parameters carry logical axis names only (T5X names: vocab, embed, mlp, heads, joined_kv,
-relpos_buckets); `t2t_jax.partitioning` maps them to mesh axes. Kernels are 2-D `[in, out]` like the
+relpos_buckets); `t2t_jax.training.partitioning` maps them to mesh axes. Kernels are 2-D `[in, out]` like the
 T5X T5.1.1 checkpoints, so a Hugging Face `T5ForConditionalGeneration` weight is the transpose of ours
 (see `t2t_jax.models.hf_convert`):
 

@@ -42,7 +42,7 @@ from t2t_jax.decoding import generate, index as index_lib
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids.table import IdTable
 from t2t_jax.serving import assets as assets_lib
-from t2t_jax import checkpoints
+from t2t_jax.training import checkpoints
 
 
 @dataclasses.dataclass(frozen=True)

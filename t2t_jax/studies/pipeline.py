@@ -452,8 +452,9 @@ def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: 
   "index_bytes", "index_build_seconds"}.  The decoder is compiled outside the timing.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from t2t_jax import checkpoints, evaluation, models  # pylint: disable=g-import-not-at-top
+  from t2t_jax import evaluation, models  # pylint: disable=g-import-not-at-top
   from t2t_jax.serving import retriever as retriever_lib  # pylint: disable=g-import-not-at-top
+  from t2t_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   if beam_size < k:
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
   config, params = checkpoints.load_params(model_dir)

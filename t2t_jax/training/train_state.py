@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from t2t_jax import losses, models, optimizers, partitioning
+from t2t_jax import models
+from t2t_jax.training import losses, optimizers, partitioning
 from t2t_jax.errors import UserInputError
 
 REQUIRED_KEYS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")

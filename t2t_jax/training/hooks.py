@@ -1,6 +1,6 @@
 """Training-loop hooks (Levanter's TrainerHooks / clu's periodic actions): each concern in one place.
 
-The loop (`t2t_jax.trainer.run_loop`) runs the train step and, after every step divisible by a
+The loop (`t2t_jax.training.trainer.run_loop`) runs the train step and, after every step divisible by a
 hook's `every`, calls `hook(ctx)`; after the last step (or a stop) it calls `hook.finish(ctx)` on
 every hook, and `hook.close()` in any case.  A hook may set `ctx.stop_reason` to end training after
 the current step.  Hooks with `needs_metrics` make the loop read the step's metrics from the device

@@ -7,13 +7,13 @@ from any iterator, so it never touches TensorFlow.  Hyper-parameters travel as a
 
   TrainConfig       steps, batch size, microbatches, seed, periods, progress / SIGTERM / TensorBoard
   CheckpointConfig  period, how many to keep, best-by-metric, async, restore
-  OptimizerConfig   (t2t_jax.optimizers)  optimizer, learning rate, schedule, ...
-  LossConfig        (t2t_jax.losses)      label smoothing, z-loss, loss normaliser
+  OptimizerConfig   (t2t_jax.training.optimizers)  optimizer, learning rate, schedule, ...
+  LossConfig        (t2t_jax.training.losses)      label smoothing, z-loss, loss normaliser
 
-The step (t2t_jax.train_state) is pure and compiled ahead of time with explicit shardings and
+The step (t2t_jax.training.train_state) is pure and compiled ahead of time with explicit shardings and
 donated state; the loop reads each step's metrics one step late so dispatch stays asynchronous, and
 everything else (summaries, throughput, progress, preemption, evaluation, checkpoints) is a hook
-(t2t_jax.hooks).  The model is only seen through `t2t_jax.models` (EncoderDecoderModel).
+(t2t_jax.training.hooks).  The model is only seen through `t2t_jax.models` (EncoderDecoderModel).
 
 Data position: when the training iterator has `get_state()` / `set_state(state)` (the index-based
 iterators of tasks.pipeline and train.copy_task_batches), its state is saved with every checkpoint
@@ -33,14 +33,14 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 
-from t2t_jax import checkpoints as ckpt_lib
-from t2t_jax import hooks as hooks_lib
-from t2t_jax import model_dir_lock, partitioning, summaries, train_state
+from t2t_jax.training import checkpoints as ckpt_lib
+from t2t_jax.training import hooks as hooks_lib
+from t2t_jax.training import model_dir_lock, partitioning, summaries, train_state
 from t2t_jax.errors import UserInputError
-from t2t_jax.hooks import TrainingDivergedError  # noqa: F401  (re-exported)
-from t2t_jax.losses import LossConfig
-from t2t_jax.optimizers import OptimizerConfig
-from t2t_jax.train_state import TrainState, build  # noqa: F401  (re-exported)
+from t2t_jax.training.hooks import TrainingDivergedError  # noqa: F401  (re-exported)
+from t2t_jax.training.losses import LossConfig
+from t2t_jax.training.optimizers import OptimizerConfig
+from t2t_jax.training.train_state import TrainState, build  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
