@@ -271,7 +271,7 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
   checkpoint = checkpoint or trainer.CheckpointConfig()
   partitioner = partitioner or partitioning.Partitioner()
   _register_data(data)
-  model = models.get_model(_resolve_model(model, data))  # the run's one model object
+  model = models.build_model(_resolve_model(model, data))  # the run's one model object
   config = dataclasses.replace(config, seed=trainer.resolve_seed(config.seed))
   train_iter = _numpy_batches(data, split=data.split, batch_size=config.batch_size,
                               shuffle=data.shuffle, seed=config.seed, partitioner=partitioner,
@@ -287,7 +287,7 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
     os.makedirs(model_dir, exist_ok=True)
     gin_utils.write_config(model_dir)
     _write_assets(model_dir, data, beam_size)
-  return trainer.train(model_config=model.config, train_iter=train_iter, model_dir=model_dir,
+  return trainer.train(model=model, train_iter=train_iter, model_dir=model_dir,
                        config=config, optimizer=optimizer, loss=loss, checkpoint=checkpoint,
                        partitioner=partitioner, eval_fn=eval_fn, init_params=init_params,
                        feature_spec=spec)
@@ -361,7 +361,7 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths:
   _register_data(data)
   config, params = checkpoints.load_params(model_dir, step=checkpoint_step,
                                            partitioner=partitioner)
-  model = models.get_model(config)
+  model = models.build_model(config)
   step = checkpoint_step if checkpoint_step is not None else checkpoints.CheckpointManager(
       model_dir).latest_step()
   batches = _eval_batches(data, split, eval_steps, batch_size, partitioner)
@@ -419,7 +419,7 @@ def load_initial_params(path: str, model_config, *, seed: int = 0):
     path = PRETRAINED_ALIASES[path](pretrained)
   if not os.path.exists(path):
     raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path!r} does not exist")
-  model = models.get_model(model_config)
+  model = models.build_model(model_config)
   params = model.init_from_pretrained(path, seed=seed)
   if params is not None:
     return params

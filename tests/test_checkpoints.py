@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = t5.T5Config.micro(num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.1)
 LENGTHS = {"inputs": 10, "targets": 5}
 STEPS = 12
-KW = dict(model_config=CFG,
+KW = dict(model=CFG,
           config=trainer.TrainConfig(train_steps=STEPS, batch_size=8, log_period=4, progress=False,
                                      seed=3),
           optimizer=OptimizerConfig(learning_rate=1e-2), checkpoint=trainer.CheckpointConfig(period=4))

@@ -39,9 +39,9 @@ def test_token_seqs_end_with_eos_for_text_and_variable_length_ids():
 def test_evaluation_and_recommend_decode_the_same_content_ids():
   table = _content_table()
   config = t5.T5Config.micro(vocab_size=VOCAB)
-  params = models.get_model(config).init_params(jax.random.PRNGKey(0))
+  params = models.build_model(config).init_params(jax.random.PRNGKey(0))
   inputs = np.array([[7, 8, 9, 1, 0, 0], [20, 21, 1, 0, 0, 0], [30, 1, 0, 0, 0, 0]], np.int32)
-  model = models.get_model(config)
+  model = models.build_model(config)
   # The primitive: constrained beam search over the table's trie.
   index = index_lib.build_table_index(table, 0, VOCAB)
   ref_rows, ref_scores = jax.device_get(jax.jit(generate.make_recommend_fn(
@@ -96,7 +96,7 @@ def test_pad_inputs_keeps_eos_and_batched_topk_pads_the_last_batch():
 def test_eval_loss_ignores_zero_weight_padding_rows():
   from t2t_jax.train import copy_task_batches
   config = t5.T5Config.micro()
-  params = models.get_model(config).init_params(jax.random.PRNGKey(1))
+  params = models.build_model(config).init_params(jax.random.PRNGKey(1))
   part = partitioning.Partitioner(devices=jax.devices()[:1])
   kw = dict(task_feature_lengths={"inputs": 10, "targets": 5}, split="validation", num_examples=5,
             shuffle=False, num_epochs=1)

@@ -165,9 +165,11 @@ def test_3_corrupt_latest_checkpoint_is_retrained_and_saved_again(tmp_path, capl
   from t2t_jax.training import checkpoints, trainer  # pylint: disable=g-import-not-at-top
   from t2t_jax.models import t5  # pylint: disable=g-import-not-at-top
   from t2t_jax.train import copy_task_batches  # pylint: disable=g-import-not-at-top
-  kw = dict(model_config=t5.T5Config.preset("tiny", vocab_size=128), train_steps=40, batch_size=8,
-            learning_rate=1e-2, checkpoint_period=5, log_period=10, progress=False, seed=0,
-            tensorboard=False)
+  from t2t_jax.training.optimizers import OptimizerConfig  # pylint: disable=g-import-not-at-top
+  kw = dict(model=t5.T5Config.preset("tiny", vocab_size=128),
+            config=trainer.TrainConfig(train_steps=40, batch_size=8, log_period=10, progress=False,
+                                       seed=0, tensorboard=False),
+            optimizer=OptimizerConfig(learning_rate=1e-2), checkpoint=trainer.CheckpointConfig(period=5))
   batches = lambda: copy_task_batches(task_feature_lengths={"inputs": 10, "targets": 5}, batch_size=8,
                                       seed=1, num_examples=256)
   model_dir = str(tmp_path / "m")

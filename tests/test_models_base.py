@@ -16,7 +16,7 @@ from t2t_jax.models import base, t5
 @pytest.fixture(scope="module")
 def tiny():
   config = t5.T5Config.micro(vocab_size=48)
-  model = models.get_model(config)
+  model = models.build_model(config)
   params = nn.unbox(jax.jit(lambda k: model.init_params(k, input_length=6, target_length=4))(
       jax.random.PRNGKey(1)))
   rng = np.random.default_rng(0)
@@ -39,13 +39,15 @@ def test_config_json_round_trip_and_family():
     models.config_from_json({"family": "t5_1_1", "colour": 3})
 
 
-def test_get_model_caches_and_accepts_modules():
+def test_build_model_builds_anew_and_accepts_models_and_modules():
   config = t5.T5Config.micro(vocab_size=48)
-  model = models.get_model(config)
-  assert isinstance(model, base.EncoderDecoderModel)
-  assert models.get_model(config) is model
-  assert models.get_model(model) is model
-  assert models.get_model(t5.Transformer(config)) is model
+  model = models.build_model(config)
+  assert isinstance(model, base.EncoderDecoderModel) and model.config == config
+  again = models.build_model(config)
+  assert again is not model and again.config == config  # no global cache: a run builds it once
+  assert models.build_model(model) is model
+  from_module = models.build_model(t5.Transformer(config))
+  assert isinstance(from_module, t5.T5Model) and from_module.config == config
 
 
 def test_incremental_decoding_equals_teacher_forcing(tiny):

@@ -125,14 +125,14 @@ def test_bert_t5_family_json_warm_start_and_frozen_mask(tmp_path):
   config = _tiny_bert_t5()
   assert models.config_from_json(json.loads(json.dumps(config.to_json()))) == config
   assert config.input_vocab_size == 50 and config.output_vocab_size == 24
-  model = models.get_model(config)
+  model = models.build_model(config)
   params = model.init_from_pretrained(path)
   jax.tree.map(np.testing.assert_array_equal, params["encoder"], enc_params)
   mask = model.trainable_mask(params)
   assert not any(jax.tree.leaves(mask["encoder"])) and all(jax.tree.leaves(mask["decoder"]))
   assert mask["token_embedder"]["embedding"] is True
   assert model.frozen_encoder
-  assert models.get_model(config.replace(freeze_encoder=False)).trainable_mask(params) is None
+  assert models.build_model(config.replace(freeze_encoder=False)).trainable_mask(params) is None
   want = sum(np.size(x) for x in jax.tree.leaves(params))
   assert config.num_params() == want
 
@@ -174,7 +174,7 @@ def test_bert_t5_config_composes_the_bert_config_and_reads_old_flat_json(tmp_pat
 
 def test_bert_t5_decoding_and_encoder_cache(tmp_path):
   config = _tiny_bert_t5()
-  model = models.get_model(config)
+  model = models.build_model(config)
   params = nn.unbox(model.init_params(jax.random.PRNGKey(0), input_length=6, target_length=3))
   rng = np.random.default_rng(1)
   prompts = np.asarray(rng.integers(3, 50, (3, 6)), np.int32)
@@ -206,7 +206,7 @@ def test_retrieval_init_starts_as_the_dense_retriever():
   its vector with the mean-pooled prompt, times sqrt(emb_dim): the zero-shot bi-encoder."""
   config = bert_t5.BertT5Config(vocab_size=24, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
                                 num_decoder_layers=2, dropout_rate=0.0).with_encoder(TINY_BERT)
-  model = models.get_model(config)
+  model = models.build_model(config)
   params = nn.unbox(model.init_params(jax.random.PRNGKey(0), input_length=6, target_length=3))
   rng = np.random.default_rng(2)
   vectors = rng.normal(size=(24, 16)).astype(np.float32)
@@ -227,7 +227,7 @@ def test_retrieval_init_starts_as_the_dense_retriever():
   emb = model.embed_texts(params, [list(p[p > 0]) for p in prompts])
   np.testing.assert_allclose(emb, pooled, atol=1e-5)
   with pytest.raises(UserInputError, match="needs emb_dim = num_heads \\* head_dim"):
-    models.get_model(config.replace(emb_dim=32, mlp_dim=32)).retrieval_init(params, vectors, mask)
+    models.build_model(config.replace(emb_dim=32, mlp_dim=32)).retrieval_init(params, vectors, mask)
 
 
 def test_encoder_learning_rate_scale_labels_only_the_encoder():

@@ -41,7 +41,7 @@ def test_training_writes_the_curves_png_at_the_end(tmp_path):
   metrics.jsonl, whose train rows carry examples/s."""
   batches = copy_task_batches(task_feature_lengths={"inputs": 10, "targets": 5}, batch_size=8,
                               seed=0, num_examples=64)
-  trainer.train(model_config=t5.T5Config.micro(), train_iter=batches, model_dir=str(tmp_path / "m"),
+  trainer.train(model=t5.T5Config.micro(), train_iter=batches, model_dir=str(tmp_path / "m"),
                 config=trainer.TrainConfig(train_steps=6, batch_size=8, log_period=2, progress=False),
                 checkpoint=trainer.CheckpointConfig(period=None, async_save=False))
   path = tmp_path / "m" / plots.CURVES_FILE

@@ -70,7 +70,7 @@ def test_model_families_satisfy_the_model_seam(family):
 
 
 def test_model_modules_are_family_modules():
-  model = models.get_model(t5.T5Config.micro(vocab_size=16))
+  model = models.build_model(t5.T5Config.micro(vocab_size=16))
   assert isinstance(model.module, base.FamilyModule) and isinstance(model.module, t5.Transformer)
   assert isinstance(bert_t5.BertT5(bert_t5.BertT5Config()), base.FamilyModule)
   with pytest.raises(TypeError, match="T5Model needs a T5Config, got BertT5Config"):

@@ -58,7 +58,7 @@ def build_model_dir(root: str, *, seed: int = 0, num_tracks: int = 96, train_ste
                "decoder_input_tokens": np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], 1),
                "decoder_loss_weights": (tgt > 0).astype(np.float32)}
     from t2t_jax.training.optimizers import OptimizerConfig  # pylint: disable=g-import-not-at-top
-    trainer.train(model_config=cfg, train_iter=batches(), model_dir=model_dir,
+    trainer.train(model=cfg, train_iter=batches(), model_dir=model_dir,
                   config=trainer.TrainConfig(train_steps=train_steps, batch_size=16, seed=seed,
                                              log_period=train_steps, progress=False,
                                              tensorboard=False, handle_sigterm=False),

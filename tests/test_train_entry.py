@@ -212,17 +212,17 @@ def test_frozen_encoder_trains_from_cached_encoder_outputs(tmp_path):
       dropout_rate=0.0, encoder=bert.BertConfig(vocab_size=128, hidden_size=32, num_layers=1,
                                                 num_heads=2, intermediate_size=64,
                                                 max_position_embeddings=32))
-  model = models.get_model(config)
+  model = models.build_model(config)
   init = jax.device_get(nn.unbox(model.init_params(jax.random.PRNGKey(0))))
   data = train_script.DataConfig("copy", {"inputs": 10, "targets": 5},
                                  data_fn=train_script.copy_task_batches)
   tconfig = trainer.TrainConfig(train_steps=3, batch_size=8, progress=False, log_period=1)
   part = partitioning.Partitioner(num_partitions=1)
   it = train_script.copy_task_batches(task_feature_lengths=data.task_feature_lengths, batch_size=8)
-  it, spec = train_script._model_inputs(config, it, init, data, tconfig, part)  # pylint: disable=protected-access
+  it, spec = train_script._model_inputs(model, it, init, data, tconfig, part)  # pylint: disable=protected-access
   assert spec["encoder_outputs"] == ((8, 10, 32), np.float32)
   assert hasattr(it, "get_state")  # still resumable without replay
-  result = trainer.train(model_config=config, train_iter=it, model_dir=str(tmp_path),
+  result = trainer.train(model=model, train_iter=it, model_dir=str(tmp_path),
                          config=tconfig, partitioner=part, init_params=init, feature_spec=spec)
   assert result.step == 3 and np.isfinite(result.history[-1]["loss"])
   for a, b in zip(jax.tree.leaves(result.params["encoder"]), jax.tree.leaves(init["encoder"])):

@@ -70,7 +70,7 @@ def test_two_processes_match_single_process(tmp_path):
   # The same training in this process (8 local devices), same data and hyper-parameters.
   single_dir = tmp_path / "single"
   result = trainer.train(
-      model_config=t5.T5Config.micro(), model_dir=str(single_dir),
+      model=t5.T5Config.micro(), model_dir=str(single_dir),
       train_iter=copy_task_batches(task_feature_lengths={"inputs": 10, "targets": 5},
                                    batch_size=8),
       config=trainer.TrainConfig(train_steps=STEPS, batch_size=8, log_period=1, progress=False),

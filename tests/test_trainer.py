@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax.training import partitioning, summaries, train_state, trainer
+from t2t_jax.training import checkpoints, partitioning, summaries, train_state, trainer
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
 from t2t_jax.training.optimizers import OptimizerConfig
@@ -28,14 +28,14 @@ def _config(**kw):
 
 @pytest.mark.parametrize("optimizer", ["adafactor", "adamw"])
 def test_train_learns_copy_task_and_checkpoints(tmp_path, optimizer):
-  result = trainer.train(model_config=MICRO, train_iter=_batches(), model_dir=str(tmp_path),
+  result = trainer.train(model=MICRO, train_iter=_batches(), model_dir=str(tmp_path),
                          config=_config(train_steps=40, batch_size=8, log_period=10),
                          optimizer=OptimizerConfig(optimizer=optimizer, learning_rate=1e-2),
                          checkpoint=trainer.CheckpointConfig(period=20))
   losses = [h["loss"] for h in result.history]
   assert len(losses) == 40 and [h["step"] for h in result.history] == list(range(1, 41))
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
-  config, params = trainer.load_params(str(tmp_path))
+  config, params = checkpoints.load_params(str(tmp_path))
   assert config == MICRO
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(result.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -66,7 +66,7 @@ class CountingIterator:
 
 
 def test_resume_restores_the_data_position_without_replay(tmp_path):
-  kw = dict(model_config=MICRO, model_dir=str(tmp_path),
+  kw = dict(model=MICRO, model_dir=str(tmp_path),
             optimizer=OptimizerConfig(learning_rate=1e-2),
             checkpoint=trainer.CheckpointConfig(period=4, async_save=False))
   spec = train_state.batch_spec(LENGTHS, batch_size=8)
@@ -89,17 +89,17 @@ def test_resume_restores_the_data_position_without_replay(tmp_path):
 def test_bad_batch_fails_with_a_clear_message(tmp_path):
   small = MICRO.replace(vocab_size=50)
   with pytest.raises(UserInputError, match="token id .* >= the model's input vocabulary size 50"):
-    trainer.train(model_config=small, train_iter=_batches(), model_dir=str(tmp_path),
+    trainer.train(model=small, train_iter=_batches(), model_dir=str(tmp_path),
                   config=_config(train_steps=2, batch_size=8))
   with pytest.raises(UserInputError, match=r"expected 16 \(the per-host batch 16"):
-    trainer.train(model_config=MICRO, train_iter=_batches(), model_dir=str(tmp_path),
+    trainer.train(model=MICRO, train_iter=_batches(), model_dir=str(tmp_path),
                   config=_config(train_steps=2, batch_size=16))
   with pytest.raises(UserInputError, match="multiple of data-parallel devices"):
-    trainer.train(model_config=MICRO, train_iter=_batches(batch_size=6), model_dir=str(tmp_path),
+    trainer.train(model=MICRO, train_iter=_batches(batch_size=6), model_dir=str(tmp_path),
                   config=_config(train_steps=2, batch_size=6), partitioner=partitioning.Partitioner())
   spec = train_state.batch_spec({"inputs": 12, "targets": 5}, batch_size=8)
   with pytest.raises(UserInputError, match="encoder_input_tokens' has shape \\(8, 10\\); expected \\[8, 12\\]"):
-    trainer.train(model_config=MICRO, train_iter=_batches(), model_dir=str(tmp_path),
+    trainer.train(model=MICRO, train_iter=_batches(), model_dir=str(tmp_path),
                   config=_config(train_steps=2, batch_size=8), feature_spec=spec)
 
 

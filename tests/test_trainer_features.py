@@ -29,7 +29,7 @@ def test_microbatching_gives_the_full_batch_gradient():
   batch = next(_batches(batch_size=16))
   from t2t_jax import models  # pylint: disable=import-outside-toplevel
   params_np = jax.tree.map(np.asarray,
-                           nn.unbox(models.get_model(cfg).init_params(jax.random.PRNGKey(0))))
+                           nn.unbox(models.build_model(cfg).init_params(jax.random.PRNGKey(0))))
   feature_shapes = train_state.spec_of(batch)
   part = partitioning.Partitioner(num_partitions=2)
   out = []
@@ -48,7 +48,7 @@ def test_microbatching_gives_the_full_batch_gradient():
 def test_non_finite_loss_stops_naming_the_step(tmp_path):
   # AdamW moves every weight by ~lr on step 1; with lr=1e30 step 2's logits overflow.
   with pytest.raises(trainer.TrainingDivergedError, match="non-finite loss at step 2"):
-    trainer.train(model_config=TINY.replace(num_encoder_layers=1, num_decoder_layers=1),
+    trainer.train(model=TINY.replace(num_encoder_layers=1, num_decoder_layers=1),
                   train_iter=_batches(), model_dir=str(tmp_path),
                   config=trainer.TrainConfig(train_steps=5, batch_size=8, progress=False),
                   optimizer=OptimizerConfig(optimizer="adamw", learning_rate=1e30),
@@ -69,7 +69,7 @@ def test_bf16_dropout_smoothing_cosine_eval_hook_and_best_checkpoint(tmp_path):
     return loss_fn(params, step)
 
   result = trainer.train(
-      model_config=cfg, train_iter=_batches(), model_dir=str(tmp_path),
+      model=cfg, train_iter=_batches(), model_dir=str(tmp_path),
       config=trainer.TrainConfig(train_steps=30, batch_size=8, eval_period=10, log_period=10),
       optimizer=OptimizerConfig(learning_rate=2e-2, schedule="cosine", warmup_steps=5),
       loss=LossConfig(label_smoothing=0.1), partitioner=part, eval_fn=eval_fn,

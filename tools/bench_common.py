@@ -332,9 +332,9 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def make_model(config):
-  """Our model object for `config` (the model interface, `t2t_jax.models.get_model`)."""
+  """Our model object for `config` (the model interface, `t2t_jax.models.build_model`)."""
   from t2t_jax import models  # pylint: disable=import-outside-toplevel
-  return models.get_model(config)
+  return models.build_model(config)
 
 
 def init_params(config, *, seed: int = 0, input_length: int = 8, target_length: int = 8):
@@ -371,7 +371,7 @@ def train_model(config, *, train_iter, model_dir: str, train_steps: int, batch_s
   from t2t_jax.training import trainer  # pylint: disable=import-outside-toplevel
   from t2t_jax.training.optimizers import OptimizerConfig  # pylint: disable=import-outside-toplevel
   return trainer.train(
-      model_config=config, train_iter=train_iter, model_dir=model_dir,
+      model=config, train_iter=train_iter, model_dir=model_dir,
       config=trainer.TrainConfig(train_steps=train_steps, batch_size=batch_size, seed=seed,
                                  log_period=max(1, train_steps // 10), progress=progress,
                                  tensorboard=False, handle_sigterm=False),

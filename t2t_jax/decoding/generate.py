@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from t2t_jax.decoding.beam_search import beam_search
 from t2t_jax.decoding.index import ConstraintIndex
-from t2t_jax.models import get_model
+from t2t_jax.models import build_model
 
 
 def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: int,
@@ -23,7 +23,7 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
   here) when jitting with a large catalog, so its arrays are jit inputs, not compile-time constants.
 
   Args:
-    model: an `EncoderDecoderModel` or a model config (`t2t_jax.models.get_model`).
+    model: an `EncoderDecoderModel` or a model config (`t2t_jax.models.build_model`).
     index: the catalog's `ConstraintIndex`.
     beam_size, top_k: beams per prompt and outputs per prompt (top_k may exceed beam_size).
     max_decode_len: maximum ID length in tokens (default: the catalog's longest ID).
@@ -31,7 +31,7 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
     decoder_start_id: T5's decoder start token (PAD = 0).
     num_groups, diversity_penalty: grouped (diverse) beam search, see `beam_search`.
   """
-  model = get_model(model)
+  model = build_model(model)
   captured = index
   max_len = int(max_decode_len or index.max_depth)
 
@@ -55,5 +55,5 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
 def score_rows(model, params, encoder_input_tokens_BxL, token_seqs_BxRxL, *,
                decoder_start_id: int = 0):
   """Teacher-forced sum of log-probs of R candidate sequences per prompt ([B, R] float32)."""
-  return get_model(model).score_sequences(params, encoder_input_tokens_BxL, token_seqs_BxRxL,
+  return build_model(model).score_sequences(params, encoder_input_tokens_BxL, token_seqs_BxRxL,
                                           decoder_start_id=decoder_start_id)

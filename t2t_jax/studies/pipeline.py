@@ -459,7 +459,7 @@ def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: 
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
   config, params = checkpoints.load_params(model_dir)
   retriever = retriever_lib.GenerativeRetriever(
-      model=models.get_model(config), params=params, id_table=task.table, vocab=task.vocab,
+      model=models.build_model(config), params=params, id_table=task.table, vocab=task.vocab,
       inputs_length=task.feature_lengths["inputs"], beam_size=beam_size)
   inputs = task.eval_inputs()
   batch_size = max(1, min(batch_size, len(inputs)))  # rank_inputs' batch: compile it untimed

@@ -419,7 +419,7 @@ def abstract_params(config, sharding_fn=None):
 
   Without `sharding_fn` every array lands on the first local device.
   """
-  boxed = models.get_model(config).abstract_params()
+  boxed = models.build_model(config).abstract_params()
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   unboxed = nn.unbox(boxed)
   if sharding_fn is None:

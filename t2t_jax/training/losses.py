@@ -139,7 +139,7 @@ def make_loss_fn(model, config: LossConfig = LossConfig()):
   `model` is an `EncoderDecoderModel` (or its config); aux holds `AUX_KEYS` sums with the batch's
   own loss weights (per-token metrics), the objective uses the normaliser's weighting.
   """
-  model = models.get_model(model)
+  model = models.build_model(model)
 
   def loss_fn(params, batch, dropout_rng, normalizer, enable_dropout):
     logits = model.logits(params, batch, dropout_rng=dropout_rng, enable_dropout=enable_dropout)

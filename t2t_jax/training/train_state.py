@@ -115,7 +115,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation, schedule: Ca
                     loss: losses.LossConfig = losses.LossConfig(), num_microbatches: int = 1,
                     batch_axes=("data",)):
   """Returns the pure `train_step(state, batch) -> (state, metrics)`."""
-  model = models.get_model(model)
+  model = models.build_model(model)
   grad_fn = jax.value_and_grad(losses.make_loss_fn(model, loss), has_aux=True)
   enable_dropout = model.config.dropout_rate > 0
 
@@ -203,7 +203,7 @@ _BUILD_CACHE: dict = {}
 _BUILD_CACHE_SIZE = 4
 
 
-def build(model_config, *, partitioner: partitioning.Partitioner, batch_size: int,
+def build(model, *, partitioner: partitioning.Partitioner, batch_size: int,
           feature_shapes: Mapping[str, tuple[tuple[int, ...], Any]],
           optimizer: optimizers.OptimizerConfig = optimizers.OptimizerConfig(),
           loss: losses.LossConfig = losses.LossConfig(), num_microbatches: int = 1,
@@ -211,11 +211,13 @@ def build(model_config, *, partitioner: partitioning.Partitioner, batch_size: in
   """Builds shardings and compiles the train step ahead of time (no data or params needed).
 
   `feature_shapes` maps batch keys to (per-host shape, dtype); the leading dim is replaced by the
-  global `batch_size`.  The result is cached per process, so a second `train` call with the same
+  global `batch_size`.  `model`: the run's `EncoderDecoderModel` (or its config).  The result is
+  cached per process by the model's family and config, so a second `train` call with an equal
   model, mesh, shapes and hyper-parameters (a resumed run, a sweep over seeds) does not compile
   again.
   """
-  key = (model_config, partitioner.mesh, tuple(partitioner.logical_axis_rules),
+  model = models.build_model(model)
+  key = (type(model), model.config, partitioner.mesh, tuple(partitioner.logical_axis_rules),
          partitioner.activation_constraints, batch_size,
          tuple(sorted((k, tuple(s), np.dtype(d).str) for k, (s, d) in feature_shapes.items())),
          optimizer, loss, num_microbatches, total_steps)
@@ -224,7 +226,7 @@ def build(model_config, *, partitioner: partitioning.Partitioner, batch_size: in
   except TypeError:  # unhashable value (e.g. a list as loss_normalizing_factor): no caching
     key, hit = None, None
   if hit is None:
-    hit = _build(model_config, partitioner=partitioner, batch_size=batch_size,
+    hit = _build(model, partitioner=partitioner, batch_size=batch_size,
                  feature_shapes=feature_shapes, optimizer=optimizer, loss=loss,
                  num_microbatches=num_microbatches, total_steps=total_steps)
     if key is not None:
@@ -252,7 +254,7 @@ def _abstract_state(model, opt, partitioner):
   return abstract, state_shardings, param_shardings
 
 
-def _build(model_config, *, partitioner, batch_size, feature_shapes, optimizer, loss,
+def _build(model, *, partitioner, batch_size, feature_shapes, optimizer, loss,
            num_microbatches, total_steps) -> CompiledTrainer:
   if isinstance(num_microbatches, bool) or not isinstance(num_microbatches, int) \
       or num_microbatches < 1:
@@ -260,7 +262,6 @@ def _build(model_config, *, partitioner, batch_size, feature_shapes, optimizer, 
   t = targets_per_prompt_of(feature_shapes)
   partitioner.check_batch_size(batch_size // t, num_microbatches)
   opt, sched = optimizers.from_config(optimizer, total_steps=total_steps)
-  model = models.get_model(model_config)
   abstract = nn.unbox(model.abstract_params())
   opt = optimizers.mask_frozen(opt, model.trainable_mask(abstract))
   opt = optimizers.scale_learning_rates(opt, model.learning_rate_scales(abstract))
@@ -296,5 +297,5 @@ def _build(model_config, *, partitioner, batch_size, feature_shapes, optimizer, 
     params = jax.tree.map(lambda p, s: jax.device_put(p, s), nn.unbox(params), param_shardings)
     return init_from(key_data, params)
 
-  return CompiledTrainer(model_config, partitioner, model, opt, sched, state_shardings,
+  return CompiledTrainer(model.config, partitioner, model, opt, sched, state_shardings,
                          abstract_state, batch_shardings, compiled, init_state)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 
+from t2t_jax import models
 from t2t_jax.training import checkpoints as ckpt_lib
 from t2t_jax.training import hooks as hooks_lib
 from t2t_jax.training import model_dir_lock, partitioning, summaries, train_state
@@ -235,16 +236,17 @@ def _now() -> float:
 # -------------------------------------------------------------------------------------- train()
 
 
-def train(*, model_config, train_iter: Iterator[dict], model_dir: str, config: TrainConfig,
+def train(*, model, train_iter: Iterator[dict], model_dir: str, config: TrainConfig,
           optimizer: OptimizerConfig = OptimizerConfig(), loss: LossConfig = LossConfig(),
           checkpoint: CheckpointConfig = CheckpointConfig(),
           partitioner: partitioning.Partitioner | None = None,
           eval_fn: Callable[[Any, int], dict] | None = None, init_params=None,
           feature_spec: dict | None = None, extra_hooks: Sequence[hooks_lib.Hook] = ()
           ) -> TrainResult:
-  """Trains `models.get_model(model_config)` for config.train_steps updates of config.batch_size.
+  """Trains `model` for config.train_steps updates of config.batch_size.
 
   Args:
+    model: the run's `EncoderDecoderModel` (a model config is built into one here).
     train_iter: yields this process's share of each batch (batch_size / process_count rows) as
       numpy dicts with CONTRACTS.md keys (see the module doc for resuming).
     model_dir: MODEL_DIR: checkpoints, model_config.json, metrics.jsonl, TensorBoard events.
@@ -257,6 +259,8 @@ def train(*, model_config, train_iter: Iterator[dict], model_dir: str, config: T
     UserInputError for bad arguments or batches, TrainingDivergedError when the loss or gradient
     norm is not finite (naming the step).
   """
+  model = models.build_model(model)
+  model_config = model.config
   partitioner = partitioner or partitioning.Partitioner()
   if checkpoint.best_metric and eval_fn is None:
     raise UserInputError(f"BEST_METRIC={checkpoint.best_metric!r} needs an evaluation (eval_fn)")
@@ -270,7 +274,7 @@ def train(*, model_config, train_iter: Iterator[dict], model_dir: str, config: T
     if feature_spec is None:
       feature_spec, train_iter, first = _peek_spec(train_iter)
       validate_batch(first, model_config, per_host)
-    compiled = train_state.build(model_config, partitioner=partitioner, batch_size=config.batch_size,
+    compiled = train_state.build(model, partitioner=partitioner, batch_size=config.batch_size,
                                  feature_shapes=feature_spec, optimizer=optimizer, loss=loss,
                                  num_microbatches=config.num_microbatches,
                                  total_steps=config.train_steps)
@@ -377,8 +381,3 @@ def _restore_or_init(compiled, manager, restore: bool, train_iter, init_params, 
       return TrainState(step=rest["step"], params=params, opt_state=rest["opt_state"],
                         rng=rest["rng"])
   return compiled.init_fn(seed, init_params)
-
-
-def load_params(model_dir: str, **kwargs):
-  """(model config, params) of the newest readable checkpoint in MODEL_DIR."""
-  return ckpt_lib.load_params(model_dir, **kwargs)
