@@ -43,7 +43,7 @@ def _family(name: str):
 def get_model(config):
   """The model object (`base.EncoderDecoderModel`) of a config; a model passes through."""
   # JAX and flax: `import t2t_jax.models` (and models.pretrained) stays light until a model is made.
-  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
+  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel  (lazy: JAX, flax)
   if isinstance(config, base.EncoderDecoderModel):
     return config
   if hasattr(config, "config") and hasattr(config, "apply"):  # a family's flax module
