@@ -10,6 +10,8 @@ import dataclasses
 import sys
 import typing
 
+from t2t_jax.errors import UserInputError
+
 
 def _flag_type(field, value):
   """The argparse type of a config field: its default's type, or for a None default the
@@ -34,7 +36,7 @@ def _quickstart_parser(sub) -> None:
           "OUT/report.json. The model dir (checkpoint, vocabulary, ID table, catalog) is left in "
           "WORK_DIR/model for `t2t recommend`."),
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top  (light: no JAX at import)
+  from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch; quickstart loads no JAX)
   defaults = quickstart.QuickstartConfig()
   for field in dataclasses.fields(quickstart.QuickstartConfig):
     if field.name not in quickstart.HELP:
@@ -210,7 +212,7 @@ def _plot_parser(sub) -> None:
 
 def run_plot(args) -> str:
   """Runs `t2t plot MODEL_DIR`; prints the path written (and the series not logged)."""
-  from t2t_jax import plots  # pylint: disable=g-import-not-at-top
+  from t2t_jax import plots  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch)
   path, notes = plots.training_curves(args.model_dir, args.out)
   print(f"Training curves: {path}" + (f" ({'; '.join(notes)})" if notes else ""))
   return path
@@ -258,7 +260,7 @@ def _summary(meta: dict, out: str) -> str:
 
 def run_import(args) -> dict:
   """Runs `t2t import FORMAT ...`; prints the summary (warnings to stderr); returns meta."""
-  from t2t_jax.data import convert, cpcd, mpd  # pylint: disable=g-import-not-at-top
+  from t2t_jax.data import convert, cpcd, mpd  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch)
   common = dict(seed=args.seed, vocab_size=args.vocab_size, spm_path=args.spm, on_error=args.on_error,
                 overwrite=args.overwrite)
   if args.import_format == "cpcd":
@@ -289,23 +291,22 @@ def main(argv=None) -> int:
   _plot_parser(sub)
   _add_verbose(parser)
   args = parser.parse_args(argv)
-  from t2t_jax import console  # pylint: disable=g-import-not-at-top
+  from t2t_jax import console  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch; tqdm not for --help)
   console.configure(args.verbose)  # before anything imports TensorFlow
-  from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
   try:
     if args.command == "import":
       run_import(args)
     elif args.command == "quickstart":
-      from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top
+      from t2t_jax import quickstart  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch)
       quickstart.run_from_args(args)
     elif args.command == "recommend":
-      from t2t_jax.serving import recommend  # pylint: disable=g-import-not-at-top
+      from t2t_jax.serving import recommend  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch, JAX)
       recommend.run_from_args(args)
     elif args.command == "export":
-      from t2t_jax.serving import export  # pylint: disable=g-import-not-at-top
+      from t2t_jax.serving import export  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch, JAX)
       export.run_from_args(args)
     elif args.command == "serve":
-      from t2t_jax.serving import serve  # pylint: disable=g-import-not-at-top
+      from t2t_jax.serving import serve  # pylint: disable=g-import-not-at-top  (lazy: cli dispatch, JAX)
       serve.run_from_args(args)
     elif args.command == "plot":
       run_plot(args)

@@ -13,6 +13,7 @@ import numpy as np
 
 from t2t_jax import metrics as metrics_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.training import losses, train_state
 
 
 def pad_inputs(token_lists: Sequence[Sequence[int]], length: int) -> np.ndarray:
@@ -82,7 +83,6 @@ def make_eval_loss_fn(model_config, partitioner, batches: list[dict], batch_size
   """eval_fn(params, step) -> {'loss', 'accuracy', 'num_tokens'}: teacher-forced, no dropout, per
   target token over a fixed list of this process's batches (jitted once).  Rows with zero loss
   weight (the padding of a partial final batch) count for nothing."""
-  from t2t_jax.training import losses, train_state  # pylint: disable=g-import-not-at-top
   loss_fn = losses.make_loss_fn(model_config)
 
   def sums(params, batch):

@@ -21,6 +21,7 @@ import time
 from t2t_jax import io_utils, plots
 from t2t_jax import report as report_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.models import pretrained as pretrained_lib
 
 STRATEGY = "semantic_rq"
 ID_OPTIONS = {"balanced": True, "unique_last_level": True, "disambiguation": "auto"}
@@ -183,7 +184,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   """Runs the whole pipeline; returns the result rows (also written to cfg.out)."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
-  from t2t_jax.studies import baselines, pipeline  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import baselines, pipeline  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
 
   _check(cfg)
   if cfg.dataset_dir is not None:  # reads only: nothing is written when the dataset dir is bad
@@ -196,7 +197,6 @@ def run(cfg: QuickstartConfig) -> list[dict]:
 
   pretrained = cfg.model == PRETRAINED
   if pretrained:
-    from t2t_jax.models import pretrained as pretrained_lib  # pylint: disable=g-import-not-at-top
     pretrained_lib.minilm_dir()  # fails now, with the pip command, if the weights are not installed
   ws, title = _data(cfg, stage)
   table, ids_info = _pretrained_ids(ws, stage) if pretrained else _ids(cfg, ws, stage)
@@ -259,7 +259,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
 def _data(cfg: QuickstartConfig, stage):
   """The data stages: the data and its SentencePiece vocabulary (the work dir's copy is rebuilt each
   run).  Returns (workspace, report title); resolves prompt_field 'auto'."""
-  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
   if cfg.dataset_dir is None:
     ws = pipeline.prepare_synthetic(cfg.work_dir, seed=cfg.seed, num_tracks=cfg.num_tracks,
                                     num_playlists=cfg.num_playlists, vocab_size=cfg.vocab_size,
@@ -281,8 +281,8 @@ def _data(cfg: QuickstartConfig, stage):
 def _ids(cfg: QuickstartConfig, ws, stage):
   """The ID stages: CF embeddings (cold tracks placed by catalog_cf_embeddings) and semantic IDs.
   Returns (table, details for the report)."""
-  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
-  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
   with stage("CF track embeddings (normalised co-occurrence SVD, JAX)"):
     # The co-occurrence matrix has rank <= the training playlists (15 on the tests' CPCD slice).
     num_warm = int((ws.popularity() > 0).sum())
@@ -316,8 +316,8 @@ def _ids(cfg: QuickstartConfig, ws, stage):
 def _pretrained_ids(ws, stage):
   """The ID stage of the pretrained encoder: one ID token per track (no CF embeddings needed; the
   decoder's ID vectors start from MiniLM embeddings of the tracks' metadata)."""
-  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
-  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
+  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
   with stage("per-track IDs (one token per track)"):
     table, _ = pipeline.build_table(ws, specs.IdSpec(*PRETRAINED_SPEC), seed=0)
     print(f"      {table.num_tracks} IDs of 1 token")
@@ -328,7 +328,7 @@ def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, st
   """Example recommendations straight from the saved model dir (what `t2t recommend` does), then
   report.md / report.json in cfg.out and the table on stdout."""
   import jax  # pylint: disable=g-import-not-at-top
-  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
+  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
   rec = retriever.GenerativeRetriever.from_model_dir(model_dir)
   example_prompts, relevant = task.prompts[:5], task.relevant[:5]
   examples = []

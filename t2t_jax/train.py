@@ -160,7 +160,7 @@ def _numpy_batches(data: DataConfig, *, split: str, batch_size: int, shuffle: bo
                           pad_final=pad_final, **kw)
     except TypeError:  # a data_fn without pad_final
       return data.data_fn(data.mixture_or_task_name, use_cached=data.use_cached, **kw)
-  from tasks import pipeline  # pylint: disable=import-outside-toplevel
+  from tasks import pipeline  # pylint: disable=import-outside-toplevel  (lazy: tasks loads TensorFlow)
   if not data.use_cached:
     it = pipeline.indexed_batches(data.mixture_or_task_name, pad_final=pad_final,
                                   targets_per_prompt=targets_per_prompt, **kw)
@@ -176,7 +176,7 @@ def _register_data(data: DataConfig) -> None:
   """Registers the t2t tasks of DATA_DIR (or T2T_DATA_DIR) before the task is looked up."""
   if data.data_fn is not None:
     return
-  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
+  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel  (lazy: tasks loads TensorFlow)
   if data.data_dir or data.input_vocab or data.indexing != "none":
     t2t_tasks.register_tasks(data.data_dir, input_vocab=data.input_vocab, indexing=data.indexing,
                              indexing_share=data.indexing_share)
@@ -184,7 +184,7 @@ def _register_data(data: DataConfig) -> None:
 
 def _task_vocab_size(mixture_or_task_name: str, feature: str = "targets") -> int:
   """A SeqIO task's vocabulary size for `feature` (lazy `tasks` import: TensorFlow lives there)."""
-  from tasks import pipeline  # pylint: disable=import-outside-toplevel
+  from tasks import pipeline  # pylint: disable=import-outside-toplevel  (lazy: tasks loads TensorFlow)
   return pipeline.vocab_size(mixture_or_task_name, feature)
 
 
@@ -224,7 +224,7 @@ def _init_id_embeddings(mm, params, data: DataConfig, mode: str):
                          "encoder to initialise from")
   if data.data_fn is not None:
     raise UserInputError(f"ID_EMBEDDING_INIT={mode!r} needs a t2t task (its catalog and prompts)")
-  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
+  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel  (lazy: tasks loads TensorFlow)
   t2t_tasks.prepare(data.mixture_or_task_name)
   source = t2t_tasks.task_source(data.mixture_or_task_name)
   meta, prompt_tokens, prompt_rows = source.retrieval_texts()
@@ -342,7 +342,7 @@ def _write_assets(model_dir: str, data: DataConfig, beam_size: int) -> None:
   """MODEL_DIR/assets for t2t tasks, so `t2t recommend --model_dir` works on any trained dir."""
   if data.data_fn is not None:
     return
-  from tasks import assets  # pylint: disable=import-outside-toplevel
+  from tasks import assets  # pylint: disable=import-outside-toplevel  (lazy: tasks loads TensorFlow)
   assets.write_model_assets(model_dir, data.mixture_or_task_name, data.task_feature_lengths,
                             beam_size=beam_size)
 
@@ -496,7 +496,7 @@ def _configured_run() -> tuple[str, Callable]:
   if run not in RUNS:
     raise UserInputError(f"gin macro RUN={run!r}: use one of {sorted(RUNS)}")
   # Under `python -m` this file is __main__; gin registered the importable module's functions.
-  from t2t_jax import train as train_module  # pylint: disable=import-outside-toplevel,import-self
+  from t2t_jax import train as train_module  # pylint: disable=import-outside-toplevel,import-self  (lazy: self)
   return run, train_module.RUNS[run]
 
 

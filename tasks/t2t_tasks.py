@@ -42,6 +42,7 @@ from t2t_jax.data.examples import MISSING_IDS, ExampleSource, SourceStats, check
 from t2t_jax.data.examples import load_table as _load_table
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids.table import IdTable
+from t2t_jax.models import pretrained
 from tasks import postprocessors, vocabularies
 
 ENV_DATA_DIR = "T2T_DATA_DIR"
@@ -125,7 +126,6 @@ INPUT_VOCAB_ALIASES = {"minilm": lambda: _minilm_dir()}
 
 
 def _minilm_dir() -> str:
-  from t2t_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   return pretrained.minilm_dir()
 
 

@@ -17,6 +17,7 @@ import seqio
 import tensorflow as tf
 
 from t2t_jax.data import vocab as t2t_vocab
+from t2t_jax.data import wordpiece
 
 
 class TextAndIdVocabulary(seqio.Vocabulary):
@@ -139,7 +140,6 @@ class WordPieceVocabulary(seqio.Vocabulary):
   """
 
   def __init__(self, tokenizer_path: str):
-    from t2t_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
     self._path = str(tokenizer_path)
     self._py = wordpiece.WordPieceVocab(self._path)
     super().__init__(extra_ids=0)

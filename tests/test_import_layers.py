@@ -5,13 +5,16 @@ module level or inside a function: a function-level import that hides a cycle or
 still one.  `LAYERS` below is the one place the order is written; a module may import its own layer
 and the layers before it, never a later one.  A new module must be given a layer here.  Imports by
 name (`importlib.import_module`: the family registry of models/__init__.py) are not seen; the
-families it names are in its own layer.
+families it names are in its own layer.  Internal imports belong at module level: the few that stay
+inside functions (TensorFlow, the `t2t` command dispatch, ...) are listed in `LAZY_IMPORTS`.
 """
 
 import ast
 import os
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("t2t_jax", "tasks")
@@ -58,6 +61,27 @@ TASKS_USERS = ("t2t_jax.train", "t2t_jax.studies")
 
 # Heavy libraries the t2t_jax modules must not load at import.
 TENSORFLOW = ("tensorflow", "tensorflow_datasets", "seqio", "tasks")
+
+# The only imports of t2t_jax / tasks modules allowed inside functions; every other one is at module
+# level (test_function_level_imports_are_listed).  (importing module, imported module), each a module or
+# a package covering its submodules; the reason is the comment above each.  Third-party imports are not
+# checked (torch, sentence_transformers, faiss, ... stay inside the functions that need them).
+LAZY_IMPORTS = (
+    # tasks is SeqIO and TensorFlow: t2t_jax imports without them (TASKS_USERS says which may, and
+    # test_core_imports_without_tensorflow checks it).
+    ("t2t_jax", "tasks"),
+    # `t2t` imports a command's modules when it runs that command: `t2t --help` and `t2t import` load
+    # neither JAX nor the other commands (test_the_import_route_does_not_load_jax).
+    ("t2t_jax.cli", "t2t_jax"),
+    # cli builds the quickstart flags from quickstart.QuickstartConfig for every command, so quickstart
+    # imports the JAX side (studies, ID specs, the retriever) only when it runs.
+    ("t2t_jax.quickstart", "t2t_jax.studies"),
+    ("t2t_jax.quickstart", "t2t_jax.ids"),
+    ("t2t_jax.quickstart", "t2t_jax.serving"),
+    # models.get_model: `import t2t_jax.models` (the family registry, models.pretrained) loads no JAX or
+    # flax until a model is made; the families themselves are imported by name (importlib).
+    ("t2t_jax.models", "t2t_jax.models.base"),
+)
 
 
 def _modules() -> dict[str, str]:
@@ -235,10 +259,43 @@ def test_core_imports_without_tensorflow():
 
 
 def test_the_import_route_does_not_load_jax():
-  """`t2t import` (data readers, prompt normalisation from export_runtime) starts without JAX."""
-  code = ("import sys, t2t_jax.data.formats, t2t_jax.data.convert, t2t_jax.data.cpcd, t2t_jax.data.mpd, "
-          "t2t_jax.data.prompts, t2t_jax.export_runtime; print(sorted(m for m in ('jax', 'flax', 'orbax') "
-          "if m in sys.modules))")
+  """`t2t import` (the command line, which imports quickstart for its flags; data readers, prompt
+  normalisation from export_runtime) starts without JAX."""
+  code = ("import sys, t2t_jax.cli, t2t_jax.quickstart, t2t_jax.data.formats, t2t_jax.data.convert, "
+          "t2t_jax.data.cpcd, t2t_jax.data.mpd, t2t_jax.data.prompts, t2t_jax.export_runtime; "
+          "print(sorted(m for m in ('jax', 'flax', 'orbax') if m in sys.modules))")
   res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PYTHONPATH=ROOT))
   assert res.returncode == 0 and res.stdout.strip() == "[]", (res.stdout, res.stderr[-2000:])
+
+
+def _within(name: str, prefix: str) -> bool:
+  return name == prefix or name.startswith(prefix + ".")
+
+
+def _lazy_imports() -> list[tuple[str, str, int]]:
+  """(importing module, imported module, line) of every import of PACKAGES inside a function."""
+  return [(module, target, line) for module, imports in sorted(GRAPH.items())
+          for target, line, top in imports if not top]
+
+
+def test_function_level_imports_are_listed():
+  """Internal imports are at module level unless LAZY_IMPORTS gives the reason; no entry is stale."""
+  lazy = _lazy_imports()
+  bad = [f"{_where(module, line)}: {module} imports {target} inside a function (move it to the top, or add "
+         f"the reason to LAZY_IMPORTS)" for module, target, line in lazy
+         if not any(_within(module, m) and _within(target, t) for m, t in LAZY_IMPORTS)]
+  assert bad == [], "\n".join(bad)
+  stale = [e for e in LAZY_IMPORTS if not any(_within(m, e[0]) and _within(t, e[1]) for m, t, _ in lazy)]
+  assert stale == [], f"LAZY_IMPORTS entries that match no import: {stale}"
+
+
+def test_function_level_import_check_finds_a_planted_import():
+  GRAPH["t2t_jax.studies.pipeline"].append(("t2t_jax.io_utils", 7, False))
+  try:
+    assert ("t2t_jax.studies.pipeline", "t2t_jax.io_utils", 7) in _lazy_imports()
+    with pytest.raises(AssertionError, match=r"t2t_jax/studies/pipeline.py:7: t2t_jax.studies.pipeline imports "
+                                             r"t2t_jax.io_utils inside a function"):
+      test_function_level_imports_are_listed()
+  finally:
+    GRAPH["t2t_jax.studies.pipeline"].pop()

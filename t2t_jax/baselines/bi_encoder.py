@@ -54,9 +54,10 @@ from typing import Sequence
 
 import numpy as np
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, metrics
 from t2t_jax.baselines import catalog as catalog_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.models import pretrained
 
 PAIRS = ("all", "one_per_prompt")
 
@@ -165,7 +166,6 @@ class BiEncoderRetriever:
     if validation is not None and not self.finetune:
       raise UserInputError("bi-encoder: validation selects fine-tuning epochs; it needs finetune=True")
     if self.model_dir is None:
-      from t2t_jax.models import pretrained  # pylint: disable=g-import-not-at-top
       self.model_dir = pretrained.minilm_dir()
     t0 = time.perf_counter()
     with torch_threads(self.threads):
@@ -362,7 +362,6 @@ def _grouped_mnrl(q_BxE, d_MxE, prompt_of_item: list[int], docs: list[tuple[int,
 
 def _validation_metrics(q_QxE: np.ndarray, d_NxE: np.ndarray, relevant) -> dict:
   """Hits@10 and MAP@10 of exact cosine top-10 (the epoch choice of `fit(validation=...)`)."""
-  from t2t_jax import metrics  # pylint: disable=g-import-not-at-top
   rows = top_k_rows(q_QxE, d_NxE, 10)
   m = metrics.ranking_metrics([list(r) for r in rows], [set(map(int, r)) for r in relevant], (10,))
   return {"hits@10": round(float(m["hits@10"]), 4), "map@10": round(float(m["map@10"]), 4)}

@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from t2t_jax import evaluation
 from t2t_jax.baselines import catalog as catalog_lib
+from t2t_jax.data.vocab import EOS_ID
 from t2t_jax.errors import UserInputError
 from t2t_jax.models import t5
 
@@ -78,8 +80,6 @@ def in_batch_softmax_loss(q_BxE, d_BxE, rows_B, temperature: float):
 
 def pad_tokens(token_lists: Sequence[Sequence[int]], length: int) -> np.ndarray:
   """int32 [N, length]: each list + EOS, 0-padded / truncated keeping EOS (evaluation.pad_inputs)."""
-  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from t2t_jax.data.vocab import EOS_ID  # pylint: disable=g-import-not-at-top
   return evaluation.pad_inputs([list(t) + [EOS_ID] for t in token_lists], length)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from t2t_jax.errors import UserInputError
+from t2t_jax.models import bert, pretrained
 
 MODES = ("metadata", "prompts", "metadata+prompts")
 
@@ -79,10 +80,6 @@ def track_texts(tracks: Sequence[Any], training_prompts_by_row: Sequence[Sequenc
 
 def load_default_encoder():
   """The project's JAX all-MiniLM-L6-v2 sentence encoder (t2t_jax.models.bert)."""
-  try:
-    from t2t_jax.models import bert, pretrained  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise UserInputError(f"text embeddings need the MiniLM sentence encoder (t2t_jax.models.bert): {e}") from None
   return bert.SentenceEncoder.load(pretrained.minilm_dir())
 
 

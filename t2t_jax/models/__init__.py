@@ -44,7 +44,7 @@ def build_model(config):
   """The family's model object (`base.EncoderDecoderModel`) for a config: a new one per call, so a run
   builds it once and passes it down (the train entry, the trained retriever); a model passes through."""
   # JAX and flax: `import t2t_jax.models` (and models.pretrained) stays light until a model is made.
-  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel
+  from t2t_jax.models import base  # pylint: disable=import-outside-toplevel  (lazy: JAX, flax)
   if isinstance(config, base.EncoderDecoderModel):
     return config
   if hasattr(config, "config") and hasattr(config, "apply"):  # a family's flax module

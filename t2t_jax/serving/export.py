@@ -30,6 +30,7 @@ import numpy as np
 
 from t2t_jax import export_runtime as rt
 from t2t_jax import io_utils
+from t2t_jax.models import hf_convert
 from t2t_jax.serving import retriever, assets as assets_lib
 from t2t_jax.errors import UserInputError
 
@@ -111,7 +112,6 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
     shutil.copyfile(rt.__file__, os.path.join(tmp, "export_runtime.py"))
     config = rec.model.config
     if hf_weights and config.family == "t5_1_1":  # Hugging Face T5 naming, via the converter
-      from t2t_jax.models import hf_convert  # pylint: disable=g-import-not-at-top
       hf_convert.export_hf_t5(_unflatten(params_flat), config, os.path.join(tmp, HF_DIR),
                               dtype="float16" if config.param_dtype == "float16" else "float32")
       manifest["hf"] = {"dir": HF_DIR, "files": sorted(os.listdir(os.path.join(tmp, HF_DIR))),

@@ -73,7 +73,9 @@ from typing import Callable, Sequence
 
 from aiohttp import web, web_protocol
 
+from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.serving import retriever
 from t2t_jax.serving.serve_limits import (API_KEY_ENV, FD_RESERVE, ConnectionGate, RateLimitFilter, fd_connection_limit,
                                   is_loopback, load_api_key, reserve_address)
 
@@ -506,7 +508,6 @@ class Server:
 
   def parse_request(self, body: bytes) -> tuple[list, int]:
     """(normalised prompts, k) from a request body; UserInputError naming the bad field."""
-    from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
     try:
       req = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -701,7 +702,6 @@ def config_from_args(args) -> ServeConfig:
 
 def run_from_args(args) -> None:
   """`t2t serve` entry."""
-  from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   cfg = config_from_args(args)
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s t2t serve %(levelname)s %(name)s: %(message)s")
   held = reserve_address(cfg.host, cfg.port)  # a port in use fails now, not after loading and warm-up

@@ -14,7 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+from t2t_jax import evaluation
+from t2t_jax.baselines import bi_encoder, bm25, dual_encoder, popularity
+from t2t_jax.baselines.catalog import CatalogTexts
 from t2t_jax.data import formats
+from t2t_jax.data import prompts as prompts_lib
+from t2t_jax.data import vocab as vocab_lib
 from t2t_jax.errors import UserInputError
 from t2t_jax.studies import pipeline
 
@@ -39,16 +44,12 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
   `artist_of_row` (each catalog row's artist) adds the artist-level metrics ('artist_hits@10', ...);
   `per_query` adds each row's per-query metric vectors under 'per_query' (for paired tests).
   """
-  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
-  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   unknown = [w for w in which if w not in ALL_BASELINES]
   if unknown:
     raise UserInputError(f"unknown baselines {unknown}; choose from {ALL_BASELINES}")
   save_dirs = dict(save_dirs or {})
   if set(save_dirs) - {"bi_encoder", "bi_encoder_ft"}:
     raise UserInputError(f"save_dirs: only bi-encoders can be saved, got {sorted(save_dirs)}")
-  from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
   catalog = CatalogTexts.from_tracks(ws.ds.tracks, pipeline.track_text)
   max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)  # as the tasks cut the held-out prompts
   train_prompts = [(prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars), r)
@@ -62,7 +63,6 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
     elif name == "most_popular":
       model = popularity.MostPopular().fit(catalog, train_prompts)
     elif name in ("bi_encoder", "bi_encoder_ft"):
-      from t2t_jax.baselines import bi_encoder  # pylint: disable=g-import-not-at-top
       kw = {**BI_ENCODER_DEFAULTS, "seed": seed, **(bi_encoder_kwargs or {})}
       if name == "bi_encoder":
         kw.pop("epochs", None)
@@ -75,8 +75,6 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
       if name in save_dirs:
         model.save(save_dirs[name])
     else:
-      from t2t_jax.baselines import dual_encoder  # pylint: disable=g-import-not-at-top
-      from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
       vocab = vocab_lib.TextAndIdVocab(ws.spm_path)
       kw = dict(dual_encoder_kwargs or {})
       kw.setdefault("seed", seed)

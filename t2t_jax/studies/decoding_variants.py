@@ -36,6 +36,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from t2t_jax import evaluation, report
 from t2t_jax.errors import UserInputError
 
 DEFAULT_PENALTIES = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -121,7 +122,6 @@ def ranking_row(rows_NxK: np.ndarray, relevant: Sequence[Sequence[int]], *, num_
   """Hits/MAP/NDCG@K for K in `ks` up to the list length K' and at K' (+ artist_entropy@K' and
   distinct_artists@K' when artists are given) of ranked table rows, invalid and repeated slots
   counted as misses at their rank."""
-  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
   rows_NxK = np.asarray(rows_NxK)
   k = rows_NxK.shape[1]
   ks = tuple(sorted({x for x in ks if x <= k} | {k}))  # always @K of the whole list
@@ -251,7 +251,6 @@ def plot_sweep(rows: Sequence[dict], path: str | os.PathLike, *, k: int = 10) ->
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from t2t_jax import report  # pylint: disable=g-import-not-at-top
   rows = sorted(rows, key=lambda r: r["diversity_penalty"])
   if not rows:
     raise UserInputError("plot_sweep: no sweep rows")

@@ -39,9 +39,14 @@ from typing import Sequence
 
 import numpy as np
 
-from t2t_jax import io_utils, report, stats
+from t2t_jax import evaluation, io_utils, report, stats
+from t2t_jax.baselines import bi_encoder, bm25, popularity
+from t2t_jax.baselines.catalog import CatalogTexts
 from t2t_jax.data import formats
+from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.ids import specs as specs_lib
+from t2t_jax.models import pretrained
 from t2t_jax.studies import baselines as baselines_lib
 from t2t_jax.studies import folds_study, pipeline, tuning
 
@@ -98,8 +103,6 @@ class Fold:
 
 def open_fold(variant: str, ddir: str, fold: int | None, work_dir: str, prompt_field: str,
               stage: pipeline.Stages) -> Fold:
-  from t2t_jax.baselines.catalog import CatalogTexts  # pylint: disable=g-import-not-at-top
-  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   ws = pipeline.open_dataset(ddir, work_dir, fold=fold, name=variant, stage=stage)
   max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)
 
@@ -133,7 +136,6 @@ class Log:
   def test_run(self, f: Fold, seed: int | None, method: str, ranked: np.ndarray, *, config: dict,
                val_ids: Sequence[str], extra: dict | None = None) -> dict:
     """Scores `ranked` on the fold's test queries, logs the run and rewrites the results."""
-    from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
     m = evaluation.evaluate_rankings(np.asarray(ranked), f.test[1], ks=(1, 5, 10), artist_of_row=f.artist_of_row,
                                      per_query=True)
     vectors = m.pop("per_query")
@@ -232,7 +234,6 @@ TABLE_COLUMNS = ("prompts", "method", "hits@10", "map@10", "artist_hits@10", "hi
 def _fit_fixed_baselines(f: Fold, log: Log, which: Sequence[str], bi_kwargs: dict) -> dict:
   """Most popular, BM25, zero-shot bi-encoders (MiniLM-L6, all-mpnet-base-v2 when its part packages are
   installed: `models.pretrained.mpnet_dir`): no trained parameters, one test run per fold."""
-  from t2t_jax.baselines import bm25, popularity  # pylint: disable=g-import-not-at-top
   fitted = {}
   names = ("most_popular", "bm25", "bi_encoder", "bi_encoder_mpnet")
   for name in [n for n in names if n in which or (n == "bm25" and "hybrid" in which)]:
@@ -242,10 +243,8 @@ def _fit_fixed_baselines(f: Fold, log: Log, which: Sequence[str], bi_kwargs: dic
     elif name == "bm25":
       model = bm25.BM25Retriever().fit(f.catalog, f.train)
     else:
-      from t2t_jax.baselines import bi_encoder  # pylint: disable=g-import-not-at-top  (torch, optional)
       kw = {k: v for k, v in bi_kwargs.items() if k not in ("epochs",)}
       if name == "bi_encoder_mpnet":
-        from t2t_jax.models import pretrained  # pylint: disable=g-import-not-at-top
         kw["model_dir"] = pretrained.mpnet_dir()
       model = bi_encoder.BiEncoderRetriever(**kw).fit(f.catalog, f.train)
     fitted[name] = model
@@ -317,7 +316,7 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: list, *, encode
                  work_dir: str, defaults: dict, progress: bool) -> None:
   """Candidates (family, spec, table, task) trained with the first seed and scored on validation; the
   best one's test run for every seed."""
-  from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top
+  from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
   beam = defaults["beam_size"]
   val_table, best = [], None
   for fam, spec, table, task in cands:
@@ -352,7 +351,6 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         hybrid_weights: Sequence[float], hybrid_depth: int, num_devices: int | None, bootstrap_samples: int,
         config: dict, progress: bool = True) -> list[dict]:
   """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, summary.json."""
-  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
   unknown = [b for b in baselines if b not in FAIR_BASELINES]
   if unknown:
     raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
@@ -414,7 +412,6 @@ def train_adapted(dataset_dir: str, work_dir: str, encoder, *, seed: int = 0, tr
   """`ADAPTED_FAMILY` on a dataset dir's own split (splits.json), warm-started from `encoder` (a fitted
   BiEncoderRetriever, saved under work_dir): (model dir, row fields).  tools/cpcd_turns.py's
   text2tracks_tuned."""
-  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
   f = open_fold("canonical", dataset_dir, None, work_dir, "title", pipeline.Stages(verbose=progress))
   name, model, opts = ADAPTED_FAMILY
   (fam,) = folds_study.parse_model_families([(name, model, {**opts, "train_steps": train_steps or opts["train_steps"]})])

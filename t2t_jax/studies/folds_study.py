@@ -33,9 +33,11 @@ from typing import Sequence
 
 import numpy as np
 
-from t2t_jax import io_utils, plots, report, stats
+from t2t_jax import evaluation, io_utils, plots, report, stats
 from t2t_jax.data import formats
+from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.ids import specs as specs_lib
 from t2t_jax.studies import baselines as baselines_lib
 from t2t_jax.studies import pipeline
 
@@ -248,7 +250,6 @@ def table_rows(agg_rows: Sequence[dict]) -> list[dict]:
 
 def _queries(ws: pipeline.Workspace, prompt_field: str):
   """(prompts, relevant catalog rows) of the test playlists, cut as the tasks cut them."""
-  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)
   prompts = [prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars) for p in ws.test_playlists]
   relevant = [np.asarray([ws.ds.track_row[t] for t in p.track_ids], np.int32) for p in ws.test_playlists]
@@ -257,7 +258,6 @@ def _queries(ws: pipeline.Workspace, prompt_field: str):
 
 def _check_inputs(dataset_dirs, baselines, id_specs, model_families):
   """(ID specs, model families) of the study's arguments; UserInputError naming a bad one."""
-  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
   if not isinstance(dataset_dirs, dict) or not dataset_dirs:
     raise UserInputError(f"compare_ids.dataset_dirs must be a dict prompts variant -> dataset dir, got "
                          f"{dataset_dirs!r}")
@@ -360,7 +360,6 @@ def _fold_text2tracks(results: _Results, fold: _Fold, stage, specs, families, *,
                       prompt_field, train_steps, batch_size, learning_rate, beam_size, embedding_dim,
                       seed, num_devices, progress) -> None:
   """Trains and scores every (model family, ID spec) pair the families ask for on the fold."""
-  from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
   ws, tag = fold.ws, fold.tag
   emb = None
   if any(s.strategy.startswith("semantic") for s in specs):

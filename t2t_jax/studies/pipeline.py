@@ -27,7 +27,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from t2t_jax import evaluation, io_utils, models
+from t2t_jax import train as train_script
+from t2t_jax.data import finish, formats, synthetic
+from t2t_jax.data import prompts as prompts_lib
+from t2t_jax.data import vocab as vocab_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.ids import catalog, specs
+from t2t_jax.ids.table import id_stats
+from t2t_jax.serving import retriever as retriever_lib
+from t2t_jax.training import checkpoints
 
 TASK_DATASET = "synthetic"
 RECIPE_GIN = "experiments/synthetic_cpu.gin"
@@ -108,7 +117,6 @@ def prepare_synthetic(work_dir: str, *, seed: int = 0, num_tracks: int = 3000,
                       synthetic_overrides: dict | None = None,
                       stage: Stages | None = None) -> Workspace:
   """Generates the synthetic dataset under {work_dir}/data/synthetic (replacing it) + SentencePiece."""
-  from t2t_jax.data import formats, prompts as prompts_lib, synthetic, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   stage = stage or Stages(verbose=False)
   data_root = os.path.join(work_dir, "data")
   ds_dir = os.path.join(data_root, TASK_DATASET)
@@ -146,7 +154,6 @@ def prepare_synthetic(work_dir: str, *, seed: int = 0, num_tracks: int = 3000,
 
 
 def _load_workspace(ds_dir: str, name: str, stage: Stages, seconds: dict) -> Workspace:
-  from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
   ds = formats.Dataset.load(ds_dir)
   train_pl, test_pl = list(ds.playlists("train")), list(ds.playlists("test"))
   if not train_pl or not test_pl:
@@ -169,7 +176,6 @@ def check_dataset_dir(dataset_dir: str, *, fold: int | None = None,
   """Pre-flight of `open_dataset` that reads but writes nothing: `dataset_dir` is an imported dataset
   dir (`t2t import`), `fold` one of its folds.json folds, and no output dir (flag, path) overlaps it.
   Raises UserInputError naming the flag and the path."""
-  from t2t_jax.data import formats  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(os.fspath(dataset_dir))
   if not os.path.isdir(path):
     raise UserInputError(f"--dataset_dir {dataset_dir}: not a directory (make one with `t2t import`)")
@@ -208,7 +214,6 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
   test split (`finish.materialize_fold`: validation from the other folds, vocabulary retrained on
   that fold's training prompts); None keeps splits.json.
   """
-  from t2t_jax.data import finish, formats  # pylint: disable=g-import-not-at-top
   stage = stage or Stages(verbose=False)
   dataset_dir = os.path.abspath(os.fspath(dataset_dir))
   if not os.path.isdir(dataset_dir):
@@ -221,7 +226,6 @@ def open_dataset(dataset_dir: str, work_dir: str, *, fold: int | None = None,
     raise UserInputError(f"--work_dir {work_dir} overlaps the dataset dir {dataset_dir}")
   # Never start from stale state, but only replace a copy this function made (its marker): a
   # folder of the user's at that path is refused with one line.
-  from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
   io_utils.check_output_dir(ds_dir, kind="dataset", inputs=(dataset_dir,))
   shutil.rmtree(ds_dir, ignore_errors=True)
   os.makedirs(data_root, exist_ok=True)
@@ -265,7 +269,6 @@ def catalog_cf_embeddings(ws: Workspace, *, dim: int = 64, seed: int = 0,
   info) with the tracks in no training playlist placed by `ids.catalog.catalog_embeddings`
   (cold_start "auto" without text vectors: their artist's warm tracks, else near the warm centre;
   info["cold_start"] counts them; no downloaded model needed)."""
-  from t2t_jax.ids import catalog  # pylint: disable=g-import-not-at-top
   return catalog.catalog_embeddings(tracks=ws.ds.tracks, rows_train=ws.rows_train, source="svd",
                                     dim=dim, seed=seed, cold_start=cold_start)
 
@@ -280,8 +283,6 @@ def build_table(ws: Workspace, spec, *, embeddings_NxD: np.ndarray | None = None
   """`spec`'s IdTable over the catalog (`ids.specs.build_table`), saved under
   {dataset}/ids/{spec.name} (`embedding_info`, e.g. `catalog_cf_embeddings`' info, goes to its
   meta and stats.json).  Returns (table, seconds)."""
-  from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top
   t = time.time()
   tracks = ws.ds.tracks
   table = specs.build_table(
@@ -298,7 +299,6 @@ def build_table(ws: Workspace, spec, *, embeddings_NxD: np.ndarray | None = None
 def decode_steps(table) -> dict:
   """Decoding cost of a table's IDs from `ids.table.id_stats` and the trie rule (one EOS step more
   for text / variable-length IDs, `decoding.index.token_seqs_for_table`)."""
-  from t2t_jax.ids.table import id_stats  # pylint: disable=g-import-not-at-top
   stats = id_stats(table)
   length = stats["id_length"]
   eos = 1 if table.is_text or length["min"] != length["max"] else 0
@@ -330,7 +330,6 @@ class Task:
     return [ex["relevant_rows"] for ex in self.eval_examples]
 
   def eval_inputs(self) -> np.ndarray:
-    from t2t_jax import evaluation  # pylint: disable=g-import-not-at-top
     return evaluation.pad_inputs([ex["inputs"] for ex in self.eval_examples],
                                  self.feature_lengths["inputs"])
 
@@ -350,7 +349,6 @@ def wordpiece_inputs_length(ws: Workspace, source, prompt_field: str) -> int:
 def default_inputs_length(ws: Workspace, vocab, prompt_field: str) -> int:
   """The 99.9th percentile of training prompt lengths (+EOS), rounded up to a multiple of 8:
   encoder FLOPs grow with the padded length."""
-  from t2t_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   lengths = [len(vocab.encode(prompts_lib.make_prompt(p, prompt_field))) + 1
              for p in ws.train_playlists]
   return int(-(-np.percentile(lengths, 99.9) // 8) * 8)
@@ -366,8 +364,7 @@ def make_task(ws: Workspace, table, spec_name: str, *, prompt_field: str = "titl
   vocabulary (`tasks.t2t_tasks.output_vocabulary`) and the default inputs length counts WordPiece
   tokens (at most `MAX_WORDPIECE_LENGTH`, the encoder's positions).
   """
-  from t2t_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from tasks import pipeline, t2t_tasks  # pylint: disable=g-import-not-at-top
+  from tasks import pipeline, t2t_tasks  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
   name = t2t_tasks.task_name(ws.name, spec_name, prompt_field, input_vocab)
   t2t_tasks.register_task(name, ws.ds_dir, os.path.join(ws.ds_dir, "ids", spec_name), ws.spm_path,
                           prompt_field, input_vocab=input_vocab)
@@ -431,7 +428,6 @@ def train_text2tracks(task: Task, *, model_dir: str, **kwargs) -> TrainOutcome:
   min(200, steps // 5)), seed, progress, model_overrides, tensorboard, num_devices,
   handle_sigterm, beam_size for the model dir's assets, extra_bindings).
   """
-  from t2t_jax import train as train_script  # pylint: disable=g-import-not-at-top
   shutil.rmtree(model_dir, ignore_errors=True)
   files, bindings = train_gin(task, model_dir=model_dir, **kwargs)
   t = time.time()
@@ -452,9 +448,6 @@ def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: 
   "index_bytes", "index_build_seconds"}.  The decoder is compiled outside the timing.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from t2t_jax import evaluation, models  # pylint: disable=g-import-not-at-top
-  from t2t_jax.serving import retriever as retriever_lib  # pylint: disable=g-import-not-at-top
-  from t2t_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   if beam_size < k:
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
   config, params = checkpoints.load_params(model_dir)

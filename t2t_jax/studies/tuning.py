@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from t2t_jax import metrics as metrics_lib
+from t2t_jax.baselines import bi_encoder
 from t2t_jax.baselines import hybrid as hybrid_lib
 from t2t_jax.errors import UserInputError
 
@@ -54,7 +55,6 @@ def check_grid(grid: dict | None) -> dict:
 
 
 def _bi_encoder(base_kwargs: dict, *, seed: int, epochs: int, schedule_epochs: int, **hparams):
-  from t2t_jax.baselines import bi_encoder  # pylint: disable=g-import-not-at-top  (torch, optional)
   kw = {k: v for k, v in dict(base_kwargs).items() if k not in ("epochs", "cache_dir", "finetune", "pairs")}
   return bi_encoder.BiEncoderRetriever(finetune=True, pairs="all", seed=seed, epochs=epochs,
                                        schedule_epochs=schedule_epochs, **kw, **hparams)
