@@ -78,7 +78,7 @@ LAZY_IMPORTS = (
     ("t2t_jax.quickstart", "t2t_jax.studies"),
     ("t2t_jax.quickstart", "t2t_jax.ids"),
     ("t2t_jax.quickstart", "t2t_jax.serving"),
-    # models.get_model: `import t2t_jax.models` (the family registry, models.pretrained) loads no JAX or
+    # models.build_model: `import t2t_jax.models` (the family registry, models.pretrained) loads no JAX or
     # flax until a model is made; the families themselves are imported by name (importlib).
     ("t2t_jax.models", "t2t_jax.models.base"),
 )
