@@ -1,17 +1,13 @@
-"""tools/cpcd_baselines.py: CPCD parsing (prompts, deduplicated catalog and goals) and a run of the
-cheap methods with artist-level metrics and the paired bootstrap, on a 3-conversation fixture."""
+"""t2t_jax/studies/cpcd_baselines.py (tools/cpcd_baselines.py's study): CPCD parsing (prompts,
+deduplicated catalog and goals) and a run of the cheap methods with artist-level metrics and the
+paired bootstrap, on a 3-conversation fixture."""
 
 import json
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import cpcd_baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
-from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.errors import UserInputError
+from t2t_jax.studies import cpcd_baselines
 
 
 def _track(tid, title, artists, album="LP"):

@@ -1,5 +1,6 @@
-"""t2t_jax/studies/decoding_variants.py and tools/decoding_variants.py: artist entropy, valid-ID
-share, misses at their rank, the penalty-0 sweep row = the constrained row, the tool end to end."""
+"""t2t_jax/studies/decoding_variants.py, decoding_variants_run.py and tools/decoding_variants.py: artist
+entropy, valid-ID share, misses at their rank, the penalty-0 sweep row = the constrained row, the tool
+end to end."""
 
 import json
 import math
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from t2t_jax.studies import decoding_variants as dv
+from t2t_jax.studies import decoding_variants_run as dv_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -130,9 +132,9 @@ def _common(model):
   from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   root, model_dir = model
   rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=4)
-  prompts, relevant, _, ds = tool.load_prompts(rec, os.path.join(root, "data"), "train", 8)
+  prompts, relevant, _, ds = dv_run.load_prompts(rec, os.path.join(root, "data"), "train", 8)
   return dict(retriever=rec, inputs=rec.encode(prompts), relevant=relevant,
-              artist_of_N=tool.artists_of_table(rec, ds))
+              artist_of_N=dv_run.artists_of_table(rec, ds))
 
 
 def test_unconstrained_sweep_with_one_group_is_the_unconstrained_row(model):
@@ -205,7 +207,7 @@ def test_reference_row_is_what_recommend_serves(tool_run, model):
   from t2t_jax.serving import retriever  # pylint: disable=g-import-not-at-top
   root, model_dir = model
   rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=4)
-  prompts, relevant, _, _ = tool.load_prompts(rec, os.path.join(root, "data"), "train", 8)
+  prompts, relevant, _, _ = dv_run.load_prompts(rec, os.path.join(root, "data"), "train", 8)
   served, _ = rec.recommend_rows(prompts, k=4)
   want = evaluation.evaluate_rankings(served, relevant, (1, 4))
   ref = tool_run[1][0]
@@ -249,4 +251,4 @@ def test_tool_bad_flags_are_one_line(tool_run, model, tmp_path, capsys):
   assert (other / "keep.txt").read_text() == "x" and not (tmp_path / "o").exists()
   # A previous results dir of this tool may be replaced (checked, not rerun here).
   from t2t_jax import io_utils  # pylint: disable=g-import-not-at-top
-  io_utils.check_output_dir(out, kind=tool.OUTPUT_KIND)
+  io_utils.check_output_dir(out, kind=dv_run.OUTPUT_KIND)

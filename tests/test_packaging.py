@@ -80,7 +80,7 @@ def test_installed_gin_file_parses_with_its_include(venv):
 
 def test_installed_gin_file_with_a_repo_root_include(venv):
   """experiments/scaling_study_tiny.gin includes 'gin/experiments/scaling_study.gin': bundled too."""
-  # tools/scaling_study.py (not installed) defines the configurable; a stand-in takes its bindings.
+  # A stand-in configurable takes the bindings (t2t_jax/studies/scaling.py's is the real one).
   proc = _run(venv, "import gin; from t2t_jax import gin_utils; "
                     "gin.external_configurable(lambda **kw: kw, name='scaling_study'); "
                     "gin_utils.parse_gin(['experiments/scaling_study_tiny.gin'], finalize=False); "

@@ -1,4 +1,5 @@
-"""tools/scaling_study.py end to end on two tiny catalogs: rows, measured sizes, files, errors."""
+"""tools/scaling_study.py (t2t_jax/studies/scaling.py) end to end on two tiny catalogs: rows, measured
+sizes, files, errors."""
 
 import json
 import os
@@ -11,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import scaling_study  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 pytestmark = pytest.mark.entry
 TINY_GIN = os.path.join(ROOT, "gin", "experiments", "scaling_study_tiny.gin")
@@ -35,12 +37,12 @@ def result(tmp_path_factory):
 
 
 def test_auto_codebook_size():
-  assert scaling_study.auto_codebook_size(10_000, 2) == 128  # sqrt = 100 -> 128
-  assert scaling_study.auto_codebook_size(1_000_000, 2) == 1024
-  assert scaling_study.auto_codebook_size(1_000_000, 3) == 128  # cube root = 100
-  assert scaling_study.auto_codebook_size(10_000_000, 2) == 4096  # capped
-  assert scaling_study.auto_codebook_size(50, 2) == 8  # floor
-  assert scaling_study.auto_codebook_size(5, 1) == 5  # never more codes than tracks
+  assert scaling.auto_codebook_size(10_000, 2) == 128  # sqrt = 100 -> 128
+  assert scaling.auto_codebook_size(1_000_000, 2) == 1024
+  assert scaling.auto_codebook_size(1_000_000, 3) == 128  # cube root = 100
+  assert scaling.auto_codebook_size(10_000_000, 2) == 4096  # capped
+  assert scaling.auto_codebook_size(50, 2) == 8  # floor
+  assert scaling.auto_codebook_size(5, 1) == 5  # never more codes than tracks
 
 
 def test_rows(result):

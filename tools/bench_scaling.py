@@ -36,7 +36,7 @@ IDS_NAME = "semantic"
 
 def auto_codebook_size(num_tracks: int, levels: int, *, lo: int = 8, hi: int = 4096) -> int:
   """The power of two >= num_tracks ** (1 / levels), clipped to [lo, hi] and to num_tracks (as
-  tools/scaling_study.py; repeated here so this TF-free path imports no gin)."""
+  t2t_jax/studies/scaling.py; repeated here so this TF-free path imports no gin)."""
   import math  # pylint: disable=import-outside-toplevel
   k = 1 << max(0, math.ceil(math.log2(max(2.0, num_tracks ** (1.0 / levels)) - 1e-9)))
   return int(min(max(k, lo), hi, num_tracks))

@@ -10,6 +10,7 @@
   dictionary.py       semantic IDs by sparse coding over a learned dictionary (scikit-learn)
   strategies.py       build_ids(strategy, ...): content, integer, artist_{iid,int}_track_seq, semantic_{rq,hkmeans,dict}
   specs.py            IdSpec: named strategy specs (the rows of a comparison) and build_table from one
+  build.py            build_id_table (gin): one strategy's table dir with stats.json and plots (tools/build_ids.py)
   compare.py          compare_strategies: every strategy on one dataset, one row of ID properties each
   token_vectors.py    vectors of ID tokens from the vectors of the tracks they name (semantic init)
 """
