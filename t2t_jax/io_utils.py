@@ -35,7 +35,7 @@ import tempfile
 import threading
 from typing import Any, Iterator, Sequence
 
-from t2t_jax import __version__
+from t2t_jax import __version__, storage
 from t2t_jax.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _inside(child: str, parent: str) -> bool:
 def read_marker(path: str | os.PathLike) -> dict | None:
   """The `.t2t_output.json` of dir `path` ({"kind", "created", "tool"}), or None."""
   try:
-    with open(os.path.join(path, MARKER_FILE), encoding="utf-8") as f:
+    with storage.open(storage.join(path, MARKER_FILE)) as f:
       marker = json.load(f)
   except (OSError, ValueError):
     return None
@@ -94,8 +94,8 @@ def _marker(kind: str) -> dict:
 
 def write_marker(path: str | os.PathLike, *, kind: str) -> None:
   """Creates dir `path` if needed and marks it as an output of `kind` (atomically)."""
-  os.makedirs(path, exist_ok=True)
-  write_json(os.path.join(path, MARKER_FILE), _marker(kind))
+  storage.makedirs(path)
+  write_json(storage.join(path, MARKER_FILE), _marker(kind))
 
 
 def _protected(real: str) -> str | None:
@@ -126,6 +126,8 @@ def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str
     inputs: files/dirs the writer reads; the output may not be, contain or lie inside any of them.
     overwrite: allow replacing a non-empty dir of another kind or without a marker.
   """
+  if storage.is_remote(path):
+    return _check_remote_output_dir(os.fspath(path), kind=kind, inputs=inputs, overwrite=overwrite)
   path = os.path.abspath(os.fspath(path))
   real = os.path.realpath(path)
   if os.path.lexists(path) and not os.path.isdir(path):
@@ -175,6 +177,29 @@ def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str
   held = f"holds a t2t_jax {found!r} output, not {kind!r}" if found else (
       f"is not empty and not a t2t output (no {MARKER_FILE})")
   raise UserInputError(f"output {path} {held}; pass --overwrite to replace it, or choose another path")
+
+
+def _check_remote_output_dir(url: str, *, kind: str, inputs, overwrite: bool) -> str:
+  """`check_output_dir` for a URL: no overlap with a remote input, and an existing prefix holding
+  objects is replaced only when its marker names `kind` (or with `overwrite`)."""
+  url = url.rstrip("/")
+  for inp in inputs:
+    if inp is None or not storage.is_remote(inp):
+      continue
+    rin = os.fspath(inp).rstrip("/")
+    if url == rin or url.startswith(rin + "/") or rin.startswith(url + "/"):
+      raise UserInputError(f"output {url} overlaps the input {rin}; choose an output outside the inputs")
+  if storage.isfile(url):
+    raise UserInputError(f"output {url} exists and is an object, not a folder; choose another output path")
+  if overwrite or not storage.isdir(url):
+    return url
+  marker = read_marker(url)
+  found = marker.get("kind") if marker else None
+  if found == kind:
+    return url
+  held = f"holds a t2t_jax {found!r} output, not {kind!r}" if found else (
+      f"is not empty and not a complete t2t output (no {MARKER_FILE})")
+  raise UserInputError(f"output {url} {held}; pass --overwrite to replace it, or choose another path")
 
 
 # ------------------------------------------------------------------- live temporaries, signals
@@ -298,7 +323,14 @@ def sweep_stale_temps(path: str | os.PathLike) -> list[str]:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
-  """Opens a temporary file beside `path`; renames it onto `path` only on success."""
+  """Opens a temporary file beside `path`; renames it onto `path` only on success.
+
+  A URL (gs://, s3://): the temporary is local and is uploaded as one object on success (an object
+  appears whole or not at all)."""
+  if storage.is_remote(path):
+    with _remote_write(os.fspath(path), mode, encoding) as f:
+      yield f
+    return
   path = os.path.abspath(os.fspath(path))
   if os.path.isdir(path):
     raise UserInputError(f"output {path} is a directory, expected a file")
@@ -321,6 +353,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
       os.remove(tmp)
     raise
   finally:
+    _unregister(tmp)
+
+
+@contextlib.contextmanager
+def _remote_write(url: str, mode: str, encoding: str | None) -> Iterator[Any]:
+  fd, tmp = tempfile.mkstemp(prefix=".t2t-upload.", suffix=".tmp")
+  os.close(fd)
+  _register(tmp)
+  try:
+    with open(tmp, mode, **({} if "b" in mode else {"encoding": encoding})) as f:
+      yield f
+    storage.upload_file(tmp, url)
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
     _unregister(tmp)
 
 
@@ -359,6 +406,10 @@ def atomic_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str | os.
   """
   if not isinstance(kind, str) or not kind:
     raise TypeError(f"atomic_dir needs a non-empty kind string, got {kind!r}")
+  if storage.is_remote(path):
+    with _remote_dir(os.fspath(path), kind=kind, inputs=inputs, overwrite=overwrite) as tmp:
+      yield tmp
+    return
   path = os.path.abspath(os.fspath(path))
   check_output_dir(path, kind=kind, inputs=inputs, overwrite=overwrite)
   parent, base = os.path.split(path)
@@ -377,6 +428,26 @@ def atomic_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str | os.
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   finally:
+    _unregister(tmp)
+
+
+@contextlib.contextmanager
+def _remote_dir(url: str, *, kind: str, inputs, overwrite: bool) -> Iterator[str]:
+  """`atomic_dir` for a URL: built in a local temporary dir, then uploaded object by object with
+  the marker LAST (the commit: a dir without it is incomplete); a previous output there is removed
+  first, so for the upload's duration the prefix holds no complete output."""
+  url = check_output_dir(url, kind=kind, inputs=inputs, overwrite=overwrite)
+  tmp = tempfile.mkdtemp(prefix=".t2t-upload.", suffix=".tmp")
+  _register(tmp)
+  try:
+    yield tmp
+    with open(os.path.join(tmp, MARKER_FILE), "w", encoding="utf-8") as f:
+      json.dump(_marker(kind), f)
+      f.write("\n")
+    storage.rmtree(url)
+    storage.upload_dir(tmp, url, last=(MARKER_FILE,))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
     _unregister(tmp)
 
 

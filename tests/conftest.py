@@ -28,3 +28,28 @@ def tiny_data_root(tmp_path_factory):
   """(root, Dataset): a tiny data root with dataset `tiny-syn` and ID tables `sem` and `title`."""
   root = tmp_path_factory.mktemp("root")
   return root, load_tiny_root().build(root)
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch):
+  """gs://t2t-test on a real local GCS server (gcp-storage-emulator, in memory, its own thread):
+  gcsfs (via etils.epath) and tensorstore are pointed at it through their environment variables,
+  as a user points them at a bucket.  Yields the bucket URL."""
+  import socket  # pylint: disable=import-outside-toplevel
+  pytest.importorskip("gcsfs")
+  server_lib = pytest.importorskip("gcp_storage_emulator.server")
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = server_lib.create_server("127.0.0.1", port, in_memory=True, default_bucket="t2t-test")
+  server.start()
+  url = f"http://127.0.0.1:{port}"
+  for name, value in (("STORAGE_EMULATOR_HOST", url), ("TENSORSTORE_GCS_HTTP_URL", url),
+                      ("GOOGLE_CLOUD_PROJECT", "t2t-test"), ("EPATH_USE_TF", "false")):
+    monkeypatch.setenv(name, value)
+  import fsspec  # pylint: disable=import-outside-toplevel
+  fsspec.filesystem("gs").clear_instance_cache()  # no client of an earlier emulator is reused
+  try:
+    yield "gs://t2t-test"
+  finally:
+    server.stop()

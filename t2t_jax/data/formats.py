@@ -39,7 +39,7 @@ from typing import Any, Collection, Iterable, Iterator
 
 import numpy as np
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, storage
 from t2t_jax.data.prompts import DEFAULT_MAX_CHARS, clean_text, normalize_text
 from t2t_jax.errors import UserInputError, where
 
@@ -166,8 +166,12 @@ class _NoKnownTracks(_BadRecord):
 
 
 def check_input_file(path: str | os.PathLike, what: str = "file") -> str:
-  """`path` as str if it names a readable regular file; otherwise UserInputError saying why."""
+  """`path` as str if it names a readable regular file (or object); otherwise UserInputError saying why."""
   path = os.fspath(path)
+  if storage.is_remote(path):
+    if not storage.isfile(path):
+      raise UserInputError(f"{path}: no such {what}" + (" (a folder)" if storage.isdir(path) else ""))
+    return path
   if os.path.isdir(path):
     raise UserInputError(f"{path}: is a folder, expected a {what}")
   if not os.path.exists(path):
@@ -196,7 +200,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
   Lines are decoded as UTF-8 one at a time so that a non-UTF-8 byte names its own line.
   """
   path = check_input_file(path)
-  with open(path, "rb") as f:
+  with storage.open(path, "rb") as f:
     for lineno, raw in enumerate(f, start=1):
       if raw.strip():
         yield lineno, _parse_line(raw, lineno == 1)
@@ -466,7 +470,7 @@ def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
   """Parses a whole JSON file; any problem (missing, folder, not UTF-8, malformed) -> UserInputError."""
   path = check_input_file(path, what)
   try:
-    with open(path, encoding="utf-8") as f:
+    with storage.open(path) as f:
       return json.load(f)
   except json.JSONDecodeError as e:
     raise UserInputError(f"{where(path, e.lineno)}: malformed JSON ({e.msg})") from None
@@ -480,7 +484,7 @@ def dataset_prompt_max_chars(dataset_dir: str | os.PathLike) -> int:
   """The prompt length limit a dataset dir asks for (meta.json `prompt_max_chars`, e.g. CPCD's
   2048), else `prompts.DEFAULT_MAX_CHARS`: where tasks and baselines cut held-out prompts."""
   try:
-    with open(os.path.join(dataset_dir, META_FILE), encoding="utf-8") as f:
+    with storage.open(storage.join(dataset_dir, META_FILE)) as f:
       value = json.load(f).get("prompt_max_chars")
   except (OSError, ValueError, AttributeError):
     value = None
@@ -599,33 +603,35 @@ class Dataset:
 
   @property
   def name(self) -> str:
+    if storage.is_remote(self.directory):
+      return storage.basename(self.directory)
     return os.path.basename(os.path.normpath(self.directory))
 
   @property
   def catalog_path(self) -> str:
-    return os.path.join(self.directory, CATALOG_FILE)
+    return storage.join(self.directory, CATALOG_FILE)
 
   @property
   def playlists_path(self) -> str:
-    return os.path.join(self.directory, PLAYLISTS_FILE)
+    return storage.join(self.directory, PLAYLISTS_FILE)
 
   @classmethod
   def load(cls, directory: str | os.PathLike, *, on_error: str = "raise", validate: bool = True) -> "Dataset":
     directory = os.fspath(directory)
     _check_on_error(on_error)
-    if not os.path.isdir(directory):
+    if not storage.isdir(directory):
       raise UserInputError(f"{directory}: dataset dir does not exist")
     for name in (CATALOG_FILE, PLAYLISTS_FILE, SPLITS_FILE):
-      if not os.path.exists(os.path.join(directory, name)):
+      if not storage.exists(storage.join(directory, name)):
         raise UserInputError(f"dataset dir {directory}: missing {name}")
     cat_stats = ReadStats()
-    tracks = list(read_catalog(os.path.join(directory, CATALOG_FILE), on_error=on_error, stats=cat_stats))
+    tracks = list(read_catalog(storage.join(directory, CATALOG_FILE), on_error=on_error, stats=cat_stats))
     if not tracks:
-      raise UserInputError(f"{os.path.join(directory, CATALOG_FILE)}: the catalog is empty (no valid tracks)")
-    splits = read_splits(os.path.join(directory, SPLITS_FILE))
+      raise UserInputError(f"{storage.join(directory, CATALOG_FILE)}: the catalog is empty (no valid tracks)")
+    splits = read_splits(storage.join(directory, SPLITS_FILE))
     meta = {}
-    meta_path = os.path.join(directory, META_FILE)
-    if os.path.exists(meta_path):
+    meta_path = storage.join(directory, META_FILE)
+    if storage.exists(meta_path):
       meta = read_json_file(meta_path, "meta file")
     ds = cls(directory, tracks, splits, meta, on_error, cat_stats)
     if validate:
@@ -681,7 +687,7 @@ class Dataset:
       offsets, lines = [], []
       offset = 0
       seen = set()
-      with open(self.playlists_path, "rb") as f:
+      with storage.open(self.playlists_path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
           start, offset = offset, offset + len(raw)
           if not raw.strip():
@@ -705,7 +711,7 @@ class Dataset:
   def _shuffled_playlists(self, split, keep, seed: int) -> Iterator[Playlist]:
     offsets, lines = self._line_index(split, keep)
     order = np.random.default_rng(seed).permutation(offsets.size)
-    with open(self.playlists_path, "rb") as f:
+    with storage.open(self.playlists_path, "rb") as f:
       for i in order:
         f.seek(int(offsets[i]))
         raw = f.readline()

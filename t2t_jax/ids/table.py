@@ -23,13 +23,14 @@ the owners.  Without that policy duplicates are a bug of the builder: `decodable
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, storage
 from t2t_jax.data import formats
 from t2t_jax.errors import UserInputError
 
@@ -232,23 +233,25 @@ class IdTable:
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> "IdTable":
+    """The table of an ID table dir (a local path or a gs:// / s3:// URL)."""
     directory = os.fspath(directory)
     for name in (CODES_FILE, TRACK_IDS_FILE, META_FILE):
-      if not os.path.exists(os.path.join(directory, name)):
+      if not storage.exists(storage.join(directory, name)):
         raise UserInputError(f"ID table dir {directory}: missing {name}")
-    meta_path = os.path.join(directory, META_FILE)
+    meta_path = storage.join(directory, META_FILE)
     meta = formats.read_json_file(meta_path, "ID table meta file")
     if not isinstance(meta, dict):
       raise UserInputError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
-    ids_path = os.path.join(directory, TRACK_IDS_FILE)
+    ids_path = storage.join(directory, TRACK_IDS_FILE)
     try:
-      with open(ids_path, encoding="utf-8") as f:
+      with storage.open(ids_path) as f:
         track_ids = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
       raise UserInputError(f"{ids_path}: unreadable ({e})") from None
-    codes_path = os.path.join(directory, CODES_FILE)
+    codes_path = storage.join(directory, CODES_FILE)
     try:
-      codes = np.load(codes_path, allow_pickle=False)
+      source = io.BytesIO(storage.read_bytes(codes_path)) if storage.is_remote(codes_path) else codes_path
+      codes = np.load(source, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, or an object array
       raise UserInputError(f"{codes_path}: not a readable int32 [N, L] .npy file ({e})") from None
     missing = [k for k in ("strategy", "level_sizes", "is_text") if k not in meta]

@@ -38,7 +38,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from t2t_jax import io_utils, models
+from t2t_jax import io_utils, models, storage
 from t2t_jax.data import formats
 from t2t_jax.errors import UserInputError
 
@@ -72,26 +72,27 @@ def verify_enabled(verify: bool | None = None) -> bool:
 
 def _step_files(step_dir: str) -> list[str]:
   """Relative paths of a step's files (the manifest and atomic-write temps excluded), sorted."""
-  out = []
-  for root, dirs, files in os.walk(step_dir):
-    dirs.sort()
-    for name in files:
-      if name == MANIFEST_FILE or io_utils.is_temp_name(name):
-        continue
-      out.append(os.path.relpath(os.path.join(root, name), step_dir))
-  return sorted(out)
+  return sorted(rel for rel in storage.walk_files(step_dir)
+                if rel != MANIFEST_FILE and not io_utils.is_temp_name(rel.rsplit("/", 1)[-1]))
 
 
 def _digest(path: str) -> tuple[str, int]:
-  with open(path, "rb") as f:
-    return hashlib.file_digest(f, "sha256").hexdigest(), os.fstat(f.fileno()).st_size
+  if not storage.is_remote(path):
+    with open(path, "rb") as f:
+      return hashlib.file_digest(f, "sha256").hexdigest(), os.fstat(f.fileno()).st_size
+  h, size = hashlib.sha256(), 0
+  with storage.open(path, "rb") as f:
+    while chunk := f.read(1 << 22):
+      h.update(chunk)
+      size += len(chunk)
+  return h.hexdigest(), size
 
 
 def _digests(step_dir: str, rels: list[str]) -> dict[str, tuple[str, int] | None]:
   """{rel: (sha256, bytes)} hashed on a few threads (hashlib releases the GIL); None = missing."""
   def one(rel):
     try:
-      return _digest(os.path.join(step_dir, rel))
+      return _digest(storage.join(step_dir, rel))
     except FileNotFoundError:
       return None
   workers = max(1, min(8, os.cpu_count() or 1, len(rels)))
@@ -105,7 +106,7 @@ def write_step_manifest(step_dir: str) -> dict:
   files = {rel: {"sha256": d[0], "bytes": d[1]} for rel, d in _digests(step_dir, rels).items()
            if d is not None}
   manifest = {"format": 1, "algorithm": "sha256", "files": files}
-  io_utils.write_json(os.path.join(step_dir, MANIFEST_FILE), manifest, indent=None)
+  io_utils.write_json(storage.join(step_dir, MANIFEST_FILE), manifest, indent=None)
   return manifest
 
 
@@ -116,8 +117,8 @@ def verify_step(step_dir: str, items: tuple[str, ...] | None = None) -> bool:
   top-level files.  Raises CheckpointIntegrityError naming the first file that is missing, changed
   in size or in content, or an unreadable manifest.
   """
-  path = os.path.join(step_dir, MANIFEST_FILE)
-  if not os.path.exists(path):
+  path = storage.join(step_dir, MANIFEST_FILE)
+  if not storage.exists(path):
     return False
   try:
     files = formats.read_json_file(path, MANIFEST_FILE)["files"]
@@ -126,7 +127,7 @@ def verify_step(step_dir: str, items: tuple[str, ...] | None = None) -> bool:
     raise CheckpointIntegrityError(f"checkpoint {step_dir} is damaged: unreadable {MANIFEST_FILE} ({e})"
                                    ) from None
   rels = sorted(rel for rel in files
-                if items is None or os.sep not in rel or rel.split(os.sep, 1)[0] in items)
+                if items is None or "/" not in rel or rel.split("/", 1)[0] in items)
   for rel, got in _digests(step_dir, rels).items():
     want = files[rel]
     if got is None:
@@ -147,13 +148,13 @@ def verify_step(step_dir: str, items: tuple[str, ...] | None = None) -> bool:
 def save_model_config(model_dir: str, config) -> None:
   """MODEL_DIR/model_config.json: the config's JSON form, with its "family"."""
   if jax.process_index() == 0:
-    io_utils.write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), config.to_json())
+    io_utils.write_json(storage.join(model_dir, MODEL_CONFIG_FILE), config.to_json())
 
 
 def load_model_config(model_dir: str):
   """The model config of a MODEL_DIR (any family; no "family" key means T5.1.1)."""
-  path = os.path.join(model_dir, MODEL_CONFIG_FILE)
-  if not os.path.exists(path):
+  path = storage.join(model_dir, MODEL_CONFIG_FILE)
+  if not storage.exists(path):
     raise UserInputError(f"no model config at {path}: is {model_dir!r} a t2t_jax MODEL_DIR?")
   return models.config_from_json(formats.read_json_file(path, "model config"), source=path)
 
@@ -188,7 +189,8 @@ class CheckpointManager:
                read_only: bool = False, verify: bool | None = None):
     if best_mode not in ("max", "min"):
       raise UserInputError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-    self.directory = os.path.abspath(os.path.join(model_dir, CHECKPOINT_SUBDIR))
+    self.directory = storage.join(model_dir if storage.is_remote(model_dir)
+                                  else os.path.abspath(model_dir), CHECKPOINT_SUBDIR)
     self.best_metric = best_metric
     self.verify = verify_enabled(verify)
     self.read_only = read_only
@@ -232,7 +234,7 @@ class CheckpointManager:
     self._unsealed.append(step)
 
   def _step_dir(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return storage.join(self.directory, str(step))
 
   def _seal(self) -> None:
     """Writes the manifest of every step this manager saved, once orbax has committed it (process
@@ -243,7 +245,7 @@ class CheckpointManager:
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
       for s in self._unsealed:
-        if os.path.isdir(self._step_dir(s)) and s in self._manager.all_steps():
+        if storage.isdir(self._step_dir(s)) and s in self._manager.all_steps():
           write_step_manifest(self._step_dir(s))
     self._unsealed = []
 
@@ -318,11 +320,10 @@ class CheckpointManager:
       aside = self.directory + CORRUPT_SUFFIX
       stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
       for s in steps:
-        src = os.path.join(self.directory, str(s))
-        if os.path.isdir(src):
-          os.makedirs(aside, exist_ok=True)
-          dst = os.path.join(aside, f"{s}.{stamp}")
-          os.replace(src, dst)
+        src = storage.join(self.directory, str(s))
+        if storage.isdir(src):
+          dst = storage.join(aside, f"{s}.{stamp}")
+          storage.move_tree(src, dst)
           log.warning("moved unreadable checkpoint %s to %s; step %d will be trained and saved again",
                       src, dst, s)
     ocp.multihost.sync_global_processes("t2t_move_aside_corrupt_checkpoints")
@@ -439,8 +440,8 @@ def load_params(model_dir: str, *, step: int | None = None, partitioner=None,
   or on): a mismatch raises CheckpointIntegrityError naming the file.
   """
   config = load_model_config(model_dir)
-  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  if not os.path.isdir(directory):
+  directory = storage.join(model_dir, CHECKPOINT_SUBDIR)
+  if not storage.isdir(directory):
     raise UserInputError(f"no checkpoints in {directory}")
   target = abstract_params(config, partitioner.shardings_of if partitioner else None)
   with _quiet_orbax():
