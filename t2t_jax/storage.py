@@ -23,6 +23,7 @@ What object stores change (docs/storage.md):
   exists / isdir / isfile / listdir / makedirs / remove / rmtree / getsize / walk_files
   open(p, mode)                  a file object ("r", "rb", "w", "wb")
   move_tree(src, dst)            rename a directory (object stores: copy, then delete)
+  download_dir(url, local_dir)   a local copy of a prefix (small assets that libraries read by path)
   read_text / read_bytes
   upload_file(local, url), upload_dir(local_dir, url, last=...)   object by object
 """
@@ -160,6 +161,17 @@ def move_tree(src: str, dst: str) -> None:
     with open(join(src, rel), "rb") as f_in, _epath(join(dst, rel)).open("wb") as f_out:
       shutil.copyfileobj(f_in, f_out, 1 << 22)
   rmtree(src)
+
+
+def download_dir(url: str, local_dir: str) -> str:
+  """Copies every object below prefix `url` into `local_dir` (for readers that need local files:
+  SentencePiece and WordPiece load tokenizer files by path); returns `local_dir`."""
+  for rel in list(walk_files(url)):
+    dst = os.path.join(local_dir, *rel.split("/"))
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(join(url, rel), "rb") as f_in, builtins.open(dst, "wb") as f_out:
+      shutil.copyfileobj(f_in, f_out, 1 << 22)
+  return local_dir
 
 
 def upload_file(local: str, url: str) -> None:

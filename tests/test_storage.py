@@ -128,3 +128,23 @@ def test_checkpoints_in_the_bucket_are_sealed_verified_and_restored(gcs_bucket):
     f.write(b"tampered")
   with pytest.raises(checkpoints.CheckpointIntegrityError, match=victim.replace(".", r"\.")):
     checkpoints.verify_step(step_dir)
+
+
+def test_recommend_from_a_model_dir_in_the_bucket(gcs_bucket, tmp_path):
+  """`t2t recommend --model_dir gs://...`: the same ranked tracks as from the local copy (the
+  checkpoint is read in place, the small assets are copied to a local temporary dir)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  from t2t_jax.serving import retriever  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location("t2t_test_recommend",
+                                                os.path.join(os.path.dirname(__file__), "test_recommend.py"))
+  test_recommend = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(test_recommend)
+  local = test_recommend.build_model_dir(str(tmp_path))
+  url = f"{gcs_bucket}/models/micro"
+  storage.upload_dir(local, url)
+  prompts = ["chill evening jazz", "gym workout"]
+  want = retriever.GenerativeRetriever.from_model_dir(local).recommend(prompts, k=5)
+  got = retriever.GenerativeRetriever.from_model_dir(url).recommend(prompts, k=5)
+  assert got == want and all(len(r) == 5 for r in got)
+  with pytest.raises(UserInputError, match="no such directory"):
+    retriever.GenerativeRetriever.from_model_dir(f"{gcs_bucket}/models/none")

@@ -8,10 +8,12 @@ metadata and `recommend.json` (input length, default beam size, prompt field, vo
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, storage
 from t2t_jax.data import formats, vocab as vocab_lib, wordpiece
 from t2t_jax.errors import UserInputError
 
@@ -65,10 +67,10 @@ def _check_positive_int(value, what: str) -> None:
 
 def read_settings(model_dir: str, *, beam_size: int | None = None) -> dict:
   """MODEL_DIR/assets/recommend.json, checked; `beam_size` (when given) replaces the stored one."""
-  if not os.path.isdir(model_dir):
+  if not storage.isdir(model_dir):
     raise UserInputError(f"--model_dir {model_dir}: no such directory")
-  path = os.path.join(model_dir, ASSETS, SETTINGS_FILE)
-  if not os.path.isfile(path):
+  path = storage.join(model_dir, ASSETS, SETTINGS_FILE)
+  if not storage.isfile(path):
     raise UserInputError(f"--model_dir {model_dir}: missing {ASSETS}/{SETTINGS_FILE} (not a t2t model dir)")
   settings = formats.read_json_file(path, "settings file")
   if not isinstance(settings, dict):
@@ -104,4 +106,15 @@ def load_vocabs(assets_dir: str, settings: dict, id_table):
 
 def read_catalog(model_dir: str) -> dict:
   """track_id -> catalog Track of MODEL_DIR/assets/catalog.jsonl."""
-  return {t.track_id: t for t in formats.read_catalog(os.path.join(model_dir, ASSETS, CATALOG_FILE))}
+  return {t.track_id: t for t in formats.read_catalog(storage.join(model_dir, ASSETS, CATALOG_FILE))}
+
+
+def local_assets(model_dir: str) -> str:
+  """MODEL_DIR/assets as a local dir: itself, or for a gs:// / s3:// MODEL_DIR a copy in a fresh
+  temporary dir (tokenizers load their files by path; the assets are small), removed at exit."""
+  assets = storage.join(model_dir, ASSETS)
+  if not storage.is_remote(assets):
+    return assets
+  local = tempfile.mkdtemp(prefix="t2t-assets.")
+  atexit.register(shutil.rmtree, local, True)
+  return storage.download_dir(assets, local)

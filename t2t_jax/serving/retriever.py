@@ -102,7 +102,7 @@ class GenerativeRetriever:
     raises CheckpointIntegrityError naming it.
     """
     settings = assets_lib.read_settings(model_dir, beam_size=beam_size)
-    assets = os.path.join(model_dir, assets_lib.ASSETS)
+    assets = assets_lib.local_assets(model_dir)  # a gs:// / s3:// MODEL_DIR's are copied here
     id_table = IdTable.load(os.path.join(assets, assets_lib.IDS_DIR))
     input_vocab, vocab = assets_lib.load_vocabs(assets, settings, id_table)
     config, params = checkpoints.load_params(model_dir, verify=verify)
