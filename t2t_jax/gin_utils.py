@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 import gin
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, storage
 from t2t_jax.errors import UserInputError
 
 REPO_GIN_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir, "gin"))
@@ -178,7 +178,7 @@ def call_configured(fn, **kwargs):
 
 def write_config(model_dir: str, filename: str = "config.gin") -> str:
   """Writes the full current gin config to MODEL_DIR/config.gin (atomically); returns the path."""
-  path = os.path.join(model_dir, filename)
+  path = storage.join(model_dir, filename)
   with io_utils.atomic_write(path) as f:
     f.write(gin.config_str())
   return path

@@ -18,7 +18,7 @@ import math
 import os
 from typing import Sequence
 
-from t2t_jax import report
+from t2t_jax import report, storage
 from t2t_jax.training import summaries
 from t2t_jax.errors import UserInputError
 
@@ -65,10 +65,10 @@ def read_curves(model_dir: str | os.PathLike) -> tuple[dict, dict, list[str]]:
   notes on the panels with nothing logged).  UserInputError naming the file when MODEL_DIR holds no
   readable training metrics."""
   model_dir = os.fspath(model_dir)
-  path = os.path.join(model_dir, summaries.METRICS_FILE)
-  if not os.path.isdir(model_dir):
+  path = storage.join(model_dir, summaries.METRICS_FILE)
+  if not storage.isdir(model_dir):
     raise UserInputError(f"{model_dir}: no such model dir")
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise UserInputError(f"{path}: not found (MODEL_DIR must be a dir written by training: "
                          "t2t quickstart, python -m t2t_jax.train)")
   try:

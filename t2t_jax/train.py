@@ -28,7 +28,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import sys
 from typing import Callable, Mapping, Sequence
 
@@ -37,7 +36,7 @@ import gin
 import jax
 import numpy as np
 
-from t2t_jax import console, gin_utils, io_utils, models
+from t2t_jax import console, gin_utils, io_utils, models, storage
 from t2t_jax import evaluation as evaluation_lib
 from t2t_jax.data import batches as batches_lib
 from t2t_jax.data import examples, resumable
@@ -243,7 +242,7 @@ def _init_id_embeddings(mm, params, data: DataConfig, mode: str):
 def _check_model_dir(model_dir) -> str:
   if not isinstance(model_dir, str) or not model_dir.strip():
     raise UserInputError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
-  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+  if storage.isfile(model_dir):
     raise UserInputError(f"MODEL_DIR {model_dir!r} exists and is not a directory")
   return model_dir
 
@@ -284,7 +283,7 @@ def train(*, model_dir: str, model, data: DataConfig, config, optimizer=None, lo
   train_iter, spec = _model_inputs(model, train_iter, init_params, data, config, partitioner)
   eval_fn = _eval_fn(model, data, evaluation, config, partitioner)
   if jax.process_index() == 0:
-    os.makedirs(model_dir, exist_ok=True)
+    storage.makedirs(model_dir)
     gin_utils.write_config(model_dir)
     _write_assets(model_dir, data, beam_size)
   return trainer.train(model=model, train_iter=train_iter, model_dir=model_dir,
@@ -372,7 +371,7 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths:
     metrics.update({k: float(v) for k, v in fn(params, step).items()})
   result = {"step": step, "split": split, "mixture_or_task_name": mixture_or_task_name, **metrics}
   if jax.process_index() == 0:
-    out = output_dir or os.path.join(model_dir, "eval_results")
+    out = output_dir or storage.join(model_dir, "eval_results")
     io_utils.write_json(os.path.join(out, f"{split}_step{step}.json"), result)
   log.info("eval %s", result)
   return result
@@ -487,8 +486,8 @@ def parse_args(argv):
 
 
 def _has_checkpoint(model_dir: str) -> bool:
-  path = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
-  return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
+  path = storage.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
+  return storage.isdir(path) and any(name.isdigit() for name in storage.listdir(path))
 
 
 def _configured_run() -> tuple[str, Callable]:
@@ -513,7 +512,7 @@ def run(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *,
   name, fn = _configured_run()
   model_dir = _macro("MODEL_DIR", None)
   # None: no MODEL_DIR to write (not a training run, or a bad value train() reports itself).
-  created = (not os.path.exists(model_dir) if name == "train" and isinstance(model_dir, str)
+  created = (not storage.exists(model_dir) if name == "train" and isinstance(model_dir, str)
              and model_dir.strip() != "" else None)
   if before_run is not None:
     before_run()
@@ -524,8 +523,8 @@ def run(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *,
   try:
     return gin_utils.call_configured(fn)
   except UserInputError:
-    if created and os.path.isdir(model_dir) and not _has_checkpoint(model_dir):
-      shutil.rmtree(model_dir, ignore_errors=True)  # leave no half-made MODEL_DIR behind (lock held)
+    if created and storage.isdir(model_dir) and not _has_checkpoint(model_dir):
+      storage.rmtree(model_dir)  # leave no half-made MODEL_DIR behind (lock held)
     raise
   finally:
     if lock is not None:

@@ -30,11 +30,12 @@ def tiny_data_root(tmp_path_factory):
   return root, load_tiny_root().build(root)
 
 
-@pytest.fixture
-def gcs_bucket(monkeypatch):
-  """gs://t2t-test on a real local GCS server (gcp-storage-emulator, in memory, its own thread):
-  gcsfs (via etils.epath) and tensorstore are pointed at it through their environment variables,
-  as a user points them at a bucket.  Yields the bucket URL."""
+@pytest.fixture(scope="session")
+def _gcs_server():
+  """One real local GCS server for the session (gcp-storage-emulator, in memory, its own thread);
+  gcsfs (via etils.epath) and tensorstore are pointed at it through their environment variables, as
+  a user points them at a bucket.  One server and one endpoint for the whole run: clients cache
+  their connections (tensorstore's context, fsspec's instances)."""
   import socket  # pylint: disable=import-outside-toplevel
   pytest.importorskip("gcsfs")
   server_lib = pytest.importorskip("gcp_storage_emulator.server")
@@ -44,12 +45,23 @@ def gcs_bucket(monkeypatch):
   server = server_lib.create_server("127.0.0.1", port, in_memory=True, default_bucket="t2t-test")
   server.start()
   url = f"http://127.0.0.1:{port}"
+  patch = pytest.MonkeyPatch()
   for name, value in (("STORAGE_EMULATOR_HOST", url), ("TENSORSTORE_GCS_HTTP_URL", url),
                       ("GOOGLE_CLOUD_PROJECT", "t2t-test"), ("EPATH_USE_TF", "false")):
-    monkeypatch.setenv(name, value)
+    patch.setenv(name, value)
   import fsspec  # pylint: disable=import-outside-toplevel
-  fsspec.filesystem("gs").clear_instance_cache()  # no client of an earlier emulator is reused
+  from etils.epath import gpath  # pylint: disable=import-outside-toplevel
+  fsspec.filesystem("gs").clear_instance_cache()
+  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access  (epath caches its EPATH_USE_TF reading)
   try:
     yield "gs://t2t-test"
   finally:
     server.stop()
+    patch.undo()
+    gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
+
+
+@pytest.fixture
+def gcs_bucket(_gcs_server, request):  # pylint: disable=redefined-outer-name
+  """A fresh prefix of gs://t2t-test on the session's local GCS server, one per test."""
+  return f"{_gcs_server}/{request.node.name.replace('[', '_').replace(']', '')}"

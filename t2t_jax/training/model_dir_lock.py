@@ -24,7 +24,8 @@ Mechanism (MODEL_DIR/.t2t_lock, a small JSON file that is never deleted, only em
 The lease (default 600 s; `T2T_LOCK_LEASE_SECONDS` or `acquire(lease_seconds=...)`) only matters
 where flock is not shared between hosts: a holder on another host that stopped heartbeating longer
 ago than the lease is presumed dead.  Object stores (gs://, s3://) have neither flock nor mtime
-heartbeats; see the pod-jobs docs for what holds there.
+heartbeats: there the record object itself carries the heartbeat and the lock is that lease alone
+(`RemoteModelDirLock`, docs/storage.md).
 
 Hand-written because no maintained library combines a kernel lock with holder identity, stale-lock
 takeover across hosts and a multi-host handshake (`filelock` gives the first only).
@@ -44,6 +45,7 @@ import threading
 import time
 import uuid
 
+from t2t_jax import storage
 from t2t_jax.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -207,6 +209,8 @@ def acquire(model_dir: str, *, what: str = "training", lease_seconds: float | No
   Re-entrant: a process that holds it gets the same lock back (release it as often as acquired).
   """
   lease = _lease_seconds(lease_seconds)
+  if storage.is_remote(model_dir):
+    return _acquire_remote(model_dir, what=what, lease=lease)
   path = os.path.join(model_dir, LOCK_FILE)
   try:
     os.makedirs(model_dir, exist_ok=True)
@@ -238,11 +242,7 @@ def acquire(model_dir: str, *, what: str = "training", lease_seconds: float | No
                     f"; its heartbeat is recent, so it is presumed alive for the {lease:.0f} s lease")
       log.warning("taking over the stale lock of MODEL_DIR %s held by %s: %s", model_dir,
                   describe(previous, path), reason)
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()),
-              "started_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
-                  "%Y-%m-%d %H:%M:%S UTC"),
-              "what": what, "job": uuid.uuid4().hex,
-              "command": " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:])[:300]}
+    holder = _new_holder(what)
     data = json.dumps(holder).encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
@@ -252,6 +252,96 @@ def acquire(model_dir: str, *, what: str = "training", lease_seconds: float | No
                                     name="t2t-model-dir-lock")
     lock._thread.start()  # pylint: disable=protected-access
     _HELD[key] = lock
+    return lock
+
+
+def _new_holder(what: str) -> dict:
+  return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()),
+          "started_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+          "what": what, "job": uuid.uuid4().hex,
+          "command": " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:])[:300]}
+
+
+# ------------------------------------------------------------------ object stores: a lease
+
+
+def _read_remote_holder(path: str) -> dict | None:
+  try:
+    raw = storage.read_text(path)
+  except (OSError, UnicodeDecodeError):
+    return None
+  try:
+    holder = json.loads(raw) if raw.strip() else None
+  except ValueError:
+    return None
+  return holder if isinstance(holder, dict) and "pid" in holder else None
+
+
+def _write_remote_holder(path: str, holder: dict | None) -> None:
+  with storage.open(path, "w") as f:  # one object: it appears whole
+    f.write(json.dumps(holder) if holder else "")
+
+
+@dataclasses.dataclass
+class RemoteModelDirLock(ModelDirLock):
+  """The MODEL_DIR lock on an object store (gs://, s3://): a lease, not a kernel lock.  The record
+  object carries `heartbeat` (epoch seconds), rewritten every lease / 4; a record whose heartbeat is
+  older than the lease names a holder presumed dead."""
+
+  def _heartbeat(self) -> None:
+    period = max(0.5, self._lease / 4)
+    while not self._stop.wait(period):
+      try:
+        self.holder["heartbeat"] = time.time()
+        _write_remote_holder(self.path, self.holder)
+      except OSError as e:
+        log.warning("could not refresh the MODEL_DIR lease on %s: %s", self.path, e)
+
+  def release(self) -> None:
+    self._refs -= 1
+    if self._refs > 0:
+      return
+    _HELD.pop(self.path, None)
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    try:
+      if (_read_remote_holder(self.path) or {}).get("job") == self.job:
+        _write_remote_holder(self.path, None)  # empty = free
+    except OSError:
+      pass
+
+
+def _acquire_remote(model_dir: str, *, what: str, lease: float) -> ModelDirLock:
+  """`acquire` on an object store: refused while the record's heartbeat is younger than the lease;
+  a free, empty or expired record is replaced by ours, then read back: of two writers that raced,
+  the one whose record did not survive is refused.  (Two starts within one read-back interval can
+  both pass; object-store conditional writes would close that window.)"""
+  path = storage.join(model_dir, LOCK_FILE)
+  with _HELD_GUARD:
+    held = _HELD.get(path)
+    if held is not None:
+      held._refs += 1  # pylint: disable=protected-access
+      return held
+    previous = _read_remote_holder(path)
+    if previous is not None:
+      age = time.time() - float(previous.get("heartbeat", 0) or 0)
+      if age <= lease:
+        raise _busy(model_dir, previous, path, f"; its lease was renewed {age:.0f} s ago "
+                    f"(presumed alive for the {lease:.0f} s lease)")
+      log.warning("taking over the expired lease of MODEL_DIR %s held by %s: its heartbeat is %.0f s "
+                  "old, past the %.0f s lease", model_dir, describe(previous, path), age, lease)
+    holder = dict(_new_holder(what), heartbeat=time.time())
+    _write_remote_holder(path, holder)
+    time.sleep(0.2)
+    seen = _read_remote_holder(path)
+    if seen is None or seen.get("job") != holder["job"]:
+      raise _busy(model_dir, seen, path, " (it took the lease at the same time)")
+    lock = RemoteModelDirLock(model_dir=model_dir, path=path, holder=holder, _fd=-1, _lease=lease)
+    lock._thread = threading.Thread(target=lock._heartbeat, daemon=True,  # pylint: disable=protected-access
+                                    name="t2t-model-dir-lease")
+    lock._thread.start()  # pylint: disable=protected-access
+    _HELD[path] = lock
     return lock
 
 
@@ -296,15 +386,18 @@ def acquire_for_job(model_dir: str, *, what: str = "training", lease_seconds: fl
                             "(its error names the holder)")
   problem = None
   if index != 0:
-    path = os.path.join(model_dir, LOCK_FILE)
-    try:
-      fd = os.open(path, os.O_RDONLY)
+    path = storage.join(model_dir, LOCK_FILE)
+    if storage.is_remote(path):
+      seen = _read_remote_holder(path)
+    else:
       try:
-        seen = _read_holder(fd)
-      finally:
-        os.close(fd)
-    except OSError:
-      seen = None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+          seen = _read_holder(fd)
+        finally:
+          os.close(fd)
+      except OSError:
+        seen = None
     if seen is None or seen.get("job") != job:
       problem = (f"process {index} does not see this job's lock in {path} (it names "
                  f"{describe(seen, path) if seen else 'nobody'}): every host must share MODEL_DIR")

@@ -10,9 +10,8 @@ rewritten atomically) so the log shows each step once.  Only process 0 writes.
 
 import json
 import math
-import os
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, storage
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -24,11 +23,11 @@ def _finite_or_str(v):
 
 def read_metrics(model_dir: str, split: str | None = None) -> list[dict]:
   """Reads MODEL_DIR/metrics.jsonl (optionally one split); [] if absent."""
-  path = os.path.join(model_dir, METRICS_FILE)
-  if not os.path.exists(path):
+  path = storage.join(model_dir, METRICS_FILE)
+  if not storage.exists(path):
     return []
   rows = []
-  with open(path, encoding="utf-8") as f:
+  with storage.open(path) as f:
     for line in f:
       line = line.strip()
       if not line:
@@ -40,6 +39,27 @@ def read_metrics(model_dir: str, split: str | None = None) -> list[dict]:
       if split is None or row.get("split") == split:
         rows.append(row)
   return rows
+
+
+class _RewrittenLog:
+  """metrics.jsonl on an object store, where nothing is appended in place: the lines are kept and
+  the whole object is rewritten (one upload, atomic) at each flush, i.e. once per logged step."""
+
+  def __init__(self, path: str, lines: list[str]):
+    self.path, self.lines, self._dirty = path, list(lines), False
+
+  def write(self, text: str) -> None:
+    self.lines.append(text)
+    self._dirty = True
+
+  def flush(self) -> None:
+    if self._dirty:
+      with io_utils.atomic_write(self.path) as f:
+        f.writelines(self.lines)
+      self._dirty = False
+
+  def close(self) -> None:
+    self.flush()
 
 
 class MetricsWriter:
@@ -54,20 +74,24 @@ class MetricsWriter:
     self._jsonl = None
     if not enabled:
       return
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, METRICS_FILE)
-    if os.path.exists(path):
+    storage.makedirs(model_dir)
+    path = storage.join(model_dir, METRICS_FILE)
+    kept = []
+    if storage.exists(path):
       kept = [r for r in read_metrics(model_dir) if int(r.get("step", 0)) <= start_step]
       with io_utils.atomic_write(path) as f:
         for r in kept:
           f.write(json.dumps(r) + "\n")
-    self._jsonl = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    if storage.is_remote(path):
+      self._jsonl = _RewrittenLog(path, [json.dumps(r) + "\n" for r in kept])
+    else:
+      self._jsonl = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
     self._start_step = start_step
 
   def _writer(self, split):
     if split not in self._tb:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb[split] = SummaryWriter(logdir=os.path.join(self.model_dir, split),
+      self._tb[split] = SummaryWriter(logdir=storage.join(self.model_dir, split),
                                       purge_step=self._start_step + 1 if self._start_step else None)
     return self._tb[split]
 

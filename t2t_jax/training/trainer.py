@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 
-from t2t_jax import models
+from t2t_jax import models, storage
 from t2t_jax.training import checkpoints as ckpt_lib
 from t2t_jax.training import hooks as hooks_lib
 from t2t_jax.training import model_dir_lock, partitioning, summaries, train_state
@@ -279,7 +279,7 @@ def train(*, model, train_iter: Iterator[dict], model_dir: str, config: TrainCon
                                  num_microbatches=config.num_microbatches,
                                  total_steps=config.train_steps)
     log.info("%s; %d parameters", partitioner.describe(), model_config.num_params())
-    os.makedirs(model_dir, exist_ok=True)
+    storage.makedirs(model_dir)
     ckpt_lib.save_model_config(model_dir, model_config)
     manager = ckpt_lib.CheckpointManager(model_dir, keep=checkpoint.keep,
                                          best_metric=checkpoint.best_metric,
