@@ -92,6 +92,13 @@ def _marker(kind: str) -> dict:
           "tool": f"t2t_jax {__version__}"}
 
 
+def _write_local_marker(directory: str, kind: str) -> None:
+  """The marker of a dir being built (a temporary dir of ours: written in place)."""
+  with open(os.path.join(directory, MARKER_FILE), "w", encoding="utf-8") as f:
+    json.dump(_marker(kind), f)
+    f.write("\n")
+
+
 def write_marker(path: str | os.PathLike, *, kind: str) -> None:
   """Creates dir `path` if needed and marks it as an output of `kind` (atomically)."""
   storage.makedirs(path)
@@ -170,12 +177,17 @@ def check_output_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str
     raise UserInputError(f"output {path}: cannot read it ({e.strerror})") from None
   if overwrite or empty:
     return path
+  return _same_kind(path, kind, "a t2t output")
+
+
+def _same_kind(path: str, kind: str, what: str) -> str:
+  """`path` when its marker names `kind`; else UserInputError saying what the dir holds."""
   marker = read_marker(path)
   found = marker.get("kind") if marker else None
   if found == kind:
     return path
   held = f"holds a t2t_jax {found!r} output, not {kind!r}" if found else (
-      f"is not empty and not a t2t output (no {MARKER_FILE})")
+      f"is not empty and not {what} (no {MARKER_FILE})")
   raise UserInputError(f"output {path} {held}; pass --overwrite to replace it, or choose another path")
 
 
@@ -193,13 +205,7 @@ def _check_remote_output_dir(url: str, *, kind: str, inputs, overwrite: bool) ->
     raise UserInputError(f"output {url} exists and is an object, not a folder; choose another output path")
   if overwrite or not storage.isdir(url):
     return url
-  marker = read_marker(url)
-  found = marker.get("kind") if marker else None
-  if found == kind:
-    return url
-  held = f"holds a t2t_jax {found!r} output, not {kind!r}" if found else (
-      f"is not empty and not a complete t2t output (no {MARKER_FILE})")
-  raise UserInputError(f"output {url} {held}; pass --overwrite to replace it, or choose another path")
+  return _same_kind(url, kind, "a complete t2t output")
 
 
 # ------------------------------------------------------------------- live temporaries, signals
@@ -419,9 +425,7 @@ def atomic_dir(path: str | os.PathLike, *, kind: str, inputs: Sequence[str | os.
   _register(tmp)
   try:
     yield tmp
-    with open(os.path.join(tmp, MARKER_FILE), "w", encoding="utf-8") as f:
-      json.dump(_marker(kind), f)
-      f.write("\n")
+    _write_local_marker(tmp, kind)
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700.
     _swap_in(tmp, path)
   except BaseException:
@@ -441,9 +445,7 @@ def _remote_dir(url: str, *, kind: str, inputs, overwrite: bool) -> Iterator[str
   _register(tmp)
   try:
     yield tmp
-    with open(os.path.join(tmp, MARKER_FILE), "w", encoding="utf-8") as f:
-      json.dump(_marker(kind), f)
-      f.write("\n")
+    _write_local_marker(tmp, kind)
     storage.rmtree(url)
     storage.upload_dir(tmp, url, last=(MARKER_FILE,))
   finally:
