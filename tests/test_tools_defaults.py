@@ -37,6 +37,7 @@ COVERAGE = {
     "bench_kmeans.py": "tests/test_kmeans_bench.py::test_bench_json",  # 3 s
     "bench_mpd_scale.py": "tests/test_bench_mpd_scale.py::test_tiny_rehearsal",  # --tiny; slow: 62 s (load ~1), 85 s at load ~3
     "bench_report.py": "tests/test_tools_defaults.py::test_bench_report",  # the committed JSON dirs; 0.2 s
+    "bench_remote_io.py": "tests/test_tools_defaults.py::test_bench_remote_io",  # --tiny; slow (emulator flake), 9 s
     "bench_resume.py": "tests/test_tools_defaults.py::test_bench_resume",  # 0.4 s
     "bench_scaling.py": "tests/test_tools_defaults.py::test_bench_scaling",  # 17 s
     "bench_serve.py": "tests/test_tools_defaults.py::test_bench_serve_builds_its_model",  # --tiny; 57 s
@@ -164,6 +165,21 @@ def test_bench_checkpoint_integrity(tmp_path):
   assert set(r["seconds"]) == {"save", "manifest", "verify_full", "verify_params", "restore_full", "restore_params"}
   assert all(_summary_ok(v, 1) for v in r["seconds"].values())
   assert all(v > 0 for v in r["ratios"].values()) and r["hash_gb_per_s"] > 0 and r["load"]["cores"] >= 1
+
+
+@pytest.mark.slow  # writes checkpoints to gcp-storage-emulator (tensorstore OCDBT flake, docs/storage.md)
+@pytest.mark.entry
+def test_bench_remote_io(tmp_path):
+  pytest.importorskip("gcsfs")
+  out = tmp_path / "out"
+  run_tool(tmp_path, "bench_remote_io.py", "--tiny", "--json", str(out / "remote_io.json"), timeout=300)
+  r = _read_only_output(out, "remote_io.json")
+  assert r["model"]["preset"] == "micro" and r["runs"] == 1 and r["model"]["step_dir_bytes"] > 0
+  assert set(r["seconds"]) == {"local", "bucket"}
+  for target in ("local", "bucket"):
+    assert set(r["seconds"][target]) == {"save", "manifest", "restore_full", "restore_params", "verify_params"}
+    assert all(_summary_ok(v, 1) for v in r["seconds"][target].values())
+  assert all(v > 0 for v in r["ratios_bucket_over_local"].values()) and r["load"]["cores"] >= 1
 
 
 @pytest.mark.entry
