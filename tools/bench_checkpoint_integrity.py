@@ -154,21 +154,33 @@ def _save_args(params, state):
                             meta=ocp.args.JsonSave({"step": 1}))
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def state_parser(doc: str, *, optimizer: str, optimizer_help: str) -> argparse.ArgumentParser:
+  """The flags of the checkpoint benchmarks: the saved state (--preset, --optimizer), --runs,
+  --tiny and --json (read them back with `parse_state_args`)."""
+  p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--preset", default="base", help="T5.1.1 size of the saved state (micro, tiny, small, base, ...)")
-  p.add_argument("--optimizer", default="adamw", help="its state is saved with the params (adamw: 2 copies)")
+  p.add_argument("--optimizer", default=optimizer, help=optimizer_help)
   p.add_argument("--runs", type=int, default=3)
-  p.add_argument("--scratch", default=None, help="where step dirs are written (default: the temp dir)")
-  p.add_argument("--cold", action="store_true", help="also time verify/restore after dropping the page cache")
   p.add_argument("--tiny", action="store_true", help="preset micro, 1 run (the tests' size)")
   p.add_argument("--json", default=None, help="results file (written atomically)")
+  return p
+
+
+def parse_state_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.tiny:
     args.preset, args.runs = "micro", 1
   if args.runs < 1:
     p.error(f"--runs must be >= 1, got {args.runs}")
+  return args
+
+
+def main(argv=None) -> int:
+  p = state_parser(__doc__, optimizer="adamw", optimizer_help="its state is saved with the params (adamw: 2 copies)")
+  p.add_argument("--scratch", default=None, help="where step dirs are written (default: the temp dir)")
+  p.add_argument("--cold", action="store_true", help="also time verify/restore after dropping the page cache")
+  args = parse_state_args(p, argv)
   from t2t_jax import console  # pylint: disable=import-outside-toplevel
   return console.run_main(lambda: _run(args), "bench_checkpoint_integrity")
 

@@ -17,7 +17,6 @@ in 5 here) is retried once and counted in `remote_retries`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import socket
@@ -127,18 +126,9 @@ def run(*, preset: str, optimizer: str, runs: int) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--preset", default="base", help="T5.1.1 size of the saved state (micro, tiny, small, base, ...)")
-  p.add_argument("--optimizer", default="adafactor", help="its state is saved with the params")
-  p.add_argument("--runs", type=int, default=3)
-  p.add_argument("--tiny", action="store_true", help="preset micro, 1 run (the tests' size)")
-  p.add_argument("--json", default=None, help="results file (written atomically)")
-  args = p.parse_args(argv)
-  if args.tiny:
-    args.preset, args.runs = "micro", 1
-  if args.runs < 1:
-    p.error(f"--runs must be >= 1, got {args.runs}")
+  p = integrity.state_parser(__doc__, optimizer="adafactor",
+                             optimizer_help="its state is saved with the params")
+  args = integrity.parse_state_args(p, argv)
   from t2t_jax import console  # pylint: disable=import-outside-toplevel
   return console.run_main(lambda: _run(args), "bench_remote_io")
 
