@@ -104,9 +104,9 @@ def load_vocabs(assets_dir: str, settings: dict, id_table):
   return inputs, output
 
 
-def read_catalog(model_dir: str) -> dict:
-  """track_id -> catalog Track of MODEL_DIR/assets/catalog.jsonl."""
-  return {t.track_id: t for t in formats.read_catalog(storage.join(model_dir, ASSETS, CATALOG_FILE))}
+def read_catalog(assets_dir: str) -> dict:
+  """track_id -> catalog Track of ASSETS_DIR/catalog.jsonl (a model dir's `local_assets`)."""
+  return {t.track_id: t for t in formats.read_catalog(os.path.join(assets_dir, CATALOG_FILE))}
 
 
 def local_assets(model_dir: str) -> str:

@@ -110,7 +110,7 @@ class GenerativeRetriever:
       raise UserInputError(f"--model_dir {model_dir}: its ID table needs {vocab.vocab_size} output "
                            f"tokens but the model has {config.output_vocab_size}")
     return cls(model=models.build_model(config), params=params, vocab=vocab, id_table=id_table,
-               input_vocab=input_vocab, tracks=assets_lib.read_catalog(model_dir), settings=settings,
+               input_vocab=input_vocab, tracks=assets_lib.read_catalog(assets), settings=settings,
                inputs_length=settings["inputs_length"], beam_size=settings["beam_size"])
 
   # ------------------------------------------------------------------------------ decoding
