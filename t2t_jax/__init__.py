@@ -26,6 +26,7 @@ Modules:
   report          results tables, report folders and results files
   io_utils        atomic writes that never destroy what a user did not ask to replace
   storage         one path layer: local paths, gs:// and s3:// URLs (etils.epath / fsspec)
+  local_gcs       a local GCS server for tests and benchmarks (gcp-storage-emulator + generation headers)
   errors          UserInputError: errors a user can cause, reported in one line
 """
 

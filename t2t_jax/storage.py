@@ -20,22 +20,31 @@ What object stores change (docs/storage.md):
 
   is_remote(p)                   whether p is a URL (scheme://...)
   join(p, *names)                os.path.join that keeps a URL a URL
+  abspath / dirname / basename   the os.path ones, URLs kept URLs
   exists / isdir / isfile / listdir / makedirs / remove / rmtree / getsize / walk_files
   open(p, mode)                  a file object ("r", "rb", "w", "wb")
   move_tree(src, dst)            rename a directory (object stores: copy, then delete)
   download_dir(url, local_dir)   a local copy of a prefix (small assets that libraries read by path)
+  download_file(p, local)        a local copy of one file (streamed)
+  fresh_listings()               no cached directory listings in fsspec's clients (orbax lists too)
+  local_copy(p)                  p itself if local, else a cached local copy of the file or prefix
   read_text / read_bytes
   upload_file(local, url), upload_dir(local_dir, url, last=...)   object by object
 """
 
 from __future__ import annotations
 
+import atexit
 import builtins
+import functools
 import io
 import os
 import re
 import shutil
+import tempfile
 from typing import IO, Iterator
+
+from t2t_jax.errors import UserInputError
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -45,8 +54,20 @@ def is_remote(path: str | os.PathLike) -> bool:
   return bool(_URL_RE.match(os.fspath(path)))
 
 
+@functools.lru_cache(maxsize=None)
+def fresh_listings() -> None:
+  """Once, before the first remote file system is made: fsspec's object-store clients (gcsfs, s3fs)
+  cache directory listings for the life of the process by default, so a process would not see the
+  checkpoints another process (a resumed job, another host, a trainer beside `t2t serve`) writes.
+  Every listing here asks the store (a user's own fsspec config for a protocol wins)."""
+  import fsspec  # pylint: disable=import-outside-toplevel
+  for protocol in ("gs", "gcs", "s3", "s3a"):
+    fsspec.config.conf.setdefault(protocol, {}).setdefault("use_listings_cache", False)
+
+
 def _epath(path: str | os.PathLike):
   from etils import epath  # pylint: disable=import-outside-toplevel  (lazy: only remote paths need it)
+  fresh_listings()
   return epath.Path(os.fspath(path))
 
 
@@ -56,6 +77,12 @@ def join(path: str | os.PathLike, *names: str) -> str:
   if not is_remote(path):
     return os.path.join(path, *names)
   return "/".join([path.rstrip("/")] + [n.strip("/") for n in names if n])
+
+
+def abspath(path: str | os.PathLike) -> str:
+  """`os.path.abspath` for local paths; a URL unchanged."""
+  path = os.fspath(path)
+  return path if is_remote(path) else os.path.abspath(path)
 
 
 def dirname(path: str | os.PathLike) -> str:
@@ -125,6 +152,7 @@ def walk_files(path: str | os.PathLike) -> Iterator[str]:
         yield os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/")
     return
   import fsspec  # pylint: disable=import-outside-toplevel  (lazy: only remote paths need it)
+  fresh_listings()
   fs, root = fsspec.core.url_to_fs(os.fspath(path))
   root = root.rstrip("/")
   for name in sorted(fs.find(root)):
@@ -167,11 +195,16 @@ def download_dir(url: str, local_dir: str) -> str:
   """Copies every object below prefix `url` into `local_dir` (for readers that need local files:
   SentencePiece and WordPiece load tokenizer files by path); returns `local_dir`."""
   for rel in list(walk_files(url)):
-    dst = os.path.join(local_dir, *rel.split("/"))
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    with open(join(url, rel), "rb") as f_in, builtins.open(dst, "wb") as f_out:
-      shutil.copyfileobj(f_in, f_out, 1 << 22)
+    download_file(join(url, rel), os.path.join(local_dir, *rel.split("/")))
   return local_dir
+
+
+def download_file(path: str, local: str) -> str:
+  """Copies file `path` (local or URL) to local path `local`, streamed; returns `local`."""
+  os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+  with open(path, "rb") as f_in, builtins.open(local, "wb") as f_out:
+    shutil.copyfileobj(f_in, f_out, 1 << 22)
+  return local
 
 
 def upload_file(local: str, url: str) -> None:
@@ -188,3 +221,24 @@ def upload_dir(local_dir: str, url: str, *, last: tuple[str, ...] = ()) -> list[
   for rel in rels:
     upload_file(os.path.join(local_dir, rel), join(url, rel))
   return rels
+
+
+@functools.lru_cache(maxsize=None)
+def _local_copy_of_url(url: str) -> str:
+  local = tempfile.mkdtemp(prefix="t2t-local-copy.")
+  atexit.register(shutil.rmtree, local, True)
+  if isdir(url):
+    return download_dir(url, local)
+  return download_file(url, os.path.join(local, basename(url)))
+
+
+def local_copy(path: str | os.PathLike) -> str:
+  """`path` itself when local; for a URL, a local copy of its file or prefix, made once per process
+  in a temporary dir removed at exit.  For the small files that libraries open by path only
+  (SentencePiece models, tokenizer dirs, model assets); data is streamed, never copied."""
+  path = os.fspath(path)
+  if not is_remote(path):
+    return path
+  if not exists(path):
+    raise UserInputError(f"no such file or directory: {path}")
+  return _local_copy_of_url(path)

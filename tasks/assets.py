@@ -37,7 +37,7 @@ def write_model_assets(model_dir: str, mixture_or_task_name: str,
   ids_only = isinstance(source.vocab, t2t_vocab.IdOnlyVocab)
   assets_lib.write_assets(
       model_dir, spm_path=source.spm_path, id_table=IdTable.load(source.ids_dir),
-      catalog_path=os.path.join(source.dataset_dir, formats.CATALOG_FILE),
+      catalog_path=storage.join(source.dataset_dir, formats.CATALOG_FILE),
       inputs_length=int(task_feature_lengths["inputs"]), beam_size=int(beam_size),
       prompt_field=prompt_field, input_tokenizer=source.input_tokenizer,
       output_vocab="ids_only" if ids_only else "text_and_ids",

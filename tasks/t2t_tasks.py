@@ -36,6 +36,7 @@ from typing import Iterator, Sequence
 import seqio
 import tensorflow as tf
 
+from t2t_jax import storage
 from t2t_jax.data import formats, prompts
 from t2t_jax.data import vocab as t2t_vocab
 from t2t_jax.data.examples import MISSING_IDS, ExampleSource, SourceStats, check_table  # noqa: F401
@@ -68,7 +69,7 @@ def data_root(root: str | os.PathLike | None = None) -> str:
   if not root:
     raise UserInputError(f"no data root: pass data_root or set {ENV_DATA_DIR}")
   root = os.fspath(root)
-  if not os.path.isdir(root):
+  if not storage.isdir(root):
     raise UserInputError(f"data root {root} is not a directory ({ENV_DATA_DIR} or data_root)")
   return root
 
@@ -135,10 +136,18 @@ def resolve_input_vocab(input_vocab: str | None) -> str | None:
     return None
   if input_vocab in INPUT_VOCAB_ALIASES:
     return INPUT_VOCAB_ALIASES[input_vocab]()
-  if not os.path.exists(input_vocab):
+  if not storage.exists(input_vocab):
     raise UserInputError(f"input_vocab {input_vocab!r}: neither a known alias "
                          f"({sorted(INPUT_VOCAB_ALIASES)}) nor a tokenizer path")
-  return os.path.abspath(input_vocab)
+  return _local_path(input_vocab)
+
+
+def _local_path(path: str | os.PathLike) -> str:
+  """An absolute local path, or for a gs:// / s3:// URL a local copy (SentencePiece models and
+  tokenizers are opened by path; they are small).  Dataset dirs and ID tables are not copied: they
+  are read from the bucket."""
+  path = os.fspath(path)
+  return storage.local_copy(path) if storage.is_remote(path) else os.path.abspath(path)
 
 
 PLAYLIST_SIGNATURE = {
@@ -185,18 +194,19 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, sou
 
 
 def _discover(root: str, spm_override: str | None = None) -> Iterator[tuple[str, str, str, str]]:
-  """Yields (dataset name, dataset dir, spm path, ids dir) for every complete setup under root."""
-  for name in sorted(os.listdir(root)):
-    ds_dir = os.path.join(root, name)
-    if name.startswith(".") or not os.path.isfile(os.path.join(ds_dir, formats.CATALOG_FILE)):
+  """Yields (dataset name, dataset dir, spm path, ids dir) for every complete setup under root
+  (a local dir or a gs:// / s3:// prefix)."""
+  for name in storage.listdir(root):
+    ds_dir = storage.join(root, name)
+    if name.startswith(".") or not storage.isfile(storage.join(ds_dir, formats.CATALOG_FILE)):
       continue
-    spm_path = spm_override or os.path.join(ds_dir, VOCAB_SUBDIR, SPM_FILE)
-    ids_root = os.path.join(ds_dir, IDS_SUBDIR)
-    if not os.path.isfile(spm_path) or not os.path.isdir(ids_root):
+    spm_path = spm_override or storage.join(ds_dir, VOCAB_SUBDIR, SPM_FILE)
+    ids_root = storage.join(ds_dir, IDS_SUBDIR)
+    if not storage.isfile(spm_path) or not storage.isdir(ids_root):
       continue
-    for strategy in sorted(os.listdir(ids_root)):
-      ids_dir = os.path.join(ids_root, strategy)
-      if not strategy.startswith(".") and os.path.isfile(os.path.join(ids_dir, "meta.json")):
+    for strategy in storage.listdir(ids_root):
+      ids_dir = storage.join(ids_root, strategy)
+      if not strategy.startswith(".") and storage.isfile(storage.join(ids_dir, "meta.json")):
         yield name, ds_dir, spm_path, ids_dir
 
 
@@ -223,7 +233,7 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
   """
   if prompt_field not in PROMPT_FIELDS:
     raise UserInputError(f"prompt field must be one of {PROMPT_FIELDS}, got {prompt_field!r}")
-  dataset_dir, ids_dir, spm_path = (os.path.abspath(os.fspath(x)) for x in (dataset_dir, ids_dir, spm_path))
+  dataset_dir, ids_dir, spm_path = storage.abspath(dataset_dir), storage.abspath(ids_dir), _local_path(spm_path)
   table = _load_table(ids_dir)
   tokenizer = resolve_input_vocab(input_vocab)
   vocab = output_vocabulary(spm_path, table, tokenizer)
@@ -274,11 +284,11 @@ def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
   """
   root = data_root(data_root_dir)
   if spm_path is not None:
-    spm_path = os.path.abspath(os.fspath(spm_path))
+    spm_path = _local_path(spm_path)
     t2t_vocab.load_sentencepiece(spm_path)  # Checked once, with a clear error, before registering.
   names = []
   for dataset, ds_dir, spm, ids_dir in _discover(root, spm_path):
-    strategy = os.path.basename(ids_dir)
+    strategy = storage.basename(ids_dir)
     field_names = []
     for field in prompt_fields:
       name = task_name(dataset, strategy, field, input_vocab)

@@ -32,22 +32,17 @@ def tiny_data_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def _gcs_server():
-  """One real local GCS server for the session (gcp-storage-emulator, in memory, its own thread);
-  gcsfs (via etils.epath) and tensorstore are pointed at it through their environment variables, as
-  a user points them at a bucket.  One server and one endpoint for the whole run: clients cache
-  their connections (tensorstore's context, fsspec's instances)."""
-  import socket  # pylint: disable=import-outside-toplevel
+  """One real local GCS server for the session (gcp-storage-emulator in memory, its own thread, with
+  the generation headers real GCS sends: t2t_jax/local_gcs.py); gcsfs (via etils.epath) and
+  tensorstore are pointed at it through their environment variables, as a user points them at a
+  bucket.  One server and one endpoint for the whole run: clients cache their connections
+  (tensorstore's context, fsspec's instances)."""
   pytest.importorskip("gcsfs")
-  server_lib = pytest.importorskip("gcp_storage_emulator.server")
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  server = server_lib.create_server("127.0.0.1", port, in_memory=True, default_bucket="t2t-test")
-  server.start()
-  url = f"http://127.0.0.1:{port}"
+  pytest.importorskip("gcp_storage_emulator.server")
+  from t2t_jax import local_gcs  # pylint: disable=import-outside-toplevel
+  server, url = local_gcs.start("t2t-test")
   patch = pytest.MonkeyPatch()
-  for name, value in (("STORAGE_EMULATOR_HOST", url), ("TENSORSTORE_GCS_HTTP_URL", url),
-                      ("GOOGLE_CLOUD_PROJECT", "t2t-test"), ("EPATH_USE_TF", "false")):
+  for name, value in local_gcs.client_env(url).items():
     patch.setenv(name, value)
   import fsspec  # pylint: disable=import-outside-toplevel
   from etils.epath import gpath  # pylint: disable=import-outside-toplevel

@@ -28,7 +28,7 @@ LAYERS = (
     # normalisation, file hashing and the trie check, which data/ and decoding/ import from it.
     # t2t_jax.training.summaries (TensorBoard events, metrics.jsonl): below the rest of training/
     # because plots reads metrics.jsonl through it.
-    ("base", ("t2t_jax", "t2t_jax.errors", "t2t_jax.storage", "t2t_jax.io_utils", "t2t_jax.console", "t2t_jax.gin_utils",
+    ("base", ("t2t_jax", "t2t_jax.errors", "t2t_jax.storage", "t2t_jax.local_gcs", "t2t_jax.io_utils", "t2t_jax.console", "t2t_jax.gin_utils",
               "t2t_jax.stats", "t2t_jax.metrics", "t2t_jax.report", "t2t_jax.training.summaries",
               "t2t_jax.plots", "t2t_jax.export_runtime")),
     # Dataset dirs: formats and readers, importers, prompts, tokenizers (SentencePiece, WordPiece).

@@ -4,6 +4,10 @@ its marker is refused as incomplete, and the writers of dataset dirs and ID tabl
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -101,10 +105,20 @@ def test_dataset_dir_and_id_table_round_trip_through_the_bucket(gcs_bucket, tmp_
     table_lib.IdTable.load(f"{url}/ids/none")
 
 
-# tensorstore's OCDBT writes and gcp-storage-emulator disagree now and then ("Malformed
-# StorageGeneration", about 1 run in 5 on this VM, with sync or async saves): the tests that write
-# checkpoints to the emulator are in the slow tier until they run against a stricter GCS server.
-@pytest.mark.slow
+def test_the_local_server_sends_the_generation_tensorstore_conditions_on(gcs_bucket):
+  """A read's generation is the one the next conditional write names (OCDBT's manifest update).
+  The emulator alone answers reads without x-goog-generation: tensorstore then reads generation 0
+  and refuses the write ("Malformed StorageGeneration"); t2t_jax/local_gcs.py adds the header."""
+  ts = pytest.importorskip("tensorstore")
+  bucket, prefix = gcs_bucket[len("gs://"):].split("/", 1)
+  kv = ts.KvStore.open({"driver": "gcs", "bucket": bucket, "path": prefix + "/"}).result()
+  written = kv.write("manifest.ocdbt", b"v1").result().generation
+  read = kv.read("manifest.ocdbt").result()
+  assert read.value == b"v1" and read.stamp.generation == written
+  kv.write("manifest.ocdbt", b"v2", if_equal=read.stamp.generation).result()
+  assert kv.read("manifest.ocdbt").result().value == b"v2"
+
+
 def test_checkpoints_in_the_bucket_are_sealed_verified_and_restored(gcs_bucket):
   """orbax writes the step (tensorstore speaks gs:// itself), t2t seals it with its manifest and a
   later load verifies every object against it: a changed object is named."""
@@ -134,24 +148,135 @@ def test_checkpoints_in_the_bucket_are_sealed_verified_and_restored(gcs_bucket):
     checkpoints.verify_step(step_dir)
 
 
-def test_recommend_from_a_model_dir_in_the_bucket(gcs_bucket, tmp_path):
+def _test_module(name: str):
+  """tests/NAME.py as a module (tests/ is not a package)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(f"t2t_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+PROMPTS = ["chill evening jazz", "gym workout", "old classics for slow dancing"]
+
+
+@pytest.fixture(scope="module")
+def bucket_model(_gcs_server, tmp_path_factory):  # pylint: disable=redefined-outer-name
+  """(local model dir, the same uploaded to the bucket, the local retriever's top-5 rows)."""
+  from t2t_jax.serving import retriever  # pylint: disable=import-outside-toplevel
+  local = _test_module("test_recommend").build_model_dir(str(tmp_path_factory.mktemp("bucket_model")))
+  url = f"{_gcs_server}/bucket_model/models/micro"
+  storage.upload_dir(local, url)
+  return local, url, retriever.GenerativeRetriever.from_model_dir(local).recommend_rows(PROMPTS, k=5)
+
+
+def test_recommend_from_a_model_dir_in_the_bucket(bucket_model, gcs_bucket):
   """`t2t recommend --model_dir gs://...`: the same ranked tracks as from the local copy (the
   checkpoint is read in place, the small assets are copied to a local temporary dir)."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
   from t2t_jax.serving import retriever  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location("t2t_test_recommend",
-                                                os.path.join(os.path.dirname(__file__), "test_recommend.py"))
-  test_recommend = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(test_recommend)
-  local = test_recommend.build_model_dir(str(tmp_path))
-  url = f"{gcs_bucket}/models/micro"
-  storage.upload_dir(local, url)
-  prompts = ["chill evening jazz", "gym workout"]
-  want = retriever.GenerativeRetriever.from_model_dir(local).recommend(prompts, k=5)
-  got = retriever.GenerativeRetriever.from_model_dir(url).recommend(prompts, k=5)
-  assert got == want and all(len(r) == 5 for r in got)
+  local, url, (want_rows, want_scores) = bucket_model
+  rec = retriever.GenerativeRetriever.from_model_dir(url)
+  rows, scores = rec.recommend_rows(PROMPTS, k=5)
+  np.testing.assert_array_equal(rows, want_rows)
+  np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+  assert rec.recommend(PROMPTS, k=5) == retriever.GenerativeRetriever.from_model_dir(local).recommend(PROMPTS, k=5)
   with pytest.raises(UserInputError, match="no such directory"):
     retriever.GenerativeRetriever.from_model_dir(f"{gcs_bucket}/models/none")
+
+
+def test_export_from_the_bucket_into_the_bucket(bucket_model, gcs_bucket, tmp_path):
+  """`t2t export --model_dir gs://... --out gs://...`: the export is committed with its marker last,
+  and its runtime (after a copy to local disk: it reads local files only) answers like the model."""
+  from t2t_jax import cli, export_runtime  # pylint: disable=import-outside-toplevel
+  _, url, (want_rows, want_scores) = bucket_model
+  out = f"{gcs_bucket}/exports/micro"
+  assert cli.main(["export", "--model_dir", url, "--out", out, "-k", "5", "--no_hf"]) == 0
+  assert io_utils.read_marker(out)["kind"] == "export"
+  manifest = json.loads(storage.read_text(f"{out}/{export_runtime.MANIFEST_FILE}"))
+  assert manifest["source_model_dir"] == url and export_runtime.SPM_FILE in manifest["sha256"]
+  rows, scores = export_runtime.load(storage.download_dir(out, str(tmp_path / "export"))).recommend_rows(PROMPTS)
+  np.testing.assert_array_equal(rows, want_rows)
+  np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_serve_a_model_dir_in_the_bucket(bucket_model):
+  """`t2t serve --model_dir gs://...` (the same retriever and Server the CLI builds): /health names
+  the bucket, /recommend answers like the local model."""
+  import urllib.request  # pylint: disable=import-outside-toplevel
+  from t2t_jax.serving import retriever, serve  # pylint: disable=import-outside-toplevel
+  _, url, (want_rows, _) = bucket_model
+  rec = retriever.GenerativeRetriever.from_model_dir(url)
+  config = serve.ServeConfig(host="127.0.0.1", port=0, default_k=5, max_k=5, max_batch=4, max_prompts=4,
+                             warmup=False)
+  with serve.BackgroundServer(rec, config, model_dir=storage.abspath(url)) as s:
+    with urllib.request.urlopen(s.url + "/health", timeout=60) as resp:
+      assert json.loads(resp.read())["model_dir"] == url
+    req = urllib.request.Request(s.url + "/recommend", data=json.dumps({"prompts": PROMPTS}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+      body = json.loads(resp.read())
+  got = [[t["track_id"] for t in r["tracks"]] for r in body["results"]]
+  assert got == [[rec.id_table.track_ids[int(i)] for i in row] for row in want_rows]
+
+
+def test_tensorboard_events_in_the_bucket_are_readable(gcs_bucket, tmp_path, monkeypatch):
+  """MetricsWriter on a bucket MODEL_DIR: the event files are uploaded whole at each logged step (a
+  reader sees every step logged so far, before the writer closes), next to metrics.jsonl."""
+  tf = pytest.importorskip("tensorflow")
+  from t2t_jax.training import summaries  # pylint: disable=import-outside-toplevel
+  model_dir = f"{gcs_bucket}/runs/tb"
+  (tmp_path / "tmp").mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the local event copies go
+
+  def scalars(split):
+    local = storage.download_dir(f"{model_dir}/{split}", str(tmp_path / f"{split}{len(os.listdir(tmp_path))}"))
+    out = {}
+    for name in sorted(os.listdir(local)):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(local, name)):
+        for value in event.summary.value:
+          out.setdefault(value.tag, []).append((event.step, round(value.simple_value, 4)))
+    return out
+
+  writer = summaries.MetricsWriter(model_dir)
+  writer.write_scalars(1, {"loss": 2.5, "learning_rate": 0.01})
+  writer.write_scalars(2, {"loss": 2.0, "learning_rate": 0.01})
+  assert scalars("train")["loss"] == [(1, 2.5), (2, 2.0)]  # visible while the run goes on
+  writer.write_scalars(2, {"hits@10": 0.25}, split="eval")
+  writer.close()
+  assert scalars("train") == {"loss": [(1, 2.5), (2, 2.0)], "learning_rate": [(1, 0.01), (2, 0.01)]}
+  assert scalars("eval") == {"hits@10": [(2, 0.25)]}
+  assert [r["step"] for r in summaries.read_metrics(model_dir)] == [1, 2, 2]
+  assert not os.listdir(tmp_path / "tmp")  # the local copies are removed at close
+
+
+def test_seqio_tasks_read_a_data_root_in_the_bucket(gcs_bucket, tiny_data_root):
+  """T2T_DATA_DIR / register_tasks(gs://...): the same tasks and the same examples as from local
+  disk; the dataset and ID tables stream from the bucket, the SentencePiece model is copied once."""
+  pytest.importorskip("tensorflow")
+  seqio = pytest.importorskip("seqio")
+  from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
+  root, _ = tiny_data_root
+  url = f"{gcs_bucket}/data_root"
+  storage.upload_dir(str(root), url)
+
+  def examples(data_root):
+    names = t2t_tasks.register_tasks(data_root, prompt_fields=("title",), shuffle_buffer_size=16)
+    task = seqio.get_mixture_or_task("t2t.tiny_syn.sem.title")
+    got = {split: [{k: np.asarray(v).tolist() for k, v in ex.items()}
+                   for ex in task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator()]
+           for split in ("train", "validation")}
+    return names, got, t2t_tasks.task_source("t2t.tiny_syn.sem.title")
+
+  try:
+    want_names, want, _ = examples(str(root))
+    names, got, source = examples(url)
+  finally:
+    t2t_tasks.register_tasks(str(root), shuffle_buffer_size=32)  # as the tasks' own tests left them
+  assert names == want_names and got == want and len(got["train"]) > 20
+  assert source.dataset_dir == f"{url}/tiny-syn" and source.ids_dir == f"{url}/tiny-syn/ids/sem"
+  assert not storage.is_remote(source.spm_path)
+  with pytest.raises(UserInputError, match="not a directory"):
+    t2t_tasks.register_tasks(f"{gcs_bucket}/no_root")
 
 
 def test_model_dir_lease_on_the_bucket(gcs_bucket, caplog):
@@ -178,10 +303,6 @@ def test_model_dir_lease_on_the_bucket(gcs_bucket, caplog):
   assert storage.read_text(path) == ""
 
 
-# tensorstore's OCDBT writes and gcp-storage-emulator disagree now and then ("Malformed
-# StorageGeneration", about 1 run in 5 on this VM, with sync or async saves): the tests that write
-# checkpoints to the emulator are in the slow tier until they run against a stricter GCS server.
-@pytest.mark.slow
 def test_gin_train_entry_with_model_dir_in_the_bucket(gcs_bucket):
   """`python -m t2t_jax.train --gin.MODEL_DIR='gs://...'`: config.gin, model_config.json,
   metrics.jsonl, checkpoints with manifests and the lease all land in the bucket (nothing on local
@@ -194,14 +315,15 @@ def test_gin_train_entry_with_model_dir_in_the_bucket(gcs_bucket):
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 10, 'targets': 5}",
           "--gin.train_script.DataConfig.data_fn=@train_script.copy_task_batches",
           "--gin.BATCH_SIZE=8", "--gin.LOG_PERIOD=5", "--gin.EVAL_STEPS=2", "--gin.EVAL_PERIOD=5",
-          "--gin.CHECKPOINT_PERIOD=5", "--gin.trainer.Trainer.tensorboard=False",
-          "--gin.trainer.CheckpointConfig.async_save=False",
+          "--gin.CHECKPOINT_PERIOD=5", "--gin.trainer.CheckpointConfig.async_save=False",
           f"--gin.MODEL_DIR='{model_dir}'"]
   assert train_script.main(base + ["--gin.TRAIN_STEPS=10"]) == 0
   assert not os.path.exists("gs:")  # no local folder named after the URL
   names = set(storage.walk_files(model_dir))
   assert {"config.gin", "model_config.json", "metrics.jsonl", "checkpoints/10/t2t_manifest.json",
-          "checkpoints/5/t2t_manifest.json", ".t2t_lock"} <= names
+          "checkpoints/5/t2t_manifest.json", ".t2t_lock", "training_curves.png"} <= names
+  assert any(n.startswith("train/events.out.tfevents.") for n in names)
+  assert any(n.startswith("eval/events.out.tfevents.") for n in names)
   assert storage.read_text(f"{model_dir}/.t2t_lock") == ""  # released
   assert [(r["step"], r["split"]) for r in summaries.read_metrics(model_dir)] == [
       (5, "train"), (5, "eval"), (10, "train"), (10, "eval")]
@@ -210,3 +332,79 @@ def test_gin_train_entry_with_model_dir_in_the_bucket(gcs_bucket):
   assert [r["step"] for r in rows] == [5, 10, 15]  # resumed at 10, not retrained from 0
   from t2t_jax.training import checkpoints  # pylint: disable=import-outside-toplevel
   assert checkpoints.CheckpointManager(model_dir, read_only=True).all_steps()[-1] == 15
+
+
+KILLABLE_TRAIN = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from t2t_jax import train
+from t2t_jax.data import resumable
+kill_at, drawn = int(os.environ["T2T_TEST_KILL_AT_BATCH"]), [0]
+real_next = resumable.IndexedBatches.__next__
+def next_or_die(self):
+  drawn[0] += 1
+  if drawn[0] == kill_at:
+    os.kill(os.getpid(), signal.SIGKILL)
+  return real_next(self)
+resumable.IndexedBatches.__next__ = next_or_die
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_kill_9_then_resume_from_the_bucket_is_bit_identical(gcs_bucket, tmp_path):
+  """`python -m t2t_jax.train` with MODEL_DIR in the bucket, killed with SIGKILL while it trains
+  (asynchronous checkpoint saves in flight), then started again: it resumes from the bucket's last
+  sealed step, and its final parameters equal, bit for bit, those of a run never interrupted."""
+  from t2t_jax.training import checkpoints, summaries  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = tmp_path / "killable_train.py"
+  script.write_text(KILLABLE_TRAIN.format(repo=repo))
+
+  def run(model_dir, kill_at):
+    args = ["--gin_file=models/t5_1_1_micro.gin", "--gin_file=runs/finetune.gin",
+            "--gin.MIXTURE_OR_TASK_NAME='copy'", "--gin.VOCAB_SIZE=128", "--gin.PACK=False",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 10, 'targets': 5}",
+            "--gin.train_script.DataConfig.data_fn=@train_script.copy_task_batches",
+            "--gin.BATCH_SIZE=8", "--gin.TRAIN_STEPS=12", "--gin.CHECKPOINT_PERIOD=2",
+            "--gin.EVAL_PERIOD=None", "--gin.LOG_PERIOD=1", "--gin.LEARNING_RATE=0.01",
+            f"--gin.MODEL_DIR='{model_dir}'"]
+    env = dict(os.environ, PYTHONPATH=repo, T2T_TEST_KILL_AT_BATCH=str(kill_at),
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    return subprocess.run([sys.executable, str(script), *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+  model_dir = f"{gcs_bucket}/runs/killed"
+  killed = run(model_dir, kill_at=9)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  steps = checkpoints.CheckpointManager(model_dir, read_only=True).all_steps()
+  assert steps and max(steps) <= 8, steps
+  resumed = run(model_dir, kill_at=-1)  # the killed holder's lease is known dead on this machine
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "no longer runs on this machine" in resumed.stderr, resumed.stderr[-3000:]
+  restored = int(resumed.stderr.split("restored checkpoint step ")[1].split()[0])
+  assert restored in steps, (restored, steps)  # the bucket's last sealed step, not a retrain from 0
+  reference = run(str(tmp_path / "uninterrupted"), kill_at=-1)
+  assert reference.returncode == 0, reference.stderr[-3000:]
+
+  assert checkpoints.CheckpointManager(model_dir, read_only=True).all_steps()[-1] == 12
+  _, got = checkpoints.load_params(model_dir)
+  _, want = checkpoints.load_params(str(tmp_path / "uninterrupted"))
+  for (path, a), b in zip(jax_leaves_with_path(got), jax_leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
+  rows = summaries.read_metrics(model_dir, "train")
+  assert [r["step"] for r in rows] == list(range(1, 13))  # each step once, the killed run's tail dropped
+  want_rows = summaries.read_metrics(str(tmp_path / "uninterrupted"), "train")
+  assert [r["loss"] for r in rows] == [r["loss"] for r in want_rows]
+
+
+def jax_leaves_with_path(tree):
+  import jax  # pylint: disable=import-outside-toplevel
+  return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.tree.leaves(tree)

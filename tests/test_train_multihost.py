@@ -62,8 +62,11 @@ def _finish(procs, timeout):
 
 
 @pytest.mark.multiprocess
-def test_two_processes_match_single_process(tmp_path):
-  multi_dir = tmp_path / "multi"
+@pytest.mark.parametrize("where", ["local", pytest.param("bucket", marks=pytest.mark.slow)])
+def test_two_processes_match_single_process(tmp_path, where, request):
+  """Also with MODEL_DIR in a bucket (gs:// on the tests' local GCS server): both hosts see the same
+  checkpoints; process 0 writes the shared files, each writes its own OCDBT shard of the step."""
+  multi_dir = tmp_path / "multi" if where == "local" else f"{request.getfixturevalue('gcs_bucket')}/multi"
   outs = _finish(_start(_args(multi_dir, _free_port(), STEPS)), timeout=240)
   assert "process 1 of 2, 4 local / 8 global devices" in outs[1], outs[1][-3000:]
 

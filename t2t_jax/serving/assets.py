@@ -8,10 +8,8 @@ metadata and `recommend.json` (input length, default beam size, prompt field, vo
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import tempfile
 
 from t2t_jax import io_utils, storage
 from t2t_jax.data import formats, vocab as vocab_lib, wordpiece
@@ -48,15 +46,15 @@ def write_assets(model_dir: str, *, spm_path: str | None, id_table, catalog_path
   if max_prompt_chars:
     settings["max_prompt_chars"] = int(max_prompt_chars)
   inputs = [p for p in (spm_path, catalog_path, input_tokenizer) if p]
-  with io_utils.atomic_dir(os.path.join(model_dir, ASSETS), kind="model_assets",
+  with io_utils.atomic_dir(storage.join(model_dir, ASSETS), kind="model_assets",
                            inputs=inputs) as tmp:
     if spm_path is not None:
-      shutil.copyfile(spm_path, os.path.join(tmp, SPM_FILE))
+      storage.download_file(spm_path, os.path.join(tmp, SPM_FILE))
     if input_tokenizer is not None:
       shutil.copyfile(wordpiece.WordPieceVocab(input_tokenizer).path, os.path.join(tmp, TOKENIZER_FILE))
       settings["input_vocab"] = {"kind": "wordpiece", "file": TOKENIZER_FILE}
     id_table.save(os.path.join(tmp, IDS_DIR))
-    shutil.copyfile(catalog_path, os.path.join(tmp, CATALOG_FILE))
+    storage.download_file(catalog_path, os.path.join(tmp, CATALOG_FILE))
     io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), settings)
 
 
@@ -112,9 +110,4 @@ def read_catalog(assets_dir: str) -> dict:
 def local_assets(model_dir: str) -> str:
   """MODEL_DIR/assets as a local dir: itself, or for a gs:// / s3:// MODEL_DIR a copy in a fresh
   temporary dir (tokenizers load their files by path; the assets are small), removed at exit."""
-  assets = storage.join(model_dir, ASSETS)
-  if not storage.is_remote(assets):
-    return assets
-  local = tempfile.mkdtemp(prefix="t2t-assets.")
-  atexit.register(shutil.rmtree, local, True)
-  return storage.download_dir(assets, local)
+  return storage.local_copy(storage.join(model_dir, ASSETS))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2t_jax import export_runtime as rt
-from t2t_jax import io_utils
+from t2t_jax import io_utils, storage
 from t2t_jax.models import hf_convert
 from t2t_jax.serving import retriever, assets as assets_lib
 from t2t_jax.errors import UserInputError
@@ -154,13 +154,13 @@ def _manifest(rec, exported, *, k: int, beam: int, model_dir: str, lower_s: floa
       "calling_convention_version": exported.calling_convention_version,
       "input_vocab": _input_vocab_entry(rec),
       "jax_version": jax.__version__, "model_config": rec.model.config.to_json(),
-      "source_model_dir": os.path.abspath(model_dir), "lowering_seconds": round(lower_s, 2),
+      "source_model_dir": storage.abspath(model_dir), "lowering_seconds": round(lower_s, 2),
   }
 
 
 def _write_vocab_and_catalog(rec, model_dir: str, tmp: str, manifest: dict) -> None:
   """The prompt tokenizer, the ID table and tracks.jsonl (one line per ID-table row) into `tmp`."""
-  assets = os.path.join(model_dir, assets_lib.ASSETS)
+  assets = assets_lib.local_assets(model_dir)  # a bucket model dir: the copy its retriever read
   if os.path.exists(os.path.join(assets, assets_lib.SPM_FILE)):
     shutil.copyfile(os.path.join(assets, assets_lib.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
   if manifest["input_vocab"]["kind"] == "wordpiece":

@@ -73,6 +73,7 @@ from typing import Callable, Sequence
 
 from aiohttp import web, web_protocol
 
+from t2t_jax import storage
 from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.errors import UserInputError
 from t2t_jax.serving import retriever
@@ -708,7 +709,7 @@ def run_from_args(args) -> None:
   try:
     rec = retriever.GenerativeRetriever.from_model_dir(args.model_dir,
                                      verify=False if getattr(args, "no_verify", False) else None)
-    server = Server(rec, cfg, model_dir=os.path.abspath(args.model_dir))
+    server = Server(rec, cfg, model_dir=storage.abspath(args.model_dir))
     if server.max_connections < cfg.max_connections:
       print(f"t2t serve: --max_connections lowered to {server.max_connections} (open-file limit "
             f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]} minus {FD_RESERVE})", flush=True)

@@ -255,8 +255,19 @@ def acquire(model_dir: str, *, what: str = "training", lease_seconds: float | No
     return lock
 
 
+def _boot_id() -> str | None:
+  """This machine's boot (Linux /proc/sys/kernel/random/boot_id): with the host name, tells that a
+  recorded pid is one of this machine's processes since its last boot."""
+  try:
+    with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as f:
+      return f.read().strip() or None
+  except OSError:
+    return None
+
+
 def _new_holder(what: str) -> dict:
-  return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()),
+  return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
+          "pid_start": _pid_start(os.getpid()),
           "started_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
           "what": what, "job": uuid.uuid4().hex,
           "command": " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:])[:300]}
@@ -312,9 +323,22 @@ class RemoteModelDirLock(ModelDirLock):
       pass
 
 
+def _gone_from_this_machine(holder: dict) -> bool:
+  """A lease recorded by a process of this machine (same host name and boot) that is no longer
+  running: a job restarted where it was killed need not wait for the lease to run out."""
+  boot = _boot_id()
+  if boot is None or holder.get("boot_id") != boot or holder.get("host") != socket.gethostname():
+    return False
+  try:
+    return not _alive(int(holder["pid"]), holder.get("pid_start"))
+  except (TypeError, ValueError):
+    return False
+
+
 def _acquire_remote(model_dir: str, *, what: str, lease: float) -> ModelDirLock:
-  """`acquire` on an object store: refused while the record's heartbeat is younger than the lease;
-  a free, empty or expired record is replaced by ours, then read back: of two writers that raced,
+  """`acquire` on an object store: refused while the record's heartbeat is younger than the lease
+  (unless its process is known dead: same machine and boot, pid gone); a free, empty or expired
+  record is replaced by ours, then read back: of two writers that raced,
   the one whose record did not survive is refused.  (Two starts within one read-back interval can
   both pass; object-store conditional writes would close that window.)"""
   path = storage.join(model_dir, LOCK_FILE)
@@ -324,7 +348,10 @@ def _acquire_remote(model_dir: str, *, what: str, lease: float) -> ModelDirLock:
       held._refs += 1  # pylint: disable=protected-access
       return held
     previous = _read_remote_holder(path)
-    if previous is not None:
+    if previous is not None and _gone_from_this_machine(previous):
+      log.warning("taking over the lease of MODEL_DIR %s held by %s: that process no longer runs on "
+                  "this machine (killed?)", model_dir, describe(previous, path))
+    elif previous is not None:
       age = time.time() - float(previous.get("heartbeat", 0) or 0)
       if age <= lease:
         raise _busy(model_dir, previous, path, f"; its lease was renewed {age:.0f} s ago "
