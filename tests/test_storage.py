@@ -1,6 +1,7 @@
-"""t2t_jax.storage and io_utils on gs:// against a real local GCS server (tests/conftest.py
-`gcs_bucket`): single objects appear whole, directories commit with their marker last, a dir without
-its marker is refused as incomplete, and the writers of dataset dirs and ID tables round-trip."""
+"""t2t_jax.storage and io_utils on gs:// against a real local GCS server and on s3:// against moto's
+S3 server (tests/conftest.py `bucket`: those tests run on both): single objects appear whole,
+directories commit with their marker last, a dir without its marker is refused as incomplete, and
+the writers of dataset dirs and ID tables round-trip."""
 
 import json
 import os
@@ -24,8 +25,8 @@ def test_paths_are_local_unless_they_are_urls(tmp_path):
   assert list(storage.walk_files(str(tmp_path / "d"))) == ["a.txt", "e/f.txt"]
 
 
-def test_atomic_write_uploads_one_object_only_on_success(gcs_bucket):
-  url = f"{gcs_bucket}/run/metrics.json"
+def test_atomic_write_uploads_one_object_only_on_success(bucket):
+  url = f"{bucket}/run/metrics.json"
   io_utils.write_json(url, {"a": 1})
   assert json.loads(storage.read_text(url)) == {"a": 1}
   with pytest.raises(RuntimeError):
@@ -33,14 +34,14 @@ def test_atomic_write_uploads_one_object_only_on_success(gcs_bucket):
       f.write('{"a": 2, "partial"')
       raise RuntimeError("killed midway")
   assert json.loads(storage.read_text(url)) == {"a": 1}  # the old object, whole
-  with io_utils.atomic_write(f"{gcs_bucket}/run/blob.bin", "wb") as f:
+  with io_utils.atomic_write(f"{bucket}/run/blob.bin", "wb") as f:
     f.write(b"\x00\x01")
-  assert storage.read_bytes(f"{gcs_bucket}/run/blob.bin") == b"\x00\x01"
-  assert storage.getsize(f"{gcs_bucket}/run/blob.bin") == 2
+  assert storage.read_bytes(f"{bucket}/run/blob.bin") == b"\x00\x01"
+  assert storage.getsize(f"{bucket}/run/blob.bin") == 2
 
 
-def test_atomic_dir_commits_with_its_marker_last(gcs_bucket, monkeypatch):
-  url = f"{gcs_bucket}/out/ids"
+def test_atomic_dir_commits_with_its_marker_last(bucket, monkeypatch):
+  url = f"{bucket}/out/ids"
   order = []
   real = storage.upload_file
   monkeypatch.setattr(storage, "upload_file", lambda local, dst: (order.append(dst), real(local, dst)))
@@ -64,26 +65,26 @@ def test_atomic_dir_commits_with_its_marker_last(gcs_bucket, monkeypatch):
   # A failed writer uploads nothing; a prefix without a marker (an interrupted upload, someone
   # else's data) is not replaced.
   with pytest.raises(RuntimeError):
-    with io_utils.atomic_dir(f"{gcs_bucket}/out/never", kind="ids") as tmp:
+    with io_utils.atomic_dir(f"{bucket}/out/never", kind="ids") as tmp:
       raise RuntimeError("bad input found late")
-  assert not storage.exists(f"{gcs_bucket}/out/never")
+  assert not storage.exists(f"{bucket}/out/never")
   storage.upload_dir  # pylint: disable=pointless-statement
-  with io_utils.atomic_write(f"{gcs_bucket}/out/half/codes.npy") as f:
+  with io_utils.atomic_write(f"{bucket}/out/half/codes.npy") as f:
     f.write("x")
   with pytest.raises(UserInputError, match="not a complete t2t output"):
-    io_utils.check_output_dir(f"{gcs_bucket}/out/half", kind="ids")
+    io_utils.check_output_dir(f"{bucket}/out/half", kind="ids")
   with pytest.raises(UserInputError, match="overlaps the input"):
-    io_utils.check_output_dir(f"{gcs_bucket}/out/ids/inner", kind="ids", inputs=[url])
+    io_utils.check_output_dir(f"{bucket}/out/ids/inner", kind="ids", inputs=[url])
 
 
-def test_dataset_dir_and_id_table_round_trip_through_the_bucket(gcs_bucket, tmp_path):
+def test_dataset_dir_and_id_table_round_trip_through_the_bucket(bucket, tmp_path):
   """What `t2t import` writes and tasks/training read: a dataset dir and an ID table in gs://."""
   from t2t_jax.data import formats, synthetic  # pylint: disable=import-outside-toplevel
   from t2t_jax.ids import table as table_lib  # pylint: disable=import-outside-toplevel
   config = synthetic.SyntheticConfig(num_artists=8, num_tracks=40, num_playlists=30, num_intents=4)
   synthetic.generate(config, str(tmp_path / "local"))
   local = formats.Dataset.load(str(tmp_path / "local"))
-  url = f"{gcs_bucket}/data/syn"
+  url = f"{bucket}/data/syn"
   formats.write_dataset(url, local.tracks, list(local.playlists()), local.splits, local.meta)
   assert io_utils.read_marker(url)["kind"] == "dataset"
   remote = formats.Dataset.load(url)
@@ -154,12 +155,12 @@ def test_recommend_from_a_model_dir_in_the_bucket(gcs_bucket, tmp_path):
     retriever.GenerativeRetriever.from_model_dir(f"{gcs_bucket}/models/none")
 
 
-def test_model_dir_lease_on_the_bucket(gcs_bucket, caplog):
+def test_model_dir_lease_on_the_bucket(bucket, caplog):
   """The MODEL_DIR lock on an object store is a lease: a record whose heartbeat is recent refuses a
   second writer, an expired one is taken over with a warning, release empties it."""
   import time  # pylint: disable=import-outside-toplevel
   from t2t_jax.training import model_dir_lock  # pylint: disable=import-outside-toplevel
-  model_dir = f"{gcs_bucket}/runs/leased"
+  model_dir = f"{bucket}/runs/leased"
   path = f"{model_dir}/{model_dir_lock.LOCK_FILE}"
   other = {"host": "host-b", "pid": 7, "started_utc": "2026-12-05 00:00:00 UTC", "what": "training",
            "job": "ab" * 16, "command": "python -m t2t_jax.train", "heartbeat": time.time()}
