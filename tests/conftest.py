@@ -56,7 +56,61 @@ def _gcs_server():
     gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
 
 
+def _test_prefix(request) -> str:
+  return request.node.name.replace("[", "_").replace("]", "")
+
+
 @pytest.fixture
 def gcs_bucket(_gcs_server, request):  # pylint: disable=redefined-outer-name
   """A fresh prefix of gs://t2t-test on the session's local GCS server, one per test."""
-  return f"{_gcs_server}/{request.node.name.replace('[', '_').replace(']', '')}"
+  return f"{_gcs_server}/{_test_prefix(request)}"
+
+
+@pytest.fixture(scope="session")
+def _s3_server():
+  """One S3 server for the session (moto's server mode, in memory, its own thread), with bucket
+  t2t-test; s3fs (via etils.epath) is pointed at it the way a user points it at an S3-compatible
+  store (MinIO, Ceph): AWS_ENDPOINT_URL plus credentials and region from the environment."""
+  import logging  # pylint: disable=import-outside-toplevel
+  import socket  # pylint: disable=import-outside-toplevel
+  pytest.importorskip("s3fs")
+  moto_server = pytest.importorskip("moto.server")
+  boto3 = pytest.importorskip("boto3")
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+  server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+  server.start()
+  url = f"http://127.0.0.1:{port}"
+  patch = pytest.MonkeyPatch()
+  for name, value in (("AWS_ENDPOINT_URL", url), ("AWS_ACCESS_KEY_ID", "t2t-test"),
+                      ("AWS_SECRET_ACCESS_KEY", "t2t-test"), ("AWS_REGION", "us-east-1"),
+                      ("AWS_DEFAULT_REGION", "us-east-1"), ("EPATH_USE_TF", "false")):
+    patch.setenv(name, value)
+  for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
+    patch.delenv(name, raising=False)
+  boto3.client("s3").create_bucket(Bucket="t2t-test")
+  import s3fs  # pylint: disable=import-outside-toplevel
+  from etils.epath import gpath  # pylint: disable=import-outside-toplevel
+  s3fs.S3FileSystem.clear_instance_cache()
+  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access  (epath caches its EPATH_USE_TF reading)
+  try:
+    yield "s3://t2t-test"
+  finally:
+    server.stop()
+    patch.undo()
+    s3fs.S3FileSystem.clear_instance_cache()
+    gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
+
+
+@pytest.fixture
+def s3_bucket(_s3_server, request):  # pylint: disable=redefined-outer-name
+  """A fresh prefix of s3://t2t-test on the session's moto S3 server, one per test."""
+  return f"{_s3_server}/{_test_prefix(request)}"
+
+
+@pytest.fixture(params=["gs", "s3"])
+def bucket(request):
+  """A fresh bucket prefix on each of the tests' servers in turn: gs:// (gcs_bucket), s3:// (s3_bucket)."""
+  return request.getfixturevalue({"gs": "gcs_bucket", "s3": "s3_bucket"}[request.param])

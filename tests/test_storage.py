@@ -1,6 +1,7 @@
-"""t2t_jax.storage and io_utils on gs:// against a real local GCS server (tests/conftest.py
-`gcs_bucket`): single objects appear whole, directories commit with their marker last, a dir without
-its marker is refused as incomplete, and the writers of dataset dirs and ID tables round-trip."""
+"""t2t_jax.storage, io_utils and checkpoints on gs:// against a real local GCS server and on s3://
+against moto's S3 server (tests/conftest.py `bucket`: each test runs on both): single objects appear
+whole, directories commit with their marker last, a dir without its marker is refused as incomplete,
+and the writers of dataset dirs, ID tables and checkpoints round-trip."""
 
 import json
 import os
@@ -28,8 +29,8 @@ def test_paths_are_local_unless_they_are_urls(tmp_path):
   assert list(storage.walk_files(str(tmp_path / "d"))) == ["a.txt", "e/f.txt"]
 
 
-def test_atomic_write_uploads_one_object_only_on_success(gcs_bucket):
-  url = f"{gcs_bucket}/run/metrics.json"
+def test_atomic_write_uploads_one_object_only_on_success(bucket):
+  url = f"{bucket}/run/metrics.json"
   io_utils.write_json(url, {"a": 1})
   assert json.loads(storage.read_text(url)) == {"a": 1}
   with pytest.raises(RuntimeError):
@@ -37,14 +38,14 @@ def test_atomic_write_uploads_one_object_only_on_success(gcs_bucket):
       f.write('{"a": 2, "partial"')
       raise RuntimeError("killed midway")
   assert json.loads(storage.read_text(url)) == {"a": 1}  # the old object, whole
-  with io_utils.atomic_write(f"{gcs_bucket}/run/blob.bin", "wb") as f:
+  with io_utils.atomic_write(f"{bucket}/run/blob.bin", "wb") as f:
     f.write(b"\x00\x01")
-  assert storage.read_bytes(f"{gcs_bucket}/run/blob.bin") == b"\x00\x01"
-  assert storage.getsize(f"{gcs_bucket}/run/blob.bin") == 2
+  assert storage.read_bytes(f"{bucket}/run/blob.bin") == b"\x00\x01"
+  assert storage.getsize(f"{bucket}/run/blob.bin") == 2
 
 
-def test_atomic_dir_commits_with_its_marker_last(gcs_bucket, monkeypatch):
-  url = f"{gcs_bucket}/out/ids"
+def test_atomic_dir_commits_with_its_marker_last(bucket, monkeypatch):
+  url = f"{bucket}/out/ids"
   order = []
   real = storage.upload_file
   monkeypatch.setattr(storage, "upload_file", lambda local, dst: (order.append(dst), real(local, dst)))
@@ -68,26 +69,26 @@ def test_atomic_dir_commits_with_its_marker_last(gcs_bucket, monkeypatch):
   # A failed writer uploads nothing; a prefix without a marker (an interrupted upload, someone
   # else's data) is not replaced.
   with pytest.raises(RuntimeError):
-    with io_utils.atomic_dir(f"{gcs_bucket}/out/never", kind="ids") as tmp:
+    with io_utils.atomic_dir(f"{bucket}/out/never", kind="ids") as tmp:
       raise RuntimeError("bad input found late")
-  assert not storage.exists(f"{gcs_bucket}/out/never")
+  assert not storage.exists(f"{bucket}/out/never")
   storage.upload_dir  # pylint: disable=pointless-statement
-  with io_utils.atomic_write(f"{gcs_bucket}/out/half/codes.npy") as f:
+  with io_utils.atomic_write(f"{bucket}/out/half/codes.npy") as f:
     f.write("x")
   with pytest.raises(UserInputError, match="not a complete t2t output"):
-    io_utils.check_output_dir(f"{gcs_bucket}/out/half", kind="ids")
+    io_utils.check_output_dir(f"{bucket}/out/half", kind="ids")
   with pytest.raises(UserInputError, match="overlaps the input"):
-    io_utils.check_output_dir(f"{gcs_bucket}/out/ids/inner", kind="ids", inputs=[url])
+    io_utils.check_output_dir(f"{bucket}/out/ids/inner", kind="ids", inputs=[url])
 
 
-def test_dataset_dir_and_id_table_round_trip_through_the_bucket(gcs_bucket, tmp_path):
+def test_dataset_dir_and_id_table_round_trip_through_the_bucket(bucket, tmp_path):
   """What `t2t import` writes and tasks/training read: a dataset dir and an ID table in gs://."""
   from t2t_jax.data import formats, synthetic  # pylint: disable=import-outside-toplevel
   from t2t_jax.ids import table as table_lib  # pylint: disable=import-outside-toplevel
   config = synthetic.SyntheticConfig(num_artists=8, num_tracks=40, num_playlists=30, num_intents=4)
   synthetic.generate(config, str(tmp_path / "local"))
   local = formats.Dataset.load(str(tmp_path / "local"))
-  url = f"{gcs_bucket}/data/syn"
+  url = f"{bucket}/data/syn"
   formats.write_dataset(url, local.tracks, list(local.playlists()), local.splits, local.meta)
   assert io_utils.read_marker(url)["kind"] == "dataset"
   remote = formats.Dataset.load(url)
@@ -119,14 +120,14 @@ def test_the_local_server_sends_the_generation_tensorstore_conditions_on(gcs_buc
   assert kv.read("manifest.ocdbt").result().value == b"v2"
 
 
-def test_checkpoints_in_the_bucket_are_sealed_verified_and_restored(gcs_bucket):
-  """orbax writes the step (tensorstore speaks gs:// itself), t2t seals it with its manifest and a
-  later load verifies every object against it: a changed object is named."""
+def test_checkpoints_in_the_bucket_are_sealed_verified_and_restored(bucket):
+  """orbax writes the step (tensorstore speaks gs:// and s3:// itself), t2t seals it with its
+  manifest and a later load verifies every object against it: a changed object is named."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from t2t_jax.models import t5  # pylint: disable=import-outside-toplevel
   from t2t_jax.training import checkpoints  # pylint: disable=import-outside-toplevel
-  model_dir = f"{gcs_bucket}/runs/micro"
+  model_dir = f"{bucket}/runs/micro"
   config = t5.T5Config.micro(num_encoder_layers=1, num_decoder_layers=1)
   checkpoints.save_model_config(model_dir, config)
   params = jax.tree.map(lambda a: jnp.full(a.shape, 0.5, a.dtype), checkpoints.abstract_params(config))
@@ -148,6 +149,20 @@ def test_checkpoints_in_the_bucket_are_sealed_verified_and_restored(gcs_bucket):
     checkpoints.verify_step(step_dir)
 
 
+def test_s3_checkpoints_take_their_endpoint_from_the_environment(monkeypatch):
+  """tensorstore reads no endpoint variable: the one boto3 / s3fs use is put in its s3 spec."""
+  from t2t_jax.training import checkpoints  # pylint: disable=import-outside-toplevel
+  for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+    monkeypatch.delenv(name, raising=False)
+  assert checkpoints.s3_kvstore_spec("s3://b/runs/x/") == {"driver": "s3", "bucket": "b", "path": "runs/x/"}
+  monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
+  monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+  assert checkpoints.s3_kvstore_spec("s3://b/x") == {"driver": "s3", "bucket": "b", "path": "x",
+                                                     "endpoint": "http://minio:9000", "aws_region": "eu-west-1"}
+  monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3only:9000")  # botocore's precedence
+  assert checkpoints.s3_kvstore_spec("s3://b/x")["endpoint"] == "http://s3only:9000"
+
+
 def _test_module(name: str):
   """tests/NAME.py as a module (tests/ is not a package)."""
   import importlib.util  # pylint: disable=import-outside-toplevel
@@ -161,17 +176,25 @@ PROMPTS = ["chill evening jazz", "gym workout", "old classics for slow dancing"]
 
 
 @pytest.fixture(scope="module")
-def bucket_model(_gcs_server, tmp_path_factory):  # pylint: disable=redefined-outer-name
-  """(local model dir, the same uploaded to the bucket, the local retriever's top-5 rows)."""
+def local_model(tmp_path_factory):
+  """(a local model dir, its retriever's top-5 rows and scores for PROMPTS)."""
   from t2t_jax.serving import retriever  # pylint: disable=import-outside-toplevel
   local = _test_module("test_recommend").build_model_dir(str(tmp_path_factory.mktemp("bucket_model")))
-  url = f"{_gcs_server}/bucket_model/models/micro"
+  return local, retriever.GenerativeRetriever.from_model_dir(local).recommend_rows(PROMPTS, k=5)
+
+
+@pytest.fixture(scope="module", params=["gs", "s3"])
+def bucket_model(request, local_model):  # pylint: disable=redefined-outer-name
+  """(local model dir, the same uploaded to gs:// or s3://, the local retriever's top-5 rows)."""
+  server = request.getfixturevalue({"gs": "_gcs_server", "s3": "_s3_server"}[request.param])
+  local, want = local_model
+  url = f"{server}/bucket_model/models/micro"
   storage.upload_dir(local, url)
-  return local, url, retriever.GenerativeRetriever.from_model_dir(local).recommend_rows(PROMPTS, k=5)
+  return local, url, want
 
 
-def test_recommend_from_a_model_dir_in_the_bucket(bucket_model, gcs_bucket):
-  """`t2t recommend --model_dir gs://...`: the same ranked tracks as from the local copy (the
+def test_recommend_from_a_model_dir_in_the_bucket(bucket_model):
+  """`t2t recommend --model_dir gs://...` (or s3://): the same ranked tracks as from the local copy (the
   checkpoint is read in place, the small assets are copied to a local temporary dir)."""
   from t2t_jax.serving import retriever  # pylint: disable=import-outside-toplevel
   local, url, (want_rows, want_scores) = bucket_model
@@ -181,15 +204,15 @@ def test_recommend_from_a_model_dir_in_the_bucket(bucket_model, gcs_bucket):
   np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
   assert rec.recommend(PROMPTS, k=5) == retriever.GenerativeRetriever.from_model_dir(local).recommend(PROMPTS, k=5)
   with pytest.raises(UserInputError, match="no such directory"):
-    retriever.GenerativeRetriever.from_model_dir(f"{gcs_bucket}/models/none")
+    retriever.GenerativeRetriever.from_model_dir(f"{storage.dirname(url)}/none")
 
 
-def test_export_from_the_bucket_into_the_bucket(bucket_model, gcs_bucket, tmp_path):
-  """`t2t export --model_dir gs://... --out gs://...`: the export is committed with its marker last,
+def test_export_from_the_bucket_into_the_bucket(bucket_model, tmp_path):
+  """`t2t export --model_dir gs://... --out gs://...` (or s3://): the export is committed with its marker last,
   and its runtime (after a copy to local disk: it reads local files only) answers like the model."""
   from t2t_jax import cli, export_runtime  # pylint: disable=import-outside-toplevel
   _, url, (want_rows, want_scores) = bucket_model
-  out = f"{gcs_bucket}/exports/micro"
+  out = f"{storage.dirname(url)}/exports/micro"
   assert cli.main(["export", "--model_dir", url, "--out", out, "-k", "5", "--no_hf"]) == 0
   assert io_utils.read_marker(out)["kind"] == "export"
   manifest = json.loads(storage.read_text(f"{out}/{export_runtime.MANIFEST_FILE}"))
@@ -219,12 +242,12 @@ def test_serve_a_model_dir_in_the_bucket(bucket_model):
   assert got == [[rec.id_table.track_ids[int(i)] for i in row] for row in want_rows]
 
 
-def test_tensorboard_events_in_the_bucket_are_readable(gcs_bucket, tmp_path, monkeypatch):
+def test_tensorboard_events_in_the_bucket_are_readable(bucket, tmp_path, monkeypatch):
   """MetricsWriter on a bucket MODEL_DIR: the event files are uploaded whole at each logged step (a
   reader sees every step logged so far, before the writer closes), next to metrics.jsonl."""
   tf = pytest.importorskip("tensorflow")
   from t2t_jax.training import summaries  # pylint: disable=import-outside-toplevel
-  model_dir = f"{gcs_bucket}/runs/tb"
+  model_dir = f"{bucket}/runs/tb"
   (tmp_path / "tmp").mkdir()
   monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the local event copies go
 
@@ -249,14 +272,14 @@ def test_tensorboard_events_in_the_bucket_are_readable(gcs_bucket, tmp_path, mon
   assert not os.listdir(tmp_path / "tmp")  # the local copies are removed at close
 
 
-def test_seqio_tasks_read_a_data_root_in_the_bucket(gcs_bucket, tiny_data_root):
+def test_seqio_tasks_read_a_data_root_in_the_bucket(bucket, tiny_data_root):
   """T2T_DATA_DIR / register_tasks(gs://...): the same tasks and the same examples as from local
   disk; the dataset and ID tables stream from the bucket, the SentencePiece model is copied once."""
   pytest.importorskip("tensorflow")
   seqio = pytest.importorskip("seqio")
   from tasks import t2t_tasks  # pylint: disable=import-outside-toplevel
   root, _ = tiny_data_root
-  url = f"{gcs_bucket}/data_root"
+  url = f"{bucket}/data_root"
   storage.upload_dir(str(root), url)
 
   def examples(data_root):
@@ -276,15 +299,15 @@ def test_seqio_tasks_read_a_data_root_in_the_bucket(gcs_bucket, tiny_data_root):
   assert source.dataset_dir == f"{url}/tiny-syn" and source.ids_dir == f"{url}/tiny-syn/ids/sem"
   assert not storage.is_remote(source.spm_path)
   with pytest.raises(UserInputError, match="not a directory"):
-    t2t_tasks.register_tasks(f"{gcs_bucket}/no_root")
+    t2t_tasks.register_tasks(f"{bucket}/no_root")
 
 
-def test_model_dir_lease_on_the_bucket(gcs_bucket, caplog):
+def test_model_dir_lease_on_the_bucket(bucket, caplog):
   """The MODEL_DIR lock on an object store is a lease: a record whose heartbeat is recent refuses a
   second writer, an expired one is taken over with a warning, release empties it."""
   import time  # pylint: disable=import-outside-toplevel
   from t2t_jax.training import model_dir_lock  # pylint: disable=import-outside-toplevel
-  model_dir = f"{gcs_bucket}/runs/leased"
+  model_dir = f"{bucket}/runs/leased"
   path = f"{model_dir}/{model_dir_lock.LOCK_FILE}"
   other = {"host": "host-b", "pid": 7, "started_utc": "2026-12-05 00:00:00 UTC", "what": "training",
            "job": "ab" * 16, "command": "python -m t2t_jax.train", "heartbeat": time.time()}
@@ -301,15 +324,26 @@ def test_model_dir_lease_on_the_bucket(gcs_bucket, caplog):
   lock.release()
   lock.release()
   assert storage.read_text(path) == ""
+  # A holder on this machine whose process is gone (kill -9) is known dead: no wait for the lease.
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                        text=True, check=True)
+  mine = dict(model_dir_lock._new_holder("training"), pid=int(dead.stdout), pid_start=None,  # pylint: disable=protected-access
+              heartbeat=time.time())
+  model_dir_lock._write_remote_holder(path, mine)  # pylint: disable=protected-access
+  with caplog.at_level("WARNING"):
+    lock = model_dir_lock.acquire(model_dir, lease_seconds=60)
+  assert "no longer runs on this machine" in caplog.text
+  lock.release()
 
 
-def test_gin_train_entry_with_model_dir_in_the_bucket(gcs_bucket):
-  """`python -m t2t_jax.train --gin.MODEL_DIR='gs://...'`: config.gin, model_config.json,
+@pytest.mark.slow  # 20-50 s per scheme
+def test_gin_train_entry_with_model_dir_in_the_bucket(bucket):
+  """`python -m t2t_jax.train --gin.MODEL_DIR='gs://...'` (or s3://): config.gin, model_config.json,
   metrics.jsonl, checkpoints with manifests and the lease all land in the bucket (nothing on local
   disk), and a second run resumes from the bucket's last checkpoint."""
   from t2t_jax import train as train_script  # pylint: disable=import-outside-toplevel
   from t2t_jax.training import summaries  # pylint: disable=import-outside-toplevel
-  model_dir = f"{gcs_bucket}/runs/entry"
+  model_dir = f"{bucket}/runs/entry"
   base = ["--gin_file=models/t5_1_1_micro.gin", "--gin_file=runs/finetune.gin",
           "--gin.MIXTURE_OR_TASK_NAME='copy'", "--gin.VOCAB_SIZE=128", "--gin.PACK=False",
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 10, 'targets': 5}",
@@ -318,7 +352,7 @@ def test_gin_train_entry_with_model_dir_in_the_bucket(gcs_bucket):
           "--gin.CHECKPOINT_PERIOD=5", "--gin.trainer.CheckpointConfig.async_save=False",
           f"--gin.MODEL_DIR='{model_dir}'"]
   assert train_script.main(base + ["--gin.TRAIN_STEPS=10"]) == 0
-  assert not os.path.exists("gs:")  # no local folder named after the URL
+  assert not os.path.exists(model_dir.split("//")[0])  # no local folder named after the URL ("gs:")
   names = set(storage.walk_files(model_dir))
   assert {"config.gin", "model_config.json", "metrics.jsonl", "checkpoints/10/t2t_manifest.json",
           "checkpoints/5/t2t_manifest.json", ".t2t_lock", "training_curves.png"} <= names
@@ -353,7 +387,7 @@ sys.exit(train.main(sys.argv[1:]))
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_kill_9_then_resume_from_the_bucket_is_bit_identical(gcs_bucket, tmp_path):
+def test_kill_9_then_resume_from_the_bucket_is_bit_identical(bucket, tmp_path):
   """`python -m t2t_jax.train` with MODEL_DIR in the bucket, killed with SIGKILL while it trains
   (asynchronous checkpoint saves in flight), then started again: it resumes from the bucket's last
   sealed step, and its final parameters equal, bit for bit, those of a run never interrupted."""
@@ -376,7 +410,7 @@ def test_kill_9_then_resume_from_the_bucket_is_bit_identical(gcs_bucket, tmp_pat
     return subprocess.run([sys.executable, str(script), *args], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
 
-  model_dir = f"{gcs_bucket}/runs/killed"
+  model_dir = f"{bucket}/runs/killed"
   killed = run(model_dir, kill_at=9)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   steps = checkpoints.CheckpointManager(model_dir, read_only=True).all_steps()

@@ -7,7 +7,8 @@ Layout:
   MODEL_DIR/checkpoints/<step>/meta        JSON: step, seed, data-iterator position/state, ...
 
 Orbax writes each step to a temporary directory and renames it when complete, so a crash mid-save
-leaves no half step behind (the temporary is cleaned up on the next start).  A latest step that
+leaves no half step behind (the temporary is cleaned up on the next start); in a gs:// or s3://
+bucket (no rename) it writes the step in place and commits it with commit_success.txt.  A latest step that
 cannot be read anyway (disk corruption, deleted files) is skipped with a warning and the previous
 step is restored instead; once an older step restores, the unreadable newer ones are moved to
 MODEL_DIR/checkpoints.corrupt/<step>.<time>, so the retrained steps are saved again (not skipped as
@@ -30,6 +31,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import posixpath
 import re
 import sys
 import time
@@ -170,6 +172,64 @@ def _abstract(tree, shardings=None):
                       shardings)
 
 
+# ------------------------------------------------------------------------- s3:// checkpoints
+
+
+def s3_kvstore_spec(url: str) -> dict:
+  """tensorstore's s3 kvstore spec for `url` (s3://bucket/path).  tensorstore reads credentials
+  from the AWS_* variables but no endpoint variable: an S3-compatible store's endpoint (MinIO, Ceph,
+  moto) is taken from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, as boto3 / s3fs take it."""
+  bucket, _, path = url[len("s3://"):].partition("/")
+  spec = {"driver": "s3", "bucket": bucket, "path": path}
+  endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+  if endpoint:
+    spec["endpoint"] = endpoint
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+      spec["aws_region"] = region
+  return spec
+
+
+def _route_s3_to_tensorstore() -> None:
+  """Lets orbax write and read array data under s3:// through tensorstore's s3 driver.
+
+  orbax 0.12 builds tensorstore specs for gs:// only: an s3:// directory is normalized to
+  's3:/bucket/...' and refused ("Checkpoint path should be absolute").  This wraps the three
+  (private) orbax helpers involved so that s3:// paths keep their '//' and get `s3_kvstore_spec`;
+  every other path goes to orbax's own code.  Idempotent; does nothing on an orbax that keeps
+  s3:// paths itself or lacks these helpers (then orbax's own behaviour applies)."""
+  from orbax.checkpoint._src.path import gcs_utils  # pylint: disable=import-outside-toplevel
+  from orbax.checkpoint._src.serialization import tensorstore_utils  # pylint: disable=import-outside-toplevel
+  names = ((tensorstore_utils, "_normalize_path"), (tensorstore_utils, "_use_gcs_driver"),
+           (gcs_utils, "get_kvstore_for_gcs"))
+  if not all(callable(getattr(module, name, None)) for module, name in names):
+    return
+  normalize, native, kvstore = (getattr(module, name) for module, name in names)
+  if getattr(normalize, "t2t_s3", False) or normalize("s3://b/x/") == "s3://b/x":
+    return
+
+  def s3_normalize(path):
+    return "s3://" + posixpath.normpath(path[5:]) if path.startswith("s3://") else normalize(path)
+
+  s3_normalize.t2t_s3 = True
+  tensorstore_utils._normalize_path = s3_normalize  # pylint: disable=protected-access
+  tensorstore_utils._use_gcs_driver = lambda d: d.startswith("s3://") or native(d)  # pylint: disable=protected-access
+  gcs_utils.get_kvstore_for_gcs = lambda p: s3_kvstore_spec(p) if p.startswith("s3://") else kvstore(p)
+
+
+def _s3_options(directory: str) -> dict:
+  """CheckpointManagerOptions for an s3:// directory (none for other paths): orbax's commit file,
+  as it uses on gs://, instead of its default elsewhere (write to a temporary dir, then rename it: on
+  S3 a rename copies every object, and fails against moto)."""
+  if not directory.startswith("s3://"):
+    return {}
+  _route_s3_to_tensorstore()
+  if hasattr(ocp, "options") and hasattr(ocp.options, "AtomicityOptions"):
+    mode = ocp.options.AtomicityMode.COMMIT_FILE
+    return {"atomicity_options": ocp.options.AtomicityOptions(mode=mode)}
+  return {"temporary_path_class": ocp.path.atomicity.CommitFileTemporaryPath}  # older orbax
+
+
 class CheckpointManager:
   """Thin policy layer over `orbax.checkpoint.CheckpointManager`.
 
@@ -189,15 +249,17 @@ class CheckpointManager:
                read_only: bool = False, verify: bool | None = None):
     if best_mode not in ("max", "min"):
       raise UserInputError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-    self.directory = storage.join(model_dir if storage.is_remote(model_dir)
-                                  else os.path.abspath(model_dir), CHECKPOINT_SUBDIR)
+    self.directory = storage.join(storage.abspath(model_dir), CHECKPOINT_SUBDIR)
+    if storage.is_remote(self.directory):
+      storage.fresh_listings()  # orbax lists steps through epath -> fsspec: see what others wrote
     self.best_metric = best_metric
     self.verify = verify_enabled(verify)
     self.read_only = read_only
     self._unsealed: list[int] = []  # steps saved by this manager whose manifest is not written yet
     if read_only:
       self._manager = ocp.CheckpointManager(
-          self.directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+          self.directory, options=ocp.CheckpointManagerOptions(
+              read_only=True, create=False, **_s3_options(self.directory)),
           item_names=("params", "state", "meta"))
       return
     policies = [ocp.checkpoint_managers.LatestN(n=keep)]
@@ -209,7 +271,8 @@ class CheckpointManager:
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True,
-        create=True)
+        create=True,
+        **_s3_options(self.directory))
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("params", "state", "meta"))
 
