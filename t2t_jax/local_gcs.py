@@ -7,8 +7,8 @@ storage-testbench are not on the registries) answers media downloads without `x-
 (https://cloud.google.com/storage/docs/xml-api/reference-headers#xgooggeneration) and tensorstore
 builds the condition of its next conditional write from them: without them an OCDBT checkpoint
 write that reads its manifest first fails with "Malformed StorageGeneration" (about 1 save in 5).
-`start()` adds the two headers to the emulator's download handler, nothing else; the server is the
-emulator's own.  Conditional writes (`ifGenerationMatch`) are still not enforced by it, so tests
+`start()` adds the two headers to the emulator's download handler (and stops it printing a
+traceback each time a client hangs up early); the server is the emulator's own.  Conditional writes (`ifGenerationMatch`) are still not enforced by it, so tests
 on it cannot show two racing writers being refused (docs/storage.md).
 
   start(bucket) -> (server, url)     the patched server in this process (a thread); server.stop()
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import socket
+import sys
 import time
 
 
@@ -73,6 +74,15 @@ def start(bucket: str = "t2t-test", port: int | None = None, host: str = "127.0.
   port = port or free_port()
   server = server_lib.create_server(host, port, in_memory=True, default_bucket=bucket)
   server.start()
+  httpd = server._api._httpd  # pylint: disable=protected-access
+  report = httpd.handle_error
+
+  def handle_error(request, client_address):
+    """A client that hangs up mid-answer (a ranged read's prefetch) is not a server error."""
+    if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+      report(request, client_address)
+
+  httpd.handle_error = handle_error
   return server, f"http://{host}:{port}"
 
 

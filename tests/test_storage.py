@@ -106,6 +106,30 @@ def test_dataset_dir_and_id_table_round_trip_through_the_bucket(bucket, tmp_path
     table_lib.IdTable.load(f"{url}/ids/none")
 
 
+def test_t2t_import_writes_its_dataset_dir_into_the_bucket(bucket, capsys):
+  """`t2t import jsonl ... --out gs://...`: the dataset dir (with its SentencePiece vocabulary) is
+  committed in the bucket and loads from there; a second import over it is refused by kind."""
+  from t2t_jax import cli  # pylint: disable=import-outside-toplevel
+  from t2t_jax.data import formats  # pylint: disable=import-outside-toplevel
+  data = os.path.join(os.path.dirname(__file__), "data")
+  out = f"{bucket}/data/ds"
+  assert cli.main(["import", "jsonl", os.path.join(data, "good", "catalog.jsonl"),
+                   os.path.join(data, "bad", "playlists_duplicate_track.jsonl"), "--out", out,
+                   "--vocab_size", "300", "--test_size", "1", "--validation_size", "1"]) == 0
+  assert capsys.readouterr().out.startswith(f"Imported 4 tracks and 4 playlists into {out} ")
+  assert set(storage.walk_files(out)) >= {io_utils.MARKER_FILE, "catalog.jsonl", "playlists.jsonl",
+                                         "splits.json", "meta.json", "vocab/spm.model"}
+  ds = formats.Dataset.load(out)
+  assert len(ds.tracks) == 4 and sum(1 for _ in ds.playlists()) == 4
+  with io_utils.atomic_write(f"{bucket}/data/other/notes.txt") as f:
+    f.write("someone else's data")
+  assert cli.main(["import", "jsonl", os.path.join(data, "good", "catalog.jsonl"),
+                   os.path.join(data, "bad", "playlists_duplicate_track.jsonl"),
+                   "--out", f"{bucket}/data/other"]) == 2
+  assert "not a complete t2t output" in capsys.readouterr().err
+  assert storage.listdir(f"{bucket}/data/other") == ["notes.txt"]
+
+
 def test_the_local_server_sends_the_generation_tensorstore_conditions_on(gcs_bucket):
   """A read's generation is the one the next conditional write names (OCDBT's manifest update).
   The emulator alone answers reads without x-goog-generation: tensorstore then reads generation 0
