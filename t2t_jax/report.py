@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any, Sequence
 
-from t2t_jax import io_utils
+from t2t_jax import io_utils, storage
 
 TABLE_COLUMNS = ("method", "hits@10", "map@10", "ndcg@10", "recall@10", "mrr", "decode_steps_per_id")
 
@@ -71,18 +71,18 @@ def write_report(out_dir: str, *, title: str, rows: Sequence[dict], examples: Se
   report.json is a list of rows (one per method) with the metric keys, and each row also carries
   the run's total wall time as `seconds`, so the file is a plain table that tools can load.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  storage.makedirs(out_dir)
   md = [f"# {title}", "", markdown_table(rows), "", f"Total time: {seconds:.1f} s", ""]
   md += figures_markdown(figures)
   if details:
     md += ["## Details", "", "```json", json.dumps(details, indent=2, ensure_ascii=False,
                                                    default=str), "```", ""]
   md += ["## Example prompts (top-5)", "", examples_markdown(examples)]
-  with io_utils.atomic_write(os.path.join(out_dir, "report.md")) as f:
+  with io_utils.atomic_write(storage.join(out_dir, "report.md")) as f:
     f.write("\n".join(md))
-  io_utils.write_json(os.path.join(out_dir, "report.json"),
+  io_utils.write_json(storage.join(out_dir, "report.json"),
                       [{**r, "seconds": round(seconds, 2)} for r in rows])
-  io_utils.write_json(os.path.join(out_dir, "examples.json"),
+  io_utils.write_json(storage.join(out_dir, "examples.json"),
                       {"examples": list(examples), "details": details or {}})
 
 
@@ -94,15 +94,15 @@ def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str],
 
   `table_rows`: what results.md's table shows instead of `rows` (e.g. formatted aggregates).
   `figures`: (caption, file name) of PNGs already in out_dir, embedded under the table."""
-  os.makedirs(out_dir, exist_ok=True)
-  io_utils.write_json(os.path.join(out_dir, "results.json"), list(rows))
+  storage.makedirs(out_dir)
+  io_utils.write_json(storage.join(out_dir, "results.json"), list(rows))
   keys = list(dict.fromkeys(k for r in rows for k in r))
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
   writer.writeheader()
   for r in rows:
     writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
-  with io_utils.atomic_write(os.path.join(out_dir, "results.csv")) as f:
+  with io_utils.atomic_write(storage.join(out_dir, "results.csv")) as f:
     f.write(buf.getvalue())
   md = [f"# {title}", "", markdown_table(rows if table_rows is None else table_rows, columns), ""]
   md += figures_markdown(figures)
@@ -111,7 +111,7 @@ def write_results(out_dir: str, rows: Sequence[dict], *, columns: Sequence[str],
          f"load {machine.get('load_avg_1_5_15')} at the start), "
          f"JAX {machine.get('jax')} on {machine.get('backend')}, {machine.get('date_utc')}.", "",
          "## Config", "", "```json", json.dumps(config, indent=2, default=str), "```", ""]
-  with io_utils.atomic_write(os.path.join(out_dir, "results.md")) as f:
+  with io_utils.atomic_write(storage.join(out_dir, "results.md")) as f:
     f.write("\n".join(md))
 
 

@@ -8,11 +8,11 @@ servable as it is.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import seqio
 
+from t2t_jax import storage
 from t2t_jax.serving import assets as assets_lib
 from t2t_jax.data import formats
 from t2t_jax.data import vocab as t2t_vocab

@@ -106,6 +106,20 @@ def test_dataset_dir_and_id_table_round_trip_through_the_bucket(bucket, tmp_path
     table_lib.IdTable.load(f"{url}/ids/none")
 
 
+def test_reports_and_results_are_written_into_the_bucket(bucket):
+  """Study reports (report.md/json, results.json/csv/md, figures) with --out gs://... or s3://."""
+  from t2t_jax import report  # pylint: disable=import-outside-toplevel
+  out = f"{bucket}/reports/r1"
+  rows = [{"method": "bm25", "hits@10": 0.5}, {"method": "t2t", "hits@10": 0.75}]
+  report.write_report(out, title="t", rows=rows, examples=[], seconds=1.0)
+  report.write_results(out, rows, columns=["method", "hits@10"], title="t", machine={}, config={})
+  assert json.loads(storage.read_text(f"{out}/results.json")) == rows
+  assert json.loads(storage.read_text(f"{out}/report.json"))[1]["hits@10"] == 0.75
+  assert storage.read_text(f"{out}/results.csv").splitlines() == ["method,hits@10", "bm25,0.5", "t2t,0.75"]
+  assert sorted(storage.listdir(out)) == ["examples.json", "report.json", "report.md", "results.csv",
+                                          "results.json", "results.md"]
+
+
 def test_t2t_import_writes_its_dataset_dir_into_the_bucket(bucket, capsys):
   """`t2t import jsonl ... --out gs://...`: the dataset dir (with its SentencePiece vocabulary) is
   committed in the bucket and loads from there; a second import over it is refused by kind."""
@@ -322,6 +336,14 @@ def test_seqio_tasks_read_a_data_root_in_the_bucket(bucket, tiny_data_root):
   assert names == want_names and got == want and len(got["train"]) > 20
   assert source.dataset_dir == f"{url}/tiny-syn" and source.ids_dir == f"{url}/tiny-syn/ids/sem"
   assert not storage.is_remote(source.spm_path)
+  # The train entry then writes MODEL_DIR/assets from the task: into a bucket MODEL_DIR too.
+  from tasks import assets as task_assets  # pylint: disable=import-outside-toplevel
+  from t2t_jax.serving import assets as assets_lib  # pylint: disable=import-outside-toplevel
+  model_dir = f"{bucket}/runs/with_assets"
+  assert task_assets.write_model_assets(model_dir, "t2t.tiny_syn.sem.title", {"inputs": 24, "targets": 4})
+  assert assets_lib.read_settings(model_dir)["inputs_length"] == 24
+  assert storage.read_bytes(f"{model_dir}/assets/catalog.jsonl") == storage.read_bytes(
+      f"{url}/tiny-syn/catalog.jsonl")
   with pytest.raises(UserInputError, match="not a directory"):
     t2t_tasks.register_tasks(f"{bucket}/no_root")
 
