@@ -9,6 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import contextlib  # noqa: E402
 import importlib.util  # noqa: E402
 
 import pytest  # noqa: E402
@@ -30,6 +31,29 @@ def tiny_data_root(tmp_path_factory):
   return root, load_tiny_root().build(root)
 
 
+@contextlib.contextmanager
+def _clients_pointed_at(env: dict, *, unset=(), clear_instances=lambda: None):
+  """Sets `env` (and unsets `unset`) as a user would for a bucket's clients, and drops the clients'
+  cached instances (fsspec's) and epath's cached EPATH_USE_TF reading, on entry and on exit."""
+  from etils.epath import gpath  # pylint: disable=import-outside-toplevel
+
+  def reset():
+    clear_instances()
+    gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
+
+  patch = pytest.MonkeyPatch()
+  for name, value in env.items():
+    patch.setenv(name, value)
+  for name in unset:
+    patch.delenv(name, raising=False)
+  reset()
+  try:
+    yield
+  finally:
+    patch.undo()
+    reset()
+
+
 @pytest.fixture(scope="session")
 def _gcs_server():
   """One real local GCS server for the session (gcp-storage-emulator in memory, its own thread, with
@@ -39,21 +63,15 @@ def _gcs_server():
   (tensorstore's context, fsspec's instances)."""
   pytest.importorskip("gcsfs")
   pytest.importorskip("gcp_storage_emulator.server")
+  import fsspec  # pylint: disable=import-outside-toplevel
   from t2t_jax import local_gcs  # pylint: disable=import-outside-toplevel
   server, url = local_gcs.start("t2t-test")
-  patch = pytest.MonkeyPatch()
-  for name, value in local_gcs.client_env(url).items():
-    patch.setenv(name, value)
-  import fsspec  # pylint: disable=import-outside-toplevel
-  from etils.epath import gpath  # pylint: disable=import-outside-toplevel
-  fsspec.filesystem("gs").clear_instance_cache()
-  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access  (epath caches its EPATH_USE_TF reading)
   try:
-    yield "gs://t2t-test"
+    with _clients_pointed_at(local_gcs.client_env(url),
+                             clear_instances=lambda: fsspec.filesystem("gs").clear_instance_cache()):
+      yield "gs://t2t-test"
   finally:
     server.stop()
-    patch.undo()
-    gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
 
 
 def _test_prefix(request) -> str:
@@ -83,25 +101,16 @@ def _s3_server():
   server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
   server.start()
   url = f"http://127.0.0.1:{port}"
-  patch = pytest.MonkeyPatch()
-  for name, value in (("AWS_ENDPOINT_URL", url), ("AWS_ACCESS_KEY_ID", "t2t-test"),
-                      ("AWS_SECRET_ACCESS_KEY", "t2t-test"), ("AWS_REGION", "us-east-1"),
-                      ("AWS_DEFAULT_REGION", "us-east-1"), ("EPATH_USE_TF", "false")):
-    patch.setenv(name, value)
-  for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
-    patch.delenv(name, raising=False)
-  boto3.client("s3").create_bucket(Bucket="t2t-test")
   import s3fs  # pylint: disable=import-outside-toplevel
-  from etils.epath import gpath  # pylint: disable=import-outside-toplevel
-  s3fs.S3FileSystem.clear_instance_cache()
-  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access  (epath caches its EPATH_USE_TF reading)
+  env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "t2t-test", "AWS_SECRET_ACCESS_KEY": "t2t-test",
+         "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "EPATH_USE_TF": "false"}
   try:
-    yield "s3://t2t-test"
+    with _clients_pointed_at(env, unset=("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3"),
+                             clear_instances=s3fs.S3FileSystem.clear_instance_cache):
+      boto3.client("s3").create_bucket(Bucket="t2t-test")
+      yield "s3://t2t-test"
   finally:
     server.stop()
-    patch.undo()
-    s3fs.S3FileSystem.clear_instance_cache()
-    gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
 
 
 @pytest.fixture
