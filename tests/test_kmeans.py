@@ -1,6 +1,7 @@
 """Tests for t2t_jax.ids.kmeans: against a numpy reference, determinism, streaming, 8-device mesh."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
@@ -152,3 +153,28 @@ def test_rowfile_reads_writes_and_feeds_kmeans(tmp_path):
   b = km.kmeans(rf, 6, iterations=3, tol=0, init_centroids_KxD=c0, chunk_size=300, block_size=128)
   np.testing.assert_array_equal(a.labels_N, b.labels_N)
   np.testing.assert_allclose(a.centroids_KxD, b.centroids_KxD, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("update", ["segment_sum", "onehot"])
+def test_one_lloyd_step_equals_numpy(update):
+  """One stats pass over several blocks (the first starts the carry, the rest are looped over in
+  place) and the assignment pass: labels, sums, counts and inertia equal a plain numpy step, ties go
+  to the lowest centroid index, and zero-weight padding rows count for nothing."""
+  x, _ = _blobs(n=1000, d=8, k=6, seed=9)
+  c = km.kmeans_plusplus(x, 6, seed=0)
+  c[4] = c[1]  # A duplicate centroid: every point nearest to it must take index 1, not 4.
+  eng = km._engine(None, "data", "fp32", update)
+  src = km._Source(x, 1 << 16, eng, stream=False, block_size=128)  # 8 blocks, the last one padded.
+  assert src.stacked[0].shape[0] == 8
+  sums, counts, inertia = jax.device_get(src.stats(jnp.asarray(c)))
+  labels, dist = src.assign(jnp.asarray(c))
+  d = ((x.astype(np.float64)[:, None, :] - c.astype(np.float64)[None]) ** 2).sum(-1)
+  ref_labels = d.argmin(1)
+  np.testing.assert_array_equal(labels, ref_labels)
+  assert not (labels == 4).any() and (labels == 1).any()
+  np.testing.assert_allclose(dist, d.min(1), rtol=1e-4, atol=1e-3)
+  np.testing.assert_array_equal(counts, np.bincount(ref_labels, minlength=6))
+  ref_sums = np.zeros((6, 8))
+  np.add.at(ref_sums, ref_labels, x.astype(np.float64))
+  np.testing.assert_allclose(sums, ref_sums, rtol=1e-5, atol=1e-3)
+  assert float(inertia) == pytest.approx(d.min(1).sum(), rel=1e-5)

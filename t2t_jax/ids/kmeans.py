@@ -5,27 +5,36 @@ project (TPU/GPU/CPU), shards the assignment over all devices and reduces centro
 and streams data from an `np.memmap`, so N is not bound by device memory.  tools/bench_kmeans.py
 measures it against faiss-cpu and scikit-learn on the same data and initial centroids.
 
-The Lloyd step, per block of B points (x_BxD, B = `block_size`, 1024 by default), centroids c_KxD:
-  scores_BxK = x_BxD @ (-2 c_KxD)^T + ||c||^2_K          (one matmul; ||x||^2 only for the inertia)
-  min_B      = min_K scores_BxK;  labels_B = first k with scores_BxK == min_B   (exact argmin)
+The Lloyd step, per block of B points (x_BxD, B = `block_size`, 4096 by default), centroids c_KxD:
+  scores_KxB = (-2 c_KxD) @ x_BxD^T + ||c||^2_K          (one matmul; ||x||^2 only for the inertia)
+  min_B      = min_K scores_KxB;  labels_B = first k with scores_KxB == min_B   (exact argmin)
   sums_KxD  += segment_sum(x_BxD, labels_B)  on CPU, or one_hot(labels_B)^T @ x_BxD (matmul, no
                scatter) on GPU/TPU -- `update="auto"`; both selectable
   counts_K  += the same for ones
 Accumulation is float32 (`preferred_element_type`) whatever the matmul input dtype ("fp32" or "bf16").
-Measured on the 2-core AMD EPYC (Zen 4) CPU this was tuned on (tools/bench_kmeans.py, medians):
-  * block size: 512-2048 rows keep the B x K scores in L2 between the matmul and the reductions;
-    16384 rows were 3x slower per point;
-  * argmin: XLA:CPU's variadic (value, index) reduce cost 2-10x the matmul; min + "first index equal
-    to the min" (two vectorised reductions) removed that;
-  * centroid sums: segment_sum (an N x D scatter-add) took ~3 ms per 65536 x 64 block against
-    ~800 ms for the N x K x D one-hot matmul; on accelerators the matmul is the right choice;
+Measured on 2-core CPU VMs (AMD EPYC Zen 4; tools/bench_kmeans.py and microbenchmarks, medians,
+ms per iteration scaled to N=1M, d=64, K=256):
+  * where an iteration goes (block 1024, shared machine): matmul (+ ||c||^2) ~170, min ~10, first-index
+    labels ~80, scatter-add of sums and counts ~30;
+  * the stats loop indexes the resident [C, B, D] blocks in place (`fori_loop`); scanning over
+    x[1:] (so that block 0 could start the carry) copied all of X on every call: ~480 -> ~300;
+  * scores as K x B rather than B x K: the reductions over K become elementwise mins across rows,
+    which XLA:CPU vectorises better: ~300 -> ~280; int16 candidate indices (K < 2^15) for the
+    first-index reduction, whose K x B operand XLA:CPU materialises: -15;
+  * block size with that layout: 1024 ~270, 2048 ~250, 4096 ~235, 8192 ~270, 16384 ~460 (the old
+    B x K layout was best at 512-2048);
+  * host -> device copy of the stacked data: jax.device_put ~0.1 s against ~0.35 s through
+    jnp.asarray (256 MB), once per call;
+  * argmin: XLA:CPU's variadic (value, index) reduce cost 2-10x the matmul (~1200 at 1024 rows, in
+    either layout); min + "first index equal to the min" (two vectorised reductions) removed that;
+  * centroid sums: segment_sum (~20 per iteration) against ~500 more for the one-hot matmul (it
+    doubles the flops); on accelerators the matmul is the right choice;
   * bf16 matmul inputs were slower than fp32 on this CPU (no gain to trade accuracy for);
   * XLA flags --xla_cpu_enable_fast_min_max / --xla_cpu_enable_fast_math: no measurable change.
-Result (N=1M, d=64, K=256, 20 iterations, same init, equal inertia to 1e-9), idle 2-core VM: 7.96 s
-against faiss-cpu 6.09 s (default 2 OpenMP threads) and scikit-learn 6.86 s: 1.31x faiss.  Where the
-~0.35 s per iteration goes (microbenchmarks, medians): matmul + min ~0.2-0.27 s on both cores
-(~180 GFLOP/s, near this CPU's peak); label extraction + scatter ~0.1 s, run single-threaded by
-XLA:CPU.  Tried and not kept:
+Tried and not kept:
+  * a pairwise (tournament) argmin over adjacent row pairs, one pass, exact: ~300 vs ~280;
+  * scatter-adding into the loop carry (`.at[].add`) instead of segment_sum + add, and dropping
+    padding rows by an out-of-range label instead of a weight multiply: no measurable change;
   * one CPU device per core (shard_map over --xla_force_host_platform_device_count=2): the shards did
     not run concurrently (no speed-up);
   * folding ||c||^2 into the matmul (an extra ones column), two independent block chains per scan
@@ -33,13 +42,13 @@ XLA:CPU.  Tried and not kept:
   * Hamerly-bounded Lloyd (exact; points whose upper bound is below half the distance to the nearest
     other centroid or their lower bound keep their label): ~55% of points stay candidates per
     iteration on 64-d blobs, and the gather / nonzero / scatter passes cost more than the skipped
-    matmuls (12.0 s vs. 7.9 s for 20 iterations).
-When other jobs load the cores, faiss's OpenMP threads degrade far more than this kernel (0.18-0.22x
-faiss's time measured under load 3-7).  Numbers: tools/bench_kmeans.py.
+    matmuls (12.0 s vs. 7.9 s for 20 iterations, before the changes above).
+Against faiss: docs/results/bench/kmeans.json (tools/bench_kmeans.py; faiss with its best measured
+thread count).
 
 Two data paths, same numbers:
-  * in memory: the whole (padded) array lives on the devices as [C, B, D] and one jitted call runs a
-    `lax.scan` over the C blocks (no Python per block);
+  * in memory: the whole (padded) array lives on the devices as [C, B, D] and one jitted call loops over
+    the C blocks (no Python per block);
   * streamed (`np.memmap`, `RowFile`, or `stream=True`): `chunk_size` rows at a time are read from the
     host (pread for RowFile: no mapping, RSS stays at one chunk), stacked into blocks and scanned on
     the devices; only K x D partial sums stay resident.
@@ -69,7 +78,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from t2t_jax.errors import UserInputError
 
 DEFAULT_CHUNK = 65536  # Rows per host -> device transfer when streaming.
-DEFAULT_BLOCK = 1024  # Rows per scanned block inside the kernels.
+DEFAULT_BLOCK = 4096  # Rows per scanned block inside the kernels (measured best on CPU).
 _EPS_SPLIT = 1.0 / 1024.0
 
 
@@ -202,12 +211,18 @@ def _chunk_stats(x_BxD, w_B, c_KxD, *, matmul_dtype, update: str):
   k = c_KxD.shape[0]
   x32 = x_BxD.astype(jnp.float32)
   c_sq_K = jnp.sum(c_KxD * c_KxD, axis=1)
-  scores_BxK = jnp.dot(x32.astype(matmul_dtype), (-2.0 * c_KxD).astype(matmul_dtype).T,
-                       preferred_element_type=jnp.float32) + c_sq_K[None, :]
+  # Scores as K x B: the reductions over K then run across rows (elementwise min of B-wide vectors)
+  # rather than along each row, which XLA:CPU vectorises better (measured below).
+  scores_KxB = jnp.dot((-2.0 * c_KxD).astype(matmul_dtype), x32.astype(matmul_dtype).T,
+                       preferred_element_type=jnp.float32) + c_sq_K[:, None]
   # argmin as min + first index attaining it: two plain reductions that XLA:CPU vectorises; its
   # variadic (value, index) argmin reduce was 2-10x slower than the matmul itself (measured).
-  min_B = jnp.min(scores_BxK, axis=1)
-  labels_B = jnp.min(jnp.where(scores_BxK == min_B[:, None], jnp.arange(k, dtype=jnp.int32)[None, :], k), axis=1)
+  # The K x B candidate indices are materialised before their reduction: int16 (K < 2^15) halves that
+  # traffic (~15 ms of ~280 per iteration at 1M x 64, K=256, measured).
+  min_B = jnp.min(scores_KxB, axis=0)
+  idx_dtype = jnp.int16 if k < (1 << 15) else jnp.int32
+  labels_B = jnp.min(jnp.where(scores_KxB == min_B[None, :], jnp.arange(k, dtype=idx_dtype)[:, None],
+                               jnp.array(k, idx_dtype)), axis=0).astype(jnp.int32)
   x_sq_B = jnp.sum(x32 * x32, axis=1)
   min_sqdist_B = jnp.maximum(min_B + x_sq_B, 0.0)
   inertia = jnp.sum(w_B * min_sqdist_B)
@@ -244,9 +259,9 @@ def _matmul_dtype(precision: str):
 class _Engine:
   """Jitted, optionally mesh-sharded kernels over [C, B, D] stacks of blocks, built once per config.
 
-  Every kernel scans over C blocks of B rows: B (`block_size`, ~1024) keeps the B x K score matrix in
-  cache between the matmul and the reductions (the measured sweet spot on CPU was 512-2048 rows;
-  16384 was 3x slower).  With a mesh, the B axis is sharded over the devices.
+  Every kernel loops over C blocks of B rows: B (`block_size`, 4096 by default) keeps the K x B score
+  matrix near the cores between the matmul and the reductions (measured on CPU: 2048-4096 rows best,
+  1024 ~15% slower, 16384 ~2x slower).  With a mesh, the B axis is sharded over the devices.
   """
 
   def __init__(self, mesh: Mesh | None, axis: str, precision: str, update: str):
@@ -255,13 +270,14 @@ class _Engine:
     step = functools.partial(_chunk_stats, matmul_dtype=_matmul_dtype(precision), update=update)
 
     def scan_stats(x_CxBxD, w_CxB, c_KxD):
-      def body(carry, xw):
-        stats, _ = step(xw[0], xw[1], c_KxD)
-        return jax.tree.map(jnp.add, carry, stats), None
+      def body(i, carry):
+        stats, _ = step(x_CxBxD[i], w_CxB[i], c_KxD)
+        return jax.tree.map(jnp.add, carry, stats)
       # The first block's stats start the carry (zeros would not be device-varying under shard_map).
+      # The loop indexes blocks 1..C-1 in place: a scan over x_CxBxD[1:] copied all of X into a
+      # fresh buffer on every call (~180 ms of a ~480 ms iteration at 1M x 64, measured).
       init, _ = step(x_CxBxD[0], w_CxB[0], c_KxD)
-      out, _ = jax.lax.scan(body, init, (x_CxBxD[1:], w_CxB[1:]))
-      return out
+      return jax.lax.fori_loop(1, x_CxBxD.shape[0], body, init)
 
     def scan_assign(x_CxBxD, c_KxD):
       def body(_, x_BxD):
@@ -287,7 +303,8 @@ class _Engine:
 
   def put(self, x_CxBxD: np.ndarray, w_CxB: np.ndarray):
     if self.mesh is None:
-      return jnp.asarray(x_CxBxD), jnp.asarray(w_CxB)
+      # jax.device_put, not jnp.asarray: ~0.1 s against ~0.35 s for the 256 MB of 1M x 64 (measured).
+      return jax.device_put(x_CxBxD), jax.device_put(w_CxB)
     return jax.device_put(x_CxBxD, self.x_sharding), jax.device_put(w_CxB, self.w_sharding)
 
 
@@ -568,12 +585,12 @@ def kmeans(x_NxD, k: int, *, iterations: int = 20, tol: float = 1e-4, seed: int 
   eng = _engine(mesh, axis, precision, update)
   src = _Source(x_NxD, chunk_size, eng, stream, block_size)
   history, repaired, it = [], 0, 0
-  c_dev = jnp.asarray(c)
+  c_dev = jax.device_put(c)
   for it in range(1, iterations + 1):
     sums, counts, inertia = jax.device_get(src.stats(c_dev))
     c, nrep = _repair_empty(sums, counts, c)
     repaired += nrep
-    c_dev = jnp.asarray(c)
+    c_dev = jax.device_put(c)
     history.append(float(inertia))
     if callback is not None:
       callback(it, float(inertia))
