@@ -329,6 +329,12 @@ def test_mpnet_vocab_puts_the_pad_token_at_zero(mpnet):
   assert vocab.decode(ids + [0, 0]) == "old classics"
   assert vocab.vocab_size == 30527
   assert export_runtime.swap_pad(export_runtime.swap_pad(ids, 1), 1) == ids
+  # An export dir's runtime tokenises as the training tasks did (its tokenize() on the same file).
+  rt = object.__new__(export_runtime.ExportedRecommender)
+  rt.input_kind, rt.wordpiece = "wordpiece", Tokenizer.from_file(os.path.join(mpnet, "tokenizer.json"))
+  rt.wordpiece_pad_id = export_runtime.wordpiece_pad_id(rt.wordpiece)
+  rt.wordpiece.no_padding()
+  assert rt.tokenize("Old Classics") == ids
   assert export_runtime.swap_pad([0, 1, 5], 0) == [0, 1, 5]
 
 
