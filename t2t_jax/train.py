@@ -407,7 +407,8 @@ RUNS = {"train": train, "evaluate": evaluate, "infer": infer, "export": export}
 
 
 # INITIAL_CHECKPOINT_PATH values that name a pip-installed pretrained model instead of a path.
-PRETRAINED_ALIASES = {"pretrained:all-MiniLM-L6-v2": lambda p: p.minilm_dir()}
+PRETRAINED_ALIASES = {"pretrained:all-MiniLM-L6-v2": lambda p: p.minilm_dir(),
+                      "pretrained:all-mpnet-base-v2": lambda p: p.mpnet_dir()}
 
 
 def load_initial_params(path: str, model_config, *, seed: int = 0):

@@ -123,11 +123,15 @@ def output_vocabulary(spm_path: str, table: IdTable, input_tokenizer: str | None
 
 
 # `input_vocab` values that name a pip-installed pretrained encoder's tokenizer.
-INPUT_VOCAB_ALIASES = {"minilm": lambda: _minilm_dir()}
+INPUT_VOCAB_ALIASES = {"minilm": lambda: _minilm_dir(), "mpnet": lambda: _mpnet_dir()}
 
 
 def _minilm_dir() -> str:
   return pretrained.minilm_dir()
+
+
+def _mpnet_dir() -> str:
+  return pretrained.mpnet_dir()
 
 
 def resolve_input_vocab(input_vocab: str | None) -> str | None:

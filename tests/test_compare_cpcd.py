@@ -146,6 +146,8 @@ def test_model_families_parse_and_errors():
   assert fams[1].model_gin == "models/bert_t5_minilm.gin" and fams[1].input_vocab == "minilm"
   assert fams[1].bindings == ("TARGETS_PER_PROMPT=8",) and fams[1].train_steps == 5
   assert fams[1].id_specs is None
+  mpnet = folds_study.parse_model_families([("m", "bert_t5_mpnet")])[0]
+  assert mpnet.model_gin == "models/bert_t5_mpnet.gin" and mpnet.input_vocab == "mpnet"
   assert folds_study.parse_model_families([("s", "tiny", {"id_specs": ["a"]})])[0].id_specs == ("a",)
   for bad in ([("a", "huge")], [("a", "micro"), ("a", "tiny")], [("a", "micro", {"lr": 1})], []):
     with pytest.raises(UserInputError):

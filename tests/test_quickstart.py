@@ -181,7 +181,7 @@ class _Stages:
 @pytest.mark.parametrize("kw, total", [
     ({}, 8), ({"dataset_dir": "d"}, 7), ({"model": quickstart.PRETRAINED}, 7),
     ({"model": quickstart.PRETRAINED, "dataset_dir": "d"}, 6),
-    ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8)])
+    ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8), ({"model": "bert_t5_mpnet"}, 7)])
 def test_stages_are_numbered_from_one_on_every_path(kw, total):
   cfg = quickstart.QuickstartConfig(**kw)
   inner = _Stages()

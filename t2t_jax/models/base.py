@@ -82,7 +82,8 @@ class ModelConfig:
 
 def dataclass_from_json(cls, fields: dict, *, source: str = "model config"):
   """`cls(**fields)` for a config dataclass, its JSON values checked against the fields' defaults'
-  types (no bool for an int, no 0 for a positive int); UserInputError naming `source` otherwise."""
+  types (no bool for an int, no 0 for a positive int but those in the class's
+  `zero_allowed_fields`); UserInputError naming `source` otherwise."""
   known = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(fields) - set(known))
   if unknown:
@@ -94,7 +95,9 @@ def dataclass_from_json(cls, fields: dict, *, source: str = "model config"):
       continue
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else
           isinstance(value, want) and (want is bool or not isinstance(value, bool)))
-    if not ok or (want is int and value <= 0 and default > 0):
+    # A positive default means a positive field, unless the class lists it in zero_allowed_fields.
+    floor = -1 if name in getattr(cls, "zero_allowed_fields", ()) else 0
+    if not ok or (want is int and value <= floor and default > 0):
       raise UserInputError(f"{source}: {cls.__name__} field {name}={value!r} is not a valid "
                            f"{want.__name__}")
   try:

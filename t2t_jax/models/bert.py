@@ -7,17 +7,28 @@ sentence-transformers' mean pooling and L2 normalisation (all-MiniLM-L6-v2's mod
 `SentenceEncoder.load(pretrained.minilm_dir()).encode(texts)` equals
 `SentenceTransformer(dir).encode(texts)` (tested to 1e-4 on real text).
 
+`BertConfig(model_type="mpnet")` is `transformers.MPNetModel`'s encoder instead (all-mpnet-base-v2,
+`pretrained.mpnet_dir()`): the same blocks, no token-type embeddings, positions counted from
+padding_idx + 1 = 2 over the non-pad tokens, and a T5-style bucketed relative position bias
+(bidirectional, 32 buckets, max_distance 128; `t5.RelativePositionBiases`) computed once and added
+to every layer's attention logits.  MPNet's <pad> is id 1 and <s> id 0; the framework's inputs are
+0-padded, so `WordPieceVocab` swaps the two ids and `hf_to_params` the two word-embedding rows
+(`BertConfig.pad_token_id` = the checkpoint's pad id).
+
 Parameters (HF name -> ours; HF Linear weights are [out, in], our kernels [in, out]):
   embeddings.word_embeddings.weight          word_embeddings/embedding         [V, H]
   embeddings.position_embeddings.weight      position_embeddings/embedding     [P, H]
   embeddings.token_type_embeddings.weight    token_type_embeddings/embedding   [T, H]
   embeddings.LayerNorm.{weight,bias}         embeddings_layer_norm/{scale,bias}
+  encoder.relative_attention_bias.weight     relative_attention_bias/rel_embedding [heads, 32] (mpnet)
   encoder.layer.i.attention.self.{query,key,value}   layers_i/attention/{query,key,value}
   encoder.layer.i.attention.output.dense     layers_i/attention/out
   encoder.layer.i.attention.output.LayerNorm layers_i/attention_layer_norm
   encoder.layer.i.intermediate.dense         layers_i/mlp/wi
   encoder.layer.i.output.dense               layers_i/mlp/wo
   encoder.layer.i.output.LayerNorm           layers_i/output_layer_norm
+MPNet names its attention encoder.layer.i.attention.attn.{q,k,v,o} and attention.LayerNorm (the rest
+as BERT's) and has no token-type embeddings.
 Tokenisation is the model's own WordPiece tokenizer (`tokenizer.json`, through the `tokenizers`
 library): `t2t_jax.data.wordpiece.WordPieceVocab`.
 """
@@ -36,13 +47,23 @@ import numpy as np
 
 from t2t_jax.data import wordpiece
 from t2t_jax.errors import UserInputError
+from t2t_jax.models import t5
 
 DType = Any
 
 
+MODEL_TYPES = ("bert", "mpnet")
+# MPNet's fixed relative-position bucketing (transformers' MPNetEncoder.relative_position_bucket).
+MPNET_NUM_BUCKETS = 32
+MPNET_MAX_DISTANCE = 128
+
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-  """`transformers.BertConfig` fields that shape the encoder (defaults: all-MiniLM-L6-v2)."""
+  """`transformers.BertConfig` fields that shape the encoder (defaults: all-MiniLM-L6-v2).
+
+  model_type "mpnet": MPNet's encoder (type_vocab_size 0, relative_attention_num_buckets 32).
+  pad_token_id: the checkpoint's pad id (MPNet: 1); our inputs pad with 0 (see the module doc)."""
   vocab_size: int = 30522
   hidden_size: int = 384
   num_layers: int = 6
@@ -54,6 +75,32 @@ class BertConfig:
   dropout_rate: float = 0.1
   dtype: str = "float32"
   param_dtype: str = "float32"
+  model_type: str = "bert"
+  relative_attention_num_buckets: int = 0
+  pad_token_id: int = 0
+  # Fields whose JSON value may be 0 although their default is positive (base.dataclass_from_json).
+  zero_allowed_fields = ("type_vocab_size",)
+
+  def __post_init__(self):
+    if self.model_type not in MODEL_TYPES:
+      raise ValueError(f"model_type {self.model_type!r} is not one of {MODEL_TYPES}")
+    if self.model_type == "mpnet" and (self.type_vocab_size, self.relative_attention_num_buckets) != (
+        0, MPNET_NUM_BUCKETS):
+      raise ValueError(f"an mpnet encoder has type_vocab_size 0 and {MPNET_NUM_BUCKETS} relative "
+                       f"attention buckets, got {self.type_vocab_size}, "
+                       f"{self.relative_attention_num_buckets}")
+    if self.model_type == "bert" and self.relative_attention_num_buckets:
+      raise ValueError("a bert encoder has no relative attention buckets")
+
+  @property
+  def position_offset(self) -> int:
+    """The position id of the first token (MPNet: padding_idx + 1 = 2)."""
+    return 2 if self.model_type == "mpnet" else 0
+
+  @property
+  def max_length(self) -> int:
+    """The longest input (tokens, [CLS]/[SEP] included) the position table covers."""
+    return self.max_position_embeddings - self.position_offset
 
   @classmethod
   def from_hf(cls, path: str, **overrides) -> "BertConfig":
@@ -64,8 +111,13 @@ class BertConfig:
         hf = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
       raise UserInputError(f"{cfg_path}: not a readable Hugging Face config ({e})") from None
-    if hf.get("model_type") not in ("bert", None):
-      raise UserInputError(f"{cfg_path}: model_type {hf.get('model_type')!r} is not a BERT encoder")
+    model_type = hf.get("model_type") or "bert"
+    if model_type not in MODEL_TYPES:
+      raise UserInputError(f"{cfg_path}: model_type {model_type!r} is not a BERT or MPNet encoder")
+    if model_type == "mpnet" and hf.get("relative_attention_num_buckets",
+                                        MPNET_NUM_BUCKETS) != MPNET_NUM_BUCKETS:
+      raise UserInputError(f"{cfg_path}: only {MPNET_NUM_BUCKETS} relative attention buckets are "
+                           "supported (transformers' MPNet always buckets into 32)")
     if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type",
                                                           "absolute") != "absolute":
       raise UserInputError(f"{cfg_path}: only gelu / absolute-position BERT encoders are supported")
@@ -73,9 +125,11 @@ class BertConfig:
                   num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
                   intermediate_size=hf["intermediate_size"],
                   max_position_embeddings=hf["max_position_embeddings"],
-                  type_vocab_size=hf.get("type_vocab_size", 2),
+                  type_vocab_size=hf.get("type_vocab_size", 2) if model_type == "bert" else 0,
                   layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-                  dropout_rate=hf.get("hidden_dropout_prob", 0.1))
+                  dropout_rate=hf.get("hidden_dropout_prob", 0.1), model_type=model_type,
+                  relative_attention_num_buckets=MPNET_NUM_BUCKETS if model_type == "mpnet" else 0,
+                  pad_token_id=hf.get("pad_token_id") or 0)
     fields.update(overrides)
     return cls(**fields)
 
@@ -123,11 +177,11 @@ class BertLayer(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x_BxSxH, mask_Bx1x1xS, enable_dropout: bool = False):
+  def __call__(self, x_BxSxH, mask_Bx1x1xS, enable_dropout: bool = False, bias_1xHxSxS=None):
     cfg = self.config
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=not enable_dropout)
-    y = _SelfAttention(cfg, name="attention")(x_BxSxH, mask_Bx1x1xS, enable_dropout)
+    y = _SelfAttention(cfg, name="attention")(x_BxSxH, mask_Bx1x1xS, enable_dropout, bias_1xHxSxS)
     x_BxSxH = LayerNorm(cfg.layer_norm_eps, dt, pdt, name="attention_layer_norm")(x_BxSxH + drop(y))
     y = _Mlp(cfg, name="mlp")(x_BxSxH)
     x_BxSxH = LayerNorm(cfg.layer_norm_eps, dt, pdt, name="output_layer_norm")(x_BxSxH + drop(y))
@@ -138,7 +192,7 @@ class _SelfAttention(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x_BxSxH, mask_Bx1x1xS, enable_dropout: bool = False):
+  def __call__(self, x_BxSxH, mask_Bx1x1xS, enable_dropout: bool = False, bias_1xHxSxS=None):
     cfg = self.config
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     h = cfg.num_heads
@@ -152,6 +206,8 @@ class _SelfAttention(nn.Module):
     q, k, v = proj("query"), proj("key"), proj("value")
     logits_BxHxSxS = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits_BxHxSxS = logits_BxHxSxS / np.sqrt(d).astype(np.float32)
+    if bias_1xHxSxS is not None:
+      logits_BxHxSxS = logits_BxHxSxS + bias_1xHxSxS.astype(jnp.float32)
     logits_BxHxSxS = jnp.where(mask_Bx1x1xS, logits_BxHxSxS, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits_BxHxSxS, axis=-1).astype(dt)
     weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
@@ -181,9 +237,9 @@ class BertEncoder(nn.Module):
     cfg = self.config
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     s = tokens_BxS.shape[1]
-    if s > cfg.max_position_embeddings:
-      raise ValueError(f"input length {s} exceeds max_position_embeddings "
-                       f"{cfg.max_position_embeddings}")
+    if s > cfg.max_length:
+      raise ValueError(f"input length {s} exceeds the {cfg.max_length} positions of "
+                       f"max_position_embeddings {cfg.max_position_embeddings}")
     init = nn.initializers.normal(stddev=0.02)
 
     def embed(name, num, axes):
@@ -191,16 +247,29 @@ class BertEncoder(nn.Module):
                       embedding_init=nn.with_logical_partitioning(init, axes))
 
     x = embed("word_embeddings", cfg.vocab_size, ("vocab", "embed"))(tokens_BxS.astype(jnp.int32))
+    valid_BxS = tokens_BxS > 0
+    if cfg.model_type == "mpnet":  # create_position_ids_from_input_ids: pads at padding_idx (1)
+      valid = valid_BxS.astype(jnp.int32)
+      positions = jnp.cumsum(valid, axis=1) * valid + (cfg.position_offset - 1)
+    else:
+      positions = jnp.arange(s)[None]
     x = x + embed("position_embeddings", cfg.max_position_embeddings,
-                  ("relpos_buckets", "embed"))(jnp.arange(s))[None]
-    x = x + embed("token_type_embeddings", cfg.type_vocab_size,
-                  ("relpos_buckets", "embed"))(jnp.zeros((1, s), jnp.int32))
+                  ("relpos_buckets", "embed"))(positions)
+    if cfg.type_vocab_size:
+      x = x + embed("token_type_embeddings", cfg.type_vocab_size,
+                    ("relpos_buckets", "embed"))(jnp.zeros((1, s), jnp.int32))
     x = LayerNorm(cfg.layer_norm_eps, dt, pdt, name="embeddings_layer_norm")(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    mask = (tokens_BxS > 0)[:, None, None, :]
+    bias = None
+    if cfg.relative_attention_num_buckets:  # MPNet: one bias from token distances, every layer
+      bias = t5.RelativePositionBiases(cfg.num_heads, cfg.relative_attention_num_buckets,
+                                       MPNET_MAX_DISTANCE, bidirectional=True, dtype=jnp.float32,
+                                       param_dtype=pdt, name="relative_attention_bias")(
+                                           jnp.arange(s), jnp.arange(s))
+    mask = valid_BxS[:, None, None, :]
     for i in range(cfg.num_layers):
-      x = BertLayer(cfg, name=f"layers_{i}")(x, mask, enable_dropout)
+      x = BertLayer(cfg, name=f"layers_{i}")(x, mask, enable_dropout, bias)
     return x
 
 
@@ -229,16 +298,29 @@ def _hf_state_dict(path: str) -> dict[str, np.ndarray]:
       sd.update(load_file(os.path.join(path, name)))
     except Exception as e:  # pylint: disable=broad-except  (safetensors raises several types)
       raise UserInputError(f"{os.path.join(path, name)}: unreadable safetensors ({e})") from None
-  # BertForX checkpoints prefix everything with "bert."; sentence-transformers' BertModel does not.
-  return {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in sd.items()}
+  # BertForX / MPNetForX checkpoints prefix everything with "bert." / "mpnet."; sentence-transformers'
+  # BertModel / MPNetModel do not.
+  for prefix in ("bert.", "mpnet."):
+    sd = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
+  return sd
+
+
+# Per-layer HF names (after "encoder.layer.i.") of each model type: ours -> theirs.
+HF_LAYER_NAMES = {
+    "bert": {"query": "attention.self.query", "key": "attention.self.key",
+             "value": "attention.self.value", "out": "attention.output.dense",
+             "attention_layer_norm": "attention.output.LayerNorm"},
+    "mpnet": {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v",
+              "out": "attention.attn.o", "attention_layer_norm": "attention.LayerNorm"},
+}
 
 
 def hf_to_params(sd: dict[str, np.ndarray], config: BertConfig) -> dict:
-  """HF BertModel state dict -> `BertEncoder` params (unboxed numpy tree)."""
+  """HF BertModel / MPNetModel state dict -> `BertEncoder` params (unboxed numpy tree)."""
 
   def get(name):
     if name not in sd:
-      raise UserInputError(f"BERT weights lack {name!r} (have e.g. {sorted(sd)[:3]})")
+      raise UserInputError(f"{config.model_type} weights lack {name!r} (have e.g. {sorted(sd)[:3]})")
     return np.asarray(sd[name], np.float32)
 
   def dense(prefix):
@@ -247,36 +329,44 @@ def hf_to_params(sd: dict[str, np.ndarray], config: BertConfig) -> dict:
   def norm(prefix):
     return {"scale": get(prefix + ".weight"), "bias": get(prefix + ".bias")}
 
+  words = get("embeddings.word_embeddings.weight")
+  if config.pad_token_id:  # our pad is id 0: swap it with the checkpoint's (wordpiece.WordPieceVocab)
+    words = words.copy()
+    words[[0, config.pad_token_id]] = words[[config.pad_token_id, 0]]
   params = {
-      "word_embeddings": {"embedding": get("embeddings.word_embeddings.weight")},
+      "word_embeddings": {"embedding": words},
       "position_embeddings": {"embedding": get("embeddings.position_embeddings.weight")},
-      "token_type_embeddings": {"embedding": get("embeddings.token_type_embeddings.weight")},
       "embeddings_layer_norm": norm("embeddings.LayerNorm"),
   }
+  if config.type_vocab_size:
+    params["token_type_embeddings"] = {"embedding": get("embeddings.token_type_embeddings.weight")}
+  if config.relative_attention_num_buckets:
+    params["relative_attention_bias"] = {
+        "rel_embedding": get("encoder.relative_attention_bias.weight").T}
+  names = HF_LAYER_NAMES[config.model_type]
   for i in range(config.num_layers):
-    p = f"encoder.layer.{i}"
+    p = f"encoder.layer.{i}."
     params[f"layers_{i}"] = {
-        "attention": {"query": dense(p + ".attention.self.query"),
-                      "key": dense(p + ".attention.self.key"),
-                      "value": dense(p + ".attention.self.value"),
-                      "out": dense(p + ".attention.output.dense")},
-        "attention_layer_norm": norm(p + ".attention.output.LayerNorm"),
-        "mlp": {"wi": dense(p + ".intermediate.dense"), "wo": dense(p + ".output.dense")},
-        "output_layer_norm": norm(p + ".output.LayerNorm"),
+        "attention": {k: dense(p + names[k]) for k in ("query", "key", "value", "out")},
+        "attention_layer_norm": norm(p + names["attention_layer_norm"]),
+        "mlp": {"wi": dense(p + "intermediate.dense"), "wo": dense(p + "output.dense")},
+        "output_layer_norm": norm(p + "output.LayerNorm"),
     }
   want = jax.tree.map(lambda x: x.shape, nn.unbox(jax.eval_shape(
       lambda: BertEncoder(config).init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32))))
                       ["params"])
   got = jax.tree.map(lambda x: x.shape, params)
   if want != got:
-    raise UserInputError(f"BERT weights do not match the config {config} (shapes differ)")
+    raise UserInputError(f"{config.model_type} weights do not match the config {config} "
+                         "(shapes differ)")
   return params
 
 
 def load_hf_bert(path: str, config: BertConfig | None = None) -> tuple[BertConfig, dict]:
-  """(config, params) of a Hugging Face / sentence-transformers BERT directory."""
+  """(config, params) of a Hugging Face / sentence-transformers BERT or MPNet directory."""
   if not os.path.isdir(path):
-    raise UserInputError(f"{path}: no such directory (a BERT / sentence-transformers model dir)")
+    raise UserInputError(f"{path}: no such directory (a BERT / MPNet / sentence-transformers "
+                         "model dir)")
   config = config or BertConfig.from_hf(path)
   return config, hf_to_params(_hf_state_dict(path), config)
 
@@ -299,8 +389,11 @@ class SentenceEncoder:
       if os.path.exists(st_cfg):
         with open(st_cfg, encoding="utf-8") as f:
           max_length = int(json.load(f).get("max_seq_length", max_length))
-    return cls(config, jax.device_put(params), wordpiece.WordPieceVocab(path),
-               max_length=max_length)
+    vocab = wordpiece.WordPieceVocab(path)
+    if vocab.hf_pad_id != config.pad_token_id:
+      raise UserInputError(f"{path}: the tokenizer pads with id {vocab.hf_pad_id}, config.json with "
+                           f"{config.pad_token_id}")
+    return cls(config, jax.device_put(params), vocab, max_length=min(max_length, config.max_length))
 
   def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     """float32 [N, H]; batches are padded to `batch_size` rows and to powers of two in length."""

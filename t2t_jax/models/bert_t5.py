@@ -6,6 +6,8 @@ other) reads the prompt in its own WordPiece vocabulary, and a freshly initialis
 (relative position biases, RMSNorm, gated GELU) cross-attends to it and writes ID tokens in its own,
 separate output vocabulary (ID tokens, plus text pieces for text-valued IDs).  Cross-attention maps
 the encoder width (384) to the decoder's heads, so the decoder may be narrower or wider.
+all-mpnet-base-v2 (12-layer MPNet, 768-d, from PyPI part packages) is the other encoder:
+gin/models/bert_t5_mpnet.gin, `bert.BertConfig(model_type="mpnet")`.
 
 `freeze_encoder=True` (the CPU default) keeps the pretrained encoder fixed: the optimizer gets a
 mask (`trainable_mask`), and training may feed cached encoder outputs (`base.FrozenEncoderCache`),
@@ -116,6 +118,7 @@ class BertT5Config(base.ModelConfig):
   def num_params(self) -> int:
     h, f, v = self.encoder.hidden_size, self.encoder.intermediate_size, self.encoder.vocab_size
     enc = (v + self.encoder.max_position_embeddings + self.encoder.type_vocab_size + 2) * h
+    enc += self.encoder.relative_attention_num_buckets * self.encoder.num_heads  # MPNet's bias
     enc += self.encoder.num_layers * (4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h)
     e, hd, fd = self.emb_dim, self.num_heads * self.head_dim, self.mlp_dim
     # self-attention q,k,v,o + cross-attention q,o: 6 e hd; cross k,v read the encoder width h.
@@ -183,15 +186,15 @@ class BertT5Model(base.EncoderDecoderModel):
     return self._per_param(params, lambda s: s if s > 0 else 1.0)
 
   def init_from_pretrained(self, path: str, *, seed: int = 0) -> dict | None:
-    """Unboxed params: the encoder from a sentence-transformers / HF BERT dir, the rest fresh;
+    """Unboxed params: the encoder from a sentence-transformers / HF BERT or MPNet dir, the rest fresh;
     None without config.json."""
     if not os.path.exists(os.path.join(path, "config.json")):
       return super().init_from_pretrained(path, seed=seed)
     enc_cfg = bert.BertConfig.from_hf(path)
     want = self.config.encoder
-    if (enc_cfg.vocab_size, enc_cfg.hidden_size, enc_cfg.num_layers, enc_cfg.num_heads,
-        enc_cfg.intermediate_size) != (want.vocab_size, want.hidden_size, want.num_layers,
-                                       want.num_heads, want.intermediate_size):
+    shape = lambda c: (c.model_type, c.vocab_size, c.hidden_size, c.num_layers, c.num_heads,
+                       c.intermediate_size, c.pad_token_id)
+    if shape(enc_cfg) != shape(want):
       raise UserInputError(f"INITIAL_CHECKPOINT_PATH {path}: its encoder {enc_cfg} does not match "
                            f"the model's encoder fields {want}")
     _, enc_params = bert.load_hf_bert(path, want)
@@ -210,7 +213,7 @@ class BertT5Model(base.EncoderDecoderModel):
     fn = jax.jit(lambda t: bert.mean_pool(module.apply({"params": enc}, t), t))
     return bert.pooled_embeddings(fn, token_lists, batch_size=batch_size,
                                   dim=self.config.encoder.hidden_size,
-                                  max_length=self.config.encoder.max_position_embeddings)
+                                  max_length=self.config.encoder.max_length)
 
   def retrieval_init(self, params, token_vectors_VxH: np.ndarray, token_mask_V: np.ndarray) -> dict:
     """Parameters under which the model starts as the zero-shot dense retriever of its encoder.

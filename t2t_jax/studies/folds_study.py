@@ -46,7 +46,7 @@ T5_SIZES = ("micro", "tiny", "small", "base", "large", "xl", "xxl")
 # ("bi_encoder_tuned": the nested protocol of studies/fair_study.py only.)
 ENCODERS = (None, "bi_encoder_ft", "bi_encoder_tuned")
 # Input vocabularies of the pretrained-encoder model files (the suffix of their task names).
-MODEL_INPUT_VOCAB = {"bert_t5_minilm": "minilm"}
+MODEL_INPUT_VOCAB = {"bert_t5_minilm": "minilm", "bert_t5_mpnet": "mpnet"}
 SPREAD_KEYS = ("hits@10", "map@10", "artist_hits@10", "artist_map@10", "ndcg@10", "hits@1", "hits@5",
                "recall@10", "mrr", "artist_ndcg@10")
 BOOTSTRAP_KEYS = ("hits@10", "map@10", "artist_hits@10", "artist_map@10")
