@@ -100,7 +100,7 @@ def test_nested_rows_and_runs_log(fair_result):
   per_seed = [r for r in rows if r.get("seeds") is None and r["fold"] != "all"]
   methods = {r["method"] for r in per_seed}
   t2t = [m for m in methods if m.startswith("Text2Tracks (selected on validation)")]
-  assert len(t2t) >= 1, methods
+  assert t2t == ["Text2Tracks (selected on validation)"], methods  # one method whatever each fold picked
   assert {"Most popular", "BM25 (bm25s; docs: metadata + training prompts)",
           "Bi-encoder fine-tuned, tuned (MiniLM-L6, all pairs, MNRL)",
           "Hybrid BM25 + tuned bi-encoder (RRF, weight tuned)"} <= methods
@@ -127,6 +127,7 @@ def test_nested_rows_and_runs_log(fair_result):
   t2t_rows = [r for r in per_seed if r["method"] in t2t]
   assert all(r["decode_steps_per_id"] and r["id_vocab_size"] for r in t2t_rows)
   assert all(len(r["validation_choice"]) == 2 for r in t2t_rows)
+  assert all(r["selected"] == f"{r['family']} ({r['id_strategy']})" for r in t2t_rows)
 
 
 @pytest.mark.entry
@@ -194,3 +195,52 @@ def test_merge_of_fold_split_runs_reproduces_the_single_run(fair_result, tmp_pat
   # the same fold twice, or a dir that is not a result dir, is refused with one line
   assert compare_ids.main(["--merge", parts[0], parts[0], "--out", str(tmp_path / "twice")]) == 2
   assert compare_ids.main(["--merge", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.entry
+def test_merge_keeps_one_selected_method_when_folds_pick_differently(fair_result, tmp_path):
+  """Runs written before 2026-12-05 named the validation pick in the method: a fold whose inner
+  validation picked another family became another method (and fell out of the bootstrap).  The
+  merge makes them one `SELECTED` method and records each fold's pick."""
+  from t2t_jax.studies import fair_study  # pylint: disable=g-import-not-at-top
+  _, out, rows, runs = fair_result
+  with open(os.path.join(out, "per_query.json"), encoding="utf-8") as f:
+    per_query = json.load(f)
+  sel = fair_study.SELECTED
+  parts = []
+  for fold, pick in ((0, None), (1, "other_family")):
+    def old_name(method, r=None, pick=pick):
+      if method != sel:
+        return method
+      family = pick or (r or {}).get("family") or "fam"
+      return f"{sel}: {family} (integer_atomic)"
+    fold_rows = []
+    for r in rows:
+      if r["fold"] == fold:
+        r = {k: v for k, v in r.items() if k != "selected"}
+        if r["method"] == sel and pick:
+          r["family"] = pick
+        fold_rows.append(dict(r, method=old_name(r["method"], r)))
+    d = tmp_path / f"fold{fold}"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps(fold_rows))
+    (d / "per_query.json").write_text(json.dumps(
+        {f"{m.split('|')[0]}|{old_name(m.split('|', 1)[1])}": {k: v for k, v in by_fold.items() if k == str(fold)}
+         for m, by_fold in per_query.items()}))
+    (d / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs if r["fold"] == fold))
+    shutil.copy(os.path.join(out, "summary.json"), d / "summary.json")
+    parts.append(str(d))
+  merged = str(tmp_path / "merged")
+  assert compare_ids.main(["--merge", *parts, "--out", merged]) == 0
+  with open(os.path.join(merged, "results.json"), encoding="utf-8") as f:
+    agg = {r["method"]: r for r in json.load(f) if r["fold"] == "all"}
+  want = {r["method"]: r for r in rows if r["fold"] == "all"}[sel]
+  got = agg[sel]
+  assert not [m for m in agg if m.startswith(sel + ":")]
+  assert got["folds"] == 2 and got["hits@10"] == pytest.approx(want["hits@10"])
+  spec = next(r["id_strategy"] for r in rows if r["fold"] == 1 and r["method"] == sel)
+  assert got["selected_by_fold"]["1"] == f"other_family ({spec})"  # from the row's own fields
+  assert got["family"] == "per fold"
+  with open(os.path.join(merged, "summary.json"), encoding="utf-8") as f:
+    boots = json.load(f)["bootstrap"]
+  assert {b["text2tracks"] for b in boots} == {sel} and all(b["folds"] == ["0", "1"] for b in boots)

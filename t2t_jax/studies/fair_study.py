@@ -184,6 +184,12 @@ class Log:
       row["hits@10_seed_std"] = round(float(np.mean([r.get("hits@10_seed_std", 0.0) for r in rs])), 4)
       row["id_vocab_size"] = rs[0].get("id_vocab_size")
       row["paper_hits@10"] = None
+      picks = {str(r["fold"]): r["selected"] for r in rs if r.get("selected")}
+      if picks:  # what each fold's inner validation chose
+        row["selected_by_fold"] = picks
+        for key in ("family", "model", "id_strategy"):
+          if len({r.get(key) for r in rs}) > 1:
+            row[key] = "per fold"
     return agg
 
   def bootstraps(self, agg: Sequence[dict]) -> list[dict]:
@@ -330,7 +336,8 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: list, *, encode
     if best is None or (m["hits@10"], m["map@10"]) > best[0]:
       best = ((m["hits@10"], m["map@10"]), (fam, spec, table, task), model_dir, extra)
   _, (fam, spec, table, task), model_dir, extra = best
-  method = f"{SELECTED}: {fam.name} ({spec.name})" if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
+  # One method over folds whatever each fold's validation picked: the pick is in `selected`.
+  method = SELECTED if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
   for i, seed in enumerate(seeds):
     if i:
       model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir,
@@ -340,7 +347,8 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: list, *, encode
                  config={"family": fam.name, "model": fam.model, "bindings": list(fam.bindings), "id_spec": spec.name,
                          **{k: extra[k] for k in ("train_steps", "batch_size")}},
                  val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
-                 extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name, **extra,
+                 extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name,
+                        "selected": f"{fam.name} ({spec.name})", **extra,
                         **_id_cost(table),
                         "prompts_per_s": ev["prompts_per_s"], "validation_choice": val_table})
 
@@ -425,6 +433,12 @@ def train_adapted(dataset_dir: str, work_dir: str, encoder, *, seed: int = 0, tr
   return model_dir, {**extra, **_id_cost(table)}
 
 
+def _one_selected_method(method: str) -> str:
+  """Runs written before 2026-12-05 named the validation pick in the method ("{SELECTED}: family
+  (spec)"), so a fold whose pick differed became another method: all are SELECTED now."""
+  return SELECTED if method.startswith(SELECTED + ": ") else method
+
+
 def merge(out_dir: str, in_dirs: Sequence[str], *, bootstrap_samples: int | None = None) -> list[dict]:
   """One study from runs of the same config on disjoint folds (e.g. one fold per session).
 
@@ -444,12 +458,17 @@ def merge(out_dir: str, in_dirs: Sequence[str], *, bootstrap_samples: int | None
     for r in results:
       if "seeds" in r or r.get("fold") == "all":
         continue  # fold means and aggregates: recomputed below
+      r = dict(r, method=_one_selected_method(r["method"]))
+      if r["method"] == SELECTED and not r.get("selected"):
+        r["selected"] = f"{r.get('family')} ({r.get('id_strategy')})"
       key = (r["prompts"], r["fold"], r.get("seed"), r["method"])
       if key in seen:
         raise UserInputError(f"--merge: {key} is in both {seen[key]} and {d}")
       seen[key] = d
       rows.append(r)
     for method, by_fold in formats.read_json_file(paths["per_query.json"], "per-query file").items():
+      variant, _, name = method.partition("|")
+      method = f"{variant}|{_one_selected_method(name)}"
       for fold, by_seed in by_fold.items():
         per_query.setdefault(method, {}).setdefault(fold, {}).update(by_seed)
     with open(paths[RUNS_FILE], encoding="utf-8") as fh:
