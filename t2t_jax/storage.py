@@ -28,7 +28,7 @@ What object stores change (docs/storage.md):
   download_dir(url, local_dir)   a local copy of a prefix (small assets that libraries read by path)
   download_file(p, local)        a local copy of one file (streamed)
   fresh_listings()               no cached directory listings in fsspec's clients (orbax lists too)
-  local_copy(p)                  p itself if local, else a cached local copy of the file or prefix
+  local_copy(p, cached=True)     p itself if local, else a local copy of the file or prefix
   read_text / read_bytes
   upload_file(local, url), upload_dir(local_dir, url, last=...)   object by object
 """
@@ -224,8 +224,7 @@ def upload_dir(local_dir: str, url: str, *, last: tuple[str, ...] = ()) -> list[
   return rels
 
 
-@functools.lru_cache(maxsize=None)
-def _local_copy_of_url(url: str) -> str:
+def _copy_url(url: str) -> str:
   local = tempfile.mkdtemp(prefix="t2t-local-copy.")
   atexit.register(shutil.rmtree, local, True)
   if isdir(url):
@@ -233,13 +232,17 @@ def _local_copy_of_url(url: str) -> str:
   return download_file(url, os.path.join(local, basename(url)))
 
 
-def local_copy(path: str | os.PathLike) -> str:
-  """`path` itself when local; for a URL, a local copy of its file or prefix, made once per process
-  in a temporary dir removed at exit.  For the small files that libraries open by path only
+_cached_copy = functools.lru_cache(maxsize=None)(_copy_url)
+
+
+def local_copy(path: str | os.PathLike, *, cached: bool = True) -> str:
+  """`path` itself when local; for a URL, a local copy of its file or prefix in a temporary dir
+  removed at exit: made once per process (`cached`), or afresh (what may change while the process
+  runs, e.g. a model dir's assets).  For the small files that libraries open by path only
   (SentencePiece models, tokenizer dirs, model assets); data is streamed, never copied."""
   path = os.fspath(path)
   if not is_remote(path):
     return path
   if not exists(path):
     raise UserInputError(f"no such file or directory: {path}")
-  return _local_copy_of_url(path)
+  return _cached_copy(path) if cached else _copy_url(path)

@@ -110,4 +110,4 @@ def read_catalog(assets_dir: str) -> dict:
 def local_assets(model_dir: str) -> str:
   """MODEL_DIR/assets as a local dir: itself, or for a gs:// / s3:// MODEL_DIR a copy in a fresh
   temporary dir (tokenizers load their files by path; the assets are small), removed at exit."""
-  return storage.local_copy(storage.join(model_dir, ASSETS))
+  return storage.local_copy(storage.join(model_dir, ASSETS), cached=False)

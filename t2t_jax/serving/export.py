@@ -160,7 +160,7 @@ def _manifest(rec, exported, *, k: int, beam: int, model_dir: str, lower_s: floa
 
 def _write_vocab_and_catalog(rec, model_dir: str, tmp: str, manifest: dict) -> None:
   """The prompt tokenizer, the ID table and tracks.jsonl (one line per ID-table row) into `tmp`."""
-  assets = assets_lib.local_assets(model_dir)  # a bucket model dir: the copy its retriever read
+  assets = assets_lib.local_assets(model_dir)  # a bucket model dir's: a local copy (small files)
   if os.path.exists(os.path.join(assets, assets_lib.SPM_FILE)):
     shutil.copyfile(os.path.join(assets, assets_lib.SPM_FILE), os.path.join(tmp, rt.SPM_FILE))
   if manifest["input_vocab"]["kind"] == "wordpiece":
