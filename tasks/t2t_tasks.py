@@ -143,15 +143,7 @@ def resolve_input_vocab(input_vocab: str | None) -> str | None:
   if not storage.exists(input_vocab):
     raise UserInputError(f"input_vocab {input_vocab!r}: neither a known alias "
                          f"({sorted(INPUT_VOCAB_ALIASES)}) nor a tokenizer path")
-  return _local_path(input_vocab)
-
-
-def _local_path(path: str | os.PathLike) -> str:
-  """An absolute local path, or for a gs:// / s3:// URL a local copy (SentencePiece models and
-  tokenizers are opened by path; they are small).  Dataset dirs and ID tables are not copied: they
-  are read from the bucket."""
-  path = os.fspath(path)
-  return storage.local_copy(path) if storage.is_remote(path) else os.path.abspath(path)
+  return storage.local_copy(storage.abspath(input_vocab))  # opened by path: a URL is copied
 
 
 PLAYLIST_SIGNATURE = {
@@ -237,7 +229,9 @@ def register_task(name: str, dataset_dir: str, ids_dir: str, spm_path: str, prom
   """
   if prompt_field not in PROMPT_FIELDS:
     raise UserInputError(f"prompt field must be one of {PROMPT_FIELDS}, got {prompt_field!r}")
-  dataset_dir, ids_dir, spm_path = storage.abspath(dataset_dir), storage.abspath(ids_dir), _local_path(spm_path)
+  # Dataset and ID table stream from a bucket; SentencePiece opens its model by path (copied once).
+  dataset_dir, ids_dir = storage.abspath(dataset_dir), storage.abspath(ids_dir)
+  spm_path = storage.local_copy(storage.abspath(spm_path))
   table = _load_table(ids_dir)
   tokenizer = resolve_input_vocab(input_vocab)
   vocab = output_vocabulary(spm_path, table, tokenizer)
@@ -288,7 +282,7 @@ def register_tasks(data_root_dir: str | os.PathLike | None = None, *,
   """
   root = data_root(data_root_dir)
   if spm_path is not None:
-    spm_path = _local_path(spm_path)
+    spm_path = storage.local_copy(storage.abspath(spm_path))
     t2t_vocab.load_sentencepiece(spm_path)  # Checked once, with a clear error, before registering.
   names = []
   for dataset, ds_dir, spm, ids_dir in _discover(root, spm_path):
