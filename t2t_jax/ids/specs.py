@@ -5,6 +5,15 @@
   parse_id_specs                  IdSpecs from gin-friendly tuples, checked
   build_table                     a spec's IdTable over a catalog: `strategies.build_ids` (the single
                                   strategy dispatch) + the `last_level_order` option
+  check_embeddings                refuse semantic specs whose `embeddings` a study cannot provide
+
+Semantic specs may name the track embeddings they quantise: kwargs["embeddings"] (default "cf"):
+  "cf"          collaborative filtering: normalised co-occurrence SVD of the training playlists, cold
+                tracks placed by artist / text (`ids.catalog.catalog_embeddings`);
+  "encoder"     the tracks' metadata through the study's fine-tuned sentence encoder (the nested
+                study's tuned bi-encoder, per training seed: `studies.fair_study`), i.e. the space the
+                warm-started Text2Tracks encoder reads prompts in;
+  "encoder+cf"  both, each L2-normalised, concatenated (`fused_embeddings`).
   order_last_level_by_popularity  re-number the last level of semantic IDs by training popularity
 """
 
@@ -22,6 +31,7 @@ from t2t_jax.ids.table import IdTable
 
 # Deterministic strategies (no `seed` argument).
 UNSEEDED = ("content", "artist_iid_track_seq")
+EMBEDDINGS = ("cf", "encoder", "encoder+cf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +46,11 @@ class IdSpec:
   def family(self) -> str:
     return self.strategy.split("_")[0]
 
+  @property
+  def embeddings(self) -> str | None:
+    """The track embeddings a semantic spec quantises (module doc); None for the other strategies."""
+    return self.kwargs.get("embeddings", "cf") if self.family == "semantic" else None
+
 
 def parse_id_specs(specs: Sequence) -> list[IdSpec]:
   """IdSpecs from gin-friendly values: IdSpec, (name, strategy, kwargs) or (name, strategy)."""
@@ -48,6 +63,9 @@ def parse_id_specs(specs: Sequence) -> list[IdSpec]:
     if s.strategy not in strategies.STRATEGIES:
       raise UserInputError(f"ID spec {s.name!r}: unknown strategy {s.strategy!r}; choose one of "
                            f"{strategies.STRATEGIES}")
+    if "embeddings" in s.kwargs and (s.family != "semantic" or s.kwargs["embeddings"] not in EMBEDDINGS):
+      raise UserInputError(f"ID spec {s.name!r}: embeddings={s.kwargs['embeddings']!r} needs a semantic strategy "
+                           f"and one of {EMBEDDINGS}")
     if not s.name or not all(c.isalnum() or c == "_" for c in s.name):
       raise UserInputError(f"ID spec name {s.name!r}: use letters, digits and '_' only")
     out.append(s)
@@ -57,6 +75,22 @@ def parse_id_specs(specs: Sequence) -> list[IdSpec]:
   if not out:
     raise UserInputError("no ID strategies given")
   return out
+
+
+def check_embeddings(specs: Sequence[IdSpec], available: Sequence[str], where: str) -> None:
+  """UserInputError naming the first semantic spec whose `embeddings` `where` cannot provide."""
+  for s in specs:
+    if s.embeddings is not None and s.embeddings not in available:
+      raise UserInputError(f"ID spec {s.name!r}: embeddings={s.embeddings!r} is not available in {where} "
+                           f"(it provides {tuple(available)}; 'encoder' IDs need the nested protocol's "
+                           "tuned bi-encoder: compare_ids.protocol = 'nested')")
+
+
+def fused_embeddings(*parts_NxD: np.ndarray) -> np.ndarray:
+  """float32 [N, sum D]: each part L2-normalised per row, concatenated, divided by sqrt(#parts) so
+  rows have unit norm and each part weighs the same in every distance."""
+  out = [np.asarray(p, np.float32) / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts_NxD]
+  return np.concatenate(out, axis=1) / np.float32(np.sqrt(len(out)))
 
 
 def order_last_level_by_popularity(table: IdTable, counts_N: np.ndarray) -> IdTable:
@@ -97,6 +131,7 @@ def build_table(spec: IdSpec, *, track_ids: Sequence[str], artists: Sequence[str
   info) goes to the table's meta and stats.json.
   """
   kwargs = dict(spec.kwargs)
+  kwargs.pop("embeddings", None)  # which embeddings_NxD the caller passes (module doc)
   last_level_order = kwargs.pop("last_level_order", None)
   if last_level_order not in (None, "default", "popularity"):
     raise UserInputError(f"ID spec {spec.name!r}: last_level_order must be 'default' or "

@@ -55,7 +55,8 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                 num_devices: int | None = None, progress: bool = True, dataset_dirs: dict | None = None,
                 folds: list | None = None, model_families=None, bi_encoder_kwargs: dict | None = None,
                 bootstrap_samples: int = 10000, protocol: str = "folds", seeds: list | None = None,
-                tune_grid: dict | None = None, hybrid_weights=None, hybrid_depth: int = 100) -> list[dict]:
+                tune_grid: dict | None = None, hybrid_weights=None, hybrid_depth: int = 100,
+                reuse_encoders: bool = False, selected_name: str | None = None) -> list[dict]:
   """Runs the comparison; writes results.{json,csv,md} and PNG charts into out_dir; returns the rows.
 
   `dual_encoder_kwargs` default to the Text2Tracks budget: the same T5 size's encoder, the same
@@ -69,7 +70,9 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
 
   `protocol="nested"` (with `dataset_dirs`) runs `studies.fair_study`: every choice on each fold's
   inner validation split, `seeds` (default [seed]) training seeds, the tuned bi-encoder (`tune_grid`,
-  `studies.tuning.DEFAULT_GRID`) and the hybrid (`hybrid_weights`, `hybrid_depth`), runs.jsonl.
+  `studies.tuning.DEFAULT_GRID`) and the hybrid (`hybrid_weights`, `hybrid_depth`), runs.jsonl;
+  `reuse_encoders` loads the tuned bi-encoders an earlier run saved in `work_dir` instead of tuning
+  them again, `selected_name` names the validation-selected Text2Tracks row (`fair_study.run`).
   """
   config = dict(locals(), work_dir=work_dir or WORK_DIR)  # the arguments, as results.md records them
   if protocol not in ("folds", "nested"):
@@ -95,7 +98,8 @@ def _run_nested(a: types.SimpleNamespace, config: dict) -> list[dict]:
       bi_encoder_kwargs=a.bi_encoder_kwargs, tune_grid=a.tune_grid,
       hybrid_weights=tuple(a.hybrid_weights) if a.hybrid_weights is not None else tuning.HYBRID_WEIGHTS,
       hybrid_depth=a.hybrid_depth, num_devices=a.num_devices, bootstrap_samples=a.bootstrap_samples,
-      config=config, progress=a.progress)
+      config=config, progress=a.progress, reuse_encoders=bool(a.reuse_encoders),
+      selected_name=a.selected_name or fair_study.SELECTED)
 
 
 def _run_folds(a: types.SimpleNamespace, config: dict) -> list[dict]:
@@ -124,6 +128,7 @@ def _run_synthetic(a: types.SimpleNamespace, config: dict) -> list[dict]:
   """The synthetic benchmark: every ID spec, then the baselines once (after the first spec)."""
   _check_synthetic(a)
   specs = specs_lib.parse_id_specs(a.id_specs)
+  specs_lib.check_embeddings(specs, ("cf",), "the synthetic benchmark")
   machine = report.machine_info()
   # "name" and "v": the last values of _check_synthetic's loop, which results.md has always recorded.
   config = {**config, "name": "num_playlists", "v": a.num_playlists}

@@ -58,6 +58,7 @@ LABELS = {"bi_encoder_tuned": "Bi-encoder fine-tuned, tuned (MiniLM-L6, all pair
 SELECTED = "Text2Tracks (selected on validation)"
 METRIC_KEYS = folds_study.SPREAD_KEYS
 RUNS_FILE = "runs.jsonl"
+VALIDATION_FILE = "validation.json"
 # The adapted-encoder recipe (gin/experiments/compare_cpcd_fair.gin's first candidate): per-track IDs whose
 # vectors stay at the tuned bi-encoder's track embeddings, the decoder trained 300 steps x 64.
 ADAPTED_FAMILY = ("bert_t5_adapted", "bert_t5_minilm",
@@ -128,6 +129,7 @@ class Log:
     self.out_dir, self.config, self.notes = out_dir, config, notes
     self.bootstrap_samples, self.seed = bootstrap_samples, seed
     self.rows: list[dict] = []
+    self.validation: list[dict] = []  # every Text2Tracks candidate's validation figures (VALIDATION_FILE)
     self.per_query: dict[str, dict] = {}  # "{variant}|{method}" -> {fold: {seed: {metric: list}}}
     self.machine = report.machine_info()
     self.commit = _git_commit()
@@ -153,6 +155,12 @@ class Log:
     print(f"      {f.variant} fold {f.fold} seed {seed} {method}: hits@10={m['hits@10']:.4f} "
           f"map@10={m['map@10']:.4f}", flush=True)
     return row
+
+  def validation_run(self, f: Fold, seed: int, row: dict) -> None:
+    """Records one candidate's inner-validation figures (the choice the fold's test run rests on)."""
+    self.validation.append({"prompts": f.variant, "fold": f.fold, "seed": seed, **row,
+                            "validation_conversations": len(f.val_ids)})
+    io_utils.write_json(os.path.join(self.out_dir, VALIDATION_FILE), self.validation)
 
   def fold_means(self) -> list[dict]:
     """Per (variant, fold, method): the mean over seeds of every metric (+ `seeds`)."""
@@ -193,14 +201,18 @@ class Log:
     return agg
 
   def bootstraps(self, agg: Sequence[dict]) -> list[dict]:
-    """Best Text2Tracks row vs. the tuned bi-encoder and vs. the hybrid, per variant."""
+    """Per variant: every Text2Tracks method vs. the tuned bi-encoder and vs. the hybrid, and every other
+    Text2Tracks method vs. the best one (Hits@10, then MAP@10)."""
     out = []
     for variant in dict.fromkeys(r["prompts"] for r in agg):
-      t2t = folds_study._best(agg, variant, lambda r: bool(r.get("id_strategy")))  # pylint: disable=protected-access
-      if not t2t:
+      best = folds_study._best(agg, variant, lambda r: bool(r.get("id_strategy")))  # pylint: disable=protected-access
+      if not best:
         continue
-      for name in ("bi_encoder_tuned", "hybrid"):
-        a, b = self.per_query.get(f"{variant}|{t2t['method']}", {}), self.per_query.get(f"{variant}|{label(name)}", {})
+      t2t = [r["method"] for r in agg if r["prompts"] == variant and r.get("id_strategy")]
+      pairs = [(m, label(name)) for m in t2t for name in ("bi_encoder_tuned", "hybrid")]
+      pairs += [(m, best["method"]) for m in t2t if m != best["method"]]
+      for method, baseline in pairs:
+        a, b = self.per_query.get(f"{variant}|{method}", {}), self.per_query.get(f"{variant}|{baseline}", {})
         common = sorted(set(a) & set(b))
         if not common:
           continue
@@ -208,7 +220,7 @@ class Log:
         def seed_mean(d, fold, key):
           return tuning.mean_over_seeds([v[key] for v in d[fold].values()])
         groups = np.concatenate([np.full(len(seed_mean(a, f, "hits@10")), i) for i, f in enumerate(common)])
-        bt = {"prompts": variant, "text2tracks": t2t["method"], "baseline": label(name), "folds": common,
+        bt = {"prompts": variant, "text2tracks": method, "baseline": baseline, "folds": common,
               "resampling": "within folds, per-query values averaged over seeds"}
         for key in folds_study.BOOTSTRAP_KEYS:
           bt[key] = stats.paired_bootstrap(np.concatenate([seed_mean(a, f, key) for f in common]),
@@ -262,22 +274,43 @@ def _fit_fixed_baselines(f: Fold, log: Log, which: Sequence[str], bi_kwargs: dic
 
 
 def _tuned_baselines(f: Fold, log: Log, seed: int, first_seed: bool, state: dict, *, which, bi_kwargs: dict,
-                     tune_grid: dict | None, hybrid_weights, hybrid_depth: int, encoder_dir: str | None) -> None:
-  """This seed's tuned bi-encoder (grid with the first seed, the chosen config after) and hybrid."""
+                     tune_grid: dict | None, hybrid_weights, hybrid_depth: int, encoder_dir: str | None,
+                     reuse_encoders: bool = False) -> None:
+  """This seed's tuned bi-encoder (grid with the first seed, the chosen config after) and hybrid.
+
+  With an `encoder_dir` the encoder is saved under it (seed{seed}/, its tuning record beside it) and its
+  track embeddings kept in state["track_emb"][seed] (the "encoder" embeddings of semantic ID specs).
+  `reuse_encoders`: an encoder already saved there by an earlier run of this fold (same split: the
+  workspace is the fold's) is loaded instead of tuned again; its row says "reused_from".
+  """
   if "bi_encoder_tuned" not in which and "hybrid" not in which and encoder_dir is None:
     return
   t = time.perf_counter()
   kw = {k: v for k, v in bi_kwargs.items() if k not in ("seed", "cache_dir")}
-  if first_seed:
+  saved = os.path.join(encoder_dir, f"seed{seed}") if encoder_dir else None
+  record = f"{saved}.tuning.json" if saved else None
+  reused = bool(reuse_encoders and saved and os.path.isfile(os.path.join(saved, "model.safetensors")))
+  if reused:
+    load_kw = {k: kw[k] for k in ("track_text", "max_seq_length", "threads") if k in kw}
+    dense = bi_encoder.BiEncoderRetriever(model_dir=saved, seed=seed, **load_kw).fit(f.catalog, f.train)
+    if first_seed:
+      state["bi_tuning"] = (formats.read_json_file(record, "tuning record") if os.path.isfile(record)
+                            else {"chosen": {"reused_from": saved}, "trials": None})
+  elif first_seed:
     dense, info = tuning.tune_bi_encoder(f.catalog, f.train, f.val[0], f.val[1], grid=tune_grid, seed=seed,
                                          base_kwargs=kw)
     state["bi_tuning"] = info
   else:
     dense = tuning.refit_bi_encoder(f.catalog, f.train, state["bi_tuning"]["chosen"], seed=seed, base_kwargs=kw)
-  train_s = round(time.perf_counter() - t, 1)
+  train_s = None if reused else round(time.perf_counter() - t, 1)
   chosen = state["bi_tuning"]["chosen"]
-  if encoder_dir:
-    dense.save(os.path.join(encoder_dir, f"seed{seed}"))
+  if saved and not reused:
+    dense.save(saved)
+    io_utils.write_json(record, {"chosen": chosen, "trials": state["bi_tuning"].get("trials") if first_seed else None,
+                                 "seed": seed, "validation_conversations": f.val_ids})
+  state.setdefault("track_emb", {})[seed] = np.asarray(dense.track_emb_NxE, np.float32)
+  if reused:
+    chosen = {**chosen, "reused_from": saved}
   if "bi_encoder_tuned" in which:
     log.test_run(f, seed, label("bi_encoder_tuned"), dense.recommend(f.test[0], 10),
                  config={"baseline": "bi_encoder_tuned", **chosen}, val_ids=f.val_ids,
@@ -318,34 +351,110 @@ def _train_family(f: Fold, fam, spec, table, task, *, seed: int, encoder_dir: st
                      "params": trained.config.num_params(), "train_steps": steps, "batch_size": batch}
 
 
-def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: list, *, encoder_dir: str | None,
-                 work_dir: str, defaults: dict, progress: bool) -> None:
-  """Candidates (family, spec, table, task) trained with the first seed and scored on validation; the
-  best one's test run for every seed."""
+class Candidates:
+  """The Text2Tracks candidates of one fold: (family, ID spec) pairs and their tables and tasks.
+
+  A spec's table is built on first use: "cf" embeddings once per fold (`pipeline.catalog_cf_embeddings`,
+  the first seed), "encoder" ones once per training seed from that seed's tuned bi-encoder
+  (state["track_emb"], filled by `_tuned_baselines`), so a seed re-runs the whole pipeline; such a
+  table and its task are named "{spec}_seed{seed}" (row fields keep the spec's name).
+  """
+
+  def __init__(self, f: Fold, families, specs: dict, *, prompt_field: str, seed: int, state: dict):
+    self.f, self.prompt_field, self.seed, self.state = f, prompt_field, seed, state
+    self.pairs = [(fam, specs[name]) for fam in families for name in (fam.id_specs or list(specs))]
+    self._built: dict = {}
+    self._cf = None
+
+  def __len__(self) -> int:
+    return len(self.pairs)
+
+  def _embeddings(self, spec, seed: int):
+    if spec.embeddings is None:
+      return None, None
+    parts = []
+    if "cf" in spec.embeddings.split("+"):
+      if self._cf is None:
+        self._cf = pipeline.catalog_cf_embeddings(self.f.ws, seed=self.seed)
+      parts.append(self._cf[0])
+    if "encoder" in spec.embeddings.split("+"):
+      if seed not in self.state.get("track_emb", {}):
+        raise UserInputError(f"ID spec {spec.name!r}: embeddings='encoder' needs a model family with "
+                             "encoder='bi_encoder_tuned' (its tuned bi-encoder embeds the tracks)")
+      parts.append(self.state["track_emb"][seed])
+    info = {"source": spec.embeddings, "dim": int(sum(p.shape[1] for p in parts)),
+            **({"cold_start": self._cf[1]["cold_start"]} if "cf" in spec.embeddings.split("+") else {})}
+    return (parts[0] if len(parts) == 1 else specs_lib.fused_embeddings(*parts)), info
+
+  def get(self, fam, spec, seed: int):
+    """(table, task) of `spec` for `fam` and training seed `seed`."""
+    per_seed = spec.embeddings is not None and "encoder" in spec.embeddings
+    key_seed = seed if per_seed else None
+    if (spec.name, key_seed) not in self._built:
+      emb, info = self._embeddings(spec, seed)
+      named = dataclasses.replace(spec, name=f"{spec.name}_seed{seed}") if per_seed else spec
+      table, _ = pipeline.build_table(self.f.ws, named, embeddings_NxD=emb, seed=seed if per_seed else self.seed,
+                                      embedding_info=info)
+      self._built[(spec.name, key_seed)] = (named, table, {})
+    named, table, tasks = self._built[(spec.name, key_seed)]
+    if fam.input_vocab not in tasks:
+      task = pipeline.make_task(self.f.ws, table, named.name, prompt_field=self.prompt_field,
+                                input_vocab=fam.input_vocab)
+      if task.prompts != self.f.test[0]:
+        raise AssertionError(f"{task.name}: test prompts differ from the baselines' ({self.f.variant} fold "
+                             f"{self.f.fold})")
+      tasks[fam.input_vocab] = task
+    return table, tasks[fam.input_vocab]
+
+  def inputs_length(self) -> int:
+    """The prompts' length in the pretrained encoder's WordPiece tokens (what the bi-encoders read):
+    from a task of a family with `input_vocab`, built now (a per-seed spec's table cannot exist before
+    its tuned encoder, so such a family gets the length from a plain integer table of the fold)."""
+    fams = [fam for fam, _ in self.pairs if fam.input_vocab]
+    if not fams:
+      return 256
+    for fam, spec in self.pairs:
+      if fam.input_vocab and not (spec.embeddings and "encoder" in spec.embeddings):
+        return int(self.get(fam, spec, self.seed)[1].feature_lengths["inputs"])
+    (probe,) = specs_lib.parse_id_specs([ADAPTED_SPEC])
+    table, _ = pipeline.build_table(self.f.ws, probe, seed=self.seed)
+    task = pipeline.make_task(self.f.ws, table, probe.name, prompt_field=self.prompt_field,
+                              input_vocab=fams[0].input_vocab)
+    return int(task.feature_lengths["inputs"])
+
+
+def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, encoder_dir: str | None,
+                 work_dir: str, defaults: dict, progress: bool, method_name: str = SELECTED) -> None:
+  """Candidates (family, spec) trained with the first seed and scored on validation; the best one's
+  test run for every seed.  `method_name`: the rows' method when there are several candidates."""
   from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
   beam = defaults["beam_size"]
   val_table, best = [], None
-  for fam, spec, table, task in cands:
+  for fam, spec in cands.pairs:
+    table, task = cands.get(fam, spec, seeds[0])
     model_dir, extra = _train_family(f, fam, spec, table, task, seed=seeds[0], encoder_dir=encoder_dir,
                                      work_dir=work_dir, defaults=defaults, progress=progress)
     val_task = dataclasses.replace(task, eval_examples=tasks_pipeline.get_eval_examples(task.name, "validation"))
     ev = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10)
     m = ev["metrics"]
     val_table.append({"family": fam.name, "id_strategy": spec.name, "val_hits@10": round(m["hits@10"], 4),
-                      "val_map@10": round(m["map@10"], 4)})
+                      "val_map@10": round(m["map@10"], 4), "num_queries": m["num_queries"], **_id_cost(table),
+                      "train_seconds": extra["train_seconds"]})
+    log.validation_run(f, seeds[0], val_table[-1])
     if best is None or (m["hits@10"], m["map@10"]) > best[0]:
-      best = ((m["hits@10"], m["map@10"]), (fam, spec, table, task), model_dir, extra)
-  _, (fam, spec, table, task), model_dir, extra = best
+      best = ((m["hits@10"], m["map@10"]), (fam, spec), model_dir, extra)
+  _, (fam, spec), model_dir, extra = best
   # One method over folds whatever each fold's validation picked: the pick is in `selected`.
-  method = SELECTED if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
+  method = method_name if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
   for i, seed in enumerate(seeds):
+    table, task = cands.get(fam, spec, seed)
     if i:
       model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir,
                                        work_dir=work_dir, defaults=defaults, progress=progress)
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10)
     log.test_run(f, seed, method, ev["rows_NxK"],
                  config={"family": fam.name, "model": fam.model, "bindings": list(fam.bindings), "id_spec": spec.name,
-                         **{k: extra[k] for k in ("train_steps", "batch_size")}},
+                         "id_spec_kwargs": spec.kwargs, **{k: extra[k] for k in ("train_steps", "batch_size")}},
                  val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
                  extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name,
                         "selected": f"{fam.name} ({spec.name})", **extra,
@@ -357,8 +466,13 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         id_specs, model_families, train_steps: int, batch_size: int, learning_rate: float, beam_size: int,
         prompt_field: str, baselines: Sequence[str], bi_encoder_kwargs: dict | None, tune_grid: dict | None,
         hybrid_weights: Sequence[float], hybrid_depth: int, num_devices: int | None, bootstrap_samples: int,
-        config: dict, progress: bool = True) -> list[dict]:
-  """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, summary.json."""
+        config: dict, progress: bool = True, reuse_encoders: bool = False,
+        selected_name: str = SELECTED) -> list[dict]:
+  """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, validation.json,
+  summary.json.  `reuse_encoders`: load each seed's tuned bi-encoder saved in `work_dir` by an earlier
+  run of the same folds instead of tuning it again (`_tuned_baselines`); `selected_name`: the method
+  name of the validation-selected Text2Tracks row (another name keeps a second candidate set's rows
+  apart from the first's when their result dirs are merged)."""
   unknown = [b for b in baselines if b not in FAIR_BASELINES]
   if unknown:
     raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
@@ -384,31 +498,24 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
     for fold in (list(folds) if folds is not None else [None]):
       tag = f"{variant} fold {fold}"
       f = open_fold(variant, ddir, fold, work_dir, prompt_field, stage)
-      cands = []
-      for fam in families:
-        for name in (fam.id_specs or list(specs)):
-          table, _ = pipeline.build_table(f.ws, specs[name], seed=seeds[0])
-          task = pipeline.make_task(f.ws, table, name, prompt_field=prompt_field, input_vocab=fam.input_vocab)
-          if task.prompts != f.test[0]:
-            raise AssertionError(f"{task.name}: test prompts differ from the baselines' ({tag})")
-          cands.append((fam, specs[name], table, task))
+      state: dict = {}
+      cands = Candidates(f, families, specs, prompt_field=prompt_field, seed=seeds[0], state=state)
       # The bi-encoders read prompts as long as the pretrained-encoder Text2Tracks does (WordPiece).
-      inputs_length = max((t.feature_lengths["inputs"] for fam, _, _, t in cands if fam.input_vocab), default=256)
-      bi_kwargs = {**baselines_lib.BI_ENCODER_DEFAULTS, "max_seq_length": int(inputs_length),
+      bi_kwargs = {**baselines_lib.BI_ENCODER_DEFAULTS, "max_seq_length": cands.inputs_length(),
                    **(bi_encoder_kwargs or {})}
       encoder_dir = (os.path.join(work_dir, "models", f.ws.name, "bi_encoder_tuned_encoder")
                      if any(fam.encoder for fam in families) else None)
-      state = {}
       with stage(f"{tag}: fixed baselines"):
         state["fixed"] = _fit_fixed_baselines(f, log, baselines, bi_kwargs)
       for i, seed in enumerate(seeds):
         with stage(f"{tag} seed {seed}: tuned bi-encoder and hybrid"):
           _tuned_baselines(f, log, seed, i == 0, state, which=baselines, bi_kwargs=bi_kwargs, tune_grid=tune_grid,
-                           hybrid_weights=hybrid_weights, hybrid_depth=hybrid_depth, encoder_dir=encoder_dir)
-      if cands:
+                           hybrid_weights=hybrid_weights, hybrid_depth=hybrid_depth, encoder_dir=encoder_dir,
+                           reuse_encoders=reuse_encoders)
+      if len(cands):
         with stage(f"{tag}: Text2Tracks ({len(cands)} candidates, {len(seeds)} seeds)"):
           _text2tracks(f, log, seeds, cands, encoder_dir=encoder_dir, work_dir=work_dir, defaults=defaults,
-                       progress=progress)
+                       progress=progress, method_name=selected_name)
   agg, boots, lines = log.flush([f"Total wall time {time.time() - t_start:.0f} s."])
   io_utils.write_json(os.path.join(out_dir, "summary.json"), {"checks": lines, "bootstrap": boots})
   print(report.markdown_table(folds_study.table_rows(agg), TABLE_COLUMNS), flush=True)

@@ -265,6 +265,7 @@ def _check_inputs(dataset_dirs, baselines, id_specs, model_families):
   if unknown:
     raise UserInputError(f"unknown baselines {unknown}; choose from {baselines_lib.ALL_BASELINES}")
   specs = specs_lib.parse_id_specs(id_specs)
+  specs_lib.check_embeddings(specs, ("cf",), "compare_ids.protocol = 'folds'")
   families = parse_model_families(model_families)
   for f in families:
     missing = set(f.id_specs or ()) - {s.name for s in specs}
