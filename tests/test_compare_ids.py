@@ -136,6 +136,33 @@ def test_parse_id_specs_and_bad_config(tmp_path, capsys):
   assert "nope.gin" in capsys.readouterr().err
 
 
+def test_id_spec_embeddings_option(tmp_path, capsys):
+  """Semantic specs name the embeddings they quantise; studies that cannot provide them say so."""
+  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
+  from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  sem, enc, integer = specs_lib.parse_id_specs([("s", "semantic_rq", {"level_sizes": (4, 4)}),
+                                                ("e", "semantic_rq", {"level_sizes": (4, 4), "embeddings": "encoder"}),
+                                                ("i", "integer")])
+  assert (sem.embeddings, enc.embeddings, integer.embeddings) == ("cf", "encoder", None)
+  for bad in ([("x", "semantic_rq", {"embeddings": "audio"})], [("x", "integer", {"embeddings": "cf"})]):
+    with pytest.raises(UserInputError, match="embeddings="):
+      specs_lib.parse_id_specs(bad)
+  specs_lib.check_embeddings([sem, integer], ("cf",), "here")
+  with pytest.raises(UserInputError, match="'e'.*not available in here.*nested"):
+    specs_lib.check_embeddings([sem, enc], ("cf",), "here")
+  assert _run(tmp_path, 'compare_ids.id_specs = [("e", "semantic_rq", {"embeddings": "encoder"})]') == 2
+  assert "not available in the synthetic benchmark" in capsys.readouterr().err
+  # The option is the caller's, not the builder's: the table is the same as without it.
+  emb = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+  ids = [f"t{i}" for i in range(40)]
+  a = specs_lib.build_table(enc, track_ids=ids, embeddings_NxD=emb)
+  b = specs_lib.build_table(sem, track_ids=ids, embeddings_NxD=emb)
+  np.testing.assert_array_equal(a.codes, b.codes)
+  # Fused: unit rows, each part weighing the same.
+  x, y = np.array([[3.0, 4.0]]), np.array([[0.0, 0.0, 2.0]])
+  np.testing.assert_allclose(specs_lib.fused_embeddings(x, y), [[0.6, 0.8, 0.0, 0.0, 1.0]] / np.sqrt(2), rtol=1e-6)
+
+
 def test_summarize_checks_the_papers_claims_on_rows():
   def row(strategy, hits, steps, method=None):
     return {"method": method or f"Text2Tracks ({strategy})", "id_strategy": strategy, "hits@10": hits,

@@ -128,6 +128,13 @@ def test_nested_rows_and_runs_log(fair_result):
   assert all(r["decode_steps_per_id"] and r["id_vocab_size"] for r in t2t_rows)
   assert all(len(r["validation_choice"]) == 2 for r in t2t_rows)
   assert all(r["selected"] == f"{r['family']} ({r['id_strategy']})" for r in t2t_rows)
+  # Every candidate's validation figures, per fold (the first seed trains them).
+  with open(os.path.join(out, "validation.json"), encoding="utf-8") as f:
+    val = json.load(f)
+  assert sorted((v["fold"], v["family"]) for v in val) == [(0, "micro_a"), (0, "micro_b"), (1, "micro_a"), (1, "micro_b")]
+  for r in t2t_rows:
+    mine = [{k: v[k] for k in ("family", "val_hits@10")} for v in val if v["fold"] == r["fold"]]
+    assert mine == [{k: v[k] for k in ("family", "val_hits@10")} for v in r["validation_choice"]]
 
 
 @pytest.mark.entry
@@ -244,3 +251,65 @@ def test_merge_keeps_one_selected_method_when_folds_pick_differently(fair_result
   with open(os.path.join(merged, "summary.json"), encoding="utf-8") as f:
     boots = json.load(f)["bootstrap"]
   assert {b["text2tracks"] for b in boots} == {sel} and all(b["folds"] == ["0", "1"] for b in boots)
+
+
+@pytest.fixture(scope="module")
+def slice_fold(tmp_path_factory):
+  from test_compare_cpcd import _import  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import fair_study, pipeline  # pylint: disable=g-import-not-at-top
+  tmp = str(tmp_path_factory.mktemp("slice_fold"))
+  return tmp, fair_study.open_fold("as_written", _import(tmp, "as_written"), 0, os.path.join(tmp, "work"), "title",
+                                   pipeline.Stages(verbose=False))
+
+
+def test_candidates_build_encoder_id_tables_per_seed(slice_fold):
+  """A semantic spec over "encoder" embeddings gets one table (and task) per training seed, from that
+  seed's tuned-encoder track vectors; a "cf" spec one per fold; without an encoder, a clear error."""
+  from t2t_jax.ids import specs as specs_lib  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import fair_study, folds_study  # pylint: disable=g-import-not-at-top
+  _, f = slice_fold
+  specs = {s.name: s for s in specs_lib.parse_id_specs([
+      ("enc", "semantic_rq", {"level_sizes": (4, 4), "embeddings": "encoder"}),
+      ("cf", "semantic_rq", {"level_sizes": (4, 4), "embeddings": "cf"})])}
+  (fam,) = folds_study.parse_model_families([("m", "micro", {"id_specs": ["enc", "cf"]})])
+  n = len(f.ws.track_ids)
+  rng = np.random.default_rng(0)
+  state = {"track_emb": {0: rng.normal(size=(n, 8)).astype(np.float32), 1: rng.normal(size=(n, 8)).astype(np.float32)}}
+  cands = fair_study.Candidates(f, [fam], specs, prompt_field="title", seed=0, state=state, cf_dim=4)
+  assert len(cands) == 2 and cands.inputs_length() == 256  # no pretrained-encoder family
+  (t0, task0), (t1, task1) = cands.get(fam, specs["enc"], 0), cands.get(fam, specs["enc"], 1)
+  assert ".enc_seed0." in task0.name and ".enc_seed1." in task1.name
+  assert t0.meta["embedding"]["source"] == "encoder" and t0.track_ids == f.ws.track_ids
+  assert not np.array_equal(t0.codes, t1.codes)  # different encoders, different IDs
+  assert cands.get(fam, specs["enc"], 0)[0] is t0  # built once per seed
+  c0, c1 = cands.get(fam, specs["cf"], 0)[0], cands.get(fam, specs["cf"], 1)[0]
+  assert c0 is c1 and c0.meta["embedding"]["source"] == "cf" and "cold_start" in c0.meta["embedding"]
+  assert task0.prompts == f.test[0]
+  with pytest.raises(UserInputError, match="encoder='bi_encoder_tuned'"):
+    fair_study.Candidates(f, [fam], specs, prompt_field="title", seed=0, state={}).get(fam, specs["enc"], 0)
+
+
+def test_tuned_encoder_saved_with_its_tuning_and_reused(slice_fold):
+  """_tuned_baselines saves each seed's tuned encoder with its tuning record and keeps its track
+  vectors; reuse_encoders loads it back (same vectors, same chosen config) instead of tuning again."""
+  pytest.importorskip("sentence_transformers")
+  from test_bi_encoder import _tiny_model_dir  # pylint: disable=g-import-not-at-top
+  from t2t_jax.studies import fair_study  # pylint: disable=g-import-not-at-top
+  tmp, f = slice_fold
+  st_dir = _tiny_model_dir(os.path.join(tmp, "st"))
+  log = fair_study.Log(os.path.join(tmp, "out"), config={}, notes=[], bootstrap_samples=10, seed=0)
+  enc_dir = os.path.join(tmp, "enc")
+  kw = dict(which=(), bi_kwargs={"track_text": "metadata", "threads": 1, "max_seq_length": 32, "model_dir": st_dir},
+            tune_grid={"learning_rate": [1e-3], "batch_size": [4], "positives_per_prompt": [4], "epochs": 1},
+            hybrid_weights=(0.5,), hybrid_depth=10, encoder_dir=enc_dir)
+  first: dict = {}
+  fair_study._tuned_baselines(f, log, 0, True, first, **kw)  # pylint: disable=protected-access
+  assert os.path.isfile(os.path.join(enc_dir, "seed0", "model.safetensors"))
+  with open(os.path.join(enc_dir, "seed0.tuning.json"), encoding="utf-8") as fh:
+    record = json.load(fh)
+  assert record["chosen"] == first["bi_tuning"]["chosen"] and record["validation_conversations"] == f.val_ids
+  again: dict = {}
+  fair_study._tuned_baselines(f, log, 0, True, again, reuse_encoders=True, **kw)  # pylint: disable=protected-access
+  assert again["bi_tuning"]["chosen"] == first["bi_tuning"]["chosen"]
+  np.testing.assert_allclose(again["track_emb"][0], first["track_emb"][0], atol=1e-5)
+  assert log.rows == []  # no baseline asked for: nothing ran on test

@@ -360,8 +360,9 @@ class Candidates:
   table and its task are named "{spec}_seed{seed}" (row fields keep the spec's name).
   """
 
-  def __init__(self, f: Fold, families, specs: dict, *, prompt_field: str, seed: int, state: dict):
-    self.f, self.prompt_field, self.seed, self.state = f, prompt_field, seed, state
+  def __init__(self, f: Fold, families, specs: dict, *, prompt_field: str, seed: int, state: dict,
+               cf_dim: int = 64):
+    self.f, self.prompt_field, self.seed, self.state, self.cf_dim = f, prompt_field, seed, state, cf_dim
     self.pairs = [(fam, specs[name]) for fam in families for name in (fam.id_specs or list(specs))]
     self._built: dict = {}
     self._cf = None
@@ -375,7 +376,7 @@ class Candidates:
     parts = []
     if "cf" in spec.embeddings.split("+"):
       if self._cf is None:
-        self._cf = pipeline.catalog_cf_embeddings(self.f.ws, seed=self.seed)
+        self._cf = pipeline.catalog_cf_embeddings(self.f.ws, dim=self.cf_dim, seed=self.seed)
       parts.append(self._cf[0])
     if "encoder" in spec.embeddings.split("+"):
       if seed not in self.state.get("track_emb", {}):
