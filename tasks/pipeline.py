@@ -227,7 +227,8 @@ def _grouped_batches(source, lin: int, lt: int, eos_inputs: bool, *, batch_size:
 
 def get_eval_examples(task_name: str, split: str, *, max_examples: int | None = None,
                       use_cached: bool = False) -> list[dict]:
-  """Held-out examples of a task, in file order.
+  """Held-out examples of a task, in file order (`use_cached` with a cache of several shards: the
+  cache's order, so `max_examples` then takes other playlists than uncached).
 
   Each dict: `inputs` (int32 prompt tokens, EOS-terminated), `targets` (int32 ID tokens of the first
   track + EOS), `prompt` (str), `playlist_id` (str), `relevant_rows` (int32 ID-table rows).
