@@ -205,8 +205,10 @@ def _resolve_model(model, data: DataConfig):
   return model
 
 
-# 'retrieval': track vectors from metadata; 'retrieval_with_prompts': + their training prompts.
-ID_EMBEDDING_INITS = ("retrieval", "retrieval_with_prompts")
+# 'retrieval': track vectors from metadata; 'retrieval_with_prompts': + their training prompts;
+# 'retrieval_residual': ID-token vectors that sum to their tracks' vectors (residual means, for RQ
+# semantic IDs: `ids.token_vectors`).
+ID_EMBEDDING_INITS = ("retrieval", "retrieval_with_prompts", "retrieval_residual")
 
 
 def _init_id_embeddings(mm, params, data: DataConfig, mode: str):
@@ -233,10 +235,10 @@ def _init_id_embeddings(mm, params, data: DataConfig, mode: str):
       track_NxH[rows] += vec
   vectors, mask = token_vectors.id_token_vectors(
       examples.load_table(source.ids_dir), track_NxH, id_token_offset=source.vocab.id_token_offset,
-      vocab_size=mm.config.output_vocab_size)
+      vocab_size=mm.config.output_vocab_size, residual=mode == "retrieval_residual")
   log.info("ID_EMBEDDING_INIT=%s: %d ID tokens from %d track and %d prompt embeddings", mode,
            int(mask.sum()), len(meta), len(prompt_tokens))
-  return mm.retrieval_init(params, vectors, mask)
+  return mm.retrieval_init(params, vectors, mask, normalize=mode != "retrieval_residual")
 
 
 def _check_model_dir(model_dir) -> str:

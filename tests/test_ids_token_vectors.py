@@ -22,6 +22,26 @@ def test_token_vector_is_the_normalised_mean_of_its_tracks():
   assert mask.tolist() == [False, False, False, True, True, True, True, False, False]
 
 
+def test_residual_token_vectors_sum_to_their_tracks():
+  """residual=True: level 0 = mean of its tracks' unit vectors, level 1 = mean of what level 0 left;
+  a track whose (prefix, code) is its own gets exactly its vector back as the sum of its tokens."""
+  table = IdTable("semantic_rq", ["a", "b", "c"], np.array([[0, 0], [0, 1], [1, 0]]), (2, 2))
+  tracks = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]], np.float32)
+  vec, mask = token_vectors.id_token_vectors(table, tracks, id_token_offset=3, vocab_size=9, residual=True)
+  unit = tracks / np.linalg.norm(tracks, axis=1, keepdims=True)
+  np.testing.assert_allclose(vec[3], (unit[0] + unit[1]) / 2, atol=1e-6)  # a, b
+  np.testing.assert_allclose(vec[4], unit[2], atol=1e-6)  # c
+  left = unit - vec[[3, 3, 4]]
+  np.testing.assert_allclose(vec[5], (left[0] + left[2]) / 2, atol=1e-6)  # code 0 at level 1: a, c
+  np.testing.assert_allclose(vec[6], left[1], atol=1e-6)  # b
+  np.testing.assert_allclose(vec[3] + vec[6], unit[1], atol=1e-6)  # b's tokens add up to b
+  assert mask.tolist() == [False, False, False, True, True, True, True, False, False]
+  # One level (per-track tokens): each token is its track's unit vector, as without `residual`.
+  one = IdTable("integer", ["a", "b", "c"], np.array([[0], [1], [2]]), (3,))
+  np.testing.assert_allclose(token_vectors.id_token_vectors(one, tracks, id_token_offset=3, vocab_size=6,
+                                                            residual=True)[0][3:], unit, atol=1e-6)
+
+
 def test_text_ids_are_refused():
   table = IdTable("content", ["a"], np.array([[5, 6]]), (), is_text=True)
   with pytest.raises(UserInputError, match="need non-text IDs"):

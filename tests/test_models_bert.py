@@ -239,6 +239,14 @@ def test_retrieval_init_starts_as_the_dense_retriever():
   np.testing.assert_allclose(emb, pooled, atol=1e-5)
   with pytest.raises(UserInputError, match="needs emb_dim = num_heads \\* head_dim"):
     models.build_model(config.replace(emb_dim=32, mlp_dim=32)).retrieval_init(params, vectors, mask)
+  # normalize=False (residual token vectors): the logits scale with each vector's norm.
+  half = model.retrieval_init(params, 0.5 * unit_all(vectors), mask, normalize=False)
+  logits, _ = model.decode_step(half, jnp.zeros((2, 1), jnp.int32), state.cache, state.context)
+  np.testing.assert_allclose(np.asarray(logits)[:, mask], 2.0 * pooled @ unit.T, rtol=1e-3, atol=1e-3)
+
+
+def unit_all(x):
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def test_encoder_learning_rate_scale_labels_only_the_encoder():

@@ -215,7 +215,8 @@ class BertT5Model(base.EncoderDecoderModel):
                                   dim=self.config.encoder.hidden_size,
                                   max_length=self.config.encoder.max_length)
 
-  def retrieval_init(self, params, token_vectors_VxH: np.ndarray, token_mask_V: np.ndarray) -> dict:
+  def retrieval_init(self, params, token_vectors_VxH: np.ndarray, token_mask_V: np.ndarray, *,
+                     normalize: bool = True) -> dict:
     """Parameters under which the model starts as the zero-shot dense retriever of its encoder.
 
     Layer 0's cross-attention averages the encoder states (query 0: uniform weights over the
@@ -226,7 +227,9 @@ class BertT5Model(base.EncoderDecoderModel):
     sentence embeddings, scaled by sqrt(emb_dim).  Tokens outside `token_mask_V` keep their random
     init.  Training then improves on the zero-shot retriever instead of starting from chance
     (measured on CPCD: docs/results/compare_cpcd).  Needs emb_dim = num_heads * head_dim =
-    encoder.hidden_size.
+    encoder.hidden_size.  `normalize=False` keeps the vectors' norms (residual token vectors, whose
+    sum over an ID's tokens is its track's unit vector: the logits of an ID's steps then add up to
+    that cosine, scaled).
     """
     cfg = self.config
     if not cfg.emb_dim == cfg.num_heads * cfg.head_dim == cfg.encoder.hidden_size:
@@ -250,7 +253,8 @@ class BertT5Model(base.EncoderDecoderModel):
       else:
         cross["out"]["kernel"][:] = 0
     vec = np.asarray(token_vectors_VxH, np.float32)[token_mask_V]
-    vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    if normalize:
+      vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
     dec["logits_dense"]["kernel"][:, token_mask_V] = vec.T
     p["token_embedder"]["embedding"][token_mask_V] = vec * np.sqrt(cfg.emb_dim)
     p["token_embedder"]["embedding"][0] = 0.0  # the decoder start token (PAD)

@@ -425,9 +425,11 @@ class Candidates:
 
 
 def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, encoder_dir: str | None,
-                 work_dir: str, defaults: dict, progress: bool, method_name: str = SELECTED) -> None:
+                 work_dir: str, defaults: dict, progress: bool, method_name: str = SELECTED,
+                 validation_only: bool = False) -> None:
   """Candidates (family, spec) trained with the first seed and scored on validation; the best one's
-  test run for every seed.  `method_name`: the rows' method when there are several candidates."""
+  test run for every seed (none with `validation_only`).  `method_name`: the rows' method when there
+  are several candidates."""
   from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
   beam = defaults["beam_size"]
   val_table, best = [], None
@@ -444,6 +446,8 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     log.validation_run(f, seeds[0], val_table[-1])
     if best is None or (m["hits@10"], m["map@10"]) > best[0]:
       best = ((m["hits@10"], m["map@10"]), (fam, spec), model_dir, extra)
+  if validation_only:
+    return
   _, (fam, spec), model_dir, extra = best
   # One method over folds whatever each fold's validation picked: the pick is in `selected`.
   method = method_name if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
@@ -468,12 +472,14 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         prompt_field: str, baselines: Sequence[str], bi_encoder_kwargs: dict | None, tune_grid: dict | None,
         hybrid_weights: Sequence[float], hybrid_depth: int, num_devices: int | None, bootstrap_samples: int,
         config: dict, progress: bool = True, reuse_encoders: bool = False,
-        selected_name: str = SELECTED) -> list[dict]:
+        selected_name: str = SELECTED, validation_only: bool = False) -> list[dict]:
   """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, validation.json,
   summary.json.  `reuse_encoders`: load each seed's tuned bi-encoder saved in `work_dir` by an earlier
   run of the same folds instead of tuning it again (`_tuned_baselines`); `selected_name`: the method
   name of the validation-selected Text2Tracks row (another name keeps a second candidate set's rows
-  apart from the first's when their result dirs are merged)."""
+  apart from the first's when their result dirs are merged).  `validation_only`: design exploration
+  that never touches test: the Text2Tracks candidates are trained with the first seed and scored on
+  validation (validation.json), nothing else runs (the baselines must be ())."""
   unknown = [b for b in baselines if b not in FAIR_BASELINES]
   if unknown:
     raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
@@ -481,6 +487,10 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
   if not seeds or len(set(seeds)) != len(seeds):
     raise UserInputError(f"compare_ids.seeds must be distinct integers, got {seeds}")
   tuning.check_grid(tune_grid)
+  if validation_only and baselines:
+    raise UserInputError(f"compare_ids.validation_only runs no test: set compare_ids.baselines = () (got {baselines})")
+  if validation_only:
+    seeds = seeds[:1]
   specs = {s.name: s for s in specs_lib.parse_id_specs(id_specs)}
   families = folds_study.parse_model_families(model_families) if model_families else []  # [] = baselines only
   for fam in families:
@@ -516,7 +526,7 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
       if len(cands):
         with stage(f"{tag}: Text2Tracks ({len(cands)} candidates, {len(seeds)} seeds)"):
           _text2tracks(f, log, seeds, cands, encoder_dir=encoder_dir, work_dir=work_dir, defaults=defaults,
-                       progress=progress, method_name=selected_name)
+                       progress=progress, method_name=selected_name, validation_only=validation_only)
   agg, boots, lines = log.flush([f"Total wall time {time.time() - t_start:.0f} s."])
   io_utils.write_json(os.path.join(out_dir, "summary.json"), {"checks": lines, "bootstrap": boots})
   print(report.markdown_table(folds_study.table_rows(agg), TABLE_COLUMNS), flush=True)
