@@ -53,6 +53,7 @@ COVERAGE = {
     # the k-means part alone in test_gpu_suite.py::test_tiny_kmeans_part (7 s).
     "gpu_suite.py": "tests/test_gpu_suite.py::test_tiny_suite_runs_every_part_without_tensorflow",
     "measure_cold_start.py": "tests/test_tools_defaults.py::test_measure_cold_start",  # 5 s
+    "semantic_id_ceiling.py": "tests/test_tools_defaults.py::test_semantic_id_ceiling",
     "measure_ids_catalogs.py": "tests/test_tools_defaults.py::test_measure_ids_catalogs",  # --tiny; 7 s
     "scaling_study.py": "tests/test_scaling_study.py::test_rows",  # scaling_study_tiny.gin; 24 s
 }
@@ -269,6 +270,33 @@ def test_compile_aot(tmp_path):
   assert r["model"] == "t5_1_1_tiny" and r["devices"] == 16 and "data=8 x model=2" in r["mesh"]
   assert r["params"] > 0 and r["flops_per_device"] > 0 and r["temp_size_in_bytes"] > 0
   assert r["peak_bytes_per_device_estimate"] > 0 and "peak_bytes_per_device_estimate" in proc.stdout
+
+
+def test_semantic_id_ceiling(tmp_path):
+  """On the CPCD slice with a tiny encoder: the dense row, one RQ-reconstruction row per design; a
+  first level with one code per track reconstructs every track exactly, so it ranks as the dense
+  retriever does; a bad --encoder_dir is one error line."""
+  pytest.importorskip("sentence_transformers")
+  from test_bi_encoder import _tiny_model_dir  # pylint: disable=g-import-not-at-top
+  from test_compare_cpcd import _import  # pylint: disable=g-import-not-at-top
+  ddir = _import(str(tmp_path), "as_written")
+  with open(os.path.join(ddir, "catalog.jsonl"), encoding="utf-8") as f:
+    n = sum(1 for line in f if line.strip())
+  st = _tiny_model_dir(str(tmp_path / "st"))
+  out = tmp_path / "out"
+  run_tool(tmp_path, "semantic_id_ceiling.py", "--dataset_dir", ddir, "--encoder_dir", st, "--threads", "1",
+           "--level_sizes", "4,4", "--level_sizes", f"{n},2", "--json", str(out / "ceiling.json"), timeout=300)
+  r = _read_only_output(out, "ceiling.json")
+  dense, coarse, exact = r["rows"]
+  assert dense["level_sizes"] is None and r["num_tracks"] == n and r["num_queries"] >= 1
+  assert n > 16 and coarse["level_sizes"] == [4, 4]
+  assert coarse["tokens_per_id"] == 3 and coarse["id_vocab_size"] > 8  # 16 cells < n: a disambiguation level
+  assert 0 < coarse["median_cosine_to_track"] < 1 and 0 <= coarse["hits@10"] <= 1
+  assert exact["median_cosine_to_track"] == pytest.approx(1.0, abs=1e-4)
+  assert (exact["hits@10"], exact["map@10"]) == (dense["hits@10"], dense["map@10"])
+  proc = subprocess.run([sys.executable, "tools/semantic_id_ceiling.py", "--dataset_dir", ddir, "--encoder_dir",
+                         str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2 and "--encoder_dir" in proc.stderr and "nope" in proc.stderr
 
 
 @pytest.mark.entry
