@@ -32,6 +32,9 @@ def _quickstart_parser(sub) -> None:
           "a dataset dir written by `t2t import`, which is only read): generate playlists -> "
           "CF track embeddings -> semantic IDs (residual k-means) -> SeqIO task -> train a tiny T5 -> "
           "constrained beam search -> Hits/MAP/NDCG@10 next to BM25 and most-popular baselines. "
+          "With --dataset_dir, --model auto (the default) instead trains the best measured recipe whose "
+          "extras are installed (the pretrained MiniLM encoder, adapted in-domain first, and a decoder over "
+          "one ID token per track) and prints which it picked and why. "
           "Prints a results table and example recommendations, and writes OUT/report.md and "
           "OUT/report.json. The model dir (checkpoint, vocabulary, ID table, catalog) is left in "
           "WORK_DIR/model for `t2t recommend`."),
@@ -42,8 +45,8 @@ def _quickstart_parser(sub) -> None:
     if field.name not in quickstart.HELP:
       continue
     value = getattr(defaults, field.name)
-    if isinstance(value, bool):  # a switch: --adapt_encoder
-      p.add_argument(f"--{field.name}", action="store_true", help=quickstart.HELP[field.name])
+    if _flag_type(field, value) is bool:  # a switch: --adapt_encoder (unset: None, the config decides)
+      p.add_argument(f"--{field.name}", action="store_true", default=value, help=quickstart.HELP[field.name])
       continue
     kwargs = {"choices": quickstart.MODELS} if field.name == "model" else {}
     if field.name == "prompt_field":

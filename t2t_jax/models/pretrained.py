@@ -36,6 +36,17 @@ def cache_dir() -> str:
   return os.environ.get(ENV_CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".cache", "t2t_jax")
 
 
+def minilm_installed(cache_dir: str | None = None) -> bool:
+  """Whether `minilm_dir` would find the weights (already extracted, or the package's zip), without
+  extracting or importing anything: what `t2t quickstart --model auto` checks."""
+  root = cache_dir or globals()["cache_dir"]()
+  if os.path.isfile(os.path.join(root, MINILM_NAME, "model.safetensors")):
+    return True
+  spec = importlib.util.find_spec(MINILM_PACKAGE)
+  return bool(spec and spec.submodule_search_locations and os.path.isfile(
+      os.path.join(list(spec.submodule_search_locations)[0], "model.zip")))
+
+
 def minilm_dir(cache_dir: str | None = None) -> str:
   """Path of the extracted all-MiniLM-L6-v2 directory (config.json, model.safetensors, tokenizer)."""
   root = cache_dir or globals()["cache_dir"]()

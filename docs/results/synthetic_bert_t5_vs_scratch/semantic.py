@@ -33,7 +33,7 @@ for seed in [int(s) for s in sys.argv[1:]] or [0, 1, 2]:
                             eval_playlists=cfg.eval_playlists, input_vocab="minilm")
   model_dir = os.path.join(cfg.work_dir, "model")
   pipeline.train_text2tracks(task, model_dir=model_dir, model_gin="models/bert_t5_minilm.gin",
-                             train_steps=cfg.train_steps, batch_size=cfg.batch_size,
+                             train_steps=quickstart.TRAIN_STEPS, batch_size=quickstart.BATCH_SIZE,
                              learning_rate=cfg.learning_rate, seed=seed,
                              extra_bindings=quickstart.PRETRAINED_BINDINGS, tensorboard=False)
   m = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k)["metrics"]
