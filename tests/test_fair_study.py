@@ -313,3 +313,37 @@ def test_tuned_encoder_saved_with_its_tuning_and_reused(slice_fold):
   assert again["bi_tuning"]["chosen"] == first["bi_tuning"]["chosen"]
   np.testing.assert_allclose(again["track_emb"][0], first["track_emb"][0], atol=1e-5)
   assert log.rows == []  # no baseline asked for: nothing ran on test
+
+
+def test_merge_of_a_second_candidate_set_on_the_same_folds(fair_result, tmp_path):
+  """A second set of Text2Tracks candidates run on the same folds under another `selected_name`
+  merges beside the first: both methods aggregated, each bootstrapped against the tuned baselines
+  and the weaker one against the best."""
+  from t2t_jax.studies import fair_study  # pylint: disable=g-import-not-at-top
+  _, out, rows, runs = fair_result
+  sel, new = fair_study.SELECTED, "Text2Tracks, second set (selected on validation)"
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "results.json").write_text(json.dumps(
+      [dict(r, method=new) for r in rows if r["method"] == sel and r.get("seeds") is None and r["fold"] != "all"]))
+  with open(os.path.join(out, "per_query.json"), encoding="utf-8") as f:
+    per_query = json.load(f)
+  second = {k: [v * 0.5 for v in vals] for k, vals in per_query[f"as_written|{sel}"]["0"]["0"].items()}
+  pq = {"0": {seed: second for seed in per_query[f"as_written|{sel}"]["0"]},
+        **{fold: v for fold, v in per_query[f"as_written|{sel}"].items() if fold != "0"}}
+  (other / "per_query.json").write_text(json.dumps({f"as_written|{new}": pq}))
+  (other / "runs.jsonl").write_text("".join(json.dumps(dict(r, method=new)) + "\n" for r in runs if r["method"] == sel))
+  shutil.copy(os.path.join(out, "summary.json"), other / "summary.json")
+  merged = str(tmp_path / "merged")
+  assert compare_ids.main(["--merge", out, str(other), "--out", merged]) == 0
+  with open(os.path.join(merged, "results.json"), encoding="utf-8") as f:
+    agg = {r["method"]: r for r in json.load(f) if r["fold"] == "all"}
+  assert agg[new]["hits@10"] == pytest.approx(agg[sel]["hits@10"]) and agg[new]["folds"] == 2
+  with open(os.path.join(merged, "summary.json"), encoding="utf-8") as f:
+    pairs = {(b["text2tracks"], b["baseline"]): b for b in json.load(f)["bootstrap"]}
+  bi, hyb = fair_study.label("bi_encoder_tuned"), fair_study.label("hybrid")
+  assert {(sel, bi), (sel, hyb), (new, bi), (new, hyb)} <= set(pairs)
+  (weaker, best), = [p for p in pairs if p[1] in (sel, new)]
+  assert {weaker, best} == {sel, new}
+  with open(os.path.join(merged, "runs.jsonl"), encoding="utf-8") as f:
+    assert sum(1 for _ in f) == len(runs) + sum(r["method"] == sel for r in runs)

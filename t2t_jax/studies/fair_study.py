@@ -558,7 +558,8 @@ def _one_selected_method(method: str) -> str:
 
 
 def merge(out_dir: str, in_dirs: Sequence[str], *, bootstrap_samples: int | None = None) -> list[dict]:
-  """One study from runs of the same config on disjoint folds (e.g. one fold per session).
+  """One study from runs of the same config on disjoint folds (e.g. one fold per session), or of other
+  methods on the same folds (e.g. a second set of Text2Tracks candidates with its own `selected_name`).
 
   Each fold's protocol is self-contained (its own inner validation, tuning and test runs), so the test
   runs of several result dirs combine exactly as if one run had done every fold: their seed-level rows,
@@ -610,7 +611,8 @@ def merge(out_dir: str, in_dirs: Sequence[str], *, bootstrap_samples: int | None
   seed = min((r["seed"] for r in rows if r.get("seed") is not None), default=0)
   log = Log(out_dir, config={"merged_from": list(in_dirs)}, bootstrap_samples=bootstrap_samples, seed=seed,
             notes=[f"Nested protocol (t2t_jax/studies/fair_study.py), merged from {list(in_dirs)} (runs of the same "
-                   f"config on disjoint folds; their results.md hold the configs): folds {folds}; cells: mean over "
+                   f"config on disjoint folds, or of other methods on the same folds; their results.md hold the configs): "
+                   f"folds {folds}; cells: mean over "
                    "seeds, then mean ± std over folds."])
   log.rows, log.per_query = rows, per_query
   with io_utils.atomic_write(os.path.join(out_dir, RUNS_FILE)) as fh:
