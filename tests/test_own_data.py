@@ -180,6 +180,8 @@ def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
   assert [r["method"] for r in rows] == ["Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)",
                                          "Bi-encoder fine-tuned (MiniLM-L6, MNRL)", "BM25 (bm25s)", "Most popular"]
   assert rows[0]["num_queries"] == rows[1]["num_queries"] == 10
+  from t2t_jax import quickstart  # pylint: disable=import-outside-toplevel
+  assert quickstart.BASELINE_CAVEAT in (out2 / "report.md").read_text(encoding="utf-8")  # not a tuned baseline
   enc = work2 / "adapted_encoder"
   assert (enc / "model.safetensors").is_file()
   gin_text = (work2 / "model" / "config.gin").read_text()
