@@ -51,6 +51,11 @@ class IdSpec:
     """The track embeddings a semantic spec quantises (module doc); None for the other strategies."""
     return self.kwargs.get("embeddings", "cf") if self.family == "semantic" else None
 
+  @property
+  def embedding_sources(self) -> tuple[str, ...]:
+    """The parts of `embeddings` ("encoder+cf" -> ("encoder", "cf")); () for non-semantic specs."""
+    return tuple(self.embeddings.split("+")) if self.embeddings else ()
+
 
 def parse_id_specs(specs: Sequence) -> list[IdSpec]:
   """IdSpecs from gin-friendly values: IdSpec, (name, strategy, kwargs) or (name, strategy)."""

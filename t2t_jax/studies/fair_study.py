@@ -371,25 +371,26 @@ class Candidates:
     return len(self.pairs)
 
   def _embeddings(self, spec, seed: int):
-    if spec.embeddings is None:
+    sources = spec.embedding_sources
+    if not sources:
       return None, None
     parts = []
-    if "cf" in spec.embeddings.split("+"):
+    if "cf" in sources:
       if self._cf is None:
         self._cf = pipeline.catalog_cf_embeddings(self.f.ws, dim=self.cf_dim, seed=self.seed)
       parts.append(self._cf[0])
-    if "encoder" in spec.embeddings.split("+"):
+    if "encoder" in sources:
       if seed not in self.state.get("track_emb", {}):
         raise UserInputError(f"ID spec {spec.name!r}: embeddings='encoder' needs a model family with "
                              "encoder='bi_encoder_tuned' (its tuned bi-encoder embeds the tracks)")
       parts.append(self.state["track_emb"][seed])
     info = {"source": spec.embeddings, "dim": int(sum(p.shape[1] for p in parts)),
-            **({"cold_start": self._cf[1]["cold_start"]} if "cf" in spec.embeddings.split("+") else {})}
+            **({"cold_start": self._cf[1]["cold_start"]} if "cf" in sources else {})}
     return (parts[0] if len(parts) == 1 else specs_lib.fused_embeddings(*parts)), info
 
   def get(self, fam, spec, seed: int):
     """(table, task) of `spec` for `fam` and training seed `seed`."""
-    per_seed = spec.embeddings is not None and "encoder" in spec.embeddings
+    per_seed = "encoder" in spec.embedding_sources
     key_seed = seed if per_seed else None
     if (spec.name, key_seed) not in self._built:
       emb, info = self._embeddings(spec, seed)
@@ -415,7 +416,7 @@ class Candidates:
     if not fams:
       return 256
     for fam, spec in self.pairs:
-      if fam.input_vocab and not (spec.embeddings and "encoder" in spec.embeddings):
+      if fam.input_vocab and "encoder" not in spec.embedding_sources:
         return int(self.get(fam, spec, self.seed)[1].feature_lengths["inputs"])
     (probe,) = specs_lib.parse_id_specs([ADAPTED_SPEC])
     table, _ = pipeline.build_table(self.f.ws, probe, seed=self.seed)
