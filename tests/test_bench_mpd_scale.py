@@ -62,3 +62,24 @@ def test_refuses_a_scratch_it_did_not_make(tmp_path):
                         timeout=120, check=False)
   assert proc.returncode == 2 and "--scratch" in proc.stderr and "not a t2t output" in proc.stderr
   assert sorted(os.listdir(scratch)) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("argv, sizes", [
+    (["--playlists", "1000000"], [10_000, 100_000, 1_000_000]),  # the command: three sizes
+    (["--playlists", "250000"], [10_000, 100_000, 250_000]),
+    (["--playlists", "5000"], [5_000]),
+    (["--sizes", "100000"], [100_000]),
+    (["--sizes", "100000,10000,10000"], [10_000, 100_000]),
+    ([], [10_000, 100_000, 1_000_000]),
+])
+def test_sizes_from_the_flags(argv, sizes, monkeypatch):
+  seen = {}
+  monkeypatch.setattr(bench_mpd_scale, "run", lambda args: seen.setdefault("sizes", bench_mpd_scale._sizes(args)) and 0)
+  assert bench_mpd_scale.main(argv) == 0
+  assert seen["sizes"] == sizes
+
+
+@pytest.mark.parametrize("argv, words", [(["--playlists", "10"], "--playlists"), (["--sizes", "10,x"], "--sizes")])
+def test_bad_sizes_are_named(argv, words, capsys):
+  assert bench_mpd_scale.main(argv) == 2
+  assert words in capsys.readouterr().err

@@ -74,6 +74,36 @@ def test_balanced_reduces_collisions():
   assert plain.level_sizes[-1] >= 700 and bal.level_sizes[-1] <= 100
 
 
+def _sorted_walk(d):
+  """The definition `greedy_matching` must equal: pairs by (distance, row, column), each taken when
+  its row and column are both free."""
+  out, used = np.full(d.shape[0], -1), set()
+  for flat in np.argsort(d, axis=None, kind="stable"):
+    i, j = divmod(int(flat), d.shape[1])
+    if out[i] < 0 and j not in used:
+      out[i] = j
+      used.add(j)
+  return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_matching_equals_the_sorted_walk_ties_included(seed):
+  rng = np.random.default_rng(seed)
+  r, c = int(rng.integers(1, 40)), int(rng.integers(40, 90))
+  d = rng.normal(size=(r, c))
+  if seed % 2:
+    d = np.round(d)  # many ties: broken by row, then column
+  got = semantic.greedy_matching(d)
+  assert got.tolist() == _sorted_walk(d).tolist()
+  assert len(set(got.tolist())) == r
+
+
+def test_greedy_matching_hand_case():
+  # Row 1's best (column 0, 0.1) is taken first; row 0 then takes its second best, column 2.
+  d = np.array([[0.2, 0.9, 0.3], [0.1, 0.5, 0.8]])
+  assert semantic.greedy_matching(d).tolist() == [2, 0]
+
+
 def test_unique_within_prefix_moves_only_colliders_to_nearest_free_codes():
   c = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
   x = np.array([[0.1], [0.2], [0.9], [5.0], [1.4], [2.2], [9.0]], np.float32)

@@ -1,7 +1,8 @@
 """MPD-scale dress rehearsal: the user's route, stage by stage, on synthetic MPD slices of growing size.
 
   python tools/bench_mpd_scale.py --playlists 1000000 --json docs/results/bench/mpd_scale.json
-  python tools/bench_mpd_scale.py --json mpd_scale.json     # --sizes 10000,100000,1000000 (default)
+      # sizes 10,000 / 100,000 / 1,000,000: each decade from 10,000 up to --playlists
+  python tools/bench_mpd_scale.py --sizes 100000 --json mpd_scale.json      # exactly these sizes
   python tools/bench_mpd_scale.py --tiny --json tiny.json   # 1,000 playlists, 20 steps, 100 prompts
 
 For each size the corpus is written in MPD's own slice format (`mpd.slice.<a>-<b>.json`, 1,000
@@ -78,9 +79,9 @@ FLOOR_S = 5.0  # growth below this wall time is start-up and compilation, not th
 # Found by reading the code (and one measurement at 10,000 playlists); each stage still runs in full.
 KNOWN_LIMITS = (
     "workspace, embeddings, ids, task, decode: `pipeline.Workspace` holds the train and test playlists as "
-    "Python objects: ~150 B per track row (measured at 10,000 playlists; mostly the rows' track-id strings, "
-    "read from playlists.jsonl, not shared with the catalog's) plus ~290 B per catalog track: ~9.7 GB at "
-    "MPD's 60M train+test rows",
+    "Python objects: ~10 B per track row (their track ids are interned, `formats.parse_playlist`: one "
+    "string per track, shared with the catalog's; before that, ~100 B a row) plus ~530 B per catalog "
+    "track (measured at 100,000 playlists): ~1.8 GB at MPD's 60M train+test rows and 2.26M tracks",
     "ids: quickstart's auto levels (`quickstart.auto_levels`) make each codebook ~sqrt(N) wide, so a k-means "
     "pass costs O(N^1.5 d) in the catalog size N, above O(n log n); fixed --id_levels (e.g. 256,256,256) "
     "keep it O(N)",
@@ -467,7 +468,10 @@ def _sizes(args) -> list[int]:
   if args.tiny:
     return [TINY_PLAYLISTS]
   if args.playlists is not None:
-    text = str(args.playlists)
+    if args.playlists < 1000:
+      raise UserInputError(f"--playlists must be at least 1000 (one slice), got {args.playlists}")
+    decades = [10 ** e for e in range(4, 8) if 10 ** e < args.playlists]
+    text = ",".join(str(s) for s in decades + [args.playlists])
   else:
     text = args.sizes
   try:
@@ -556,7 +560,9 @@ def _print_summary(results: dict) -> None:
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated corpus sizes (playlists)")
-  ap.add_argument("--playlists", type=int, default=None, help="one size instead of --sizes")
+  ap.add_argument("--playlists", type=int, default=None,
+                  help="the largest size; each decade from 10,000 below it runs too (--playlists 1000000: 10k, "
+                       "100k, 1M), so one command shows how every stage grows")
   ap.add_argument("--tiny", action="store_true",
                   help=f"{TINY_PLAYLISTS} playlists, {TINY['train_steps']} steps of the micro model, "
                        f"{TINY['prompts']} prompts, CPU export (tests)")

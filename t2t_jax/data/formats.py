@@ -35,6 +35,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 from typing import Any, Collection, Iterable, Iterator
 
 import numpy as np
@@ -277,7 +278,9 @@ def parse_track(rec: Any) -> Track:
     tags = []
   if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
     raise _BadRecord(f"field 'tags' must be a list of strings, got {_short(tags)}")
-  return Track(track_id, artist, title, album, tuple(tags))
+  # Interned (as every playlist's track ids are, `parse_playlist`): a catalog and its playlists share
+  # one string object per track, ~80 B a playlist row less at MPD's 66M rows.
+  return Track(sys.intern(track_id), artist, title, album, tuple(tags))
 
 
 def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None, *,
@@ -316,7 +319,7 @@ def parse_playlist(rec: Any, known_track_ids: Collection[str] | None = None, *,
         raise _BadRecord(f"playlist {playlist_id!r}: unknown track {t!r} (track_ids[{i}] not in the catalog)")
       dropped += 1
       continue
-    kept.append(t)
+    kept.append(sys.intern(t))  # one object per track id across playlists (see `parse_track`)
   if stats is not None:
     stats.unknown_tracks_dropped += dropped
   if not kept:

@@ -18,11 +18,12 @@ Why this and not PPMI + SVD or implicit ALS:
     result depends on their tuning; the SVD has one knob (dim) and a deterministic answer.
   * Cost: (power_iters + 2) streamed passes over the non-zeros, memory O(num_tracks * (dim + p)).
     Memory: CSR (4 B per non-zero + 8 B per playlist; memory-mappable via PlaylistMatrix.save/load)
-    + ~3 x num_tracks x (dim + 17) float32 + per-block temporaries (~3 x block_nnz x (dim + 17) x 4 B,
-    1.4 GB at the default block_nnz = 2^22).  Measured (tools/bench_kmeans.py --cf_scale): 1M tracks x
-    1M playlists, 19.1M non-zeros, dim 64: 326 s and 3.1 GiB peak RSS on a 2-core CPU shared with
-    other jobs (load ~13); the Million Playlist Dataset (66M non-zeros) adds ~0.2 GB of CSR: far
-    inside 24 GB.  Orthonormalisation is shifted Cholesky-QR3 (matmuls only; see `_orthonormalize`).
+    + ~3 x num_tracks x (dim + 17) float32 + per-block temporaries (~3 x block_nnz x (dim + 17) x 4 B:
+    ~0.2 GB at the default block_nnz = 2^19; 2^22 took 1.4 GB and, at 678k tracks / 5.2M non-zeros
+    (bench_mpd_scale's 100k playlists), 1.2 GB more peak RSS for no speed).  Measured
+    (tools/bench_kmeans.py --cf_scale, at 2^22): 1M tracks x 1M playlists, 19.1M non-zeros, dim 64:
+    326 s and 3.1 GiB peak RSS on a 2-core CPU shared with other jobs (load ~13); the Million
+    Playlist Dataset (66M non-zeros) adds ~0.2 GB of CSR: far inside 24 GB.  Orthonormalisation is shifted Cholesky-QR3 (matmuls only; see `_orthonormalize`).
 The leading singular vector of A_hat (sqrt of track popularity, singular value 1) carries no
 co-occurrence structure and is dropped.  Rows are V_k * s_k ** singular_power (0.5 by default, the
 symmetric split Levy & Goldberg found best for word vectors), then L2-normalised (as in
@@ -246,7 +247,7 @@ class EmbeddingInfo:
 
 def fit_embeddings(matrix: PlaylistMatrix, dim: int = 64, *, seed: int = 0, oversample: int = 16,
                    power_iters: int = 4, singular_power: float = 0.5, normalize: bool = True,
-                   block_nnz: int = 1 << 22) -> tuple[np.ndarray, EmbeddingInfo]:
+                   block_nnz: int = 1 << 19) -> tuple[np.ndarray, EmbeddingInfo]:
   """float32 [num_tracks, dim] embeddings of a `PlaylistMatrix` and an `EmbeddingInfo`.  See module doc."""
   t0 = time.perf_counter()
   n = matrix.num_tracks
