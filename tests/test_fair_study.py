@@ -5,6 +5,7 @@ its fold), the seed-averaged bootstrap; and the tuning / hybrid helpers on hand-
 
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -17,7 +18,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import compare_ids  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.baselines import hybrid  # pylint: disable=g-import-not-at-top,wrong-import-position
 from t2t_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from t2t_jax.studies import tuning  # pylint: disable=g-import-not-at-top,wrong-import-position
+from t2t_jax.studies import fair_study, tuning  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FAIR_TINY_GIN = os.path.join(ROOT, "gin", "experiments", "compare_cpcd_fair_tiny.gin")
 
@@ -56,6 +57,14 @@ def test_tune_hybrid_picks_the_validation_best_weight():
   assert model.recommend(["a"], 10)[0, 0] == 7
   with pytest.raises(UserInputError, match="no validation"):
     tuning.tune_hybrid(sparse, dense, [], [], weights=[0.5])
+
+
+def test_check_beam_sizes():
+  assert fair_study.check_beam_sizes(None, k=10) is None
+  assert fair_study.check_beam_sizes([100, 20, 20], k=10) == (20, 100)  # sorted: ties go to the smaller
+  for bad, words in (([], "non-empty"), ("20", "non-empty"), ([5], "[5]"), ([20, 2.5], "[2.5]"), ([True], "[True]")):
+    with pytest.raises(UserInputError, match=re.escape(words)):
+      fair_study.check_beam_sizes(bad, k=10)
 
 
 def test_check_grid_errors():
@@ -126,15 +135,23 @@ def test_nested_rows_and_runs_log(fair_result):
     assert chosen[0]["learning_rate"] in (1e-3, 1e-4) and 1 <= chosen[0]["epochs"] <= 2
   t2t_rows = [r for r in per_seed if r["method"] in t2t]
   assert all(r["decode_steps_per_id"] and r["id_vocab_size"] for r in t2t_rows)
-  assert all(len(r["validation_choice"]) == 2 for r in t2t_rows)
+  assert all(len(r["validation_choice"]) == 4 for r in t2t_rows)  # 2 candidates x 2 beams (multi-step IDs)
   assert all(r["selected"] == f"{r['family']} ({r['id_strategy']})" for r in t2t_rows)
-  # Every candidate's validation figures, per fold (the first seed trains them).
+  # Every candidate's validation figures at every beam, per fold (the first seed trains them).
   with open(os.path.join(out, "validation.json"), encoding="utf-8") as f:
     val = json.load(f)
-  assert sorted((v["fold"], v["family"]) for v in val) == [(0, "micro_a"), (0, "micro_b"), (1, "micro_a"), (1, "micro_b")]
+  assert sorted((v["fold"], v["family"], v["beam_size"]) for v in val) == [
+      (fold, fam, beam) for fold in (0, 1) for fam in ("micro_a", "micro_b") for beam in (10, 12)]
+  keys = ("family", "beam_size", "val_hits@10", "val_map@10")
   for r in t2t_rows:
-    mine = [{k: v[k] for k in ("family", "val_hits@10")} for v in val if v["fold"] == r["fold"]]
-    assert mine == [{k: v[k] for k in ("family", "val_hits@10")} for v in r["validation_choice"]]
+    mine = [v for v in val if v["fold"] == r["fold"]]
+    assert [{k: v[k] for k in keys} for v in mine] == [{k: v[k] for k in keys} for v in r["validation_choice"]]
+    # The pick is the best (candidate, beam) on validation, the earlier / smaller one on ties; test used its beam.
+    best = max(mine, key=lambda v: (v["val_hits@10"], v["val_map@10"], -mine.index(v)))
+    assert (r["family"], r["beam_size"]) == (best["family"], best["beam_size"])
+  for run in runs:
+    if run["method"] in t2t:
+      assert run["config"]["beam_size"] in (10, 12)
 
 
 @pytest.mark.entry

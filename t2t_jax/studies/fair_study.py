@@ -432,24 +432,27 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
   test run for every seed (none with `validation_only`).  `method_name`: the rows' method when there
   are several candidates."""
   from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
-  beam = defaults["beam_size"]
+  beams = defaults.get("beam_sizes") or (defaults["beam_size"],)
   val_table, best = [], None
   for fam, spec in cands.pairs:
     table, task = cands.get(fam, spec, seeds[0])
     model_dir, extra = _train_family(f, fam, spec, table, task, seed=seeds[0], encoder_dir=encoder_dir,
                                      work_dir=work_dir, defaults=defaults, progress=progress)
     val_task = dataclasses.replace(task, eval_examples=tasks_pipeline.get_eval_examples(task.name, "validation"))
-    ev = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10)
-    m = ev["metrics"]
-    val_table.append({"family": fam.name, "id_strategy": spec.name, "val_hits@10": round(m["hits@10"], 4),
-                      "val_map@10": round(m["map@10"], 4), "num_queries": m["num_queries"], **_id_cost(table),
-                      "train_seconds": extra["train_seconds"]})
-    log.validation_run(f, seeds[0], val_table[-1])
-    if best is None or (m["hits@10"], m["map@10"]) > best[0]:
-      best = ((m["hits@10"], m["map@10"]), (fam, spec), model_dir, extra)
+    cost = _id_cost(table)
+    # One decoding step: every beam >= k returns the same top k, so only the smallest is scored.
+    for beam in (beams[:1] if cost["decode_steps_max"] == 1 else beams):
+      m = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10)["metrics"]
+      val_table.append({"family": fam.name, "id_strategy": spec.name, "beam_size": beam,
+                        "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4),
+                        "num_queries": m["num_queries"], **cost, "train_seconds": extra["train_seconds"]})
+      log.validation_run(f, seeds[0], val_table[-1])
+      score = (val_table[-1]["val_hits@10"], val_table[-1]["val_map@10"])  # as validation.json records it
+      if best is None or score > best[0]:  # ties: the earlier candidate, the smaller beam
+        best = (score, (fam, spec), model_dir, extra, beam)
   if validation_only:
     return
-  _, (fam, spec), model_dir, extra = best
+  _, (fam, spec), model_dir, extra, beam = best
   # One method over folds whatever each fold's validation picked: the pick is in `selected`.
   method = method_name if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
   for i, seed in enumerate(seeds):
@@ -460,10 +463,11 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10)
     log.test_run(f, seed, method, ev["rows_NxK"],
                  config={"family": fam.name, "model": fam.model, "bindings": list(fam.bindings), "id_spec": spec.name,
-                         "id_spec_kwargs": spec.kwargs, **{k: extra[k] for k in ("train_steps", "batch_size")}},
+                         "id_spec_kwargs": spec.kwargs, "beam_size": beam,
+                         **{k: extra[k] for k in ("train_steps", "batch_size")}},
                  val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
                  extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name,
-                        "selected": f"{fam.name} ({spec.name})", **extra,
+                        "selected": f"{fam.name} ({spec.name})", "beam_size": beam, **extra,
                         **_id_cost(table),
                         "prompts_per_s": ev["prompts_per_s"], "validation_choice": val_table})
 
@@ -473,14 +477,17 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         prompt_field: str, baselines: Sequence[str], bi_encoder_kwargs: dict | None, tune_grid: dict | None,
         hybrid_weights: Sequence[float], hybrid_depth: int, num_devices: int | None, bootstrap_samples: int,
         config: dict, progress: bool = True, reuse_encoders: bool = False,
-        selected_name: str = SELECTED, validation_only: bool = False) -> list[dict]:
+        selected_name: str = SELECTED, validation_only: bool = False,
+        beam_sizes: Sequence[int] | None = None) -> list[dict]:
   """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, validation.json,
   summary.json.  `reuse_encoders`: load each seed's tuned bi-encoder saved in `work_dir` by an earlier
   run of the same folds instead of tuning it again (`_tuned_baselines`); `selected_name`: the method
   name of the validation-selected Text2Tracks row (another name keeps a second candidate set's rows
   apart from the first's when their result dirs are merged).  `validation_only`: design exploration
   that never touches test: the Text2Tracks candidates are trained with the first seed and scored on
-  validation (validation.json), nothing else runs (the baselines must be ())."""
+  validation (validation.json), nothing else runs (the baselines must be ()).  `beam_sizes`: beam widths
+  each candidate is scored at on validation (a decoding choice like any other: the fold's pick is the
+  best (candidate, beam), its test runs use that beam); None: `beam_size` only."""
   unknown = [b for b in baselines if b not in FAIR_BASELINES]
   if unknown:
     raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
@@ -505,7 +512,7 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
       "every choice on the fold's inner validation split, test run once per final configuration and seed "
       f"({RUNS_FILE} logs each); cells: mean over seeds, then mean ± std over folds."])
   defaults = {"train_steps": train_steps, "batch_size": batch_size, "learning_rate": learning_rate,
-              "beam_size": beam_size, "num_devices": num_devices}
+              "beam_size": beam_size, "beam_sizes": check_beam_sizes(beam_sizes, k=10), "num_devices": num_devices}
   for variant, ddir in dataset_dirs.items():
     for fold in (list(folds) if folds is not None else [None]):
       tag = f"{variant} fold {fold}"
@@ -550,6 +557,18 @@ def train_adapted(dataset_dir: str, work_dir: str, encoder, *, seed: int = 0, tr
   model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir, work_dir=work_dir,
                                    defaults=ADAPTED_DEFAULTS, progress=progress)
   return model_dir, {**extra, **_id_cost(table)}
+
+
+def check_beam_sizes(beam_sizes: Sequence[int] | None, *, k: int) -> tuple[int, ...] | None:
+  """`beam_sizes` sorted (the smallest wins a validation tie), or None; each an integer >= k."""
+  if beam_sizes is None:
+    return None
+  if isinstance(beam_sizes, (str, bytes)) or not isinstance(beam_sizes, Sequence) or not beam_sizes:
+    raise UserInputError(f"compare_ids.beam_sizes must be a non-empty list of integers, got {beam_sizes!r}")
+  bad = [b for b in beam_sizes if isinstance(b, bool) or not isinstance(b, int) or b < k]
+  if bad:
+    raise UserInputError(f"compare_ids.beam_sizes: {bad} not integers >= k ({k})")
+  return tuple(sorted(set(beam_sizes)))
 
 
 def _one_selected_method(method: str) -> str:
