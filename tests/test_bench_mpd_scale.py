@@ -53,6 +53,25 @@ def test_tiny_rehearsal(tmp_path):
   assert all(a["track_id"].startswith("spotify:track:") for a in answers[0])
 
 
+@pytest.mark.slow  # ~11-13 min on the 2-core VM (the 100k size of docs/results/bench/mpd_scale.json)
+@pytest.mark.entry
+def test_100k_playlists_within_the_memory_target(tmp_path):
+  """Issue 25's middle size as a test: 100,000 MPD-format playlists (6.6M rows, ~680k tracks) through
+  every stage, each under the 16 GB target with room to spare (the 1M size's budget), in O(n) time."""
+  out = tmp_path / "out"
+  run_tool(tmp_path, "bench_mpd_scale.py", "--sizes", "100000", "--platforms", "cpu", "--json",
+           str(out / "mpd_scale.json"), timeout=3600)
+  r = _read_only_output(out, "mpd_scale.json")
+  s = r["sizes"]["100000"]
+  assert s["ok"] and [x["status"] for x in s["stages"]] == ["ok"] * len(bench_mpd_scale.STAGES)
+  assert 6_000_000 < s["rows"] < 7_500_000 and 500_000 < s["tracks"] < 900_000
+  # 1M playlists has 10x the rows and ~3.3x the tracks: a stage over 4 GB here would not fit 16 GB there.
+  assert s["peak_rss_gb"] < 4.0, {x["stage"]: x["peak_rss_gb"] for x in s["stages"]}
+  by = {x["stage"]: x["detail"] for x in s["stages"]}
+  assert by["ids"]["level_sizes"] == [1024, 1024] and by["ids"]["num_disambiguated"] == 0
+  assert by["decode"]["prompts"] == by["serve_check"]["prompts"] == 1000
+
+
 def test_refuses_a_scratch_it_did_not_make(tmp_path):
   scratch = tmp_path / "scratch"
   scratch.mkdir()
