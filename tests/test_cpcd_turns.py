@@ -94,6 +94,38 @@ def test_macro_and_micro_differ_with_unequal_turn_counts():
     ct.evaluate_turns(ranked[:3], queries)
 
 
+def test_result_rows_carry_per_conversation_values_whose_mean_is_the_macro_value():
+  """A results row (turns_study._row) on hand-made rankings: conversation A has 2 scored turns, B 3
+  (its turn 2 skipped: its seed is its only gold key), C 1; ids listed once, per-row values in their order."""
+  queries = [_q("A", 0, {"g", "h"}), _q("A", 1, {"g", "h"}, seeds={"g"}),
+             _q("B", 0, {"b"}), _q("B", 1, {"b"}), _q("B", 2, {"b"}, seeds={"b"}), _q("B", 3, {"b"}),
+             _q("C", 0, {"c"})]
+  ranked = [["x", "g"], ["h"], ["b"], ["x", "x2", "b"], ["b"], ["y"], ["y"]]
+  rows, ids = [], []
+  for name, ranking in (("bm25", ranked), ("most_popular", [["z"]] * len(queries))):
+    result = {**ct.evaluate_turns(ranking, queries, ks=(1, 10)), "empty_queries": 0, "candidates": 11,
+              "rank_seconds": 0.0}  # rank_turns' info
+    rows.append(turns_study._row(name, result, None))  # pylint: disable=protected-access
+    ids.append(result["per_conversation"]["conversation_id"])
+  assert turns_study.scored_conversations(ids) == ["A", "B", "C"]
+  bm25 = rows[0]
+  assert "conversation_id" not in bm25["per_conversation"]
+  # A: turn 0 hit at rank 2 (recall 1/2, MRR 1/2, AP (1/2)/2), turn 1 (gold {h}) hit at rank 1;
+  # B: turns 0, 1, 3 -> hit at 1, hit at 3, miss; C: miss.
+  assert bm25["per_conversation"]["hit@10"] == [1.0, round(2 / 3, 6), 0.0]
+  assert bm25["per_conversation"]["recall@10"] == [0.75, round(2 / 3, 6), 0.0]
+  assert bm25["per_conversation"]["mrr@10"] == [0.75, round((1 + 1 / 3) / 3, 6), 0.0]
+  assert bm25["per_conversation"]["map@10"] == [0.625, round((1 + 1 / 3) / 3, 6), 0.0]
+  assert bm25["macro"]["hit@10"] == round((1 + 2 / 3 + 0) / 3, 4) == 0.5556
+  assert bm25["macro"]["mrr@10"] == round((0.75 + 4 / 9) / 3, 4) == 0.3981
+  for row in rows:
+    for name, values in row["per_conversation"].items():
+      assert np.mean(values) == pytest.approx(row["macro"][name], abs=1e-4)
+  assert rows[1]["per_conversation"]["hit@10"] == [0.0, 0.0, 0.0] and rows[1]["macro"]["hit@10"] == 0.0
+  with pytest.raises(RuntimeError, match="different conversations"):
+    turns_study.scored_conversations([["A", "B"], ["B", "A"]])
+
+
 def test_seeds_leave_ranking_and_gold_and_duplicates_are_dropped():
   q = _q("A", 1, {"s", "g1", "g2"}, seeds={"s"})
   out = ct.evaluate_turns([["s", "x", "x", "g1"]], [q], ks=(1, 2))
@@ -275,7 +307,11 @@ def test_tool_writes_results(slice_dataset, tmp_path, capsys):
     assert (row["num_conversations"], row["num_turns"] + row["turns_skipped"]) == (10, 57)
     assert row["train_seconds"] is not None and row["candidates"] >= 10
     per = row["per_conversation"]  # the macro value is the mean of the per-conversation values
-    assert len(per["conversation_id"]) == 10 and np.mean(per["hit@10"]) == pytest.approx(row["macro"]["hit@10"], abs=1e-4)
+    assert set(per) == {"hit@10", "recall@10", "mrr@10", "map@10"}
+    for name, values in per.items():
+      assert len(values) == 10 and np.mean(values) == pytest.approx(row["macro"][name], abs=1e-4)
+  # the conversation ids the per-conversation values follow, listed once: the test split's, in file order
+  assert doc["data"]["conversation_ids"] == [c["id"] for c in raw if c["goal_playlist"]]
   # Pinned: BM25 over metadata + training titles on this slice (15 training conversations).
   assert rows["bm25"]["macro"]["hit@10"] == pytest.approx(0.305, abs=1e-4)
   assert rows["bm25"]["micro"]["hit@10"] == pytest.approx(0.2632, abs=1e-4)
