@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from t2t_jax import cli
+from t2t_jax import cli, stats
 from t2t_jax.baselines import popularity
 from t2t_jax.data import cpcd, formats, prompts as prompts_lib
 from t2t_jax.errors import UserInputError
@@ -382,12 +382,22 @@ def test_tool_tuned_bi_encoder_hybrid_and_text2tracks_over_it(slice_dataset, tmp
     assert row["conversation"]["num_queries"] == 10 and 0.0 <= row["conversation"]["hits@10"] <= 1.0
 
 
-def _run_result(seed, hit, convs=50, turns=283):
-  row = lambda name, h: {"name": name, "method": name.upper(), "conversation": {"hits@10": h + 0.2},
-                         **{level: {"hit@10": h, "recall@10": h / 4, "mrr@10": h / 2, "map@10": h / 3}
-                            for level in ("macro", "micro")}}
-  return {"seed": seed, "data": {"test_conversations": convs, "turn_queries": turns},
-          "results": [row("bm25", 0.3), row("t2t", hit)]}
+def _run_result(seed, hit, convs=50, turns=283, per_conversation=None, conversation_ids=None):
+  """A fake results file: rows bm25 and t2t (macro/micro hit@10 = `hit` etc.); with per_conversation
+  {name: {metric: values}}, those rows' per-conversation values and data.conversation_ids."""
+  def row(name, h):
+    out = {"name": name, "method": name.upper(), "conversation": {"hits@10": h + 0.2},
+           **{level: {"hit@10": h, "recall@10": h / 4, "mrr@10": h / 2, "map@10": h / 3}
+              for level in ("macro", "micro")}}
+    if per_conversation and name in per_conversation:
+      out["per_conversation"] = per_conversation[name]
+    return out
+  names = ("bm25", "t2t") if not per_conversation else tuple(per_conversation)
+  data = {"test_conversations": convs, "turn_queries": turns}
+  if conversation_ids is not None:
+    data["conversation_ids"] = conversation_ids
+  return {"seed": seed, "data": data,
+          "results": [row(name, 0.3 if name == "bm25" else hit) for name in names]}
 
 
 def test_aggregate_runs_mean_and_sample_std_over_seeds(tmp_path):
@@ -398,6 +408,7 @@ def test_aggregate_runs_mean_and_sample_std_over_seeds(tmp_path):
   assert t2t["macro"]["hit@10"] == {"mean": 0.6, "std": 0.1, "min": 0.5, "max": 0.7, "values": [0.5, 0.6, 0.7]}
   assert t2t["conversation_hits@10"]["mean"] == 0.8
   assert {m["name"]: m for m in out["methods"]}["bm25"]["micro"]["hit@10"]["std"] == 0.0
+  assert out["paired_bootstrap"] == []  # no text2tracks* row beside a tuned bi-encoder or hybrid
   with pytest.raises(UserInputError, match="different test sets"):
     ct.aggregate_runs([("a", _run_result(0, 0.5)), ("b", _run_result(1, 0.5, convs=40))])
   # the tool's --aggregate writes the same summary, labelled by file and seed
@@ -413,3 +424,89 @@ def test_aggregate_runs_mean_and_sample_std_over_seeds(tmp_path):
     summary = json.load(f)
   assert summary["seeds"] == [0, 1, 2] and summary["methods"][1]["macro"]["hit@10"]["mean"] == 0.6
   assert "t2t" in res.stdout and "0.600 +- 0.100 over 3 runs" in res.stdout
+  assert "no paired bootstrap" in res.stdout
+
+
+# Per-conversation macro values of four conversations in two seeds (hit@10 and mrr@10; recall and MAP
+# are not tested pairwise).  Seed 1 lists the conversations in another order: runs are aligned by id.
+_IDS = ["c1", "c2", "c3", "c4"]
+_PER_CONV = {
+    0: {"bi_encoder_tuned": {"hit@10": [1.0, 0.5, 0.0, 0.5], "mrr@10": [0.5, 0.25, 0.0, 0.5]},
+        "hybrid": {"hit@10": [1.0, 1.0, 0.0, 0.0], "mrr@10": [1.0, 0.5, 0.0, 0.0]},
+        "text2tracks_tuned": {"hit@10": [1.0, 1.0, 0.5, 0.5], "mrr@10": [1.0, 0.5, 0.25, 0.5]}},
+    1: {"bi_encoder_tuned": {"hit@10": [1.0, 0.5, 0.5, 0.5], "mrr@10": [1.0, 0.5, 0.5, 0.5]},
+        "hybrid": {"hit@10": [1.0, 1.0, 0.0, 0.0], "mrr@10": [1.0, 0.5, 0.0, 0.0]},
+        "text2tracks_tuned": {"hit@10": [1.0, 1.0, 1.0, 0.0], "mrr@10": [1.0, 1.0, 0.5, 0.0]}},
+}
+_ORDER = {0: [0, 1, 2, 3], 1: [3, 2, 1, 0]}  # seed 1's file order: c4, c3, c2, c1
+
+
+def _paired_runs(tmp_path):
+  paths = []
+  for seed, per in _PER_CONV.items():
+    reorder = lambda values, seed=seed: [values[i] for i in _ORDER[seed]]  # noqa: E731
+    result = _run_result(seed, 0.5, convs=4, turns=9, conversation_ids=reorder(_IDS),
+                         per_conversation={n: {m: reorder(v) for m, v in ms.items()} for n, ms in per.items()})
+    paths.append(str(tmp_path / f"seed{seed}.json"))
+    with open(paths[-1], "w", encoding="utf-8") as f:
+      json.dump(result, f)
+  return paths
+
+
+def test_aggregate_paired_bootstrap_over_conversations_with_seeds_averaged(tmp_path):
+  paths = _paired_runs(tmp_path)
+  res = subprocess.run([sys.executable, "tools/cpcd_turns.py", "--aggregate", *paths, "--json",
+                        str(tmp_path / "summary.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert res.returncode == 0, res.stderr
+  with open(tmp_path / "summary.json", encoding="utf-8") as f:
+    summary = json.load(f)
+  boots = {(b["text2tracks"], b["baseline"]): b for b in summary["paired_bootstrap"]}
+  assert list(boots) == [("text2tracks_tuned", "bi_encoder_tuned"), ("text2tracks_tuned", "hybrid")]
+  # Seeds averaged per conversation (c1..c4): text2tracks hit@10 [1, 1, 0.75, 0.25], bi-encoder
+  # [1, 0.5, 0.25, 0.5], hybrid [1, 1, 0, 0]; differences vs the bi-encoder [0, 0.5, 0.5, -0.25]
+  # (mean 0.1875), vs the hybrid [0, 0, 0.75, 0.25] (mean 0.25).
+  bi, hy = boots[("text2tracks_tuned", "bi_encoder_tuned")], boots[("text2tracks_tuned", "hybrid")]
+  assert bi["hit@10"]["delta"] == 0.1875 and hy["hit@10"]["delta"] == 0.25
+  assert bi["hit@10"]["means"] == {"text2tracks_tuned": 0.75, "bi_encoder_tuned": 0.5625}
+  assert hy["hit@10"]["means"] == {"text2tracks_tuned": 0.75, "hybrid": 0.5}
+  # mrr@10: text2tracks [1, 0.75, 0.375, 0.25], bi-encoder [0.75, 0.375, 0.25, 0.5]: mean diff 0.125
+  assert bi["mrr@10"]["delta"] == 0.125 and bi["mrr@10"]["means"]["bi_encoder_tuned"] == 0.4688
+  for b in (bi, hy):
+    for m in ("hit@10", "mrr@10"):
+      assert b[m]["n"] == 4 and b[m]["num_samples"] == ct.BOOTSTRAP_SAMPLES and b[m]["ci_level"] == 0.95
+      assert b[m]["ci"][0] <= b[m]["delta"] <= b[m]["ci"][1] and 0 < b[m]["p"] <= 1
+  # exactly stats.paired_bootstrap on the seed-averaged vectors (seed 0)
+  ref = stats.paired_bootstrap([1, 1, 0.75, 0.25], [1, 1, 0, 0], num_samples=ct.BOOTSTRAP_SAMPLES, seed=0)
+  assert hy["hit@10"]["ci"] == [round(ref["low"], 4), round(ref["high"], 4)]
+  assert hy["hit@10"]["p"] == round(ref["p_value"], 4)
+  assert hy["hit@10"]["ci"][0] == 0.0  # 4 conversations: a resample of c1 and c2 only has no difference
+  assert (f"paired bootstrap text2tracks_tuned - hybrid (4 conversations, each one's macro value (mean over its "
+          f"turns) averaged over the 2 runs): macro hit@10 +0.250 [+0.000, {hy['hit@10']['ci'][1]:+.3f}] "
+          f"p={hy['hit@10']['p']:.4f}; macro mrr@10 ") in res.stdout
+
+
+def test_aggregate_paired_bootstrap_refuses_runs_of_other_conversations(tmp_path, capsys):
+  paths = _paired_runs(tmp_path)
+  with open(paths[1], encoding="utf-8") as f:
+    other = json.load(f)
+  other["data"]["conversation_ids"][0] = "c9"  # same number of conversations, one of them another
+  with open(tmp_path / "other.json", "w", encoding="utf-8") as f:
+    json.dump(other, f)
+  assert tool.main(["--aggregate", paths[0], str(tmp_path / "other.json")]) == 2
+  err = capsys.readouterr().err
+  assert f"{tmp_path / 'other.json'} scored other conversations than {paths[0]}" in err
+  assert "1 only in" in err and "'c9'" in err and "'c4'" in err and "the same conversations in every run" in err
+  # a results file of the older tool (no per-conversation values) cannot enter a paired test
+  del other["data"]["conversation_ids"]
+  with open(tmp_path / "old.json", "w", encoding="utf-8") as f:
+    json.dump(other, f)
+  assert tool.main(["--aggregate", paths[0], str(tmp_path / "old.json")]) == 2
+  assert "no per-conversation values" in capsys.readouterr().err
+  # a row whose values do not match the conversation ids
+  with open(paths[1], encoding="utf-8") as f:
+    short = json.load(f)
+  short["results"][0]["per_conversation"]["hit@10"].pop()
+  with open(paths[0], encoding="utf-8") as f:
+    first = json.load(f)
+  with pytest.raises(UserInputError, match="row 'bi_encoder_tuned' has 3 per-conversation hit@10 values for 4"):
+    ct.aggregate_runs([("a", first), ("b", short)])
