@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from t2t_jax import cli
+from t2t_jax import cli, stats
 from t2t_jax.baselines import popularity
 from t2t_jax.data import cpcd, formats, prompts as prompts_lib
 from t2t_jax.errors import UserInputError
@@ -92,6 +92,38 @@ def test_macro_and_micro_differ_with_unequal_turn_counts():
   assert per["mrr@1"] == per["hit@1"] and len(per["recall@1"]) == len(per["map@1"]) == 2
   with pytest.raises(UserInputError, match="3 rankings for 4 queries"):
     ct.evaluate_turns(ranked[:3], queries)
+
+
+def test_result_rows_carry_per_conversation_values_whose_mean_is_the_macro_value():
+  """A results row (turns_study._row) on hand-made rankings: conversation A has 2 scored turns, B 3
+  (its turn 2 skipped: its seed is its only gold key), C 1; ids listed once, per-row values in their order."""
+  queries = [_q("A", 0, {"g", "h"}), _q("A", 1, {"g", "h"}, seeds={"g"}),
+             _q("B", 0, {"b"}), _q("B", 1, {"b"}), _q("B", 2, {"b"}, seeds={"b"}), _q("B", 3, {"b"}),
+             _q("C", 0, {"c"})]
+  ranked = [["x", "g"], ["h"], ["b"], ["x", "x2", "b"], ["b"], ["y"], ["y"]]
+  rows, ids = [], []
+  for name, ranking in (("bm25", ranked), ("most_popular", [["z"]] * len(queries))):
+    result = {**ct.evaluate_turns(ranking, queries, ks=(1, 10)), "empty_queries": 0, "candidates": 11,
+              "rank_seconds": 0.0}  # rank_turns' info
+    rows.append(turns_study._row(name, result, None))  # pylint: disable=protected-access
+    ids.append(result["per_conversation"]["conversation_id"])
+  assert turns_study.scored_conversations(ids) == ["A", "B", "C"]
+  bm25 = rows[0]
+  assert "conversation_id" not in bm25["per_conversation"]
+  # A: turn 0 hit at rank 2 (recall 1/2, MRR 1/2, AP (1/2)/2), turn 1 (gold {h}) hit at rank 1;
+  # B: turns 0, 1, 3 -> hit at 1, hit at 3, miss; C: miss.
+  assert bm25["per_conversation"]["hit@10"] == [1.0, round(2 / 3, 6), 0.0]
+  assert bm25["per_conversation"]["recall@10"] == [0.75, round(2 / 3, 6), 0.0]
+  assert bm25["per_conversation"]["mrr@10"] == [0.75, round((1 + 1 / 3) / 3, 6), 0.0]
+  assert bm25["per_conversation"]["map@10"] == [0.625, round((1 + 1 / 3) / 3, 6), 0.0]
+  assert bm25["macro"]["hit@10"] == round((1 + 2 / 3 + 0) / 3, 4) == 0.5556
+  assert bm25["macro"]["mrr@10"] == round((0.75 + 4 / 9) / 3, 4) == 0.3981
+  for row in rows:
+    for name, values in row["per_conversation"].items():
+      assert np.mean(values) == pytest.approx(row["macro"][name], abs=1e-4)
+  assert rows[1]["per_conversation"]["hit@10"] == [0.0, 0.0, 0.0] and rows[1]["macro"]["hit@10"] == 0.0
+  with pytest.raises(RuntimeError, match="different conversations"):
+    turns_study.scored_conversations([["A", "B"], ["B", "A"]])
 
 
 def test_seeds_leave_ranking_and_gold_and_duplicates_are_dropped():
@@ -275,7 +307,11 @@ def test_tool_writes_results(slice_dataset, tmp_path, capsys):
     assert (row["num_conversations"], row["num_turns"] + row["turns_skipped"]) == (10, 57)
     assert row["train_seconds"] is not None and row["candidates"] >= 10
     per = row["per_conversation"]  # the macro value is the mean of the per-conversation values
-    assert len(per["conversation_id"]) == 10 and np.mean(per["hit@10"]) == pytest.approx(row["macro"]["hit@10"], abs=1e-4)
+    assert set(per) == {"hit@10", "recall@10", "mrr@10", "map@10"}
+    for name, values in per.items():
+      assert len(values) == 10 and np.mean(values) == pytest.approx(row["macro"][name], abs=1e-4)
+  # the conversation ids the per-conversation values follow, listed once: the test split's, in file order
+  assert doc["data"]["conversation_ids"] == [c["id"] for c in raw if c["goal_playlist"]]
   # Pinned: BM25 over metadata + training titles on this slice (15 training conversations).
   assert rows["bm25"]["macro"]["hit@10"] == pytest.approx(0.305, abs=1e-4)
   assert rows["bm25"]["micro"]["hit@10"] == pytest.approx(0.2632, abs=1e-4)
@@ -346,12 +382,22 @@ def test_tool_tuned_bi_encoder_hybrid_and_text2tracks_over_it(slice_dataset, tmp
     assert row["conversation"]["num_queries"] == 10 and 0.0 <= row["conversation"]["hits@10"] <= 1.0
 
 
-def _run_result(seed, hit, convs=50, turns=283):
-  row = lambda name, h: {"name": name, "method": name.upper(), "conversation": {"hits@10": h + 0.2},
-                         **{level: {"hit@10": h, "recall@10": h / 4, "mrr@10": h / 2, "map@10": h / 3}
-                            for level in ("macro", "micro")}}
-  return {"seed": seed, "data": {"test_conversations": convs, "turn_queries": turns},
-          "results": [row("bm25", 0.3), row("t2t", hit)]}
+def _run_result(seed, hit, convs=50, turns=283, per_conversation=None, conversation_ids=None):
+  """A fake results file: rows bm25 and t2t (macro/micro hit@10 = `hit` etc.); with per_conversation
+  {name: {metric: values}}, those rows' per-conversation values and data.conversation_ids."""
+  def row(name, h):
+    out = {"name": name, "method": name.upper(), "conversation": {"hits@10": h + 0.2},
+           **{level: {"hit@10": h, "recall@10": h / 4, "mrr@10": h / 2, "map@10": h / 3}
+              for level in ("macro", "micro")}}
+    if per_conversation and name in per_conversation:
+      out["per_conversation"] = per_conversation[name]
+    return out
+  names = ("bm25", "t2t") if not per_conversation else tuple(per_conversation)
+  data = {"test_conversations": convs, "turn_queries": turns}
+  if conversation_ids is not None:
+    data["conversation_ids"] = conversation_ids
+  return {"seed": seed, "data": data,
+          "results": [row(name, 0.3 if name == "bm25" else hit) for name in names]}
 
 
 def test_aggregate_runs_mean_and_sample_std_over_seeds(tmp_path):
@@ -362,6 +408,7 @@ def test_aggregate_runs_mean_and_sample_std_over_seeds(tmp_path):
   assert t2t["macro"]["hit@10"] == {"mean": 0.6, "std": 0.1, "min": 0.5, "max": 0.7, "values": [0.5, 0.6, 0.7]}
   assert t2t["conversation_hits@10"]["mean"] == 0.8
   assert {m["name"]: m for m in out["methods"]}["bm25"]["micro"]["hit@10"]["std"] == 0.0
+  assert out["paired_bootstrap"] == []  # no text2tracks* row beside a tuned bi-encoder or hybrid
   with pytest.raises(UserInputError, match="different test sets"):
     ct.aggregate_runs([("a", _run_result(0, 0.5)), ("b", _run_result(1, 0.5, convs=40))])
   # the tool's --aggregate writes the same summary, labelled by file and seed
@@ -377,3 +424,89 @@ def test_aggregate_runs_mean_and_sample_std_over_seeds(tmp_path):
     summary = json.load(f)
   assert summary["seeds"] == [0, 1, 2] and summary["methods"][1]["macro"]["hit@10"]["mean"] == 0.6
   assert "t2t" in res.stdout and "0.600 +- 0.100 over 3 runs" in res.stdout
+  assert "no paired bootstrap" in res.stdout
+
+
+# Per-conversation macro values of four conversations in two seeds (hit@10 and mrr@10; recall and MAP
+# are not tested pairwise).  Seed 1 lists the conversations in another order: runs are aligned by id.
+_IDS = ["c1", "c2", "c3", "c4"]
+_PER_CONV = {
+    0: {"bi_encoder_tuned": {"hit@10": [1.0, 0.5, 0.0, 0.5], "mrr@10": [0.5, 0.25, 0.0, 0.5]},
+        "hybrid": {"hit@10": [1.0, 1.0, 0.0, 0.0], "mrr@10": [1.0, 0.5, 0.0, 0.0]},
+        "text2tracks_tuned": {"hit@10": [1.0, 1.0, 0.5, 0.5], "mrr@10": [1.0, 0.5, 0.25, 0.5]}},
+    1: {"bi_encoder_tuned": {"hit@10": [1.0, 0.5, 0.5, 0.5], "mrr@10": [1.0, 0.5, 0.5, 0.5]},
+        "hybrid": {"hit@10": [1.0, 1.0, 0.0, 0.0], "mrr@10": [1.0, 0.5, 0.0, 0.0]},
+        "text2tracks_tuned": {"hit@10": [1.0, 1.0, 1.0, 0.0], "mrr@10": [1.0, 1.0, 0.5, 0.0]}},
+}
+_ORDER = {0: [0, 1, 2, 3], 1: [3, 2, 1, 0]}  # seed 1's file order: c4, c3, c2, c1
+
+
+def _paired_runs(tmp_path):
+  paths = []
+  for seed, per in _PER_CONV.items():
+    reorder = lambda values, seed=seed: [values[i] for i in _ORDER[seed]]  # noqa: E731
+    result = _run_result(seed, 0.5, convs=4, turns=9, conversation_ids=reorder(_IDS),
+                         per_conversation={n: {m: reorder(v) for m, v in ms.items()} for n, ms in per.items()})
+    paths.append(str(tmp_path / f"seed{seed}.json"))
+    with open(paths[-1], "w", encoding="utf-8") as f:
+      json.dump(result, f)
+  return paths
+
+
+def test_aggregate_paired_bootstrap_over_conversations_with_seeds_averaged(tmp_path):
+  paths = _paired_runs(tmp_path)
+  res = subprocess.run([sys.executable, "tools/cpcd_turns.py", "--aggregate", *paths, "--json",
+                        str(tmp_path / "summary.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert res.returncode == 0, res.stderr
+  with open(tmp_path / "summary.json", encoding="utf-8") as f:
+    summary = json.load(f)
+  boots = {(b["text2tracks"], b["baseline"]): b for b in summary["paired_bootstrap"]}
+  assert list(boots) == [("text2tracks_tuned", "bi_encoder_tuned"), ("text2tracks_tuned", "hybrid")]
+  # Seeds averaged per conversation (c1..c4): text2tracks hit@10 [1, 1, 0.75, 0.25], bi-encoder
+  # [1, 0.5, 0.25, 0.5], hybrid [1, 1, 0, 0]; differences vs the bi-encoder [0, 0.5, 0.5, -0.25]
+  # (mean 0.1875), vs the hybrid [0, 0, 0.75, 0.25] (mean 0.25).
+  bi, hy = boots[("text2tracks_tuned", "bi_encoder_tuned")], boots[("text2tracks_tuned", "hybrid")]
+  assert bi["hit@10"]["delta"] == 0.1875 and hy["hit@10"]["delta"] == 0.25
+  assert bi["hit@10"]["means"] == {"text2tracks_tuned": 0.75, "bi_encoder_tuned": 0.5625}
+  assert hy["hit@10"]["means"] == {"text2tracks_tuned": 0.75, "hybrid": 0.5}
+  # mrr@10: text2tracks [1, 0.75, 0.375, 0.25], bi-encoder [0.75, 0.375, 0.25, 0.5]: mean diff 0.125
+  assert bi["mrr@10"]["delta"] == 0.125 and bi["mrr@10"]["means"]["bi_encoder_tuned"] == 0.4688
+  for b in (bi, hy):
+    for m in ("hit@10", "mrr@10"):
+      assert b[m]["n"] == 4 and b[m]["num_samples"] == ct.BOOTSTRAP_SAMPLES and b[m]["ci_level"] == 0.95
+      assert b[m]["ci"][0] <= b[m]["delta"] <= b[m]["ci"][1] and 0 < b[m]["p"] <= 1
+  # exactly stats.paired_bootstrap on the seed-averaged vectors (seed 0)
+  ref = stats.paired_bootstrap([1, 1, 0.75, 0.25], [1, 1, 0, 0], num_samples=ct.BOOTSTRAP_SAMPLES, seed=0)
+  assert hy["hit@10"]["ci"] == [round(ref["low"], 4), round(ref["high"], 4)]
+  assert hy["hit@10"]["p"] == round(ref["p_value"], 4)
+  assert hy["hit@10"]["ci"][0] == 0.0  # 4 conversations: a resample of c1 and c2 only has no difference
+  assert (f"paired bootstrap text2tracks_tuned - hybrid (4 conversations, each one's macro value (mean over its "
+          f"turns) averaged over the 2 runs): macro hit@10 +0.250 [+0.000, {hy['hit@10']['ci'][1]:+.3f}] "
+          f"p={hy['hit@10']['p']:.4f}; macro mrr@10 ") in res.stdout
+
+
+def test_aggregate_paired_bootstrap_refuses_runs_of_other_conversations(tmp_path, capsys):
+  paths = _paired_runs(tmp_path)
+  with open(paths[1], encoding="utf-8") as f:
+    other = json.load(f)
+  other["data"]["conversation_ids"][0] = "c9"  # same number of conversations, one of them another
+  with open(tmp_path / "other.json", "w", encoding="utf-8") as f:
+    json.dump(other, f)
+  assert tool.main(["--aggregate", paths[0], str(tmp_path / "other.json")]) == 2
+  err = capsys.readouterr().err
+  assert f"{tmp_path / 'other.json'} scored other conversations than {paths[0]}" in err
+  assert "1 only in" in err and "'c9'" in err and "'c4'" in err and "the same conversations in every run" in err
+  # a results file of the older tool (no per-conversation values) cannot enter a paired test
+  del other["data"]["conversation_ids"]
+  with open(tmp_path / "old.json", "w", encoding="utf-8") as f:
+    json.dump(other, f)
+  assert tool.main(["--aggregate", paths[0], str(tmp_path / "old.json")]) == 2
+  assert "no per-conversation values" in capsys.readouterr().err
+  # a row whose values do not match the conversation ids
+  with open(paths[1], encoding="utf-8") as f:
+    short = json.load(f)
+  short["results"][0]["per_conversation"]["hit@10"].pop()
+  with open(paths[0], encoding="utf-8") as f:
+    first = json.load(f)
+  with pytest.raises(UserInputError, match="row 'bi_encoder_tuned' has 3 per-conversation hit@10 values for 4"):
+    ct.aggregate_runs([("a", first), ("b", short)])

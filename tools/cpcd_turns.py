@@ -23,7 +23,15 @@ query, the goal playlist as gold: Hits/MAP@10) under "conversation".  A query's 
 --json gets one row per method (macro and micro hit/recall/precision/MRR/MAP @1,5,10, scored
 conversations and turns, train_seconds), the dataset authors' published development-set figures as a
 reference (their catalog is the full CPCD track set, larger than ours: not a comparison), and the
-machine.
+machine.  Each row also holds its per-conversation macro hit/recall/MRR/MAP@k, in the order of
+data.conversation_ids.
+
+  python tools/cpcd_turns.py --aggregate RESULTS_JSON... [--json docs/results/cpcd_turns/seeds_summary.json]
+
+--aggregate: mean and sample std over runs (one results file per training seed), and a paired bootstrap
+over the test conversations (each conversation's macro value averaged over the runs; the runs must have
+scored the same conversations) of every text2tracks* row minus bi_encoder_tuned and minus hybrid, macro
+hit@10 and mrr@10: delta, 95% CI, p, n.
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ def _floats(text: str) -> list[float]:
 
 
 def aggregate(paths: Sequence[str], out: str | None) -> dict:
-  """`--aggregate`: mean / spread over the runs in `paths` (one results file per training seed)."""
+  """`--aggregate`: mean / spread over the runs in `paths` (one results file per training seed) and the
+  paired bootstraps of `cpcd_turns.aggregate_runs`, printed and written to `out`."""
   runs = []
   for path in paths:
     try:
@@ -64,6 +73,13 @@ def aggregate(paths: Sequence[str], out: str | None) -> dict:
     h = m["macro"]["hit@10"]
     print(f"{m['name']:18s} macro hit@10 {h['mean']:.3f} +- {h['std']:.3f} over {summary['num_runs']} runs "
           f"({', '.join(f'{v:.3f}' for v in h['values'])})")
+  for bt in summary["paired_bootstrap"]:
+    print(f"paired bootstrap {bt['text2tracks']} - {bt['baseline']} ({bt['resampling']}): " + "; ".join(
+        f"macro {m} {bt[m]['delta']:+.3f} [{bt[m]['ci'][0]:+.3f}, {bt[m]['ci'][1]:+.3f}] p={bt[m]['p']:.4f}"
+        for m in cpcd_turns.PAIRED_METRICS))
+  if not summary["paired_bootstrap"]:
+    print(f"no paired bootstrap: no row named {cpcd_turns.TEXT2TRACKS_PREFIX}* beside "
+          f"{' or '.join(cpcd_turns.PAIRED_BASELINES)} in every run")
   if out:
     io_utils.write_json(out, summary)
   return summary
@@ -73,7 +89,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--aggregate", nargs="+", metavar="RESULTS_JSON",
                  help="instead of running: mean and spread over these results files (one per training seed) "
-                      "into --json")
+                      "and paired bootstraps of the text2tracks rows vs bi_encoder_tuned and hybrid over the "
+                      "conversations, printed and written to --json")
   p.add_argument("--dataset_dir", help="a dataset dir made by `t2t import cpcd`")
   p.add_argument("--cpcd_dir", help="the raw CPCD folder it was imported from")
   p.add_argument("--clusters", default="", help=f"track clusters JSONL (default: CPCD_DIR/{cpcd_turns.CLUSTERS_FILE} "

@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from t2t_jax import stats
 from t2t_jax.data import cpcd, formats
 from t2t_jax.errors import UserInputError, where
 
@@ -61,6 +62,12 @@ MAX_TURNS = 10
 NUM_SEEDS = 3
 KS = (1, 5, 10)
 METRICS = ("hit", "recall", "precision", "mrr", "map")
+# --aggregate's paired test: every Text2Tracks row (name starting with this) against each baseline, on
+# these macro metrics, resampling conversations.
+TEXT2TRACKS_PREFIX = "text2tracks"
+PAIRED_BASELINES = ("bi_encoder_tuned", "hybrid")
+PAIRED_METRICS = ("hit@10", "mrr@10")
+BOOTSTRAP_SAMPLES = 10000
 _WS = re.compile(r"\s+")
 
 RankFn = Callable[[list[str], int], np.ndarray]  # (texts, n) -> int [len(texts), n] catalog rows, -1 = none
@@ -456,13 +463,24 @@ def gold_coverage(queries: Sequence[TurnQuery], catalog_keys: Sequence[str]) -> 
 
 
 def aggregate_runs(runs: Sequence[tuple[str, dict]], metrics: Sequence[str] = ("hit@10", "recall@10", "mrr@10",
-                                                                               "map@10")) -> dict:
-  """Mean and spread over runs (e.g. training seeds) of `tools/cpcd_turns.py --json` results.
+                                                                               "map@10"), *,
+                   paired_metrics: Sequence[str] = PAIRED_METRICS, bootstrap_samples: int = BOOTSTRAP_SAMPLES,
+                   bootstrap_seed: int = 0) -> dict:
+  """Mean and spread over runs (e.g. training seeds) of `tools/cpcd_turns.py --json` results, and a
+  paired bootstrap of every Text2Tracks row against the tuned bi-encoder and the hybrid.
 
   runs: (label, results dict) pairs with the same protocol and test queries.  Per method present in
   every run: macro and micro metrics and the conversation-level Hits@10 as {"mean", "std" (sample,
-  n-1), "min", "max", "values"}, with the run labels in order.  Raises UserInputError when the runs
-  were scored on different queries.
+  n-1), "min", "max", "values"}, with the run labels in order.
+
+  "paired_bootstrap": per pair (a row whose name starts with "text2tracks", "bi_encoder_tuned" or
+  "hybrid", all present in every run) and macro metric in `paired_metrics`: each conversation's macro
+  value (its turns' mean, the rows' per_conversation) averaged over the runs, then
+  `stats.paired_bootstrap` over the conversations of text2tracks minus baseline: {"delta", "ci" [low,
+  high], "ci_level", "p", "n" (conversations), "num_samples", "means" {method: mean over conversations}}.
+
+  Raises UserInputError when the runs were scored on different queries or conversations, or when a run
+  has no per-conversation values (a results file of an older tools/cpcd_turns.py).
   """
   if not runs:
     raise UserInputError("no runs to aggregate")
@@ -487,6 +505,66 @@ def aggregate_runs(runs: Sequence[tuple[str, dict]], metrics: Sequence[str] = ("
     if all("conversation" in row for row in rows):
       entry["conversation_hits@10"] = spread(row["conversation"]["hits@10"] for row in rows)
     methods.append(entry)
+  pairs = [(t, b) for t in names if t.startswith(TEXT2TRACKS_PREFIX) for b in PAIRED_BASELINES if b in names]
+  paired = []
+  if pairs:
+    ids, per_conv = _seed_averaged_per_conversation(runs, sorted({n for pair in pairs for n in pair}),
+                                                    paired_metrics)
+    for t2t, baseline in pairs:
+      entry = {"text2tracks": t2t, "baseline": baseline,
+               "resampling": (f"{len(ids)} conversations, each one's macro value (mean over its turns) "
+                              f"averaged over the {len(runs)} runs")}
+      for m in paired_metrics:
+        a, b = per_conv[t2t][m], per_conv[baseline][m]
+        bt = stats.paired_bootstrap(a, b, num_samples=bootstrap_samples, seed=bootstrap_seed)
+        entry[m] = {"delta": round(bt["mean_diff"], 4), "ci": [round(bt["low"], 4), round(bt["high"], 4)],
+                    "ci_level": bt["ci"], "p": round(bt["p_value"], 4), "n": bt["num_queries"],
+                    "num_samples": bt["num_samples"],
+                    "means": {t2t: round(float(np.mean(a)), 4), baseline: round(float(np.mean(b)), 4)}}
+      paired.append(entry)
   return {"runs": [label for label, _ in runs], "num_runs": len(runs),
           "test_conversations": runs[0][1]["data"].get("test_conversations"),
-          "turn_queries": runs[0][1]["data"].get("turn_queries"), "methods": methods}
+          "turn_queries": runs[0][1]["data"].get("turn_queries"), "methods": methods,
+          "paired_bootstrap": paired}
+
+
+def _seed_averaged_per_conversation(runs: Sequence[tuple[str, dict]], names: Sequence[str],
+                                    metrics: Sequence[str]) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
+  """(conversation ids in the first run's order, {method: {metric: float [C] averaged over runs}}).
+
+  Each run's rows follow its data.conversation_ids; runs are aligned by id.  Raises UserInputError when
+  a run lacks them, scored another set of conversations, or a row's values do not match its ids.
+  """
+  first_label, first = runs[0]
+  ids0 = None
+  sums: dict[str, dict[str, np.ndarray]] = {}
+  for label, r in runs:
+    ids = r["data"].get("conversation_ids")
+    rows = {row["name"]: row for row in r["results"]}
+    if not ids or any("per_conversation" not in rows[n] for n in names):
+      raise UserInputError(f"{label}: no per-conversation values (data.conversation_ids and each row's "
+                           "per_conversation; a results file of an older tools/cpcd_turns.py): re-run it "
+                           "with the current code for a paired test")
+    if len(set(ids)) != len(ids):
+      raise UserInputError(f"{label}: data.conversation_ids lists a conversation twice")
+    if ids0 is None:
+      ids0 = list(ids)
+    elif set(ids) != set(ids0):
+      only_here, only_first = sorted(set(ids) - set(ids0)), sorted(set(ids0) - set(ids))
+      raise UserInputError(
+          f"{label} scored other conversations than {first_label} ({len(ids)} vs {len(ids0)}; "
+          f"{len(only_here)} only in {label}{', e.g. ' + repr(only_here[0]) if only_here else ''}, "
+          f"{len(only_first)} only in {first_label}{', e.g. ' + repr(only_first[0]) if only_first else ''}): "
+          "a paired test over seeds needs the same conversations in every run")
+    position = {c: i for i, c in enumerate(ids)}
+    order = [position[c] for c in ids0]
+    for n in names:
+      per = rows[n]["per_conversation"]
+      for m in metrics:
+        values = per.get(m)
+        if values is None or len(values) != len(ids):
+          raise UserInputError(f"{label}: row {n!r} has {'no' if values is None else len(values)} "
+                               f"per-conversation {m} values for {len(ids)} conversations")
+        sums.setdefault(n, {}).setdefault(m, np.zeros(len(ids0)))
+        sums[n][m] += np.asarray(values, np.float64)[order]
+  return ids0, {n: {m: v / len(runs) for m, v in ms.items()} for n, ms in sums.items()}

@@ -101,7 +101,8 @@ def _row(name: str, result: dict, train_seconds: float | None, **extra) -> dict:
                                    "candidates", "rank_seconds")},
          "per_turn": {k: [round(x, ROUND) for x in v] if k.startswith("hit@") else v
                       for k, v in result["per_turn"].items()},
-         "per_conversation": result["per_conversation"],  # for paired tests between methods and seeds
+         # for paired tests between methods and seeds; ordered as the document's data.conversation_ids
+         "per_conversation": {k: v for k, v in result["per_conversation"].items() if k != "conversation_id"},
          "train_seconds": None if train_seconds is None else round(train_seconds, 1), **extra}
   print(f"{name:18s} macro hit@10 {row['macro'].get('hit@10', float('nan')):.3f}  "
         f"micro hit@10 {row['micro'].get('hit@10', float('nan')):.3f}  "
@@ -232,8 +233,10 @@ class _Fitted:
     return model, {"tuning": info, "train_seconds_includes": "bm25 and bi_encoder_tuned fits"}, sparse[1] + dense[1]
 
 
-def _scorer(data: _TurnData, rows: list[dict], k: int) -> Callable[..., None]:
-  """score(name, rank_fn, fit seconds, **row fields): turn-level and conversation-level scores -> a row."""
+def _scorer(data: _TurnData, rows: list[dict], k: int) -> tuple[Callable[..., None], list[list[str]]]:
+  """(score, conversation ids): score(name, rank_fn, fit seconds, **row fields) appends a row of
+  turn-level and conversation-level scores to `rows` and the ids its per-conversation values follow
+  to the returned list."""
   test_prompts, test_rows = _split_prompts(data.ds, "test", data.max_chars)
 
   def score(name, rank_fn, fit_s, **extra):
@@ -241,7 +244,9 @@ def _scorer(data: _TurnData, rows: list[dict], k: int) -> Callable[..., None]:
     conv = evaluation.evaluate_rankings(np.asarray(rank_fn(test_prompts, k)), test_rows, ks=(1, 5, k))
     extra["conversation"] = {m: round(float(conv[m]), ROUND) for m in (f"hits@{k}", f"map@{k}", "num_queries")}
     rows.append(_row(name, result, fit_s, **extra))
-  return score
+    conversation_ids.append(result["per_conversation"]["conversation_id"])
+  conversation_ids: list[list[str]] = []
+  return score, conversation_ids
 
 
 def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), clusters: str | None = None,
@@ -266,7 +271,7 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
   if "text2tracks" in methods:  # loaded (and checked against the catalog) before anything is fitted
     t2t_rank_fn = _text2tracks_rank_fn(model_dir, beam_size, track_ids, batch_size)
   rows: list[dict] = []
-  score = _scorer(data, rows, k)
+  score, per_row_ids = _scorer(data, rows, k)
   for name in methods:
     if name == "text2tracks":
       score(name, t2t_rank_fn, None, model_dir=os.path.abspath(model_dir), beam_size=beam_size)
@@ -281,12 +286,24 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
     else:
       model, fit_s, extra = fitted.get(name)
       score(name, model.recommend, fit_s, **extra)
-  return _document(data, dataset_dir, cpcd_dir, max_turns, k, rows)
+  return _document(data, dataset_dir, cpcd_dir, max_turns, k, rows, scored_conversations(per_row_ids))
+
+
+def scored_conversations(per_row_ids: list[list[str]]) -> list[str]:
+  """The conversation ids the rows' per-conversation values follow, stored once in the document.
+
+  Which turns are scored depends on the queries only (a turn is skipped when its seeds leave no gold),
+  so every method scores the same conversations in the same order; raises RuntimeError otherwise.
+  """
+  if any(ids != per_row_ids[0] for ids in per_row_ids):
+    raise RuntimeError("methods scored different conversations: per-conversation values would not align")
+  return list(per_row_ids[0]) if per_row_ids else []
 
 
 def _document(data: _TurnData, dataset_dir: str, cpcd_dir: str, max_turns: int | None, k: int,
-              rows: list[dict]) -> dict:
-  """The results document: protocol, data, one row per method, the published reference."""
+              rows: list[dict], conversation_ids: list[str]) -> dict:
+  """The results document: protocol, data (with the scored conversations' ids, the order of every
+  row's per_conversation values), one row per method, the published reference."""
   return {
       "protocol": ("CPCD's turn-level evaluation (t2t_jax/studies/cpcd_turns.py): query = user turns 0..t, "
                    f"t < {max_turns}; seeds = first {cpcd_turns.NUM_SEEDS} liked tracks of each earlier turn, "
@@ -299,7 +316,8 @@ def _document(data: _TurnData, dataset_dir: str, cpcd_dir: str, max_turns: int |
                "max_turns": max_turns, "catalog_tracks": len(data.ds.tracks),
                "catalog_keys": len(set(data.cat_keys)), "train_playlists": len(data.train),
                "validation_playlists": len(data.val_prompts), "k": k,
-               "track_keys": data.keys.stats, **cpcd_turns.gold_coverage(data.queries, data.cat_keys)},
+               "track_keys": data.keys.stats, **cpcd_turns.gold_coverage(data.queries, data.cat_keys),
+               "conversation_ids": conversation_ids},
       "results": rows,
       "reference": reference_rows(),
   }
