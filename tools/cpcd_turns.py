@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import os
 import sys
 from typing import Sequence
@@ -68,7 +69,7 @@ def aggregate(paths: Sequence[str], out: str | None) -> dict:
       raise UserInputError(f"--aggregate {path}: not a readable results file ({e})") from None
   summary = cpcd_turns.aggregate_runs(runs)
   summary["seeds"] = [r.get("seed") for _, r in runs]
-  summary["command"] = " ".join(["python", "tools/cpcd_turns.py", "--aggregate", *paths] + (["--json", out] if out else []))
+  summary["command"] = shlex.join(["python", "tools/cpcd_turns.py", "--aggregate", *paths] + (["--json", out] if out else []))
   for m in summary["methods"]:
     h = m["macro"]["hit@10"]
     print(f"{m['name']:18s} macro hit@10 {h['mean']:.3f} +- {h['std']:.3f} over {summary['num_runs']} runs "
@@ -138,7 +139,7 @@ def _run(args, argv) -> None:
       hybrid_depth=args.hybrid_depth, batch_size=args.batch_size, work_dir=args.work_dir,
       t2t_train_steps=args.t2t_train_steps)
   out["seed"] = args.seed
-  out["command"] = " ".join(["python", "tools/cpcd_turns.py"] + (sys.argv[1:] if argv is None else list(argv)))
+  out["command"] = shlex.join(["python", "tools/cpcd_turns.py"] + (sys.argv[1:] if argv is None else list(argv)))  # quoted: re-runnable
   out["machine"] = report.machine_info()
   for ref in out["reference"]["rows"]:
     print(f"{'reference':18s} macro hit@10 {ref['macro']['hit@10']:.3f}  {ref['method']}")
