@@ -192,7 +192,7 @@ def run(args) -> dict:
   write()
   if args.prepare_only:
     return out
-  from t2t_jax.studies import pipeline  # pylint: disable=import-outside-toplevel
+  from t2t_jax.ids import table as table_lib  # pylint: disable=import-outside-toplevel  (gin-free, unlike studies.pipeline)
   from t2t_jax.data import examples  # pylint: disable=import-outside-toplevel
   stage = _Stages()
   row = out["row"]
@@ -200,7 +200,7 @@ def run(args) -> dict:
     ds = examples.load_dataset(os.path.join(args.work_dir, "data"))
   row.update(num_tracks=len(ds.tracks), num_playlists=args.num_playlists)
   table = build_ids(args, ds, row, stage)
-  row.update(level_sizes=list(table.level_sizes), **pipeline.decode_steps(table))
+  row.update(level_sizes=list(table.level_sizes), **table_lib.decode_steps(table))
   write()
   train_and_decode(args, ds, table, row, stage, write)
   out["stage_seconds"] = stage.seconds

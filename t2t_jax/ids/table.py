@@ -364,3 +364,14 @@ def _jsonable(obj):
   if isinstance(obj, np.ndarray):
     return obj.tolist()
   return obj
+
+
+def decode_steps(table) -> dict:
+  """Decoding cost of a table's IDs from `id_stats` and the trie rule (one EOS step more
+  for text / variable-length IDs, `decoding.index.token_seqs_for_table`)."""
+  stats = id_stats(table)
+  length = stats["id_length"]
+  eos = 1 if table.is_text or length["min"] != length["max"] else 0
+  return {"decode_steps_per_id": round(float(length["mean"]) + eos, 2),
+          "decode_steps_max": int(length["max"]) + eos, "id_tokens_added": int(stats["num_id_tokens"]),
+          "num_disambiguated": int(table.meta.get("num_disambiguated", 0) or 0)}

@@ -34,7 +34,7 @@ from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.data import vocab as vocab_lib
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids import catalog, specs
-from t2t_jax.ids.table import id_stats
+from t2t_jax.ids import table as table_lib
 from t2t_jax.serving import retriever as retriever_lib
 from t2t_jax.training import checkpoints
 
@@ -296,15 +296,7 @@ def build_table(ws: Workspace, spec, *, embeddings_NxD: np.ndarray | None = None
   return table, seconds
 
 
-def decode_steps(table) -> dict:
-  """Decoding cost of a table's IDs from `ids.table.id_stats` and the trie rule (one EOS step more
-  for text / variable-length IDs, `decoding.index.token_seqs_for_table`)."""
-  stats = id_stats(table)
-  length = stats["id_length"]
-  eos = 1 if table.is_text or length["min"] != length["max"] else 0
-  return {"decode_steps_per_id": round(float(length["mean"]) + eos, 2),
-          "decode_steps_max": int(length["max"]) + eos, "id_tokens_added": int(stats["num_id_tokens"]),
-          "num_disambiguated": int(table.meta.get("num_disambiguated", 0) or 0)}
+decode_steps = table_lib.decode_steps  # lives beside id_stats: gin-free tools (bench_scaling) use it
 
 
 # ----------------------------------------------------------------------------------------------- #
