@@ -15,6 +15,14 @@ all are done (or the IDs' maximum length is reached).
 Log-probs are `logit - logsumexp(logits)` gathered at the candidates: one reduction over V per beam
 and no [M, V] log-prob array.
 
+`scoring="logit"` ranks by sums of raw logits instead (no per-step normalisation).  Under
+`ID_EMBEDDING_INIT='retrieval_residual'` the model starts with the same decoder state at every step
+and ID token vectors that sum to their track's vector, so an ID's logit sum is the prompt's similarity
+to its reconstructed track vector (the quantity residual codes are fitted to); log-probs subtract
+each step's log-partition, which differs between prefixes once the decoder is trained.  Logit sums
+need not decrease along a path, so that mode never stops early: every search runs the IDs' full
+length.  Which ranks better is an empirical question per model (`compare_ids.beam_scorings`).
+
 All arrays keep the batch axis first ([B, ...] or [B * beam, ...] batch-major), so the batch can be
 sharded over the mesh 'data' axis; the index arrays are replicated.
 """
@@ -30,6 +38,7 @@ import jax.numpy as jnp
 from t2t_jax.decoding.index import ConstraintIndex
 
 NEG_INF = float("-inf")
+SCORINGS = ("log_prob", "logit")
 
 TokensToLogits = Callable[[jax.Array, Any], Tuple[jax.Array, Any]]
 
@@ -119,7 +128,7 @@ def _select_by_group(rank_BxWxD, tok_BxWxD, num_groups: int, diversity_penalty: 
 
 def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
                       width: int, batch_size: int, beam_size: int, num_groups: int = 1,
-                      diversity_penalty: float = 0.0) -> _State:
+                      diversity_penalty: float = 0.0, scoring: str = "log_prob") -> _State:
   """One decode step whose candidates are the trie children (at most `width`) of each beam.
 
   With num_groups = G > 1 the beam is split into G groups of W / G beams that choose in turn; a
@@ -131,7 +140,7 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
   logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
   logits_BxWxV = logits_MxV.astype(jnp.float32).reshape(b, w, -1)
   # log p(token) = logit - logsumexp: one reduction over V, then only candidates are touched.
-  lse_BxW = jax.nn.logsumexp(logits_BxWxV, axis=-1)
+  lse_BxW = _log_partition(logits_BxWxV, scoring)
 
   first_BxW = index.first_child(state.node_BxW)
   deg_BxW = index.degree(state.node_BxW)
@@ -172,7 +181,7 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
 
 def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
                max_steps: int, batch_size: int, beam_size: int, num_groups: int = 1,
-               diversity_penalty: float = 0.0) -> _State:
+               diversity_penalty: float = 0.0, scoring: str = "log_prob") -> _State:
   """One unconstrained step: any token; paths are followed in the trie only to name the row.
 
   Groups (num_groups > 1) choose in turn with the diversity penalty of `_constrained_step`
@@ -184,7 +193,7 @@ def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: Constrain
   k = state.fin_score_BxK.shape[1]
   logits_MxV, cache = tokens_to_logits(state.tok_BxW.reshape(b * w, 1), state.cache)
   logits_BxWxV = logits_MxV.astype(jnp.float32).reshape(b, w, -1)
-  lse_BxW = jax.nn.logsumexp(logits_BxWxV, axis=-1)
+  lse_BxW = _log_partition(logits_BxWxV, scoring)
   eos = index.eos_id
 
   # EOS ends a sequence (EOS is part of the ID only when the catalog's rows are EOS-terminated).
@@ -234,7 +243,18 @@ def _free_step(state: _State, tokens_to_logits: TokensToLogits, index: Constrain
       fin_row_BxK=fin_row, fin_score_BxK=fin_score)
 
 
-def _not_done(state: _State, max_steps: int) -> jax.Array:
+def _log_partition(logits_BxWxV: jax.Array, scoring: str) -> jax.Array:
+  """What each step subtracts from a candidate's logit: logsumexp (log-probs) or 0 (raw logits)."""
+  if scoring == "logit":
+    return jnp.zeros(logits_BxWxV.shape[:-1], logits_BxWxV.dtype)
+  return jax.nn.logsumexp(logits_BxWxV, axis=-1)
+
+
+def _not_done(state: _State, max_steps: int, monotone: bool = True) -> jax.Array:
+  """Whether to decode another step.  With monotone scores (log-probs) a batch element is done once its
+  K-th finished score is >= its best alive score; otherwise only the length bounds the search."""
+  if not monotone:
+    return state.step < max_steps
   best_alive_B = state.score_BxW.max(axis=1)
   worst_fin_B = state.fin_score_BxK[:, -1]
   return (state.step < max_steps) & jnp.any(best_alive_B > worst_fin_B)
@@ -243,7 +263,7 @@ def _not_done(state: _State, max_steps: int) -> jax.Array:
 def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: ConstraintIndex, *,
                 batch_size: int, beam_size: int, top_k: int, max_decode_len: int | None = None,
                 decoder_start_id: int = 0, constrained: bool = True, num_groups: int = 1,
-                diversity_penalty: float = 0.0):
+                diversity_penalty: float = 0.0, scoring: str = "log_prob"):
   """Beam search returning the top-K catalog rows per prompt (jittable, no host round trips).
 
   Args:
@@ -264,10 +284,13 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
       log-probs.  With several groups, outputs that are the same catalog row are merged (the best
       copy kept); in free mode a sequence outside the catalog that several groups generate stays
       repeated (row -1 each time).
+    scoring: "log_prob" (sums of log-probs, the default) or "logit" (sums of raw logits, see the
+      module docstring; no early stop).
 
   Returns:
     rows_BxK int32 (ID-table rows, best first; -1 where fewer than K were found or, in free mode,
-    the sequence is not an ID) and scores_BxK float32 (sums of log-probs; -inf for empty slots).
+    the sequence is not an ID) and scores_BxK float32 (sums of log-probs, or of logits with
+    scoring="logit"; -inf for empty slots).
   """
   b, w, k = batch_size, beam_size, top_k
   assert w >= 1 and k >= 1, (w, k)
@@ -275,6 +298,8 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
     raise ValueError(f"num_groups={num_groups} must divide beam_size={w}")
   if num_groups > 1 and not diversity_penalty >= 0:
     raise ValueError(f"diversity_penalty={diversity_penalty} must be >= 0")
+  if scoring not in SCORINGS:
+    raise ValueError(f"scoring={scoring!r} is not one of {SCORINGS}")
   max_steps = index.max_depth if max_decode_len is None else int(max_decode_len)
   if constrained:
     max_steps = min(max_steps, index.max_depth)
@@ -297,15 +322,16 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
     # widest degree below the root.
     step = functools.partial(_constrained_step, tokens_to_logits=tokens_to_logits, index=index,
                              batch_size=b, beam_size=w, num_groups=num_groups,
-                             diversity_penalty=diversity_penalty)
+                             diversity_penalty=diversity_penalty, scoring=scoring)
     state = step(state, width=max(index.max_degree[0], 1))
     width = max(max(index.max_degree[1:max_steps], default=1), 1)
     body = lambda s: step(s, width=width)
   else:
     body = lambda s: _free_step(s, tokens_to_logits, index, max_steps, b, w, num_groups,
-                                diversity_penalty)
+                                diversity_penalty, scoring)
   if max_steps > 0:
-    state = jax.lax.while_loop(lambda s: _not_done(s, max_steps), body, state)
+    monotone = scoring == "log_prob"
+    state = jax.lax.while_loop(lambda s: _not_done(s, max_steps, monotone), body, state)
   rows_BxK = jnp.where(state.fin_score_BxK > NEG_INF, state.fin_row_BxK, -1)
   return rows_BxK, state.fin_score_BxK
 

@@ -16,7 +16,7 @@ from t2t_jax.models import build_model
 def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: int,
                       max_decode_len: int | None = None, constrained: bool = True,
                       decoder_start_id: int = 0, num_groups: int = 1,
-                      diversity_penalty: float = 0.0):
+                      diversity_penalty: float = 0.0, scoring: str = "log_prob"):
   """Returns `fn(params, encoder_input_tokens_BxL, index=None) -> (rows_BxK, scores_BxK)`.
 
   `fn` is pure and jittable.  Pass `index` as an argument (rather than relying on the one captured
@@ -30,6 +30,7 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
     constrained: False decodes freely; rows are -1 for generated sequences not in the catalog.
     decoder_start_id: T5's decoder start token (PAD = 0).
     num_groups, diversity_penalty: grouped (diverse) beam search, see `beam_search`.
+    scoring: "log_prob" (default) or "logit": how beams are ranked, see `beam_search`.
   """
   model = build_model(model)
   captured = index
@@ -47,7 +48,7 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
     return beam_search(tokens_to_logits, state.cache, ix, batch_size=batch, beam_size=beam_size,
                        top_k=top_k, max_decode_len=max_len, decoder_start_id=decoder_start_id,
                        constrained=constrained, num_groups=num_groups,
-                       diversity_penalty=diversity_penalty)
+                       diversity_penalty=diversity_penalty, scoring=scoring)
 
   return fn
 

@@ -66,6 +66,7 @@ class DecodeOptions:
   num_groups: int = 1
   diversity_penalty: float = 0.0
   max_decode_len: int | None = None
+  scoring: str = "log_prob"
 
 
 class GenerativeRetriever:
@@ -125,7 +126,8 @@ class GenerativeRetriever:
     return generate.make_recommend_fn(self.model, self.index, beam_size=o.beam_size, top_k=o.k,
                                       max_decode_len=o.max_decode_len, constrained=o.constrained,
                                       num_groups=o.num_groups,
-                                      diversity_penalty=float(o.diversity_penalty))
+                                      diversity_penalty=float(o.diversity_penalty),
+                                      scoring=o.scoring)
 
   def topk_fn(self, k: int, **kwargs) -> Callable:
     """Jitted `fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)`, compiled once per options (and

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
 import os
 import subprocess
@@ -44,6 +45,7 @@ from t2t_jax.baselines import bi_encoder, bm25, popularity
 from t2t_jax.baselines.catalog import CatalogTexts
 from t2t_jax.data import formats
 from t2t_jax.data import prompts as prompts_lib
+from t2t_jax.decoding.beam_search import SCORINGS
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids import specs as specs_lib
 from t2t_jax.models import pretrained
@@ -433,6 +435,7 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
   are several candidates."""
   from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
   beams = defaults.get("beam_sizes") or (defaults["beam_size"],)
+  scorings = defaults.get("beam_scorings") or ("log_prob",)
   val_table, best = [], None
   for fam, spec in cands.pairs:
     table, task = cands.get(fam, spec, seeds[0])
@@ -440,19 +443,21 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
                                      work_dir=work_dir, defaults=defaults, progress=progress)
     val_task = dataclasses.replace(task, eval_examples=tasks_pipeline.get_eval_examples(task.name, "validation"))
     cost = _id_cost(table)
-    # One decoding step: every beam >= k returns the same top k, so only the smallest is scored.
-    for beam in (beams[:1] if cost["decode_steps_max"] == 1 else beams):
-      m = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10)["metrics"]
-      val_table.append({"family": fam.name, "id_strategy": spec.name, "beam_size": beam,
+    # One decoding step: every beam >= k returns the same top k, and logit sums rank as log-probs do
+    # (one log-partition per prompt), so only the first beam and scoring are scored.
+    one_step = cost["decode_steps_max"] == 1
+    for scoring, beam in itertools.product(scorings[:1] if one_step else scorings, beams[:1] if one_step else beams):
+      m = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10, scoring=scoring)["metrics"]
+      val_table.append({"family": fam.name, "id_strategy": spec.name, "beam_size": beam, "beam_scoring": scoring,
                         "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4),
                         "num_queries": m["num_queries"], **cost, "train_seconds": extra["train_seconds"]})
       log.validation_run(f, seeds[0], val_table[-1])
       score = (val_table[-1]["val_hits@10"], val_table[-1]["val_map@10"])  # as validation.json records it
-      if best is None or score > best[0]:  # ties: the earlier candidate, the smaller beam
-        best = (score, (fam, spec), model_dir, extra, beam)
+      if best is None or score > best[0]:  # ties: the earlier candidate, the earlier scoring, the smaller beam
+        best = (score, (fam, spec), model_dir, extra, beam, scoring)
   if validation_only:
     return
-  _, (fam, spec), model_dir, extra, beam = best
+  _, (fam, spec), model_dir, extra, beam, scoring = best
   # One method over folds whatever each fold's validation picked: the pick is in `selected`.
   method = method_name if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
   for i, seed in enumerate(seeds):
@@ -460,14 +465,15 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     if i:
       model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir,
                                        work_dir=work_dir, defaults=defaults, progress=progress)
-    ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10)
+    ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10, scoring=scoring)
     log.test_run(f, seed, method, ev["rows_NxK"],
                  config={"family": fam.name, "model": fam.model, "bindings": list(fam.bindings), "id_spec": spec.name,
-                         "id_spec_kwargs": spec.kwargs, "beam_size": beam,
+                         "id_spec_kwargs": spec.kwargs, "beam_size": beam, "beam_scoring": scoring,
                          **{k: extra[k] for k in ("train_steps", "batch_size")}},
                  val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
                  extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name,
-                        "selected": f"{fam.name} ({spec.name})", "beam_size": beam, **extra,
+                        "selected": f"{fam.name} ({spec.name})", "beam_size": beam, "beam_scoring": scoring,
+                        **extra,
                         **_id_cost(table),
                         "prompts_per_s": ev["prompts_per_s"], "validation_choice": val_table})
 
@@ -478,7 +484,7 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         hybrid_weights: Sequence[float], hybrid_depth: int, num_devices: int | None, bootstrap_samples: int,
         config: dict, progress: bool = True, reuse_encoders: bool = False,
         selected_name: str = SELECTED, validation_only: bool = False,
-        beam_sizes: Sequence[int] | None = None) -> list[dict]:
+        beam_sizes: Sequence[int] | None = None, beam_scorings: Sequence[str] | None = None) -> list[dict]:
   """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, validation.json,
   summary.json.  `reuse_encoders`: load each seed's tuned bi-encoder saved in `work_dir` by an earlier
   run of the same folds instead of tuning it again (`_tuned_baselines`); `selected_name`: the method
@@ -487,7 +493,9 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
   that never touches test: the Text2Tracks candidates are trained with the first seed and scored on
   validation (validation.json), nothing else runs (the baselines must be ()).  `beam_sizes`: beam widths
   each candidate is scored at on validation (a decoding choice like any other: the fold's pick is the
-  best (candidate, beam), its test runs use that beam); None: `beam_size` only."""
+  best (candidate, beam), its test runs use that beam); None: `beam_size` only.  `beam_scorings`: how
+  beams are ranked ("log_prob", "logit": `decoding.beam_search`), chosen on validation the same way
+  (None: "log_prob")."""
   unknown = [b for b in baselines if b not in FAIR_BASELINES]
   if unknown:
     raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
@@ -512,7 +520,8 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
       "every choice on the fold's inner validation split, test run once per final configuration and seed "
       f"({RUNS_FILE} logs each); cells: mean over seeds, then mean ± std over folds."])
   defaults = {"train_steps": train_steps, "batch_size": batch_size, "learning_rate": learning_rate,
-              "beam_size": beam_size, "beam_sizes": check_beam_sizes(beam_sizes, k=10), "num_devices": num_devices}
+              "beam_size": beam_size, "beam_sizes": check_beam_sizes(beam_sizes, k=10),
+              "beam_scorings": check_beam_scorings(beam_scorings), "num_devices": num_devices}
   for variant, ddir in dataset_dirs.items():
     for fold in (list(folds) if folds is not None else [None]):
       tag = f"{variant} fold {fold}"
@@ -569,6 +578,18 @@ def check_beam_sizes(beam_sizes: Sequence[int] | None, *, k: int) -> tuple[int, 
   if bad:
     raise UserInputError(f"compare_ids.beam_sizes: {bad} not integers >= k ({k})")
   return tuple(sorted(set(beam_sizes)))
+
+
+def check_beam_scorings(scorings: Sequence[str] | None) -> tuple[str, ...] | None:
+  """`scorings` without repeats in the given order (a validation tie goes to the earlier one), or None."""
+  if scorings is None:
+    return None
+  if isinstance(scorings, (str, bytes)) or not isinstance(scorings, Sequence) or not scorings:
+    raise UserInputError(f"compare_ids.beam_scorings must be a non-empty list of {SCORINGS}, got {scorings!r}")
+  bad = [s for s in scorings if s not in SCORINGS]
+  if bad:
+    raise UserInputError(f"compare_ids.beam_scorings: {bad} not among {SCORINGS}")
+  return tuple(dict.fromkeys(scorings))
 
 
 def _one_selected_method(method: str) -> str:
