@@ -36,8 +36,8 @@ def _initial_cache(prompts_B, beam):
           "seen": jnp.zeros((m, 2), jnp.int32), "index": jnp.zeros((), jnp.int32)}
 
 
-def _brute_force(tokens_to_logits, prompts_B, seqs_NxL):
-  """[B, N] sum of log-probs of every catalog row for every prompt."""
+def _brute_force(tokens_to_logits, prompts_B, seqs_NxL, scoring="log_prob"):
+  """[B, N] sum of log-probs (scoring="logit": of raw logits) of every catalog row for every prompt."""
   n, length = seqs_NxL.shape
   out = []
   for p in prompts_B:
@@ -46,7 +46,7 @@ def _brute_force(tokens_to_logits, prompts_B, seqs_NxL):
     total = jnp.zeros(n)
     for t in range(length):
       logits, cache = tokens_to_logits(tok, cache)
-      lp = jax.nn.log_softmax(logits)[jnp.arange(n), seqs_NxL[:, t]]
+      lp = (logits if scoring == "logit" else jax.nn.log_softmax(logits))[jnp.arange(n), seqs_NxL[:, t]]
       total = total + jnp.where(seqs_NxL[:, t] > 0, lp, 0.0)
       tok = jnp.asarray(seqs_NxL[:, t:t + 1])
     out.append(np.asarray(total))
@@ -72,7 +72,7 @@ def _run(seqs, vocab, prompts, beam, k, seed=0, **kw):
   fn = jax.jit(functools.partial(beam_search, t2l, batch_size=len(prompts), beam_size=beam,
                                  top_k=k, **kw))
   rows, scores = fn(_initial_cache(prompts, beam), index)
-  return np.asarray(rows), np.asarray(scores), _brute_force(t2l, prompts, seqs)
+  return np.asarray(rows), np.asarray(scores), _brute_force(t2l, prompts, seqs, kw.get("scoring", "log_prob"))
 
 
 @pytest.mark.parametrize("variable", [False, True])
@@ -84,6 +84,40 @@ def test_full_beam_equals_brute_force(variable):
   order = np.argsort(-ref_BxN, axis=1)[:, :12]
   np.testing.assert_array_equal(rows, order)
   np.testing.assert_allclose(scores, np.take_along_axis(ref_BxN, order, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_logit_scoring_full_beam_equals_brute_force_of_logit_sums(variable):
+  rng = np.random.default_rng(11 if variable else 10)
+  seqs = _catalog(rng, 40, 3, 8, variable)
+  prompts = [3, 17, 250]
+  rows, scores, ref_BxN = _run(seqs, 8, prompts, beam=40, k=12, scoring="logit")
+  order = np.argsort(-ref_BxN, axis=1)[:, :12]
+  # Exact although logit sums rise along some paths: an early stop (the log-prob rule) would miss them.
+  np.testing.assert_array_equal(rows, order)
+  np.testing.assert_allclose(scores, np.take_along_axis(ref_BxN, order, 1), rtol=1e-5, atol=1e-5)
+  assert (scores[:, 0] > 0).any()  # log-probs are never > 0: these are logits
+  # The two rankings differ on this model (each step's log-partition depends on the prefix).
+  t2l = _toy_model(8, 0)
+  logp_order = np.argsort(-_brute_force(t2l, prompts, seqs), axis=1)[:, :12]
+  assert (logp_order != order).any()
+
+
+def test_logit_scoring_small_beam_reports_exact_logit_sums():
+  rng = np.random.default_rng(12)
+  seqs = _catalog(rng, 200, 4, 12, False)
+  rows, scores, ref_BxN = _run(seqs, 12, [1, 2], beam=4, k=10, scoring="logit")
+  for b in range(2):
+    found = rows[b][rows[b] >= 0]
+    assert len(found) >= 4 and len(set(found.tolist())) == len(found)
+    np.testing.assert_allclose(scores[b][:len(found)], ref_BxN[b, found], rtol=1e-5, atol=1e-5)
+    assert (np.diff(scores[b][:len(found)]) <= 0).all()
+
+
+def test_unknown_scoring_is_refused():
+  seqs = _catalog(np.random.default_rng(0), 10, 2, 8, False)
+  with pytest.raises(ValueError, match="scoring='prob' is not one of"):
+    _run(seqs, 8, [1], beam=2, k=2, scoring="prob")
 
 
 def test_top_k_larger_than_beam_and_catalog():

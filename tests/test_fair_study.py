@@ -59,6 +59,14 @@ def test_tune_hybrid_picks_the_validation_best_weight():
     tuning.tune_hybrid(sparse, dense, [], [], weights=[0.5])
 
 
+def test_check_beam_scorings():
+  assert fair_study.check_beam_scorings(None) is None
+  assert fair_study.check_beam_scorings(["logit", "log_prob", "logit"]) == ("logit", "log_prob")  # order kept
+  for bad in ([], "logit", ["log_prob", "prob"], [1]):
+    with pytest.raises(UserInputError, match="compare_ids.beam_scorings"):
+      fair_study.check_beam_scorings(bad)
+
+
 def test_check_beam_sizes():
   assert fair_study.check_beam_sizes(None, k=10) is None
   assert fair_study.check_beam_sizes([100, 20, 20], k=10) == (20, 100)  # sorted: ties go to the smaller
@@ -135,23 +143,27 @@ def test_nested_rows_and_runs_log(fair_result):
     assert chosen[0]["learning_rate"] in (1e-3, 1e-4) and 1 <= chosen[0]["epochs"] <= 2
   t2t_rows = [r for r in per_seed if r["method"] in t2t]
   assert all(r["decode_steps_per_id"] and r["id_vocab_size"] for r in t2t_rows)
-  assert all(len(r["validation_choice"]) == 4 for r in t2t_rows)  # 2 candidates x 2 beams (multi-step IDs)
+  assert all(len(r["validation_choice"]) == 8 for r in t2t_rows)  # 2 candidates x 2 scorings x 2 beams (multi-step IDs)
   assert all(r["selected"] == f"{r['family']} ({r['id_strategy']})" for r in t2t_rows)
   # Every candidate's validation figures at every beam, per fold (the first seed trains them).
   with open(os.path.join(out, "validation.json"), encoding="utf-8") as f:
     val = json.load(f)
-  assert sorted((v["fold"], v["family"], v["beam_size"]) for v in val) == [
-      (fold, fam, beam) for fold in (0, 1) for fam in ("micro_a", "micro_b") for beam in (10, 12)]
-  keys = ("family", "beam_size", "val_hits@10", "val_map@10")
+  assert sorted((v["fold"], v["family"], v["beam_scoring"], v["beam_size"]) for v in val) == [
+      (fold, fam, scoring, beam) for fold in (0, 1) for fam in ("micro_a", "micro_b")
+      for scoring in ("log_prob", "logit") for beam in (10, 12)]
+  keys = ("family", "beam_size", "beam_scoring", "val_hits@10", "val_map@10")
   for r in t2t_rows:
     mine = [v for v in val if v["fold"] == r["fold"]]
     assert [{k: v[k] for k in keys} for v in mine] == [{k: v[k] for k in keys} for v in r["validation_choice"]]
-    # The pick is the best (candidate, beam) on validation, the earlier / smaller one on ties; test used its beam.
+    # The pick is the best (candidate, scoring, beam) on validation, the earlier one on ties (candidate, then
+    # log-probs before logits, then the smaller beam); test used its beam and scoring.
     best = max(mine, key=lambda v: (v["val_hits@10"], v["val_map@10"], -mine.index(v)))
-    assert (r["family"], r["beam_size"]) == (best["family"], best["beam_size"])
+    assert (r["family"], r["beam_size"], r["beam_scoring"]) == (best["family"], best["beam_size"],
+                                                                best["beam_scoring"])
   for run in runs:
     if run["method"] in t2t:
       assert run["config"]["beam_size"] in (10, 12)
+      assert run["config"]["beam_scoring"] in ("log_prob", "logit")
 
 
 @pytest.mark.entry
