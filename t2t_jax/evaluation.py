@@ -28,20 +28,25 @@ def pad_inputs(token_lists: Sequence[Sequence[int]], length: int) -> np.ndarray:
 
 
 def batched_topk(recommend_fn: Callable, params, inputs_NxL: np.ndarray, *, batch_size: int,
-                 progress: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Callable | None = None, side=None) -> tuple[np.ndarray, np.ndarray]:
   """Runs a jitted `recommend_fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)` over all rows.
 
   The last batch is padded with copies of a real row (then dropped), so every call has one shape.
+  side: optional (array_NxR, fn): each batch's rows of the array (padded the same way) go through
+  `fn` and are passed as `recommend_fn`'s third argument (e.g. a per-prompt node prior).
   """
   n = len(inputs_NxL)
   rows, scores = [], []
   steps = range(0, n, batch_size)
+
+  def pad(chunk, real):
+    return chunk if real == batch_size else np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
+
   for start in (progress(steps) if progress else steps):
     chunk = inputs_NxL[start:start + batch_size]
     real = len(chunk)
-    if real < batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
-    r, s = jax.device_get(recommend_fn(params, chunk))
+    extra = () if side is None else (side[1](pad(side[0][start:start + batch_size], real)),)
+    r, s = jax.device_get(recommend_fn(params, pad(chunk, real), *extra))
     rows.append(np.asarray(r)[:real])
     scores.append(np.asarray(s)[:real])
   return np.concatenate(rows), np.concatenate(scores)

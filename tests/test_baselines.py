@@ -31,6 +31,23 @@ def test_bm25_uses_metadata_and_training_prompts():
   assert out.shape == (4, 2)
 
 
+def test_bm25_scores_and_prior_agree_with_its_ranking():
+  r = bm25.BM25Retriever().fit(CATALOG, TRAIN)
+  prompts = ["workout", "calm sleep music", "zzzunknownzzz"]
+  raw = r.scores(prompts)
+  assert raw.shape == (3, 4) and raw.dtype == np.float32
+  ranked = r.recommend(prompts, k=4)
+  for i in range(2):  # the full score vector ranks as bm25s' own retrieval
+    hits = ranked[i][ranked[i] >= 0]
+    assert int(np.argmax(raw[i])) == hits[0] and (raw[i, hits] > 0).all()
+    assert np.count_nonzero(raw[i]) == len(hits)
+  assert (raw[2] == 0).all()
+  prior = r.prior(prompts)
+  np.testing.assert_allclose(prior[:2].max(axis=1), 1.0)  # each prompt's best row is 1
+  np.testing.assert_allclose(prior[0], raw[0] / raw[0].max())
+  assert (prior[2] == 0).all()  # no known word: no prior, not a division by zero
+
+
 def test_bm25_text_modes():
   meta = bm25.BM25Retriever(track_text="metadata").fit(CATALOG, TRAIN)
   assert (meta.recommend(["workout"], 2) == -1).all()  # only a training prompt says "workout"

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from t2t_jax.decoding.beam_search import beam_search, invalid_share
-from t2t_jax.decoding.index import build_index
+from t2t_jax.decoding.index import build_index, subtree_max
 
 HASH = 1009
 
@@ -118,6 +118,74 @@ def test_unknown_scoring_is_refused():
   seqs = _catalog(np.random.default_rng(0), 10, 2, 8, False)
   with pytest.raises(ValueError, match="scoring='prob' is not one of"):
     _run(seqs, 8, [1], beam=2, k=2, scoring="prob")
+
+
+def test_subtree_max_by_hand():
+  # Fixed length: nodes 0 root; 1 (3), 2 (6), 3 (7); leaves 4 (3,4) row 0, 5 (3,5) row 1, 6 (6,4) row 2, 7 (7,8) row 3.
+  index = build_index(np.array([[3, 4], [3, 5], [6, 4], [7, 8]]), 10)
+  got = subtree_max(index, np.array([[0.1, 0.9, 0.3, 0.2], [1.0, 0.0, -2.0, 0.0]]))
+  np.testing.assert_allclose(got, [[0.9, 0.9, 0.3, 0.2, 0.1, 0.9, 0.3, 0.2],
+                                   [1.0, 1.0, -2.0, 0.0, 1.0, 0.0, -2.0, 0.0]])
+  # EOS-terminated, variable length: row 0 = (3, EOS) ends at depth 2 beside (3, 4) which goes on.
+  index = build_index(np.array([[3, 1, 0], [3, 4, 1], [5, 1, 0]]), 10)
+  got = subtree_max(index, np.array([[0.5, 0.7, 0.1]]))
+  row_node = {int(r): index.row_base + i for i, r in enumerate(np.asarray(index.terminal_row)) if r >= 0}
+  assert got[0, 0] == np.float32(0.7) and [got[0, row_node[r]] for r in range(3)] == [np.float32(x) for x in (0.5, 0.7, 0.1)]
+  assert sorted(got[0, 1:3].tolist()) == [np.float32(0.1), np.float32(0.7)]  # (3): max(0.5, 0.7); (5): 0.1
+  with pytest.raises(ValueError, match="expected \\[batch, 3\\]"):
+    subtree_max(index, np.zeros((1, 4)))
+  with pytest.raises(ValueError, match="finite"):
+    subtree_max(index, np.array([[0.0, np.nan, 1.0]]))
+
+
+def _prior_run(seqs, vocab, prompts, beam, k, prior_BxN, **kw):
+  index = build_index(seqs, vocab)
+  t2l = _toy_model(vocab, 0)
+  node_prior = subtree_max(index, prior_BxN)
+  fn = jax.jit(functools.partial(beam_search, t2l, batch_size=len(prompts), beam_size=beam, top_k=k, **kw))
+  rows, scores = fn(_initial_cache(prompts, beam), index, node_prior_BxS=node_prior)
+  ref_BxN = _brute_force(t2l, prompts, seqs, kw.get("scoring", "log_prob"))
+  return np.asarray(rows), np.asarray(scores), ref_BxN + prior_BxN - prior_BxN.max(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("variable,scoring", [(False, "log_prob"), (True, "log_prob"), (False, "logit")])
+def test_node_prior_full_beam_equals_brute_force_plus_row_prior(variable, scoring):
+  rng = np.random.default_rng(20)
+  seqs = _catalog(rng, 40, 3, 8, variable)
+  prompts = [3, 17]
+  prior = 4.0 * rng.random((2, 40)).astype(np.float32)
+  rows, scores, ref_BxN = _prior_run(seqs, 8, prompts, 40, 12, prior, scoring=scoring)
+  order = np.argsort(-ref_BxN, axis=1)[:, :12]
+  np.testing.assert_array_equal(rows, order)
+  np.testing.assert_allclose(scores, np.take_along_axis(ref_BxN, order, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_node_prior_steers_a_narrow_beam_to_the_lexical_match():
+  rng = np.random.default_rng(21)
+  seqs = _catalog(rng, 200, 4, 12, False)
+  prompts = [1, 2]
+  plain, _, ref = _run(seqs, 12, prompts, beam=2, k=3)
+  # A row that the model alone ranks low, and that beam 2 does not find without help.
+  target = [int(np.argsort(-ref[b])[150]) for b in range(2)]
+  assert all(t not in plain[b] for b, t in enumerate(target))
+  prior = np.zeros((2, 200), np.float32)
+  prior[[0, 1], target] = 50.0  # far above the model's score gaps: the prior decides
+  rows, scores, ref_prior = _prior_run(seqs, 12, prompts, 2, 3, prior)
+  assert rows[:, 0].tolist() == target
+  np.testing.assert_allclose(scores[:, 0], ref_prior[[0, 1], target], rtol=1e-5, atol=1e-5)
+  # A prior only of zeros changes nothing.
+  same, same_scores, _ = _prior_run(seqs, 12, prompts, 2, 3, np.zeros((2, 200), np.float32))
+  np.testing.assert_array_equal(same, plain)
+
+
+def test_node_prior_is_refused_in_free_mode_and_with_a_wrong_shape():
+  seqs = _catalog(np.random.default_rng(0), 10, 2, 8, False)
+  with pytest.raises(ValueError, match="constrained decoding"):
+    _prior_run(seqs, 8, [1], 2, 2, np.zeros((1, 10), np.float32), constrained=False)
+  index = build_index(seqs, 8)
+  with pytest.raises(ValueError, match="node_prior_BxS"):
+    beam_search(_toy_model(8, 0), _initial_cache([1], 2), index, batch_size=1, beam_size=2, top_k=2,
+                node_prior_BxS=jnp.zeros((1, 3)))
 
 
 def test_top_k_larger_than_beam_and_catalog():

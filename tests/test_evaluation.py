@@ -66,6 +66,16 @@ def test_evaluation_and_recommend_decode_the_same_content_ids():
     rec.score(inputs, np.full((3, 1), table.num_tracks))
   # All 5 IDs are reachable, both [5, 6] and its extension [5, 6, 7].
   assert sorted(eval_rows[0].tolist()) == [0, 1, 2, 3, 4]
+  # A per-row prior (batched like the prompts, the last batch padded): beam 5 finds all 5 IDs, so each
+  # row's score is its log-prob + prior - the prompt's best prior, and the order follows.
+  prior = np.random.default_rng(0).random((3, 5)).astype(np.float32) * 3
+  p_rows, p_scores = hook.rank_inputs(inputs, 5, params=params, batch_size=2, row_prior_NxR=prior)
+  base = np.take_along_axis(eval_scores, np.argsort(eval_rows, axis=1), 1)  # [3, 5] by row
+  want = base + prior - prior.max(axis=1, keepdims=True)
+  np.testing.assert_array_equal(p_rows, np.argsort(-want, axis=1))
+  np.testing.assert_allclose(p_scores, -np.sort(-want, axis=1), rtol=1e-5, atol=1e-5)
+  with pytest.raises(UserInputError, match="row prior of shape \\(3, 4\\)"):
+    hook.rank_inputs(inputs, 5, params=params, row_prior_NxR=prior[:, :4])
 
 
 def test_shared_ids_decode_to_their_owner_row():

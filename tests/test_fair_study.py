@@ -67,6 +67,14 @@ def test_check_beam_scorings():
       fair_study.check_beam_scorings(bad)
 
 
+def test_check_prior_weights():
+  assert fair_study.check_prior_weights(None) is None
+  assert fair_study.check_prior_weights([0, 2.5, 0.0]) == (0.0, 2.5)
+  for bad in ([], "2", [-1.0], [float("inf")], [True], ["2"]):
+    with pytest.raises(UserInputError, match="compare_ids.lexical_prior_weights"):
+      fair_study.check_prior_weights(bad)
+
+
 def test_check_beam_sizes():
   assert fair_study.check_beam_sizes(None, k=10) is None
   assert fair_study.check_beam_sizes([100, 20, 20], k=10) == (20, 100)  # sorted: ties go to the smaller
@@ -143,27 +151,30 @@ def test_nested_rows_and_runs_log(fair_result):
     assert chosen[0]["learning_rate"] in (1e-3, 1e-4) and 1 <= chosen[0]["epochs"] <= 2
   t2t_rows = [r for r in per_seed if r["method"] in t2t]
   assert all(r["decode_steps_per_id"] and r["id_vocab_size"] for r in t2t_rows)
-  assert all(len(r["validation_choice"]) == 8 for r in t2t_rows)  # 2 candidates x 2 scorings x 2 beams (multi-step IDs)
+  # 2 candidates x 2 scorings x 2 beams x 2 prior weights (multi-step IDs)
+  assert all(len(r["validation_choice"]) == 16 for r in t2t_rows)
   assert all(r["selected"] == f"{r['family']} ({r['id_strategy']})" for r in t2t_rows)
   # Every candidate's validation figures at every beam, per fold (the first seed trains them).
   with open(os.path.join(out, "validation.json"), encoding="utf-8") as f:
     val = json.load(f)
-  assert sorted((v["fold"], v["family"], v["beam_scoring"], v["beam_size"]) for v in val) == [
-      (fold, fam, scoring, beam) for fold in (0, 1) for fam in ("micro_a", "micro_b")
-      for scoring in ("log_prob", "logit") for beam in (10, 12)]
-  keys = ("family", "beam_size", "beam_scoring", "val_hits@10", "val_map@10")
+  assert sorted((v["fold"], v["family"], v["beam_scoring"], v["beam_size"], v["lexical_prior_weight"])
+                for v in val) == [
+      (fold, fam, scoring, beam, w) for fold in (0, 1) for fam in ("micro_a", "micro_b")
+      for scoring in ("log_prob", "logit") for beam in (10, 12) for w in (0.0, 2.0)]
+  keys = ("family", "beam_size", "beam_scoring", "lexical_prior_weight", "val_hits@10", "val_map@10")
   for r in t2t_rows:
     mine = [v for v in val if v["fold"] == r["fold"]]
     assert [{k: v[k] for k in keys} for v in mine] == [{k: v[k] for k in keys} for v in r["validation_choice"]]
     # The pick is the best (candidate, scoring, beam) on validation, the earlier one on ties (candidate, then
     # log-probs before logits, then the smaller beam); test used its beam and scoring.
     best = max(mine, key=lambda v: (v["val_hits@10"], v["val_map@10"], -mine.index(v)))
-    assert (r["family"], r["beam_size"], r["beam_scoring"]) == (best["family"], best["beam_size"],
-                                                                best["beam_scoring"])
+    assert ((r["family"], r["beam_size"], r["beam_scoring"], r["lexical_prior_weight"])
+            == (best["family"], best["beam_size"], best["beam_scoring"], best["lexical_prior_weight"]))
   for run in runs:
     if run["method"] in t2t:
       assert run["config"]["beam_size"] in (10, 12)
       assert run["config"]["beam_scoring"] in ("log_prob", "logit")
+      assert run["config"]["lexical_prior_weight"] in (0.0, 2.0)
 
 
 @pytest.mark.entry

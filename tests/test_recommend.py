@@ -5,6 +5,7 @@ a test module builds it in seconds rather than running the whole quickstart)."""
 import itertools
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -161,6 +162,25 @@ def test_bad_inputs_raise_user_errors(model_dir, rec, tmp_path):
     retriever.GenerativeRetriever.from_model_dir(str(tmp_path / "bad"))
   with pytest.raises(UserInputError, match="beam_size must be a positive integer"):
     retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=0)
+
+
+def test_beam_scoring_comes_from_the_model_dir(model_dir, rec, tmp_path):
+  assert rec.beam_scoring == "log_prob" and rec.options(5).scoring == "log_prob"
+  copy = tmp_path / "copy"
+  shutil.copytree(model_dir, copy)
+  path = copy / assets_lib.ASSETS / assets_lib.SETTINGS_FILE
+  settings = json.loads(path.read_text(encoding="utf-8"))
+  path.write_text(json.dumps({**settings, "beam_scoring": "logit"}), encoding="utf-8")
+  logit = retriever.GenerativeRetriever.from_model_dir(str(copy))
+  assert logit.options(5).scoring == "logit" and logit.options(5, scoring="log_prob").scoring == "log_prob"
+  # The search reports raw logit sums, not the log-probs of the same model dir.
+  rows, scores = logit.recommend_rows(PROMPTS[:2], k=5)
+  _, ref_scores = rec.recommend_rows(PROMPTS[:2], k=5)
+  assert all(len(set(r)) == 5 and (r >= 0).all() for r in rows.tolist() for r in [np.asarray(r)])
+  assert not np.allclose(scores, ref_scores)
+  path.write_text(json.dumps({**settings, "beam_scoring": "prob"}), encoding="utf-8")
+  with pytest.raises(UserInputError, match="beam_scoring 'prob' is not one of"):
+    retriever.GenerativeRetriever.from_model_dir(str(copy))
 
 
 def test_cli_input_file_and_json(model_dir, rec, tmp_path, capsys, monkeypatch):

@@ -37,6 +37,23 @@ class BM25Retriever:
     self.num_docs = len(docs)
     return self
 
+  def scores(self, prompts: Sequence[str]) -> np.ndarray:
+    """BM25 score of every catalog row for every prompt ([len(prompts), num_docs] float32; a row of
+    zeros for a prompt with no known word)."""
+    query_ids = self.tokenizer.tokenize(list(prompts), update_vocab=False, show_progress=False, return_as="ids")
+    out = np.zeros((len(prompts), self.num_docs), np.float32)
+    for i, q in enumerate(query_ids):
+      if q:
+        out[i] = self.model.get_scores([int(t) for t in q])
+    return out
+
+  def prior(self, prompts: Sequence[str]) -> np.ndarray:
+    """`scores` divided by each prompt's best (in [0, 1]; BM25 scores are not comparable across
+    prompts): the lexical prior that guides Text2Tracks' beam search (`rank_inputs(row_prior_NxR=
+    w * prior)`)."""
+    raw = self.scores(prompts)
+    return raw / np.maximum(raw.max(axis=1, keepdims=True), np.float32(1e-9))
+
   def recommend(self, prompts: Sequence[str], k: int) -> np.ndarray:
     """Returns rows [len(prompts), k]; -1 where a prompt has no known word (nothing retrieved)."""
     k_eff = min(k, self.num_docs)

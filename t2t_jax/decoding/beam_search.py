@@ -128,7 +128,8 @@ def _select_by_group(rank_BxWxD, tok_BxWxD, num_groups: int, diversity_penalty: 
 
 def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: ConstraintIndex,
                       width: int, batch_size: int, beam_size: int, num_groups: int = 1,
-                      diversity_penalty: float = 0.0, scoring: str = "log_prob") -> _State:
+                      diversity_penalty: float = 0.0, scoring: str = "log_prob",
+                      node_prior_BxS: jax.Array | None = None) -> _State:
   """One decode step whose candidates are the trie children (at most `width`) of each beam.
 
   With num_groups = G > 1 the beam is split into G groups of W / G beams that choose in turn; a
@@ -149,6 +150,10 @@ def _constrained_step(state: _State, tokens_to_logits: TokensToLogits, index: Co
   node_BxWxD = jnp.where(valid_BxWxD, first_BxW[..., None] + offs_D, 0)
   tok_BxWxD = index.edge_token(node_BxWxD)
   lp_BxWxD = jnp.take_along_axis(logits_BxWxV, tok_BxWxD, axis=2) - lse_BxW[..., None]
+  if node_prior_BxS is not None:  # + prior(child) - prior(parent): telescopes to the finished row's prior
+    child_BxWxD = jnp.take_along_axis(node_prior_BxS, node_BxWxD.reshape(b, -1), axis=1).reshape(b, w, width)
+    parent_BxW = jnp.take_along_axis(node_prior_BxS, jnp.maximum(state.node_BxW, 0), axis=1)
+    lp_BxWxD = lp_BxWxD + jnp.where(valid_BxWxD, child_BxWxD - parent_BxW[..., None], 0.0)
   score_BxWxD = jnp.where(valid_BxWxD, state.score_BxW[..., None] + lp_BxWxD, NEG_INF)
 
   node_BxC = node_BxWxD.reshape(b, w * width)
@@ -263,7 +268,8 @@ def _not_done(state: _State, max_steps: int, monotone: bool = True) -> jax.Array
 def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: ConstraintIndex, *,
                 batch_size: int, beam_size: int, top_k: int, max_decode_len: int | None = None,
                 decoder_start_id: int = 0, constrained: bool = True, num_groups: int = 1,
-                diversity_penalty: float = 0.0, scoring: str = "log_prob"):
+                diversity_penalty: float = 0.0, scoring: str = "log_prob",
+                node_prior_BxS: jax.Array | None = None):
   """Beam search returning the top-K catalog rows per prompt (jittable, no host round trips).
 
   Args:
@@ -286,11 +292,15 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
       repeated (row -1 each time).
     scoring: "log_prob" (sums of log-probs, the default) or "logit" (sums of raw logits, see the
       module docstring; no early stop).
+    node_prior_BxS: optional float [B, num_nodes] per-prompt bonus of every trie node, at most its
+      parent's (e.g. `w * index.subtree_max(index, lexical_scores_BxN)`): each step adds
+      prior(child) - prior(parent), so a finished row scores model + prior(row) - prior(root) and
+      scores still only decrease (early stop stays exact).  Constrained mode only.
 
   Returns:
     rows_BxK int32 (ID-table rows, best first; -1 where fewer than K were found or, in free mode,
     the sequence is not an ID) and scores_BxK float32 (sums of log-probs, or of logits with
-    scoring="logit"; -inf for empty slots).
+    scoring="logit"; plus prior(row) - prior(root) with a node prior; -inf for empty slots).
   """
   b, w, k = batch_size, beam_size, top_k
   assert w >= 1 and k >= 1, (w, k)
@@ -300,6 +310,11 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
     raise ValueError(f"diversity_penalty={diversity_penalty} must be >= 0")
   if scoring not in SCORINGS:
     raise ValueError(f"scoring={scoring!r} is not one of {SCORINGS}")
+  if node_prior_BxS is not None:
+    if not constrained:
+      raise ValueError("node_prior_BxS needs constrained decoding (free decoding leaves the trie)")
+    if tuple(node_prior_BxS.shape) != (b, index.num_nodes):
+      raise ValueError(f"node_prior_BxS {tuple(node_prior_BxS.shape)}: expected {(b, index.num_nodes)}")
   max_steps = index.max_depth if max_decode_len is None else int(max_decode_len)
   if constrained:
     max_steps = min(max_steps, index.max_depth)
@@ -322,7 +337,9 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache, index: Constrai
     # widest degree below the root.
     step = functools.partial(_constrained_step, tokens_to_logits=tokens_to_logits, index=index,
                              batch_size=b, beam_size=w, num_groups=num_groups,
-                             diversity_penalty=diversity_penalty, scoring=scoring)
+                             diversity_penalty=diversity_penalty, scoring=scoring,
+                             node_prior_BxS=None if node_prior_BxS is None
+                             else jnp.asarray(node_prior_BxS, jnp.float32))
     state = step(state, width=max(index.max_degree[0], 1))
     width = max(max(index.max_degree[1:max_steps], default=1), 1)
     body = lambda s: step(s, width=width)

@@ -17,10 +17,12 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
                       max_decode_len: int | None = None, constrained: bool = True,
                       decoder_start_id: int = 0, num_groups: int = 1,
                       diversity_penalty: float = 0.0, scoring: str = "log_prob"):
-  """Returns `fn(params, encoder_input_tokens_BxL, index=None) -> (rows_BxK, scores_BxK)`.
+  """Returns `fn(params, encoder_input_tokens_BxL, index=None, node_prior_BxS=None) -> (rows_BxK,
+  scores_BxK)`.
 
   `fn` is pure and jittable.  Pass `index` as an argument (rather than relying on the one captured
   here) when jitting with a large catalog, so its arrays are jit inputs, not compile-time constants.
+  `node_prior_BxS`: per-prompt trie-node bonuses (`beam_search`), e.g. a lexical prior.
 
   Args:
     model: an `EncoderDecoderModel` or a model config (`t2t_jax.models.build_model`).
@@ -36,7 +38,7 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
   captured = index
   max_len = int(max_decode_len or index.max_depth)
 
-  def fn(params, encoder_input_tokens_BxL, index=None):
+  def fn(params, encoder_input_tokens_BxL, index=None, node_prior_BxS=None):
     ix = captured if index is None else index
     batch = encoder_input_tokens_BxL.shape[0]
     state = model.init_decode_state(params, encoder_input_tokens_BxL, beam_size=beam_size,
@@ -48,7 +50,8 @@ def make_recommend_fn(model, index: ConstraintIndex, *, beam_size: int, top_k: i
     return beam_search(tokens_to_logits, state.cache, ix, batch_size=batch, beam_size=beam_size,
                        top_k=top_k, max_decode_len=max_len, decoder_start_id=decoder_start_id,
                        constrained=constrained, num_groups=num_groups,
-                       diversity_penalty=diversity_penalty, scoring=scoring)
+                       diversity_penalty=diversity_penalty, scoring=scoring,
+                       node_prior_BxS=node_prior_BxS)
 
   return fn
 

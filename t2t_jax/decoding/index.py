@@ -150,6 +150,42 @@ class ConstraintIndex:
     return jnp.where(found & (node >= 0), lo, -1)
 
 
+def subtree_max(index: ConstraintIndex, row_scores_BxN) -> np.ndarray:
+  """[B, num_nodes] float32: for each node the largest score, per prompt, of the ID-table rows whose
+  IDs pass through it (a leaf: its own row's; the root: the prompt's best row).
+
+  Beam search adds `w * (prior[child] - prior[parent])` at each step (`beam_search(node_prior_BxS=
+  w * subtree_max(...))`): the sum telescopes to `w * (row score - best row score)` for a finished
+  ID, and a prefix meanwhile carries the best score it can still reach, so the prior steers which
+  prefixes stay in the beam rather than only re-ranking what the beam already kept.  Host-side numpy,
+  one pass per depth (children of a depth's nodes are the next depth's contiguous range).
+  """
+  child_start = np.asarray(jax.device_get(index.child_start))
+  term = np.asarray(jax.device_get(index.terminal_row))
+  scores_BxN = np.asarray(row_scores_BxN, np.float32)
+  if scores_BxN.ndim != 2 or scores_BxN.shape[1] != index.num_rows:
+    raise ValueError(f"row scores {scores_BxN.shape}: expected [batch, {index.num_rows}]")
+  if not np.isfinite(scores_BxN).all():
+    raise ValueError("row scores must be finite")
+  out_BxS = np.full((scores_BxN.shape[0], index.num_nodes), -np.inf, np.float32)
+  ends = np.flatnonzero(term >= 0)
+  out_BxS[:, index.row_base + ends] = scores_BxN[:, term[ends]]
+  n_int = index.num_internal
+  ranges, lo, hi = [], 0, 1
+  while lo < min(hi, n_int):  # [lo, hi): one depth's nodes; their children are the next range
+    ranges.append((lo, hi))
+    lo, hi = int(child_start[lo]), int(child_start[min(hi, n_int)])
+  for lo, hi in reversed(ranges):
+    top = min(hi, n_int)
+    first = child_start[lo:top]
+    deg = child_start[lo + 1:top + 1] - first
+    kids = out_BxS[:, first[0]:child_start[top]]
+    if kids.shape[1]:
+      idx = np.minimum(first - first[0], kids.shape[1] - 1)
+      out_BxS[:, lo:top] = np.where(deg > 0, np.maximum.reduceat(kids, idx, axis=1), out_BxS[:, lo:top])
+  return out_BxS
+
+
 def _validate(seqs_NxL: np.ndarray, vocab_size: int, eos_id: int):
   if seqs_NxL.ndim != 2:
     raise UserInputError(f"token sequences must be a 2-D [N, L] array, got shape {seqs_NxL.shape}")

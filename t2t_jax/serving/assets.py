@@ -13,6 +13,7 @@ import shutil
 
 from t2t_jax import io_utils, storage
 from t2t_jax.data import formats, vocab as vocab_lib, wordpiece
+from t2t_jax.decoding.beam_search import SCORINGS
 from t2t_jax.errors import UserInputError
 
 ASSETS = "assets"
@@ -81,6 +82,8 @@ def read_settings(model_dir: str, *, beam_size: int | None = None) -> dict:
   if beam_size is not None:
     _check_positive_int(beam_size, "beam_size")
     settings["beam_size"] = beam_size
+  if settings.get("beam_scoring", "log_prob") not in SCORINGS:
+    raise UserInputError(f"{path}: beam_scoring {settings['beam_scoring']!r} is not one of {SCORINGS}")
   return settings
 
 

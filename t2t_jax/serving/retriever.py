@@ -85,11 +85,13 @@ class GenerativeRetriever:
     self.tracks = tracks or {}
     self.settings = dict(settings or {"inputs_length": inputs_length, "beam_size": beam_size})
     self.inputs_length, self.beam_size = int(inputs_length), int(beam_size)
+    # How beams are ranked unless a call says otherwise (recommend.json "beam_scoring", `beam_search`).
+    self.beam_scoring = self.settings.get("beam_scoring", "log_prob")
     self.max_prompt_chars = int(max_prompt_chars or self.settings.get("max_prompt_chars")
                                 or prompts_lib.DEFAULT_MAX_CHARS)
     t = time.perf_counter()
-    self.index = index_lib.build_table_index(id_table, vocab.id_token_offset,
-                                             vocab.vocab_size).to_device()
+    self._host_index = index_lib.build_table_index(id_table, vocab.id_token_offset, vocab.vocab_size)
+    self.index = self._host_index.to_device()
     self.index_build_seconds = time.perf_counter() - t
     self._fns: dict = {}
 
@@ -117,8 +119,10 @@ class GenerativeRetriever:
   # ------------------------------------------------------------------------------ decoding
 
   def options(self, k: int, *, beam_size: int | None = None, **kwargs) -> DecodeOptions:
-    """Decode options with the default beam, max(this retriever's beam, k), unless given."""
-    return DecodeOptions(k=int(k), beam_size=int(beam_size or max(self.beam_size, k)), **kwargs)
+    """Decode options with the default beam, max(this retriever's beam, k), and the model dir's beam
+    scoring unless given."""
+    return DecodeOptions(k=int(k), beam_size=int(beam_size or max(self.beam_size, k)),
+                         **{"scoring": self.beam_scoring, **kwargs})
 
   def decode_fn(self, k: int, **kwargs) -> Callable:
     """Pure `fn(params, inputs_BxL, index=None) -> (rows_BxK, scores_BxK)` (see `options`)."""
@@ -136,8 +140,13 @@ class GenerativeRetriever:
     if o not in self._fns:
       jitted = jax.jit(self.decode_fn(**dataclasses.asdict(o)))
       index = self.index
-      self._fns[o] = lambda params, inputs_BxL: jitted(params, inputs_BxL, index)
+      self._fns[o] = lambda params, inputs_BxL, node_prior_BxS=None: jitted(params, inputs_BxL, index,
+                                                                           node_prior_BxS)
     return self._fns[o]
+
+  def index_prior(self, row_prior_BxR: np.ndarray) -> np.ndarray:
+    """[B, num_nodes] node prior of a batch's per-row prior (`index.subtree_max`)."""
+    return index_lib.subtree_max(self._host_index, row_prior_BxR)
 
   def _params(self, params):
     params = self.params if params is None else params
@@ -146,15 +155,27 @@ class GenerativeRetriever:
     return params
 
   def rank_inputs(self, inputs_NxL: np.ndarray, k: int, *, params=None, batch_size: int = 32,
-                  progress: Callable | None = None, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+                  progress: Callable | None = None, row_prior_NxR: np.ndarray | None = None,
+                  **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """(rows [N, k], scores [N, k]) of tokenised prompts in batches of one fixed shape (the last
-    one padded with copies of a real row), so the decoder compiles once."""
+    one padded with copies of a real row), so the decoder compiles once.
+
+    row_prior_NxR: optional per-prompt bonus of every ID-table row (in log-prob units, e.g. a
+    weighted lexical score) that guides the search (`index.subtree_max`, `beam_search`'s
+    node prior); each batch's [B, num_nodes] node prior is built on the host."""
     inputs_NxL = np.asarray(inputs_NxL, np.int32)
     if not len(inputs_NxL):
       raise UserInputError("no prompts to rank")
+    side = None
+    if row_prior_NxR is not None:
+      row_prior_NxR = np.asarray(row_prior_NxR, np.float32)
+      if row_prior_NxR.shape != (len(inputs_NxL), self.id_table.num_tracks):
+        raise UserInputError(f"row prior of shape {row_prior_NxR.shape}: expected "
+                             f"{(len(inputs_NxL), self.id_table.num_tracks)} (prompts x catalog rows)")
+      side = (row_prior_NxR, self.index_prior)
     return evaluation.batched_topk(self.topk_fn(k, **kwargs), self._params(params), inputs_NxL,
                                    batch_size=max(1, min(batch_size, len(inputs_NxL))),
-                                   progress=progress)
+                                   progress=progress, side=side)
 
   # ------------------------------------------------------------------------------ prompts
 

@@ -436,6 +436,13 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
   from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
   beams = defaults.get("beam_sizes") or (defaults["beam_size"],)
   scorings = defaults.get("beam_scorings") or ("log_prob",)
+  weights = defaults.get("lexical_prior_weights") or (0.0,)
+  # The lexical prior: BM25 over the fold's training part (metadata + training prompts), as the baseline's.
+  lexical = bm25.BM25Retriever().fit(f.catalog, f.train) if any(weights) else None
+
+  def prior(prompts, w):
+    return None if not w else w * lexical.prior(prompts)
+
   val_table, best = [], None
   for fam, spec in cands.pairs:
     table, task = cands.get(fam, spec, seeds[0])
@@ -446,18 +453,21 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     # One decoding step: every beam >= k returns the same top k, and logit sums rank as log-probs do
     # (one log-partition per prompt), so only the first beam and scoring are scored.
     one_step = cost["decode_steps_max"] == 1
-    for scoring, beam in itertools.product(scorings[:1] if one_step else scorings, beams[:1] if one_step else beams):
-      m = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10, scoring=scoring)["metrics"]
+    for scoring, beam, w in itertools.product(scorings[:1] if one_step else scorings,
+                                              beams[:1] if one_step else beams, weights):
+      m = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10, scoring=scoring,
+                                        row_prior_NxR=prior(val_task.prompts, w))["metrics"]
       val_table.append({"family": fam.name, "id_strategy": spec.name, "beam_size": beam, "beam_scoring": scoring,
+                        "lexical_prior_weight": w,
                         "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4),
                         "num_queries": m["num_queries"], **cost, "train_seconds": extra["train_seconds"]})
       log.validation_run(f, seeds[0], val_table[-1])
       score = (val_table[-1]["val_hits@10"], val_table[-1]["val_map@10"])  # as validation.json records it
-      if best is None or score > best[0]:  # ties: the earlier candidate, the earlier scoring, the smaller beam
-        best = (score, (fam, spec), model_dir, extra, beam, scoring)
+      if best is None or score > best[0]:  # ties: the earlier candidate / scoring / beam / weight
+        best = (score, (fam, spec), model_dir, extra, beam, scoring, w)
   if validation_only:
     return
-  _, (fam, spec), model_dir, extra, beam, scoring = best
+  _, (fam, spec), model_dir, extra, beam, scoring, w = best
   # One method over folds whatever each fold's validation picked: the pick is in `selected`.
   method = method_name if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
   for i, seed in enumerate(seeds):
@@ -465,15 +475,17 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     if i:
       model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir,
                                        work_dir=work_dir, defaults=defaults, progress=progress)
-    ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10, scoring=scoring)
+    ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10, scoring=scoring,
+                                       row_prior_NxR=prior(task.prompts, w))
     log.test_run(f, seed, method, ev["rows_NxK"],
                  config={"family": fam.name, "model": fam.model, "bindings": list(fam.bindings), "id_spec": spec.name,
                          "id_spec_kwargs": spec.kwargs, "beam_size": beam, "beam_scoring": scoring,
+                         "lexical_prior_weight": w,
                          **{k: extra[k] for k in ("train_steps", "batch_size")}},
                  val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
                  extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name,
                         "selected": f"{fam.name} ({spec.name})", "beam_size": beam, "beam_scoring": scoring,
-                        **extra,
+                        "lexical_prior_weight": w, **extra,
                         **_id_cost(table),
                         "prompts_per_s": ev["prompts_per_s"], "validation_choice": val_table})
 
@@ -484,7 +496,8 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         hybrid_weights: Sequence[float], hybrid_depth: int, num_devices: int | None, bootstrap_samples: int,
         config: dict, progress: bool = True, reuse_encoders: bool = False,
         selected_name: str = SELECTED, validation_only: bool = False,
-        beam_sizes: Sequence[int] | None = None, beam_scorings: Sequence[str] | None = None) -> list[dict]:
+        beam_sizes: Sequence[int] | None = None, beam_scorings: Sequence[str] | None = None,
+        lexical_prior_weights: Sequence[float] | None = None) -> list[dict]:
   """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, validation.json,
   summary.json.  `reuse_encoders`: load each seed's tuned bi-encoder saved in `work_dir` by an earlier
   run of the same folds instead of tuning it again (`_tuned_baselines`); `selected_name`: the method
@@ -495,7 +508,10 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
   each candidate is scored at on validation (a decoding choice like any other: the fold's pick is the
   best (candidate, beam), its test runs use that beam); None: `beam_size` only.  `beam_scorings`: how
   beams are ranked ("log_prob", "logit": `decoding.beam_search`), chosen on validation the same way
-  (None: "log_prob")."""
+  (None: "log_prob").  `lexical_prior_weights`: weights w of a BM25 prior inside beam search (each
+  row's BM25 score over the fold's training part, divided by the prompt's best, times w, guiding which
+  prefixes stay in the beam: `decoding.index.subtree_max`), chosen on validation the same way; 0 is no
+  prior (None: [0])."""
   unknown = [b for b in baselines if b not in FAIR_BASELINES]
   if unknown:
     raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
@@ -521,7 +537,8 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
       f"({RUNS_FILE} logs each); cells: mean over seeds, then mean ± std over folds."])
   defaults = {"train_steps": train_steps, "batch_size": batch_size, "learning_rate": learning_rate,
               "beam_size": beam_size, "beam_sizes": check_beam_sizes(beam_sizes, k=10),
-              "beam_scorings": check_beam_scorings(beam_scorings), "num_devices": num_devices}
+              "beam_scorings": check_beam_scorings(beam_scorings),
+              "lexical_prior_weights": check_prior_weights(lexical_prior_weights), "num_devices": num_devices}
   for variant, ddir in dataset_dirs.items():
     for fold in (list(folds) if folds is not None else [None]):
       tag = f"{variant} fold {fold}"
@@ -590,6 +607,19 @@ def check_beam_scorings(scorings: Sequence[str] | None) -> tuple[str, ...] | Non
   if bad:
     raise UserInputError(f"compare_ids.beam_scorings: {bad} not among {SCORINGS}")
   return tuple(dict.fromkeys(scorings))
+
+
+def check_prior_weights(weights: Sequence[float] | None) -> tuple[float, ...] | None:
+  """`weights` as floats >= 0 without repeats in the given order (a validation tie goes to the earlier
+  one), or None."""
+  if weights is None:
+    return None
+  if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
+    raise UserInputError(f"compare_ids.lexical_prior_weights must be a non-empty list of numbers >= 0, got {weights!r}")
+  bad = [w for w in weights if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf")]
+  if bad:
+    raise UserInputError(f"compare_ids.lexical_prior_weights: {bad} not finite numbers >= 0")
+  return tuple(dict.fromkeys(float(w) for w in weights))
 
 
 def _one_selected_method(method: str) -> str:
