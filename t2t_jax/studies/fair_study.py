@@ -469,7 +469,10 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     return
   _, (fam, spec), model_dir, extra, beam, scoring, w = best
   # One method over folds whatever each fold's validation picked: the pick is in `selected`.
-  method = method_name if len(cands) > 1 else f"Text2Tracks {fam.name} ({spec.name})"
+  # A validation choice among decoding options (beam, ranking, prior weight) names the row like one among
+  # candidates, so a row says it was selected, and the validation conversations are logged with its runs.
+  chose = len(cands) > 1 or len(val_table) > 1
+  method = method_name if chose else f"Text2Tracks {fam.name} ({spec.name})"
   for i, seed in enumerate(seeds):
     table, task = cands.get(fam, spec, seed)
     if i:
@@ -482,7 +485,7 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
                          "id_spec_kwargs": spec.kwargs, "beam_size": beam, "beam_scoring": scoring,
                          "lexical_prior_weight": w,
                          **{k: extra[k] for k in ("train_steps", "batch_size")}},
-                 val_ids=f.val_ids if len(cands) > 1 or fam.encoder else (),
+                 val_ids=f.val_ids if chose or fam.encoder else (),
                  extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name,
                         "selected": f"{fam.name} ({spec.name})", "beam_size": beam, "beam_scoring": scoring,
                         "lexical_prior_weight": w, **extra,
