@@ -440,8 +440,14 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
   # The lexical prior: BM25 over the fold's training part (metadata + training prompts), as the baseline's.
   lexical = bm25.BM25Retriever().fit(f.catalog, f.train) if any(weights) else None
 
+  shares: dict = {}  # prompts -> BM25 shares, computed once per prompt set, not once per decoding setting
+
   def prior(prompts, w):
-    return None if not w else w * lexical.prior(prompts)
+    if not w:
+      return None
+    if tuple(prompts) not in shares:
+      shares[tuple(prompts)] = lexical.prior(prompts)
+    return w * shares[tuple(prompts)]
 
   val_table, best = [], None
   for fam, spec in cands.pairs:
@@ -588,41 +594,38 @@ def train_adapted(dataset_dir: str, work_dir: str, encoder, *, seed: int = 0, tr
   return model_dir, {**extra, **_id_cost(table)}
 
 
+def _check_choices(values, name: str, ok, what: str) -> list | None:
+  """`values`, a non-empty list whose items all pass `ok` (the messages name `compare_ids.{name}` and
+  `what` the items must be), or None."""
+  if values is None:
+    return None
+  if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+    raise UserInputError(f"compare_ids.{name} must be a non-empty list of {what}, got {values!r}")
+  bad = [v for v in values if not ok(v)]
+  if bad:
+    raise UserInputError(f"compare_ids.{name}: {bad} not {what}")
+  return list(values)
+
+
 def check_beam_sizes(beam_sizes: Sequence[int] | None, *, k: int) -> tuple[int, ...] | None:
   """`beam_sizes` sorted (the smallest wins a validation tie), or None; each an integer >= k."""
-  if beam_sizes is None:
-    return None
-  if isinstance(beam_sizes, (str, bytes)) or not isinstance(beam_sizes, Sequence) or not beam_sizes:
-    raise UserInputError(f"compare_ids.beam_sizes must be a non-empty list of integers, got {beam_sizes!r}")
-  bad = [b for b in beam_sizes if isinstance(b, bool) or not isinstance(b, int) or b < k]
-  if bad:
-    raise UserInputError(f"compare_ids.beam_sizes: {bad} not integers >= k ({k})")
-  return tuple(sorted(set(beam_sizes)))
+  ok = lambda b: not isinstance(b, bool) and isinstance(b, int) and b >= k
+  checked = _check_choices(beam_sizes, "beam_sizes", ok, f"integers >= k ({k})")
+  return None if checked is None else tuple(sorted(set(checked)))
 
 
 def check_beam_scorings(scorings: Sequence[str] | None) -> tuple[str, ...] | None:
   """`scorings` without repeats in the given order (a validation tie goes to the earlier one), or None."""
-  if scorings is None:
-    return None
-  if isinstance(scorings, (str, bytes)) or not isinstance(scorings, Sequence) or not scorings:
-    raise UserInputError(f"compare_ids.beam_scorings must be a non-empty list of {SCORINGS}, got {scorings!r}")
-  bad = [s for s in scorings if s not in SCORINGS]
-  if bad:
-    raise UserInputError(f"compare_ids.beam_scorings: {bad} not among {SCORINGS}")
-  return tuple(dict.fromkeys(scorings))
+  checked = _check_choices(scorings, "beam_scorings", lambda s: s in SCORINGS, f"among {SCORINGS}")
+  return None if checked is None else tuple(dict.fromkeys(checked))
 
 
 def check_prior_weights(weights: Sequence[float] | None) -> tuple[float, ...] | None:
   """`weights` as floats >= 0 without repeats in the given order (a validation tie goes to the earlier
   one), or None."""
-  if weights is None:
-    return None
-  if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
-    raise UserInputError(f"compare_ids.lexical_prior_weights must be a non-empty list of numbers >= 0, got {weights!r}")
-  bad = [w for w in weights if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf")]
-  if bad:
-    raise UserInputError(f"compare_ids.lexical_prior_weights: {bad} not finite numbers >= 0")
-  return tuple(dict.fromkeys(float(w) for w in weights))
+  ok = lambda w: not isinstance(w, bool) and isinstance(w, (int, float)) and 0 <= w < float("inf")
+  checked = _check_choices(weights, "lexical_prior_weights", ok, "finite numbers >= 0")
+  return None if checked is None else tuple(dict.fromkeys(float(w) for w in checked))
 
 
 def _one_selected_method(method: str) -> str:
