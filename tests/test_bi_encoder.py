@@ -96,6 +96,13 @@ def test_track_vectors_per_mode(tiny_dir):
   rows = r.recommend(["jazz", "metal tune"], 5)
   np.testing.assert_array_equal(rows[:, :3], np.argsort(-(q @ want.T), axis=1, kind="stable"))
   assert (rows[:, 3:] == -1).all()
+  # scores: the cosine of every row (the dense prior of Text2Tracks' beam search), ranking as recommend does.
+  s = r.scores(["jazz", "metal tune"])
+  assert s.shape == (2, 3) and s.dtype == np.float32
+  np.testing.assert_allclose(s, q @ want.T, atol=1e-5)
+  np.testing.assert_array_equal(np.argsort(-s, axis=1, kind="stable"), rows[:, :3])
+  with pytest.raises(UserInputError, match="fit"):
+    bi_encoder.BiEncoderRetriever(tiny_dir).scores(["jazz"])
 
 
 def test_top_k_rows_is_exact_with_ties_and_chunks():

@@ -73,6 +73,8 @@ def test_check_prior_weights():
   for bad in ([], "2", [-1.0], [float("inf")], [True], ["2"]):
     with pytest.raises(UserInputError, match="compare_ids.lexical_prior_weights"):
       fair_study.check_prior_weights(bad)
+  with pytest.raises(UserInputError, match="compare_ids.dense_prior_weights"):
+    fair_study.check_prior_weights([-2.0], "dense_prior_weights")
 
 
 def test_check_beam_sizes():
@@ -151,30 +153,33 @@ def test_nested_rows_and_runs_log(fair_result):
     assert chosen[0]["learning_rate"] in (1e-3, 1e-4) and 1 <= chosen[0]["epochs"] <= 2
   t2t_rows = [r for r in per_seed if r["method"] in t2t]
   assert all(r["decode_steps_per_id"] and r["id_vocab_size"] for r in t2t_rows)
-  # 2 candidates x 2 scorings x 2 beams x 2 prior weights (multi-step IDs)
-  assert all(len(r["validation_choice"]) == 16 for r in t2t_rows)
+  # 2 candidates x 2 scorings x 2 beams x 2 lexical x 2 dense prior weights (multi-step IDs)
+  assert all(len(r["validation_choice"]) == 32 for r in t2t_rows)
   assert all(r["selected"] == f"{r['family']} ({r['id_strategy']})" for r in t2t_rows)
   # Every candidate's validation figures at every beam, per fold (the first seed trains them).
   with open(os.path.join(out, "validation.json"), encoding="utf-8") as f:
     val = json.load(f)
-  assert sorted((v["fold"], v["family"], v["beam_scoring"], v["beam_size"], v["lexical_prior_weight"])
-                for v in val) == [
-      (fold, fam, scoring, beam, w) for fold in (0, 1) for fam in ("micro_a", "micro_b")
-      for scoring in ("log_prob", "logit") for beam in (10, 12) for w in (0.0, 2.0)]
-  keys = ("family", "beam_size", "beam_scoring", "lexical_prior_weight", "val_hits@10", "val_map@10")
+  assert sorted((v["fold"], v["family"], v["beam_scoring"], v["beam_size"], v["lexical_prior_weight"],
+                 v["dense_prior_weight"]) for v in val) == [
+      (fold, fam, scoring, beam, w, wd) for fold in (0, 1) for fam in ("micro_a", "micro_b")
+      for scoring in ("log_prob", "logit") for beam in (10, 12) for w in (0.0, 2.0) for wd in (0.0, 20.0)]
+  keys = ("family", "beam_size", "beam_scoring", "lexical_prior_weight", "dense_prior_weight", "val_hits@10",
+          "val_map@10")
   for r in t2t_rows:
     mine = [v for v in val if v["fold"] == r["fold"]]
     assert [{k: v[k] for k in keys} for v in mine] == [{k: v[k] for k in keys} for v in r["validation_choice"]]
     # The pick is the best (candidate, scoring, beam) on validation, the earlier one on ties (candidate, then
     # log-probs before logits, then the smaller beam); test used its beam and scoring.
     best = max(mine, key=lambda v: (v["val_hits@10"], v["val_map@10"], -mine.index(v)))
-    assert ((r["family"], r["beam_size"], r["beam_scoring"], r["lexical_prior_weight"])
-            == (best["family"], best["beam_size"], best["beam_scoring"], best["lexical_prior_weight"]))
+    assert ((r["family"], r["beam_size"], r["beam_scoring"], r["lexical_prior_weight"], r["dense_prior_weight"])
+            == (best["family"], best["beam_size"], best["beam_scoring"], best["lexical_prior_weight"],
+                best["dense_prior_weight"]))
   for run in runs:
     if run["method"] in t2t:
       assert run["config"]["beam_size"] in (10, 12)
       assert run["config"]["beam_scoring"] in ("log_prob", "logit")
       assert run["config"]["lexical_prior_weight"] in (0.0, 2.0)
+      assert run["config"]["dense_prior_weight"] in (0.0, 20.0)
 
 
 @pytest.mark.entry
@@ -387,3 +392,10 @@ def test_merge_of_a_second_candidate_set_on_the_same_folds(fair_result, tmp_path
   assert {weaker, best} == {sel, new}
   with open(os.path.join(merged, "runs.jsonl"), encoding="utf-8") as f:
     assert sum(1 for _ in f) == len(runs) + sum(r["method"] == sel for r in runs)
+
+
+def test_dense_prior_needs_the_tuned_bi_encoder():
+  # Refused before any training: no seed has a tuned bi-encoder to score with.
+  with pytest.raises(UserInputError, match="compare_ids.dense_prior_weights.*bi_encoder_tuned"):
+    fair_study._text2tracks(None, None, [0], None, encoder_dir=None, work_dir="", progress=False,  # pylint: disable=protected-access
+                            defaults={"beam_size": 10, "dense_prior_weights": (0.0, 20.0)}, dense=None)

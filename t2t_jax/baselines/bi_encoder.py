@@ -317,6 +317,16 @@ class BiEncoderRetriever:
 
   # -- retrieval --------------------------------------------------------------------------------- #
 
+  def scores(self, prompts: Sequence[str]) -> np.ndarray:
+    """Cosine similarity of every catalog row to every prompt ([len(prompts), num_rows] float32): the
+    dense prior that guides Text2Tracks' beam search (`rank_inputs(row_prior_NxR=w * scores)`; at
+    w = `scale` it adds the fine-tuned model's own logits, up to a per-prompt constant)."""
+    if not hasattr(self, "track_emb_NxE"):
+      raise UserInputError("bi-encoder: call fit() before scores()")
+    with torch_threads(self.threads):
+      q_QxE = self.encode(list(prompts)) if len(prompts) else np.zeros((0, self.track_emb_NxE.shape[1]), np.float32)
+    return np.asarray(q_QxE @ self.track_emb_NxE.T, np.float32)
+
   def recommend(self, prompts: Sequence[str], k: int) -> np.ndarray:
     """Rows [len(prompts), k] by cosine similarity, best first (-1 past the catalog's end)."""
     if not hasattr(self, "track_emb_NxE"):

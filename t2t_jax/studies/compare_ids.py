@@ -58,7 +58,8 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
                 tune_grid: dict | None = None, hybrid_weights=None, hybrid_depth: int = 100,
                 reuse_encoders: bool = False, selected_name: str | None = None,
                 validation_only: bool = False, beam_sizes: list | None = None,
-                beam_scorings: list | None = None, lexical_prior_weights: list | None = None) -> list[dict]:
+                beam_scorings: list | None = None, lexical_prior_weights: list | None = None,
+                dense_prior_weights: list | None = None) -> list[dict]:
   """Runs the comparison; writes results.{json,csv,md} and PNG charts into out_dir; returns the rows.
 
   `dual_encoder_kwargs` default to the Text2Tracks budget: the same T5 size's encoder, the same
@@ -78,7 +79,8 @@ def compare_ids(*, out_dir: str = gin.REQUIRED, work_dir: str | None = None, see
   the Text2Tracks candidates on validation only, `beam_sizes` are the beam widths each candidate is
   scored at on validation, the pick's beam used on test, `beam_scorings` the beam rankings ("log_prob",
   "logit") chosen among the same way, `lexical_prior_weights` the weights of a BM25 prior inside beam
-  search chosen among the same way (`fair_study.run`).
+  search chosen among the same way, `dense_prior_weights` those of the tuned bi-encoder's cosine added
+  to it, every pair a validation choice (`fair_study.run`).
   """
   config = dict(locals(), work_dir=work_dir or WORK_DIR)  # the arguments, as results.md records them
   if protocol not in ("folds", "nested"):
@@ -106,7 +108,8 @@ def _run_nested(a: types.SimpleNamespace, config: dict) -> list[dict]:
       hybrid_depth=a.hybrid_depth, num_devices=a.num_devices, bootstrap_samples=a.bootstrap_samples,
       config=config, progress=a.progress, reuse_encoders=bool(a.reuse_encoders),
       selected_name=a.selected_name or fair_study.SELECTED, validation_only=bool(a.validation_only),
-      beam_sizes=a.beam_sizes, beam_scorings=a.beam_scorings, lexical_prior_weights=a.lexical_prior_weights)
+      beam_sizes=a.beam_sizes, beam_scorings=a.beam_scorings, lexical_prior_weights=a.lexical_prior_weights,
+      dense_prior_weights=a.dense_prior_weights)
 
 
 def _run_folds(a: types.SimpleNamespace, config: dict) -> list[dict]:

@@ -311,6 +311,7 @@ def _tuned_baselines(f: Fold, log: Log, seed: int, first_seed: bool, state: dict
     io_utils.write_json(record, {"chosen": chosen, "trials": state["bi_tuning"].get("trials") if first_seed else None,
                                  "seed": seed, "validation_conversations": f.val_ids})
   state.setdefault("track_emb", {})[seed] = np.asarray(dense.track_emb_NxE, np.float32)
+  state.setdefault("dense", {})[seed] = dense  # the dense prior's scorer (`_text2tracks`)
   if reused:
     chosen = {**chosen, "reused_from": saved}
   if "bi_encoder_tuned" in which:
@@ -429,25 +430,33 @@ class Candidates:
 
 def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, encoder_dir: str | None,
                  work_dir: str, defaults: dict, progress: bool, method_name: str = SELECTED,
-                 validation_only: bool = False) -> None:
+                 validation_only: bool = False, dense: dict | None = None) -> None:
   """Candidates (family, spec) trained with the first seed and scored on validation; the best one's
   test run for every seed (none with `validation_only`).  `method_name`: the rows' method when there
-  are several candidates."""
+  are several candidates.  `dense`: seed -> that seed's tuned bi-encoder (the dense prior's scores)."""
   from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
   beams = defaults.get("beam_sizes") or (defaults["beam_size"],)
   scorings = defaults.get("beam_scorings") or ("log_prob",)
   weights = defaults.get("lexical_prior_weights") or (0.0,)
+  dense_weights = defaults.get("dense_prior_weights") or (0.0,)
+  if any(dense_weights) and not all(s in (dense or {}) for s in seeds):
+    raise UserInputError("compare_ids.dense_prior_weights: the dense prior is the tuned bi-encoder's; it needs a "
+                         "model family with encoder='bi_encoder_tuned' or 'bi_encoder_tuned' in compare_ids.baselines")
   # The lexical prior: BM25 over the fold's training part (metadata + training prompts), as the baseline's.
   lexical = bm25.BM25Retriever().fit(f.catalog, f.train) if any(weights) else None
 
-  shares: dict = {}  # prompts -> BM25 shares, computed once per prompt set, not once per decoding setting
+  shares: dict = {}  # (prior, seed, prompts) -> row scores, computed once per prompt set, not per decoding setting
 
-  def prior(prompts, w):
-    if not w:
-      return None
-    if tuple(prompts) not in shares:
-      shares[tuple(prompts)] = lexical.prior(prompts)
-    return w * shares[tuple(prompts)]
+  def prior(prompts, w, wd, seed):
+    """w * BM25 share + wd * the seed's tuned bi-encoder cosine, or None (both weights 0)."""
+    parts = []
+    for name, weight, scorer in (("bm25", w, lexical and lexical.prior), ("dense", wd, (dense or {}).get(seed))):
+      if weight:
+        key = (name, seed if name == "dense" else None, tuple(prompts))
+        if key not in shares:
+          shares[key] = scorer(prompts) if name == "bm25" else scorer.scores(prompts)
+        parts.append(weight * shares[key])
+    return sum(parts) if parts else None
 
   val_table, best = [], None
   for fam, spec in cands.pairs:
@@ -459,21 +468,21 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     # One decoding step: every beam >= k returns the same top k, and logit sums rank as log-probs do
     # (one log-partition per prompt), so only the first beam and scoring are scored.
     one_step = cost["decode_steps_max"] == 1
-    for scoring, beam, w in itertools.product(scorings[:1] if one_step else scorings,
-                                              beams[:1] if one_step else beams, weights):
+    for scoring, beam, w, wd in itertools.product(scorings[:1] if one_step else scorings,
+                                                  beams[:1] if one_step else beams, weights, dense_weights):
       m = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10, scoring=scoring,
-                                        row_prior_NxR=prior(val_task.prompts, w))["metrics"]
+                                        row_prior_NxR=prior(val_task.prompts, w, wd, seeds[0]))["metrics"]
       val_table.append({"family": fam.name, "id_strategy": spec.name, "beam_size": beam, "beam_scoring": scoring,
-                        "lexical_prior_weight": w,
+                        "lexical_prior_weight": w, "dense_prior_weight": wd,
                         "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4),
                         "num_queries": m["num_queries"], **cost, "train_seconds": extra["train_seconds"]})
       log.validation_run(f, seeds[0], val_table[-1])
       score = (val_table[-1]["val_hits@10"], val_table[-1]["val_map@10"])  # as validation.json records it
-      if best is None or score > best[0]:  # ties: the earlier candidate / scoring / beam / weight
-        best = (score, (fam, spec), model_dir, extra, beam, scoring, w)
+      if best is None or score > best[0]:  # ties: the earlier candidate / scoring / beam / weights
+        best = (score, (fam, spec), model_dir, extra, beam, scoring, w, wd)
   if validation_only:
     return
-  _, (fam, spec), model_dir, extra, beam, scoring, w = best
+  _, (fam, spec), model_dir, extra, beam, scoring, w, wd = best
   # One method over folds whatever each fold's validation picked: the pick is in `selected`.
   # A validation choice among decoding options (beam, ranking, prior weight) names the row like one among
   # candidates, so a row says it was selected, and the validation conversations are logged with its runs.
@@ -485,16 +494,16 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
       model_dir, extra = _train_family(f, fam, spec, table, task, seed=seed, encoder_dir=encoder_dir,
                                        work_dir=work_dir, defaults=defaults, progress=progress)
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=beam, k=10, scoring=scoring,
-                                       row_prior_NxR=prior(task.prompts, w))
+                                       row_prior_NxR=prior(task.prompts, w, wd, seed))
     log.test_run(f, seed, method, ev["rows_NxK"],
                  config={"family": fam.name, "model": fam.model, "bindings": list(fam.bindings), "id_spec": spec.name,
                          "id_spec_kwargs": spec.kwargs, "beam_size": beam, "beam_scoring": scoring,
-                         "lexical_prior_weight": w,
+                         "lexical_prior_weight": w, "dense_prior_weight": wd,
                          **{k: extra[k] for k in ("train_steps", "batch_size")}},
                  val_ids=f.val_ids if chose or fam.encoder else (),
                  extra={"family": fam.name, "model": fam.model, "id_strategy": spec.name,
                         "selected": f"{fam.name} ({spec.name})", "beam_size": beam, "beam_scoring": scoring,
-                        "lexical_prior_weight": w, **extra,
+                        "lexical_prior_weight": w, "dense_prior_weight": wd, **extra,
                         **_id_cost(table),
                         "prompts_per_s": ev["prompts_per_s"], "validation_choice": val_table})
 
@@ -506,7 +515,8 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
         config: dict, progress: bool = True, reuse_encoders: bool = False,
         selected_name: str = SELECTED, validation_only: bool = False,
         beam_sizes: Sequence[int] | None = None, beam_scorings: Sequence[str] | None = None,
-        lexical_prior_weights: Sequence[float] | None = None) -> list[dict]:
+        lexical_prior_weights: Sequence[float] | None = None,
+        dense_prior_weights: Sequence[float] | None = None) -> list[dict]:
   """The study (module docstring); writes results.{json,csv,md}, per_query.json, runs.jsonl, validation.json,
   summary.json.  `reuse_encoders`: load each seed's tuned bi-encoder saved in `work_dir` by an earlier
   run of the same folds instead of tuning it again (`_tuned_baselines`); `selected_name`: the method
@@ -520,7 +530,9 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
   (None: "log_prob").  `lexical_prior_weights`: weights w of a BM25 prior inside beam search (each
   row's BM25 score over the fold's training part, divided by the prompt's best, times w, guiding which
   prefixes stay in the beam: `decoding.index.subtree_max`), chosen on validation the same way; 0 is no
-  prior (None: [0])."""
+  prior (None: [0]).  `dense_prior_weights`: the same for a dense prior, each row's cosine under that
+  seed's tuned bi-encoder times the weight (20, the bi-encoder's MNRL scale, adds its own logits), added
+  to the BM25 prior; every (lexical, dense) pair is a validation choice (None: [0])."""
   unknown = [b for b in baselines if b not in FAIR_BASELINES]
   if unknown:
     raise UserInputError(f"compare_ids.baselines {unknown}: the nested protocol runs {FAIR_BASELINES}")
@@ -547,7 +559,9 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
   defaults = {"train_steps": train_steps, "batch_size": batch_size, "learning_rate": learning_rate,
               "beam_size": beam_size, "beam_sizes": check_beam_sizes(beam_sizes, k=10),
               "beam_scorings": check_beam_scorings(beam_scorings),
-              "lexical_prior_weights": check_prior_weights(lexical_prior_weights), "num_devices": num_devices}
+              "lexical_prior_weights": check_prior_weights(lexical_prior_weights),
+              "dense_prior_weights": check_prior_weights(dense_prior_weights, "dense_prior_weights"),
+              "num_devices": num_devices}
   for variant, ddir in dataset_dirs.items():
     for fold in (list(folds) if folds is not None else [None]):
       tag = f"{variant} fold {fold}"
@@ -569,7 +583,8 @@ def run(*, out_dir: str, work_dir: str, dataset_dirs: dict, folds: Sequence[int]
       if len(cands):
         with stage(f"{tag}: Text2Tracks ({len(cands)} candidates, {len(seeds)} seeds)"):
           _text2tracks(f, log, seeds, cands, encoder_dir=encoder_dir, work_dir=work_dir, defaults=defaults,
-                       progress=progress, method_name=selected_name, validation_only=validation_only)
+                       progress=progress, method_name=selected_name, validation_only=validation_only,
+                       dense=state.get("dense"))
   agg, boots, lines = log.flush([f"Total wall time {time.time() - t_start:.0f} s."])
   io_utils.write_json(os.path.join(out_dir, "summary.json"), {"checks": lines, "bootstrap": boots})
   print(report.markdown_table(folds_study.table_rows(agg), TABLE_COLUMNS), flush=True)
@@ -620,11 +635,12 @@ def check_beam_scorings(scorings: Sequence[str] | None) -> tuple[str, ...] | Non
   return None if checked is None else tuple(dict.fromkeys(checked))
 
 
-def check_prior_weights(weights: Sequence[float] | None) -> tuple[float, ...] | None:
+def check_prior_weights(weights: Sequence[float] | None,
+                        name: str = "lexical_prior_weights") -> tuple[float, ...] | None:
   """`weights` as floats >= 0 without repeats in the given order (a validation tie goes to the earlier
   one), or None."""
   ok = lambda w: not isinstance(w, bool) and isinstance(w, (int, float)) and 0 <= w < float("inf")
-  checked = _check_choices(weights, "lexical_prior_weights", ok, "finite numbers >= 0")
+  checked = _check_choices(weights, name, ok, "finite numbers >= 0")
   return None if checked is None else tuple(dict.fromkeys(float(w) for w in checked))
 
 
