@@ -72,6 +72,9 @@ def _recommend_parser(sub) -> None:
   p.add_argument("--input", help="a text file with one prompt per line")
   p.add_argument("-k", "--k", type=int, default=10, help="tracks per prompt")
   p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+  p.add_argument("--lexical_prior", type=float, default=None, metavar="W",
+                 help="weight of the BM25 prior inside beam search (0: off); default: the model dir's "
+                      "(recommend.json lexical_prior_weight, set by quickstart on validation)")
   _no_verify_flag(p)
 
 

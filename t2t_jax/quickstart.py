@@ -50,6 +50,9 @@ REPORT_KIND, WORK_KIND = "report", "quickstart_work"
 BASELINE_CAVEAT = ("The fine-tuned bi-encoder row is the encoder-adaptation step (1 epoch, one positive per "
                    "prompt), not a tuned baseline: on CPCD a bi-encoder tuned on validation over all pairs is "
                    "ahead of Text2Tracks (docs/benchmark_cpcd.md).")
+# --lexical_prior auto with --dataset_dir: the BM25 prior weights chosen among on validation (0: off);
+# compare_cpcd_fair_prior.gin: folds 0 / 1 / 2 picked 0 / 4 / 2 among 0, 2, 4 (docs/results/compare_cpcd_fair_prior).
+LEXICAL_PRIOR_WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 TRAIN_STEPS, BATCH_SIZE = 800, 128  # --train_steps / --batch_size unless --model auto picks a recipe
 
 
@@ -162,6 +165,8 @@ class QuickstartConfig:
   overwrite: bool = False  # replace a non-empty --out / --work_dir that quickstart did not write
   adapt_encoder: bool | None = None  # adapt the MiniLM encoder in-domain first (ADAPTED_BINDINGS);
   # None: as --model auto decides (resolve_model)
+  lexical_prior: str = "auto"  # BM25 prior inside beam search: auto (dataset dirs: weight chosen on
+  # validation), off, or a weight (`lexical_weights`)
 
 
 HELP = {
@@ -199,6 +204,11 @@ HELP = {
     "eval_playlists": "held-out playlists evaluated (0 = all)",
     "inputs_length": "prompt tokens the model reads (longer prompts are cut); default: the 99.9th "
                      "percentile of the training prompts' lengths",
+    "lexical_prior": "a BM25 prior inside beam search (BM25 over track metadata + training prompts, each "
+                     "row's score / the prompt's best, times the weight, steering which IDs stay in the beam; "
+                     "kept in the model dir for recommend and serve): auto = with --dataset_dir its weight is "
+                     "chosen on the validation split among 0,1,2,4 (0: off), none on the synthetic catalog; "
+                     "off; or a weight >= 0",
     "prompt_field": "prompt source: title, description or both; auto: title on the synthetic "
                     "catalog, both with --dataset_dir (title | description, whichever are "
                     "non-empty)",
@@ -252,13 +262,30 @@ class NumberedStages:
     return self._stages(f"{self.done}/{self.total} {name}")
 
 
+def lexical_weights(cfg: QuickstartConfig) -> tuple[float, ...]:
+  """--lexical_prior as the weights quickstart chooses among on validation: () none (off, or auto on
+  the synthetic catalog), one weight as given, or `LEXICAL_PRIOR_WEIGHTS` (auto with --dataset_dir)."""
+  text = str(cfg.lexical_prior).strip().lower()
+  if text == "off":
+    return ()
+  if text == "auto":
+    return LEXICAL_PRIOR_WEIGHTS if cfg.dataset_dir is not None else ()
+  try:
+    w = float(text)
+  except ValueError:
+    raise UserInputError(f"--lexical_prior must be auto, off or a weight >= 0, got {cfg.lexical_prior!r}") from None
+  if not 0 <= w < float("inf"):
+    raise UserInputError(f"--lexical_prior must be auto, off or a weight >= 0, got {cfg.lexical_prior!r}")
+  return (w,)
+
+
 def num_stages(cfg: QuickstartConfig) -> int:
   """The stages `run` goes through for `cfg` (its model resolved by `resolve_model`): data (synthetic:
   catalog + vocabulary; imported: the copy), IDs (CF embeddings + semantic IDs, or one per-track ID
-  stage), task, [encoder adaptation], training, evaluation, baselines."""
+  stage), task, [encoder adaptation], training, [lexical prior], evaluation, baselines."""
   choice = resolve_model(cfg)
   return ((2 if cfg.dataset_dir is None else 1) + (1 if choice.model in PRETRAINED_MODELS else 2) + 1
-          + int(choice.adapt_encoder) + 3)
+          + int(choice.adapt_encoder) + int(bool(lexical_weights(cfg))) + 3)
 
 
 def _check(cfg: QuickstartConfig) -> None:
@@ -274,6 +301,7 @@ def _check(cfg: QuickstartConfig) -> None:
     raise UserInputError(f"--prompt_field must be auto, title, description or both, got "
                          f"{cfg.prompt_field!r}")
   _levels(cfg.id_levels)
+  lexical_weights(cfg)  # a bad --lexical_prior fails before anything is written
   if cfg.adapt_encoder and cfg.model != PRETRAINED:
     raise UserInputError(f"--adapt_encoder needs --model {PRETRAINED} (it adapts the pretrained encoder)")
   if cfg.adapt_encoder and not all(importlib.util.find_spec(m) for m in ADAPT_MODULES):
@@ -339,13 +367,28 @@ def run(cfg: QuickstartConfig) -> list[dict]:
           f"{os.path.join(model_dir, 'config.gin')}")
 
   relevant, prompts = task.relevant, task.prompts
+  weights, lexical = lexical_weights(cfg), None
+  if weights:
+    what = "its weight chosen on validation among " + ", ".join(f"{w:g}" for w in weights) if len(weights) > 1 \
+        else f"weight {weights[0]:g}"
+    with stage(f"BM25 prior inside beam search ({what})"):
+      lexical = baselines.add_lexical_prior(ws, task, model_dir, prompt_field=cfg.prompt_field, weights=weights,
+                                            beam_size=cfg.beam_size, k=cfg.k, seed=cfg.seed)
+      for t in lexical["trials"]:
+        print(f"      weight {t['weight']:g}: validation Hits@10 {t['val_hits@10']:.4f}, MAP@10 {t['val_map@10']:.4f}")
+      print(f"      lexical prior weight {lexical['weight']:g} kept in {model_dir}/assets (recommend, serve)"
+            + (f", chosen on {lexical['validation_queries']} validation playlists" if lexical["trials"] else ""))
+  w = lexical["weight"] if lexical else 0.0
   rows = []
   with stage(f"constrained beam search on {len(prompts)} held-out playlists"):
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
-                                       progress=lambda it: bar(it, desc="decode", unit="batch"))
+                                       progress=lambda it: bar(it, desc="decode", unit="batch"),
+                                       row_prior_NxR=w * lexical["bm25"].prior(prompts) if w else None)
     label = ("Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)" if cfg.adapt_encoder else
              f"Text2Tracks (per-track IDs, pretrained {encoder_name} encoder)" if pretrained
              else "Text2Tracks (semantic IDs)")
+    if w:
+      label = label[:-1] + f", BM25 prior {w:g})"
     rows.append({"method": label, **ev["metrics"],
                  "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"],
                  "recipe": choice.line})
@@ -362,7 +405,8 @@ def run(cfg: QuickstartConfig) -> list[dict]:
                          "num_tracks": ws.num_tracks, "train_playlists": len(ws.train_playlists),
                          "test_playlists": len(ws.test_playlists),
                          "prompt_field": cfg.prompt_field},
-             **ids_info, "id_levels": list(table.level_sizes), "eval_playlists": len(prompts)}
+             **ids_info, "id_levels": list(table.level_sizes), "eval_playlists": len(prompts),
+             "lexical_prior": None if lexical is None else {k: v for k, v in lexical.items() if k != "bm25"}}
   _write_report(cfg, title, rows, task, table, model_dir, stage, details)
   return rows
 

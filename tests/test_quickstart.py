@@ -186,9 +186,11 @@ class _Stages:
 
 
 @pytest.mark.parametrize("kw, total", [
-    ({}, 8), ({"dataset_dir": "d", "model": "tiny"}, 7), ({"model": quickstart.PRETRAINED}, 7),
-    ({"dataset_dir": "d"}, 7), ({"dataset_dir": "d", "adapt_encoder": False}, 6),
-    ({"model": quickstart.PRETRAINED, "dataset_dir": "d"}, 6),
+    # A dataset dir adds the BM25 prior's stage (--lexical_prior auto), unless it is off.
+    ({}, 8), ({"dataset_dir": "d", "model": "tiny"}, 8), ({"model": quickstart.PRETRAINED}, 7),
+    ({"dataset_dir": "d"}, 8), ({"dataset_dir": "d", "adapt_encoder": False}, 7),
+    ({"dataset_dir": "d", "lexical_prior": "off"}, 7), ({"lexical_prior": "2"}, 9),
+    ({"model": quickstart.PRETRAINED, "dataset_dir": "d"}, 7),
     ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8), ({"model": "bert_t5_mpnet"}, 7)])
 def test_stages_are_numbered_from_one_on_every_path(kw, total, monkeypatch):
   # --model auto on a dataset dir with every extra installed: the adapted recipe (one stage more).
@@ -315,3 +317,12 @@ def test_run_prints_the_pick_before_any_stage(monkeypatch, tmp_path, capsys):
       "catalog benchmarks semantic IDs from CF; with --dataset_dir auto picks a pretrained encoder when "
       "installed)")
   assert (cfg.model, cfg.adapt_encoder, cfg.train_steps, cfg.batch_size) == ("tiny", False, 800, 128)
+
+
+def test_lexical_prior_flag():
+  weights = lambda **kw: quickstart.lexical_weights(quickstart.QuickstartConfig(**kw))
+  assert weights() == () and weights(dataset_dir="d") == quickstart.LEXICAL_PRIOR_WEIGHTS
+  assert weights(dataset_dir="d", lexical_prior="off") == () and weights(lexical_prior=" 2.5 ") == (2.5,)
+  for bad in ("-1", "inf", "strong", "nan"):
+    with pytest.raises(UserInputError, match="--lexical_prior must be auto, off or a weight >= 0"):
+      weights(lexical_prior=bad)

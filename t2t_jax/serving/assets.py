@@ -3,7 +3,9 @@
 The train entry writes them (`write_assets`) before training, so a model dir alone is servable:
 the SentencePiece model (and a pretrained encoder's tokenizer.json), the ID table, the catalog
 metadata and `recommend.json` (input length, default beam size, prompt field, vocabularies).
-`GenerativeRetriever.from_model_dir` reads them back (`read_settings`, `load_vocabs`).
+`add_lexical_prior` adds a BM25 index over the ID table's rows (lexical/) and the weight beam search
+gives it (recommend.json "lexical_prior_weight").  `GenerativeRetriever.from_model_dir` reads them back
+(`read_settings`, `load_vocabs`, `load_lexical`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from t2t_jax import io_utils, storage
 from t2t_jax.data import formats, vocab as vocab_lib, wordpiece
 from t2t_jax.decoding.beam_search import SCORINGS
 from t2t_jax.errors import UserInputError
+from t2t_jax.ids.table import IdTable
+from t2t_jax.serving import lexical as lexical_lib
 
 ASSETS = "assets"
 SPM_FILE = "spm.model"
@@ -22,6 +26,7 @@ IDS_DIR = "ids"
 CATALOG_FILE = "catalog.jsonl"
 SETTINGS_FILE = "recommend.json"
 TOKENIZER_FILE = "tokenizer.json"
+LEXICAL_DIR = "lexical"
 OUTPUT_VOCABS = ("text_and_ids", "ids_only")
 
 
@@ -84,7 +89,50 @@ def read_settings(model_dir: str, *, beam_size: int | None = None) -> dict:
     settings["beam_size"] = beam_size
   if settings.get("beam_scoring", "log_prob") not in SCORINGS:
     raise UserInputError(f"{path}: beam_scoring {settings['beam_scoring']!r} is not one of {SCORINGS}")
+  check_prior_weight(settings.get("lexical_prior_weight", 0.0), f"{path}: lexical_prior_weight")
   return settings
+
+
+def check_prior_weight(weight, what: str) -> float:
+  """`weight` as a float: a finite number >= 0 (0: no lexical prior)."""
+  if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+    raise UserInputError(f"{what} must be a finite number >= 0, got {weight!r}")
+  return float(weight)
+
+
+def add_lexical_prior(model_dir: str, docs, weight: float, *, evidence: dict | None = None) -> None:
+  """Adds a BM25 index over `docs` (one document per ID-table row, in row order) to MODEL_DIR/assets
+  and sets recommend.json's "lexical_prior_weight" (with `evidence`, e.g. the validation figures the
+  weight was chosen on, as "lexical_prior"): the assets dir is rewritten whole, atomically, as
+  `write_assets` writes it (a model dir's earlier index is replaced)."""
+  weight = check_prior_weight(weight, "lexical prior weight")
+  settings = read_settings(model_dir)
+  src = local_assets(model_dir)
+  num_rows = IdTable.load(os.path.join(src, IDS_DIR)).num_tracks
+  if len(docs) != num_rows:
+    raise UserInputError(f"lexical prior: {len(docs)} documents for an ID table of {num_rows} rows")
+  index = lexical_lib.LexicalIndex.build(docs)
+  settings["lexical_prior_weight"] = weight
+  if evidence is not None:
+    settings["lexical_prior"] = evidence
+  with io_utils.atomic_dir(storage.join(model_dir, ASSETS), kind="model_assets") as tmp:
+    for name in os.listdir(src):
+      if name in (LEXICAL_DIR, SETTINGS_FILE, io_utils.MARKER_FILE):
+        continue
+      (shutil.copytree if os.path.isdir(os.path.join(src, name)) else shutil.copyfile)(
+          os.path.join(src, name), os.path.join(tmp, name))
+    index.save(os.path.join(tmp, LEXICAL_DIR))
+    io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), settings)
+
+
+def load_lexical(assets_dir: str, settings: dict) -> lexical_lib.LexicalIndex | None:
+  """The model dir's BM25 index when recommend.json gives it a weight > 0 (None otherwise)."""
+  if not settings.get("lexical_prior_weight"):
+    return None
+  path = os.path.join(assets_dir, LEXICAL_DIR)
+  if not os.path.isdir(path):
+    raise UserInputError(f"{assets_dir}: recommend.json sets lexical_prior_weight but {LEXICAL_DIR}/ is missing")
+  return lexical_lib.LexicalIndex.load(path)
 
 
 def load_vocabs(assets_dir: str, settings: dict, id_table):

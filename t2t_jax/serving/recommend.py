@@ -47,7 +47,8 @@ def read_prompts(args) -> list[str]:
 def run_from_args(args) -> None:
   """`t2t recommend` entry."""
   prompts = read_prompts(args)
-  rec = GenerativeRetriever.from_model_dir(args.model_dir, verify=False if getattr(args, "no_verify", False) else None)
+  rec = GenerativeRetriever.from_model_dir(args.model_dir, verify=False if getattr(args, "no_verify", False) else None,
+                                           lexical_prior_weight=getattr(args, "lexical_prior", None))
   results = rec.recommend(prompts, k=args.k)
   for prompt, recs in zip(prompts, results):
     if args.json:

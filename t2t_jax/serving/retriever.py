@@ -12,7 +12,8 @@ jitted constrained top-k functions, built once:
 and then
 
   encode(prompts)                 prompts as the model reads them, int32 [B, inputs_length]
-  recommend(prompts, k)           ranked `Recommendation`s per prompt
+  recommend(prompts, k)           ranked `Recommendation`s per prompt (with the model dir's lexical
+                                  prior when it has one: `lexical_prior`, `serving.lexical`)
   recommend_rows(prompts, k)      ID-table rows [B, k] and scores [B, k]
   rank_inputs(inputs_NxL, k, ...) the same over already tokenised prompts in fixed-shape batches
                                   (evaluation, studies, decoding variants, the eval hook)
@@ -74,11 +75,12 @@ class GenerativeRetriever:
 
   def __init__(self, *, model, params, id_table, vocab, inputs_length: int, beam_size: int,
                input_vocab=None, tracks: dict | None = None, settings: dict | None = None,
-               max_prompt_chars: int | None = None):
+               max_prompt_chars: int | None = None, lexical=None):
     """model: an `EncoderDecoderModel` (a config is built once here); params: its parameters, or
     None when every call passes them; vocab: the output vocabulary (`id_token_offset`,
     `vocab_size`); input_vocab: the prompts' (`encode_prompt`; default `vocab`); tracks: track_id ->
-    catalog Track (artist and title of recommendations)."""
+    catalog Track (artist and title of recommendations); lexical: a `serving.lexical.LexicalIndex` over
+    the ID table's rows, which `recommend` adds to the search at settings' "lexical_prior_weight"."""
     self.model = models.build_model(model)
     self.params, self.vocab, self.id_table = params, vocab, id_table
     self.input_vocab = input_vocab if input_vocab is not None else vocab
@@ -87,6 +89,14 @@ class GenerativeRetriever:
     self.inputs_length, self.beam_size = int(inputs_length), int(beam_size)
     # How beams are ranked unless a call says otherwise (recommend.json "beam_scoring", `beam_search`).
     self.beam_scoring = self.settings.get("beam_scoring", "log_prob")
+    # The BM25 prior of `recommend` (recommend.json "lexical_prior_weight"; 0: none).
+    self.lexical = lexical
+    self.lexical_prior_weight = assets_lib.check_prior_weight(self.settings.get("lexical_prior_weight", 0.0),
+                                                              "lexical_prior_weight")
+    if self.lexical_prior_weight and lexical is None:
+      raise UserInputError("lexical_prior_weight > 0 needs a lexical index (MODEL_DIR/assets/lexical)")
+    if lexical is not None and lexical.num_docs != id_table.num_tracks:
+      raise UserInputError(f"lexical index of {lexical.num_docs} rows for an ID table of {id_table.num_tracks}")
     self.max_prompt_chars = int(max_prompt_chars or self.settings.get("max_prompt_chars")
                                 or prompts_lib.DEFAULT_MAX_CHARS)
     t = time.perf_counter()
@@ -96,15 +106,19 @@ class GenerativeRetriever:
     self._fns: dict = {}
 
   @classmethod
-  def from_model_dir(cls, model_dir: str, *, beam_size: int | None = None, verify: bool | None = None
-                     ) -> "GenerativeRetriever":
-    """Loads config, checkpoint, vocabularies, ID table and catalog from a model dir.
+  def from_model_dir(cls, model_dir: str, *, beam_size: int | None = None, verify: bool | None = None,
+                     lexical_prior_weight: float | None = None) -> "GenerativeRetriever":
+    """Loads config, checkpoint, vocabularies, ID table, catalog (and lexical index) from a model dir.
 
     beam_size: replaces the model dir's default beam.  verify: check the checkpoint's parameter
     files against their manifest first (None: $T2T_VERIFY_CHECKPOINTS, default on); a damaged file
-    raises CheckpointIntegrityError naming it.
+    raises CheckpointIntegrityError naming it.  lexical_prior_weight: replaces recommend.json's (0:
+    no lexical prior; > 0 needs the model dir's lexical index, `assets.add_lexical_prior`).
     """
     settings = assets_lib.read_settings(model_dir, beam_size=beam_size)
+    if lexical_prior_weight is not None:
+      settings["lexical_prior_weight"] = assets_lib.check_prior_weight(lexical_prior_weight,
+                                                                       "--lexical_prior")
     assets = assets_lib.local_assets(model_dir)  # a gs:// / s3:// MODEL_DIR's are copied here
     id_table = IdTable.load(os.path.join(assets, assets_lib.IDS_DIR))
     input_vocab, vocab = assets_lib.load_vocabs(assets, settings, id_table)
@@ -114,7 +128,8 @@ class GenerativeRetriever:
                            f"tokens but the model has {config.output_vocab_size}")
     return cls(model=models.build_model(config), params=params, vocab=vocab, id_table=id_table,
                input_vocab=input_vocab, tracks=assets_lib.read_catalog(assets), settings=settings,
-               inputs_length=settings["inputs_length"], beam_size=settings["beam_size"])
+               inputs_length=settings["inputs_length"], beam_size=settings["beam_size"],
+               lexical=assets_lib.load_lexical(assets, settings))
 
   # ------------------------------------------------------------------------------ decoding
 
@@ -179,17 +194,31 @@ class GenerativeRetriever:
 
   # ------------------------------------------------------------------------------ prompts
 
-  def encode(self, prompts: Sequence[str]) -> np.ndarray:
-    """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32."""
-    toks = []
+  def normalize(self, prompts: Sequence[str]) -> list[str]:
+    """Prompts as the model reads them (`prompts.normalize_prompt`, cut as in training)."""
+    out = []
     for i, p in enumerate(prompts):
       try:
-        text = prompts_lib.normalize_prompt(p, max_chars=self.max_prompt_chars)
+        out.append(prompts_lib.normalize_prompt(p, max_chars=self.max_prompt_chars))
       except UserInputError as e:
         raise UserInputError(f"prompt #{i + 1}: {e}") from None
-      # Plain text, as training prompts: user-typed "<id_l_c>" must not become ID tokens.
-      toks.append(self.input_vocab.encode_prompt(text))
+    return out
+
+  def encode(self, prompts: Sequence[str]) -> np.ndarray:
+    """Normalised, tokenised prompts (+EOS) as [B, inputs_length] int32."""
+    # Plain text, as training prompts: user-typed "<id_l_c>" must not become ID tokens.
+    toks = [self.input_vocab.encode_prompt(text) for text in self.normalize(prompts)]
     return evaluation.pad_inputs(toks, self.inputs_length)
+
+  def lexical_prior(self, prompts: Sequence[str], weight: float | None = None) -> np.ndarray | None:
+    """[B, num_rows] `weight` (default: the model dir's) x each row's BM25 share of each prompt, or None
+    (weight 0 or no index): the `row_prior_NxR` that `recommend` adds to the search."""
+    weight = self.lexical_prior_weight if weight is None else assets_lib.check_prior_weight(weight, "lexical prior weight")
+    if not weight:
+      return None
+    if self.lexical is None:
+      raise UserInputError("a lexical prior needs the model dir's lexical index (MODEL_DIR/assets/lexical)")
+    return np.float32(weight) * self.lexical.shares(self.normalize(prompts))
 
   def _check_k(self, k) -> int:
     if (isinstance(k, bool) or not isinstance(k, (int, np.integer))
@@ -208,12 +237,16 @@ class GenerativeRetriever:
     if not prompts:
       raise UserInputError("no prompts given")
     inputs = self.encode(prompts)
+    prior = self.lexical_prior(prompts)
     # Pad the batch to a power of two so a few compiled shapes serve every batch size.
     b = len(prompts)
     padded = 1 << (b - 1).bit_length()
     if padded > b:
       inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
-    rows, scores = jax.device_get(self.topk_fn(k)(self._params(None), inputs))
+      if prior is not None:
+        prior = np.concatenate([prior, np.repeat(prior[:1], padded - b, axis=0)])
+    node_prior = None if prior is None else self.index_prior(prior)
+    rows, scores = jax.device_get(self.topk_fn(k)(self._params(None), inputs, node_prior))
     return np.asarray(rows)[:b], np.asarray(scores)[:b]
 
   def recommend(self, prompts: Sequence[str], k: int = 10) -> list[list[Recommendation]]:

@@ -9,6 +9,7 @@ and one fine-tuning epoch."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 
@@ -21,6 +22,7 @@ from t2t_jax.data import formats
 from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.data import vocab as vocab_lib
 from t2t_jax.errors import UserInputError
+from t2t_jax.serving import assets as assets_lib
 from t2t_jax.studies import pipeline
 
 BASELINES = ("bm25", "dual_encoder", "most_popular")  # compare_ids' default set
@@ -29,6 +31,47 @@ BASELINE_LABELS = {"bm25": "BM25 (bm25s)", "dual_encoder": "Dual encoder (T5 enc
                    "most_popular": "Most popular", "bi_encoder": "Bi-encoder zero-shot (MiniLM-L6)",
                    "bi_encoder_ft": "Bi-encoder fine-tuned (MiniLM-L6, MNRL)"}
 BI_ENCODER_DEFAULTS = {"track_text": "metadata", "epochs": 1, "threads": 1}
+
+
+def fit_texts(ws: pipeline.Workspace, prompt_field: str) -> tuple[CatalogTexts, list]:
+  """What every baseline is fitted on: the catalog's texts and the training playlists' (prompt, rows)."""
+  catalog = CatalogTexts.from_tracks(ws.ds.tracks, pipeline.track_text)
+  max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)  # as the tasks cut the held-out prompts
+  return catalog, [(prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars), r)
+                   for p, r in zip(ws.train_playlists, ws.rows_train)]
+
+
+def add_lexical_prior(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, prompt_field: str,
+                      weights: Sequence[float], beam_size: int = 20, k: int = 10,
+                      seed: int = 0) -> dict:
+  """The BM25 prior of a trained model dir: BM25 over the catalog (metadata + training prompts, the
+  BM25 baseline's documents), its weight inside beam search chosen on the task's validation split
+  among `weights` (Hits@10, then MAP@10; ties: the smaller weight; one weight: no choice), both kept
+  in MODEL_DIR/assets (`serving.assets.add_lexical_prior`), so `t2t recommend` / `t2t serve` rank
+  with it.  Returns {"weight", "trials", "validation_queries", "bm25": the fitted BM25Retriever}."""
+  from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
+  if [t.track_id for t in ws.ds.tracks] != list(task.table.track_ids):
+    raise UserInputError(f"{task.name}: its ID table's rows are not the catalog's order (the BM25 documents')")
+  catalog, train_prompts = fit_texts(ws, prompt_field)
+  lexical = bm25.BM25Retriever(seed=seed).fit(catalog, train_prompts)
+  trials, val_n = [], 0
+  if len(weights) > 1:
+    val = dataclasses.replace(task, eval_examples=tasks_pipeline.get_eval_examples(task.name, "validation"))
+    val_n = len(val.eval_examples)
+    if not val_n:
+      raise UserInputError(f"{task.name}: no validation playlists to choose the lexical prior's weight on")
+    shares = lexical.prior(val.prompts)
+    for w in weights:
+      m = pipeline.evaluate_text2tracks(val, model_dir, beam_size=beam_size, k=k,
+                                        row_prior_NxR=w * shares if w else None)["metrics"]
+      trials.append({"weight": float(w), "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
+    best = max(trials, key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))
+  else:
+    best = {"weight": float(weights[0])}
+  evidence = {"documents": "metadata + training prompts (bm25s)", "chosen_among": [float(w) for w in weights],
+              "validation_playlists": val_n, "trials": trials}
+  assets_lib.add_lexical_prior(model_dir, lexical.docs, best["weight"], evidence=evidence)
+  return {"weight": best["weight"], "trials": trials, "validation_queries": val_n, "bm25": lexical}
 
 
 def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequence[Sequence[int]], *,
@@ -50,10 +93,7 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
   save_dirs = dict(save_dirs or {})
   if set(save_dirs) - {"bi_encoder", "bi_encoder_ft"}:
     raise UserInputError(f"save_dirs: only bi-encoders can be saved, got {sorted(save_dirs)}")
-  catalog = CatalogTexts.from_tracks(ws.ds.tracks, pipeline.track_text)
-  max_chars = formats.dataset_prompt_max_chars(ws.ds_dir)  # as the tasks cut the held-out prompts
-  train_prompts = [(prompts_lib.make_prompt(p, prompt_field, max_chars=max_chars), r)
-                   for p, r in zip(ws.train_playlists, ws.rows_train)]
+  catalog, train_prompts = fit_texts(ws, prompt_field)
   rows = []
   for name in which:
     t = time.time()
