@@ -15,7 +15,9 @@ Methods (fitted on D's train split: prompt = the playlist title as the tasks cut
 t2t_jax/studies/baselines.py): most_popular, bm25, bi_encoder (zero-shot MiniLM-L6), bi_encoder_tuned
 and hybrid (t2t_jax/studies/tuning.py, chosen on D's validation split), text2tracks (--model_dir: its
 ID table must hold D's catalog in D's order), text2tracks_tuned (trained here on D's train split:
-`fair_study.ADAPTED_FAMILY`, warm-started from this run's tuned bi-encoder, model dir under --work_dir).
+`fair_study.ADAPTED_FAMILY`, warm-started from this run's tuned bi-encoder, model dir under --work_dir;
+--t2t_lexical_prior_weights 0,2,4 adds a BM25 prior inside its beam search, the weight chosen on D's
+validation split).
 Every row also carries the conversation-level scores of the fold study (the whole conversation as one
 query, the goal playlist as gold: Hits/MAP@10) under "conversation".  A query's text gets what D's prompts got at import
 (artist masking when D was imported with --artists masked) and the tasks' normalisation.
@@ -50,11 +52,14 @@ from t2t_jax.errors import UserInputError  # noqa: E402  pylint: disable=wrong-i
 from t2t_jax.studies import cpcd_turns, turns_study  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def _floats(text: str) -> list[float]:
+def _floats(text: str, flag: str = "--hybrid_weights") -> list[float]:
   try:
-    return [float(x) for x in text.split(",") if x.strip()]
+    values = [float(x) for x in text.split(",") if x.strip()]
   except ValueError:
-    raise UserInputError(f"--hybrid_weights: expected comma-separated numbers, got {text!r}") from None
+    raise UserInputError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+  if any(not 0 <= v < float("inf") for v in values):
+    raise UserInputError(f"{flag}: expected finite numbers >= 0, got {text!r}")
+  return values
 
 
 def aggregate(paths: Sequence[str], out: str | None) -> dict:
@@ -112,6 +117,9 @@ def main(argv=None) -> int:
   p.add_argument("--batch_size", type=int, default=64, help="prompts per text2tracks call")
   p.add_argument("--work_dir", help="text2tracks_tuned: where its dataset copy, encoder and model dir go")
   p.add_argument("--t2t_train_steps", type=int, help="text2tracks_tuned training steps (default: the recipe's 300)")
+  p.add_argument("--t2t_lexical_prior_weights", default="",
+                 help="text2tracks_tuned: a BM25 prior inside beam search, its weight chosen among these "
+                      "(comma-separated, e.g. 0,2,4) on the validation split; default: none")
   p.add_argument("--json", help="results file, written atomically (e.g. docs/results/cpcd_turns/results.json)")
   args = p.parse_args(argv)
   return console.run_main(lambda: _run(args, argv), "cpcd_turns")
@@ -137,7 +145,8 @@ def _run(args, argv) -> None:
       max_turns=args.max_turns or None, seed=args.seed, track_text=args.track_text, threads=args.threads,
       cache_dir=args.cache_dir, tune_grid=grid, hybrid_weights=_floats(args.hybrid_weights),
       hybrid_depth=args.hybrid_depth, batch_size=args.batch_size, work_dir=args.work_dir,
-      t2t_train_steps=args.t2t_train_steps)
+      t2t_train_steps=args.t2t_train_steps,
+      t2t_lexical_prior_weights=_floats(args.t2t_lexical_prior_weights, "--t2t_lexical_prior_weights") or None)
   out["seed"] = args.seed
   out["command"] = shlex.join(["python", "tools/cpcd_turns.py"] + (sys.argv[1:] if argv is None else list(argv)))  # quoted: re-runnable
   out["machine"] = report.machine_info()

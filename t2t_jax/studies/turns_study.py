@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from t2t_jax import evaluation
-from t2t_jax.serving import retriever
+from t2t_jax.serving import assets as assets_lib, retriever
 from t2t_jax.baselines import bi_encoder, bm25, popularity
 from t2t_jax.baselines.catalog import CatalogTexts
 from t2t_jax.data import cpcd, formats, prompts as prompts_lib
@@ -254,8 +254,13 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
         max_turns: int | None = cpcd_turns.MAX_TURNS, seed: int = 0, track_text: str = "metadata",
         threads: int | None = 1, cache_dir: str | None = None, tune_grid: dict | None = None,
         hybrid_weights=tuning.HYBRID_WEIGHTS, hybrid_depth: int = 100,
-        batch_size: int = 64, work_dir: str | None = None, t2t_train_steps: int | None = None) -> dict:
-  """Scores `methods` on D's test conversations turn by turn; returns the results document."""
+        batch_size: int = 64, work_dir: str | None = None, t2t_train_steps: int | None = None,
+        t2t_lexical_prior_weights: Sequence[float] | None = None) -> dict:
+  """Scores `methods` on D's test conversations turn by turn; returns the results document.
+
+  `t2t_lexical_prior_weights`: text2tracks_tuned gets a BM25 prior inside beam search (the bm25 row's
+  index), its weight chosen among these on D's validation split (`choose_lexical_prior`) and kept in
+  its model dir; None: none."""
   methods = _check_methods(list(methods), model_dir)
   data = _load(dataset_dir, cpcd_dir, clusters, max_turns)
   ds = data.ds
@@ -280,6 +285,9 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
       t = time.perf_counter()
       t2t_dir, extra = fair_study.train_adapted(dataset_dir, work_dir, dense, seed=seed, train_steps=t2t_train_steps)
       extra["decoder_train_seconds"] = extra.pop("train_seconds")  # steady-state decoder time; the row's: all
+      if t2t_lexical_prior_weights:
+        extra["lexical_prior"] = choose_lexical_prior(t2t_dir, fitted.get("bm25")[0], data.val_prompts,
+                                                      data.val_rows, t2t_lexical_prior_weights, beam_size=beam_size)
       rank_fn = _text2tracks_rank_fn(t2t_dir, beam_size, track_ids, batch_size)
       score(name, rank_fn, time.perf_counter() - t + dense_s, model_dir=os.path.abspath(t2t_dir), **extra,
             train_seconds_includes="bi_encoder_tuned fit (its encoder)", encoder=dense_extra.get("tuning", {}).get("chosen"))
@@ -287,6 +295,29 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
       model, fit_s, extra = fitted.get(name)
       score(name, model.recommend, fit_s, **extra)
   return _document(data, dataset_dir, cpcd_dir, max_turns, k, rows, scored_conversations(per_row_ids))
+
+
+def choose_lexical_prior(model_dir: str, lexical: bm25.BM25Retriever, val_prompts: Sequence[str],
+                         val_rows: Sequence[Sequence[int]], weights: Sequence[float], *,
+                         beam_size: int | None = None) -> dict:
+  """The weight of `lexical`'s prior (`BM25Retriever.prior`) inside the model's beam search, chosen on
+  the validation playlists (Hits@10, then MAP@10; ties: the smaller weight), then kept in the model dir
+  with the index (`assets.add_lexical_prior`) so its recommend ranks with it.  Returns the evidence
+  ({"weight", "trials", "validation_playlists"})."""
+  if not val_prompts:
+    raise UserInputError("the lexical prior's weight is chosen on the validation split, which is empty")
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=beam_size, lexical_prior_weight=0)
+  shares, inputs = lexical.prior(val_prompts), rec.encode(val_prompts)
+  trials = []
+  for w in weights:
+    rows, _ = rec.rank_inputs(inputs, 10, row_prior_NxR=w * shares if w else None)
+    m = evaluation.evaluate_rankings(rows, [np.asarray(r) for r in val_rows], ks=(10,))
+    trials.append({"weight": float(w), "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
+  best = max(trials, key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))
+  evidence = {"weight": best["weight"], "trials": trials, "validation_playlists": len(val_prompts),
+              "documents": "metadata + training prompts (the bm25 row's)"}
+  assets_lib.add_lexical_prior(model_dir, lexical.docs, best["weight"], evidence=evidence)
+  return evidence
 
 
 def scored_conversations(per_row_ids: list[list[str]]) -> list[str]:
