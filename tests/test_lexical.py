@@ -4,6 +4,8 @@ model dir keeps, its round trip through disk, and recommend / the CLI ranking wi
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,3 +111,15 @@ def test_cli_lexical_prior_flag(prior_dir, capsys):
   assert [t["track_id"] for t in with_prior["tracks"]] != [t["track_id"] for t in without["tracks"]]
   assert cli.main(["recommend", "--model_dir", prior_dir, "--lexical_prior", "-2", "x"]) == 2
   assert "--lexical_prior must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_importing_the_train_entry_leaves_jax_uninitialised():
+  # bm25s initialises JAX's backend when imported; the multi-host train entry (which writes model assets)
+  # must still be able to call jax.distributed.initialize first (tests/test_train_multihost.py).
+  code = ("import t2t_jax.train, t2t_jax.serving.assets, t2t_jax.serving.retriever\n"
+          "from jax._src import xla_bridge as xb\n"
+          "assert not xb._backends, 'the XLA backend was initialised at import'\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root,
+                        env={**os.environ, "PYTHONPATH": root})
+  assert proc.returncode == 0, proc.stderr[-2000:]

@@ -23,11 +23,13 @@ import json
 import os
 from typing import Sequence
 
-import bm25s
 import numpy as np
 
 from t2t_jax.errors import UserInputError
 
+# bm25s is imported where it is used: importing it initialises JAX's backend (it probes its jax top-k
+# backend), which must not happen before `jax.distributed.initialize` in a multi-host train entry that
+# imports serving.assets.
 PARAMS_FILE = "lexical.json"
 FORMAT = "t2t_jax.lexical.v1"
 
@@ -44,6 +46,7 @@ class LexicalIndex:
     """Indexes `docs` (row r's document is docs[r]); English stopwords removed."""
     if not len(docs):
       raise UserInputError("lexical index: no documents to index")
+    import bm25s  # pylint: disable=g-import-not-at-top  (lazy: see PARAMS_FILE's comment)
     tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")
     corpus_ids = tokenizer.tokenize(list(docs), update_vocab=True, show_progress=False, return_as="ids")
     model = bm25s.BM25(k1=k1, b=b)
@@ -94,6 +97,7 @@ class LexicalIndex:
       raise UserInputError(f"lexical index {path}: cannot read {PARAMS_FILE} ({e})") from None
     if not isinstance(params, dict) or params.get("format") != FORMAT:
       raise UserInputError(f"lexical index {path}: {PARAMS_FILE} is not a {FORMAT} index")
+    import bm25s  # pylint: disable=g-import-not-at-top  (lazy: see PARAMS_FILE's comment)
     try:
       model = bm25s.BM25.load(path, show_progress=False)
       model.vocab_dict = {int(k): v for k, v in model.vocab_dict.items()}
