@@ -41,6 +41,11 @@ def fit_texts(ws: pipeline.Workspace, prompt_field: str) -> tuple[CatalogTexts, 
                    for p, r in zip(ws.train_playlists, ws.rows_train)]
 
 
+def best_prior_weight(trials: Sequence[dict]) -> float:
+  """The weight of the validation trial with the best Hits@10, then MAP@10; ties: the smaller weight."""
+  return max(trials, key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))["weight"]
+
+
 def add_lexical_prior(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, prompt_field: str,
                       weights: Sequence[float], beam_size: int = 20, k: int = 10,
                       seed: int = 0) -> dict:
@@ -65,7 +70,7 @@ def add_lexical_prior(ws: pipeline.Workspace, task: pipeline.Task, model_dir: st
       m = pipeline.evaluate_text2tracks(val, model_dir, beam_size=beam_size, k=k,
                                         row_prior_NxR=w * shares if w else None)["metrics"]
       trials.append({"weight": float(w), "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
-    best = max(trials, key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))
+    best = {"weight": best_prior_weight(trials)}
   else:
     best = {"weight": float(weights[0])}
   evidence = {"documents": "metadata + training prompts (bm25s)", "chosen_among": [float(w) for w in weights],

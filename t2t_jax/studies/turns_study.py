@@ -313,10 +313,9 @@ def choose_lexical_prior(model_dir: str, lexical: bm25.BM25Retriever, val_prompt
     rows, _ = rec.rank_inputs(inputs, 10, row_prior_NxR=w * shares if w else None)
     m = evaluation.evaluate_rankings(rows, [np.asarray(r) for r in val_rows], ks=(10,))
     trials.append({"weight": float(w), "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
-  best = max(trials, key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))
-  evidence = {"weight": best["weight"], "trials": trials, "validation_playlists": len(val_prompts),
-              "documents": "metadata + training prompts (the bm25 row's)"}
-  assets_lib.add_lexical_prior(model_dir, lexical.docs, best["weight"], evidence=evidence)
+  evidence = {"weight": baselines_study.best_prior_weight(trials), "trials": trials,
+              "validation_playlists": len(val_prompts), "documents": "metadata + training prompts (the bm25 row's)"}
+  assets_lib.add_lexical_prior(model_dir, lexical.docs, evidence["weight"], evidence=evidence)
   return evidence
 
 
