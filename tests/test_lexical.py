@@ -49,7 +49,7 @@ def prior_dir(tmp_path_factory):
   model_dir = build_model_dir(str(tmp_path_factory.mktemp("lex")))
   n = IdTable.load(os.path.join(model_dir, assets_lib.ASSETS, assets_lib.IDS_DIR)).num_tracks
   docs = [f"trackword{r}" for r in range(n)]
-  assets_lib.add_lexical_prior(model_dir, docs, 50.0, evidence={"chosen_among": [50.0]})
+  assets_lib.add_lexical_prior(model_dir, lexical.LexicalIndex.build(docs), 50.0, evidence={"chosen_among": [50.0]})
   return model_dir
 
 
@@ -64,9 +64,9 @@ def test_add_lexical_prior_keeps_the_assets_and_sets_the_weight(prior_dir, tmp_p
   # Bad input: a document count that is not the ID table's, a negative weight; nothing changes.
   before = sorted(os.listdir(assets))
   with pytest.raises(UserInputError, match="3 documents for an ID table of"):
-    assets_lib.add_lexical_prior(prior_dir, ["a", "b", "c"], 1.0)
+    assets_lib.add_lexical_prior(prior_dir, lexical.LexicalIndex.build(["a", "b", "c"]), 1.0)
   with pytest.raises(UserInputError, match="finite number >= 0"):
-    assets_lib.add_lexical_prior(prior_dir, ["a"], -1.0)
+    assets_lib.add_lexical_prior(prior_dir, lexical.LexicalIndex.build(["a"]), -1.0)
   assert sorted(os.listdir(assets)) == before and assets_lib.read_settings(prior_dir)["lexical_prior_weight"] == 50.0
   # recommend.json with a weight but no index, or a bad weight: one clear message.
   copy = tmp_path / "copy"

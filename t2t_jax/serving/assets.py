@@ -100,8 +100,9 @@ def check_prior_weight(weight, what: str) -> float:
   return float(weight)
 
 
-def add_lexical_prior(model_dir: str, docs, weight: float, *, evidence: dict | None = None) -> None:
-  """Adds a BM25 index over `docs` (one document per ID-table row, in row order) to MODEL_DIR/assets
+def add_lexical_prior(model_dir: str, index: lexical_lib.LexicalIndex, weight: float, *,
+                      evidence: dict | None = None) -> None:
+  """Adds `index` (a BM25 index over one document per ID-table row, in row order) to MODEL_DIR/assets
   and sets recommend.json's "lexical_prior_weight" (with `evidence`, e.g. the validation figures the
   weight was chosen on, as "lexical_prior"): the assets dir is rewritten whole, atomically, as
   `write_assets` writes it (a model dir's earlier index is replaced)."""
@@ -109,9 +110,8 @@ def add_lexical_prior(model_dir: str, docs, weight: float, *, evidence: dict | N
   settings = read_settings(model_dir)
   src = local_assets(model_dir)
   num_rows = IdTable.load(os.path.join(src, IDS_DIR)).num_tracks
-  if len(docs) != num_rows:
-    raise UserInputError(f"lexical prior: {len(docs)} documents for an ID table of {num_rows} rows")
-  index = lexical_lib.LexicalIndex.build(docs)
+  if index.num_docs != num_rows:
+    raise UserInputError(f"lexical prior: {index.num_docs} documents for an ID table of {num_rows} rows")
   settings["lexical_prior_weight"] = weight
   if evidence is not None:
     settings["lexical_prior"] = evidence

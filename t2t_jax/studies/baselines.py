@@ -75,7 +75,7 @@ def add_lexical_prior(ws: pipeline.Workspace, task: pipeline.Task, model_dir: st
     best = {"weight": float(weights[0])}
   evidence = {"documents": "metadata + training prompts (bm25s)", "chosen_among": [float(w) for w in weights],
               "validation_playlists": val_n, "trials": trials}
-  assets_lib.add_lexical_prior(model_dir, lexical.docs, best["weight"], evidence=evidence)
+  assets_lib.add_lexical_prior(model_dir, lexical.index, best["weight"], evidence=evidence)
   return {"weight": best["weight"], "trials": trials, "validation_queries": val_n, "bm25": lexical}
 
 

@@ -315,7 +315,7 @@ def choose_lexical_prior(model_dir: str, lexical: bm25.BM25Retriever, val_prompt
     trials.append({"weight": float(w), "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
   evidence = {"weight": baselines_study.best_prior_weight(trials), "trials": trials,
               "validation_playlists": len(val_prompts), "documents": "metadata + training prompts (the bm25 row's)"}
-  assets_lib.add_lexical_prior(model_dir, lexical.docs, evidence["weight"], evidence=evidence)
+  assets_lib.add_lexical_prior(model_dir, lexical.index, evidence["weight"], evidence=evidence)
   return evidence
 
 
