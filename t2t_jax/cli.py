@@ -75,6 +75,10 @@ def _recommend_parser(sub) -> None:
   p.add_argument("--lexical_prior", type=float, default=None, metavar="W",
                  help="weight of the BM25 prior inside beam search (0: off); default: the model dir's "
                       "(recommend.json lexical_prior_weight, set by quickstart on validation)")
+  p.add_argument("--dense_prior", type=float, default=None, metavar="W",
+                 help="weight of the dense prior (cosine of the prompt's encoder embedding with each track's "
+                      "vector) inside beam search (0: off); default: the model dir's (recommend.json "
+                      "dense_prior_weight)")
   _no_verify_flag(p)
 
 

@@ -4,14 +4,18 @@ The train entry writes them (`write_assets`) before training, so a model dir alo
 the SentencePiece model (and a pretrained encoder's tokenizer.json), the ID table, the catalog
 metadata and `recommend.json` (input length, default beam size, prompt field, vocabularies).
 `add_lexical_prior` adds a BM25 index over the ID table's rows (lexical/) and the weight beam search
-gives it (recommend.json "lexical_prior_weight").  `GenerativeRetriever.from_model_dir` reads them back
-(`read_settings`, `load_vocabs`, `load_lexical`).
+gives it (recommend.json "lexical_prior_weight"); `add_dense_prior` adds one embedding per ID-table row
+(dense_tracks.npy, e.g. the tuned bi-encoder's track vectors, whose query side is the model's own
+frozen encoder) and its weight ("dense_prior_weight").  `GenerativeRetriever.from_model_dir` reads them
+back (`read_settings`, `load_vocabs`, `load_lexical`, `load_dense`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+
+import numpy as np
 
 from t2t_jax import io_utils, storage
 from t2t_jax.data import formats, vocab as vocab_lib, wordpiece
@@ -27,6 +31,7 @@ CATALOG_FILE = "catalog.jsonl"
 SETTINGS_FILE = "recommend.json"
 TOKENIZER_FILE = "tokenizer.json"
 LEXICAL_DIR = "lexical"
+DENSE_FILE = "dense_tracks.npy"
 OUTPUT_VOCABS = ("text_and_ids", "ids_only")
 
 
@@ -89,15 +94,34 @@ def read_settings(model_dir: str, *, beam_size: int | None = None) -> dict:
     settings["beam_size"] = beam_size
   if settings.get("beam_scoring", "log_prob") not in SCORINGS:
     raise UserInputError(f"{path}: beam_scoring {settings['beam_scoring']!r} is not one of {SCORINGS}")
-  check_prior_weight(settings.get("lexical_prior_weight", 0.0), f"{path}: lexical_prior_weight")
+  for key in ("lexical_prior_weight", "dense_prior_weight"):
+    check_prior_weight(settings.get(key, 0.0), f"{path}: {key}")
   return settings
 
 
 def check_prior_weight(weight, what: str) -> float:
-  """`weight` as a float: a finite number >= 0 (0: no lexical prior)."""
+  """`weight` as a float: a finite number >= 0 (0: no prior)."""
   if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
     raise UserInputError(f"{what} must be a finite number >= 0, got {weight!r}")
   return float(weight)
+
+
+def _num_rows(assets_dir: str) -> int:
+  return IdTable.load(os.path.join(assets_dir, IDS_DIR)).num_tracks
+
+
+def _rewrite_with(model_dir: str, src: str, settings: dict, replaced: str, write) -> None:
+  """MODEL_DIR/assets rewritten whole, atomically, as `write_assets` writes it: every file of `src`
+  (its local copy) but `replaced` (a file or dir name) and recommend.json copied,
+  `write(tmp_path_of_replaced)` called, `settings` written."""
+  with io_utils.atomic_dir(storage.join(model_dir, ASSETS), kind="model_assets") as tmp:
+    for name in os.listdir(src):
+      if name in (replaced, SETTINGS_FILE, io_utils.MARKER_FILE):
+        continue
+      (shutil.copytree if os.path.isdir(os.path.join(src, name)) else shutil.copyfile)(
+          os.path.join(src, name), os.path.join(tmp, name))
+    write(os.path.join(tmp, replaced))
+    io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), settings)
 
 
 def add_lexical_prior(model_dir: str, index: lexical_lib.LexicalIndex, weight: float, *,
@@ -109,20 +133,42 @@ def add_lexical_prior(model_dir: str, index: lexical_lib.LexicalIndex, weight: f
   weight = check_prior_weight(weight, "lexical prior weight")
   settings = read_settings(model_dir)
   src = local_assets(model_dir)
-  num_rows = IdTable.load(os.path.join(src, IDS_DIR)).num_tracks
+  num_rows = _num_rows(src)
   if index.num_docs != num_rows:
     raise UserInputError(f"lexical prior: {index.num_docs} documents for an ID table of {num_rows} rows")
   settings["lexical_prior_weight"] = weight
   if evidence is not None:
     settings["lexical_prior"] = evidence
-  with io_utils.atomic_dir(storage.join(model_dir, ASSETS), kind="model_assets") as tmp:
-    for name in os.listdir(src):
-      if name in (LEXICAL_DIR, SETTINGS_FILE, io_utils.MARKER_FILE):
-        continue
-      (shutil.copytree if os.path.isdir(os.path.join(src, name)) else shutil.copyfile)(
-          os.path.join(src, name), os.path.join(tmp, name))
-    index.save(os.path.join(tmp, LEXICAL_DIR))
-    io_utils.write_json(os.path.join(tmp, SETTINGS_FILE), settings)
+  _rewrite_with(model_dir, src, settings, LEXICAL_DIR, index.save)
+
+
+def check_dense_table(emb, num_rows: int, what: str) -> np.ndarray:
+  """`emb` as float32 [num_rows, E]: finite, one row per ID-table row."""
+  emb = np.asarray(emb)
+  if emb.ndim != 2 or emb.shape[0] != num_rows or not emb.shape[1] or not np.issubdtype(emb.dtype, np.floating):
+    raise UserInputError(f"{what}: expected float [{num_rows}, E] (one vector per ID-table row), "
+                         f"got {emb.dtype} {tuple(emb.shape)}")
+  emb = emb.astype(np.float32)
+  if not np.isfinite(emb).all():
+    raise UserInputError(f"{what}: holds NaN or infinite values")
+  return emb
+
+
+def add_dense_prior(model_dir: str, track_emb_RxE, weight: float, *, evidence: dict | None = None) -> None:
+  """Adds one vector per ID-table row (in row order: e.g. the tuned bi-encoder's track embeddings,
+  which the model's frozen encoder shares) as MODEL_DIR/assets/dense_tracks.npy and sets recommend.json's
+  "dense_prior_weight" (with `evidence` as "dense_prior"); beam search then adds weight x the cosine
+  of the prompt's mean-pooled encoder states with each row (`GenerativeRetriever.dense_prior`).  The
+  assets dir is rewritten whole, atomically (a model dir's earlier table is replaced)."""
+  weight = check_prior_weight(weight, "dense prior weight")
+  settings = read_settings(model_dir)
+  src = local_assets(model_dir)
+  emb = check_dense_table(track_emb_RxE, _num_rows(src), "dense prior")
+  emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # unit rows: the prior is a cosine
+  settings["dense_prior_weight"] = weight
+  if evidence is not None:
+    settings["dense_prior"] = evidence
+  _rewrite_with(model_dir, src, settings, DENSE_FILE, lambda path: np.save(path, emb, allow_pickle=False))
 
 
 def load_lexical(assets_dir: str, settings: dict) -> lexical_lib.LexicalIndex | None:
@@ -133,6 +179,20 @@ def load_lexical(assets_dir: str, settings: dict) -> lexical_lib.LexicalIndex | 
   if not os.path.isdir(path):
     raise UserInputError(f"{assets_dir}: recommend.json sets lexical_prior_weight but {LEXICAL_DIR}/ is missing")
   return lexical_lib.LexicalIndex.load(path)
+
+
+def load_dense(assets_dir: str, settings: dict, num_rows: int) -> np.ndarray | None:
+  """The model dir's dense track table [num_rows, E] when recommend.json gives it a weight > 0."""
+  if not settings.get("dense_prior_weight"):
+    return None
+  path = os.path.join(assets_dir, DENSE_FILE)
+  if not os.path.isfile(path):
+    raise UserInputError(f"{assets_dir}: recommend.json sets dense_prior_weight but {DENSE_FILE} is missing")
+  try:
+    emb = np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise UserInputError(f"{path}: not a readable .npy table ({e})") from None
+  return check_dense_table(emb, num_rows, path)
 
 
 def load_vocabs(assets_dir: str, settings: dict, id_table):

@@ -143,9 +143,11 @@ def _manifest(rec, exported, *, k: int, beam: int, model_dir: str, lower_s: floa
       "format": rt.FORMAT, "format_version": rt.FORMAT_VERSION,
       "function": rt.FUNCTION_FILE, "arrays": rt.ARRAYS_FILE, "tracks": rt.TRACKS_FILE,
       "inputs_length": rec.inputs_length, "top_k": k, "beam_size": beam, "beam_scoring": rec.beam_scoring,
-      # The model dir's BM25 prior is host-side (bm25s), not in the exported function: an export ranks
-      # as `t2t recommend --lexical_prior 0` does (the weight is kept here for whoever adds it back).
+      # The model dir's priors are not in the exported function (the BM25 one is host-side bm25s): an
+      # export ranks as `t2t recommend --lexical_prior 0 --dense_prior 0` does (the weights are kept
+      # here for whoever adds them back).
       "lexical_prior": {"weight": rec.lexical_prior_weight, "in_function": False},
+      "dense_prior": {"weight": rec.dense_prior_weight, "in_function": False},
       "max_decode_len": int(rec.index.max_depth), "max_prompt_chars": rec.max_prompt_chars,
       "num_tracks": rec.id_table.num_tracks, "id_strategy": rec.id_table.strategy,
       "vocab": {"spm": rt.SPM_FILE, "text_vocab_size": rec.vocab.text_vocab_size,
@@ -204,9 +206,11 @@ def run_from_args(args) -> None:
   total = sum(manifest["file_bytes"].values())
   print(f"exported {args.model_dir} -> {args.out} ({total / 1e6:.2f} MB; top_k={manifest['top_k']}, "
         f"beam={manifest['beam_size']}, platforms={','.join(manifest['platforms'])}, batch: symbolic)")
-  if manifest["lexical_prior"]["weight"]:
-    print(f"note: {args.model_dir} ranks with a BM25 prior (weight {manifest['lexical_prior']['weight']:g}); the "
-          "exported function ranks without it (as `t2t recommend --lexical_prior 0`)")
+  for key, what, flag in (("lexical_prior", "a BM25 prior", "--lexical_prior 0"),
+                          ("dense_prior", "a dense prior", "--dense_prior 0")):
+    if manifest.get(key, {}).get("weight"):
+      print(f"note: {args.model_dir} ranks with {what} (weight {manifest[key]['weight']:g}); the "
+            f"exported function ranks without it (as `t2t recommend {flag}`)")
   print(f"try: {try_command(args.out)}")
   sys.stdout.flush()
 

@@ -48,7 +48,8 @@ def run_from_args(args) -> None:
   """`t2t recommend` entry."""
   prompts = read_prompts(args)
   rec = GenerativeRetriever.from_model_dir(args.model_dir, verify=False if getattr(args, "no_verify", False) else None,
-                                           lexical_prior_weight=getattr(args, "lexical_prior", None))
+                                           lexical_prior_weight=getattr(args, "lexical_prior", None),
+                                           dense_prior_weight=getattr(args, "dense_prior", None))
   results = rec.recommend(prompts, k=args.k)
   for prompt, recs in zip(prompts, results):
     if args.json:

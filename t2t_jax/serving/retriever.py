@@ -13,7 +13,7 @@ and then
 
   encode(prompts)                 prompts as the model reads them, int32 [B, inputs_length]
   recommend(prompts, k)           ranked `Recommendation`s per prompt (with the model dir's lexical
-                                  prior when it has one: `lexical_prior`, `serving.lexical`)
+                                  and dense priors when it has them: `lexical_prior`, `dense_prior`)
   recommend_rows(prompts, k)      ID-table rows [B, k] and scores [B, k]
   rank_inputs(inputs_NxL, k, ...) the same over already tokenised prompts in fixed-shape batches
                                   (evaluation, studies, decoding variants, the eval hook)
@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from t2t_jax import evaluation, models
+from t2t_jax.models import bert
 from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.decoding import generate, index as index_lib
 from t2t_jax.errors import UserInputError
@@ -75,12 +76,15 @@ class GenerativeRetriever:
 
   def __init__(self, *, model, params, id_table, vocab, inputs_length: int, beam_size: int,
                input_vocab=None, tracks: dict | None = None, settings: dict | None = None,
-               max_prompt_chars: int | None = None, lexical=None):
+               max_prompt_chars: int | None = None, lexical=None, dense=None):
     """model: an `EncoderDecoderModel` (a config is built once here); params: its parameters, or
     None when every call passes them; vocab: the output vocabulary (`id_token_offset`,
     `vocab_size`); input_vocab: the prompts' (`encode_prompt`; default `vocab`); tracks: track_id ->
     catalog Track (artist and title of recommendations); lexical: a `serving.lexical.LexicalIndex` over
-    the ID table's rows, which `recommend` adds to the search at settings' "lexical_prior_weight"."""
+    the ID table's rows, which `recommend` adds to the search at settings' "lexical_prior_weight";
+    dense: one unit vector per ID-table row [R, E] in the space of the model's encoder (the tuned
+    bi-encoder's track embeddings when the encoder is that bi-encoder's, frozen), whose cosine with
+    the prompt's mean-pooled encoder states `recommend` adds at settings' "dense_prior_weight"."""
     self.model = models.build_model(model)
     self.params, self.vocab, self.id_table = params, vocab, id_table
     self.input_vocab = input_vocab if input_vocab is not None else vocab
@@ -97,6 +101,13 @@ class GenerativeRetriever:
       raise UserInputError("lexical_prior_weight > 0 needs a lexical index (MODEL_DIR/assets/lexical)")
     if lexical is not None and lexical.num_docs != id_table.num_tracks:
       raise UserInputError(f"lexical index of {lexical.num_docs} rows for an ID table of {id_table.num_tracks}")
+    # The dense prior of `recommend` (recommend.json "dense_prior_weight"; 0: none).
+    self.dense = None if dense is None else assets_lib.check_dense_table(dense, id_table.num_tracks, "dense table")
+    self.dense_prior_weight = assets_lib.check_prior_weight(self.settings.get("dense_prior_weight", 0.0),
+                                                            "dense_prior_weight")
+    if self.dense_prior_weight and self.dense is None:
+      raise UserInputError("dense_prior_weight > 0 needs a dense track table (MODEL_DIR/assets/dense_tracks.npy)")
+    self._embed_fn = None
     self.max_prompt_chars = int(max_prompt_chars or self.settings.get("max_prompt_chars")
                                 or prompts_lib.DEFAULT_MAX_CHARS)
     t = time.perf_counter()
@@ -107,18 +118,22 @@ class GenerativeRetriever:
 
   @classmethod
   def from_model_dir(cls, model_dir: str, *, beam_size: int | None = None, verify: bool | None = None,
-                     lexical_prior_weight: float | None = None) -> "GenerativeRetriever":
+                     lexical_prior_weight: float | None = None,
+                     dense_prior_weight: float | None = None) -> "GenerativeRetriever":
     """Loads config, checkpoint, vocabularies, ID table, catalog (and lexical index) from a model dir.
 
     beam_size: replaces the model dir's default beam.  verify: check the checkpoint's parameter
     files against their manifest first (None: $T2T_VERIFY_CHECKPOINTS, default on); a damaged file
     raises CheckpointIntegrityError naming it.  lexical_prior_weight: replaces recommend.json's (0:
     no lexical prior; > 0 needs the model dir's lexical index, `assets.add_lexical_prior`).
+    dense_prior_weight: replaces recommend.json's (0: none; > 0 needs the model dir's dense table,
+    `assets.add_dense_prior`).
     """
     settings = assets_lib.read_settings(model_dir, beam_size=beam_size)
-    if lexical_prior_weight is not None:
-      settings["lexical_prior_weight"] = assets_lib.check_prior_weight(lexical_prior_weight,
-                                                                       "--lexical_prior")
+    for key, value, flag in (("lexical_prior_weight", lexical_prior_weight, "--lexical_prior"),
+                             ("dense_prior_weight", dense_prior_weight, "--dense_prior")):
+      if value is not None:
+        settings[key] = assets_lib.check_prior_weight(value, flag)
     assets = assets_lib.local_assets(model_dir)  # a gs:// / s3:// MODEL_DIR's are copied here
     id_table = IdTable.load(os.path.join(assets, assets_lib.IDS_DIR))
     input_vocab, vocab = assets_lib.load_vocabs(assets, settings, id_table)
@@ -129,7 +144,8 @@ class GenerativeRetriever:
     return cls(model=models.build_model(config), params=params, vocab=vocab, id_table=id_table,
                input_vocab=input_vocab, tracks=assets_lib.read_catalog(assets), settings=settings,
                inputs_length=settings["inputs_length"], beam_size=settings["beam_size"],
-               lexical=assets_lib.load_lexical(assets, settings))
+               lexical=assets_lib.load_lexical(assets, settings),
+               dense=assets_lib.load_dense(assets, settings, id_table.num_tracks))
 
   # ------------------------------------------------------------------------------ decoding
 
@@ -220,6 +236,44 @@ class GenerativeRetriever:
       raise UserInputError("a lexical prior needs the model dir's lexical index (MODEL_DIR/assets/lexical)")
     return np.float32(weight) * self.lexical.shares(self.normalize(prompts))
 
+  def embed_inputs(self, inputs_NxL: np.ndarray, *, params=None, batch_size: int = 32) -> np.ndarray:
+    """L2-normalised mean-pooled encoder states of tokenised prompts, float32 [N, E]: the model's
+    encoder as a sentence encoder (sentence-transformers' pooling, `bert.mean_pool`), in fixed-shape
+    batches."""
+    if self._embed_fn is None:
+      model = self.model
+      self._embed_fn = jax.jit(lambda p, x: bert.mean_pool(model.encode(p, x), x))
+    inputs_NxL = np.asarray(inputs_NxL, np.int32)
+    params, b = self._params(params), max(1, min(batch_size, len(inputs_NxL)))
+    out = []
+    for start in range(0, len(inputs_NxL), b):
+      chunk = inputs_NxL[start:start + b]
+      padded = np.concatenate([chunk, np.repeat(chunk[:1], b - len(chunk), axis=0)]) if len(chunk) < b else chunk
+      out.append(np.asarray(jax.device_get(self._embed_fn(params, padded)), np.float32)[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+  def dense_prior(self, prompts: Sequence[str] | None = None, weight: float | None = None, *,
+                  inputs_NxL: np.ndarray | None = None, params=None) -> np.ndarray | None:
+    """[B, num_rows] `weight` (default: the model dir's) x the cosine of each prompt's encoder
+    embedding (`embed_inputs`; prompts or already tokenised `inputs_NxL`) with each row of the dense
+    table, or None (weight 0 or no table)."""
+    weight = self.dense_prior_weight if weight is None else assets_lib.check_prior_weight(weight, "dense prior weight")
+    if not weight:
+      return None
+    if self.dense is None:
+      raise UserInputError("a dense prior needs the model dir's dense track table (MODEL_DIR/assets/dense_tracks.npy)")
+    q_BxE = self.embed_inputs(self.encode(prompts) if inputs_NxL is None else inputs_NxL, params=params)
+    if q_BxE.shape[1] != self.dense.shape[1]:
+      raise UserInputError(f"dense track table of width {self.dense.shape[1]} for an encoder of width {q_BxE.shape[1]}")
+    return np.float32(weight) * (q_BxE @ self.dense.T)
+
+  def row_prior(self, prompts: Sequence[str], *, inputs_NxL: np.ndarray | None = None) -> np.ndarray | None:
+    """The model dir's lexical + dense priors of `prompts` ([B, num_rows]; None when it has neither):
+    the `row_prior_NxR` `recommend` adds to the search."""
+    parts = [p for p in (self.lexical_prior(prompts), self.dense_prior(prompts, inputs_NxL=inputs_NxL))
+             if p is not None]
+    return sum(parts[1:], parts[0]) if parts else None
+
   def _check_k(self, k) -> int:
     if (isinstance(k, bool) or not isinstance(k, (int, np.integer))
         or not 1 <= k <= self.id_table.num_tracks):
@@ -237,7 +291,7 @@ class GenerativeRetriever:
     if not prompts:
       raise UserInputError("no prompts given")
     inputs = self.encode(prompts)
-    prior = self.lexical_prior(prompts)
+    prior = self.row_prior(prompts, inputs_NxL=inputs)
     # Pad the batch to a power of two so a few compiled shapes serve every batch size.
     b = len(prompts)
     padded = 1 << (b - 1).bit_length()
