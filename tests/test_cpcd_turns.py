@@ -364,6 +364,9 @@ def test_tool_errors_name_the_flag(slice_dataset, tmp_path, capsys):
     assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "bm25",
                       "--t2t_lexical_prior_weights", bad]) == 2
     assert "--t2t_lexical_prior_weights: expected" in capsys.readouterr().err
+  assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE, "--methods", "bm25",
+                    "--t2t_dense_prior_weights", "1,nan"]) == 2
+  assert "--t2t_dense_prior_weights: expected" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -375,19 +378,27 @@ def test_tool_tuned_bi_encoder_hybrid_and_text2tracks_over_it(slice_dataset, tmp
   assert tool.main(["--dataset_dir", slice_dataset, "--cpcd_dir", CPCD_SLICE,
                     "--methods", "bm25,bi_encoder_tuned,hybrid,text2tracks_tuned", "--tune_grid", '{"epochs": 1}',
                     "--work_dir", str(tmp_path / "work"), "--t2t_train_steps", "8", "--threads", "2",
-                    "--t2t_lexical_prior_weights", "0,2", "--json", str(out)]) == 0
+                    "--t2t_lexical_prior_weights", "0,2", "--t2t_dense_prior_weights", "0,20",
+                    "--json", str(out)]) == 0
   rows = {r["name"]: r for r in json.loads(out.read_text(encoding="utf-8"))["results"]}
   assert rows["bi_encoder_tuned"]["tuning"]["chosen"]["epochs"] == 1
   assert 0.0 <= rows["hybrid"]["tuning"]["chosen"]["weight"] <= 1.0
   t2t = rows["text2tracks_tuned"]
   assert t2t["decode_steps_per_id"] == 1 and t2t["id_vocab_size"] == 1010 and t2t["train_steps"] == 8
   assert os.path.isfile(os.path.join(t2t["model_dir"], "config.gin"))
-  # The BM25 prior's weight chosen on the validation split and kept in the model dir the turns were ranked with.
-  lex = t2t["lexical_prior"]
-  assert [t["weight"] for t in lex["trials"]] == [0.0, 2.0] and lex["validation_playlists"] == 20
-  assert lex["weight"] == max(lex["trials"], key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))["weight"]
+  # The BM25 and dense priors' weights chosen together on the validation split (every pair) and kept in
+  # the model dir the turns were ranked with.
+  lex, dense = t2t["lexical_prior"], t2t["dense_prior"]
+  assert [(t["weight"], t["dense_weight"]) for t in lex["trials"]] == [(0.0, 0.0), (0.0, 20.0), (2.0, 0.0), (2.0, 20.0)]
+  assert lex["validation_playlists"] == 20 and dense["trials"] == lex["trials"]
+  best = max(lex["trials"], key=lambda t: (t["val_hits@10"], t["val_map@10"], -(t["weight"] + t["dense_weight"]),
+                                           -t["dense_weight"]))
+  assert (lex["weight"], dense["weight"]) == (best["weight"], best["dense_weight"])
+  # The model's frozen encoder is the tuned bi-encoder's: the served query embeddings are its own.
+  assert dense["query_max_abs_diff"] < 1e-3
   from t2t_jax.serving import assets  # pylint: disable=import-outside-toplevel
-  assert assets.read_settings(t2t["model_dir"])["lexical_prior_weight"] == lex["weight"]
+  settings = assets.read_settings(t2t["model_dir"])
+  assert (settings["lexical_prior_weight"], settings["dense_prior_weight"]) == (lex["weight"], dense["weight"])
   for row in rows.values():
     assert row["conversation"]["num_queries"] == 10 and 0.0 <= row["conversation"]["hits@10"] <= 1.0
 

@@ -120,6 +120,10 @@ def main(argv=None) -> int:
   p.add_argument("--t2t_lexical_prior_weights", default="",
                  help="text2tracks_tuned: a BM25 prior inside beam search, its weight chosen among these "
                       "(comma-separated, e.g. 0,2,4) on the validation split; default: none")
+  p.add_argument("--t2t_dense_prior_weights", default="",
+                 help="text2tracks_tuned: a dense prior inside beam search (its tuned bi-encoder's track vectors, "
+                      "cosine with the prompt under the model's frozen encoder), its weight chosen among these "
+                      "(e.g. 0,10,20) jointly with the BM25 prior's on the validation split; default: none")
   p.add_argument("--json", help="results file, written atomically (e.g. docs/results/cpcd_turns/results.json)")
   args = p.parse_args(argv)
   return console.run_main(lambda: _run(args, argv), "cpcd_turns")
@@ -146,7 +150,8 @@ def _run(args, argv) -> None:
       cache_dir=args.cache_dir, tune_grid=grid, hybrid_weights=_floats(args.hybrid_weights),
       hybrid_depth=args.hybrid_depth, batch_size=args.batch_size, work_dir=args.work_dir,
       t2t_train_steps=args.t2t_train_steps,
-      t2t_lexical_prior_weights=_floats(args.t2t_lexical_prior_weights, "--t2t_lexical_prior_weights") or None)
+      t2t_lexical_prior_weights=_floats(args.t2t_lexical_prior_weights, "--t2t_lexical_prior_weights") or None,
+      t2t_dense_prior_weights=_floats(args.t2t_dense_prior_weights, "--t2t_dense_prior_weights") or None)
   out["seed"] = args.seed
   out["command"] = shlex.join(["python", "tools/cpcd_turns.py"] + (sys.argv[1:] if argv is None else list(argv)))  # quoted: re-runnable
   out["machine"] = report.machine_info()

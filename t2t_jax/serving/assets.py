@@ -154,6 +154,11 @@ def check_dense_table(emb, num_rows: int, what: str) -> np.ndarray:
   return emb
 
 
+def unit_rows(emb: np.ndarray) -> np.ndarray:
+  """Rows scaled to unit L2 norm (zero rows stay zero)."""
+  return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
 def add_dense_prior(model_dir: str, track_emb_RxE, weight: float, *, evidence: dict | None = None) -> None:
   """Adds one vector per ID-table row (in row order: e.g. the tuned bi-encoder's track embeddings,
   which the model's frozen encoder shares) as MODEL_DIR/assets/dense_tracks.npy and sets recommend.json's
@@ -164,7 +169,7 @@ def add_dense_prior(model_dir: str, track_emb_RxE, weight: float, *, evidence: d
   settings = read_settings(model_dir)
   src = local_assets(model_dir)
   emb = check_dense_table(track_emb_RxE, _num_rows(src), "dense prior")
-  emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # unit rows: the prior is a cosine
+  emb = unit_rows(emb)  # the prior is a cosine
   settings["dense_prior_weight"] = weight
   if evidence is not None:
     settings["dense_prior"] = evidence

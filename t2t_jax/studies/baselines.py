@@ -41,9 +41,19 @@ def fit_texts(ws: pipeline.Workspace, prompt_field: str) -> tuple[CatalogTexts, 
                    for p, r in zip(ws.train_playlists, ws.rows_train)]
 
 
+def best_prior_trial(trials: Sequence[dict]) -> dict:
+  """The validation trial with the best Hits@10, then MAP@10; ties: the smaller total weight, then the
+  smaller dense weight (trials: {"weight": the lexical prior's, optional "dense_weight", "val_hits@10",
+  "val_map@10"})."""
+  def key(t):
+    dense = t.get("dense_weight", 0.0)
+    return (t["val_hits@10"], t["val_map@10"], -(t["weight"] + dense), -dense)
+  return max(trials, key=key)
+
+
 def best_prior_weight(trials: Sequence[dict]) -> float:
-  """The weight of the validation trial with the best Hits@10, then MAP@10; ties: the smaller weight."""
-  return max(trials, key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["weight"]))["weight"]
+  """The lexical weight of `best_prior_trial`."""
+  return best_prior_trial(trials)["weight"]
 
 
 def add_lexical_prior(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, prompt_field: str,

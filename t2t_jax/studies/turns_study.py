@@ -16,6 +16,7 @@ fold study (the whole conversation as one query, the goal playlist as gold) unde
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -255,12 +256,15 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
         threads: int | None = 1, cache_dir: str | None = None, tune_grid: dict | None = None,
         hybrid_weights=tuning.HYBRID_WEIGHTS, hybrid_depth: int = 100,
         batch_size: int = 64, work_dir: str | None = None, t2t_train_steps: int | None = None,
-        t2t_lexical_prior_weights: Sequence[float] | None = None) -> dict:
+        t2t_lexical_prior_weights: Sequence[float] | None = None,
+        t2t_dense_prior_weights: Sequence[float] | None = None) -> dict:
   """Scores `methods` on D's test conversations turn by turn; returns the results document.
 
   `t2t_lexical_prior_weights`: text2tracks_tuned gets a BM25 prior inside beam search (the bm25 row's
-  index), its weight chosen among these on D's validation split (`choose_lexical_prior`) and kept in
-  its model dir; None: none."""
+  index); `t2t_dense_prior_weights`: a dense prior (its tuned bi-encoder's track vectors, the query
+  embedded by the model's frozen encoder, which is that bi-encoder's); every (lexical, dense) pair of
+  weights is scored on D's validation split and the best kept in its model dir (`choose_priors`);
+  None: none."""
   methods = _check_methods(list(methods), model_dir)
   data = _load(dataset_dir, cpcd_dir, clusters, max_turns)
   ds = data.ds
@@ -285,9 +289,12 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
       t = time.perf_counter()
       t2t_dir, extra = fair_study.train_adapted(dataset_dir, work_dir, dense, seed=seed, train_steps=t2t_train_steps)
       extra["decoder_train_seconds"] = extra.pop("train_seconds")  # steady-state decoder time; the row's: all
-      if t2t_lexical_prior_weights:
-        extra["lexical_prior"] = choose_lexical_prior(t2t_dir, fitted.get("bm25")[0], data.val_prompts,
-                                                      data.val_rows, t2t_lexical_prior_weights, beam_size=beam_size)
+      if t2t_lexical_prior_weights or t2t_dense_prior_weights:
+        extra.update(choose_priors(t2t_dir, data.val_prompts, data.val_rows, beam_size=beam_size,
+                                   lexical=fitted.get("bm25")[0] if t2t_lexical_prior_weights else None,
+                                   lexical_weights=t2t_lexical_prior_weights,
+                                   dense=dense if t2t_dense_prior_weights else None,
+                                   dense_weights=t2t_dense_prior_weights))
       rank_fn = _text2tracks_rank_fn(t2t_dir, beam_size, track_ids, batch_size)
       score(name, rank_fn, time.perf_counter() - t + dense_s, model_dir=os.path.abspath(t2t_dir), **extra,
             train_seconds_includes="bi_encoder_tuned fit (its encoder)", encoder=dense_extra.get("tuning", {}).get("chosen"))
@@ -297,26 +304,53 @@ def run(dataset_dir: str, cpcd_dir: str, *, methods=("most_popular", "bm25"), cl
   return _document(data, dataset_dir, cpcd_dir, max_turns, k, rows, scored_conversations(per_row_ids))
 
 
-def choose_lexical_prior(model_dir: str, lexical: bm25.BM25Retriever, val_prompts: Sequence[str],
-                         val_rows: Sequence[Sequence[int]], weights: Sequence[float], *,
-                         beam_size: int | None = None) -> dict:
-  """The weight of `lexical`'s prior (`BM25Retriever.prior`) inside the model's beam search, chosen on
-  the validation playlists (Hits@10, then MAP@10; ties: the smaller weight), then kept in the model dir
-  with the index (`assets.add_lexical_prior`) so its recommend ranks with it.  Returns the evidence
-  ({"weight", "trials", "validation_playlists"})."""
+def choose_priors(model_dir: str, val_prompts: Sequence[str], val_rows: Sequence[Sequence[int]], *,
+                  lexical: bm25.BM25Retriever | None = None, lexical_weights: Sequence[float] | None = None,
+                  dense: bi_encoder.BiEncoderRetriever | None = None, dense_weights: Sequence[float] | None = None,
+                  beam_size: int | None = None) -> dict:
+  """The weights of a BM25 prior (`lexical.prior`, BM25 shares) and of a dense prior (cosine of the
+  prompt's embedding under the model's own encoder with `dense`'s track vectors: the query side
+  `GenerativeRetriever.dense_prior` computes when serving) inside the model's beam search: every
+  pair scored on the validation playlists (Hits@10, then MAP@10; ties: the smaller weights,
+  `baselines.best_prior_trial`), the pick kept in the model dir with the index / the track table
+  (`assets.add_lexical_prior`, `assets.add_dense_prior`) so its recommend ranks with it.  Returns
+  {"lexical_prior": evidence, "dense_prior": evidence} for the priors given; the dense evidence
+  records how far the model's query embeddings are from `dense`'s own (`query_max_abs_diff`)."""
   if not val_prompts:
-    raise UserInputError("the lexical prior's weight is chosen on the validation split, which is empty")
-  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=beam_size, lexical_prior_weight=0)
-  shares, inputs = lexical.prior(val_prompts), rec.encode(val_prompts)
+    raise UserInputError("the priors' weights are chosen on the validation split, which is empty")
+  if (lexical is None) != (not lexical_weights) or (dense is None) != (not dense_weights):
+    raise ValueError("choose_priors: each prior needs both its retriever and its weights")
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, beam_size=beam_size, lexical_prior_weight=0,
+                                                     dense_prior_weight=0)
+  inputs = rec.encode(val_prompts)
+  shares = lexical.prior(val_prompts) if lexical is not None else None
+  cosines, parity = None, None
+  if dense is not None:
+    table = assets_lib.unit_rows(assets_lib.check_dense_table(dense.track_emb_NxE, rec.id_table.num_tracks,
+                                                              "the tuned bi-encoder's track table"))
+    q_model = rec.embed_inputs(inputs)
+    cosines = q_model @ table.T
+    with bi_encoder.torch_threads(dense.threads):
+      parity = float(np.abs(q_model - dense.encode(list(val_prompts))).max())
   trials = []
-  for w in weights:
-    rows, _ = rec.rank_inputs(inputs, 10, row_prior_NxR=w * shares if w else None)
+  for w, wd in itertools.product(lexical_weights or (0.0,), dense_weights or (0.0,)):
+    parts = [x for x in (w * shares if w else None, wd * cosines if wd else None) if x is not None]
+    rows, _ = rec.rank_inputs(inputs, 10, row_prior_NxR=sum(parts[1:], parts[0]) if parts else None)
     m = evaluation.evaluate_rankings(rows, [np.asarray(r) for r in val_rows], ks=(10,))
-    trials.append({"weight": float(w), "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
-  evidence = {"weight": baselines_study.best_prior_weight(trials), "trials": trials,
-              "validation_playlists": len(val_prompts), "documents": "metadata + training prompts (the bm25 row's)"}
-  assets_lib.add_lexical_prior(model_dir, lexical.index, evidence["weight"], evidence=evidence)
-  return evidence
+    trials.append({"weight": float(w), **({"dense_weight": float(wd)} if dense is not None else {}),
+                   "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
+  best = baselines_study.best_prior_trial(trials)
+  out = {}
+  if lexical is not None:
+    out["lexical_prior"] = {"weight": best["weight"], "trials": trials, "validation_playlists": len(val_prompts),
+                            "documents": "metadata + training prompts (the bm25 row's)"}
+    assets_lib.add_lexical_prior(model_dir, lexical.index, best["weight"], evidence=out["lexical_prior"])
+  if dense is not None:
+    out["dense_prior"] = {"weight": best["dense_weight"], "trials": trials, "validation_playlists": len(val_prompts),
+                          "table": "the tuned bi-encoder's track vectors (bi_encoder_tuned row)",
+                          "query_max_abs_diff": round(parity, 6)}
+    assets_lib.add_dense_prior(model_dir, table, best["dense_weight"], evidence=out["dense_prior"])
+  return out
 
 
 def scored_conversations(per_row_ids: list[list[str]]) -> list[str]:
