@@ -53,6 +53,9 @@ BASELINE_CAVEAT = ("The fine-tuned bi-encoder row is the encoder-adaptation step
 # --lexical_prior auto with --dataset_dir: the BM25 prior weights chosen among on validation (0: off);
 # compare_cpcd_fair_prior.gin: folds 0 / 1 / 2 picked 0 / 4 / 2 among 0, 2, 4 (docs/results/compare_cpcd_fair_prior).
 LEXICAL_PRIOR_WEIGHTS = (0.0, 1.0, 2.0, 4.0)
+# --dense_prior auto with --dataset_dir and the adapted encoder: the dense prior weights chosen among on
+# validation together with the BM25 prior's (0: off; 20 is the bi-encoder's MNRL scale, i.e. its own logits).
+DENSE_PRIOR_WEIGHTS = (0.0, 10.0, 20.0)
 TRAIN_STEPS, BATCH_SIZE = 800, 128  # --train_steps / --batch_size unless --model auto picks a recipe
 
 
@@ -167,6 +170,8 @@ class QuickstartConfig:
   # None: as --model auto decides (resolve_model)
   lexical_prior: str = "auto"  # BM25 prior inside beam search: auto (dataset dirs: weight chosen on
   # validation), off, or a weight (`lexical_weights`)
+  dense_prior: str = "off"  # dense prior inside beam search: auto (dataset dirs with the adapted encoder:
+  # weight chosen on validation), off, or a weight (`dense_weights`)
 
 
 HELP = {
@@ -209,6 +214,11 @@ HELP = {
                      "kept in the model dir for recommend and serve): auto = with --dataset_dir its weight is "
                      "chosen on the validation split among 0,1,2,4 (0: off), none on the synthetic catalog; "
                      "off; or a weight >= 0",
+    "dense_prior": "a dense prior inside beam search (the cosine of the prompt, embedded by the model's frozen "
+                   "encoder, with each track's vector from the encoder-adaptation bi-encoder, times the weight; kept "
+                   "in the model dir): auto = with --dataset_dir and the adapted encoder its weight is chosen on the "
+                   "validation split among 0,10,20 together with the BM25 prior's; off; or a weight >= 0 (needs "
+                   "the adapted encoder)",
     "prompt_field": "prompt source: title, description or both; auto: title on the synthetic "
                     "catalog, both with --dataset_dir (title | description, whichever are "
                     "non-empty)",
@@ -262,30 +272,50 @@ class NumberedStages:
     return self._stages(f"{self.done}/{self.total} {name}")
 
 
-def lexical_weights(cfg: QuickstartConfig) -> tuple[float, ...]:
-  """--lexical_prior as the weights quickstart chooses among on validation: () none (off, or auto on
-  the synthetic catalog), one weight as given, or `LEXICAL_PRIOR_WEIGHTS` (auto with --dataset_dir)."""
-  text = str(cfg.lexical_prior).strip().lower()
+def _prior_weights(value, flag: str, auto: tuple[float, ...]) -> tuple[float, ...]:
+  """A prior flag (auto | off | a weight >= 0) as the weights chosen among: `auto`, (), or (w,)."""
+  text = str(value).strip().lower()
   if text == "off":
     return ()
   if text == "auto":
-    return LEXICAL_PRIOR_WEIGHTS if cfg.dataset_dir is not None else ()
+    return auto
   try:
     w = float(text)
   except ValueError:
-    raise UserInputError(f"--lexical_prior must be auto, off or a weight >= 0, got {cfg.lexical_prior!r}") from None
+    raise UserInputError(f"{flag} must be auto, off or a weight >= 0, got {value!r}") from None
   if not 0 <= w < float("inf"):
-    raise UserInputError(f"--lexical_prior must be auto, off or a weight >= 0, got {cfg.lexical_prior!r}")
+    raise UserInputError(f"{flag} must be auto, off or a weight >= 0, got {value!r}")
   return (w,)
+
+
+def lexical_weights(cfg: QuickstartConfig) -> tuple[float, ...]:
+  """--lexical_prior as the weights quickstart chooses among on validation: () none (off, or auto on
+  the synthetic catalog), one weight as given, or `LEXICAL_PRIOR_WEIGHTS` (auto with --dataset_dir)."""
+  return _prior_weights(cfg.lexical_prior, "--lexical_prior",
+                        LEXICAL_PRIOR_WEIGHTS if cfg.dataset_dir is not None else ())
+
+
+def dense_weights(cfg: QuickstartConfig, adapt: bool | None = None) -> tuple[float, ...]:
+  """--dense_prior as the weights quickstart chooses among on validation: `DENSE_PRIOR_WEIGHTS` (auto
+  with --dataset_dir and the adapted encoder, `adapt`: default cfg.adapt_encoder), one weight as given
+  (needs the adapted encoder: its bi-encoder's track vectors are the prior's table), or () none."""
+  adapt = bool(cfg.adapt_encoder if adapt is None else adapt)
+  weights = _prior_weights(cfg.dense_prior, "--dense_prior",
+                           DENSE_PRIOR_WEIGHTS if cfg.dataset_dir is not None and adapt else ())
+  if weights and not adapt:
+    raise UserInputError("--dense_prior needs the adapted encoder (--adapt_encoder, or --model auto with "
+                         "--dataset_dir): its bi-encoder's track vectors are the prior's table")
+  return weights
 
 
 def num_stages(cfg: QuickstartConfig) -> int:
   """The stages `run` goes through for `cfg` (its model resolved by `resolve_model`): data (synthetic:
   catalog + vocabulary; imported: the copy), IDs (CF embeddings + semantic IDs, or one per-track ID
-  stage), task, [encoder adaptation], training, [lexical prior], evaluation, baselines."""
+  stage), task, [encoder adaptation], training, [priors], evaluation, baselines."""
   choice = resolve_model(cfg)
   return ((2 if cfg.dataset_dir is None else 1) + (1 if choice.model in PRETRAINED_MODELS else 2) + 1
-          + int(choice.adapt_encoder) + int(bool(lexical_weights(cfg))) + 3)
+          + int(choice.adapt_encoder) + int(bool(lexical_weights(cfg) or dense_weights(cfg, choice.adapt_encoder)))
+          + 3)
 
 
 def _check(cfg: QuickstartConfig) -> None:
@@ -301,7 +331,7 @@ def _check(cfg: QuickstartConfig) -> None:
     raise UserInputError(f"--prompt_field must be auto, title, description or both, got "
                          f"{cfg.prompt_field!r}")
   _levels(cfg.id_levels)
-  lexical_weights(cfg)  # a bad --lexical_prior fails before anything is written
+  lexical_weights(cfg), dense_weights(cfg)  # a bad --lexical_prior / --dense_prior fails before anything is written
   if cfg.adapt_encoder and cfg.model != PRETRAINED:
     raise UserInputError(f"--adapt_encoder needs --model {PRETRAINED} (it adapts the pretrained encoder)")
   if cfg.adapt_encoder and not all(importlib.util.find_spec(m) for m in ADAPT_MODULES):
@@ -346,14 +376,14 @@ def run(cfg: QuickstartConfig) -> list[dict]:
       cfg.inputs_length = task.feature_lengths["inputs"]
       print(f"      inputs_length={cfg.inputs_length} (99.9th percentile of training prompts)")
 
-  adapted_rows = []
+  adapted_rows, fitted = [], {}
   extra = dict(model_gin=f"models/{cfg.model}.gin", extra_bindings=PRETRAINED_BINDINGS) if pretrained else {}
   if cfg.adapt_encoder:
     with stage("adapt the MiniLM encoder in-domain (bi-encoder fine-tuning, MNRL, 1 epoch)"):
       enc_dir = os.path.join(cfg.work_dir, "adapted_encoder")
       adapted_rows = baselines.run_baselines(
           ws, task.prompts, task.relevant, k=cfg.k, prompt_field=cfg.prompt_field, which=("bi_encoder_ft",),
-          bi_encoder_kwargs=ADAPT_KWARGS, seed=cfg.seed, save_dirs={"bi_encoder_ft": enc_dir})
+          bi_encoder_kwargs=ADAPT_KWARGS, seed=cfg.seed, save_dirs={"bi_encoder_ft": enc_dir}, fitted=fitted)
       extra["extra_bindings"] = (PRETRAINED_BINDINGS + ADAPTED_BINDINGS
                                  + (f"INITIAL_CHECKPOINT_PATH={os.path.abspath(enc_dir)!r}",))
   name = ("adapted MiniLM encoder + T5 decoder" if cfg.adapt_encoder
@@ -367,28 +397,35 @@ def run(cfg: QuickstartConfig) -> list[dict]:
           f"{os.path.join(model_dir, 'config.gin')}")
 
   relevant, prompts = task.relevant, task.prompts
-  weights, lexical = lexical_weights(cfg), None
-  if weights:
-    what = "its weight chosen on validation among " + ", ".join(f"{w:g}" for w in weights) if len(weights) > 1 \
-        else f"weight {weights[0]:g}"
-    with stage(f"BM25 prior inside beam search ({what})"):
-      lexical = baselines.add_lexical_prior(ws, task, model_dir, prompt_field=cfg.prompt_field, weights=weights,
-                                            beam_size=cfg.beam_size, k=cfg.k, seed=cfg.seed)
-      for t in lexical["trials"]:
-        print(f"      weight {t['weight']:g}: validation Hits@10 {t['val_hits@10']:.4f}, MAP@10 {t['val_map@10']:.4f}")
-      print(f"      lexical prior weight {lexical['weight']:g} kept in {model_dir}/assets (recommend, serve)"
-            + (f", chosen on {lexical['validation_queries']} validation playlists" if lexical["trials"] else ""))
-  w = lexical["weight"] if lexical else 0.0
+  weights, d_weights, priors = lexical_weights(cfg), dense_weights(cfg), None
+  if weights or d_weights:
+    def what(name, ws_):
+      return (f"{name} weight chosen on validation among " + ", ".join(f"{w:g}" for w in ws_) if len(ws_) > 1
+              else f"{name} weight {ws_[0]:g}")
+    with stage("priors inside beam search (" + "; ".join(
+        what(n, x) for n, x in (("BM25", weights), ("dense", d_weights)) if x) + ")"):
+      priors = baselines.add_priors(ws, task, model_dir, prompt_field=cfg.prompt_field, weights=weights,
+                                    dense=fitted.get("bi_encoder_ft") if d_weights else None, dense_weights=d_weights,
+                                    beam_size=cfg.beam_size, k=cfg.k, seed=cfg.seed)
+      for t in priors["trials"]:
+        print(f"      BM25 weight {t['weight']:g}" + (f", dense weight {t['dense_weight']:g}" if d_weights else "")
+              + f": validation Hits@10 {t['val_hits@10']:.4f}, MAP@10 {t['val_map@10']:.4f}")
+      print(f"      BM25 prior weight {priors['weight']:g}, dense prior weight {priors['dense_weight']:g} kept in "
+            f"{model_dir}/assets (recommend, serve)"
+            + (f", chosen on {priors['validation_queries']} validation playlists" if priors["trials"] else ""))
+  w, wd = (priors["weight"], priors["dense_weight"]) if priors else (0.0, 0.0)
   rows = []
   with stage(f"constrained beam search on {len(prompts)} held-out playlists"):
+    prior = baselines.combined_prior(
+        w, priors["bm25"].prior(prompts) if w else None,
+        wd, baselines.dense_cosines(model_dir, prompts, fitted["bi_encoder_ft"].track_emb_NxE) if wd else None)
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
-                                       progress=lambda it: bar(it, desc="decode", unit="batch"),
-                                       row_prior_NxR=w * lexical["bm25"].prior(prompts) if w else None)
+                                       progress=lambda it: bar(it, desc="decode", unit="batch"), row_prior_NxR=prior)
     label = ("Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)" if cfg.adapt_encoder else
              f"Text2Tracks (per-track IDs, pretrained {encoder_name} encoder)" if pretrained
              else "Text2Tracks (semantic IDs)")
-    if w:
-      label = label[:-1] + f", BM25 prior {w:g})"
+    if w or wd:
+      label = label[:-1] + "".join(f", {n} prior {x:g}" for n, x in (("BM25", w), ("dense", wd)) if x) + ")"
     rows.append({"method": label, **ev["metrics"],
                  "decode_steps_per_id": table.num_levels, "prompts_per_s": ev["prompts_per_s"],
                  "recipe": choice.line})
@@ -406,7 +443,8 @@ def run(cfg: QuickstartConfig) -> list[dict]:
                          "test_playlists": len(ws.test_playlists),
                          "prompt_field": cfg.prompt_field},
              **ids_info, "id_levels": list(table.level_sizes), "eval_playlists": len(prompts),
-             "lexical_prior": None if lexical is None else {k: v for k, v in lexical.items() if k != "bm25"}}
+             "lexical_prior": None if not weights else {k: v for k, v in priors.items() if k != "bm25"},
+             "dense_prior": None if not d_weights else {k: v for k, v in priors.items() if k != "bm25"}}
   _write_report(cfg, title, rows, task, table, model_dir, stage, details)
   return rows
 

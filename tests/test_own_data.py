@@ -7,6 +7,7 @@ import os
 import shutil
 import urllib.request
 
+import numpy as np
 import pytest
 
 from t2t_jax import cli
@@ -182,11 +183,24 @@ def test_quickstart_with_the_pretrained_encoder_is_servable(tmp_path):
   work2, out2 = tmp_path / "work2", tmp_path / "report2"
   assert cli.main(["quickstart", "--dataset_dir", str(data), "--model", "bert_t5_minilm", "--adapt_encoder",
                    "--train_steps", "4", "--batch_size", "64", "--beam_size", "10", "--out", str(out2),
-                   "--work_dir", str(work2), "--no_progress", "--lexical_prior", "off"]) == 0
+                   "--work_dir", str(work2), "--no_progress", "--lexical_prior", "off", "--dense_prior", "auto"]) == 0
   with open(out2 / "report.json", encoding="utf-8") as f:
     rows = json.load(f)
-  assert [r["method"] for r in rows] == ["Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)",
-                                         "Bi-encoder fine-tuned (MiniLM-L6, MNRL)", "BM25 (bm25s)", "Most popular"]
+  # --dense_prior auto: its weight chosen on the validation playlists, kept in the model dir with the
+  # adapted bi-encoder's track vectors (unit rows), the test rows ranked with it.
+  with open(out2 / "examples.json", encoding="utf-8") as f:
+    dense = json.load(f)["details"]["dense_prior"]
+  assert [(t["weight"], t["dense_weight"]) for t in dense["trials"]] == [(0.0, 0.0), (0.0, 10.0), (0.0, 20.0)]
+  best = max(dense["trials"], key=lambda t: (t["val_hits@10"], t["val_map@10"], -t["dense_weight"]))
+  assert dense["dense_weight"] == best["dense_weight"] and dense["validation_queries"] == 20
+  settings = assets_lib.read_settings(str(work2 / "model"))
+  assert settings["dense_prior_weight"] == dense["dense_weight"] and settings.get("lexical_prior_weight", 0) == 0
+  table = np.load(work2 / "model" / "assets" / assets_lib.DENSE_FILE)
+  np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, rtol=1e-5)
+  label = "Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain" + (
+      f", dense prior {dense['dense_weight']:g})" if dense["dense_weight"] else ")")
+  assert [r["method"] for r in rows] == [label, "Bi-encoder fine-tuned (MiniLM-L6, MNRL)", "BM25 (bm25s)",
+                                         "Most popular"]
   assert rows[0]["num_queries"] == rows[1]["num_queries"] == 10
   from t2t_jax import quickstart  # pylint: disable=import-outside-toplevel
   assert quickstart.BASELINE_CAVEAT in (out2 / "report.md").read_text(encoding="utf-8")  # not a tuned baseline

@@ -191,7 +191,10 @@ class _Stages:
     ({"dataset_dir": "d"}, 8), ({"dataset_dir": "d", "adapt_encoder": False}, 7),
     ({"dataset_dir": "d", "lexical_prior": "off"}, 7), ({"lexical_prior": "2"}, 9),
     ({"model": quickstart.PRETRAINED, "dataset_dir": "d"}, 7),
-    ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8), ({"model": "bert_t5_mpnet"}, 7)])
+    ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8), ({"model": "bert_t5_mpnet"}, 7),
+    # The dense prior shares the priors' stage; alone (BM25 off) it adds it.
+    ({"dataset_dir": "d", "dense_prior": "auto"}, 8), ({"dataset_dir": "d", "lexical_prior": "off", "dense_prior": "auto"}, 8),
+    ({"dataset_dir": "d", "adapt_encoder": False, "lexical_prior": "off", "dense_prior": "auto"}, 6)])
 def test_stages_are_numbered_from_one_on_every_path(kw, total, monkeypatch):
   # --model auto on a dataset dir with every extra installed: the adapted recipe (one stage more).
   monkeypatch.setattr(quickstart, "installed_extras", lambda: {"minilm": True, "adapt": True})
@@ -317,6 +320,19 @@ def test_run_prints_the_pick_before_any_stage(monkeypatch, tmp_path, capsys):
       "catalog benchmarks semantic IDs from CF; with --dataset_dir auto picks a pretrained encoder when "
       "installed)")
   assert (cfg.model, cfg.adapt_encoder, cfg.train_steps, cfg.batch_size) == ("tiny", False, 800, 128)
+
+
+def test_dense_prior_flag():
+  weights = lambda adapt=True, **kw: quickstart.dense_weights(quickstart.QuickstartConfig(**kw), adapt)
+  assert weights() == () and weights(dense_prior="auto") == ()  # the synthetic catalog: none
+  assert weights(dataset_dir="d", dense_prior="auto") == quickstart.DENSE_PRIOR_WEIGHTS
+  assert weights(False, dataset_dir="d", dense_prior="auto") == ()  # no adapted encoder: no table, none
+  assert weights(dataset_dir="d", dense_prior="off") == () and weights(dense_prior=" 20 ") == (20.0,)
+  with pytest.raises(UserInputError, match="--dense_prior needs the adapted encoder"):
+    weights(False, dense_prior="20")
+  for bad in ("-1", "inf", "strong"):
+    with pytest.raises(UserInputError, match="--dense_prior must be auto, off or a weight >= 0"):
+      weights(dense_prior=bad)
 
 
 def test_lexical_prior_flag():

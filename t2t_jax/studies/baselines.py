@@ -22,7 +22,7 @@ from t2t_jax.data import formats
 from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.data import vocab as vocab_lib
 from t2t_jax.errors import UserInputError
-from t2t_jax.serving import assets as assets_lib
+from t2t_jax.serving import assets as assets_lib, retriever
 from t2t_jax.studies import pipeline
 
 BASELINES = ("bm25", "dual_encoder", "most_popular")  # compare_ids' default set
@@ -56,37 +56,71 @@ def best_prior_weight(trials: Sequence[dict]) -> float:
   return best_prior_trial(trials)["weight"]
 
 
-def add_lexical_prior(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, prompt_field: str,
-                      weights: Sequence[float], beam_size: int = 20, k: int = 10,
-                      seed: int = 0) -> dict:
-  """The BM25 prior of a trained model dir: BM25 over the catalog (metadata + training prompts, the
-  BM25 baseline's documents), its weight inside beam search chosen on the task's validation split
-  among `weights` (Hits@10, then MAP@10; ties: the smaller weight; one weight: no choice), both kept
-  in MODEL_DIR/assets (`serving.assets.add_lexical_prior`), so `t2t recommend` / `t2t serve` rank
-  with it.  Returns {"weight", "trials", "validation_queries", "bm25": the fitted BM25Retriever}."""
+def combined_prior(w: float, shares, wd: float, cosines) -> np.ndarray | None:
+  """w x BM25 shares + wd x dense cosines ([N, R]; a prior at weight 0 is left out), or None."""
+  parts = [x for x in (w * shares if w else None, wd * cosines if wd else None) if x is not None]
+  return sum(parts[1:], parts[0]) if parts else None
+
+
+def dense_cosines(model_dir: str, prompts: Sequence[str], track_emb_RxE: np.ndarray) -> np.ndarray:
+  """[len(prompts), R] cosine of each prompt's embedding under the model dir's own encoder (as
+  `GenerativeRetriever.dense_prior` embeds it when serving) with each unit-scaled row of `track_emb_RxE`."""
+  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, lexical_prior_weight=0, dense_prior_weight=0)
+  table = assets_lib.unit_rows(assets_lib.check_dense_table(track_emb_RxE, rec.id_table.num_tracks, "dense prior"))
+  return rec.embed_inputs(rec.encode(list(prompts))) @ table.T
+
+
+def add_priors(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, prompt_field: str,
+               weights: Sequence[float] = (), dense=None, dense_weights: Sequence[float] = (),
+               beam_size: int = 20, k: int = 10, seed: int = 0) -> dict:
+  """The priors of a trained model dir inside beam search, kept in MODEL_DIR/assets so `t2t recommend` /
+  `t2t serve` rank with them: a BM25 prior (`weights`; BM25 over the catalog: metadata + training
+  prompts, the BM25 baseline's documents) and a dense prior (`dense_weights`; `dense` a fitted
+  `BiEncoderRetriever` whose encoder is the model's frozen one: its track vectors go to the model dir,
+  `serving.assets.add_dense_prior`, and its cosines with the prompt under the model's encoder guide
+  the search, `dense_cosines`).  Every (weight, dense weight)
+  pair is scored on the task's validation split (Hits@10, then MAP@10; ties: the smaller weights,
+  `best_prior_trial`); one pair: no choice.  Returns {"weight", "dense_weight", "trials",
+  "validation_queries", "bm25": the fitted BM25Retriever or None}."""
   from tasks import pipeline as tasks_pipeline  # pylint: disable=g-import-not-at-top  (lazy: tasks loads TensorFlow)
+  if not weights and not dense_weights:
+    raise ValueError("add_priors: no prior weights")
+  if bool(dense_weights) != (dense is not None):
+    raise ValueError("add_priors: the dense prior needs both its bi-encoder and its weights")
   if [t.track_id for t in ws.ds.tracks] != list(task.table.track_ids):
-    raise UserInputError(f"{task.name}: its ID table's rows are not the catalog's order (the BM25 documents')")
-  catalog, train_prompts = fit_texts(ws, prompt_field)
-  lexical = bm25.BM25Retriever(seed=seed).fit(catalog, train_prompts)
+    raise UserInputError(f"{task.name}: its ID table's rows are not the catalog's order (the priors' rows)")
+  lexical = None
+  if weights:
+    catalog, train_prompts = fit_texts(ws, prompt_field)
+    lexical = bm25.BM25Retriever(seed=seed).fit(catalog, train_prompts)
+  pairs = [(float(w), float(wd)) for w in (weights or (0.0,)) for wd in (dense_weights or (0.0,))]
   trials, val_n = [], 0
-  if len(weights) > 1:
+  if len(pairs) > 1:
     val = dataclasses.replace(task, eval_examples=tasks_pipeline.get_eval_examples(task.name, "validation"))
     val_n = len(val.eval_examples)
     if not val_n:
-      raise UserInputError(f"{task.name}: no validation playlists to choose the lexical prior's weight on")
-    shares = lexical.prior(val.prompts)
-    for w in weights:
+      raise UserInputError(f"{task.name}: no validation playlists to choose the priors' weights on")
+    shares = lexical.prior(val.prompts) if lexical is not None else None
+    cosines = dense_cosines(model_dir, val.prompts, dense.track_emb_NxE) if dense is not None else None
+    for w, wd in pairs:
       m = pipeline.evaluate_text2tracks(val, model_dir, beam_size=beam_size, k=k,
-                                        row_prior_NxR=w * shares if w else None)["metrics"]
-      trials.append({"weight": float(w), "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
-    best = {"weight": best_prior_weight(trials)}
+                                        row_prior_NxR=combined_prior(w, shares, wd, cosines))["metrics"]
+      trials.append({"weight": w, **({"dense_weight": wd} if dense is not None else {}),
+                     "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
+    best = best_prior_trial(trials)
   else:
-    best = {"weight": float(weights[0])}
-  evidence = {"documents": "metadata + training prompts (bm25s)", "chosen_among": [float(w) for w in weights],
-              "validation_playlists": val_n, "trials": trials}
-  assets_lib.add_lexical_prior(model_dir, lexical.index, best["weight"], evidence=evidence)
-  return {"weight": best["weight"], "trials": trials, "validation_queries": val_n, "bm25": lexical}
+    best = {"weight": pairs[0][0], "dense_weight": pairs[0][1]}
+  out = {"weight": best["weight"], "dense_weight": best.get("dense_weight", 0.0), "trials": trials,
+         "validation_queries": val_n, "bm25": lexical}
+  if lexical is not None:
+    assets_lib.add_lexical_prior(model_dir, lexical.index, out["weight"], evidence={
+        "documents": "metadata + training prompts (bm25s)", "chosen_among": [float(w) for w in weights],
+        "validation_playlists": val_n, "trials": trials})
+  if dense is not None:
+    assets_lib.add_dense_prior(model_dir, dense.track_emb_NxE, out["dense_weight"], evidence={
+        "table": "the adapted encoder's bi-encoder track vectors", "chosen_among": [float(w) for w in dense_weights],
+        "validation_playlists": val_n, "trials": trials})
+  return out
 
 
 def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequence[Sequence[int]], *,
@@ -94,13 +128,15 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
                   dual_encoder_kwargs: dict | None = None, bi_encoder_kwargs: dict | None = None, seed: int = 0,
                   ks: Sequence[int] = (1, 5, 10), artist_of_row: Sequence | None = None,
                   per_query: bool = False, progress: bool = False,
-                  save_dirs: dict | None = None) -> list[dict]:
+                  save_dirs: dict | None = None, fitted: dict | None = None) -> list[dict]:
   """Rows (method, metrics, train_seconds, prompts_per_s) of the baselines on the same prompts.
 
   `save_dirs` {baseline name: dir}: fitted bi-encoders whose encoder is saved there (sentence-
   transformers format, `BiEncoderRetriever.save`), e.g. as a Text2Tracks encoder warm start.
   `artist_of_row` (each catalog row's artist) adds the artist-level metrics ('artist_hits@10', ...);
   `per_query` adds each row's per-query metric vectors under 'per_query' (for paired tests).
+  `fitted`: a dict that receives each fitted retriever by baseline name (e.g. the adapted bi-encoder
+  whose track vectors become a dense prior, `add_priors`).
   """
   unknown = [w for w in which if w not in ALL_BASELINES]
   if unknown:
@@ -138,6 +174,8 @@ def run_baselines(ws: pipeline.Workspace, prompts: Sequence[str], relevant: Sequ
                                                 **kw).fit(catalog, train_prompts)
       extra = {"final_loss": model.final_loss, "train_examples_per_s": model.examples_per_second}
     train_s = time.time() - t
+    if fitted is not None:
+      fitted[name] = model
     if extra.get("train_examples_per_s"):  # steady-state training time, as for Text2Tracks rows
       extra["train_wall_seconds"] = round(train_s, 1)
       train_s = model.train_steps * model.batch_size / extra["train_examples_per_s"]

@@ -334,8 +334,7 @@ def choose_priors(model_dir: str, val_prompts: Sequence[str], val_rows: Sequence
       parity = float(np.abs(q_model - dense.encode(list(val_prompts))).max())
   trials = []
   for w, wd in itertools.product(lexical_weights or (0.0,), dense_weights or (0.0,)):
-    parts = [x for x in (w * shares if w else None, wd * cosines if wd else None) if x is not None]
-    rows, _ = rec.rank_inputs(inputs, 10, row_prior_NxR=sum(parts[1:], parts[0]) if parts else None)
+    rows, _ = rec.rank_inputs(inputs, 10, row_prior_NxR=baselines_study.combined_prior(w, shares, wd, cosines))
     m = evaluation.evaluate_rankings(rows, [np.asarray(r) for r in val_rows], ks=(10,))
     trials.append({"weight": float(w), **({"dense_weight": float(wd)} if dense is not None else {}),
                    "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
