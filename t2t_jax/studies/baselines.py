@@ -51,10 +51,6 @@ def best_prior_trial(trials: Sequence[dict]) -> dict:
   return max(trials, key=key)
 
 
-def best_prior_weight(trials: Sequence[dict]) -> float:
-  """The lexical weight of `best_prior_trial`."""
-  return best_prior_trial(trials)["weight"]
-
 
 def combined_prior(w: float, shares, wd: float, cosines) -> np.ndarray | None:
   """w x BM25 shares + wd x dense cosines ([N, R]; a prior at weight 0 is left out), or None."""
