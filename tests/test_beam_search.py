@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from t2t_jax.decoding.beam_search import beam_search, invalid_share
-from t2t_jax.decoding.index import build_index, subtree_max
+from t2t_jax.decoding.index import build_index, subtree_levels, subtree_max, subtree_max_device
 
 HASH = 1009
 
@@ -136,6 +136,22 @@ def test_subtree_max_by_hand():
     subtree_max(index, np.zeros((1, 4)))
   with pytest.raises(ValueError, match="finite"):
     subtree_max(index, np.array([[0.0, np.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_subtree_max_device_equals_the_host_one(variable):
+  rng = np.random.default_rng(7)
+  seqs = _catalog(rng, 300, 3, 12, variable)
+  index = build_index(seqs, 12)
+  scores = rng.normal(size=(3, index.num_rows)).astype(np.float32)
+  levels = subtree_levels(index)
+  # Root first; each depth's children are the next depth's nodes.
+  assert levels[0][:3] == (0, 1, 1) and all(a[2] == b[0] for a, b in zip(levels, levels[1:]))
+  assert len(levels) == index.max_depth and levels[-1][3] == index.num_nodes
+  # The index as a jit argument (tracers): the depth ranges come in as static ints.
+  got = jax.jit(lambda ix, s: subtree_max_device(ix, s, levels))(index, scores)
+  np.testing.assert_array_equal(np.asarray(got), subtree_max(index, scores))
+  np.testing.assert_array_equal(np.asarray(subtree_max_device(index, scores)), subtree_max(index, scores))
 
 
 def _prior_run(seqs, vocab, prompts, beam, k, prior_BxN, **kw):

@@ -7,7 +7,9 @@ import pytest
 
 from t2t_jax.decoding.beam_search import invalid_share
 from t2t_jax.decoding.generate import make_recommend_fn, score_rows
-from t2t_jax.decoding.index import build_index
+from t2t_jax.decoding.index import build_index, subtree_max
+from t2t_jax.models import build_model
+from t2t_jax.models.bert import mean_pool
 
 t5 = pytest.importorskip("t2t_jax.models.t5")
 
@@ -38,6 +40,33 @@ def test_recommend_full_beam_equals_teacher_forced_brute_force(tiny):
   np.testing.assert_array_equal(np.asarray(rows), order)
   np.testing.assert_allclose(np.asarray(scores), np.take_along_axis(ref_BxN, order, 1),
                              rtol=1e-4, atol=1e-4)
+
+
+def test_in_function_priors_equal_the_host_node_prior_and_brute_force(tiny):
+  """A row prior and a dense table passed in are the host-built node prior of their sum: the full beam
+  returns the brute-force order of model + prior, the encoder's cosine computed inside."""
+  model, params, seqs, prompts = tiny
+  index = build_index(seqs, 40)
+  rng = np.random.default_rng(1)
+  row_BxR = 3.0 * rng.random((3, 48)).astype(np.float32)
+  dense_RxE = 5.0 * rng.normal(size=(48, model.config.emb_dim)).astype(np.float32)
+  query_BxE = np.asarray(mean_pool(build_model(model).encode(params, prompts), prompts))
+  total_BxR = row_BxR + query_BxE @ dense_RxE.T
+  fn = jax.jit(make_recommend_fn(model, index, beam_size=48, top_k=10))
+  rows, scores = fn(params, prompts, index, None, row_BxR, dense_RxE)
+  host_rows, host_scores = fn(params, prompts, index, subtree_max(index, total_BxR))
+  np.testing.assert_array_equal(np.asarray(rows), np.asarray(host_rows))
+  np.testing.assert_allclose(np.asarray(scores), np.asarray(host_scores), rtol=1e-5, atol=1e-4)
+  ref_BxN = np.asarray(score_rows(model, params, prompts, jnp.broadcast_to(jnp.asarray(seqs), (3,) + seqs.shape)))
+  ref_BxN = ref_BxN + total_BxR - total_BxR.max(axis=1, keepdims=True)
+  order = np.argsort(-ref_BxN, axis=1)[:, :10]
+  np.testing.assert_array_equal(np.asarray(rows), order)
+  # The dense table alone, and both priors refused beside a node prior.
+  dense_rows, _ = fn(params, prompts, index, None, None, dense_RxE)
+  alone = np.asarray(score_rows(model, params, prompts, jnp.broadcast_to(jnp.asarray(seqs), (3,) + seqs.shape)))
+  np.testing.assert_array_equal(np.asarray(dense_rows), np.argsort(-(alone + query_BxE @ dense_RxE.T), axis=1)[:, :10])
+  with pytest.raises(ValueError, match="not both"):
+    fn(params, prompts, index, subtree_max(index, total_BxR), row_BxR)
 
 
 @pytest.mark.slow

@@ -170,19 +170,51 @@ def subtree_max(index: ConstraintIndex, row_scores_BxN) -> np.ndarray:
   out_BxS = np.full((scores_BxN.shape[0], index.num_nodes), -np.inf, np.float32)
   ends = np.flatnonzero(term >= 0)
   out_BxS[:, index.row_base + ends] = scores_BxN[:, term[ends]]
-  n_int = index.num_internal
-  ranges, lo, hi = [], 0, 1
-  while lo < min(hi, n_int):  # [lo, hi): one depth's nodes; their children are the next range
-    ranges.append((lo, hi))
-    lo, hi = int(child_start[lo]), int(child_start[min(hi, n_int)])
-  for lo, hi in reversed(ranges):
-    top = min(hi, n_int)
+  for lo, top, k0, k1 in reversed(subtree_levels(index)):
     first = child_start[lo:top]
     deg = child_start[lo + 1:top + 1] - first
-    kids = out_BxS[:, first[0]:child_start[top]]
+    kids = out_BxS[:, k0:k1]
     if kids.shape[1]:
       idx = np.minimum(first - first[0], kids.shape[1] - 1)
       out_BxS[:, lo:top] = np.where(deg > 0, np.maximum.reduceat(kids, idx, axis=1), out_BxS[:, lo:top])
+  return out_BxS
+
+
+def subtree_levels(index: ConstraintIndex) -> tuple[tuple[int, int, int, int], ...]:
+  """The trie's depths as static (lo, top, first_child, end_child) ranges, root first: nodes [lo, top)
+  of one depth have children, which are the nodes [first_child, end_child).  Host-side, from the
+  index's `child_start` (a concrete array); what `subtree_max_device` needs as Python ints to
+  compile."""
+  child_start = np.asarray(jax.device_get(index.child_start))
+  n_int = index.num_internal
+  out, lo, hi = [], 0, 1
+  while lo < min(hi, n_int):  # [lo, hi): one depth's nodes; their children are the next range
+    top = min(hi, n_int)
+    out.append((lo, top, int(child_start[lo]), int(child_start[top])))
+    lo, hi = int(child_start[lo]), int(child_start[top])
+  return tuple(out)
+
+
+def subtree_max_device(index: ConstraintIndex, row_scores_BxN, levels=None):
+  """`subtree_max` as a jittable function: [B, num_nodes] float32 on the device, so a prior computed
+  inside the jitted search (a dense prior's cosines) never leaves it.
+
+  `levels`: `subtree_levels(index)` (static ints); pass it when `index` is a jit argument (its
+  arrays are then tracers, and the depth ranges must be known at trace time).  Scores must be
+  finite (not checked here: the caller's).  One segment max per depth, leaves first.
+  """
+  levels = subtree_levels(index) if levels is None else levels
+  scores_BxN = jnp.asarray(row_scores_BxN, jnp.float32)
+  b = scores_BxN.shape[0]
+  term = index.terminal_row
+  leaves_BxT = jnp.where(term >= 0, jnp.take(scores_BxN, jnp.maximum(term, 0), axis=1), -jnp.inf)
+  out_BxS = jnp.concatenate([jnp.full((b, index.row_base), -jnp.inf, jnp.float32), leaves_BxT], axis=1)
+  for lo, top, k0, k1 in reversed(levels):
+    deg = index.child_start[lo + 1:top + 1] - index.child_start[lo:top]
+    parent = jnp.repeat(jnp.arange(top - lo, dtype=jnp.int32), deg, total_repeat_length=k1 - k0)
+    kids_max = jax.ops.segment_max(out_BxS[:, k0:k1].T, parent, num_segments=top - lo,
+                                   indices_are_sorted=True).T
+    out_BxS = out_BxS.at[:, lo:top].set(jnp.where(deg > 0, kids_max, out_BxS[:, lo:top]))
   return out_BxS
 
 
