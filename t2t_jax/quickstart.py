@@ -416,11 +416,11 @@ def run(cfg: QuickstartConfig) -> list[dict]:
   w, wd = (priors["weight"], priors["dense_weight"]) if priors else (0.0, 0.0)
   rows = []
   with stage(f"constrained beam search on {len(prompts)} held-out playlists"):
-    prior = baselines.combined_prior(
+    prior = baselines.prior_args(
         w, priors["bm25"].prior(prompts) if w else None,
-        wd, baselines.dense_cosines(model_dir, prompts, fitted["bi_encoder_ft"].track_emb_NxE) if wd else None)
+        wd, baselines.dense_table(fitted["bi_encoder_ft"].track_emb_NxE, table.num_tracks) if wd else None)
     ev = pipeline.evaluate_text2tracks(task, model_dir, beam_size=cfg.beam_size, k=cfg.k,
-                                       progress=lambda it: bar(it, desc="decode", unit="batch"), row_prior_NxR=prior)
+                                       progress=lambda it: bar(it, desc="decode", unit="batch"), **prior)
     label = ("Text2Tracks (per-track IDs, MiniLM encoder adapted in-domain)" if cfg.adapt_encoder else
              f"Text2Tracks (per-track IDs, pretrained {encoder_name} encoder)" if pretrained
              else "Text2Tracks (semantic IDs)")

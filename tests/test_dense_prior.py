@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from t2t_jax import cli
+from t2t_jax import cli, export_runtime
 from t2t_jax.errors import UserInputError
 from t2t_jax.ids.table import IdTable
 from t2t_jax.models import bert
@@ -96,9 +96,15 @@ def test_recommend_ranks_with_the_model_dirs_dense_prior(dense_dir):
   # Cosine 1 with its own row against ~0 for the rows orthogonal to it, x 1000: the row comes first.
   assert rows[0, 0] == 7 and rows[1, 0] == 42
   assert not np.array_equal(rows[:2], ref_rows[:2])
-  # The same search as rank_inputs with the explicit row prior.
-  explicit, _ = off.rank_inputs(off.encode(prompts), 5, row_prior_NxR=rec.dense_prior(prompts))
+  # The same search as rank_inputs with the explicit row prior (host-side cosines, a host node prior
+  # built from them on the device) and as rank_inputs with the weighted table (the in-function one).
+  explicit, explicit_scores = off.rank_inputs(off.encode(prompts), 5, row_prior_NxR=rec.dense_prior(prompts))
   np.testing.assert_array_equal(explicit, rows)
+  in_fn, in_fn_scores = off.rank_inputs(off.encode(prompts), 5, dense_RxE=1000.0 * rec.dense)
+  np.testing.assert_array_equal(in_fn, rows)
+  np.testing.assert_allclose(in_fn_scores, explicit_scores, rtol=1e-4, atol=1e-2)
+  with pytest.raises(UserInputError, match=r"dense table of shape \(5, "):
+    off.rank_inputs(off.encode(prompts), 5, dense_RxE=rec.dense[:5])
   assert rec.dense_prior(prompts, weight=0) is None
   with pytest.raises(UserInputError, match="dense track table"):
     off.dense_prior(prompts, weight=1.0)
@@ -116,6 +122,15 @@ def test_cli_dense_prior_flag_and_export_manifest(dense_dir, tmp_path, capsys):
   assert "--dense_prior must be a finite number >= 0" in capsys.readouterr().err
   out = tmp_path / "export"
   assert cli.main(["export", "--model_dir", dense_dir, "--out", str(out), "--no_hf"]) == 0
-  assert "ranks with a dense prior (weight 1000)" in capsys.readouterr().out
+  assert "ranks with a dense prior (weight 1000); the exported function ranks with it too" in capsys.readouterr().out
   with open(out / "manifest.json", encoding="utf-8") as f:
-    assert json.load(f)["dense_prior"] == {"weight": 1000.0, "in_function": False}
+    assert json.load(f)["dense_prior"] == {"weight": 1000.0, "in_function": True, "array": "index/dense_tracks"}
+  # The export's runtime (no model code) ranks with the prior as recommend does.
+  # (Past the first two, every row's prior is ~0 - 1000: which of those the beam keeps turns on float
+  # noise between the two programs, so the decisive two are compared.)
+  exported = export_runtime.load(str(out))
+  rows, scores = exported.recommend_rows([PROMPT_A, PROMPT_B], k=3)
+  ref_rows, ref_scores = rec.recommend_rows([PROMPT_A, PROMPT_B], k=3)
+  np.testing.assert_array_equal(rows[:, :2], ref_rows[:, :2])
+  np.testing.assert_allclose(scores[:, :2], ref_scores[:, :2], rtol=1e-4, atol=0.05)
+  assert rows[0, 0] == 7 and rows[1, 0] == 42

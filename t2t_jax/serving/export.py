@@ -37,6 +37,8 @@ from t2t_jax.errors import UserInputError
 DEFAULT_PLATFORMS = ("cpu", "cuda")
 KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 HF_DIR = "hf"
+# The dense prior's table among the exported function's index arrays (weight x unit track vectors, [rows, E]).
+DENSE_ARRAY = "dense_tracks"
 
 
 def flatten_params(params) -> dict:
@@ -98,6 +100,8 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
   params_flat = flatten_params(rec.params)
   index_arrays = {"child_start": np.asarray(rec.index.child_start), "token": np.asarray(rec.index.token),
                   "terminal_row": np.asarray(rec.index.terminal_row)}
+  if rec.dense_prior_weight:  # the dense prior rides in the function: weight x the unit track table
+    index_arrays[DENSE_ARRAY] = np.asarray(rec.weighted_dense(), np.float32)
   t0 = time.time()
   exported = _lower(rec, params_flat, index_arrays, beam=beam, k=k, platforms=plats)
   serialized = exported.serialize()
@@ -121,15 +125,17 @@ def export_model(model_dir: str, out_dir: str, *, k: int = 10, beam_size: int | 
 
 
 def _lower(rec, params_flat: dict, index_arrays: dict, *, beam: int, k: int, platforms: tuple):
-  """`jax.export` of the recommend function (flat params, trie arrays, tokens[b, L]) -> (rows, scores),
-  batch dimension b symbolic."""
+  """`jax.export` of the recommend function (flat params, trie arrays [+ the weighted dense table],
+  tokens[b, L]) -> (rows, scores), batch dimension b symbolic."""
   index = rec.index
   fn = rec.decode_fn(k, beam_size=beam)
 
   def recommend_fn(params_flat, index_arrays, tokens_BxL):
     params = _unflatten(params_flat)
-    ix = dataclasses.replace(index, **index_arrays)
-    return fn(params, tokens_BxL, index=ix)
+    arrays = dict(index_arrays)
+    dense_RxE = arrays.pop(DENSE_ARRAY, None)
+    ix = dataclasses.replace(index, **arrays)
+    return fn(params, tokens_BxL, index=ix, dense_RxE=dense_RxE)
 
   spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)
   tokens_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {rec.inputs_length}"), jnp.int32)
@@ -143,11 +149,12 @@ def _manifest(rec, exported, *, k: int, beam: int, model_dir: str, lower_s: floa
       "format": rt.FORMAT, "format_version": rt.FORMAT_VERSION,
       "function": rt.FUNCTION_FILE, "arrays": rt.ARRAYS_FILE, "tracks": rt.TRACKS_FILE,
       "inputs_length": rec.inputs_length, "top_k": k, "beam_size": beam, "beam_scoring": rec.beam_scoring,
-      # The model dir's priors are not in the exported function (the BM25 one is host-side bm25s): an
-      # export ranks as `t2t recommend --lexical_prior 0 --dense_prior 0` does (the weights are kept
-      # here for whoever adds them back).
+      # The dense prior is in the exported function (its table, weight x unit rows, is the index array
+      # DENSE_ARRAY); the BM25 one is not (host-side bm25s): an export ranks as `t2t recommend
+      # --lexical_prior 0` does (its weight is kept here for whoever adds it back).
       "lexical_prior": {"weight": rec.lexical_prior_weight, "in_function": False},
-      "dense_prior": {"weight": rec.dense_prior_weight, "in_function": False},
+      "dense_prior": {"weight": rec.dense_prior_weight, "in_function": bool(rec.dense_prior_weight),
+                      **({"array": rt.INDEX_PREFIX + DENSE_ARRAY} if rec.dense_prior_weight else {})},
       "max_decode_len": int(rec.index.max_depth), "max_prompt_chars": rec.max_prompt_chars,
       "num_tracks": rec.id_table.num_tracks, "id_strategy": rec.id_table.strategy,
       "vocab": {"spm": rt.SPM_FILE, "text_vocab_size": rec.vocab.text_vocab_size,
@@ -208,9 +215,10 @@ def run_from_args(args) -> None:
         f"beam={manifest['beam_size']}, platforms={','.join(manifest['platforms'])}, batch: symbolic)")
   for key, what, flag in (("lexical_prior", "a BM25 prior", "--lexical_prior 0"),
                           ("dense_prior", "a dense prior", "--dense_prior 0")):
-    if manifest.get(key, {}).get("weight"):
-      print(f"note: {args.model_dir} ranks with {what} (weight {manifest[key]['weight']:g}); the "
-            f"exported function ranks without it (as `t2t recommend {flag}`)")
+    entry = manifest.get(key, {})
+    if entry.get("weight"):
+      print(f"note: {args.model_dir} ranks with {what} (weight {entry['weight']:g}); the exported function "
+            + ("ranks with it too" if entry.get("in_function") else f"ranks without it (as `t2t recommend {flag}`)"))
   print(f"try: {try_command(args.out)}")
   sys.stdout.flush()
 

@@ -21,6 +21,11 @@ and then
   topk_fn(k, ...)                 the jitted `fn(params, inputs_BxL) -> (rows, scores)` behind them
   decode_fn(k, ...)               its pure, un-jitted form (`t2t export` lowers it)
 
+The priors ride inside that one jitted function: the BM25 shares of a batch (host-side bm25s) go in as a
+[B, rows] array, the dense table as weight x unit rows; the function adds the prompt's cosine under
+the encoder it has just run (the encoder runs once per prompt) and spreads the sum over the trie on
+the device (`index.subtree_max_device`).
+
 Every decode goes through one place (`decode_fn`): trie-constrained beam search by default, free
 or grouped (diverse) beam search as options.  The trie is passed to the jitted function as an
 argument, not folded into the program as a constant, so large catalogs do not bloat compilation.
@@ -108,6 +113,7 @@ class GenerativeRetriever:
     if self.dense_prior_weight and self.dense is None:
       raise UserInputError("dense_prior_weight > 0 needs a dense track table (MODEL_DIR/assets/dense_tracks.npy)")
     self._embed_fn = None
+    self._weighted_dense: dict = {}  # weight -> weight x the dense table, on the device
     self.max_prompt_chars = int(max_prompt_chars or self.settings.get("max_prompt_chars")
                                 or prompts_lib.DEFAULT_MAX_CHARS)
     t = time.perf_counter()
@@ -156,7 +162,8 @@ class GenerativeRetriever:
                          **{"scoring": self.beam_scoring, **kwargs})
 
   def decode_fn(self, k: int, **kwargs) -> Callable:
-    """Pure `fn(params, inputs_BxL, index=None) -> (rows_BxK, scores_BxK)` (see `options`)."""
+    """Pure `fn(params, inputs_BxL, index=None, node_prior_BxS=None, row_prior_BxR=None, dense_RxE=None)
+    -> (rows_BxK, scores_BxK)` (see `options`, `generate.make_recommend_fn`)."""
     o = self.options(k, **kwargs)
     return generate.make_recommend_fn(self.model, self.index, beam_size=o.beam_size, top_k=o.k,
                                       max_decode_len=o.max_decode_len, constrained=o.constrained,
@@ -165,19 +172,30 @@ class GenerativeRetriever:
                                       scoring=o.scoring)
 
   def topk_fn(self, k: int, **kwargs) -> Callable:
-    """Jitted `fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)`, compiled once per options (and
-    padded batch size); the trie is a jit argument."""
+    """Jitted `fn(params, inputs_BxL, node_prior_BxS=None, *, row_prior_BxR=None, dense_RxE=None) ->
+    (rows_BxK, scores_BxK)`, compiled once per options, padded batch size and priors given; the trie
+    is a jit argument."""
     o = self.options(k, **kwargs)
     if o not in self._fns:
       jitted = jax.jit(self.decode_fn(**dataclasses.asdict(o)))
       index = self.index
-      self._fns[o] = lambda params, inputs_BxL, node_prior_BxS=None: jitted(params, inputs_BxL, index,
-                                                                           node_prior_BxS)
+
+      def fn(params, inputs_BxL, node_prior_BxS=None, *, row_prior_BxR=None, dense_RxE=None):
+        return jitted(params, inputs_BxL, index, node_prior_BxS, row_prior_BxR, dense_RxE)
+      self._fns[o] = fn
     return self._fns[o]
 
-  def index_prior(self, row_prior_BxR: np.ndarray) -> np.ndarray:
-    """[B, num_nodes] node prior of a batch's per-row prior (`index.subtree_max`)."""
-    return index_lib.subtree_max(self._host_index, row_prior_BxR)
+  def weighted_dense(self, weight: float | None = None):
+    """weight (default: the model dir's dense prior weight) x the dense table, on the device: the
+    `dense_RxE` the search adds as a weighted cosine; None at weight 0."""
+    weight = self.dense_prior_weight if weight is None else assets_lib.check_prior_weight(weight, "dense prior weight")
+    if not weight:
+      return None
+    if self.dense is None:
+      raise UserInputError("a dense prior needs the model dir's dense track table (MODEL_DIR/assets/dense_tracks.npy)")
+    if weight not in self._weighted_dense:
+      self._weighted_dense[weight] = jax.device_put(np.float32(weight) * self.dense)
+    return self._weighted_dense[weight]
 
   def _params(self, params):
     params = self.params if params is None else params
@@ -187,13 +205,17 @@ class GenerativeRetriever:
 
   def rank_inputs(self, inputs_NxL: np.ndarray, k: int, *, params=None, batch_size: int = 32,
                   progress: Callable | None = None, row_prior_NxR: np.ndarray | None = None,
-                  **kwargs) -> tuple[np.ndarray, np.ndarray]:
+                  dense_RxE=None, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """(rows [N, k], scores [N, k]) of tokenised prompts in batches of one fixed shape (the last
     one padded with copies of a real row), so the decoder compiles once.
 
-    row_prior_NxR: optional per-prompt bonus of every ID-table row (in log-prob units, e.g. a
-    weighted lexical score) that guides the search (`index.subtree_max`, `beam_search`'s
-    node prior); each batch's [B, num_nodes] node prior is built on the host."""
+    Priors that guide the search (`beam_search`'s node prior, built inside the jitted function:
+    `generate.make_recommend_fn`); none by default, whatever the model dir keeps:
+      row_prior_NxR: a per-prompt bonus of every ID-table row (in log-prob units, e.g. a weighted
+        BM25 share, `lexical_prior`);
+      dense_RxE: weighted unit track vectors [rows, E] whose dot with each prompt's mean-pooled encoder
+        states is added (`weighted_dense(w)`: the model dir's table; or e.g. w x a bi-encoder's
+        normalised track embeddings, `assets.unit_rows`)."""
     inputs_NxL = np.asarray(inputs_NxL, np.int32)
     if not len(inputs_NxL):
       raise UserInputError("no prompts to rank")
@@ -203,8 +225,18 @@ class GenerativeRetriever:
       if row_prior_NxR.shape != (len(inputs_NxL), self.id_table.num_tracks):
         raise UserInputError(f"row prior of shape {row_prior_NxR.shape}: expected "
                              f"{(len(inputs_NxL), self.id_table.num_tracks)} (prompts x catalog rows)")
-      side = (row_prior_NxR, self.index_prior)
-    return evaluation.batched_topk(self.topk_fn(k, **kwargs), self._params(params), inputs_NxL,
+      if not np.isfinite(row_prior_NxR).all():
+        raise UserInputError("row prior: values must be finite")
+      side = (row_prior_NxR, lambda chunk: chunk)
+    if dense_RxE is not None:
+      if dense_RxE.ndim != 2 or dense_RxE.shape[0] != self.id_table.num_tracks:
+        raise UserInputError(f"dense table of shape {tuple(dense_RxE.shape)}: expected "
+                             f"({self.id_table.num_tracks}, encoder width)")
+      dense_RxE = jax.device_put(dense_RxE if isinstance(dense_RxE, jax.Array) else np.asarray(dense_RxE, np.float32))
+    topk = self.topk_fn(k, **kwargs)
+    fn = lambda params, inputs_BxL, row_prior_BxR=None: topk(params, inputs_BxL, row_prior_BxR=row_prior_BxR,
+                                                              dense_RxE=dense_RxE)
+    return evaluation.batched_topk(fn, self._params(params), inputs_NxL,
                                    batch_size=max(1, min(batch_size, len(inputs_NxL))),
                                    progress=progress, side=side)
 
@@ -256,7 +288,8 @@ class GenerativeRetriever:
                   inputs_NxL: np.ndarray | None = None, params=None) -> np.ndarray | None:
     """[B, num_rows] `weight` (default: the model dir's) x the cosine of each prompt's encoder
     embedding (`embed_inputs`; prompts or already tokenised `inputs_NxL`) with each row of the dense
-    table, or None (weight 0 or no table)."""
+    table, or None (weight 0 or no table): on the host, what `recommend` adds inside its jitted search
+    (`weighted_dense`)."""
     weight = self.dense_prior_weight if weight is None else assets_lib.check_prior_weight(weight, "dense prior weight")
     if not weight:
       return None
@@ -266,13 +299,6 @@ class GenerativeRetriever:
     if q_BxE.shape[1] != self.dense.shape[1]:
       raise UserInputError(f"dense track table of width {self.dense.shape[1]} for an encoder of width {q_BxE.shape[1]}")
     return np.float32(weight) * (q_BxE @ self.dense.T)
-
-  def row_prior(self, prompts: Sequence[str], *, inputs_NxL: np.ndarray | None = None) -> np.ndarray | None:
-    """The model dir's lexical + dense priors of `prompts` ([B, num_rows]; None when it has neither):
-    the `row_prior_NxR` `recommend` adds to the search."""
-    parts = [p for p in (self.lexical_prior(prompts), self.dense_prior(prompts, inputs_NxL=inputs_NxL))
-             if p is not None]
-    return sum(parts[1:], parts[0]) if parts else None
 
   def _check_k(self, k) -> int:
     if (isinstance(k, bool) or not isinstance(k, (int, np.integer))
@@ -291,7 +317,7 @@ class GenerativeRetriever:
     if not prompts:
       raise UserInputError("no prompts given")
     inputs = self.encode(prompts)
-    prior = self.row_prior(prompts, inputs_NxL=inputs)
+    prior = self.lexical_prior(prompts)  # host-side bm25s; the dense prior is added on the device
     # Pad the batch to a power of two so a few compiled shapes serve every batch size.
     b = len(prompts)
     padded = 1 << (b - 1).bit_length()
@@ -299,8 +325,8 @@ class GenerativeRetriever:
       inputs = np.concatenate([inputs, np.repeat(inputs[:1], padded - b, axis=0)])
       if prior is not None:
         prior = np.concatenate([prior, np.repeat(prior[:1], padded - b, axis=0)])
-    node_prior = None if prior is None else self.index_prior(prior)
-    rows, scores = jax.device_get(self.topk_fn(k)(self._params(None), inputs, node_prior))
+    rows, scores = jax.device_get(self.topk_fn(k)(self._params(None), inputs, row_prior_BxR=prior,
+                                                  dense_RxE=self.weighted_dense()))
     return np.asarray(rows)[:b], np.asarray(scores)[:b]
 
   def recommend(self, prompts: Sequence[str], k: int = 10) -> list[list[Recommendation]]:

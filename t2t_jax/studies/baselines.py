@@ -22,7 +22,7 @@ from t2t_jax.data import formats
 from t2t_jax.data import prompts as prompts_lib
 from t2t_jax.data import vocab as vocab_lib
 from t2t_jax.errors import UserInputError
-from t2t_jax.serving import assets as assets_lib, retriever
+from t2t_jax.serving import assets as assets_lib
 from t2t_jax.studies import pipeline
 
 BASELINES = ("bm25", "dual_encoder", "most_popular")  # compare_ids' default set
@@ -52,18 +52,18 @@ def best_prior_trial(trials: Sequence[dict]) -> dict:
 
 
 
-def combined_prior(w: float, shares, wd: float, cosines) -> np.ndarray | None:
-  """w x BM25 shares + wd x dense cosines ([N, R]; a prior at weight 0 is left out), or None."""
-  parts = [x for x in (w * shares if w else None, wd * cosines if wd else None) if x is not None]
-  return sum(parts[1:], parts[0]) if parts else None
+def prior_args(w: float, shares, wd: float, table_RxE) -> dict:
+  """The `rank_inputs` / `pipeline.evaluate_text2tracks` priors of a (BM25 weight, dense weight) pair:
+  w x the BM25 shares as `row_prior_NxR`, wd x the unit track table as `dense_RxE` (whose cosine with the
+  prompt under the model's own encoder the search adds); a prior at weight 0 is left out."""
+  return {"row_prior_NxR": np.float32(w) * shares if w else None,
+          "dense_RxE": np.float32(wd) * table_RxE if wd else None}
 
 
-def dense_cosines(model_dir: str, prompts: Sequence[str], track_emb_RxE: np.ndarray) -> np.ndarray:
-  """[len(prompts), R] cosine of each prompt's embedding under the model dir's own encoder (as
-  `GenerativeRetriever.dense_prior` embeds it when serving) with each unit-scaled row of `track_emb_RxE`."""
-  rec = retriever.GenerativeRetriever.from_model_dir(model_dir, lexical_prior_weight=0, dense_prior_weight=0)
-  table = assets_lib.unit_rows(assets_lib.check_dense_table(track_emb_RxE, rec.id_table.num_tracks, "dense prior"))
-  return rec.embed_inputs(rec.encode(list(prompts))) @ table.T
+def dense_table(track_emb_RxE: np.ndarray, num_rows: int) -> np.ndarray:
+  """A bi-encoder's track vectors as the dense prior's table: checked (one finite row per ID-table row)
+  and unit-scaled, as `serving.assets.add_dense_prior` keeps them."""
+  return assets_lib.unit_rows(assets_lib.check_dense_table(track_emb_RxE, num_rows, "dense prior"))
 
 
 def add_priors(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, prompt_field: str,
@@ -73,8 +73,8 @@ def add_priors(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, p
   `t2t serve` rank with them: a BM25 prior (`weights`; BM25 over the catalog: metadata + training
   prompts, the BM25 baseline's documents) and a dense prior (`dense_weights`; `dense` a fitted
   `BiEncoderRetriever` whose encoder is the model's frozen one: its track vectors go to the model dir,
-  `serving.assets.add_dense_prior`, and its cosines with the prompt under the model's encoder guide
-  the search, `dense_cosines`).  Every (weight, dense weight)
+  `serving.assets.add_dense_prior`, and their cosines with the prompt under the model's encoder guide
+  the search).  Every (weight, dense weight)
   pair is scored on the task's validation split (Hits@10, then MAP@10; ties: the smaller weights,
   `best_prior_trial`); one pair: no choice.  Returns {"weight", "dense_weight", "trials",
   "validation_queries", "bm25": the fitted BM25Retriever or None}."""
@@ -97,10 +97,10 @@ def add_priors(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, p
     if not val_n:
       raise UserInputError(f"{task.name}: no validation playlists to choose the priors' weights on")
     shares = lexical.prior(val.prompts) if lexical is not None else None
-    cosines = dense_cosines(model_dir, val.prompts, dense.track_emb_NxE) if dense is not None else None
+    table = dense_table(dense.track_emb_NxE, task.table.num_tracks) if dense is not None else None
     for w, wd in pairs:
       m = pipeline.evaluate_text2tracks(val, model_dir, beam_size=beam_size, k=k,
-                                        row_prior_NxR=combined_prior(w, shares, wd, cosines))["metrics"]
+                                        **prior_args(w, shares, wd, table))["metrics"]
       trials.append({"weight": w, **({"dense_weight": wd} if dense is not None else {}),
                      "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
     best = best_prior_trial(trials)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -434,16 +435,16 @@ def train_text2tracks(task: Task, *, model_dir: str, **kwargs) -> TrainOutcome:
 def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: int = 10,
                          batch_size: int = 32, ks: Sequence[int] = (1, 5, 10),
                          progress: Callable | None = None, scoring: str = "log_prob",
-                         row_prior_NxR: np.ndarray | None = None) -> dict:
+                         row_prior_NxR: np.ndarray | None = None, dense_RxE: np.ndarray | None = None) -> dict:
   """Constrained beam search over the task's held-out prompts; metrics + prompts/s + index bytes.
 
   scoring: how beams are ranked ("log_prob" or "logit", `decoding.beam_search`); row_prior_NxR: a
-  per-prompt bonus of every catalog row guiding the search (`GenerativeRetriever.rank_inputs`).
+  per-prompt bonus of every catalog row guiding the search; dense_RxE: weighted unit track vectors whose
+  cosine with the prompt under the model's encoder is added to it (`GenerativeRetriever.rank_inputs`).
 
   Returns {"metrics": {...}, "rows_NxK": ..., "prompts_per_s", "decode_ms_per_batch",
   "index_bytes", "index_build_seconds"}.  The decoder is compiled outside the timing.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   if beam_size < k:
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
   config, params = checkpoints.load_params(model_dir)
@@ -451,14 +452,12 @@ def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: 
       model=models.build_model(config), params=params, id_table=task.table, vocab=task.vocab,
       inputs_length=task.feature_lengths["inputs"], beam_size=beam_size)
   inputs = task.eval_inputs()
-  batch_size = max(1, min(batch_size, len(inputs)))  # rank_inputs' batch: compile it untimed
-  warm_prior = (None if row_prior_NxR is None
-                else retriever.index_prior(np.asarray(row_prior_NxR[:1], np.float32).repeat(batch_size, 0)))
-  jax.block_until_ready(retriever.topk_fn(k, beam_size=beam_size, scoring=scoring)(params, inputs[:batch_size],
-                                                                                 warm_prior))
+  batch_size = max(1, min(batch_size, len(inputs)))
+  rank = functools.partial(retriever.rank_inputs, k=k, beam_size=beam_size, batch_size=batch_size, scoring=scoring,
+                           dense_RxE=None if dense_RxE is None else np.asarray(dense_RxE, np.float32))
+  rank(inputs[:batch_size], row_prior_NxR=None if row_prior_NxR is None else row_prior_NxR[:batch_size])  # compile, untimed
   t = time.time()
-  rows_NxK, _ = retriever.rank_inputs(inputs, k, beam_size=beam_size, batch_size=batch_size,
-                                      progress=progress, scoring=scoring, row_prior_NxR=row_prior_NxR)
+  rows_NxK, _ = rank(inputs, progress=progress, row_prior_NxR=row_prior_NxR)
   secs = time.time() - t
   metrics = evaluation.evaluate_rankings(rows_NxK, task.relevant, ks=ks)
   num_batches = -(-len(inputs) // batch_size)

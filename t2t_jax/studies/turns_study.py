@@ -324,17 +324,15 @@ def choose_priors(model_dir: str, val_prompts: Sequence[str], val_rows: Sequence
                                                      dense_prior_weight=0)
   inputs = rec.encode(val_prompts)
   shares = lexical.prior(val_prompts) if lexical is not None else None
-  cosines, parity = None, None
+  table, parity = None, None
   if dense is not None:
-    table = assets_lib.unit_rows(assets_lib.check_dense_table(dense.track_emb_NxE, rec.id_table.num_tracks,
-                                                              "the tuned bi-encoder's track table"))
-    q_model = rec.embed_inputs(inputs)
-    cosines = q_model @ table.T
+    table = baselines_study.dense_table(dense.track_emb_NxE, rec.id_table.num_tracks)
+    # The search embeds the prompt with the model's own encoder: how far that is from the bi-encoder's.
     with bi_encoder.torch_threads(dense.threads):
-      parity = float(np.abs(q_model - dense.encode(list(val_prompts))).max())
+      parity = float(np.abs(rec.embed_inputs(inputs) - dense.encode(list(val_prompts))).max())
   trials = []
   for w, wd in itertools.product(lexical_weights or (0.0,), dense_weights or (0.0,)):
-    rows, _ = rec.rank_inputs(inputs, 10, row_prior_NxR=baselines_study.combined_prior(w, shares, wd, cosines))
+    rows, _ = rec.rank_inputs(inputs, 10, **baselines_study.prior_args(w, shares, wd, table))
     m = evaluation.evaluate_rankings(rows, [np.asarray(r) for r in val_rows], ks=(10,))
     trials.append({"weight": float(w), **({"dense_weight": float(wd)} if dense is not None else {}),
                    "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})
