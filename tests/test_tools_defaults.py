@@ -37,6 +37,7 @@ COVERAGE = {
     "bench_kmeans.py": "tests/test_kmeans_bench.py::test_bench_json",  # 3 s
     "bench_mpd_scale.py": "tests/test_bench_mpd_scale.py::test_tiny_rehearsal",  # --tiny; slow: 62 s (load ~1), 85 s at load ~3
     "bench_report.py": "tests/test_tools_defaults.py::test_bench_report",  # the committed JSON dirs; 0.2 s
+    "bench_priors.py": "tests/test_tools_defaults.py::test_bench_priors",  # --tiny; 10 s
     "bench_remote_io.py": "tests/test_tools_defaults.py::test_bench_remote_io",  # --tiny; slow (emulator flake), 9 s
     "bench_resume.py": "tests/test_tools_defaults.py::test_bench_resume",  # 0.4 s
     "bench_scaling.py": "tests/test_tools_defaults.py::test_bench_scaling",  # 17 s
@@ -184,6 +185,22 @@ def test_bench_remote_io(tmp_path):
 
 
 @pytest.mark.entry
+def test_bench_priors(tmp_path):
+  out = tmp_path / "out"
+  run_tool(tmp_path, "bench_priors.py", "--tiny", "--json", str(out / "priors.json"), timeout=300)
+  r = _read_only_output(out, "priors.json")
+  assert r["benchmark"] == "bench_priors" and r["tiny"] and len(r["cases"]) == 1
+  c = r["cases"][0]
+  assert (c["rows"], c["batch"], c["k"]) == (200, 2, 10)
+  # Both paths rank the same rows with the same scores (the priors are one definition, two places).
+  assert c["rows_agreement"] == 1.0 and c["max_abs_score_diff"] < 1e-3
+  t = c["seconds_per_batch"]
+  assert _summary_ok(t["in_function"], 2) and _summary_ok(t["host"], 2)
+  assert c["speedup_host_over_in_function"] == pytest.approx(t["host"]["median"] / t["in_function"]["median"], rel=1e-3)
+  assert r["load"]["cores"] >= 1
+  _assert_reported(out, "priors.json", "bench_priors.py")
+
+
 def test_bench_resume(tmp_path):
   out = tmp_path / "out"
   run_tool(tmp_path, "bench_resume.py", "--steps", "2,6", "--batch_size", "4", "--num_examples", "200",

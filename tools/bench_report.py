@@ -138,9 +138,22 @@ def rows_mpd_scale(r, name):
   return out
 
 
+def rows_priors(r, name):
+  """One row per (catalog, batch): the priors built inside the jitted search vs the host path before it."""
+  out = []
+  for c in r.get("cases", []):
+    t = c["seconds_per_batch"]
+    cfg = (f"BM25 + dense prior, {c['rows']:,} one-token IDs, batch {c['batch']}, beam {c['beam']}, "
+           f"{r.get('model', '?')}")
+    ours = f"{_mm(t['in_function'], '{:.1f}', 1e3)} ms/batch (rows agree on {c['rows_agreement']:.0%})"
+    peer = f"host prior, encoder run twice: {_mm(t['host'], '{:.1f}', 1e3)} ms/batch"
+    out.append(("bench_priors.py", name, cfg, ours, peer, f"**{c['speedup_host_over_in_function']:.2f}x**", _where(r)))
+  return out
+
+
 RENDERERS = {"train.json": rows_train, "decode.json": rows_decode, "kmeans.json": rows_kmeans,
              "data.json": rows_data, "serve.json": rows_serve, "scaling.json": rows_scaling,
-             "mpd_scale.json": rows_mpd_scale}
+             "mpd_scale.json": rows_mpd_scale, "priors.json": rows_priors}
 
 
 def render(directory: str, links_relative_to: str | None = None) -> str:
