@@ -210,6 +210,9 @@ def subtree_max_device(index: ConstraintIndex, row_scores_BxN, levels=None):
   leaves_BxT = jnp.where(term >= 0, jnp.take(scores_BxN, jnp.maximum(term, 0), axis=1), -jnp.inf)
   out_BxS = jnp.concatenate([jnp.full((b, index.row_base), -jnp.inf, jnp.float32), leaves_BxT], axis=1)
   for lo, top, k0, k1 in reversed(levels):
+    if top - lo == 1:  # one parent (the root of one-token IDs): a plain max, which XLA need not fold
+      out_BxS = out_BxS.at[:, lo:top].set(out_BxS[:, k0:k1].max(axis=1, keepdims=True))
+      continue
     deg = index.child_start[lo + 1:top + 1] - index.child_start[lo:top]
     parent = jnp.repeat(jnp.arange(top - lo, dtype=jnp.int32), deg, total_repeat_length=k1 - k0)
     kids_max = jax.ops.segment_max(out_BxS[:, k0:k1].T, parent, num_segments=top - lo,
