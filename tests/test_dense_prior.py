@@ -105,6 +105,8 @@ def test_recommend_ranks_with_the_model_dirs_dense_prior(dense_dir):
   np.testing.assert_allclose(in_fn_scores, explicit_scores, rtol=1e-4, atol=1e-2)
   with pytest.raises(UserInputError, match=r"dense table of shape \(5, "):
     off.rank_inputs(off.encode(prompts), 5, dense_RxE=rec.dense[:5])
+  with pytest.raises(UserInputError, match="dense table: values must be finite"):
+    off.rank_inputs(off.encode(prompts), 5, dense_RxE=np.full_like(rec.dense, np.nan))
   assert rec.dense_prior(prompts, weight=0) is None
   with pytest.raises(UserInputError, match="dense track table"):
     off.dense_prior(prompts, weight=1.0)

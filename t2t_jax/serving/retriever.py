@@ -229,10 +229,14 @@ class GenerativeRetriever:
         raise UserInputError("row prior: values must be finite")
       side = (row_prior_NxR, lambda chunk: chunk)
     if dense_RxE is not None:
+      if not isinstance(dense_RxE, jax.Array):  # (a device table, `weighted_dense`, was checked at load)
+        dense_RxE = np.asarray(dense_RxE, np.float32)
+        if not np.isfinite(dense_RxE).all():
+          raise UserInputError("dense table: values must be finite")
       if dense_RxE.ndim != 2 or dense_RxE.shape[0] != self.id_table.num_tracks:
         raise UserInputError(f"dense table of shape {tuple(dense_RxE.shape)}: expected "
                              f"({self.id_table.num_tracks}, encoder width)")
-      dense_RxE = jax.device_put(dense_RxE if isinstance(dense_RxE, jax.Array) else np.asarray(dense_RxE, np.float32))
+      dense_RxE = jax.device_put(dense_RxE)
     topk = self.topk_fn(k, **kwargs)
     fn = lambda params, inputs_BxL, row_prior_BxR=None: topk(params, inputs_BxL, row_prior_BxR=row_prior_BxR,
                                                               dense_RxE=dense_RxE)
