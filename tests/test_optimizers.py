@@ -111,3 +111,39 @@ def test_scale_learning_rates_scales_only_the_labelled_updates():
   np.testing.assert_allclose(upd["decoder"]["w"], ref["decoder"]["w"])
   np.testing.assert_allclose(upd["encoder"]["w"], 0.01 * ref["encoder"]["w"], rtol=1e-6)
   assert opt_lib.scale_learning_rates(sgd, None) is sgd
+
+
+def test_decay_to_init_pulls_the_trained_parameters_toward_their_start():
+  start = {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])}
+  opt = optax.chain(optax.set_to_zero(), optimizers.decay_to_init(0.5, lambda step: 0.1 * (step + 1)))
+  state = opt.init(start)
+  moved = {"w": jnp.array([3.0, -2.0]), "b": jnp.array([-0.5])}
+  upd, state = opt.update(jax.tree.map(jnp.ones_like, moved), state, moved)
+  # step 0: lr 0.1 x rate 0.5 x (params - start)
+  np.testing.assert_allclose(upd["w"], [-0.1, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(upd["b"], [0.05], rtol=1e-6)
+  upd, state = opt.update(jax.tree.map(jnp.ones_like, moved), state, moved)
+  np.testing.assert_allclose(upd["w"], [-0.2, 0.0], rtol=1e-6)  # step 1: lr 0.2, the same start
+  np.testing.assert_array_equal(state[1].init_params["w"], [1.0, -2.0])
+  with pytest.raises(ValueError, match="needs the parameters"):
+    opt.update(moved, state)
+
+
+def test_decay_to_init_from_config_only_on_trained_parameters():
+  cfg = optimizers.OptimizerConfig(optimizer="adamw", learning_rate=0.1, decay_to_init=2.0)
+  opt, _ = optimizers.from_config(cfg)
+  params = {"a": jnp.zeros((2, 2)), "b": jnp.ones((2, 2))}
+  masked = optimizers.mask_frozen(opt, {"a": True, "b": False})
+  state = masked.init(params)
+  kept = [leaf for leaf in jax.tree.leaves(state) if getattr(leaf, "shape", None) == (2, 2)]
+  assert kept, "no copy of the trained parameter"
+  # An update far from the start: AdamW's step (~lr) plus the decay, -0.1 x 2 x (5 - 0) = -1.
+  far = {"a": jnp.full((2, 2), 5.0), "b": jnp.ones((2, 2))}
+  upd, _ = masked.update(jax.tree.map(jnp.zeros_like, far), state, far)
+  plain, _ = optimizers.from_config(optimizers.OptimizerConfig(optimizer="adamw", learning_rate=0.1))
+  ref, _ = optimizers.mask_frozen(plain, {"a": True, "b": False}).update(
+      jax.tree.map(jnp.zeros_like, far), optimizers.mask_frozen(plain, {"a": True, "b": False}).init(params), far)
+  np.testing.assert_allclose(upd["a"] - ref["a"], -1.0, rtol=1e-6)
+  np.testing.assert_array_equal(upd["b"], 0.0)
+  with pytest.raises(UserInputError, match="decay_to_init must be a number >= 0"):
+    optimizers.OptimizerConfig(decay_to_init=-1.0)

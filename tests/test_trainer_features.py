@@ -90,3 +90,33 @@ def test_bf16_dropout_smoothing_cosine_eval_hook_and_best_checkpoint(tmp_path):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "train"))
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "eval"))
   assert result.examples_per_second > 0
+
+
+def test_decay_to_init_keeps_training_near_the_warm_start_and_resumes_toward_it(tmp_path):
+  cfg = TINY.replace(num_encoder_layers=1, num_decoder_layers=1)
+  from t2t_jax import models  # pylint: disable=import-outside-toplevel
+  start = jax.tree.map(np.asarray, nn.unbox(models.build_model(cfg).init_params(jax.random.PRNGKey(3))))
+  part = partitioning.Partitioner(num_partitions=2)
+
+  def run(name, steps, decay):
+    return trainer.train(
+        model=cfg, train_iter=_batches(), model_dir=str(tmp_path / name), init_params=start,
+        config=trainer.TrainConfig(train_steps=steps, batch_size=8, progress=False, seed=0),
+        optimizer=OptimizerConfig(learning_rate=1e-2, decay_to_init=decay), partitioner=part,
+        checkpoint=trainer.CheckpointConfig(period=10, keep=2))
+
+  def distance(params):
+    return float(sum(np.sum((np.asarray(p, np.float32) - s) ** 2)
+                     for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(start))))
+
+  free = run("free", 20, 0.0)
+  pulled = run("pulled", 20, 30.0)
+  assert distance(pulled.params) < 0.5 * distance(free.params)
+  assert pulled.history[-1]["loss"] < pulled.history[0]["loss"]  # still learns
+  # A run stopped at step 10 and resumed decays toward the warm start kept in its checkpoint (not
+  # toward the restored step-10 parameters): it ends where the uninterrupted run does.
+  run("resumed", 10, 30.0)
+  resumed = run("resumed", 20, 30.0)
+  assert resumed.step == 20
+  for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(pulled.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

@@ -21,7 +21,7 @@ its factors, `learning_rate` being T5X's `base_learning_rate`, clipped below at
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,9 @@ class OptimizerConfig:
   """Optimisation hyper-parameters (gin: OPTIMIZER, LEARNING_RATE, LR_SCHEDULE, WARMUP_STEPS, ...).
 
   learning_rate is T5X's base_learning_rate; decay_factor, steps_per_decay, steps_per_cycle,
-  step_offset and min_learning_rate are T5X `create_learning_rate_scheduler`'s.
+  step_offset and min_learning_rate are T5X `create_learning_rate_scheduler`'s.  weight_decay pulls
+  matrices toward 0, decay_to_init (gin DECAY_TO_INIT) every trained parameter toward its value when
+  training started (`decay_to_init`).
   """
   optimizer: str = "adafactor"
   learning_rate: float = 1e-3
@@ -60,12 +62,13 @@ class OptimizerConfig:
   final_learning_rate_fraction: float = 0.0
   weight_decay: float = 0.0
   max_grad_norm: float | None = None
+  decay_to_init: float = 0.0
 
   def __post_init__(self):
     if self.optimizer not in OPTIMIZERS:
       raise UserInputError(f"unknown optimizer {self.optimizer!r}; known: {OPTIMIZERS}")
     for name in ("learning_rate", "decay_factor", "min_learning_rate", "final_learning_rate_fraction",
-                 "weight_decay"):
+                 "weight_decay", "decay_to_init"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise UserInputError(f"{name} must be a number >= 0, got {v!r}")
@@ -151,15 +154,50 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+class DecayToInitState(NamedTuple):
+  count: jax.Array  # int32 steps taken (the schedule's argument)
+  init_params: Any  # the parameters the optimizer was initialised with
+
+
+def decay_to_init(rate: float, schedule: Callable) -> optax.GradientTransformation:
+  """Decoupled weight decay toward the starting parameters (L2-SP: Li et al. 2018, "Explicit inductive
+  bias for transfer learning with convolutional networks"): adds `-schedule(step) * rate * (params -
+  params_at_init)` to the updates, as AdamW's decay adds `-lr * wd * params`.
+
+  The start is what `init` sees: the warm-start parameters of a fine-tuning run (a pretrained encoder,
+  `retrieval_init`'s dense-retriever decoder), kept in the optimizer state (one more copy of the trained
+  parameters, sharded like them) so a resumed run decays toward the same start.  For a warm start whose
+  good parameters are not near zero (retrieval_init's identity projections), plain weight decay would
+  pull them away from the start; this keeps training a correction of it.  Hand-written: optax has
+  decay toward zero only (`add_decayed_weights`).
+  """
+  rate = float(rate)
+
+  def init_fn(params):
+    # A copy, so the state never shares a buffer with the (donated) parameters.
+    return DecayToInitState(jnp.zeros([], jnp.int32), jax.tree.map(lambda p: jnp.array(p, copy=True), params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("decay_to_init needs the parameters: optimizer.update(updates, state, params)")
+    step_rate = schedule(state.count) * rate
+    updates = jax.tree.map(lambda u, p, p0: u - (step_rate * (p - p0)).astype(u.dtype),
+                           updates, params, state.init_params)
+    return updates, DecayToInitState(optax.safe_int32_increment(state.count), state.init_params)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(name: str = "adafactor", *, schedule: Callable, weight_decay: float = 0.0,
-                   max_grad_norm: float | None = None, b1: float = 0.9, b2: float = 0.999,
+                   decay_to_init_rate: float = 0.0, max_grad_norm: float | None = None, b1: float = 0.9, b2: float = 0.999,
                    eps: float = 1e-8, adafactor_decay_rate: float = 0.8,
                    adafactor_clipping_threshold: float | None = 1.0,
                    adafactor_multiply_by_parameter_scale: bool = True
                    ) -> optax.GradientTransformation:
   """Adafactor (T5X defaults: factored, decay 0.8, update clipping 1.0, parameter scaling) or AdamW.
 
-  `max_grad_norm` adds global-norm gradient clipping before the optimizer.
+  `max_grad_norm` adds global-norm gradient clipping before the optimizer; `decay_to_init_rate` > 0
+  decays the parameters toward their starting values after it (`decay_to_init`).
   """
   if name not in OPTIMIZERS:
     raise UserInputError(f"unknown optimizer {name!r}; known: {OPTIMIZERS}")
@@ -173,6 +211,8 @@ def make_optimizer(name: str = "adafactor", *, schedule: Callable, weight_decay:
   else:
     opt = optax.adamw(learning_rate=schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                       mask=_decay_mask)
+  if decay_to_init_rate:
+    opt = optax.chain(opt, decay_to_init(decay_to_init_rate, schedule))
   if max_grad_norm:
     opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
   return opt
@@ -183,7 +223,7 @@ def from_config(config: OptimizerConfig, *, total_steps: int | None = None
   """(optimizer, schedule) of an OptimizerConfig."""
   schedule = make_schedule(config, total_steps=total_steps)
   opt = make_optimizer(config.optimizer, schedule=schedule, weight_decay=config.weight_decay,
-                       max_grad_norm=config.max_grad_norm)
+                       decay_to_init_rate=config.decay_to_init, max_grad_norm=config.max_grad_norm)
   return opt, schedule
 
 
