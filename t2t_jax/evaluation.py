@@ -28,12 +28,13 @@ def pad_inputs(token_lists: Sequence[Sequence[int]], length: int) -> np.ndarray:
 
 
 def batched_topk(recommend_fn: Callable, params, inputs_NxL: np.ndarray, *, batch_size: int,
-                 progress: Callable | None = None, side=None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Callable | None = None, side_NxR: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
   """Runs a jitted `recommend_fn(params, inputs_BxL) -> (rows_BxK, scores_BxK)` over all rows.
 
   The last batch is padded with copies of a real row (then dropped), so every call has one shape.
-  side: optional (array_NxR, fn): each batch's rows of the array (padded the same way) go through
-  `fn` and are passed as `recommend_fn`'s third argument (e.g. a per-prompt node prior).
+  side_NxR: optional per-prompt array whose batch rows (padded the same way) are `recommend_fn`'s
+  third argument (e.g. a per-prompt row prior).
   """
   n = len(inputs_NxL)
   rows, scores = [], []
@@ -45,7 +46,7 @@ def batched_topk(recommend_fn: Callable, params, inputs_NxL: np.ndarray, *, batc
   for start in (progress(steps) if progress else steps):
     chunk = inputs_NxL[start:start + batch_size]
     real = len(chunk)
-    extra = () if side is None else (side[1](pad(side[0][start:start + batch_size], real)),)
+    extra = () if side_NxR is None else (pad(side_NxR[start:start + batch_size], real),)
     r, s = jax.device_get(recommend_fn(params, pad(chunk, real), *extra))
     rows.append(np.asarray(r)[:real])
     scores.append(np.asarray(s)[:real])

@@ -101,6 +101,16 @@ def test_pad_inputs_keeps_eos_and_batched_topk_pads_the_last_batch():
     return x[:, :2], x[:, :2].astype(np.float32)
   rows, _ = evaluation.batched_topk(fn, None, np.arange(10).reshape(5, 2), batch_size=2)
   assert calls == [(2, 2)] * 3 and rows.tolist() == np.arange(10).reshape(5, 2).tolist()
+  # A per-prompt side array: each batch gets its own rows, the last one padded like the inputs.
+  seen = []
+
+  def with_side(params, x, side):
+    seen.append(side.tolist())
+    return x[:, :1] + side[:, :1], x[:, :1].astype(np.float32)
+  side = 100 * np.arange(5).reshape(5, 1)
+  rows, _ = evaluation.batched_topk(with_side, None, np.arange(10).reshape(5, 2), batch_size=2, side_NxR=side)
+  assert seen == [[[0], [100]], [[200], [300]], [[400], [400]]]
+  assert rows[:, 0].tolist() == [0, 102, 204, 306, 408]
 
 
 def test_eval_loss_ignores_zero_weight_padding_rows():

@@ -219,7 +219,6 @@ class GenerativeRetriever:
     inputs_NxL = np.asarray(inputs_NxL, np.int32)
     if not len(inputs_NxL):
       raise UserInputError("no prompts to rank")
-    side = None
     if row_prior_NxR is not None:
       row_prior_NxR = np.asarray(row_prior_NxR, np.float32)
       if row_prior_NxR.shape != (len(inputs_NxL), self.id_table.num_tracks):
@@ -227,7 +226,6 @@ class GenerativeRetriever:
                              f"{(len(inputs_NxL), self.id_table.num_tracks)} (prompts x catalog rows)")
       if not np.isfinite(row_prior_NxR).all():
         raise UserInputError("row prior: values must be finite")
-      side = (row_prior_NxR, lambda chunk: chunk)
     if dense_RxE is not None:
       if not isinstance(dense_RxE, jax.Array):  # (a device table, `weighted_dense`, was checked at load)
         dense_RxE = np.asarray(dense_RxE, np.float32)
@@ -242,7 +240,7 @@ class GenerativeRetriever:
                                                               dense_RxE=dense_RxE)
     return evaluation.batched_topk(fn, self._params(params), inputs_NxL,
                                    batch_size=max(1, min(batch_size, len(inputs_NxL))),
-                                   progress=progress, side=side)
+                                   progress=progress, side_NxR=row_prior_NxR)
 
   # ------------------------------------------------------------------------------ prompts
 
