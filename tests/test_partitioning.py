@@ -27,10 +27,10 @@ def params_np():
   return jax.tree.map(np.asarray, nn.unbox(t5.init_params(CFG, jax.random.PRNGKey(0))))
 
 
-def _loss_and_grads(partitioner, params_np, batch):
-  model = t5.Transformer(CFG)
+def _loss_and_grads(partitioner, params_np, batch, cfg=CFG):
+  model = t5.Transformer(cfg)
   loss_fn = losses.make_loss_fn(model, losses.LossConfig(z_loss=1e-4))
-  boxed = jax.eval_shape(lambda: t5.init_params(CFG, jax.random.PRNGKey(0)))
+  boxed = jax.eval_shape(lambda: t5.init_params(cfg, jax.random.PRNGKey(0)))
   shardings = partitioner.shardings_of(boxed)
   params = jax.tree.map(jax.device_put, params_np, shardings)
   gbatch = partitioner.shard_batch(batch, BATCH)
@@ -55,7 +55,6 @@ MESHES = [
 SLOW_MESHES = [
     dict(num_partitions=2, fsdp=True),  # FSDP 4 x model 2
     dict(num_partitions=2, num_replicas=2),  # replica 2 x data 2 x model 2
-    dict(num_partitions=8),  # all model parallel
 ]
 
 
@@ -70,13 +69,13 @@ def reference(params_np):
   return _loss_and_grads(_partitioner(ONE_DEVICE), params_np, _batch())
 
 
-def _check_meshes(specs, params_np, reference):
+def _check_meshes(specs, params_np, reference, cfg=CFG):
   batch = _batch()
   ref_loss, ref_grads = reference
   assert 4.0 < ref_loss < 6.0  # ~log(128) at init
   for spec in specs:
     part = _partitioner(spec)
-    loss, grads = _loss_and_grads(part, params_np, batch)
+    loss, grads = _loss_and_grads(part, params_np, batch, cfg)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, err_msg=str(spec))
     for (path, g), r in zip(jax.tree_util.tree_flatten_with_path(grads)[0],
                             jax.tree.leaves(ref_grads)):
@@ -91,6 +90,21 @@ def test_meshes_8x1_4x2_2x4_and_fsdp_match_one_device(params_np, reference):
 @pytest.mark.slow
 def test_more_meshes_match_one_device(params_np, reference):
   _check_meshes(SLOW_MESHES, params_np, reference)
+
+
+@pytest.mark.slow
+def test_all_model_parallel_matches_one_device_when_the_heads_divide():
+  cfg = CFG.replace(num_heads=8, head_dim=4)  # 8 heads over 8-way model parallelism
+  params = jax.tree.map(np.asarray, nn.unbox(t5.init_params(cfg, jax.random.PRNGKey(0))))
+  reference = _loss_and_grads(_partitioner(ONE_DEVICE), params, _batch(), cfg)
+  _check_meshes([dict(num_partitions=8)], params, reference, cfg)
+
+
+def test_a_split_that_does_not_divide_a_parameter_is_named():
+  # CFG has 4 heads: 8-way model parallelism cannot split them (jax would raise IndivisibleError later).
+  boxed = jax.eval_shape(lambda: t5.init_params(CFG, jax.random.PRNGKey(0)))
+  with pytest.raises(UserInputError, match=r"of shape \(4, 32\): its axis 0 \('heads', 4\) would be split 8 ways"):
+    _partitioner(dict(num_partitions=8)).shardings_of(boxed)
 
 
 def test_parameters_are_sharded_as_the_rules_say():

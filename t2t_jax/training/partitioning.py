@@ -204,9 +204,28 @@ class Partitioner:
     return nn.logical_to_mesh_sharding(logical_spec_tree, self.mesh, self.logical_axis_rules)
 
   def shardings_of(self, boxed_tree):
-    """NamedShardings for a (possibly abstract) tree whose leaves may be nn.Partitioned."""
+    """NamedShardings for a (possibly abstract) tree whose leaves may be nn.Partitioned.
+
+    UserInputError when a mesh split does not divide the axis it splits (e.g. NUM_PARTITIONS=8 over a
+    model with 4 heads), naming the parameter, instead of jax's IndivisibleError at the first use."""
     specs = nn.get_partition_spec(boxed_tree)
-    return self.logical_to_mesh(specs)
+    shardings = self.logical_to_mesh(specs)
+    flat_shapes = jax.tree_util.tree_flatten_with_path(nn.unbox(boxed_tree))[0]
+    flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
+    for (path, leaf), sharding, logical in zip(flat_shapes, jax.tree.leaves(shardings), flat_specs):
+      shape = getattr(leaf, "shape", None)
+      if shape is None or not isinstance(sharding, NamedSharding):
+        continue
+      for i, (dim, axes) in enumerate(zip(shape, sharding.spec)):
+        axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        ways = int(np.prod([self.mesh.shape[a] for a in axes]))
+        if dim % ways:
+          name = logical[i] if i < len(logical) else None
+          raise UserInputError(
+              f"parameter {jax.tree_util.keystr(path)} of shape {tuple(shape)}: its axis {i} "
+              f"({name!r}, {dim}) would be split {ways} ways over mesh axes {axes} "
+              f"({self.describe()}); use a NUM_PARTITIONS / FSDP / NUM_REPLICAS layout that divides it")
+    return shardings
 
   @contextlib.contextmanager
   def activation_context(self):
