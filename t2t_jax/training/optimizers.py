@@ -175,7 +175,8 @@ def decay_to_init(rate: float, schedule: Callable) -> optax.GradientTransformati
 
   def init_fn(params):
     # A copy, so the state never shares a buffer with the (donated) parameters.
-    return DecayToInitState(jnp.zeros([], jnp.int32), jax.tree.map(lambda p: jnp.array(p, copy=True), params))
+    return DecayToInitState(jnp.zeros([], jnp.int32),
+                            jax.tree.map(lambda p: jnp.array(p, copy=True), params))
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -189,8 +190,8 @@ def decay_to_init(rate: float, schedule: Callable) -> optax.GradientTransformati
 
 
 def make_optimizer(name: str = "adafactor", *, schedule: Callable, weight_decay: float = 0.0,
-                   decay_to_init_rate: float = 0.0, max_grad_norm: float | None = None, b1: float = 0.9, b2: float = 0.999,
-                   eps: float = 1e-8, adafactor_decay_rate: float = 0.8,
+                   decay_to_init_rate: float = 0.0, max_grad_norm: float | None = None,
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, adafactor_decay_rate: float = 0.8,
                    adafactor_clipping_threshold: float | None = 1.0,
                    adafactor_multiply_by_parameter_scale: bool = True
                    ) -> optax.GradientTransformation:
