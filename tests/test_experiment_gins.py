@@ -67,7 +67,7 @@ def test_study_gin_parses_and_its_families_bindings_are_defined(name):
     gin.clear_config()
 
 
-def test_a_family_binding_to_an_undefined_macro_is_refused(tmp_path):
+def test_a_family_binding_to_an_undefined_macro_is_refused():
   """The check above can fail: a family binding a macro no training gin file defines is refused."""
   with pytest.raises(UserInputError, match="FREEZE_ENCODR"):
     gin_utils.parse_gin(["models/bert_t5_minilm.gin", "runs/finetune.gin", pipeline.RECIPE_GIN],
