@@ -21,9 +21,9 @@ EXPERIMENTS = os.path.join(ROOT, "gin", "experiments")
 
 def _study_gins():
   out = []
-  for name in sorted(os.listdir(EXPERIMENTS)):
+  for name in sorted(n for n in os.listdir(EXPERIMENTS) if n.endswith(".gin")):
     with open(os.path.join(EXPERIMENTS, name), encoding="utf-8") as fh:
-      if name.endswith(".gin") and "compare_ids." in fh.read():
+      if "compare_ids." in fh.read():
         out.append(name)
   return out
 
