@@ -2,6 +2,7 @@
 ID-table row kept in the model dir, the prompt embedded by the model's own encoder (mean-pooled,
 normalised), weight x their cosine added inside beam search by recommend / the CLI."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -136,3 +137,32 @@ def test_cli_dense_prior_flag_and_export_manifest(dense_dir, tmp_path, capsys):
   np.testing.assert_array_equal(rows[:, :2], ref_rows[:, :2])
   np.testing.assert_allclose(scores[:, :2], ref_scores[:, :2], rtol=1e-4, atol=0.05)
   assert rows[0, 0] == 7 and rows[1, 0] == 42
+
+
+def test_evaluate_with_a_reused_retriever_matches_a_fresh_one(dense_dir):
+  """A decoding grid builds the model once (`pipeline.load_retriever`) and scores each setting with it:
+  the same rankings and metrics as a retriever built per call, and a retriever over another ID table
+  is refused."""
+  from t2t_jax.studies import pipeline  # pylint: disable=g-import-not-at-top
+  rec = retriever.GenerativeRetriever.from_model_dir(dense_dir, dense_prior_weight=0)
+  prompts = [PROMPT_A, PROMPT_B] + PROMPTS[:3]
+  inputs = rec.encode(prompts)
+  examples = [{"prompt": p, "inputs": [int(t) for t in row if t], "relevant_rows": np.asarray([7 + i])}
+              for i, (p, row) in enumerate(zip(prompts, inputs))]
+  task = pipeline.Task(name="dense_test", table=rec.id_table, vocab=rec.vocab,
+                       feature_lengths={"inputs": rec.inputs_length}, eval_examples=examples, data_root="")
+  reused = pipeline.load_retriever(task, dense_dir, beam_size=6)
+  prior = np.zeros((len(prompts), rec.id_table.num_tracks), np.float32)
+  prior[:, 11] = 50.0  # one row lifted for every prompt: first wherever the prior counts
+  for row_prior in (None, prior, None):  # back to no prior: nothing kept from the setting before
+    fresh = pipeline.evaluate_text2tracks(task, dense_dir, beam_size=6, k=5, row_prior_NxR=row_prior)
+    again = pipeline.evaluate_text2tracks(task, dense_dir, beam_size=6, k=5, row_prior_NxR=row_prior,
+                                          retriever=reused)
+    np.testing.assert_array_equal(again["rows_NxK"], fresh["rows_NxK"])
+    assert again["metrics"] == fresh["metrics"]
+    assert (fresh["rows_NxK"][:, 0] == 11).all() == (row_prior is not None)
+  assert len(reused._fns) == 1  # pylint: disable=protected-access  (one decoder built, used by every setting)
+  other = dataclasses.replace(rec.id_table, track_ids=list(reversed(rec.id_table.track_ids)))
+  with pytest.raises(ValueError, match="the retriever's ID table is not task dense_test's"):
+    pipeline.evaluate_text2tracks(dataclasses.replace(task, table=other), dense_dir, beam_size=6, k=5,
+                                  retriever=reused)

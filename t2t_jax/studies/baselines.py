@@ -98,8 +98,9 @@ def add_priors(ws: pipeline.Workspace, task: pipeline.Task, model_dir: str, *, p
       raise UserInputError(f"{task.name}: no validation playlists to choose the priors' weights on")
     shares = lexical.prior(val.prompts) if lexical is not None else None
     table = dense_table(dense.track_emb_NxE, task.table.num_tracks) if dense is not None else None
+    retriever = pipeline.load_retriever(val, model_dir, beam_size=beam_size)  # one load and trie for the grid
     for w, wd in pairs:
-      m = pipeline.evaluate_text2tracks(val, model_dir, beam_size=beam_size, k=k,
+      m = pipeline.evaluate_text2tracks(val, model_dir, beam_size=beam_size, k=k, retriever=retriever,
                                         **prior_args(w, shares, wd, table))["metrics"]
       trials.append({"weight": w, **({"dense_weight": wd} if dense is not None else {}),
                      "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4)})

@@ -468,10 +468,12 @@ def _text2tracks(f: Fold, log: Log, seeds: Sequence[int], cands: Candidates, *, 
     # One decoding step: every beam >= k returns the same top k, and logit sums rank as log-probs do
     # (one log-partition per prompt), so only the first beam and scoring are scored.
     one_step = cost["decode_steps_max"] == 1
+    retriever = pipeline.load_retriever(val_task, model_dir)  # once per candidate: one load, one compile per shape
     for scoring, beam, w, wd in itertools.product(scorings[:1] if one_step else scorings,
                                                   beams[:1] if one_step else beams, weights, dense_weights):
       m = pipeline.evaluate_text2tracks(val_task, model_dir, beam_size=beam, k=10, scoring=scoring,
-                                        row_prior_NxR=prior(val_task.prompts, w, wd, seeds[0]))["metrics"]
+                                        row_prior_NxR=prior(val_task.prompts, w, wd, seeds[0]),
+                                        retriever=retriever)["metrics"]
       val_table.append({"family": fam.name, "id_strategy": spec.name, "beam_size": beam, "beam_scoring": scoring,
                         "lexical_prior_weight": w, "dense_prior_weight": wd,
                         "val_hits@10": round(m["hits@10"], 4), "val_map@10": round(m["map@10"], 4),

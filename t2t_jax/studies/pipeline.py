@@ -9,6 +9,7 @@ tools/scaling_study.py.
   build_table           one ID spec (`ids.specs.IdSpec`) -> IdTable saved under {dataset}/ids/{name}
   make_task             the SeqIO task of that table + its held-out examples        -> Task
   train_text2tracks     training through the gin entry (`t2t_jax.train.run`)       -> TrainOutcome
+  load_retriever        a model dir's trained model over a task's ID table (built once for a decoding grid)
   evaluate_text2tracks  constrained beam search over the held-out prompts, metrics, prompts/s
 
 Training composes gin/models/t5_1_1_{size}.gin + gin/runs/finetune.gin + RECIPE_GIN (the CPU recipe
@@ -432,25 +433,38 @@ def train_text2tracks(task: Task, *, model_dir: str, **kwargs) -> TrainOutcome:
                       final_loss=None if loss is None else float(loss))
 
 
+def load_retriever(task: Task, model_dir: str, *, beam_size: int = 20) -> retriever_lib.GenerativeRetriever:
+  """The trained model of `model_dir` over the task's ID table, as `evaluate_text2tracks` ranks with it.
+  Build it once to score several decoding settings (beam, scoring, priors) of one model: its parameters
+  load, its trie builds and each setting's decoder compiles once, not once per setting."""
+  config, params = checkpoints.load_params(model_dir)
+  return retriever_lib.GenerativeRetriever(
+      model=models.build_model(config), params=params, id_table=task.table, vocab=task.vocab,
+      inputs_length=task.feature_lengths["inputs"], beam_size=beam_size)
+
+
 def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: int = 10,
                          batch_size: int = 32, ks: Sequence[int] = (1, 5, 10),
                          progress: Callable | None = None, scoring: str = "log_prob",
-                         row_prior_NxR: np.ndarray | None = None, dense_RxE: np.ndarray | None = None) -> dict:
+                         row_prior_NxR: np.ndarray | None = None, dense_RxE: np.ndarray | None = None,
+                         retriever: retriever_lib.GenerativeRetriever | None = None) -> dict:
   """Constrained beam search over the task's held-out prompts; metrics + prompts/s + index bytes.
 
   scoring: how beams are ranked ("log_prob" or "logit", `decoding.beam_search`); row_prior_NxR: a
   per-prompt bonus of every catalog row guiding the search; dense_RxE: weighted unit track vectors whose
   cosine with the prompt under the model's encoder is added to it (`GenerativeRetriever.rank_inputs`).
+  retriever: `load_retriever(task, model_dir)` already built (a grid over one model's decoding settings;
+  its ID table must be the task's); None: built here.
 
   Returns {"metrics": {...}, "rows_NxK": ..., "prompts_per_s", "decode_ms_per_batch",
   "index_bytes", "index_build_seconds"}.  The decoder is compiled outside the timing.
   """
   if beam_size < k:
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
-  config, params = checkpoints.load_params(model_dir)
-  retriever = retriever_lib.GenerativeRetriever(
-      model=models.build_model(config), params=params, id_table=task.table, vocab=task.vocab,
-      inputs_length=task.feature_lengths["inputs"], beam_size=beam_size)
+  if retriever is None:
+    retriever = load_retriever(task, model_dir, beam_size=beam_size)
+  elif retriever.id_table is not task.table and list(retriever.id_table.track_ids) != list(task.table.track_ids):
+    raise ValueError(f"evaluate_text2tracks: the retriever's ID table is not task {task.name}'s")
   inputs = task.eval_inputs()
   batch_size = max(1, min(batch_size, len(inputs)))
   rank = functools.partial(retriever.rank_inputs, k=k, beam_size=beam_size, batch_size=batch_size, scoring=scoring,
