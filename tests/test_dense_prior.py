@@ -166,3 +166,10 @@ def test_evaluate_with_a_reused_retriever_matches_a_fresh_one(dense_dir):
   with pytest.raises(ValueError, match="the retriever's ID table is not task dense_test's"):
     pipeline.evaluate_text2tracks(dataclasses.replace(task, table=other), dense_dir, beam_size=6, k=5,
                                   retriever=reused)
+  recoded = dataclasses.replace(rec.id_table, codes=rec.id_table.codes[::-1].copy())  # same tracks, other IDs
+  with pytest.raises(ValueError, match="the retriever's ID table is not task dense_test's"):
+    pipeline.evaluate_text2tracks(dataclasses.replace(task, table=recoded), dense_dir, beam_size=6, k=5,
+                                  retriever=reused)
+  same = dataclasses.replace(rec.id_table)  # an equal table, another object: accepted
+  assert pipeline.evaluate_text2tracks(dataclasses.replace(task, table=same), dense_dir, beam_size=6, k=5,
+                                       retriever=reused)["metrics"] == fresh["metrics"]

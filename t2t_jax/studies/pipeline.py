@@ -463,7 +463,8 @@ def evaluate_text2tracks(task: Task, model_dir: str, *, beam_size: int = 20, k: 
     raise UserInputError(f"beam_size ({beam_size}) must be >= k ({k})")
   if retriever is None:
     retriever = load_retriever(task, model_dir, beam_size=beam_size)
-  elif retriever.id_table is not task.table and list(retriever.id_table.track_ids) != list(task.table.track_ids):
+  elif retriever.id_table is not task.table and (list(retriever.id_table.track_ids) != list(task.table.track_ids)
+                                                 or not np.array_equal(retriever.id_table.codes, task.table.codes)):
     raise ValueError(f"evaluate_text2tracks: the retriever's ID table is not task {task.name}'s")
   inputs = task.eval_inputs()
   batch_size = max(1, min(batch_size, len(inputs)))
