@@ -59,6 +59,22 @@ def test_tune_hybrid_picks_the_validation_best_weight():
     tuning.tune_hybrid(sparse, dense, [], [], weights=[0.5])
 
 
+def test_paired_rows_averages_seeds_and_resamples_within_shared_folds():
+  def row(vals_by_fold):  # {fold: [per-seed value lists]} -> per_query.json's shape, every key the same values
+    return {f: {str(s): {k: v for k in ("hits@10", "map@10", "artist_hits@10", "artist_map@10")}
+                for s, v in enumerate(seeds)} for f, seeds in vals_by_fold.items()}
+  pq = {"v|a": row({"0": [[1, 1, 0], [1, 0, 0]], "1": [[1, 1]], "2": [[0, 0]]}),
+        "v|b": row({"0": [[0, 1, 0], [0, 1, 0]], "1": [[0, 1]]})}
+  bt = fair_study.paired_rows(pq, "v", "a", "b", num_samples=500, seed=3)
+  assert bt["folds"] == ["0", "1"] and bt["baseline"] == "b" and bt["text2tracks"] == "a"
+  # seed means: a = [1, .5, 0, 1, 1], b = [0, 1, 0, 0, 1] -> mean difference 1.5 / 5
+  assert bt["hits@10"]["mean_diff"] == pytest.approx(0.3) and bt["hits@10"]["num_queries"] == 5
+  from t2t_jax import stats  # pylint: disable=g-import-not-at-top
+  assert bt["map@10"] == stats.paired_bootstrap([1, .5, 0, 1, 1], [0, 1, 0, 0, 1], num_samples=500, seed=3,
+                                                groups=[0, 0, 0, 1, 1])
+  assert fair_study.paired_rows(pq, "v", "a", "missing", num_samples=10, seed=0) is None
+
+
 def test_check_beam_scorings():
   assert fair_study.check_beam_scorings(None) is None
   assert fair_study.check_beam_scorings(["logit", "log_prob", "logit"]) == ("logit", "log_prob")  # order kept

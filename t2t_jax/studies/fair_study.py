@@ -124,6 +124,28 @@ def open_fold(variant: str, ddir: str, fold: int | None, work_dir: str, prompt_f
               train=list(zip(train_prompts, ws.rows_train)), artist_of_row=[t.artist for t in ws.ds.tracks])
 
 
+def paired_rows(per_query: dict, variant: str, method: str, baseline: str, *, num_samples: int,
+                seed: int) -> dict | None:
+  """Paired bootstrap of two rows of a per_query.json ({"variant|method": {fold: {seed: {key: [..]}}}})
+  over the folds both hold: per-query values averaged over seeds, resampled within folds. None when the
+  rows share no fold."""
+  a, b = per_query.get(f"{variant}|{method}", {}), per_query.get(f"{variant}|{baseline}", {})
+  common = sorted(set(a) & set(b))
+  if not common:
+    return None
+
+  def seed_mean(d, fold, key):
+    return tuning.mean_over_seeds([v[key] for v in d[fold].values()])
+  groups = np.concatenate([np.full(len(seed_mean(a, f, "hits@10")), i) for i, f in enumerate(common)])
+  bt = {"prompts": variant, "text2tracks": method, "baseline": baseline, "folds": common,
+        "resampling": "within folds, per-query values averaged over seeds"}
+  for key in folds_study.BOOTSTRAP_KEYS:
+    bt[key] = stats.paired_bootstrap(np.concatenate([seed_mean(a, f, key) for f in common]),
+                                     np.concatenate([seed_mean(b, f, key) for f in common]),
+                                     num_samples=num_samples, seed=seed, groups=groups)
+  return bt
+
+
 class Log:
   """Rows, per-query vectors and the test-run log of one study; written after every test run."""
 
@@ -214,21 +236,10 @@ class Log:
       pairs = [(m, label(name)) for m in t2t for name in ("bi_encoder_tuned", "hybrid")]
       pairs += [(m, best["method"]) for m in t2t if m != best["method"]]
       for method, baseline in pairs:
-        a, b = self.per_query.get(f"{variant}|{method}", {}), self.per_query.get(f"{variant}|{baseline}", {})
-        common = sorted(set(a) & set(b))
-        if not common:
-          continue
-
-        def seed_mean(d, fold, key):
-          return tuning.mean_over_seeds([v[key] for v in d[fold].values()])
-        groups = np.concatenate([np.full(len(seed_mean(a, f, "hits@10")), i) for i, f in enumerate(common)])
-        bt = {"prompts": variant, "text2tracks": method, "baseline": baseline, "folds": common,
-              "resampling": "within folds, per-query values averaged over seeds"}
-        for key in folds_study.BOOTSTRAP_KEYS:
-          bt[key] = stats.paired_bootstrap(np.concatenate([seed_mean(a, f, key) for f in common]),
-                                           np.concatenate([seed_mean(b, f, key) for f in common]),
-                                           num_samples=self.bootstrap_samples, seed=self.seed, groups=groups)
-        out.append(bt)
+        bt = paired_rows(self.per_query, variant, method, baseline, num_samples=self.bootstrap_samples,
+                         seed=self.seed)
+        if bt:
+          out.append(bt)
     return out
 
   def flush(self, final_lines: Sequence[str] = ()) -> tuple[list[dict], list[dict], list[str]]:
