@@ -9,7 +9,9 @@ assets `t2t recommend` reads.  `--dataset_dir DIR` (a `t2t import` output) repla
 catalog with a working copy of DIR under WORK_DIR/data (`studies.pipeline.open_dataset`; DIR itself
 is only read), split by its splits.json or, with `--fold K`, fold K of its folds.json; there
 `--model auto` (the default) trains the best measured recipe whose extras are installed instead
-(`resolve_model`: the pretrained MiniLM encoder, adapted in-domain first, with per-track IDs).
+(`resolve_model`: the pretrained MiniLM encoder, adapted in-domain first, with per-track IDs), and
+ranks with a BM25 prior and that encoder's dense prior inside beam search, their weights chosen on the
+validation split (`add_priors`; 0 = off is a candidate).
 This is an entry point (layer 3): it imports the studies lazily.
 """
 
@@ -50,11 +52,13 @@ REPORT_KIND, WORK_KIND = "report", "quickstart_work"
 BASELINE_CAVEAT = ("The fine-tuned bi-encoder row is the encoder-adaptation step (1 epoch, one positive per "
                    "prompt), not a tuned baseline: on CPCD a bi-encoder tuned on validation over all pairs is "
                    "ahead of Text2Tracks (docs/benchmark_cpcd.md).")
-# --lexical_prior auto with --dataset_dir: the BM25 prior weights chosen among on validation (0: off);
-# compare_cpcd_fair_prior.gin: folds 0 / 1 / 2 picked 0 / 4 / 2 among 0, 2, 4 (docs/results/compare_cpcd_fair_prior).
-LEXICAL_PRIOR_WEIGHTS = (0.0, 1.0, 2.0, 4.0)
-# --dense_prior auto with --dataset_dir and the adapted encoder: the dense prior weights chosen among on
-# validation together with the BM25 prior's (0: off; 20 is the bi-encoder's MNRL scale, i.e. its own logits).
+# --lexical_prior auto with --dataset_dir: the BM25 prior weights chosen among on validation (0: off), the
+# nested studies' grid (compare_cpcd_fair_prior.gin, compare_cpcd_fair_dense.gin; docs/results/compare_cpcd_fair_*).
+LEXICAL_PRIOR_WEIGHTS = (0.0, 2.0, 4.0)
+# --dense_prior auto (the default) with --dataset_dir and the adapted encoder: the dense prior weights chosen
+# among on validation together with the BM25 prior's (0: off; 20 is the bi-encoder's MNRL scale, i.e. its own
+# logits).  The nested CPCD study chose among the same 3 x 3 grid per fold: one token per track + both priors
+# beat the same recipe without them (docs/results/compare_cpcd_fair_dense), hence the default.
 DENSE_PRIOR_WEIGHTS = (0.0, 10.0, 20.0)
 TRAIN_STEPS, BATCH_SIZE = 800, 128  # --train_steps / --batch_size unless --model auto picks a recipe
 
@@ -170,7 +174,7 @@ class QuickstartConfig:
   # None: as --model auto decides (resolve_model)
   lexical_prior: str = "auto"  # BM25 prior inside beam search: auto (dataset dirs: weight chosen on
   # validation), off, or a weight (`lexical_weights`)
-  dense_prior: str = "off"  # dense prior inside beam search: auto (dataset dirs with the adapted encoder:
+  dense_prior: str = "auto"  # dense prior inside beam search: auto (dataset dirs with the adapted encoder:
   # weight chosen on validation), off, or a weight (`dense_weights`)
 
 
@@ -212,13 +216,13 @@ HELP = {
     "lexical_prior": "a BM25 prior inside beam search (BM25 over track metadata + training prompts, each "
                      "row's score / the prompt's best, times the weight, steering which IDs stay in the beam; "
                      "kept in the model dir for recommend and serve): auto = with --dataset_dir its weight is "
-                     "chosen on the validation split among 0,1,2,4 (0: off), none on the synthetic catalog; "
+                     "chosen on the validation split among 0,2,4 (0: off), none on the synthetic catalog; "
                      "off; or a weight >= 0",
     "dense_prior": "a dense prior inside beam search (the cosine of the prompt, embedded by the model's frozen "
                    "encoder, with each track's vector from the encoder-adaptation bi-encoder, times the weight; kept "
-                   "in the model dir): auto = with --dataset_dir and the adapted encoder its weight is chosen on the "
-                   "validation split among 0,10,20 together with the BM25 prior's; off; or a weight >= 0 (needs "
-                   "the adapted encoder)",
+                   "in the model dir): auto (default) = with --dataset_dir and the adapted encoder its weight is chosen "
+                   "on the validation split among 0,10,20 together with the BM25 prior's (0: off), none otherwise; "
+                   "off; or a weight >= 0 (needs the adapted encoder)",
     "prompt_field": "prompt source: title, description or both; auto: title on the synthetic "
                     "catalog, both with --dataset_dir (title | description, whichever are "
                     "non-empty)",

@@ -186,10 +186,12 @@ class _Stages:
 
 
 @pytest.mark.parametrize("kw, total", [
-    # A dataset dir adds the BM25 prior's stage (--lexical_prior auto), unless it is off.
+    # A dataset dir adds the priors' stage (--lexical_prior auto; --dense_prior auto with the adapted
+    # encoder), unless both are off.
     ({}, 8), ({"dataset_dir": "d", "model": "tiny"}, 8), ({"model": quickstart.PRETRAINED}, 7),
     ({"dataset_dir": "d"}, 8), ({"dataset_dir": "d", "adapt_encoder": False}, 7),
-    ({"dataset_dir": "d", "lexical_prior": "off"}, 7), ({"lexical_prior": "2"}, 9),
+    ({"dataset_dir": "d", "lexical_prior": "off"}, 8), ({"lexical_prior": "2"}, 9),
+    ({"dataset_dir": "d", "lexical_prior": "off", "dense_prior": "off"}, 7),
     ({"model": quickstart.PRETRAINED, "dataset_dir": "d"}, 7),
     ({"model": quickstart.PRETRAINED, "adapt_encoder": True}, 8), ({"model": "bert_t5_mpnet"}, 7),
     # The dense prior shares the priors' stage; alone (BM25 off) it adds it.
