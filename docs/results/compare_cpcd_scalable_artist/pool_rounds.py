@@ -49,13 +49,13 @@ for k in folds:
 per_query[f"as_written|{POOLED}"] = pooled
 
 
-def mean_hits(method, key):
+def mean_metric(method, key):
   d = per_query[f"as_written|{method}"]
   return float(np.mean([np.mean([np.mean(v[key]) for v in d[k].values()]) for k in folds]))
 
 
 out = {"command": "python3 " + " ".join(sys.argv), "merged_dir": merged, "folds": folds, "picks": picks,
-       "rows": {m: {key: round(mean_hits(m, key), 4) for key in ("hits@10", "map@10")}
+       "rows": {m: {key: round(mean_metric(m, key), 4) for key in ("hits@10", "map@10")}
                 for m in [POOLED, *BASELINES.values()]},
        "num_queries": int(sum(len(next(iter(pooled[k].values()))["hits@10"]) for k in folds)), "pairs": {}}
 for name, other in BASELINES.items():
